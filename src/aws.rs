@@ -1,0 +1,272 @@
+//! AWS clients and the one place where AWS SDK errors are classified.
+//!
+//! Clients are built from an [`aws_config::SdkConfig`] (the default credential and region
+//! chain, or whatever the application loaded) with optional per-service endpoint overrides for
+//! LocalStack, local emulators or VPC endpoints. Nothing outside this module looks inside an
+//! SDK error: other modules ask [`AwsErrorInfo`] what a failure means.
+
+use crate::error::ErrorKind;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+/// Endpoint overrides, one per service. `None` uses the SDK's regional endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Kinesis endpoint URL, e.g. `http://127.0.0.1:4567`.
+    pub kinesis: Option<String>,
+    /// DynamoDB endpoint URL, e.g. `http://127.0.0.1:8000`.
+    pub dynamodb: Option<String>,
+}
+
+/// A Kinesis client from `sdk_config`, with `endpoint` overriding the regional endpoint.
+pub fn kinesis_client(
+    sdk_config: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_kinesis::Client {
+    let mut builder = aws_sdk_kinesis::config::Builder::from(sdk_config);
+    if let Some(url) = endpoint {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_kinesis::Client::from_conf(builder.build())
+}
+
+/// A DynamoDB client from `sdk_config`, with `endpoint` overriding the regional endpoint.
+pub fn dynamodb_client(
+    sdk_config: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk_config);
+    if let Some(url) = endpoint {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_dynamodb::Client::from_conf(builder.build())
+}
+
+/// What an AWS SDK error means to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsErrorInfo {
+    /// Retry or not.
+    pub kind: ErrorKind,
+    /// The service's error code (e.g. `ConditionalCheckFailedException`), when it sent one.
+    pub code: Option<String>,
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// A human-readable description, including the SDK's error chain.
+    pub message: String,
+}
+
+/// Service error codes that mean "slow down".
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "TransactionInProgressException",
+];
+
+/// Service error codes that are transient server-side failures.
+const RETRYABLE_CODES: &[&str] = &[
+    "InternalServerError",
+    "InternalFailure",
+    "InternalFailureException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "KMSDisabledException",
+];
+
+impl AwsErrorInfo {
+    /// Classify any AWS SDK error.
+    pub fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let message = error_chain(err);
+        match err {
+            SdkError::ConstructionFailure(_) => AwsErrorInfo {
+                kind: ErrorKind::Fatal,
+                code: None,
+                status: None,
+                message,
+            },
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => AwsErrorInfo {
+                kind: ErrorKind::Retryable,
+                code: None,
+                status: err.raw_response().map(|r| r.status().as_u16()),
+                message,
+            },
+            _ => {
+                let code = err.code().map(str::to_string);
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                AwsErrorInfo {
+                    kind: classify_service_error(code.as_deref(), status),
+                    code,
+                    status,
+                    message,
+                }
+            }
+        }
+    }
+
+    fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// A DynamoDB conditional write whose condition did not hold.
+    pub fn is_conditional_check_failed(&self) -> bool {
+        self.has_code("ConditionalCheckFailedException")
+    }
+
+    /// The table, stream or shard does not exist.
+    pub fn is_resource_not_found(&self) -> bool {
+        self.has_code("ResourceNotFoundException")
+    }
+
+    /// The resource exists already or is being changed (e.g. CreateTable on an existing table).
+    pub fn is_resource_in_use(&self) -> bool {
+        self.has_code("ResourceInUseException")
+    }
+
+    /// A Kinesis shard iterator expired (it is valid for 5 minutes).
+    pub fn is_expired_iterator(&self) -> bool {
+        self.has_code("ExpiredIteratorException")
+    }
+
+    /// Kinesis rejected an argument (e.g. an invalid or expired iterator on some emulators).
+    pub fn is_invalid_argument(&self) -> bool {
+        self.has_code("InvalidArgumentException")
+    }
+}
+
+/// The pure classification rule for service errors: by code first, then by HTTP status.
+pub fn classify_service_error(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+    if let Some(code) = code {
+        if THROTTLING_CODES.contains(&code) {
+            return ErrorKind::Throttled;
+        }
+        if RETRYABLE_CODES.contains(&code) {
+            return ErrorKind::Retryable;
+        }
+    }
+    match status {
+        Some(429) => ErrorKind::Throttled,
+        Some(s) if s >= 500 => ErrorKind::Retryable,
+        Some(_) if code.is_some() => ErrorKind::Fatal,
+        // No code and no error status: a response we could not understand; try again.
+        _ => ErrorKind::Retryable,
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty())
+    }
+
+    fn service_error(code: &str, status: u16) -> SdkError<PutItemError, HttpResponse> {
+        let meta = ErrorMetadata::builder().code(code).message("boom").build();
+        SdkError::service_error(PutItemError::generic(meta), response(status))
+    }
+
+    #[test]
+    fn throttling_codes_are_throttled() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "LimitExceededException",
+        ] {
+            let info = AwsErrorInfo::from_sdk(&service_error(code, 400));
+            assert_eq!(info.kind, ErrorKind::Throttled, "{code}");
+            assert_eq!(info.code.as_deref(), Some(code));
+        }
+    }
+
+    #[test]
+    fn server_errors_are_retryable_and_client_errors_fatal() {
+        assert_eq!(
+            AwsErrorInfo::from_sdk(&service_error("InternalServerError", 500)).kind,
+            ErrorKind::Retryable
+        );
+        assert_eq!(
+            AwsErrorInfo::from_sdk(&service_error("SomethingNew", 503)).kind,
+            ErrorKind::Retryable
+        );
+        assert_eq!(
+            AwsErrorInfo::from_sdk(&service_error("SomethingNew", 429)).kind,
+            ErrorKind::Throttled
+        );
+        let denied = AwsErrorInfo::from_sdk(&service_error("AccessDeniedException", 400));
+        assert_eq!(denied.kind, ErrorKind::Fatal);
+        let missing = AwsErrorInfo::from_sdk(&service_error("ResourceNotFoundException", 400));
+        assert_eq!(missing.kind, ErrorKind::Fatal);
+        assert!(missing.is_resource_not_found());
+    }
+
+    #[test]
+    fn typed_conditional_check_failure_is_recognised() {
+        let e = PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .message("nope")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ConditionalCheckFailedException")
+                        .build(),
+                )
+                .build(),
+        );
+        let info = AwsErrorInfo::from_sdk(&SdkError::service_error(e, response(400)));
+        assert!(info.is_conditional_check_failed());
+        assert_eq!(info.kind, ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn transport_failures_are_retryable_and_construction_fatal() {
+        let timeout: SdkError<PutItemError, HttpResponse> = SdkError::timeout_error("slow");
+        assert_eq!(AwsErrorInfo::from_sdk(&timeout).kind, ErrorKind::Retryable);
+        let construction: SdkError<PutItemError, HttpResponse> =
+            SdkError::construction_failure("bad input");
+        assert_eq!(AwsErrorInfo::from_sdk(&construction).kind, ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn endpoint_override_is_applied() {
+        let sdk = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let k = kinesis_client(&sdk, Some("http://127.0.0.1:1"));
+        assert_eq!(k.config().region().map(|r| r.as_ref()), Some("us-east-1"));
+        let d = dynamodb_client(&sdk, None);
+        assert_eq!(d.config().region().map(|r| r.as_ref()), Some("us-east-1"));
+    }
+}

@@ -1,0 +1,90 @@
+//! Exponential backoff with jitter: one small pure component shared by every retry loop.
+
+use std::time::Duration;
+
+/// An endless iterator of delays: `base * 2^n`, capped at `max`, each multiplied by a random
+/// factor in `[1 - jitter, 1]` ("equal jitter" keeps retries from synchronising across workers).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut b = kcl::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).without_jitter();
+/// assert_eq!(b.next(), Some(Duration::from_millis(100)));
+/// assert_eq!(b.next(), Some(Duration::from_millis(200)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    jitter: f64,
+}
+
+impl Backoff {
+    /// A backoff starting at `base` and never exceeding `max`, with 50% jitter.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max: max.max(base),
+            attempt: 0,
+            jitter: 0.5,
+        }
+    }
+
+    /// The same schedule without randomness (for tests and deterministic simulation).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = 0.0;
+        self
+    }
+
+    /// Start over from `base` (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// How many delays were handed out since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let factor = 2u32.saturating_pow(self.attempt.min(30));
+        self.attempt = self.attempt.saturating_add(1);
+        let raw = self.base.saturating_mul(factor).min(self.max);
+        if self.jitter == 0.0 {
+            return Some(raw);
+        }
+        let scale = 1.0 - self.jitter * rand::random::<f64>();
+        Some(raw.mul_f64(scale))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_until_capped_and_resets() {
+        let mut b =
+            Backoff::new(Duration::from_millis(100), Duration::from_millis(500)).without_jitter();
+        let got: Vec<u64> = b.by_ref().take(5).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(got, vec![100, 200, 400, 500, 500]);
+        assert_eq!(b.attempts(), 5);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        let b = Backoff::new(Duration::from_millis(1000), Duration::from_millis(1000));
+        for d in b.take(200) {
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_millis(1000),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Checkpoints: where a shard's processing stands, as stored in the lease table.
+//!
+//! A checkpoint is either a sentinel (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`, `SHARD_END`,
+//! stored literally, as the Java KCL does) or an [`ExtendedSequenceNumber`]: a Kinesis sequence
+//! number plus the KPL sub-sequence number. Ordering follows the Java KCL:
+//! `AT_TIMESTAMP < TRIM_HORIZON < LATEST < any sequence number < SHARD_END`; sequence numbers
+//! compare as unbounded decimal integers, then by sub-sequence number.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// The literal stored for [`Checkpoint::TrimHorizon`].
+pub const TRIM_HORIZON: &str = "TRIM_HORIZON";
+/// The literal stored for [`Checkpoint::Latest`].
+pub const LATEST: &str = "LATEST";
+/// The literal stored for [`Checkpoint::AtTimestamp`].
+pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+/// The literal stored for [`Checkpoint::ShardEnd`].
+pub const SHARD_END: &str = "SHARD_END";
+
+/// A Kinesis sequence number (a decimal string of up to 128 digits) and a KPL sub-sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExtendedSequenceNumber {
+    sequence_number: String,
+    sub_sequence_number: u64,
+}
+
+/// A sequence number that is not a decimal number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sequence number {0:?}: expected decimal digits")]
+pub struct InvalidSequenceNumber(pub String);
+
+impl ExtendedSequenceNumber {
+    /// A validated sequence number (decimal digits only; leading zeros are kept as given).
+    pub fn new(
+        sequence_number: impl Into<String>,
+        sub_sequence_number: u64,
+    ) -> Result<Self, InvalidSequenceNumber> {
+        let sequence_number = sequence_number.into();
+        if sequence_number.is_empty() || !sequence_number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidSequenceNumber(sequence_number));
+        }
+        Ok(ExtendedSequenceNumber {
+            sequence_number,
+            sub_sequence_number,
+        })
+    }
+
+    /// The Kinesis sequence number.
+    pub fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+
+    /// The KPL sub-sequence number (0 for records that were not aggregated).
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+}
+
+fn cmp_decimal(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+impl Ord for ExtendedSequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_decimal(&self.sequence_number, &other.sequence_number)
+            .then(self.sub_sequence_number.cmp(&other.sub_sequence_number))
+    }
+}
+
+impl PartialOrd for ExtendedSequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for ExtendedSequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.sequence_number, self.sub_sequence_number)
+    }
+}
+
+/// Where processing of a shard stands.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Checkpoint {
+    /// Start at the oldest record still retained.
+    TrimHorizon,
+    /// Start after the newest record at the time the iterator is created.
+    Latest,
+    /// Start at the configured timestamp (the timestamp itself is not stored, as in the Java KCL).
+    AtTimestamp,
+    /// Everything up to and including this record has been processed.
+    Sequence(ExtendedSequenceNumber),
+    /// The shard is closed and every record in it was processed.
+    ShardEnd,
+}
+
+impl Checkpoint {
+    /// A checkpoint at a sequence number (validated).
+    pub fn sequence(
+        sequence_number: impl Into<String>,
+        sub_sequence_number: u64,
+    ) -> Result<Self, InvalidSequenceNumber> {
+        Ok(Checkpoint::Sequence(ExtendedSequenceNumber::new(
+            sequence_number,
+            sub_sequence_number,
+        )?))
+    }
+
+    /// Parse the stored form: the `checkpoint` attribute and `checkpointSubSequenceNumber`.
+    pub fn from_stored(
+        value: &str,
+        sub_sequence_number: u64,
+    ) -> Result<Self, InvalidSequenceNumber> {
+        Ok(match value {
+            TRIM_HORIZON => Checkpoint::TrimHorizon,
+            LATEST => Checkpoint::Latest,
+            AT_TIMESTAMP => Checkpoint::AtTimestamp,
+            SHARD_END => Checkpoint::ShardEnd,
+            other => Checkpoint::sequence(other, sub_sequence_number)?,
+        })
+    }
+
+    /// The stored form of the `checkpoint` attribute.
+    pub fn stored_value(&self) -> &str {
+        match self {
+            Checkpoint::TrimHorizon => TRIM_HORIZON,
+            Checkpoint::Latest => LATEST,
+            Checkpoint::AtTimestamp => AT_TIMESTAMP,
+            Checkpoint::ShardEnd => SHARD_END,
+            Checkpoint::Sequence(esn) => esn.sequence_number(),
+        }
+    }
+
+    /// The stored `checkpointSubSequenceNumber` (0 for sentinels).
+    pub fn stored_sub_sequence_number(&self) -> u64 {
+        match self {
+            Checkpoint::Sequence(esn) => esn.sub_sequence_number(),
+            _ => 0,
+        }
+    }
+
+    /// True for [`Checkpoint::ShardEnd`].
+    pub fn is_shard_end(&self) -> bool {
+        matches!(self, Checkpoint::ShardEnd)
+    }
+
+    /// True for the sentinels that mean "processing of this shard has not started"
+    /// (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`).
+    pub fn is_initial_position(&self) -> bool {
+        matches!(
+            self,
+            Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp
+        )
+    }
+
+    fn rank(&self) -> i8 {
+        match self {
+            Checkpoint::AtTimestamp => -3,
+            Checkpoint::TrimHorizon => -2,
+            Checkpoint::Latest => -1,
+            Checkpoint::Sequence(_) => 0,
+            Checkpoint::ShardEnd => 1,
+        }
+    }
+}
+
+impl Ord for Checkpoint {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Checkpoint::Sequence(a), Checkpoint::Sequence(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl PartialOrd for Checkpoint {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Checkpoint::Sequence(esn) => esn.fmt(f),
+            other => f.write_str(other.stored_value()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(s: &str, sub: u64) -> Checkpoint {
+        Checkpoint::sequence(s, sub).unwrap()
+    }
+
+    #[test]
+    fn ordering_follows_the_java_kcl() {
+        let mut v = vec![
+            Checkpoint::ShardEnd,
+            seq("10", 0),
+            Checkpoint::Latest,
+            seq("9", 5),
+            Checkpoint::AtTimestamp,
+            seq("10", 1),
+            Checkpoint::TrimHorizon,
+            seq(
+                "49590338271490256608559692538361571095921575989136588801",
+                0,
+            ),
+        ];
+        v.sort();
+        assert_eq!(
+            v,
+            vec![
+                Checkpoint::AtTimestamp,
+                Checkpoint::TrimHorizon,
+                Checkpoint::Latest,
+                seq("9", 5),
+                seq("10", 0),
+                seq("10", 1),
+                seq(
+                    "49590338271490256608559692538361571095921575989136588801",
+                    0
+                ),
+                Checkpoint::ShardEnd,
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_compare_as_integers_not_strings() {
+        assert!(seq("0099", 0) < seq("100", 0));
+        assert_eq!(seq("0100", 0).cmp(&seq("100", 0)), Ordering::Equal);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        for c in [
+            Checkpoint::TrimHorizon,
+            Checkpoint::Latest,
+            Checkpoint::AtTimestamp,
+            Checkpoint::ShardEnd,
+            seq("123", 4),
+        ] {
+            let back = Checkpoint::from_stored(c.stored_value(), c.stored_sub_sequence_number());
+            assert_eq!(back.unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn rejects_non_numeric_sequence_numbers() {
+        assert!(Checkpoint::from_stored("12a", 0).is_err());
+        assert!(Checkpoint::from_stored("", 0).is_err());
+        assert!(ExtendedSequenceNumber::new("-1", 0).is_err());
+    }
+}

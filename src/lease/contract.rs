@@ -1,0 +1,204 @@
+//! The lease store contract: one suite of checks every [`LeaseStore`] must pass.
+//!
+//! Run against [`super::InMemoryLeaseStore`] in unit tests and against
+//! [`super::DynamoDbLeaseStore`] on DynamoDB Local in the integration tests, so the in-memory
+//! store cannot drift from DynamoDB's conditional-write semantics. Each check panics with a
+//! message naming what diverged.
+
+use super::{HashKeyRange, Lease, LeaseStore, WriteOutcome};
+use crate::checkpoint::Checkpoint;
+
+fn applied(outcome: WriteOutcome, what: &str) -> Lease {
+    match outcome {
+        WriteOutcome::Applied(l) => l,
+        WriteOutcome::Conflict => panic!("{what}: expected the write to apply, got Conflict"),
+    }
+}
+
+/// Run every check against `store`. Lease keys are prefixed with `prefix` so several runs can
+/// share a table.
+pub async fn run(store: &dyn LeaseStore, prefix: &str) {
+    let key = |n: &str| format!("{prefix}shardId-{n}");
+    store
+        .create_table_if_not_exists()
+        .await
+        .expect("create table");
+    store
+        .create_table_if_not_exists()
+        .await
+        .expect("create table is idempotent");
+
+    // create-if-absent
+    let full = Lease {
+        pending_checkpoint: Some(Checkpoint::sequence("42", 1).unwrap()),
+        pending_checkpoint_state: Some(b"state".to_vec()),
+        ..Lease::new(key("a"), Checkpoint::TrimHorizon)
+            .with_parents([key("p2"), key("p1")])
+            .with_hash_key_range(HashKeyRange {
+                start: 0,
+                end: u128::MAX,
+            })
+    };
+    assert!(
+        store.create_lease_if_not_exists(&full).await.unwrap(),
+        "first create applies"
+    );
+    let mut other = full.clone();
+    other.checkpoint = Checkpoint::Latest;
+    assert!(
+        !store.create_lease_if_not_exists(&other).await.unwrap(),
+        "second create is refused"
+    );
+    let read = store
+        .get_lease(&full.key)
+        .await
+        .unwrap()
+        .expect("created lease is readable");
+    assert_eq!(read, full, "every attribute round-trips");
+    assert_eq!(
+        store.get_lease(&key("missing")).await.unwrap(),
+        None,
+        "missing lease reads as None"
+    );
+
+    // take: counter-conditioned, owner switches only count changes between workers
+    let taken = applied(store.take_lease(&read, "w1").await.unwrap(), "take unowned");
+    assert_eq!(
+        (
+            taken.owner.as_deref(),
+            taken.counter,
+            taken.owner_switches_since_checkpoint
+        ),
+        (Some("w1"), 1, 0)
+    );
+    assert_eq!(
+        store.take_lease(&read, "w2").await.unwrap(),
+        WriteOutcome::Conflict,
+        "take with a stale counter"
+    );
+    let stolen = applied(store.take_lease(&taken, "w2").await.unwrap(), "steal");
+    assert_eq!(
+        (stolen.counter, stolen.owner_switches_since_checkpoint),
+        (2, 1)
+    );
+    assert_eq!(
+        store.get_lease(&full.key).await.unwrap().unwrap(),
+        stolen,
+        "store agrees with the returned lease"
+    );
+
+    // renew
+    assert_eq!(
+        store.renew_lease(&taken).await.unwrap(),
+        WriteOutcome::Conflict,
+        "old owner's renew fails after a steal"
+    );
+    let renewed = applied(store.renew_lease(&stolen).await.unwrap(), "renew");
+    assert_eq!(renewed.counter, 3);
+    assert_eq!(renewed.owner.as_deref(), Some("w2"));
+
+    // update (checkpoint)
+    let mut cp = renewed.clone();
+    cp.checkpoint = Checkpoint::sequence("100", 2).unwrap();
+    cp.pending_checkpoint = None;
+    cp.pending_checkpoint_state = None;
+    cp.owner_switches_since_checkpoint = 0;
+    cp.child_shard_ids = vec![key("c1")];
+    let written = applied(store.update_lease(&cp).await.unwrap(), "checkpoint");
+    assert_eq!(written.counter, 4);
+    let read = store.get_lease(&full.key).await.unwrap().unwrap();
+    assert_eq!(
+        read, written,
+        "checkpoint fields are stored, pending ones removed"
+    );
+    assert_eq!(read.pending_checkpoint, None);
+    assert_eq!(
+        store.update_lease(&cp).await.unwrap(),
+        WriteOutcome::Conflict,
+        "checkpoint with a stale counter"
+    );
+
+    // child shard ids: no counter change, needs the lease to exist
+    let with_children = applied(
+        store
+            .update_child_shard_ids(&full.key, &[key("c3"), key("c2")])
+            .await
+            .unwrap(),
+        "children",
+    );
+    assert_eq!(
+        with_children.counter, 4,
+        "child ids do not bump the counter"
+    );
+    assert_eq!(with_children.child_shard_ids, vec![key("c2"), key("c3")]);
+    assert_eq!(
+        store
+            .update_child_shard_ids(&key("missing"), &[key("c")])
+            .await
+            .unwrap(),
+        WriteOutcome::Conflict,
+        "children of a missing lease"
+    );
+    assert!(
+        store.get_lease(&key("missing")).await.unwrap().is_none(),
+        "no lease appears from a child update"
+    );
+
+    // evict: owner and counter must match
+    let mut wrong_owner = with_children.clone();
+    wrong_owner.owner = Some("w1".into());
+    assert_eq!(
+        store.evict_lease(&wrong_owner).await.unwrap(),
+        WriteOutcome::Conflict,
+        "evict by a non-owner"
+    );
+    let evicted = applied(store.evict_lease(&with_children).await.unwrap(), "evict");
+    assert_eq!((evicted.owner.as_deref(), evicted.counter), (None, 5));
+    assert_eq!(
+        store.get_lease(&full.key).await.unwrap().unwrap().owner,
+        None
+    );
+    let again = applied(
+        store.take_lease(&evicted, "w1").await.unwrap(),
+        "take after evict",
+    );
+    assert_eq!(
+        again.owner_switches_since_checkpoint, 0,
+        "taking an unowned lease is not an owner switch"
+    );
+
+    // list
+    let second = Lease::new(key("b"), Checkpoint::ShardEnd);
+    assert!(store.create_lease_if_not_exists(&second).await.unwrap());
+    let mut listed: Vec<Lease> = store
+        .list_leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.key.starts_with(prefix))
+        .collect();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        listed,
+        vec![again.clone(), second.clone()],
+        "list returns every lease"
+    );
+
+    // delete
+    store.delete_lease(&second.key).await.unwrap();
+    store
+        .delete_lease(&second.key)
+        .await
+        .expect("deleting a missing lease is fine");
+    assert!(store.get_lease(&second.key).await.unwrap().is_none());
+    assert_eq!(
+        store.renew_lease(&second).await.unwrap(),
+        WriteOutcome::Conflict,
+        "renewing a deleted lease"
+    );
+    assert_eq!(
+        store.take_lease(&second, "w1").await.unwrap(),
+        WriteOutcome::Conflict,
+        "taking a deleted lease"
+    );
+}

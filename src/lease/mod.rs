@@ -1,0 +1,212 @@
+//! Leases: which worker processes which shard, and how far it got.
+//!
+//! A [`Lease`] is one item of the lease table, in the Java KCL's format (see [`dynamodb`] for
+//! the attribute names). Every change goes through a [`LeaseStore`] with a conditional write:
+//! a write whose condition no longer holds returns [`WriteOutcome::Conflict`] (a value, not an
+//! error), because losing a race for a lease is a normal event. Errors are reserved for
+//! failures of the store itself, and say whether a retry may help ([`LeaseStoreError::kind`]).
+//!
+//! Two implementations share one contract test suite: [`DynamoDbLeaseStore`] and
+//! [`InMemoryLeaseStore`] (deterministic tests and simulation, with fault injection).
+
+pub mod dynamodb;
+mod error;
+pub mod memory;
+
+pub use dynamodb::DynamoDbLeaseStore;
+pub use error::LeaseStoreError;
+pub use memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+
+use crate::checkpoint::Checkpoint;
+use async_trait::async_trait;
+use std::fmt;
+
+/// The inclusive range of 128-bit hash keys a shard covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashKeyRange {
+    /// First hash key of the range.
+    pub start: u128,
+    /// Last hash key of the range (inclusive).
+    pub end: u128,
+}
+
+/// One lease: a shard, its owner, its optimistic-lock counter and its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The `leaseKey`: the shard id (single-stream mode).
+    pub key: String,
+    /// The worker holding the lease; `None` when nobody does.
+    pub owner: Option<String>,
+    /// `leaseCounter`: incremented by every renew, take, evict and checkpoint.
+    pub counter: u64,
+    /// How far processing got.
+    pub checkpoint: Checkpoint,
+    /// A prepared (two-phase) checkpoint, if any.
+    pub pending_checkpoint: Option<Checkpoint>,
+    /// Application state stored with the prepared checkpoint.
+    pub pending_checkpoint_state: Option<Vec<u8>>,
+    /// Owner changes since the last checkpoint.
+    pub owner_switches_since_checkpoint: u64,
+    /// Parent shards (0, 1 or 2), sorted.
+    pub parent_shard_ids: Vec<String>,
+    /// Child shards, known once the shard ended; sorted.
+    pub child_shard_ids: Vec<String>,
+    /// The shard's hash key range, when known.
+    pub hash_key_range: Option<HashKeyRange>,
+}
+
+impl Lease {
+    /// A new, unowned lease for `key` starting at `checkpoint`.
+    pub fn new(key: impl Into<String>, checkpoint: Checkpoint) -> Self {
+        Lease {
+            key: key.into(),
+            owner: None,
+            counter: 0,
+            checkpoint,
+            pending_checkpoint: None,
+            pending_checkpoint_state: None,
+            owner_switches_since_checkpoint: 0,
+            parent_shard_ids: Vec::new(),
+            child_shard_ids: Vec::new(),
+            hash_key_range: None,
+        }
+    }
+
+    /// Set the parent shard ids (kept sorted and de-duplicated).
+    pub fn with_parents<I, S>(mut self, parents: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.parent_shard_ids = sorted(parents);
+        self
+    }
+
+    /// Set the hash key range.
+    pub fn with_hash_key_range(mut self, range: HashKeyRange) -> Self {
+        self.hash_key_range = Some(range);
+        self
+    }
+
+    /// True when `worker` is the owner.
+    pub fn is_owned_by(&self, worker: &str) -> bool {
+        self.owner.as_deref() == Some(worker)
+    }
+
+    /// The lease as it is after a successful renew.
+    pub fn renewed(&self) -> Lease {
+        Lease {
+            counter: self.counter + 1,
+            ..self.clone()
+        }
+    }
+
+    /// The lease as it is after `owner` took it.
+    pub fn taken_by(&self, owner: &str) -> Lease {
+        let switched = self.owner.as_deref().is_some_and(|o| o != owner);
+        Lease {
+            counter: self.counter + 1,
+            owner: Some(owner.to_string()),
+            owner_switches_since_checkpoint: self.owner_switches_since_checkpoint
+                + u64::from(switched),
+            ..self.clone()
+        }
+    }
+
+    /// The lease as it is after its owner released it.
+    pub fn evicted(&self) -> Lease {
+        Lease {
+            counter: self.counter + 1,
+            owner: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Sort and de-duplicate shard ids.
+pub(crate) fn sorted<I, S>(ids: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut v: Vec<String> = ids.into_iter().map(Into::into).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum WriteOutcome {
+    /// The write happened; this is the lease as it now stands.
+    Applied(Lease),
+    /// The condition did not hold (someone else changed or deleted the lease).
+    Conflict,
+}
+
+impl WriteOutcome {
+    /// The written lease, if the write happened.
+    pub fn applied(self) -> Option<Lease> {
+        match self {
+            WriteOutcome::Applied(l) => Some(l),
+            WriteOutcome::Conflict => None,
+        }
+    }
+}
+
+/// Storage of leases with conditional writes (object-safe: used as `Arc<dyn LeaseStore>`).
+///
+/// Conditions are those of the Java KCL (reference §1.4), so Java and Rust workers can share a
+/// table: every counter-conditioned write increments `leaseCounter`.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + fmt::Debug {
+    /// Create the lease table if it does not exist and wait until it is usable.
+    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError>;
+
+    /// Create `lease` unless a lease with its key exists. Returns false when it existed.
+    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError>;
+
+    /// Every lease in the table (a full, paginated scan).
+    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError>;
+
+    /// One lease, read consistently.
+    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError>;
+
+    /// Increment the counter, if it is still `lease.counter`.
+    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// Set the owner to `owner` and increment the counter, if it is still `lease.counter`.
+    /// `ownerSwitchesSinceCheckpoint` grows by one when the owner changes from another worker.
+    async fn take_lease(&self, lease: &Lease, owner: &str)
+        -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// Remove the owner and increment the counter, if owner and counter are still those of `lease`.
+    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// Write the checkpoint fields of `lease` (checkpoint, pending checkpoint and state,
+    /// owner switches, child shard ids when non-empty, hash range when known) and increment
+    /// the counter, if it is still `lease.counter`.
+    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// Record the child shards of a lease, if it exists (the counter does not change).
+    async fn update_child_shard_ids(
+        &self,
+        key: &str,
+        child_shard_ids: &[String],
+    ) -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// Delete a lease (unconditionally, as the Java KCL does; deleting a missing lease is fine).
+    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError>;
+}
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod contract;
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn in_memory_store_passes_the_contract() {
+        super::contract::run(&super::InMemoryLeaseStore::new(), "").await;
+    }
+}
