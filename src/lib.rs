@@ -4,5 +4,6 @@
 pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
+pub mod coordinator;
 pub mod error;
 pub mod lease;

@@ -1,0 +1,333 @@
+//! Which leases to take: a pure function of a lease snapshot, the local clock and the config.
+//!
+//! The rules (reference §2.4, with two changes noted below):
+//!
+//! 1. A lease is *available* when it has no owner, when its counter has not changed for longer
+//!    than the failover time **on this worker's clock** (expired), or when the table says this
+//!    worker owns it but this process does not hold it (left over from a restart with the same
+//!    worker id).
+//! 2. Workers are the owners of non-available leases, plus this worker. The target is
+//!    `ceil(leases / workers)` (1 when there are more workers than leases), capped by
+//!    `max_leases_for_worker`. Finished (`SHARD_END`) leases awaiting clean-up count, as in Java.
+//! 3. If this worker holds fewer than the target, it takes available leases: unowned first,
+//!    then the longest-unchanged (Java shuffles; preferring unowned and oldest makes a new
+//!    worker start on never-processed shards first, and is deterministic for a given seed).
+//! 4. Only when nothing is available, it steals from the most loaded worker, if that worker is
+//!    above the target: `min(needed, its_count - target)` leases, or 1 when that is 0 but this
+//!    worker needs more than one; at most `max_leases_to_steal_at_one_time`.
+//!
+//! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
+//! the first worker of a fleet take every shard, which the others then steal back one at a time.
+
+use crate::lease::Lease;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A lease as this worker last saw it, with when it last saw its counter change.
+#[derive(Debug, Clone)]
+pub struct ObservedLease {
+    /// The lease as read.
+    pub lease: Lease,
+    /// When this worker first saw the current counter value (its own monotonic clock).
+    pub last_change: Instant,
+}
+
+impl ObservedLease {
+    /// True when the counter has not changed for longer than `failover_time`.
+    pub fn is_expired(&self, now: Instant, failover_time: Duration) -> bool {
+        now.saturating_duration_since(self.last_change) > failover_time
+    }
+}
+
+/// Limits for the taker.
+#[derive(Debug, Clone)]
+pub struct TakerConfig {
+    /// How long a lease may go without a counter change before others may take it.
+    pub failover_time: Duration,
+    /// The most leases this worker will hold.
+    pub max_leases_for_worker: usize,
+    /// The most leases this worker steals in one round.
+    pub max_leases_to_steal_at_one_time: usize,
+}
+
+/// Why a lease is being taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeReason {
+    /// Nobody owns it.
+    Unowned,
+    /// Its owner stopped renewing it.
+    Expired,
+    /// The table names this worker as owner, but this process does not hold it.
+    Orphaned,
+    /// Taken from a more loaded worker to even out the spread.
+    Steal,
+}
+
+/// What the taker decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeDecision {
+    /// The lease as observed (its counter is the write condition).
+    pub lease: Lease,
+    /// Why.
+    pub reason: TakeReason,
+}
+
+/// Decide which leases `worker_id` should take now. `held` are the keys this process holds.
+pub fn choose_leases_to_take(
+    worker_id: &str,
+    leases: &[ObservedLease],
+    held: &BTreeSet<String>,
+    now: Instant,
+    config: &TakerConfig,
+    rng: &mut impl Rng,
+) -> Vec<TakeDecision> {
+    let reason_available = |o: &ObservedLease| -> Option<TakeReason> {
+        match o.lease.owner.as_deref() {
+            None => Some(TakeReason::Unowned),
+            Some(owner) if owner == worker_id => {
+                (!held.contains(&o.lease.key)).then_some(TakeReason::Orphaned)
+            }
+            Some(_) if o.is_expired(now, config.failover_time) => Some(TakeReason::Expired),
+            Some(_) => None,
+        }
+    };
+
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    counts.insert(worker_id, 0);
+    let mut available: Vec<(&ObservedLease, TakeReason)> = Vec::new();
+    for o in leases {
+        match reason_available(o) {
+            Some(reason) => available.push((o, reason)),
+            None => {
+                *counts
+                    .entry(o.lease.owner.as_deref().unwrap_or_default())
+                    .or_default() += 1
+            }
+        }
+    }
+    // Leases this process holds but that the snapshot does not show as ours yet (taken after
+    // the scan began) still count toward this worker's load.
+    let mine_in_table = counts[worker_id];
+    let my_count = mine_in_table.max(held.len());
+
+    let workers = counts.len();
+    let total = leases.len();
+    let target = if workers >= total {
+        1
+    } else {
+        total.div_ceil(workers)
+    };
+    let target = target.min(config.max_leases_for_worker);
+    if my_count >= target {
+        return Vec::new();
+    }
+    let needed = target - my_count;
+
+    if !available.is_empty() {
+        // Unowned and orphaned first, then the longest-unchanged; random among equals.
+        available.shuffle(rng);
+        available.sort_by_key(|(o, reason)| (*reason == TakeReason::Expired, o.last_change));
+        return available
+            .into_iter()
+            .take(needed)
+            .map(|(o, reason)| TakeDecision {
+                lease: o.lease.clone(),
+                reason,
+            })
+            .collect();
+    }
+
+    // Steal from the most loaded worker (ties: the one named first, for determinism).
+    let Some((&victim, &victim_count)) = counts
+        .iter()
+        .filter(|(w, _)| **w != worker_id)
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+    else {
+        return Vec::new();
+    };
+    if victim_count < target {
+        return Vec::new();
+    }
+    let mut to_steal = needed.min(victim_count - target);
+    if to_steal == 0 && needed > 1 && victim_count > my_count + 1 {
+        to_steal = 1;
+    }
+    to_steal = to_steal.min(config.max_leases_to_steal_at_one_time);
+    let mut candidates: Vec<&ObservedLease> = leases
+        .iter()
+        .filter(|o| o.lease.owner.as_deref() == Some(victim) && !o.lease.checkpoint.is_shard_end())
+        .collect();
+    candidates.shuffle(rng);
+    candidates
+        .into_iter()
+        .take(to_steal)
+        .map(|o| TakeDecision {
+            lease: o.lease.clone(),
+            reason: TakeReason::Steal,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const F: Duration = Duration::from_secs(10);
+
+    fn cfg() -> TakerConfig {
+        TakerConfig {
+            failover_time: F,
+            max_leases_for_worker: usize::MAX,
+            max_leases_to_steal_at_one_time: 1,
+        }
+    }
+
+    fn lease(i: usize, owner: Option<&str>) -> Lease {
+        let mut l = Lease::new(format!("shardId-{i:012}"), Checkpoint::TrimHorizon);
+        l.owner = owner.map(str::to_string);
+        l
+    }
+
+    fn observe(leases: Vec<Lease>, at: Instant) -> Vec<ObservedLease> {
+        leases
+            .into_iter()
+            .map(|lease| ObservedLease {
+                lease,
+                last_change: at,
+            })
+            .collect()
+    }
+
+    fn decide(
+        me: &str,
+        leases: &[ObservedLease],
+        held: &[&str],
+        now: Instant,
+        cfg: &TakerConfig,
+    ) -> Vec<TakeDecision> {
+        let held = held.iter().map(|s| s.to_string()).collect();
+        choose_leases_to_take(me, leases, &held, now, cfg, &mut StdRng::seed_from_u64(7))
+    }
+
+    #[test]
+    fn a_lone_worker_takes_every_unowned_lease() {
+        let now = Instant::now();
+        let leases = observe((0..5).map(|i| lease(i, None)).collect(), now);
+        let got = decide("a", &leases, &[], now, &cfg());
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().all(|d| d.reason == TakeReason::Unowned));
+    }
+
+    #[test]
+    fn respects_the_target_and_max_leases() {
+        let now = Instant::now();
+        let mut ls: Vec<Lease> = (0..4).map(|i| lease(i, Some("b"))).collect();
+        ls.extend((4..8).map(|i| lease(i, None)));
+        let leases = observe(ls, now);
+        // 8 leases, 2 workers: target 4.
+        assert_eq!(decide("a", &leases, &[], now, &cfg()).len(), 4);
+        let capped = TakerConfig {
+            max_leases_for_worker: 2,
+            ..cfg()
+        };
+        assert_eq!(decide("a", &leases, &[], now, &capped).len(), 2);
+    }
+
+    #[test]
+    fn expiry_is_judged_on_the_local_clock_only() {
+        let t0 = Instant::now();
+        let leases = observe(vec![lease(0, Some("b")), lease(1, Some("b"))], t0);
+        let at_f = decide("a", &leases, &[], t0 + F, &cfg());
+        assert!(
+            at_f.iter().all(|d| d.reason == TakeReason::Steal),
+            "exactly F is not expired: only a balancing steal"
+        );
+        assert_eq!(at_f.len(), 1);
+        let got = decide("a", &leases, &[], t0 + F + Duration::from_millis(1), &cfg());
+        assert_eq!(
+            got.len(),
+            2,
+            "b's leases are expired; a is the only live worker"
+        );
+        assert!(got.iter().all(|d| d.reason == TakeReason::Expired));
+    }
+
+    #[test]
+    fn unowned_leases_go_before_expired_ones() {
+        let t0 = Instant::now();
+        let mut leases = observe(vec![lease(0, Some("dead")), lease(1, Some("dead"))], t0);
+        leases.extend(observe(vec![lease(2, None)], t0 + F * 2));
+        leases.extend(observe(
+            (3..6).map(|i| lease(i, Some("c"))).collect(),
+            t0 + F * 2,
+        ));
+        // 6 leases, workers a and c: target 3, a needs 3: unowned first.
+        let got = decide("a", &leases, &[], t0 + F * 2, &cfg());
+        assert_eq!(got[0].reason, TakeReason::Unowned);
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn steals_one_at_a_time_from_the_most_loaded_worker() {
+        let now = Instant::now();
+        let mut ls: Vec<Lease> = (0..6).map(|i| lease(i, Some("b"))).collect();
+        ls.extend((6..8).map(|i| lease(i, Some("c"))));
+        let leases = observe(ls, now);
+        let got = decide("a", &leases, &[], now, &cfg());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reason, TakeReason::Steal);
+        assert_eq!(got[0].lease.owner.as_deref(), Some("b"));
+        let two = TakerConfig {
+            max_leases_to_steal_at_one_time: 5,
+            ..cfg()
+        };
+        assert_eq!(
+            decide("a", &leases, &[], now, &two).len(),
+            3,
+            "target 3: steal min(needed 3, 6-3)"
+        );
+    }
+
+    #[test]
+    fn no_steal_when_balanced_within_one() {
+        let now = Instant::now();
+        // 10 leases over 3 workers: 4/3/3 is balanced.
+        let mut ls: Vec<Lease> = (0..4).map(|i| lease(i, Some("b"))).collect();
+        ls.extend((4..7).map(|i| lease(i, Some("c"))));
+        ls.extend((7..10).map(|i| lease(i, Some("a"))));
+        let leases = observe(ls, now);
+        let held = [
+            "shardId-000000000007",
+            "shardId-000000000008",
+            "shardId-000000000009",
+        ];
+        assert!(decide("a", &leases, &held, now, &cfg()).is_empty());
+    }
+
+    #[test]
+    fn orphaned_own_leases_are_taken_back_at_once() {
+        let now = Instant::now();
+        let leases = observe(vec![lease(0, Some("a")), lease(1, Some("b"))], now);
+        let got = decide("a", &leases, &[], now, &cfg());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reason, TakeReason::Orphaned);
+        assert!(decide("a", &leases, &["shardId-000000000000"], now, &cfg()).is_empty());
+    }
+
+    #[test]
+    fn finished_leases_are_never_stolen() {
+        let now = Instant::now();
+        let mut ls: Vec<Lease> = (0..4).map(|i| lease(i, Some("b"))).collect();
+        for l in &mut ls {
+            l.checkpoint = Checkpoint::ShardEnd;
+        }
+        let leases = observe(ls, now);
+        assert!(decide("a", &leases, &[], now, &cfg()).is_empty());
+    }
+}
