@@ -112,7 +112,10 @@ impl std::fmt::Debug for CredentialsSpec {
                 .debug_struct("Static")
                 .field("access_key_id", access_key_id)
                 .field("secret_access_key", &"** redacted **")
-                .field("session_token", &session_token.as_ref().map(|_| "** redacted **"))
+                .field(
+                    "session_token",
+                    &session_token.as_ref().map(|_| "** redacted **"),
+                )
                 .finish(),
         }
     }
@@ -223,7 +226,10 @@ pub fn parse_provider_list(value: &str) -> Result<ParsedProviders, CredentialsSp
                     ));
                 }
                 CredentialsSpec::Profile {
-                    name: args.first().filter(|a| !a.is_empty()).map(|a| a.to_string()),
+                    name: args
+                        .first()
+                        .filter(|a| !a.is_empty())
+                        .map(|a| a.to_string()),
                 }
             }
             "StsAssumeRoleCredentialsProvider"
@@ -253,9 +259,9 @@ pub fn parse_provider_list(value: &str) -> Result<ParsedProviders, CredentialsSp
                     return Err(CredentialsSpecError::BadArguments {
                         provider: written.to_string(),
                         detail: format!(
-                            "expected accessKeyId|secretAccessKey[|sessionToken], got {} argument(s)",
-                            args.len()
-                        ),
+                        "expected accessKeyId|secretAccessKey[|sessionToken], got {} argument(s)",
+                        args.len()
+                    ),
                     })
                 }
             },
@@ -355,8 +361,11 @@ fn parse_assume_role(
 ///
 /// `region` (from `regionName`) is given to providers that call AWS (STS, IMDS, ...). A single
 /// spec is used directly; several become a `CredentialsProviderChain` tried in order. An empty
-/// slice means the default chain. Building does no network I/O: providers resolve lazily, and
-/// the SDK clients cache the credentials they return.
+/// slice means the default chain. Providers fetch credentials lazily, and SDK clients cache
+/// what they return. Building itself does no network I/O when `region` is given; without it,
+/// `Default` and `StsAssumeRole` (without `endpointRegion`) resolve the region through the
+/// SDK's default region chain (environment, profile, then instance metadata), as
+/// `aws_config::load_defaults` does.
 pub async fn build_provider(
     specs: &[CredentialsSpec],
     region: Option<&str>,
@@ -371,9 +380,10 @@ pub async fn build_provider(
         (None, _) => build_one(&CredentialsSpec::Default, region).await,
         (Some((_, only)), 0) => only,
         (Some((name, first)), _) => {
-            let chain = iter.fold(CredentialsProviderChain::first_try(name, first), |c, (n, p)| {
-                c.or_else(n, p)
-            });
+            let chain = iter.fold(
+                CredentialsProviderChain::first_try(name, first),
+                |c, (n, p)| c.or_else(n, p),
+            );
             SharedCredentialsProvider::new(chain)
         }
     }
@@ -554,7 +564,10 @@ mod tests {
             "StsAssumeRoleCredentialsProvider|arn:aws:iam::1:role/x|s|endpoint=no-region",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("endpoint=<url>^<signingRegion>"), "{err}");
+        assert!(
+            err.to_string().contains("endpoint=<url>^<signingRegion>"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -569,7 +582,10 @@ mod tests {
         );
         let spec = &specs("KclStaticCredentialsProvider|AKID|SECRET|TOKEN")[0];
         let debug = format!("{spec:?}");
-        assert!(!debug.contains("SECRET") && !debug.contains("TOKEN"), "{debug}");
+        assert!(
+            !debug.contains("SECRET") && !debug.contains("TOKEN"),
+            "{debug}"
+        );
         assert!(debug.contains("AKID"));
         assert!(parse_provider_list("KclStaticCredentialsProvider|AKID").is_err());
     }

@@ -252,7 +252,11 @@ mod tests {
 
     fn one(text: &str) -> (String, String) {
         let entries = kv(text);
-        assert_eq!(entries.len(), 1, "expected one entry in {text:?}: {entries:?}");
+        assert_eq!(
+            entries.len(),
+            1,
+            "expected one entry in {text:?}: {entries:?}"
+        );
         (entries[0].0.clone(), entries[0].1.clone())
     }
 
@@ -321,7 +325,10 @@ mod tests {
 
     #[test]
     fn continuation_line_starting_with_hash_is_content() {
-        assert_eq!(one("key = a\\\n  # not a comment"), pair("key", "a# not a comment"));
+        assert_eq!(
+            one("key = a\\\n  # not a comment"),
+            pair("key", "a# not a comment")
+        );
     }
 
     #[test]
@@ -472,11 +479,7 @@ regionName = us-east-1
         assert_eq!(entries.len(), 8);
         assert_eq!(
             entries[0],
-            (
-                "executableName".into(),
-                "sample_kclpy_app.py".into(),
-                2
-            )
+            ("executableName".into(), "sample_kclpy_app.py".into(), 2)
         );
         assert_eq!(entries[7], ("regionName".into(), "us-east-1".into(), 12));
     }

@@ -52,7 +52,11 @@ const NPM_DEADLINE: Duration = Duration::from_secs(600);
 /// The cache root: `$KCL_TESTKIT_CACHE`, else `$XDG_CACHE_HOME/kcl-testkit`, else
 /// `$HOME/.cache/kcl-testkit`.
 pub(crate) fn cache_root() -> Result<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     cache_root_from(var(ENV_CACHE), var("XDG_CACHE_HOME"), var("HOME"))
 }
 
@@ -87,7 +91,10 @@ fn package_dir(install_root: &Path, pkg: &Package) -> PathBuf {
 }
 
 fn is_complete(install_root: &Path, pkg: &Package) -> bool {
-    install_root.join(MARKER).is_file() && package_dir(install_root, pkg).join(pkg.check_file).is_file()
+    install_root.join(MARKER).is_file()
+        && package_dir(install_root, pkg)
+            .join(pkg.check_file)
+            .is_file()
 }
 
 /// Installs `pkg` under `root` unless already there. Blocking (file lock + npm): call it from
@@ -137,9 +144,8 @@ pub(crate) fn ensure_installed(npm: &Path, root: &Path, pkg: &Package) -> Result
             );
         }
         fs::write(tmp.join(MARKER), format!("{}\n", pkg.spec()))?;
-        fs::rename(&tmp, &target).with_context(|| {
-            format!("cannot move {} to {}", tmp.display(), target.display())
-        })?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))?;
         Ok(())
     });
     if let Err(e) = result {
@@ -232,7 +238,10 @@ fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
             let _ = child.wait();
             let tail = log_tail(&log, 30);
             let _ = fs::remove_file(&log);
-            bail!("npm install {} did not finish within {NPM_DEADLINE:?}\n{tail}", pkg.spec());
+            bail!(
+                "npm install {} did not finish within {NPM_DEADLINE:?}\n{tail}",
+                pkg.spec()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -17,7 +17,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 pub(crate) enum DockerAddr {
     Unix(PathBuf),
     /// `host:port`; `tls`: only a TCP connect is checked (no TLS handshake here).
-    Tcp { addr: String, tls: bool },
+    Tcp {
+        addr: String,
+        tls: bool,
+    },
 }
 
 /// Candidate daemon addresses: `DOCKER_HOST` alone when set, else the usual socket paths
@@ -56,24 +59,18 @@ pub(crate) fn candidates(
 pub(crate) fn daemon_answers() -> bool {
     let env = |k: &str| std::env::var(k).ok();
     let tls = env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0");
-    candidates(
-        env("DOCKER_HOST"),
-        tls,
-        env("XDG_RUNTIME_DIR"),
-        env("HOME"),
-    )
-    .iter()
-    .any(ping)
+    candidates(env("DOCKER_HOST"), tls, env("XDG_RUNTIME_DIR"), env("HOME"))
+        .iter()
+        .any(ping)
 }
 
 fn ping(addr: &DockerAddr) -> bool {
     let result = match addr {
-        DockerAddr::Unix(path) => std::os::unix::net::UnixStream::connect(path)
-            .and_then(|s| {
-                s.set_read_timeout(Some(PROBE_TIMEOUT))?;
-                s.set_write_timeout(Some(PROBE_TIMEOUT))?;
-                http_ping(s)
-            }),
+        DockerAddr::Unix(path) => std::os::unix::net::UnixStream::connect(path).and_then(|s| {
+            s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            s.set_write_timeout(Some(PROBE_TIMEOUT))?;
+            http_ping(s)
+        }),
         DockerAddr::Tcp { addr, tls } => {
             use std::net::ToSocketAddrs;
             addr.to_socket_addrs().and_then(|mut addrs| {
@@ -200,7 +197,12 @@ mod tests {
     #[test]
     fn docker_host_wins() {
         assert_eq!(
-            candidates(Some("unix:///run/d.sock".into()), false, Some("/x".into()), None),
+            candidates(
+                Some("unix:///run/d.sock".into()),
+                false,
+                Some("/x".into()),
+                None
+            ),
             vec![DockerAddr::Unix("/run/d.sock".into())]
         );
         assert_eq!(
@@ -215,7 +217,12 @@ mod tests {
 
     #[test]
     fn default_socket_paths() {
-        let c = candidates(None, false, Some("/run/user/1".into()), Some("/home/me".into()));
+        let c = candidates(
+            None,
+            false,
+            Some("/run/user/1".into()),
+            Some("/home/me".into()),
+        );
         assert_eq!(
             c,
             vec![

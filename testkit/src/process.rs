@@ -61,7 +61,14 @@ fn tie_to_parent(command: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody will signal us.
@@ -180,9 +187,13 @@ mod tests {
         let pid = p.pid();
         assert!(Path::new(&format!("/proc/{pid}")).exists());
         assert!(p.exited().is_none());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !p.log_tail(5).contains("started") {
+            assert!(std::time::Instant::now() < deadline, "{}", p.log_tail(5));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         drop(p);
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
-        assert!(log_tail(&log, 5).contains("started"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

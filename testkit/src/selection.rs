@@ -188,7 +188,10 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_urls() {
-        let s = settings(&[(ENV_KINESIS, "127.0.0.1:4567"), (ENV_DYNAMODB, "http://x:1")]);
+        let s = settings(&[
+            (ENV_KINESIS, "127.0.0.1:4567"),
+            (ENV_DYNAMODB, "http://x:1"),
+        ]);
         let e = plan(&s, no_docker).unwrap_err().to_string();
         assert!(e.contains("not an endpoint URL"), "{e}");
     }

@@ -176,8 +176,7 @@ fn write_preload(root: &Path) -> Result<PathBuf> {
         rand::random::<u32>()
     ));
     std::fs::write(&tmp, PRELOAD_JS)?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
@@ -270,7 +269,6 @@ where
     F: Future<Output = Result<(), String>>,
 {
     let started = Instant::now();
-    let mut last_error = String::from("no answer yet");
     loop {
         if let Some(status) = process.exited() {
             return Err(format!(
@@ -278,10 +276,10 @@ where
                 process.pid()
             ));
         }
-        match probe(endpoint.to_string()).await {
+        let last_error = match probe(endpoint.to_string()).await {
             Ok(()) => return Ok(()),
-            Err(e) => last_error = e,
-        }
+            Err(e) => e,
+        };
         if started.elapsed() > READY_DEADLINE {
             return Err(format!(
                 "(pid {}) did not answer at {endpoint} within {READY_DEADLINE:?}; last error: {last_error}",
@@ -411,8 +409,12 @@ mod tests {
 
     #[test]
     fn port_clash_detection() {
-        assert!(port_in_use("Error: listen EADDRINUSE: address already in use"));
-        assert!(port_in_use("java.net.BindException: Address already in use"));
+        assert!(port_in_use(
+            "Error: listen EADDRINUSE: address already in use"
+        ));
+        assert!(port_in_use(
+            "java.net.BindException: Address already in use"
+        ));
         assert!(!port_in_use("Exception in thread main"));
     }
 

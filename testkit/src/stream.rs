@@ -10,6 +10,8 @@ use aws_smithy_types::Blob;
 
 /// How long [`create_stream`] / [`wait_stream_active`] wait for `ACTIVE`.
 const ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
+/// How long [`wait_stream_active`] tolerates `ResourceNotFoundException` (propagation delay).
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(10);
 /// How long [`put_records`] keeps retrying failed entries.
 const PUT_DEADLINE: Duration = Duration::from_secs(120);
 /// PutRecords limits: 500 entries and 5 MiB (data + partition keys) per request.
@@ -57,13 +59,18 @@ pub async fn create_stream(client: &Client, name: &str, shards: i32) -> Result<(
 }
 
 /// Polls DescribeStreamSummary until the stream is `ACTIVE` (deadline 120 s). A stream that is
-/// not found yet is polled again, since creation may still be propagating.
+/// not found is polled again for up to 10 s (creation may still be propagating), then it is an
+/// error.
 pub async fn wait_stream_active(client: &Client, name: &str) -> Result<()> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
-    let mut last = String::from("not described yet");
     loop {
-        match client.describe_stream_summary().stream_name(name).send().await {
+        let last = match client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let status = out
                     .stream_description_summary()
@@ -71,16 +78,21 @@ pub async fn wait_stream_active(client: &Client, name: &str) -> Result<()> {
                 if status == Some(StreamStatus::Active) {
                     return Ok(());
                 }
-                last = format!("status {status:?}");
+                format!("status {status:?}")
             }
             Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                last = "ResourceNotFoundException".to_string();
+                if started.elapsed() > NOT_FOUND_GRACE {
+                    bail!(
+                        "stream {name} does not exist (still not found after {NOT_FOUND_GRACE:?})"
+                    );
+                }
+                "ResourceNotFoundException".to_string()
             }
             Err(e) => {
                 return Err(anyhow!("{}", DisplayErrorContext(e)))
                     .with_context(|| format!("DescribeStreamSummary {name}"))
             }
-        }
+        };
         if started.elapsed() > ACTIVE_DEADLINE {
             bail!("stream {name} not ACTIVE after {ACTIVE_DEADLINE:?} ({last})");
         }
@@ -211,7 +223,11 @@ pub async fn put_records(
             }
             let mut failed = Vec::new();
             for (&i, entry) in pending.iter().zip(out.records()) {
-                match (entry.shard_id(), entry.sequence_number(), entry.error_code()) {
+                match (
+                    entry.shard_id(),
+                    entry.sequence_number(),
+                    entry.error_code(),
+                ) {
                     (Some(shard), Some(seq), None) => {
                         placed[i] = Some((shard.to_string(), seq.to_string()))
                     }
@@ -226,7 +242,11 @@ pub async fn put_records(
                 }
             }
             if !failed.is_empty() {
-                tracing::debug!(stream, failed = failed.len(), "retrying failed PutRecords entries");
+                tracing::debug!(
+                    stream,
+                    failed = failed.len(),
+                    "retrying failed PutRecords entries"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -1,0 +1,823 @@
+//! Typed MultiLangDaemon settings from properties entries, using the Java KCL key names.
+//!
+//! [`DaemonSettings`] holds what the user wrote, typed and validated: `Option` for keys that
+//! were not set (the library supplies its own documented defaults), `Duration` for times.
+//!
+//! Differences from the Java daemon, on purpose (DESIGN decision 10):
+//!
+//! * **Values equal to the Java field default are honoured.** Java pushes a value into its
+//!   config objects only if it differs from the Java field's zero value, so
+//!   `cleanupLeasesUponShardCompletion = false` silently stays `true` and `failoverTimeMillis = 0`
+//!   is dropped. Here `false` is `Some(false)`; `0` is `Some(0)` where zero means something
+//!   (e.g. `taskBackoffTimeMillis = 0`, `shutdownGraceMillis = 0`), and an error where it
+//!   cannot work (e.g. `failoverTimeMillis = 0`, `maxLeasesForWorker = 0`, `timeoutInSeconds = 0`).
+//! * **Unknown keys are warnings** naming the key and line (Java ignores them silently).
+//!   Keys the Java daemon knows but this implementation does not use (metrics, KCL 3.x
+//!   worker-utilisation assignment, fan-out tuning, ...) are listed in [`Parsed::ignored`].
+//! * **An empty value means "not set"** (`workerId =` leaves the worker id to the library).
+//! * **Values are trimmed**; Java keeps trailing whitespace, which only ever causes surprises.
+//! * **A missing `AwsCredentialsProvider` is a warning**, not an error: the SDK default chain
+//!   is used (Java requires the key).
+//! * Booleans accept what commons-beanutils accepts, case-insensitively: `true`/`false`,
+//!   `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`.
+
+use std::time::{Duration, SystemTime};
+
+use crate::credentials::{parse_provider_list, CredentialsSpec};
+use crate::properties::{self, Entry, PropertiesError};
+
+/// Java PollingConfig's floor for `idleTimeBetweenReadsInMillis`: Kinesis allows five
+/// GetRecords calls per second per shard.
+pub const MIN_RECOMMENDED_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
+
+/// The largest `maxRecords` Kinesis accepts for one GetRecords call.
+pub const MAX_RECORDS_LIMIT: u32 = 10_000;
+
+/// Where a shard without a checkpoint starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// The newest records (`LATEST`).
+    Latest,
+    /// The oldest retained records (`TRIM_HORIZON`).
+    TrimHorizon,
+    /// Records from this time on (`initialPositionInStreamExtended`, epoch seconds).
+    AtTimestamp(SystemTime),
+}
+
+/// `retrievalMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrievalMode {
+    /// `DEFAULT`: Java picks fan-out unless a polling key is set; this daemon always polls.
+    Default,
+    /// `POLLING`: GetRecords polling.
+    Polling,
+    /// `FANOUT`: enhanced fan-out; not implemented, polling is used (with a warning).
+    FanOut,
+}
+
+/// Credentials provider chains per AWS client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsSettings {
+    /// `AwsCredentialsProvider`: used for Kinesis, and for the others when they are unset.
+    /// `[CredentialsSpec::Default]` when the key is missing.
+    pub kinesis: Vec<CredentialsSpec>,
+    /// `AwsCredentialsProviderDynamoDB`.
+    pub dynamodb: Option<Vec<CredentialsSpec>>,
+    /// `AwsCredentialsProviderCloudWatch` (parsed and validated; metrics are not published).
+    pub cloudwatch: Option<Vec<CredentialsSpec>>,
+}
+
+impl CredentialsSettings {
+    /// The chain for DynamoDB: its own key, else the Kinesis one (as Java does).
+    pub fn for_dynamodb(&self) -> &[CredentialsSpec] {
+        self.dynamodb.as_deref().unwrap_or(&self.kinesis)
+    }
+}
+
+/// Everything the daemon reads from its properties file, typed. `None` = not set.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DaemonSettings {
+    /// `executableName`: the command run once per shard (see [`DaemonSettings::command`]).
+    pub executable_name: String,
+    /// `applicationName`: KCL application name; the lease table name unless `tableName` is set.
+    pub application_name: String,
+    /// The stream name: from `streamArn` when given, else `streamName`.
+    pub stream_name: String,
+    /// `streamArn`, validated (`arn:<partition>:kinesis:<region>:<account>:stream/<name>`).
+    pub stream_arn: Option<String>,
+    /// `tableName`: lease table name.
+    pub table_name: Option<String>,
+    /// `workerId` (alias `workerIdentifier`).
+    pub worker_id: Option<String>,
+    /// `regionName`: region of every client.
+    pub region_name: Option<String>,
+    /// `dynamoDBRegionName`: region override for DynamoDB.
+    pub dynamodb_region_name: Option<String>,
+    /// `kinesisEndpoint`: endpoint URL override for Kinesis.
+    pub kinesis_endpoint: Option<String>,
+    /// `dynamoDBEndpoint`: endpoint URL override for DynamoDB.
+    pub dynamodb_endpoint: Option<String>,
+    /// `AwsCredentialsProvider*` keys.
+    pub credentials: CredentialsSettings,
+    /// `initialPositionInStream` / `initialPositionInStreamExtended` (the latter wins).
+    pub initial_position: Option<InitialPosition>,
+    /// `failoverTimeMillis`: lease duration (> 0).
+    pub failover_time: Option<Duration>,
+    /// `shardSyncIntervalMillis`: period of shard discovery (> 0).
+    pub shard_sync_interval: Option<Duration>,
+    /// `maxRecords`: records per GetRecords call (1..=10000).
+    pub max_records: Option<u32>,
+    /// `idleTimeBetweenReadsInMillis`: pause between GetRecords calls (Java raises values
+    /// below 200 ms to 200 ms; a warning says so, the library decides).
+    pub idle_time_between_reads: Option<Duration>,
+    /// `callProcessRecordsEvenForEmptyRecordList`.
+    pub call_process_records_even_for_empty_record_list: Option<bool>,
+    /// `parentShardPollIntervalMillis`: how often a child shard checks its parents (> 0).
+    pub parent_shard_poll_interval: Option<Duration>,
+    /// `cleanupLeasesUponShardCompletion`.
+    pub cleanup_leases_upon_shard_completion: Option<bool>,
+    /// `taskBackoffTimeMillis`: backoff after a failed task (0 allowed).
+    pub task_backoff_time: Option<Duration>,
+    /// `maxLeasesForWorker` (>= 1).
+    pub max_leases_for_worker: Option<u32>,
+    /// `maxLeasesToStealAtOneTime` (>= 1; the library requires at least one).
+    pub max_leases_to_steal_at_one_time: Option<u32>,
+    /// `timeoutInSeconds`: how long a child may take to answer one message (>= 1 s).
+    pub timeout: Option<Duration>,
+    /// `shutdownGraceMillis`: how long graceful shutdown may take (0 allowed).
+    pub shutdown_grace: Option<Duration>,
+    /// `maxActiveThreads`: Java's executor size. Child I/O here is async, so no pool can
+    /// starve; the value is kept only to be logged.
+    pub max_active_threads: Option<i32>,
+    /// `processingLanguage`: informational (Java logs it as a would-be User-Agent suffix).
+    pub processing_language: Option<String>,
+    /// `retrievalMode`.
+    pub retrieval_mode: Option<RetrievalMode>,
+}
+
+impl DaemonSettings {
+    /// `executableName` split on runs of spaces, as Java's `split(" +")`: program then arguments.
+    pub fn command(&self) -> Vec<String> {
+        self.executable_name
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The lease table name: `tableName`, else `applicationName`.
+    pub fn lease_table_name(&self) -> &str {
+        self.table_name.as_deref().unwrap_or(&self.application_name)
+    }
+}
+
+/// The outcome of reading the settings, with messages for the binary to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The typed settings.
+    pub settings: DaemonSettings,
+    /// Things the user should fix (unknown keys, skipped credentials providers, ...).
+    pub warnings: Vec<String>,
+    /// Informational notes (e.g. an SDK v1 provider name mapped to v2).
+    pub info: Vec<String>,
+    /// Keys the Java daemon accepts that this implementation does not use, as
+    /// `"key (line N: reason)"`; the binary logs them on one info line.
+    pub ignored: Vec<String>,
+}
+
+/// Why the settings cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The file is not valid properties syntax.
+    #[error(transparent)]
+    Syntax(#[from] PropertiesError),
+    /// A value that cannot be used for its key.
+    #[error("properties line {line}: {key} = {value:?}: {expected}")]
+    InvalidValue {
+        /// The key as written.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// Line where the entry starts.
+        line: usize,
+        /// What was expected.
+        expected: String,
+    },
+    /// A required key is absent (or empty).
+    #[error("missing required property {key}: {hint}")]
+    MissingKey {
+        /// The key (or keys) required.
+        key: &'static str,
+        /// What it is for.
+        hint: &'static str,
+    },
+}
+
+/// Reads settings from the text of a properties file.
+pub fn from_properties_text(text: &str) -> Result<Parsed, SettingsError> {
+    from_entries(&properties::parse(text)?)
+}
+
+/// Reads settings from the bytes of a properties file (UTF-8, else ISO-8859-1).
+pub fn from_properties_bytes(bytes: &[u8]) -> Result<Parsed, SettingsError> {
+    from_entries(&properties::parse_bytes(bytes)?)
+}
+
+/// Keys the Java daemon accepts but this implementation does not use, with the reason.
+const IGNORED_KEYS: &[(&str, &str)] = &[
+    ("metricsBufferTimeMillis", METRICS),
+    ("metricsMaxQueueSize", METRICS),
+    ("metricsLevel", METRICS),
+    ("metricsEnabledDimensions", METRICS),
+    ("cloudWatchRegionName", METRICS),
+    ("validateSequenceNumberBeforeCheckpointing", NO_EFFECT),
+    ("retryGetRecordsInSeconds", NO_EFFECT),
+    ("maxGetRecordsThreadPool", NO_EFFECT),
+    ("millisBehindLatestThresholdForReducedTps", NOT_IMPLEMENTED),
+    ("initialLeaseTableReadCapacity", NOT_IMPLEMENTED),
+    ("initialLeaseTableWriteCapacity", NOT_IMPLEMENTED),
+    ("leaseTableDeletionProtectionEnabled", NOT_IMPLEMENTED),
+    ("leaseTablePitrEnabled", NOT_IMPLEMENTED),
+    ("leaseTableScanTotalSegments", NOT_IMPLEMENTED),
+    ("maxLeaseRenewalThreads", NOT_IMPLEMENTED),
+    ("enablePriorityLeaseAssignment", NOT_IMPLEMENTED),
+    ("shardPrioritization", NOT_IMPLEMENTED),
+    (
+        "skipShardSyncAtWorkerInitializationIfLeasesExist",
+        NOT_IMPLEMENTED,
+    ),
+    ("schedulerInitializationBackoffTimeMillis", NOT_IMPLEMENTED),
+    ("listShardsBackoffTimeInMillis", NOT_IMPLEMENTED),
+    ("ignoreUnexpectedChildShards", NOT_IMPLEMENTED),
+    ("logWarningForTaskAfterMillis", NOT_IMPLEMENTED),
+    ("maxListShardsRetryAttempts", NOT_IMPLEMENTED),
+    ("clientVersionConfig", KCL3),
+    ("migrateAllEntitiesToLeaseTable", KCL3),
+    ("tableMigrationCompleteBakeTimeSeconds", KCL3),
+    ("leaseAssignmentIntervalMillis", KCL3),
+    ("gracefulLeaseHandoffTimeoutMillis", KCL3),
+    ("isGracefulLeaseHandoffEnabled", KCL3),
+    ("inMemoryWorkerMetricsCaptureFrequencyMillis", KCL3),
+    ("workerMetricsReporterFreqInMillis", KCL3),
+    ("noOfPersistedMetricsPerWorkerMetrics", KCL3),
+    ("disableWorkerMetrics", KCL3),
+    ("maxThroughputPerHostKBps", KCL3),
+    ("dampeningPercentage", KCL3),
+    ("reBalanceThresholdPercentage", KCL3),
+    ("allowThroughputOvershoot", KCL3),
+    ("varianceBalancingFrequency", KCL3),
+    ("workerMetricsEMAAlpha", KCL3),
+    ("staleWorkerMetricsEntryCleanupDuration", KCL3),
+    ("workerMetricsTableName", KCL3),
+    ("workerMetricsBillingMode", KCL3),
+    ("workerMetricsReadCapacity", KCL3),
+    ("workerMetricsWriteCapacity", KCL3),
+    ("workerMetricsPointInTimeRecoveryEnabled", KCL3),
+    ("workerMetricsDeletionProtectionEnabled", KCL3),
+    ("workerMetricsTags", KCL3),
+    ("coordinatorStateTableName", KCL3),
+    ("coordinatorStateBillingMode", KCL3),
+    ("coordinatorStateReadCapacity", KCL3),
+    ("coordinatorStateWriteCapacity", KCL3),
+    ("coordinatorStatePointInTimeRecoveryEnabled", KCL3),
+    ("coordinatorStateDeletionProtectionEnabled", KCL3),
+    ("coordinatorStateTags", KCL3),
+];
+const METRICS: &str = "CloudWatch metrics are not published";
+const NO_EFFECT: &str = "no effect since KCL 2.x";
+const NOT_IMPLEMENTED: &str = "not implemented by this KCL";
+const KCL3: &str = "KCL 3.x lease-assignment feature, not implemented";
+const FANOUT_PREFIX: &str = "fanoutConfig.";
+const FANOUT: &str = "enhanced fan-out is not implemented";
+
+/// Keys with a typed field, for "did you mean" suggestions.
+const KNOWN_KEYS: &[&str] = &[
+    "executableName",
+    "applicationName",
+    "streamName",
+    "streamArn",
+    "tableName",
+    "workerId",
+    "workerIdentifier",
+    "regionName",
+    "dynamoDBRegionName",
+    "kinesisEndpoint",
+    "dynamoDBEndpoint",
+    "AwsCredentialsProvider",
+    "AwsCredentialsProviderDynamoDB",
+    "AwsCredentialsProviderCloudWatch",
+    "initialPositionInStream",
+    "initialPositionInStreamExtended",
+    "failoverTimeMillis",
+    "shardSyncIntervalMillis",
+    "maxRecords",
+    "idleTimeBetweenReadsInMillis",
+    "callProcessRecordsEvenForEmptyRecordList",
+    "parentShardPollIntervalMillis",
+    "cleanupLeasesUponShardCompletion",
+    "taskBackoffTimeMillis",
+    "maxLeasesForWorker",
+    "maxLeasesToStealAtOneTime",
+    "timeoutInSeconds",
+    "shutdownGraceMillis",
+    "maxActiveThreads",
+    "processingLanguage",
+    "retrievalMode",
+];
+
+/// Collects typed values while walking the entries.
+#[derive(Default)]
+struct Builder<'a> {
+    executable_name: Option<String>,
+    application_name: Option<&'a Entry>,
+    stream_name: Option<&'a Entry>,
+    stream_arn: Option<&'a Entry>,
+    table_name: Option<String>,
+    worker_id: Option<String>,
+    region_name: Option<&'a Entry>,
+    dynamodb_region_name: Option<String>,
+    kinesis_endpoint: Option<String>,
+    dynamodb_endpoint: Option<String>,
+    credentials_kinesis: Option<Vec<CredentialsSpec>>,
+    credentials_dynamodb: Option<Vec<CredentialsSpec>>,
+    credentials_cloudwatch: Option<Vec<CredentialsSpec>>,
+    initial_position: Option<(InitialPosition, &'a Entry)>,
+    initial_position_extended: Option<(InitialPosition, &'a Entry)>,
+    failover_time: Option<Duration>,
+    shard_sync_interval: Option<Duration>,
+    max_records: Option<u32>,
+    idle_time_between_reads: Option<Duration>,
+    call_process_records_even_for_empty_record_list: Option<bool>,
+    parent_shard_poll_interval: Option<Duration>,
+    cleanup_leases_upon_shard_completion: Option<bool>,
+    task_backoff_time: Option<Duration>,
+    max_leases_for_worker: Option<u32>,
+    max_leases_to_steal_at_one_time: Option<u32>,
+    timeout: Option<Duration>,
+    shutdown_grace: Option<Duration>,
+    max_active_threads: Option<i32>,
+    processing_language: Option<String>,
+    retrieval_mode: Option<RetrievalMode>,
+    warnings: Vec<String>,
+    info: Vec<String>,
+    ignored: Vec<String>,
+}
+
+/// Reads settings from parsed properties entries (in file order; see [`properties::parse`]).
+pub fn from_entries(entries: &[Entry]) -> Result<Parsed, SettingsError> {
+    let mut b = Builder::default();
+    for entry in entries {
+        b.apply(entry)?;
+    }
+    b.finish()
+}
+
+impl<'a> Builder<'a> {
+    fn apply(&mut self, e: &'a Entry) -> Result<(), SettingsError> {
+        let key = e.key.as_str();
+        let value = e.value.trim();
+        if let Some(suffix) = credentials_key_suffix(key) {
+            return self.apply_credentials(e, suffix);
+        }
+        if value.is_empty() {
+            // "not set", for every key (Java's empty KCL 3.x block in the samples, `workerId =`).
+            return Ok(());
+        }
+        match key {
+            "executableName" => self.executable_name = Some(value.to_string()),
+            "applicationName" => self.application_name = Some(e),
+            "streamName" => self.stream_name = Some(e),
+            "streamArn" => self.stream_arn = Some(e),
+            "tableName" => {
+                if !is_valid_table_name(value) {
+                    return Err(invalid(e, TABLE_NAME_RULE));
+                }
+                self.table_name = Some(value.to_string());
+            }
+            "workerId" | "workerIdentifier" => self.worker_id = Some(value.to_string()),
+            "regionName" => {
+                region(e)?;
+                self.region_name = Some(e);
+            }
+            "dynamoDBRegionName" => self.dynamodb_region_name = Some(region(e)?),
+            "kinesisEndpoint" => self.kinesis_endpoint = Some(endpoint(e)?),
+            "dynamoDBEndpoint" => self.dynamodb_endpoint = Some(endpoint(e)?),
+            "initialPositionInStream" => {
+                let position = match value.to_ascii_uppercase().as_str() {
+                    "LATEST" => InitialPosition::Latest,
+                    "TRIM_HORIZON" => InitialPosition::TrimHorizon,
+                    "AT_TIMESTAMP" => {
+                        return Err(invalid(
+                            e,
+                            "AT_TIMESTAMP needs a time: set initialPositionInStreamExtended = <epoch seconds> instead",
+                        ))
+                    }
+                    _ => return Err(invalid(e, "expected LATEST or TRIM_HORIZON")),
+                };
+                self.initial_position = Some((position, e));
+            }
+            "initialPositionInStreamExtended" => {
+                let secs: u64 = value.parse().map_err(|_| {
+                    invalid(
+                        e,
+                        "expected a time in whole seconds since the Unix epoch (AT_TIMESTAMP)",
+                    )
+                })?;
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                self.initial_position_extended = Some((InitialPosition::AtTimestamp(at), e));
+            }
+            "failoverTimeMillis" => self.failover_time = Some(millis(e, 1)?),
+            "shardSyncIntervalMillis" => self.shard_sync_interval = Some(millis(e, 1)?),
+            "maxRecords" => {
+                self.max_records = Some(int_in(e, 1, MAX_RECORDS_LIMIT, "a number of records")?)
+            }
+            "idleTimeBetweenReadsInMillis" => {
+                let idle = millis(e, 0)?;
+                if idle < MIN_RECOMMENDED_IDLE_TIME_BETWEEN_READS {
+                    self.warnings.push(format!(
+                        "properties line {}: idleTimeBetweenReadsInMillis = {} is below 200 ms; Kinesis allows 5 GetRecords calls per second per shard (the Java KCL raises it to 200 ms)",
+                        e.line, value
+                    ));
+                }
+                self.idle_time_between_reads = Some(idle);
+            }
+            "callProcessRecordsEvenForEmptyRecordList" => {
+                self.call_process_records_even_for_empty_record_list = Some(boolean(e)?)
+            }
+            "parentShardPollIntervalMillis" => {
+                self.parent_shard_poll_interval = Some(millis(e, 1)?)
+            }
+            "cleanupLeasesUponShardCompletion" => {
+                self.cleanup_leases_upon_shard_completion = Some(boolean(e)?)
+            }
+            "taskBackoffTimeMillis" => self.task_backoff_time = Some(millis(e, 0)?),
+            "maxLeasesForWorker" => {
+                self.max_leases_for_worker = Some(int_in(e, 1, u32::MAX, "a number of leases")?)
+            }
+            "maxLeasesToStealAtOneTime" => {
+                self.max_leases_to_steal_at_one_time =
+                    Some(int_in(e, 1, u32::MAX, "a number of leases")?)
+            }
+            "timeoutInSeconds" => {
+                let secs = int_in(e, 1, u32::MAX, "a number of seconds")?;
+                self.timeout = Some(Duration::from_secs(secs.into()));
+            }
+            "shutdownGraceMillis" => self.shutdown_grace = Some(millis(e, 0)?),
+            "maxActiveThreads" => {
+                let n: i32 = value
+                    .parse()
+                    .map_err(|_| invalid(e, "expected a whole number of threads"))?;
+                self.max_active_threads = Some(n);
+            }
+            "processingLanguage" => self.processing_language = Some(value.to_string()),
+            "retrievalMode" => {
+                let mode = match value.to_ascii_uppercase().as_str() {
+                    "DEFAULT" => RetrievalMode::Default,
+                    "POLLING" => RetrievalMode::Polling,
+                    "FANOUT" => {
+                        self.warnings.push(format!(
+                            "properties line {}: retrievalMode = {value}: enhanced fan-out is not implemented; records are read by polling GetRecords",
+                            e.line
+                        ));
+                        RetrievalMode::FanOut
+                    }
+                    _ => return Err(invalid(e, "expected FANOUT, POLLING or DEFAULT")),
+                };
+                self.retrieval_mode = Some(mode);
+            }
+            _ => self.unrecognised(e),
+        }
+        Ok(())
+    }
+
+    fn apply_credentials(
+        &mut self,
+        e: &Entry,
+        suffix: CredentialsKey,
+    ) -> Result<(), SettingsError> {
+        let value = e.value.trim();
+        if value.is_empty() {
+            return Ok(());
+        }
+        let parsed = parse_provider_list(value).map_err(|err| invalid(e, err.to_string()))?;
+        let prefix = format!("properties line {}: {}: ", e.line, e.key);
+        self.warnings
+            .extend(parsed.warnings.iter().map(|w| format!("{prefix}{w}")));
+        self.info
+            .extend(parsed.info.iter().map(|w| format!("{prefix}{w}")));
+        let slot = match suffix {
+            CredentialsKey::Kinesis => &mut self.credentials_kinesis,
+            CredentialsKey::DynamoDb => &mut self.credentials_dynamodb,
+            CredentialsKey::CloudWatch => &mut self.credentials_cloudwatch,
+        };
+        *slot = Some(parsed.specs);
+        Ok(())
+    }
+
+    fn unrecognised(&mut self, e: &Entry) {
+        let key = e.key.as_str();
+        if let Some((_, reason)) = IGNORED_KEYS.iter().find(|(k, _)| *k == key) {
+            self.ignored
+                .push(format!("{key} (line {}: {reason})", e.line));
+        } else if key.starts_with(FANOUT_PREFIX) {
+            self.ignored
+                .push(format!("{key} (line {}: {FANOUT})", e.line));
+        } else {
+            let suggestion = KNOWN_KEYS
+                .iter()
+                .chain(IGNORED_KEYS.iter().map(|(k, _)| k))
+                .find(|k| k.eq_ignore_ascii_case(key))
+                .map(|k| format!("; did you mean {k}?"))
+                .unwrap_or_default();
+            self.warnings.push(format!(
+                "properties line {}: unknown key {key} (ignored){suggestion}",
+                e.line
+            ));
+        }
+    }
+
+    fn finish(mut self) -> Result<Parsed, SettingsError> {
+        let executable_name = self.executable_name.ok_or(SettingsError::MissingKey {
+            key: "executableName",
+            hint: "the command the daemon runs for each shard, e.g. `python3 app.py`",
+        })?;
+        let application_entry = self.application_name.ok_or(SettingsError::MissingKey {
+            key: "applicationName",
+            hint: "the KCL application name (also the lease table name)",
+        })?;
+        let application_name = application_entry.value.trim().to_string();
+
+        let (stream_name, stream_arn) = match (self.stream_arn, self.stream_name) {
+            (Some(arn_entry), name_entry) => {
+                let arn = parse_stream_arn(arn_entry.value.trim()).map_err(|why| {
+                    invalid(arn_entry, format!("{why} (expected arn:aws:kinesis:<region>:<12-digit account>:stream/<name>)"))
+                })?;
+                if let Some(n) = name_entry.filter(|n| n.value.trim() != arn.stream_name) {
+                    self.warnings.push(format!(
+                        "properties line {}: streamName = {} differs from the name in streamArn (line {}); using {} from the ARN",
+                        n.line,
+                        n.value.trim(),
+                        arn_entry.line,
+                        arn.stream_name
+                    ));
+                }
+                if let Some(r) = self.region_name.filter(|r| r.value.trim() != arn.region) {
+                    self.warnings.push(format!(
+                        "properties line {}: regionName = {} differs from the region in streamArn ({}, line {})",
+                        r.line,
+                        r.value.trim(),
+                        arn.region,
+                        arn_entry.line
+                    ));
+                }
+                (arn.stream_name, Some(arn_entry.value.trim().to_string()))
+            }
+            (None, Some(name_entry)) => {
+                let name = name_entry.value.trim();
+                if !is_valid_stream_name(name) {
+                    return Err(invalid(name_entry, STREAM_NAME_RULE));
+                }
+                (name.to_string(), None)
+            }
+            (None, None) => {
+                return Err(SettingsError::MissingKey {
+                    key: "streamName or streamArn",
+                    hint: "the Kinesis stream to consume (streamArn wins when both are set)",
+                })
+            }
+        };
+
+        if self.table_name.is_none() && !is_valid_table_name(&application_name) {
+            return Err(invalid(
+                application_entry,
+                format!(
+                    "it is also the lease table name unless tableName is set; {TABLE_NAME_RULE}"
+                ),
+            ));
+        }
+
+        let initial_position = match (self.initial_position, self.initial_position_extended) {
+            (Some((_, plain)), Some((extended, ext_entry))) => {
+                self.warnings.push(format!(
+                    "properties line {}: initialPositionInStreamExtended takes precedence over initialPositionInStream (line {})",
+                    ext_entry.line, plain.line
+                ));
+                Some(extended)
+            }
+            (plain, extended) => extended.or(plain).map(|(p, _)| p),
+        };
+
+        let kinesis_credentials = match self.credentials_kinesis {
+            Some(specs) => specs,
+            None => {
+                self.warnings.push(
+                    "AwsCredentialsProvider is not set; using DefaultCredentialsProvider (the Java daemon requires this key)"
+                        .to_string(),
+                );
+                vec![CredentialsSpec::Default]
+            }
+        };
+
+        let settings = DaemonSettings {
+            executable_name,
+            application_name,
+            stream_name,
+            stream_arn,
+            table_name: self.table_name,
+            worker_id: self.worker_id,
+            region_name: self.region_name.map(|e| e.value.trim().to_string()),
+            dynamodb_region_name: self.dynamodb_region_name,
+            kinesis_endpoint: self.kinesis_endpoint,
+            dynamodb_endpoint: self.dynamodb_endpoint,
+            credentials: CredentialsSettings {
+                kinesis: kinesis_credentials,
+                dynamodb: self.credentials_dynamodb,
+                cloudwatch: self.credentials_cloudwatch,
+            },
+            initial_position,
+            failover_time: self.failover_time,
+            shard_sync_interval: self.shard_sync_interval,
+            max_records: self.max_records,
+            idle_time_between_reads: self.idle_time_between_reads,
+            call_process_records_even_for_empty_record_list: self
+                .call_process_records_even_for_empty_record_list,
+            parent_shard_poll_interval: self.parent_shard_poll_interval,
+            cleanup_leases_upon_shard_completion: self.cleanup_leases_upon_shard_completion,
+            task_backoff_time: self.task_backoff_time,
+            max_leases_for_worker: self.max_leases_for_worker,
+            max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
+            timeout: self.timeout,
+            shutdown_grace: self.shutdown_grace,
+            max_active_threads: self.max_active_threads,
+            processing_language: self.processing_language,
+            retrieval_mode: self.retrieval_mode,
+        };
+        Ok(Parsed {
+            settings,
+            warnings: self.warnings,
+            info: self.info,
+            ignored: self.ignored,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CredentialsKey {
+    Kinesis,
+    DynamoDb,
+    CloudWatch,
+}
+
+/// Java lower-cases the `AwsCredentialsProvider` prefix before matching; we also accept the
+/// `DynamoDB` / `CloudWatch` suffixes in any case.
+fn credentials_key_suffix(key: &str) -> Option<CredentialsKey> {
+    const PREFIX: &str = "awscredentialsprovider";
+    let head = key.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    match key[PREFIX.len()..].to_ascii_lowercase().as_str() {
+        "" => Some(CredentialsKey::Kinesis),
+        "dynamodb" => Some(CredentialsKey::DynamoDb),
+        "cloudwatch" => Some(CredentialsKey::CloudWatch),
+        _ => None,
+    }
+}
+
+fn invalid(e: &Entry, expected: impl Into<String>) -> SettingsError {
+    SettingsError::InvalidValue {
+        key: e.key.clone(),
+        value: e.value.clone(),
+        line: e.line,
+        expected: expected.into(),
+    }
+}
+
+fn millis(e: &Entry, min: u64) -> Result<Duration, SettingsError> {
+    let ms: u64 = e
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(e, "expected a whole number of milliseconds"))?;
+    if ms < min {
+        return Err(invalid(
+            e,
+            "expected a whole number of milliseconds greater than 0",
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn int_in(e: &Entry, min: u32, max: u32, what: &str) -> Result<u32, SettingsError> {
+    let n: u64 = e
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(e, format!("expected {what} (a whole number)")))?;
+    if n < u64::from(min) || n > u64::from(max) {
+        let range = if max == u32::MAX {
+            format!("at least {min}")
+        } else {
+            format!("between {min} and {max}")
+        };
+        return Err(invalid(e, format!("expected {what} {range}")));
+    }
+    Ok(n as u32)
+}
+
+fn boolean(e: &Entry) -> Result<bool, SettingsError> {
+    match e.value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Ok(true),
+        "false" | "no" | "n" | "off" | "0" => Ok(false),
+        _ => Err(invalid(e, "expected true or false")),
+    }
+}
+
+fn region(e: &Entry) -> Result<String, SettingsError> {
+    let v = e.value.trim();
+    let ok = v
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(invalid(e, "expected an AWS region name such as us-east-1"));
+    }
+    Ok(v.to_string())
+}
+
+fn endpoint(e: &Entry) -> Result<String, SettingsError> {
+    let v = e.value.trim();
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !v.contains(char::is_whitespace) => {
+            Ok(v.to_string())
+        }
+        _ => Err(invalid(
+            e,
+            "expected an endpoint URL with scheme, e.g. https://kinesis.us-east-1.amazonaws.com or http://localhost:4567",
+        )),
+    }
+}
+
+const STREAM_NAME_RULE: &str =
+    "expected a Kinesis stream name: 1 to 128 characters from a-z, A-Z, 0-9, '_', '-', '.'";
+const TABLE_NAME_RULE: &str =
+    "a DynamoDB table name must be 3 to 255 characters from a-z, A-Z, 0-9, '_', '-', '.'";
+
+fn name_chars_ok(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn is_valid_stream_name(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && name_chars_ok(s)
+}
+
+fn is_valid_table_name(s: &str) -> bool {
+    (3..=255).contains(&s.len()) && name_chars_ok(s)
+}
+
+/// The parts of a stream ARN the daemon uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamArn {
+    /// AWS partition (`aws`, `aws-cn`, `aws-us-gov`, ...).
+    pub partition: String,
+    /// Region of the stream.
+    pub region: String,
+    /// 12-digit account id.
+    pub account_id: String,
+    /// The stream name.
+    pub stream_name: String,
+}
+
+/// Validates a Kinesis stream ARN like Java's `StreamIdentifier.validateArn` and extracts its
+/// parts. The error says which part is wrong.
+pub fn parse_stream_arn(arn: &str) -> Result<StreamArn, String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return Err("not an ARN: expected six ':'-separated parts".to_string());
+    };
+    if *prefix != "arn" {
+        return Err("not an ARN: must start with \"arn:\"".to_string());
+    }
+    if partition.is_empty()
+        || !partition
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-')
+    {
+        return Err(format!("invalid partition {partition:?}"));
+    }
+    if *service != "kinesis" {
+        return Err(format!("service is {service:?}, not \"kinesis\""));
+    }
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!("invalid region {region:?}"));
+    }
+    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("account id {account:?} is not 12 digits"));
+    }
+    let Some(name) = resource.strip_prefix("stream/") else {
+        return Err(format!("resource {resource:?} is not stream/<name>"));
+    };
+    if !is_valid_stream_name(name) {
+        return Err(format!(
+            "stream name {name:?} is not a valid Kinesis stream name"
+        ));
+    }
+    Ok(StreamArn {
+        partition: partition.to_string(),
+        region: region.to_string(),
+        account_id: account.to_string(),
+        stream_name: name.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

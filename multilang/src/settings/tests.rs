@@ -1,0 +1,434 @@
+//! Settings tests: every key, every error shape, the shipped sample files.
+
+use super::*;
+
+const MINIMAL: &str = "executableName = python3 app.py\napplicationName = MyApp\nstreamName = my-stream\nAwsCredentialsProvider = DefaultCredentialsProvider\n";
+
+fn parse(extra: &str) -> Parsed {
+    from_properties_text(&format!("{MINIMAL}{extra}")).expect("valid settings")
+}
+
+fn err(extra: &str) -> SettingsError {
+    from_properties_text(&format!("{MINIMAL}{extra}")).expect_err("invalid settings")
+}
+
+#[test]
+fn minimal_file() {
+    let p = parse("");
+    let s = &p.settings;
+    assert_eq!(s.executable_name, "python3 app.py");
+    assert_eq!(s.command(), vec!["python3", "app.py"]);
+    assert_eq!(s.application_name, "MyApp");
+    assert_eq!(s.stream_name, "my-stream");
+    assert_eq!(s.stream_arn, None);
+    assert_eq!(s.lease_table_name(), "MyApp");
+    assert_eq!(s.credentials.kinesis, vec![CredentialsSpec::Default]);
+    assert_eq!(s.credentials.for_dynamodb(), &[CredentialsSpec::Default]);
+    assert_eq!(s.failover_time, None);
+    assert_eq!(s.initial_position, None);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert!(p.ignored.is_empty());
+}
+
+#[test]
+fn kclpy_sample_properties() {
+    let text = "\
+executableName = sample_kclpy_app.py
+streamArn = arn:aws:kinesis:us-east-5:000000000000:stream/kclpysample
+streamName = kclpysample
+applicationName = PythonKCLSample
+AwsCredentialsProvider = DefaultCredentialsProvider
+processingLanguage = python/3.8
+initialPositionInStream = TRIM_HORIZON
+regionName = us-east-1
+#failoverTimeMillis = 10000
+";
+    let p = from_properties_text(text).expect("valid");
+    let s = &p.settings;
+    assert_eq!(s.stream_name, "kclpysample");
+    assert_eq!(
+        s.stream_arn.as_deref(),
+        Some("arn:aws:kinesis:us-east-5:000000000000:stream/kclpysample")
+    );
+    assert_eq!(s.initial_position, Some(InitialPosition::TrimHorizon));
+    assert_eq!(s.region_name.as_deref(), Some("us-east-1"));
+    assert_eq!(s.processing_language.as_deref(), Some("python/3.8"));
+    // The sample's ARN says us-east-5 while regionName is us-east-1: worth a warning.
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("regionName = us-east-1 differs"));
+}
+
+#[test]
+fn every_typed_key() {
+    let p = parse(
+        "tableName = leases.v1
+workerIdentifier = w-1
+regionName = eu-west-1
+dynamoDBRegionName = eu-central-1
+kinesisEndpoint = http://localhost:4567
+dynamoDBEndpoint = https://localhost:8000
+AwsCredentialsProviderDynamoDB = EnvironmentVariableCredentialsProvider
+awscredentialsprovidercloudwatch = ProfileCredentialsProvider|metrics
+initialPositionInStreamExtended = 1636609142
+failoverTimeMillis = 10000
+shardSyncIntervalMillis = 60000
+maxRecords = 10000
+idleTimeBetweenReadsInMillis = 1000
+callProcessRecordsEvenForEmptyRecordList = TRUE
+parentShardPollIntervalMillis = 10000
+cleanupLeasesUponShardCompletion = false
+taskBackoffTimeMillis = 0
+maxLeasesForWorker = 8
+maxLeasesToStealAtOneTime = 2
+timeoutInSeconds = 30
+shutdownGraceMillis = 0
+maxActiveThreads = -1
+processingLanguage = nodejs/0.10
+retrievalMode = polling
+",
+    );
+    let s = &p.settings;
+    assert_eq!(s.table_name.as_deref(), Some("leases.v1"));
+    assert_eq!(s.lease_table_name(), "leases.v1");
+    assert_eq!(s.worker_id.as_deref(), Some("w-1"));
+    assert_eq!(s.region_name.as_deref(), Some("eu-west-1"));
+    assert_eq!(s.dynamodb_region_name.as_deref(), Some("eu-central-1"));
+    assert_eq!(s.kinesis_endpoint.as_deref(), Some("http://localhost:4567"));
+    assert_eq!(
+        s.dynamodb_endpoint.as_deref(),
+        Some("https://localhost:8000")
+    );
+    assert_eq!(
+        s.credentials.for_dynamodb(),
+        &[CredentialsSpec::Environment]
+    );
+    assert_eq!(
+        s.credentials.cloudwatch,
+        Some(vec![CredentialsSpec::Profile {
+            name: Some("metrics".into())
+        }])
+    );
+    assert_eq!(
+        s.initial_position,
+        Some(InitialPosition::AtTimestamp(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_636_609_142)
+        ))
+    );
+    assert_eq!(s.failover_time, Some(Duration::from_secs(10)));
+    assert_eq!(s.shard_sync_interval, Some(Duration::from_secs(60)));
+    assert_eq!(s.max_records, Some(10_000));
+    assert_eq!(s.idle_time_between_reads, Some(Duration::from_secs(1)));
+    assert_eq!(
+        s.call_process_records_even_for_empty_record_list,
+        Some(true)
+    );
+    assert_eq!(s.parent_shard_poll_interval, Some(Duration::from_secs(10)));
+    // Java would silently keep `true` here (§12.12); we honour what was written.
+    assert_eq!(s.cleanup_leases_upon_shard_completion, Some(false));
+    assert_eq!(s.task_backoff_time, Some(Duration::ZERO));
+    assert_eq!(s.max_leases_for_worker, Some(8));
+    assert_eq!(s.max_leases_to_steal_at_one_time, Some(2));
+    assert_eq!(s.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(s.shutdown_grace, Some(Duration::ZERO));
+    assert_eq!(s.max_active_threads, Some(-1));
+    assert_eq!(s.processing_language.as_deref(), Some("nodejs/0.10"));
+    assert_eq!(s.retrieval_mode, Some(RetrievalMode::Polling));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn bad_number_names_key_value_and_line() {
+    let e = from_properties_text(&format!(
+        "{MINIMAL}\n\n\n\n\n\n\nfailoverTimeMillis = ten\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "properties line 12: failoverTimeMillis = \"ten\": expected a whole number of milliseconds"
+    );
+}
+
+#[test]
+fn zero_where_zero_cannot_work_is_an_error() {
+    for key in [
+        "failoverTimeMillis",
+        "shardSyncIntervalMillis",
+        "parentShardPollIntervalMillis",
+    ] {
+        let e = err(&format!("{key} = 0\n"));
+        assert!(e.to_string().contains("greater than 0"), "{key}: {e}");
+    }
+    assert!(err("maxLeasesToStealAtOneTime = 0\n")
+        .to_string()
+        .contains("at least 1"));
+    assert!(err("maxLeasesForWorker = 0\n")
+        .to_string()
+        .contains("at least 1"));
+    assert!(err("timeoutInSeconds = 0\n")
+        .to_string()
+        .contains("at least 1"));
+    assert!(err("maxRecords = 0\n")
+        .to_string()
+        .contains("between 1 and 10000"));
+    assert!(err("maxRecords = 10001\n")
+        .to_string()
+        .contains("between 1 and 10000"));
+}
+
+#[test]
+fn negative_and_fractional_numbers_rejected() {
+    assert!(matches!(
+        err("taskBackoffTimeMillis = -5\n"),
+        SettingsError::InvalidValue { .. }
+    ));
+    assert!(matches!(
+        err("shutdownGraceMillis = 1.5\n"),
+        SettingsError::InvalidValue { .. }
+    ));
+    assert!(matches!(
+        err("initialPositionInStreamExtended = -1\n"),
+        SettingsError::InvalidValue { .. }
+    ));
+}
+
+#[test]
+fn booleans() {
+    assert_eq!(
+        parse("cleanupLeasesUponShardCompletion = FALSE\n")
+            .settings
+            .cleanup_leases_upon_shard_completion,
+        Some(false)
+    );
+    assert_eq!(
+        parse("cleanupLeasesUponShardCompletion = True\n")
+            .settings
+            .cleanup_leases_upon_shard_completion,
+        Some(true)
+    );
+    let e = err("cleanupLeasesUponShardCompletion = maybe\n");
+    assert_eq!(
+        e.to_string(),
+        "properties line 5: cleanupLeasesUponShardCompletion = \"maybe\": expected true or false"
+    );
+}
+
+#[test]
+fn initial_positions() {
+    assert_eq!(
+        parse("initialPositionInStream = latest\n")
+            .settings
+            .initial_position,
+        Some(InitialPosition::Latest)
+    );
+    let e = err("initialPositionInStream = AT_TIMESTAMP\n");
+    assert!(
+        e.to_string().contains("initialPositionInStreamExtended"),
+        "{e}"
+    );
+    assert!(err("initialPositionInStream = EARLIEST\n")
+        .to_string()
+        .contains("expected LATEST or TRIM_HORIZON"));
+    // Both set: the extended one wins, with a warning naming both lines.
+    let p = parse("initialPositionInStreamExtended = 10\ninitialPositionInStream = LATEST\n");
+    assert_eq!(
+        p.settings.initial_position,
+        Some(InitialPosition::AtTimestamp(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(10)
+        ))
+    );
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("line 5") && p.warnings[0].contains("line 6"));
+}
+
+#[test]
+fn missing_required_keys() {
+    let e = from_properties_text("applicationName = a1b\nstreamName = s\n").unwrap_err();
+    assert!(matches!(
+        e,
+        SettingsError::MissingKey {
+            key: "executableName",
+            ..
+        }
+    ));
+    let e = from_properties_text("executableName = x\nstreamName = s\n").unwrap_err();
+    assert!(e.to_string().contains("applicationName"));
+    let e = from_properties_text("executableName = x\napplicationName = app\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "missing required property streamName or streamArn: the Kinesis stream to consume (streamArn wins when both are set)"
+    );
+    // An empty value is "not set".
+    let e = from_properties_text("executableName =   \napplicationName = app\nstreamName = s\n")
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        SettingsError::MissingKey {
+            key: "executableName",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn stream_arn_wins_and_is_validated() {
+    let text = "executableName = x\napplicationName = app\nstreamName = other\nstreamArn = arn:aws-cn:kinesis:cn-north-1:123456789012:stream/real\n";
+    let p = from_properties_text(text).expect("valid");
+    assert_eq!(p.settings.stream_name, "real");
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.contains("streamName = other differs")));
+
+    for (arn, why) in [
+        (
+            "arn:aws:kinesis:us-east-1:123456789012:table/x",
+            "not stream/<name>",
+        ),
+        (
+            "arn:aws:dynamodb:us-east-1:123456789012:stream/x",
+            "not \"kinesis\"",
+        ),
+        ("arn:aws:kinesis:us-east-1:1234:stream/x", "not 12 digits"),
+        ("arn:aws:kinesis::123456789012:stream/x", "invalid region"),
+        ("aws:kinesis:us-east-1:123456789012:stream/x", "six"),
+        (
+            "arn:aws:kinesis:us-east-1:123456789012:stream/bad name",
+            "not a valid",
+        ),
+    ] {
+        let e = err(&format!("streamArn = {arn}\n"));
+        let msg = e.to_string();
+        assert!(msg.contains(why), "{arn}: {msg}");
+        assert!(msg.starts_with("properties line 5: streamArn"), "{msg}");
+    }
+}
+
+#[test]
+fn stream_and_table_names_validated() {
+    let e =
+        from_properties_text("executableName = x\napplicationName = app\nstreamName = bad/name\n")
+            .unwrap_err();
+    assert!(
+        e.to_string().contains("properties line 3: streamName"),
+        "{e}"
+    );
+    assert!(err("tableName = ab\n").to_string().contains("3 to 255"));
+    // applicationName doubles as the table name unless tableName is set.
+    let base = "executableName = x\nstreamName = s\napplicationName = My App\n";
+    assert!(from_properties_text(base).is_err());
+    assert!(from_properties_text(&format!("{base}tableName = leases\n")).is_ok());
+}
+
+#[test]
+fn endpoints_and_regions_validated() {
+    assert!(err("kinesisEndpoint = localhost:4567\n")
+        .to_string()
+        .contains("with scheme"));
+    assert!(err("dynamoDBEndpoint = http://\n").is_invalid_value());
+    assert!(err("regionName = US East\n").to_string().contains("region"));
+}
+
+#[test]
+fn unknown_keys_warn_with_line_and_suggestion() {
+    let p = parse("failovertimemillis = 5\nfooBar = 1\n");
+    assert_eq!(
+        p.warnings,
+        vec![
+            "properties line 5: unknown key failovertimemillis (ignored); did you mean failoverTimeMillis?".to_string(),
+            "properties line 6: unknown key fooBar (ignored)".to_string(),
+        ]
+    );
+    assert_eq!(p.settings.failover_time, None);
+}
+
+#[test]
+fn ignored_keys_are_listed() {
+    let p = parse(
+        "metricsLevel = NONE\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.consumerName = c\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
+    );
+    assert_eq!(
+        p.ignored,
+        vec![
+            "metricsLevel (line 5: CloudWatch metrics are not published)".to_string(),
+            "validateSequenceNumberBeforeCheckpointing (line 6: no effect since KCL 2.x)"
+                .to_string(),
+            "fanoutConfig.consumerName (line 7: enhanced fan-out is not implemented)".to_string(),
+            "clientVersionConfig (line 8: KCL 3.x lease-assignment feature, not implemented)"
+                .to_string(),
+        ]
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn fanout_mode_warns() {
+    let p = parse("retrievalMode = FANOUT\n");
+    assert_eq!(p.settings.retrieval_mode, Some(RetrievalMode::FanOut));
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("polling"));
+    assert!(err("retrievalMode = turbo\n").is_invalid_value());
+}
+
+#[test]
+fn low_idle_time_warns_but_is_kept() {
+    let p = parse("idleTimeBetweenReadsInMillis = 0\n");
+    assert_eq!(p.settings.idle_time_between_reads, Some(Duration::ZERO));
+    assert_eq!(p.warnings.len(), 1);
+}
+
+#[test]
+fn credentials_keys() {
+    let text = "executableName = x\napplicationName = app\nstreamName = s\nAWSCredentialsProvider = DefaultAWSCredentialsProviderChain, SystemPropertyCredentialsProvider\n";
+    let p = from_properties_text(text).expect("valid");
+    assert_eq!(
+        p.settings.credentials.kinesis,
+        vec![CredentialsSpec::Default]
+    );
+    assert_eq!(p.info.len(), 1);
+    assert!(p.info[0].starts_with("properties line 4: AWSCredentialsProvider: "));
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("SystemPropertyCredentialsProvider"));
+
+    let e = err("AwsCredentialsProviderDynamoDB = com.example.Custom\n");
+    assert!(e.to_string().starts_with(
+        "properties line 5: AwsCredentialsProviderDynamoDB = \"com.example.Custom\": no supported credentials provider"
+    ), "{e}");
+
+    let p = from_properties_text("executableName = x\napplicationName = app\nstreamName = s\n")
+        .expect("valid");
+    assert_eq!(
+        p.settings.credentials.kinesis,
+        vec![CredentialsSpec::Default]
+    );
+    assert!(p.warnings[0].contains("AwsCredentialsProvider is not set"));
+}
+
+#[test]
+fn later_duplicate_and_alias_win() {
+    let p = parse("workerId = a\nworkerIdentifier = b\n");
+    assert_eq!(p.settings.worker_id.as_deref(), Some("b"));
+    let p = parse("workerIdentifier = b\nworkerId = a\n");
+    assert_eq!(p.settings.worker_id.as_deref(), Some("a"));
+}
+
+#[test]
+fn command_splits_on_runs_of_spaces() {
+    let p = parse("executableName =  node   sample_kcl_app.js  --flag\n");
+    assert_eq!(
+        p.settings.command(),
+        vec!["node", "sample_kcl_app.js", "--flag"]
+    );
+}
+
+#[test]
+fn syntax_errors_pass_through() {
+    let e = from_properties_text("a = \\uXYZW\n").unwrap_err();
+    assert!(matches!(e, SettingsError::Syntax(_)));
+    assert!(e.to_string().starts_with("properties line 1:"));
+}
+
+impl SettingsError {
+    fn is_invalid_value(&self) -> bool {
+        matches!(self, SettingsError::InvalidValue { .. })
+    }
+}

@@ -1,0 +1,442 @@
+//! Worker configuration: typed, with documented defaults, validated once in [`ConfigBuilder::build`].
+//!
+//! Defaults are the Java KCL's unless noted. Each setting's `.properties` key (for the
+//! MultiLangDaemon) is given in brackets.
+
+use crate::retrieval::StreamRef;
+use std::time::{Duration, SystemTime};
+
+/// Default failover time [`failoverTimeMillis`]: 10 s.
+pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(10);
+/// Default records per GetRecords call [`maxRecords`]: 10 000.
+pub const DEFAULT_MAX_RECORDS: u32 = 10_000;
+/// Default pause between GetRecords calls on one shard [`idleTimeBetweenReadsInMillis`]: 1.5 s.
+pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1500);
+/// Default pause between checks of a parent shard [`parentShardPollIntervalMillis`]: 10 s.
+pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// Default interval of the periodic shard sync [`shardSyncIntervalMillis`]: 60 s.
+pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Default backoff after a failed task [`taskBackoffTimeMillis`]: 500 ms.
+pub const DEFAULT_TASK_BACKOFF: Duration = Duration::from_millis(500);
+/// Default interval between clean-up passes over finished leases: 60 s (Java's `leaseCleanupIntervalMillis`).
+pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// Default bound on graceful shutdown [`shutdownGraceMillis`]: 30 s (Java's is 0, which
+/// gives processors no time to checkpoint).
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default batches prefetched per shard: 3 (Java's `maxPendingProcessRecordsInput`).
+pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
+
+/// Where processing of a shard with no checkpoint starts [`initialPositionInStream`,
+/// `initialPositionInStreamExtended`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// The oldest retained record.
+    TrimHorizon,
+    /// Records arriving after the worker starts (the Java KCL's default).
+    Latest,
+    /// Records arriving at or after this time.
+    AtTimestamp(SystemTime),
+}
+
+/// Everything a worker needs to know. Build with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The application's name [`applicationName`]: identifies the group of workers sharing the
+    /// stream's shards.
+    pub application_name: String,
+    /// The stream [`streamName` / `streamArn`].
+    pub stream: StreamRef,
+    /// The lease table [`tableName`]; default: the application name.
+    pub table_name: String,
+    /// This worker's id [`workerId`]; default: host name plus a random suffix. Must be unique
+    /// among live workers.
+    pub worker_id: String,
+    /// Where shards without a checkpoint start; default [`InitialPosition::Latest`].
+    pub initial_position: InitialPosition,
+    /// How long a lease may go unrenewed before other workers take it; default 10 s.
+    pub failover_time: Duration,
+    /// Renewal interval of held leases; default `failover_time / 3`.
+    pub lease_renew_interval: Duration,
+    /// Interval of lease-table scans for leases to take; default `failover_time / 3`.
+    pub lease_take_interval: Duration,
+    /// GetRecords `Limit` [`maxRecords`]; 1..=10 000, default 10 000.
+    pub max_records: u32,
+    /// Pause between GetRecords calls on a shard [`idleTimeBetweenReadsInMillis`]; default
+    /// 1.5 s, at least 200 ms.
+    pub idle_time_between_reads: Duration,
+    /// Batches read ahead per shard; default 3.
+    pub max_pending_batches: usize,
+    /// Call `process_records` for empty batches too [`callProcessRecordsEvenForEmptyRecordList`];
+    /// default false.
+    pub call_process_records_even_for_empty_list: bool,
+    /// How often a child shard checks whether its parents have finished
+    /// [`parentShardPollIntervalMillis`]; default 10 s.
+    pub parent_shard_poll_interval: Duration,
+    /// Interval of the periodic shard sync that creates leases for new shards
+    /// [`shardSyncIntervalMillis`]; default 60 s.
+    pub shard_sync_interval: Duration,
+    /// Wait before retrying a failed processor call or task [`taskBackoffTimeMillis`]; default 500 ms.
+    pub task_backoff: Duration,
+    /// Delete a finished shard's lease once its children have started
+    /// [`cleanupLeasesUponShardCompletion`]; default true.
+    pub cleanup_leases_upon_shard_completion: bool,
+    /// Interval of the clean-up pass over finished leases; default 60 s.
+    pub lease_cleanup_interval: Duration,
+    /// The most leases this worker holds [`maxLeasesForWorker`]; default unlimited.
+    pub max_leases_for_worker: usize,
+    /// The most leases taken from another worker in one round [`maxLeasesToStealAtOneTime`];
+    /// default 1.
+    pub max_leases_to_steal_at_one_time: usize,
+    /// How long graceful shutdown waits for processors to checkpoint [`shutdownGraceMillis`];
+    /// default 30 s.
+    pub graceful_shutdown_timeout: Duration,
+    /// Seed for the lease taker's random choices (deterministic tests); default from entropy.
+    pub rng_seed: Option<u64>,
+}
+
+/// A setting that is out of range, or a required one that is missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {setting}: {message}")]
+pub struct ConfigError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Config {
+    /// A builder for the application `application_name` reading `stream`.
+    pub fn builder(application_name: impl Into<String>, stream: StreamRef) -> ConfigBuilder {
+        ConfigBuilder {
+            application_name: application_name.into(),
+            stream,
+            table_name: None,
+            worker_id: None,
+            initial_position: InitialPosition::Latest,
+            failover_time: DEFAULT_FAILOVER_TIME,
+            lease_renew_interval: None,
+            lease_take_interval: None,
+            max_records: DEFAULT_MAX_RECORDS,
+            idle_time_between_reads: DEFAULT_IDLE_TIME_BETWEEN_READS,
+            max_pending_batches: DEFAULT_MAX_PENDING_BATCHES,
+            call_process_records_even_for_empty_list: false,
+            parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
+            shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
+            task_backoff: DEFAULT_TASK_BACKOFF,
+            cleanup_leases_upon_shard_completion: true,
+            lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
+            max_leases_for_worker: usize::MAX,
+            max_leases_to_steal_at_one_time: 1,
+            graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+            rng_seed: None,
+        }
+    }
+}
+
+/// Builds a [`Config`]; every setter documents its default on [`Config`]'s field.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConfigBuilder {
+    application_name: String,
+    stream: StreamRef,
+    table_name: Option<String>,
+    worker_id: Option<String>,
+    initial_position: InitialPosition,
+    failover_time: Duration,
+    lease_renew_interval: Option<Duration>,
+    lease_take_interval: Option<Duration>,
+    max_records: u32,
+    idle_time_between_reads: Duration,
+    max_pending_batches: usize,
+    call_process_records_even_for_empty_list: bool,
+    parent_shard_poll_interval: Duration,
+    shard_sync_interval: Duration,
+    task_backoff: Duration,
+    cleanup_leases_upon_shard_completion: bool,
+    lease_cleanup_interval: Duration,
+    max_leases_for_worker: usize,
+    max_leases_to_steal_at_one_time: usize,
+    graceful_shutdown_timeout: Duration,
+    rng_seed: Option<u64>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ConfigBuilder {
+    /// The lease table name.
+    pub fn table_name(mut self, name: impl Into<String>) -> Self {
+        self.table_name = Some(name.into());
+        self
+    }
+
+    /// This worker's id.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Renewal interval of held leases.
+    pub fn lease_renew_interval(mut self, value: Duration) -> Self {
+        self.lease_renew_interval = Some(value);
+        self
+    }
+
+    /// Interval of lease-table scans.
+    pub fn lease_take_interval(mut self, value: Duration) -> Self {
+        self.lease_take_interval = Some(value);
+        self
+    }
+
+    setters! {
+        /// Where shards without a checkpoint start.
+        initial_position: InitialPosition,
+        /// Failover time.
+        failover_time: Duration,
+        /// GetRecords limit.
+        max_records: u32,
+        /// Pause between GetRecords calls on a shard.
+        idle_time_between_reads: Duration,
+        /// Batches read ahead per shard.
+        max_pending_batches: usize,
+        /// Deliver empty batches too.
+        call_process_records_even_for_empty_list: bool,
+        /// Parent shard poll interval.
+        parent_shard_poll_interval: Duration,
+        /// Shard sync interval.
+        shard_sync_interval: Duration,
+        /// Task backoff.
+        task_backoff: Duration,
+        /// Delete finished leases once their children started.
+        cleanup_leases_upon_shard_completion: bool,
+        /// Interval of the clean-up pass.
+        lease_cleanup_interval: Duration,
+        /// Most leases held.
+        max_leases_for_worker: usize,
+        /// Most leases stolen per round.
+        max_leases_to_steal_at_one_time: usize,
+        /// Graceful shutdown bound.
+        graceful_shutdown_timeout: Duration,
+        /// Seed for random choices.
+        rng_seed: Option<u64>,
+    }
+
+    /// Validate and build.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let err = |setting, message: String| Err(ConfigError { setting, message });
+        if self.application_name.trim().is_empty() {
+            return err("application_name", "must not be empty".into());
+        }
+        if self.stream.name().trim().is_empty() {
+            return err("stream", "must not be empty".into());
+        }
+        if let StreamRef::Arn(arn) = &self.stream {
+            if !arn.starts_with("arn:") || !arn.contains(":stream/") {
+                return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>)"));
+            }
+        }
+        if self.failover_time < Duration::from_millis(100) {
+            return err(
+                "failover_time",
+                format!("{:?} is too short (at least 100 ms)", self.failover_time),
+            );
+        }
+        let renew = self.lease_renew_interval.unwrap_or(self.failover_time / 3);
+        if renew.is_zero() || renew >= self.failover_time {
+            return err(
+                "lease_renew_interval",
+                format!(
+                    "{renew:?} must be above zero and below the failover time {:?}",
+                    self.failover_time
+                ),
+            );
+        }
+        let take = self.lease_take_interval.unwrap_or(self.failover_time / 3);
+        if take.is_zero() {
+            return err("lease_take_interval", "must be above zero".into());
+        }
+        if !(1..=10_000).contains(&self.max_records) {
+            return err(
+                "max_records",
+                format!("{} is outside 1..=10000", self.max_records),
+            );
+        }
+        if self.max_pending_batches == 0 {
+            return err("max_pending_batches", "must be at least 1".into());
+        }
+        if self.max_leases_for_worker == 0 {
+            return err("max_leases_for_worker", "must be at least 1".into());
+        }
+        if self.max_leases_to_steal_at_one_time == 0 {
+            return err(
+                "max_leases_to_steal_at_one_time",
+                "must be at least 1".into(),
+            );
+        }
+        for (name, d) in [
+            (
+                "parent_shard_poll_interval",
+                self.parent_shard_poll_interval,
+            ),
+            ("shard_sync_interval", self.shard_sync_interval),
+            ("lease_cleanup_interval", self.lease_cleanup_interval),
+        ] {
+            if d.is_zero() {
+                return err(name, "must be above zero".into());
+            }
+        }
+        let table_name = self
+            .table_name
+            .unwrap_or_else(|| self.application_name.clone());
+        if table_name.len() < 3
+            || table_name.len() > 255
+            || !table_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return err("table_name", format!("{table_name:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"));
+        }
+        let worker_id = match self.worker_id {
+            Some(id) if id.trim().is_empty() => {
+                return err("worker_id", "must not be empty".into())
+            }
+            Some(id) => id,
+            None => default_worker_id(),
+        };
+        Ok(Config {
+            application_name: self.application_name,
+            stream: self.stream,
+            table_name,
+            worker_id,
+            initial_position: self.initial_position,
+            failover_time: self.failover_time,
+            lease_renew_interval: renew,
+            lease_take_interval: take,
+            max_records: self.max_records,
+            idle_time_between_reads: self
+                .idle_time_between_reads
+                .max(crate::retrieval::fetcher::MIN_IDLE_TIME_BETWEEN_READS),
+            max_pending_batches: self.max_pending_batches,
+            call_process_records_even_for_empty_list: self.call_process_records_even_for_empty_list,
+            parent_shard_poll_interval: self.parent_shard_poll_interval,
+            shard_sync_interval: self.shard_sync_interval,
+            task_backoff: self.task_backoff,
+            cleanup_leases_upon_shard_completion: self.cleanup_leases_upon_shard_completion,
+            lease_cleanup_interval: self.lease_cleanup_interval,
+            max_leases_for_worker: self.max_leases_for_worker,
+            max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
+            graceful_shutdown_timeout: self.graceful_shutdown_timeout,
+            rng_seed: self.rng_seed,
+        })
+    }
+}
+
+/// Host name plus a random suffix, e.g. `ip-10-0-0-1-3f9a2c1b`.
+pub fn default_worker_id() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> ConfigBuilder {
+        Config::builder("my-app", StreamRef::Name("orders".into()))
+    }
+
+    #[test]
+    fn defaults_follow_the_java_kcl() {
+        let c = builder().build().unwrap();
+        assert_eq!(c.table_name, "my-app");
+        assert_eq!(c.failover_time, Duration::from_secs(10));
+        assert_eq!(c.lease_renew_interval, Duration::from_secs(10) / 3);
+        assert_eq!(c.max_records, 10_000);
+        assert_eq!(c.idle_time_between_reads, Duration::from_millis(1500));
+        assert_eq!(c.initial_position, InitialPosition::Latest);
+        assert_eq!(c.max_leases_to_steal_at_one_time, 1);
+        assert!(c.cleanup_leases_upon_shard_completion);
+        assert!(!c.worker_id.is_empty());
+        assert_ne!(
+            c.worker_id,
+            builder().build().unwrap().worker_id,
+            "worker ids are unique"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        assert_eq!(
+            builder().max_records(0).build().unwrap_err().setting,
+            "max_records"
+        );
+        assert_eq!(
+            builder().max_records(10_001).build().unwrap_err().setting,
+            "max_records"
+        );
+        assert_eq!(
+            builder()
+                .failover_time(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .setting,
+            "failover_time"
+        );
+        assert_eq!(
+            builder()
+                .lease_renew_interval(Duration::from_secs(11))
+                .build()
+                .unwrap_err()
+                .setting,
+            "lease_renew_interval"
+        );
+        assert_eq!(
+            builder().table_name("a b").build().unwrap_err().setting,
+            "table_name"
+        );
+        assert_eq!(
+            builder().worker_id(" ").build().unwrap_err().setting,
+            "worker_id"
+        );
+        let arn = Config::builder("app", StreamRef::Arn("orders".into()))
+            .build()
+            .unwrap_err();
+        assert_eq!(arn.setting, "stream");
+        assert!(
+            arn.to_string().contains("not a Kinesis stream ARN"),
+            "{arn}"
+        );
+    }
+
+    #[test]
+    fn idle_time_is_raised_to_the_per_shard_read_limit() {
+        let c = builder()
+            .idle_time_between_reads(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        assert_eq!(c.idle_time_between_reads, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn arn_gives_the_stream_name() {
+        let c = Config::builder(
+            "app",
+            StreamRef::Arn("arn:aws:kinesis:us-east-1:123456789012:stream/orders".into()),
+        )
+        .build()
+        .unwrap();
+        assert_eq!(c.stream.name(), "orders");
+    }
+}

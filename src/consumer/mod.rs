@@ -1,0 +1,461 @@
+//! The shard consumer: runs one [`RecordProcessor`] over one lease tenure.
+//!
+//! The consumer is an explicit state machine ([`state`]); this module runs each state's task
+//! and returns a [`ShardExit`] saying why it ended. It never decides anything about leases:
+//! the coordinator signals loss through the tenure's `lost` token, the scheduler signals
+//! graceful shutdown through `shutdown`.
+
+pub mod state;
+
+use crate::checkpoint::Checkpoint;
+use crate::checkpointer::Checkpointer;
+use crate::config::{Config, InitialPosition};
+use crate::coordinator::{LeaseCoordinator, LeaseTenure};
+use crate::lease::LeaseStore;
+use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor, Shutdown};
+use crate::retrieval::fetcher::{FetchedBatch, Fetcher, FetcherConfig, StartPosition};
+use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
+use crate::shard_sync::child_leases;
+use futures::FutureExt;
+use state::{initial_state, next_state, ShardState, ShutdownReason, TaskOutcome};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why a shard consumer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardExit {
+    /// The shard was fully processed and `SHARD_END` recorded; its children may start.
+    ShardEnded,
+    /// The lease was lost; another worker continues from the last checkpoint.
+    LeaseLost,
+    /// Graceful shutdown: the processor was told and could checkpoint.
+    Shutdown,
+    /// The processor panicked; the scheduler restarts the shard from its last checkpoint.
+    Failed(String),
+}
+
+/// What a shard consumer needs from its worker.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// Holds the lease and writes checkpoints.
+    pub coordinator: LeaseCoordinator,
+    /// Reads the stream.
+    pub stream: Arc<dyn StreamClient>,
+    /// The worker's settings.
+    pub config: Arc<Config>,
+}
+
+impl ShardContext {
+    fn store(&self) -> &dyn LeaseStore {
+        self.coordinator.store().as_ref()
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Run `processor` on the shard of `tenure` until the shard ends, the lease is lost, or
+/// `shutdown` is cancelled (graceful shutdown).
+pub async fn run_shard<P: RecordProcessor>(
+    ctx: ShardContext,
+    tenure: LeaseTenure,
+    processor: P,
+    shutdown: CancellationToken,
+) -> ShardExit {
+    let shard_id = tenure.lease.key.clone();
+    let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
+    let mut consumer = Consumer {
+        ctx,
+        tenure,
+        processor,
+        shutdown,
+        initialized: false,
+        fetcher: None,
+        checkpointer: None,
+        batch: None,
+        children: None,
+        waiting_logged: false,
+    };
+    tracing::Instrument::instrument(consumer.run(), span).await
+}
+
+struct Consumer<P> {
+    ctx: ShardContext,
+    tenure: LeaseTenure,
+    processor: P,
+    shutdown: CancellationToken,
+    initialized: bool,
+    fetcher: Option<Fetcher>,
+    checkpointer: Option<Checkpointer>,
+    /// A batch the processor has not accepted yet (redelivered after a failure).
+    batch: Option<FetchedBatch>,
+    children: Option<Vec<ChildShard>>,
+    waiting_logged: bool,
+}
+
+/// A processor call that panicked: the consumer stops and the scheduler restarts the shard.
+struct Panicked(String);
+
+impl<P: RecordProcessor> Consumer<P> {
+    fn key(&self) -> &str {
+        &self.tenure.lease.key
+    }
+
+    fn pending(&self) -> Option<ShutdownReason> {
+        if self.tenure.lost.is_cancelled() {
+            Some(ShutdownReason::LeaseLost)
+        } else if self.shutdown.is_cancelled() {
+            Some(ShutdownReason::Requested)
+        } else {
+            None
+        }
+    }
+
+    /// Sleep, waking early on lease loss or shutdown.
+    fn pause(&self, d: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (lost, shutdown) = (self.tenure.lost.clone(), self.shutdown.clone());
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = lost.cancelled() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn run(&mut self) -> ShardExit {
+        let mut state = initial_state(self.tenure.lease.checkpoint.is_shard_end());
+        loop {
+            let outcome = match state {
+                ShardState::Done(reason) => {
+                    tracing::info!(reason = ?reason, "shard consumer finished");
+                    return match reason {
+                        ShutdownReason::ShardEnd => ShardExit::ShardEnded,
+                        ShutdownReason::LeaseLost => ShardExit::LeaseLost,
+                        ShutdownReason::Requested => ShardExit::Shutdown,
+                    };
+                }
+                ShardState::WaitingOnParents => self.wait_for_parents().await,
+                ShardState::Initializing => self.initialize().await,
+                ShardState::Processing => self.process_batch().await,
+                ShardState::ShuttingDown(reason) => self.shut_down(reason).await,
+            };
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(Panicked(msg)) => {
+                    tracing::error!(panic = %msg, "record processor panicked; the shard restarts from its last checkpoint");
+                    return ShardExit::Failed(format!("record processor panicked: {msg}"));
+                }
+            };
+            let next = next_state(state, outcome, self.pending());
+            if next != state {
+                tracing::debug!(from = ?state, to = ?next, "shard consumer state change");
+            }
+            state = next;
+        }
+    }
+
+    async fn wait_for_parents(&mut self) -> Result<TaskOutcome, Panicked> {
+        for parent in self.tenure.lease.parent_shard_ids.clone() {
+            let blocked = match self.ctx.store().get_lease(&parent).await {
+                Ok(Some(l)) if !l.checkpoint.is_shard_end() => {
+                    Some(format!("parent {parent} is at {}", l.checkpoint))
+                }
+                Ok(_) => None,
+                Err(e) => Some(format!("cannot read parent {parent}: {e}")),
+            };
+            if let Some(why) = blocked {
+                if !self.waiting_logged {
+                    tracing::info!(%why, "waiting for parent shards to finish before processing this child shard");
+                    self.waiting_logged = true;
+                } else {
+                    tracing::debug!(%why, "still waiting for parent shards");
+                }
+                self.pause(self.ctx.config.parent_shard_poll_interval).await;
+                return Ok(TaskOutcome::Failed);
+            }
+        }
+        Ok(TaskOutcome::Succeeded)
+    }
+
+    fn start_position(&self, checkpoint: &Checkpoint) -> StartPosition {
+        let position = match checkpoint {
+            Checkpoint::Sequence(esn) => {
+                return StartPosition {
+                    position: IteratorPosition::AtSequenceNumber(esn.sequence_number().to_string()),
+                    skip_through: Some(esn.clone()),
+                };
+            }
+            Checkpoint::TrimHorizon | Checkpoint::ShardEnd => IteratorPosition::TrimHorizon,
+            Checkpoint::Latest => IteratorPosition::Latest,
+            Checkpoint::AtTimestamp => match self.ctx.config.initial_position {
+                InitialPosition::AtTimestamp(t) => IteratorPosition::AtTimestamp(t),
+                _ => {
+                    tracing::warn!("lease is at AT_TIMESTAMP but no timestamp is configured; starting at TRIM_HORIZON");
+                    IteratorPosition::TrimHorizon
+                }
+            },
+        };
+        StartPosition {
+            position,
+            skip_through: None,
+        }
+    }
+
+    async fn initialize(&mut self) -> Result<TaskOutcome, Panicked> {
+        let lease = self
+            .ctx
+            .coordinator
+            .current(self.key())
+            .await
+            .unwrap_or_else(|| self.tenure.lease.clone());
+        if self.fetcher.is_none() {
+            let cfg = &self.ctx.config;
+            let fetcher_config = FetcherConfig {
+                max_records: cfg.max_records,
+                idle_time_between_reads: cfg.idle_time_between_reads,
+                max_pending_batches: cfg.max_pending_batches,
+            };
+            let start = self.start_position(&lease.checkpoint);
+            tracing::debug!(checkpoint = %lease.checkpoint, position = ?start.position, "starting record fetcher");
+            self.fetcher = Some(Fetcher::spawn(
+                self.ctx.stream.clone(),
+                self.key().to_string(),
+                start,
+                fetcher_config,
+            ));
+            self.checkpointer = Some(Checkpointer::new(
+                self.key().to_string(),
+                self.ctx.coordinator.clone(),
+                self.tenure.token,
+                lease.checkpoint.clone(),
+            ));
+        }
+        let input = InitializationInput {
+            shard_id: self.key().to_string(),
+            checkpoint: lease.checkpoint.clone(),
+            pending_checkpoint: lease.pending_checkpoint.clone(),
+            pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
+        };
+        match AssertUnwindSafe(self.processor.initialize(input))
+            .catch_unwind()
+            .await
+        {
+            Err(p) => Err(Panicked(panic_message(p))),
+            Ok(Ok(())) => {
+                tracing::info!(checkpoint = %lease.checkpoint, "record processor initialized");
+                self.initialized = true;
+                Ok(TaskOutcome::Succeeded)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
+                self.pause(self.ctx.config.task_backoff).await;
+                Ok(TaskOutcome::Failed)
+            }
+        }
+    }
+
+    async fn process_batch(&mut self) -> Result<TaskOutcome, Panicked> {
+        let batch = match self.batch.take() {
+            Some(b) => b,
+            None => {
+                let fetcher = self.fetcher.as_mut().expect("fetcher starts in initialize");
+                tokio::select! {
+                    b = fetcher.next() => match b {
+                        Some(b) => b,
+                        None => return Ok(TaskOutcome::Failed),
+                    },
+                    _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
+                    _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
+                }
+            }
+        };
+        let checkpointer = self
+            .checkpointer
+            .as_mut()
+            .expect("checkpointer starts in initialize");
+        if let Some(last) = batch.records.last() {
+            checkpointer.delivered(last.checkpoint());
+        }
+        if !batch.records.is_empty() || self.ctx.config.call_process_records_even_for_empty_list {
+            let input = ProcessRecordsInput {
+                records: batch.records.clone(),
+                millis_behind_latest: batch.millis_behind_latest,
+            };
+            let count = input.records.len();
+            match AssertUnwindSafe(self.processor.process_records(input, checkpointer))
+                .catch_unwind()
+                .await
+            {
+                Err(p) => return Err(Panicked(panic_message(p))),
+                Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, records = count, backoff = ?self.ctx.config.task_backoff,
+                        "record processor failed; the same batch is delivered again after the backoff");
+                    self.batch = Some(batch);
+                    self.pause(self.ctx.config.task_backoff).await;
+                    return Ok(TaskOutcome::Failed);
+                }
+            }
+        }
+        match batch.shard_end {
+            Some(children) => {
+                tracing::info!(children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "reached the end of the shard");
+                self.children = Some(children);
+                Ok(TaskOutcome::ShardEndReached)
+            }
+            None => Ok(TaskOutcome::Succeeded),
+        }
+    }
+
+    async fn shut_down(&mut self, reason: ShutdownReason) -> Result<TaskOutcome, Panicked> {
+        self.fetcher = None;
+        match reason {
+            ShutdownReason::ShardEnd => self.shard_end().await,
+            ShutdownReason::LeaseLost => {
+                if self.initialized {
+                    self.call_shutdown(Shutdown::LeaseLost).await?;
+                }
+                Ok(TaskOutcome::Succeeded)
+            }
+            ShutdownReason::Requested => {
+                if self.initialized {
+                    let checkpointer = self.checkpointer.as_mut().expect("initialized");
+                    let result = AssertUnwindSafe(
+                        self.processor
+                            .shutdown(Shutdown::Requested { checkpointer }),
+                    )
+                    .catch_unwind()
+                    .await;
+                    Self::log_shutdown_result(result, "requested")?;
+                }
+                Ok(TaskOutcome::Succeeded)
+            }
+        }
+    }
+
+    async fn call_shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), Panicked> {
+        let name = reason.name();
+        let result = AssertUnwindSafe(self.processor.shutdown(reason))
+            .catch_unwind()
+            .await;
+        Self::log_shutdown_result(result, name)
+    }
+
+    fn log_shutdown_result(
+        result: std::thread::Result<Result<(), crate::ProcessorError>>,
+        name: &str,
+    ) -> Result<(), Panicked> {
+        match result {
+            Err(p) => Err(Panicked(panic_message(p))),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
+                Ok(())
+            }
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Create the children's leases, then let the processor record `SHARD_END`.
+    async fn shard_end(&mut self) -> Result<TaskOutcome, Panicked> {
+        let children = self.children.clone().unwrap_or_default();
+        if let Err(why) = create_child_leases(self.ctx.store(), self.key(), &children).await {
+            tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
+            self.pause(self.ctx.config.task_backoff).await;
+            return Ok(TaskOutcome::Failed);
+        }
+        let checkpointer = self
+            .checkpointer
+            .as_mut()
+            .expect("processing implies initialized");
+        checkpointer.set_shard_end();
+        let result = AssertUnwindSafe(
+            self.processor
+                .shutdown(Shutdown::ShardEnded { checkpointer }),
+        )
+        .catch_unwind()
+        .await;
+        Self::log_shutdown_result(result, "shard_ended")?;
+        let recorded = self
+            .ctx
+            .coordinator
+            .current(self.key())
+            .await
+            .is_some_and(|l| l.checkpoint.is_shard_end());
+        if recorded {
+            return Ok(TaskOutcome::Succeeded);
+        }
+        if self.pending() == Some(ShutdownReason::LeaseLost) {
+            return Ok(TaskOutcome::Failed);
+        }
+        tracing::error!(
+            children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(),
+            backoff = ?self.ctx.config.task_backoff,
+            "the record processor did not checkpoint at shard end (call checkpointer.checkpoint() in Shutdown::ShardEnded); \
+             the child shards stay blocked until it does; asking again after the backoff"
+        );
+        self.pause(self.ctx.config.task_backoff).await;
+        Ok(TaskOutcome::Failed)
+    }
+}
+
+/// Create the leases of a finished shard's children (skipping existing ones) and record the
+/// children on the parent lease `key`.
+async fn create_child_leases(
+    store: &dyn LeaseStore,
+    key: &str,
+    children: &[ChildShard],
+) -> Result<(), String> {
+    {
+        for child in child_leases(children) {
+            if store
+                .get_lease(&child.key)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                continue;
+            }
+            // A merge child needs both parents' leases (or neither): if the other parent has no
+            // lease yet, creating the child now could let it start before that parent is done.
+            for other in child.parent_shard_ids.iter().filter(|p| p.as_str() != key) {
+                if store
+                    .get_lease(other)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
+                    return Err(format!(
+                        "merge parent {other} of {} has no lease yet",
+                        child.key
+                    ));
+                }
+            }
+            if store
+                .create_lease_if_not_exists(&child)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                tracing::info!(child = %child.key, parents = ?child.parent_shard_ids, "created child shard lease");
+            }
+        }
+        if !children.is_empty() {
+            let ids: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
+            if store
+                .update_child_shard_ids(key, &ids)
+                .await
+                .map_err(|e| e.to_string())?
+                == crate::lease::WriteOutcome::Conflict
+            {
+                return Err("this shard's lease no longer exists".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! Reading records from a stream.
+//!
+//! [`StreamClient`] is the small object-safe surface the library needs from Kinesis
+//! (ListShards, GetShardIterator, GetRecords); [`KinesisStreamClient`] implements it on the AWS
+//! SDK and [`InMemoryStream`] in memory, for deterministic tests and simulation.
+//! [`fetcher`] turns it into a bounded prefetch of batches per shard.
+
+pub mod fetcher;
+pub mod kinesis;
+pub mod memory;
+
+pub use kinesis::{KinesisStreamClient, StreamRef};
+pub use memory::InMemoryStream;
+
+use crate::error::ErrorKind;
+use crate::lease::HashKeyRange;
+use crate::record::Record;
+use async_trait::async_trait;
+use std::fmt;
+use std::time::SystemTime;
+
+/// A shard as listed by ListShards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// The shard id, e.g. `shardId-000000000003`.
+    pub shard_id: String,
+    /// The shard it was split from, or the first of the two it was merged from.
+    pub parent_shard_id: Option<String>,
+    /// The second shard of a merge.
+    pub adjacent_parent_shard_id: Option<String>,
+    /// The hash keys it covers.
+    pub hash_key_range: HashKeyRange,
+    /// The first sequence number of the shard.
+    pub starting_sequence_number: String,
+    /// The last sequence number, once the shard is closed.
+    pub ending_sequence_number: Option<String>,
+}
+
+impl Shard {
+    /// The parent shard ids (0, 1 or 2).
+    pub fn parents(&self) -> Vec<String> {
+        self.parent_shard_id
+            .iter()
+            .chain(self.adjacent_parent_shard_id.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// True when the shard is closed (split or merged; no new records arrive).
+    pub fn is_closed(&self) -> bool {
+        self.ending_sequence_number.is_some()
+    }
+}
+
+/// A child shard, as reported by GetRecords at the end of a closed shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    /// The child's id.
+    pub shard_id: String,
+    /// Its parents (one for a split, two for a merge).
+    pub parent_shards: Vec<String>,
+    /// Its hash keys.
+    pub hash_key_range: HashKeyRange,
+}
+
+/// Where a shard iterator starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IteratorPosition {
+    /// The oldest retained record.
+    TrimHorizon,
+    /// After the newest record.
+    Latest,
+    /// The first record at or after the timestamp.
+    AtTimestamp(SystemTime),
+    /// At this sequence number (the record is included).
+    AtSequenceNumber(String),
+    /// After this sequence number.
+    AfterSequenceNumber(String),
+}
+
+/// One GetRecords response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordBatch {
+    /// The records, in sequence order.
+    pub records: Vec<Record>,
+    /// The iterator for the next call; `None` when the shard is closed and fully read.
+    pub next_iterator: Option<String>,
+    /// How far behind the tip of the shard this response is.
+    pub millis_behind_latest: Option<i64>,
+    /// The child shards, in the last response of a closed shard.
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// What went wrong reading a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetrievalErrorKind {
+    /// The shard iterator expired (or is otherwise no longer valid): get a new one.
+    ExpiredIterator,
+    /// Throughput exceeded: back off.
+    Throttled,
+    /// Transient: retry.
+    Retryable,
+    /// The stream or shard does not exist (any more).
+    ResourceNotFound,
+    /// Retrying will not help.
+    Fatal,
+}
+
+/// A failed stream call, with context.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stream {stream}: {operation}{} failed ({kind:?}): {message}", shard.as_ref().map(|s| format!(" on {s}")).unwrap_or_default())]
+pub struct RetrievalError {
+    /// What kind of failure.
+    pub kind: RetrievalErrorKind,
+    /// The operation, e.g. `get_records`.
+    pub operation: &'static str,
+    /// The stream.
+    pub stream: String,
+    /// The shard, if one.
+    pub shard: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+impl RetrievalError {
+    /// Retry classification shared with the rest of the library.
+    pub fn kind(&self) -> ErrorKind {
+        match self.kind {
+            RetrievalErrorKind::Throttled => ErrorKind::Throttled,
+            RetrievalErrorKind::ExpiredIterator | RetrievalErrorKind::Retryable => {
+                ErrorKind::Retryable
+            }
+            RetrievalErrorKind::ResourceNotFound | RetrievalErrorKind::Fatal => ErrorKind::Fatal,
+        }
+    }
+}
+
+/// The Kinesis calls a consumer needs (object-safe: used as `Arc<dyn StreamClient>`).
+#[async_trait]
+pub trait StreamClient: Send + Sync + fmt::Debug {
+    /// A name for logs (the stream name).
+    fn stream_name(&self) -> &str;
+
+    /// Every shard of the stream, open and closed (within retention).
+    async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError>;
+
+    /// An iterator at `position`; `Ok(None)` when the shard no longer exists.
+    async fn get_shard_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Option<String>, RetrievalError>;
+
+    /// Up to `limit` records from `iterator` (`shard_id` is for errors and logs).
+    async fn get_records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<RecordBatch, RetrievalError>;
+}

@@ -1,0 +1,409 @@
+//! The worker: leases shards, runs a consumer per held lease, shuts down gracefully.
+
+use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::consumer::{run_shard, ShardContext, ShardExit};
+use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
+use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
+use crate::processor::RecordProcessorFactory;
+use crate::retrieval::{KinesisStreamClient, StreamClient};
+use crate::shard_sync::{sync_shards, ShardSyncError};
+use futures::FutureExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The worker could not start (it never fails once running: failures there are retried).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    /// The lease table could not be created or reached.
+    #[error("cannot use the lease table: {0}")]
+    LeaseTable(#[source] LeaseStoreError),
+    /// The first shard sync failed for good (e.g. the stream does not exist).
+    #[error("cannot list the stream's shards: {0}")]
+    ShardSync(#[source] ShardSyncError),
+}
+
+/// Requests a graceful shutdown of a running [`Scheduler`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    graceful: CancellationToken,
+}
+
+impl SchedulerHandle {
+    /// Ask the worker to shut down gracefully: processors get `Shutdown::Requested` while
+    /// their leases are still held, then the leases are released.
+    pub fn request_shutdown(&self) {
+        self.graceful.cancel();
+    }
+}
+
+/// A worker of an application: holds leases and runs one processor per held shard.
+pub struct Scheduler<F: RecordProcessorFactory> {
+    config: Arc<Config>,
+    factory: Arc<F>,
+    coordinator: LeaseCoordinator,
+    stream: Arc<dyn StreamClient>,
+    graceful: CancellationToken,
+}
+
+impl<F: RecordProcessorFactory> std::fmt::Debug for Scheduler<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("worker_id", &self.config.worker_id)
+            .field("stream", &self.config.stream)
+            .finish()
+    }
+}
+
+impl<F: RecordProcessorFactory> Scheduler<F> {
+    /// A worker over explicit stream and lease-store implementations.
+    pub fn new(
+        config: Config,
+        factory: F,
+        stream: Arc<dyn StreamClient>,
+        store: Arc<dyn LeaseStore>,
+    ) -> Self {
+        let coordinator = LeaseCoordinator::new(
+            store,
+            CoordinatorConfig {
+                worker_id: config.worker_id.clone(),
+                failover_time: config.failover_time,
+                renew_interval: config.lease_renew_interval,
+                take_interval: config.lease_take_interval,
+                max_leases_for_worker: config.max_leases_for_worker,
+                max_leases_to_steal_at_one_time: config.max_leases_to_steal_at_one_time,
+                rng_seed: config.rng_seed,
+            },
+        );
+        Scheduler {
+            config: Arc::new(config),
+            factory: Arc::new(factory),
+            coordinator,
+            stream,
+            graceful: CancellationToken::new(),
+        }
+    }
+
+    /// A worker on Kinesis and DynamoDB, with clients built from `sdk_config` (see
+    /// [`aws_config::load_from_env`]) and optional endpoint overrides.
+    pub fn from_sdk_config(
+        config: Config,
+        factory: F,
+        sdk_config: &aws_config::SdkConfig,
+        endpoints: &Endpoints,
+    ) -> Self {
+        let stream = KinesisStreamClient::new(
+            kinesis_client(sdk_config, endpoints.kinesis.as_deref()),
+            config.stream.clone(),
+        );
+        let store = DynamoDbLeaseStore::new(
+            dynamodb_client(sdk_config, endpoints.dynamodb.as_deref()),
+            config.table_name.clone(),
+        );
+        Self::new(config, factory, Arc::new(stream), Arc::new(store))
+    }
+
+    /// A handle to request graceful shutdown.
+    pub fn handle(&self) -> SchedulerHandle {
+        SchedulerHandle {
+            graceful: self.graceful.clone(),
+        }
+    }
+
+    /// The lease coordinator (to observe which leases this worker holds).
+    pub fn coordinator(&self) -> &LeaseCoordinator {
+        &self.coordinator
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Run until `shutdown_signal` completes or [`SchedulerHandle::request_shutdown`] is
+    /// called, then shut down gracefully. Dropping this future instead stops everything at once
+    /// without releasing leases (as a crash would; other workers take them after the failover time).
+    pub async fn run(
+        self,
+        shutdown_signal: impl Future<Output = ()>,
+    ) -> Result<(), SchedulerError> {
+        let span = tracing::info_span!("worker", worker_id = %self.config.worker_id);
+        tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await
+    }
+
+    async fn run_inner(
+        self,
+        shutdown_signal: impl Future<Output = ()>,
+    ) -> Result<(), SchedulerError> {
+        self.initialize().await?;
+        let stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn({
+            let c = self.coordinator.clone();
+            let s = stop.clone();
+            async move { c.run(s).await }
+        });
+        background.spawn(periodic_shard_sync(
+            self.stream.clone(),
+            self.coordinator.clone(),
+            self.config.clone(),
+            stop.clone(),
+        ));
+        if self.config.cleanup_leases_upon_shard_completion {
+            background.spawn(periodic_cleanup(
+                self.coordinator.clone(),
+                self.config.clone(),
+                stop.clone(),
+            ));
+        }
+        let mut shards = Shards::default();
+        let consumers_stop = CancellationToken::new();
+        let mut held_rx = self.coordinator.subscribe();
+        tokio::pin!(shutdown_signal);
+        loop {
+            self.reconcile(
+                &mut shards,
+                &held_rx.borrow_and_update().clone(),
+                &consumers_stop,
+            );
+            let next_restart = shards.restart_at.values().min().copied();
+            tokio::select! {
+                _ = &mut shutdown_signal => break,
+                _ = self.graceful.cancelled() => break,
+                changed = held_rx.changed() => if changed.is_err() { break },
+                Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff),
+                _ = sleep_until_opt(next_restart) => {}
+            }
+        }
+        tracing::info!(shards = shards.running.len(), timeout = ?self.config.graceful_shutdown_timeout, "graceful shutdown: asking processors to checkpoint");
+        self.coordinator.stop_taking();
+        consumers_stop.cancel();
+        let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
+            while let Some(done) = shards.tasks.join_next().await {
+                shards.finished(done, self.config.task_backoff);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(shards = ?shards.running.keys().collect::<Vec<_>>(), "graceful shutdown timed out; stopping the remaining processors");
+            shards.tasks.shutdown().await;
+        }
+        self.coordinator.release_all().await;
+        stop.cancel();
+        while background.join_next().await.is_some() {}
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn initialize(&self) -> Result<(), SchedulerError> {
+        let store = self.coordinator.store();
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            match store.create_table_if_not_exists().await {
+                Ok(()) => break,
+                Err(e) if e.kind().is_retryable() && backoff.attempts() < 10 => {
+                    tracing::warn!(error = %e, "lease table not ready; retrying");
+                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                }
+                Err(e) => return Err(SchedulerError::LeaseTable(e)),
+            }
+        }
+        backoff.reset();
+        loop {
+            match sync_shards(
+                self.stream.as_ref(),
+                store.as_ref(),
+                self.config.initial_position,
+            )
+            .await
+            {
+                Ok(n) => {
+                    tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
+                    return Ok(());
+                }
+                Err(e) if backoff.attempts() < 10 && !is_fatal_sync(&e) => {
+                    tracing::warn!(error = %e, "shard sync failed; retrying");
+                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                }
+                Err(e) => return Err(SchedulerError::ShardSync(e)),
+            }
+        }
+    }
+
+    /// Start a consumer for every held lease tenure that has none.
+    fn reconcile(
+        &self,
+        shards: &mut Shards,
+        held: &HeldLeases,
+        consumers_stop: &CancellationToken,
+    ) {
+        let now = Instant::now();
+        for (key, tenure) in held.iter() {
+            let id = (key.clone(), tenure.token);
+            if shards.running.contains_key(key)
+                || shards.ended.contains(&id)
+                || shards.restart_at.get(&id).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            shards.restart_at.remove(&id);
+            let ctx = ShardContext {
+                coordinator: self.coordinator.clone(),
+                stream: self.stream.clone(),
+                config: self.config.clone(),
+            };
+            let processor = self.factory.create(key);
+            let stop = consumers_stop.child_token();
+            let tenure = tenure.clone();
+            shards.running.insert(key.clone(), tenure.token);
+            shards.tasks.spawn(async move {
+                let id = (tenure.lease.key.clone(), tenure.token);
+                let exit = AssertUnwindSafe(run_shard(ctx, tenure, processor, stop))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| ShardExit::Failed("shard consumer panicked".into()));
+                (id, exit)
+            });
+        }
+        shards
+            .ended
+            .retain(|(k, t)| held.get(k).is_some_and(|h| h.token == *t));
+    }
+}
+
+fn is_fatal_sync(e: &ShardSyncError) -> bool {
+    match e {
+        ShardSyncError::Stream(e) => !e.kind().is_retryable(),
+        ShardSyncError::Store(e) => !e.kind().is_retryable(),
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+type ShardTaskId = (String, Uuid);
+
+/// The consumers this worker runs.
+#[derive(Default)]
+struct Shards {
+    tasks: JoinSet<(ShardTaskId, ShardExit)>,
+    /// Lease key → tenure token of its running consumer (one consumer per shard at a time).
+    running: BTreeMap<String, Uuid>,
+    /// Tenures whose shard ended: no new consumer.
+    ended: BTreeSet<ShardTaskId>,
+    /// Tenures whose consumer failed: restart after the backoff.
+    restart_at: BTreeMap<ShardTaskId, Instant>,
+}
+
+impl Shards {
+    fn finished(
+        &mut self,
+        done: Result<(ShardTaskId, ShardExit), tokio::task::JoinError>,
+        backoff: Duration,
+    ) {
+        // Tasks catch their own panics, so an error here means the task was aborted.
+        let Ok((id, exit)) = done else { return };
+        if self.running.get(&id.0) == Some(&id.1) {
+            self.running.remove(&id.0);
+        }
+        match exit {
+            ShardExit::ShardEnded => {
+                self.ended.insert(id);
+            }
+            ShardExit::Failed(why) => {
+                tracing::warn!(shard_id = %id.0, %why, ?backoff, "restarting shard from its last checkpoint");
+                self.restart_at.insert(id, Instant::now() + backoff);
+            }
+            ShardExit::LeaseLost | ShardExit::Shutdown => {}
+        }
+    }
+}
+
+async fn periodic_shard_sync(
+    stream: Arc<dyn StreamClient>,
+    coordinator: LeaseCoordinator,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.shard_sync_interval) => {}
+        }
+        match sync_shards(
+            stream.as_ref(),
+            coordinator.store().as_ref(),
+            config.initial_position,
+        )
+        .await
+        {
+            Ok(0) => tracing::debug!("shard sync: no new shards"),
+            Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
+            Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
+        }
+    }
+}
+
+/// Delete finished leases this worker holds once every child has started and every parent is gone.
+async fn periodic_cleanup(
+    coordinator: LeaseCoordinator,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
+        }
+        for key in coordinator.held_keys() {
+            if let Err(e) = cleanup_one(&coordinator, &key).await {
+                tracing::debug!(lease_key = %key, error = %e, "lease clean-up deferred");
+            }
+        }
+    }
+}
+
+async fn cleanup_one(coordinator: &LeaseCoordinator, key: &str) -> Result<(), LeaseStoreError> {
+    let Some(lease) = coordinator.current(key).await else {
+        return Ok(());
+    };
+    if !lease.checkpoint.is_shard_end() {
+        return Ok(());
+    }
+    let store = coordinator.store();
+    let Some(stored) = store.get_lease(key).await? else {
+        coordinator.forget(key);
+        return Ok(());
+    };
+    if stored.child_shard_ids.is_empty() {
+        return Ok(());
+    }
+    for child in &stored.child_shard_ids {
+        match store.get_lease(child).await? {
+            Some(c) if !c.checkpoint.is_initial_position() => {}
+            _ => return Ok(()),
+        }
+    }
+    for parent in &stored.parent_shard_ids {
+        if store.get_lease(parent).await?.is_some() {
+            return Ok(());
+        }
+    }
+    coordinator.forget(key);
+    store.delete_lease(key).await?;
+    tracing::info!(lease_key = %key, children = ?stored.child_shard_ids, "deleted finished lease: its children have started");
+    Ok(())
+}

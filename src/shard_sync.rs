@@ -1,0 +1,345 @@
+//! Shard discovery: create leases for shards that have none (reference §3.2, §3.6).
+//!
+//! * **Empty lease table**: a lease for every shard the initial position covers (all shards
+//!   for `TRIM_HORIZON`/`AT_TIMESTAMP`, open shards only for `LATEST`), at the initial position.
+//!   Children of closed shards wait for their parents.
+//! * **Non-empty table**: for each open shard without a lease, walk its ancestry. An open shard
+//!   that descends from a leased shard gets no lease (its parent's worker creates it at shard
+//!   end); the ancestors it needs do (at `TRIM_HORIZON`, or the initial position for the
+//!   unrelated half of a merge). An open shard with no leased ancestry starts at the initial
+//!   position. With `TRIM_HORIZON`/`AT_TIMESTAMP` whole unleased ancestries are leased from
+//!   their roots.
+//!
+//! Leases are created oldest first (by starting sequence number), each with
+//! `create_lease_if_not_exists`, so concurrent syncs by several workers are harmless.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::InitialPosition;
+use crate::lease::{Lease, LeaseStore, LeaseStoreError};
+use crate::retrieval::{ChildShard, RetrievalError, Shard, StreamClient};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A shard sync failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardSyncError {
+    /// Listing shards failed.
+    #[error(transparent)]
+    Stream(#[from] RetrievalError),
+    /// The lease table failed.
+    #[error(transparent)]
+    Store(#[from] LeaseStoreError),
+}
+
+/// The checkpoint a new lease gets for an initial position.
+pub fn initial_checkpoint(position: InitialPosition) -> Checkpoint {
+    match position {
+        InitialPosition::TrimHorizon => Checkpoint::TrimHorizon,
+        InitialPosition::Latest => Checkpoint::Latest,
+        InitialPosition::AtTimestamp(_) => Checkpoint::AtTimestamp,
+    }
+}
+
+fn new_lease(shard: &Shard, checkpoint: Checkpoint) -> Lease {
+    Lease::new(shard.shard_id.clone(), checkpoint)
+        .with_parents(shard.parents())
+        .with_hash_key_range(shard.hash_key_range)
+}
+
+/// Leases for the children a closed shard reported at its end (always at `TRIM_HORIZON`).
+pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
+    children
+        .iter()
+        .map(|c| {
+            Lease::new(c.shard_id.clone(), Checkpoint::TrimHorizon)
+                .with_parents(c.parent_shards.iter().cloned())
+                .with_hash_key_range(c.hash_key_range)
+        })
+        .collect()
+}
+
+/// Which leases to create, given every shard, the keys that have leases, and the position.
+pub fn leases_to_create(
+    shards: &[Shard],
+    existing: &BTreeSet<String>,
+    position: InitialPosition,
+) -> Vec<Lease> {
+    let by_id: BTreeMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id.as_str(), s)).collect();
+    let mut out: BTreeMap<String, Lease> = BTreeMap::new();
+    if existing.is_empty() {
+        for s in shards {
+            if position == InitialPosition::Latest && s.is_closed() {
+                continue;
+            }
+            out.insert(
+                s.shard_id.clone(),
+                new_lease(s, initial_checkpoint(position)),
+            );
+        }
+    } else {
+        let mut walk = Walk {
+            by_id: &by_id,
+            existing,
+            position,
+            descendant: BTreeMap::new(),
+            should_create: BTreeSet::new(),
+            new: &mut out,
+        };
+        for s in shards
+            .iter()
+            .filter(|s| !s.is_closed() && !existing.contains(&s.shard_id))
+        {
+            let inconsistent = s
+                .parents()
+                .iter()
+                .any(|p| by_id.get(p.as_str()).is_some_and(|ps| !ps.is_closed()));
+            if inconsistent {
+                tracing::warn!(shard_id = %s.shard_id, "open shard with an open parent; skipping it until the stream is consistent");
+                continue;
+            }
+            if !walk.is_descendant(&s.shard_id) {
+                walk.new.insert(
+                    s.shard_id.clone(),
+                    new_lease(s, initial_checkpoint(position)),
+                );
+            }
+        }
+    }
+    let mut leases: Vec<Lease> = out.into_values().collect();
+    let start = |l: &Lease| {
+        by_id
+            .get(l.key.as_str())
+            .map(|s| s.starting_sequence_number.clone())
+            .unwrap_or_default()
+    };
+    leases.sort_by(|a, b| {
+        let (sa, sb) = (start(a), start(b));
+        (sa.len(), sa, &a.key).cmp(&(sb.len(), sb, &b.key))
+    });
+    leases
+}
+
+struct Walk<'a> {
+    by_id: &'a BTreeMap<&'a str, &'a Shard>,
+    existing: &'a BTreeSet<String>,
+    position: InitialPosition,
+    descendant: BTreeMap<String, bool>,
+    should_create: BTreeSet<String>,
+    new: &'a mut BTreeMap<String, Lease>,
+}
+
+impl Walk<'_> {
+    /// The Java KCL's `checkIfDescendantAndAddNewLeasesForAncestors`.
+    fn is_descendant(&mut self, shard_id: &str) -> bool {
+        if let Some(&known) = self.descendant.get(shard_id) {
+            return known;
+        }
+        let Some(&shard) = self.by_id.get(shard_id) else {
+            return false;
+        };
+        let mut result = false;
+        if self.existing.contains(shard_id) {
+            result = true;
+        } else {
+            let parents: Vec<String> = shard
+                .parents()
+                .into_iter()
+                .filter(|p| self.by_id.contains_key(p.as_str()))
+                .collect();
+            let mut descendant_parents = BTreeSet::new();
+            for p in &parents {
+                if self.is_descendant(p) || self.should_create.contains(p) {
+                    result = true;
+                    descendant_parents.insert(p.clone());
+                }
+            }
+            if result {
+                for p in &parents {
+                    if self.existing.contains(p) {
+                        continue;
+                    }
+                    let create = self.new.contains_key(p)
+                        || self.should_create.contains(p)
+                        || !descendant_parents.contains(p);
+                    if !create {
+                        continue;
+                    }
+                    let checkpoint = if descendant_parents.contains(p)
+                        && !matches!(self.position, InitialPosition::AtTimestamp(_))
+                    {
+                        Checkpoint::TrimHorizon
+                    } else {
+                        initial_checkpoint(self.position)
+                    };
+                    let parent = self.by_id[p.as_str()];
+                    self.new.insert(p.clone(), new_lease(parent, checkpoint));
+                }
+            } else if matches!(
+                self.position,
+                InitialPosition::TrimHorizon | InitialPosition::AtTimestamp(_)
+            ) {
+                self.should_create.insert(shard_id.to_string());
+            }
+        }
+        self.descendant.insert(shard_id.to_string(), result);
+        result
+    }
+}
+
+/// List shards and leases, and create the missing leases. Returns how many were created.
+pub async fn sync_shards(
+    stream: &dyn StreamClient,
+    store: &dyn LeaseStore,
+    position: InitialPosition,
+) -> Result<usize, ShardSyncError> {
+    let shards = stream.list_shards().await?;
+    let existing: BTreeSet<String> = store
+        .list_leases()
+        .await?
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    let mut created = 0;
+    for lease in leases_to_create(&shards, &existing, position) {
+        if store.create_lease_if_not_exists(&lease).await? {
+            tracing::info!(lease_key = %lease.key, checkpoint = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease for shard");
+            created += 1;
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::HashKeyRange;
+
+    fn shard(i: u32, parents: &[u32], closed: bool) -> Shard {
+        Shard {
+            shard_id: format!("s{i}"),
+            parent_shard_id: parents.first().map(|p| format!("s{p}")),
+            adjacent_parent_shard_id: parents.get(1).map(|p| format!("s{p}")),
+            hash_key_range: HashKeyRange { start: 0, end: 1 },
+            starting_sequence_number: (100 * (i + 1)).to_string(),
+            ending_sequence_number: closed.then(|| (100 * (i + 1) + 50).to_string()),
+        }
+    }
+
+    /// The reference's example: 0..5; 6 = 0+1, 7 = 2+3, 8 = 6+7, 9 and 10 split from 5.
+    fn example() -> Vec<Shard> {
+        vec![
+            shard(0, &[], true),
+            shard(1, &[], true),
+            shard(2, &[], true),
+            shard(3, &[], true),
+            shard(4, &[], false),
+            shard(5, &[], true),
+            shard(6, &[0, 1], true),
+            shard(7, &[2, 3], true),
+            shard(8, &[6, 7], false),
+            shard(9, &[5], false),
+            shard(10, &[5], false),
+        ]
+    }
+
+    fn keys(leases: &[Lease]) -> Vec<(String, Checkpoint)> {
+        leases
+            .iter()
+            .map(|l| (l.key.clone(), l.checkpoint.clone()))
+            .collect()
+    }
+
+    fn existing(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reference_example_latest_creates_the_unrelated_merge_parent() {
+        let got = leases_to_create(
+            &example(),
+            &existing(&["s4", "s5", "s7"]),
+            InitialPosition::Latest,
+        );
+        assert_eq!(keys(&got), vec![("s6".into(), Checkpoint::Latest)]);
+        assert_eq!(got[0].parent_shard_ids, vec!["s0", "s1"]);
+    }
+
+    #[test]
+    fn reference_example_trim_horizon_creates_the_roots() {
+        let got = leases_to_create(
+            &example(),
+            &existing(&["s4", "s5", "s7"]),
+            InitialPosition::TrimHorizon,
+        );
+        assert_eq!(
+            keys(&got),
+            vec![
+                ("s0".into(), Checkpoint::TrimHorizon),
+                ("s1".into(), Checkpoint::TrimHorizon)
+            ]
+        );
+        let ts = InitialPosition::AtTimestamp(std::time::SystemTime::UNIX_EPOCH);
+        let got = leases_to_create(&example(), &existing(&["s4", "s5", "s7"]), ts);
+        assert_eq!(
+            keys(&got),
+            vec![
+                ("s0".into(), Checkpoint::AtTimestamp),
+                ("s1".into(), Checkpoint::AtTimestamp)
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_table_leases_every_shard_or_only_open_ones_for_latest() {
+        let all = leases_to_create(&example(), &BTreeSet::new(), InitialPosition::TrimHorizon);
+        assert_eq!(all.len(), 11);
+        assert_eq!(all[0].key, "s0", "oldest first");
+        assert_eq!(
+            all.iter().find(|l| l.key == "s8").unwrap().parent_shard_ids,
+            vec!["s6", "s7"]
+        );
+        let latest = leases_to_create(&example(), &BTreeSet::new(), InitialPosition::Latest);
+        assert_eq!(
+            latest.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(),
+            vec!["s4", "s8", "s9", "s10"]
+        );
+    }
+
+    #[test]
+    fn a_new_open_shard_without_ancestry_starts_at_the_initial_position() {
+        let mut shards = example();
+        shards.push(shard(11, &[], false));
+        let all: Vec<String> = shards
+            .iter()
+            .map(|s| s.shard_id.clone())
+            .filter(|s| s != "s11")
+            .collect();
+        let existing: BTreeSet<String> = all.into_iter().collect();
+        let got = leases_to_create(&shards, &existing, InitialPosition::Latest);
+        assert_eq!(keys(&got), vec![("s11".into(), Checkpoint::Latest)]);
+    }
+
+    #[test]
+    fn children_of_a_leased_parent_get_no_lease_from_sync() {
+        let shards = vec![
+            shard(0, &[], true),
+            shard(1, &[0], false),
+            shard(2, &[0], false),
+        ];
+        assert!(leases_to_create(&shards, &existing(&["s0"]), InitialPosition::Latest).is_empty());
+    }
+
+    #[test]
+    fn child_leases_start_at_trim_horizon_with_their_parents() {
+        let c = ChildShard {
+            shard_id: "s9".into(),
+            parent_shards: vec!["s7".into(), "s6".into()],
+            hash_key_range: HashKeyRange { start: 5, end: 9 },
+        };
+        let l = &child_leases(&[c])[0];
+        assert_eq!(
+            (l.checkpoint.clone(), l.parent_shard_ids.clone()),
+            (Checkpoint::TrimHorizon, vec!["s6".into(), "s7".into()])
+        );
+    }
+}
