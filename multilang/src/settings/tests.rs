@@ -432,3 +432,79 @@ impl SettingsError {
         matches!(self, SettingsError::InvalidValue { .. })
     }
 }
+
+#[test]
+fn every_key_of_the_shipped_samples_is_known() {
+    // kclpy/aws-kcl sample.properties with every commented key filled in, like the Java
+    // test fixture multilang.properties (multilang-clients.md §5).
+    let text = "\
+executableName = sample_kclpy_app.py
+streamName = kclpysample
+applicationName = PythonKCLSample
+AwsCredentialsProvider = DefaultCredentialsProvider
+processingLanguage = python/3.8
+initialPositionInStream = TRIM_HORIZON
+initialPositionInStreamExtended = 1636609142
+regionName = us-east-1
+failoverTimeMillis = 10000
+workerId = \"workerId\"
+shardSyncIntervalMillis = 60000
+maxRecords = 10000
+idleTimeBetweenReadsInMillis = 1000
+callProcessRecordsEvenForEmptyRecordList = false
+parentShardPollIntervalMillis = 10000
+cleanupLeasesUponShardCompletion = true
+taskBackoffTimeMillis = 500
+metricsBufferTimeMillis = 10000
+metricsMaxQueueSize = 10000
+validateSequenceNumberBeforeCheckpointing = true
+maxActiveThreads = -1
+metricsEnabledDimensions = Operation,ShardId
+millisBehindLatestThresholdForReducedTps = 0
+clientVersionConfig = CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2x
+coordinatorStateTableName = MultiLangTest-CoordinatorState-CustomName
+coordinatorStateBillingMode = PROVISIONED
+coordinatorStateReadCapacity = 1000
+coordinatorStateWriteCapacity = 500
+coordinatorStatePointInTimeRecoveryEnabled = true
+coordinatorStateDeletionProtectionEnabled = false
+coordinatorStateTags = csTagK1=csTagV1,csTagK2=csTagV2
+gracefulLeaseHandoffTimeoutMillis = 10000
+isGracefulLeaseHandoffEnabled = false
+workerMetricsTableName = MultiLangTest-WorkerMetrics-CustomName
+workerMetricsBillingMode = PROVISIONED
+workerMetricsReadCapacity = 250
+workerMetricsWriteCapacity = 90
+workerMetricsPointInTimeRecoveryEnabled = true
+workerMetricsDeletionProtectionEnabled = true
+workerMetricsTags = wmTagK1=wmTagV1,wmTagK2=wmTagV2
+inMemoryWorkerMetricsCaptureFrequencyMillis = 5000
+workerMetricsReporterFreqInMillis = 60000
+noOfPersistedMetricsPerWorkerMetrics = 50
+disableWorkerMetrics = true
+maxThroughputPerHostKBps = 10000
+dampeningPercentage = 90
+reBalanceThresholdPercentage = 5
+allowThroughputOvershoot = false
+varianceBalancingFrequency = 5
+workerMetricsEMAAlpha = 0.18
+staleWorkerMetricsEntryCleanupDuration = PT12H
+leaseAssignmentIntervalMillis = 20000
+";
+    let p = from_properties_text(text).expect("valid");
+    assert_eq!(
+        p.warnings,
+        vec![
+            "properties line 7: initialPositionInStreamExtended takes precedence over initialPositionInStream (line 6)"
+                .to_string()
+        ]
+    );
+    // 52 keys: 18 typed (workerId's quotes are kept, as in Java), 34 accepted but unused.
+    assert_eq!(p.ignored.len(), 34, "{:#?}", p.ignored);
+    assert_eq!(p.settings.worker_id.as_deref(), Some("\"workerId\""));
+    assert_eq!(p.settings.cleanup_leases_upon_shard_completion, Some(true));
+    assert_eq!(
+        p.settings.call_process_records_even_for_empty_record_list,
+        Some(false)
+    );
+}

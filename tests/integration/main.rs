@@ -1,0 +1,8 @@
+//! Integration tests against real Kinesis and DynamoDB APIs (local emulators started by
+//! `testkit`, LocalStack, or the endpoints in `KCL_KINESIS_ENDPOINT` / `KCL_DYNAMODB_ENDPOINT`).
+//!
+//! One test binary, so the services start once per `cargo test` run.
+
+mod common;
+mod lease_store;
+mod stream_roundtrip;
