@@ -7,7 +7,8 @@
 //! ```
 //!
 //! A failed task leaves the state unchanged (the task is retried after a backoff), except that
-//! a pending shutdown applies whatever the outcome: a processor that keeps failing must not
+//! a pending shutdown applies whatever the outcome (a stopping worker also stops retrying a
+//! shard end the processor did not checkpoint: the next owner reaches it again): a processor that keeps failing must not
 //! keep a lost lease or a shutting-down worker waiting. A processor that was never initialised
 //! gets no shutdown call. Shutdown reasons only ever escalate:
 //! `Requested < ShardEnd < LeaseLost` (without the lease, `SHARD_END` cannot be recorded).
@@ -88,6 +89,9 @@ pub fn next_state(
         }
         ShuttingDown(current) => match pending {
             Some(p) if p > current => ShuttingDown(p),
+            // A failed shard end is retried, unless the worker is stopping: the next owner of
+            // the lease reaches the shard end again.
+            Some(p) if outcome == TaskOutcome::Failed => Done(p),
             _ if outcome == TaskOutcome::Failed => ShuttingDown(current),
             _ => Done(current),
         },

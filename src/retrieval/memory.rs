@@ -1,4 +1,994 @@
-//! In-memory stream (being written).
-/// In-memory stream (being written).
-#[derive(Debug, Clone, Default)]
-pub struct InMemoryStream;
+//! An in-memory Kinesis stream implementing [`StreamClient`], for deterministic tests and
+//! simulation on paused tokio time.
+//!
+//! It behaves like Kinesis where the library can tell: MD5 hash-key routing, one global
+//! strictly increasing sequence counter (decimal strings), splits and merges that close the
+//! parent(s) and report [`ChildShard`]s in the last GetRecords response of a drained closed
+//! shard (with a `None` next iterator), iterators that expire 5 minutes after issue, a
+//! per-shard read limit (5 GetRecords per rolling second), retention trimming, and fault
+//! injection ([`StreamFaultInjector`]).
+//!
+//! Time is tokio time only (never the wall clock): a record's arrival timestamp is
+//! `UNIX_EPOCH + BASE_EPOCH + (tokio::time::Instant::now() − the instant the stream was
+//! created)`, so runs on paused time are reproducible. [`InMemoryStream::now`] gives the
+//! current timestamp on that clock (for `AT_TIMESTAMP` and [`InMemoryStream::trim`]).
+//!
+//! Iterators are opaque strings encoding the shard, the next sequence number to return, the
+//! issue time and a nonce. A malformed iterator (or one naming another shard than `shard_id`)
+//! fails with [`RetrievalErrorKind::ExpiredIterator`], as the AWS client maps Kinesis'
+//! `InvalidArgumentException` on GetRecords; a non-decimal sequence number given to
+//! GetShardIterator fails with [`RetrievalErrorKind::Fatal`]. Sequence numbers are not checked
+//! to belong to the shard: one before the trim horizon starts at the first retained record.
+
+use super::{
+    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalErrorKind, Shard,
+    StreamClient,
+};
+use crate::lease::HashKeyRange;
+use crate::record::Record;
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Seconds after the Unix epoch of the stream clock's zero (the stream's creation):
+/// 2023-11-14T22:13:20Z.
+pub const BASE_EPOCH: Duration = Duration::from_secs(1_700_000_000);
+/// The first sequence number the global counter hands out.
+pub const FIRST_SEQUENCE_NUMBER: u128 = 49_000_000_000_000_000_000;
+/// How long an iterator stays valid (tokio time).
+pub const ITERATOR_TTL: Duration = Duration::from_secs(300);
+/// The most records one GetRecords returns.
+pub const MAX_GET_RECORDS_LIMIT: u32 = 10_000;
+/// The default per-shard read limit: GetRecords calls per rolling second.
+pub const DEFAULT_READ_LIMIT: u32 = 5;
+
+/// The [`StreamClient`] calls, as seen by a [`StreamFaultInjector`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamOp {
+    /// `list_shards`
+    ListShards,
+    /// `get_shard_iterator`
+    GetShardIterator,
+    /// `get_records`
+    GetRecords,
+}
+
+/// A fault to inject into one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFault {
+    /// Fail with ProvisionedThroughputExceeded ([`RetrievalErrorKind::Throttled`]).
+    Throttle,
+    /// Fail with a timeout ([`RetrievalErrorKind::Retryable`]).
+    Timeout,
+    /// Treat the given iterator as expired ([`RetrievalErrorKind::ExpiredIterator`]);
+    /// only meaningful for [`StreamOp::GetRecords`], ignored for the other calls.
+    ExpireIterator,
+    /// Wait this long (tokio time), then proceed normally.
+    Delay(Duration),
+}
+
+/// Decides which calls fail. Called once per call, before anything else happens.
+pub trait StreamFaultInjector: Send + Sync {
+    /// The fault for this call (`shard_id` is `None` for ListShards), if any.
+    fn fault(&self, op: StreamOp, shard_id: Option<&str>) -> Option<StreamFault>;
+}
+
+impl<F> StreamFaultInjector for F
+where
+    F: Fn(StreamOp, Option<&str>) -> Option<StreamFault> + Send + Sync,
+{
+    fn fault(&self, op: StreamOp, shard_id: Option<&str>) -> Option<StreamFault> {
+        self(op, shard_id)
+    }
+}
+
+/// A Kinesis stream in memory. Cheap to clone: clones share the stream.
+#[derive(Clone)]
+pub struct InMemoryStream {
+    name: Arc<str>,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    base: Instant,
+    next_seq: u128,
+    next_shard_index: usize,
+    nonce: u64,
+    shards: BTreeMap<String, ShardState>,
+    faults: Option<Arc<dyn StreamFaultInjector>>,
+    read_limit: Option<u32>,
+    get_records_calls: u64,
+}
+
+struct ShardState {
+    shard: Shard,
+    /// Retained records with their parsed sequence numbers, oldest first.
+    records: VecDeque<(u128, Record)>,
+    children: Vec<ChildShard>,
+    closed_at: Option<SystemTime>,
+    /// Times of recent GetRecords calls (read limit).
+    reads: VecDeque<Instant>,
+}
+
+impl fmt::Debug for InMemoryStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.lock().unwrap();
+        let records: usize = s.shards.values().map(|sh| sh.records.len()).sum();
+        f.debug_struct("InMemoryStream")
+            .field("name", &self.name)
+            .field("shards", &s.shards.len())
+            .field("records", &records)
+            .finish()
+    }
+}
+
+fn format_shard_id(index: usize) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
+pub fn hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+impl State {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + BASE_EPOCH + (Instant::now() - self.base)
+    }
+
+    fn add_shard(&mut self, range: HashKeyRange, parents: &[&str]) -> String {
+        let id = format_shard_id(self.next_shard_index);
+        self.next_shard_index += 1;
+        let start = self.next_seq;
+        self.next_seq += 1;
+        let shard = Shard {
+            shard_id: id.clone(),
+            parent_shard_id: parents.first().map(|p| p.to_string()),
+            adjacent_parent_shard_id: parents.get(1).map(|p| p.to_string()),
+            hash_key_range: range,
+            starting_sequence_number: start.to_string(),
+            ending_sequence_number: None,
+        };
+        let st = ShardState {
+            shard,
+            records: VecDeque::new(),
+            children: Vec::new(),
+            closed_at: None,
+            reads: VecDeque::new(),
+        };
+        self.shards.insert(id.clone(), st);
+        id
+    }
+
+    fn open_shard(&mut self, id: &str) -> Result<&mut ShardState, String> {
+        match self.shards.get_mut(id) {
+            None => Err(format!("shard {id} does not exist")),
+            Some(s) if s.shard.is_closed() => Err(format!("shard {id} is closed")),
+            Some(s) => Ok(s),
+        }
+    }
+
+    fn close(&mut self, id: &str, children: &[String]) {
+        let now = self.now();
+        let children: Vec<ChildShard> = children
+            .iter()
+            .map(|c| {
+                let s = &self.shards[c].shard;
+                ChildShard {
+                    shard_id: c.clone(),
+                    parent_shards: s.parents(),
+                    hash_key_range: s.hash_key_range,
+                }
+            })
+            .collect();
+        let st = self.shards.get_mut(id).expect("closing a known shard");
+        let end = st.records.back().map(|(seq, _)| seq.to_string());
+        st.shard.ending_sequence_number =
+            Some(end.unwrap_or_else(|| st.shard.starting_sequence_number.clone()));
+        st.children = children;
+        st.closed_at = Some(now);
+    }
+
+    fn iterator(&mut self, shard: &str, from_seq: u128) -> String {
+        self.nonce += 1;
+        let issued = (Instant::now() - self.base).as_nanos();
+        format!("mem:{shard}:{from_seq}:{issued}:{}", self.nonce)
+    }
+}
+
+/// The parts of an iterator: shard, next sequence number to return, issue time (ns since base).
+fn parse_iterator(it: &str) -> Option<(&str, u128, u128)> {
+    let rest = it.strip_prefix("mem:")?;
+    let mut parts = rest.rsplitn(4, ':');
+    let _nonce: u64 = parts.next()?.parse().ok()?;
+    let issued = parts.next()?.parse().ok()?;
+    let from_seq = parts.next()?.parse().ok()?;
+    Some((parts.next()?, from_seq, issued))
+}
+
+impl InMemoryStream {
+    /// A stream of `shard_count` open shards (`shardId-000000000000`, ...) splitting the hash
+    /// key space evenly (the last one ends at `u128::MAX`).
+    ///
+    /// # Panics
+    /// If `shard_count` is 0.
+    pub fn new(name: &str, shard_count: usize) -> Self {
+        assert!(shard_count > 0, "a stream needs at least one shard");
+        let mut state = State {
+            base: Instant::now(),
+            next_seq: FIRST_SEQUENCE_NUMBER,
+            next_shard_index: 0,
+            nonce: 0,
+            shards: BTreeMap::new(),
+            faults: None,
+            read_limit: Some(DEFAULT_READ_LIMIT),
+            get_records_calls: 0,
+        };
+        let width = u128::MAX / shard_count as u128;
+        for i in 0..shard_count {
+            let start = width * i as u128;
+            let end = if i + 1 == shard_count {
+                u128::MAX
+            } else {
+                start + width - 1
+            };
+            state.add_shard(HashKeyRange { start, end }, &[]);
+        }
+        InMemoryStream {
+            name: name.into(),
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The current time on the stream's clock (see the module docs).
+    pub fn now(&self) -> SystemTime {
+        self.state.lock().unwrap().now()
+    }
+
+    /// Put a record, routed by MD5 of the partition key; returns (shard id, sequence number).
+    pub fn put(&self, partition_key: &str, data: &[u8]) -> (String, String) {
+        self.put_with_hash(hash_key(partition_key), partition_key, data)
+    }
+
+    /// Put a record routed by an explicit hash key; returns (shard id, sequence number).
+    pub fn put_with_hash(
+        &self,
+        explicit_hash: u128,
+        partition_key: &str,
+        data: &[u8],
+    ) -> (String, String) {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let shard = s
+            .shards
+            .values_mut()
+            .find(|sh| {
+                let r = sh.shard.hash_key_range;
+                !sh.shard.is_closed() && r.start <= explicit_hash && explicit_hash <= r.end
+            })
+            .expect("the open shards cover the hash key space");
+        let record = Record {
+            data: data.to_vec(),
+            partition_key: partition_key.to_string(),
+            sequence_number: seq.to_string(),
+            sub_sequence_number: 0,
+            approximate_arrival_timestamp: Some(now),
+        };
+        shard.records.push_back((seq, record));
+        (shard.shard.shard_id.clone(), seq.to_string())
+    }
+
+    /// Split an open shard: it closes, and two children cover `[start, new_starting_hash_key)`
+    /// and `[new_starting_hash_key, end]`. Returns the children's ids (lower range first).
+    pub fn split(
+        &self,
+        shard_id: &str,
+        new_starting_hash_key: u128,
+    ) -> Result<(String, String), String> {
+        let mut s = self.state.lock().unwrap();
+        let range = s.open_shard(shard_id)?.shard.hash_key_range;
+        if new_starting_hash_key <= range.start || new_starting_hash_key > range.end {
+            return Err(format!(
+                "new starting hash key {new_starting_hash_key} is not inside shard {shard_id}'s \
+                 range ({}, {}]",
+                range.start, range.end
+            ));
+        }
+        let low = HashKeyRange {
+            start: range.start,
+            end: new_starting_hash_key - 1,
+        };
+        let high = HashKeyRange {
+            start: new_starting_hash_key,
+            end: range.end,
+        };
+        let a = s.add_shard(low, &[shard_id]);
+        let b = s.add_shard(high, &[shard_id]);
+        s.close(shard_id, &[a.clone(), b.clone()]);
+        Ok((a, b))
+    }
+
+    /// Merge two open shards with adjacent hash ranges into a new one (its
+    /// `parent_shard_id` is `shard_id`, its `adjacent_parent_shard_id` is `adjacent_shard_id`).
+    pub fn merge(&self, shard_id: &str, adjacent_shard_id: &str) -> Result<String, String> {
+        let mut s = self.state.lock().unwrap();
+        let a = s.open_shard(shard_id)?.shard.hash_key_range;
+        let b = s.open_shard(adjacent_shard_id)?.shard.hash_key_range;
+        let adjacent =
+            a.end.checked_add(1) == Some(b.start) || b.end.checked_add(1) == Some(a.start);
+        if !adjacent {
+            return Err(format!(
+                "shards {shard_id} and {adjacent_shard_id} do not have adjacent hash key ranges"
+            ));
+        }
+        let range = HashKeyRange {
+            start: a.start.min(b.start),
+            end: a.end.max(b.end),
+        };
+        let child = s.add_shard(range, &[shard_id, adjacent_shard_id]);
+        s.close(shard_id, std::slice::from_ref(&child));
+        s.close(adjacent_shard_id, std::slice::from_ref(&child));
+        Ok(child)
+    }
+
+    /// Retention: drop every record that arrived before `before`. A closed shard that closed
+    /// before `before` (so all its records are gone) disappears: ListShards no longer lists
+    /// it, GetShardIterator returns `None` and GetRecords fails with `ResourceNotFound`.
+    pub fn trim(&self, before: SystemTime) {
+        let mut s = self.state.lock().unwrap();
+        s.shards
+            .retain(|_, sh| sh.closed_at.is_none_or(|closed| closed >= before));
+        for sh in s.shards.values_mut() {
+            while sh.records.front().is_some_and(|(_, r)| {
+                r.approximate_arrival_timestamp
+                    .is_some_and(|arrival| arrival < before)
+            }) {
+                sh.records.pop_front();
+            }
+        }
+    }
+
+    /// [`InMemoryStream::trim`] everything older than `age` (by the stream's clock).
+    pub fn trim_records_older_than(&self, age: Duration) {
+        let cutoff = self
+            .now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.trim(cutoff);
+    }
+
+    /// Install (or with `None`, remove) a fault injector.
+    pub fn set_fault_injector(&self, injector: Option<Arc<dyn StreamFaultInjector>>) {
+        self.state.lock().unwrap().faults = injector;
+    }
+
+    /// Set the per-shard limit of GetRecords calls per rolling second of tokio time (`None`:
+    /// unlimited). Calls over the limit fail with `Throttled` (and do not count).
+    pub fn set_read_limit(&self, per_second: Option<u32>) {
+        self.state.lock().unwrap().read_limit = per_second;
+    }
+
+    /// Every shard (open, closed, not yet trimmed away), sorted by id.
+    pub fn shards(&self) -> Vec<Shard> {
+        let s = self.state.lock().unwrap();
+        s.shards.values().map(|sh| sh.shard.clone()).collect()
+    }
+
+    /// The retained records of a shard, in order (empty for an unknown shard).
+    pub fn records(&self, shard_id: &str) -> Vec<Record> {
+        let s = self.state.lock().unwrap();
+        s.shards
+            .get(shard_id)
+            .map(|sh| sh.records.iter().map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The number of retained records in the whole stream.
+    pub fn total_records(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.shards.values().map(|sh| sh.records.len()).sum()
+    }
+
+    /// How many times `get_records` was called (every call, failed ones included).
+    pub fn get_records_calls(&self) -> u64 {
+        self.state.lock().unwrap().get_records_calls
+    }
+
+    fn error(
+        &self,
+        operation: &'static str,
+        shard: Option<&str>,
+        kind: RetrievalErrorKind,
+        message: impl Into<String>,
+    ) -> RetrievalError {
+        RetrievalError {
+            kind,
+            operation,
+            stream: self.name.to_string(),
+            shard: shard.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// Apply the injected fault, if any; `Ok(true)` means "treat the iterator as expired".
+    async fn inject(&self, op: StreamOp, shard: Option<&str>) -> Result<bool, RetrievalError> {
+        let injector = self.state.lock().unwrap().faults.clone();
+        let operation = match op {
+            StreamOp::ListShards => "list_shards",
+            StreamOp::GetShardIterator => "get_shard_iterator",
+            StreamOp::GetRecords => "get_records",
+        };
+        match injector.and_then(|i| i.fault(op, shard)) {
+            None => Ok(false),
+            Some(StreamFault::Throttle) => Err(self.error(
+                operation,
+                shard,
+                RetrievalErrorKind::Throttled,
+                "injected ProvisionedThroughputExceededException",
+            )),
+            Some(StreamFault::Timeout) => Err(self.error(
+                operation,
+                shard,
+                RetrievalErrorKind::Retryable,
+                "injected timeout",
+            )),
+            Some(StreamFault::ExpireIterator) => Ok(op == StreamOp::GetRecords),
+            Some(StreamFault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StreamClient for InMemoryStream {
+    fn stream_name(&self) -> &str {
+        &self.name
+    }
+
+    async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
+        self.inject(StreamOp::ListShards, None).await?;
+        Ok(self.shards())
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Option<String>, RetrievalError> {
+        self.inject(StreamOp::GetShardIterator, Some(shard_id))
+            .await?;
+        let parse = |seq: &str| {
+            seq.parse::<u128>().map_err(|_| {
+                self.error(
+                    "get_shard_iterator",
+                    Some(shard_id),
+                    RetrievalErrorKind::Fatal,
+                    format!("invalid sequence number {seq:?}"),
+                )
+            })
+        };
+        let mut s = self.state.lock().unwrap();
+        let next_seq = s.next_seq;
+        let Some(sh) = s.shards.get(shard_id) else {
+            return Ok(None);
+        };
+        let from_seq = match position {
+            IteratorPosition::TrimHorizon => 0,
+            IteratorPosition::Latest => next_seq,
+            IteratorPosition::AtTimestamp(t) => sh
+                .records
+                .iter()
+                .find(|(_, r)| r.approximate_arrival_timestamp.is_some_and(|a| a >= *t))
+                .map_or(next_seq, |(seq, _)| *seq),
+            IteratorPosition::AtSequenceNumber(seq) => parse(seq)?,
+            IteratorPosition::AfterSequenceNumber(seq) => parse(seq)?.saturating_add(1),
+        };
+        Ok(Some(s.iterator(shard_id, from_seq)))
+    }
+
+    async fn get_records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<RecordBatch, RetrievalError> {
+        self.state.lock().unwrap().get_records_calls += 1;
+        let expire = self.inject(StreamOp::GetRecords, Some(shard_id)).await?;
+        let err = |kind, msg: String| self.error("get_records", Some(shard_id), kind, msg);
+        if expire {
+            return Err(err(
+                RetrievalErrorKind::ExpiredIterator,
+                "injected ExpiredIteratorException".into(),
+            ));
+        }
+        let Some((it_shard, from_seq, issued)) = parse_iterator(iterator) else {
+            return Err(err(
+                RetrievalErrorKind::ExpiredIterator,
+                format!("invalid shard iterator {iterator:?}"),
+            ));
+        };
+        if it_shard != shard_id {
+            return Err(err(
+                RetrievalErrorKind::ExpiredIterator,
+                format!("the iterator is for shard {it_shard}"),
+            ));
+        }
+        let mut s = self.state.lock().unwrap();
+        let now = Instant::now();
+        let age = (now - s.base).as_nanos().saturating_sub(issued);
+        let read_limit = s.read_limit;
+        let Some(sh) = s.shards.get_mut(shard_id) else {
+            return Err(err(
+                RetrievalErrorKind::ResourceNotFound,
+                format!("shard {shard_id} does not exist"),
+            ));
+        };
+        if let Some(limit) = read_limit {
+            while sh
+                .reads
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(1))
+            {
+                sh.reads.pop_front();
+            }
+            if sh.reads.len() >= limit as usize {
+                return Err(err(
+                    RetrievalErrorKind::Throttled,
+                    format!("more than {limit} GetRecords calls per second on {shard_id}"),
+                ));
+            }
+            sh.reads.push_back(now);
+        }
+        if age >= ITERATOR_TTL.as_nanos() {
+            return Err(err(
+                RetrievalErrorKind::ExpiredIterator,
+                "the iterator expired".into(),
+            ));
+        }
+        let limit = limit.clamp(1, MAX_GET_RECORDS_LIMIT) as usize;
+        let first = sh.records.partition_point(|(seq, _)| *seq < from_seq);
+        let taken: Vec<&(u128, Record)> = sh.records.range(first..).take(limit).collect();
+        let at_end = first + taken.len() == sh.records.len();
+        let arrival = |r: &Record| {
+            r.approximate_arrival_timestamp
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        let millis_behind = match (taken.last(), sh.records.back()) {
+            (Some((_, last)), Some((_, newest))) => arrival(newest)
+                .duration_since(arrival(last))
+                .map_or(0, |d| d.as_millis() as i64),
+            _ => 0,
+        };
+        let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
+        let records: Vec<Record> = taken.into_iter().map(|(_, r)| r.clone()).collect();
+        let (next_iterator, child_shards) = if at_end && sh.shard.is_closed() {
+            (None, sh.children.clone())
+        } else {
+            (Some(s.iterator(shard_id, next_from)), Vec::new())
+        };
+        Ok(RecordBatch {
+            records,
+            next_iterator,
+            millis_behind_latest: Some(millis_behind),
+            child_shards,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use IteratorPosition::*;
+
+    const S0: &str = "shardId-000000000000";
+    const S1: &str = "shardId-000000000001";
+    const S2: &str = "shardId-000000000002";
+
+    async fn iter(s: &InMemoryStream, shard: &str, pos: IteratorPosition) -> String {
+        s.get_shard_iterator(shard, &pos).await.unwrap().unwrap()
+    }
+
+    /// Reads a shard to its end (or tip), returning every batch.
+    async fn read_all(
+        s: &InMemoryStream,
+        shard: &str,
+        pos: IteratorPosition,
+        limit: u32,
+    ) -> Vec<RecordBatch> {
+        s.set_read_limit(None);
+        let mut it = Some(iter(s, shard, pos).await);
+        let mut batches = Vec::new();
+        while let Some(i) = it {
+            let b = s.get_records(shard, &i, limit).await.unwrap();
+            let done = b.records.is_empty();
+            it = b.next_iterator.clone();
+            batches.push(b);
+            if done {
+                break;
+            }
+        }
+        batches
+    }
+
+    fn seqs(batches: &[RecordBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| b.records.iter().map(|r| r.sequence_number.clone()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shards_cover_the_hash_space_and_puts_route_by_md5() {
+        assert_eq!(hash_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
+        let s = InMemoryStream::new("s", 3);
+        let shards = s.list_shards().await.unwrap();
+        assert_eq!(
+            shards
+                .iter()
+                .map(|x| x.shard_id.as_str())
+                .collect::<Vec<_>>(),
+            [S0, S1, S2]
+        );
+        assert_eq!(shards[0].hash_key_range.start, 0);
+        assert_eq!(shards[2].hash_key_range.end, u128::MAX);
+        for w in shards.windows(2) {
+            assert_eq!(w[0].hash_key_range.end + 1, w[1].hash_key_range.start);
+        }
+        assert!(shards
+            .iter()
+            .all(|x| !x.is_closed() && x.parents().is_empty()));
+        let mut last = 0u128;
+        for i in 0..30 {
+            let key = format!("key-{i}");
+            let (shard, seq) = s.put(&key, b"x");
+            let h = hash_key(&key);
+            let r = shards
+                .iter()
+                .find(|x| x.shard_id == shard)
+                .unwrap()
+                .hash_key_range;
+            assert!(r.start <= h && h <= r.end, "{key} routed to {shard}");
+            let seq: u128 = seq.parse().unwrap();
+            assert!(seq > last && seq > FIRST_SEQUENCE_NUMBER);
+            last = seq;
+        }
+        assert_eq!(s.put_with_hash(u128::MAX, "k", b"y").0, S2);
+        assert_eq!(s.total_records(), 31);
+        assert_eq!(
+            s.records(S0).len() + s.records(S1).len() + s.records(S2).len(),
+            31
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trim_horizon_reads_everything_in_order_then_waits_at_the_tip() {
+        let s = InMemoryStream::new("s", 1);
+        let put: Vec<String> = (0..10)
+            .map(|i| s.put("k", format!("r{i}").as_bytes()).1)
+            .collect();
+        let batches = read_all(&s, S0, TrimHorizon, 3).await;
+        assert_eq!(
+            batches.iter().map(|b| b.records.len()).collect::<Vec<_>>(),
+            [3, 3, 3, 1, 0]
+        );
+        assert_eq!(seqs(&batches), put);
+        assert_eq!(batches[0].records[2].data, b"r2");
+        let tip = batches.last().unwrap();
+        assert!(tip.next_iterator.is_some() && tip.child_shards.is_empty());
+        assert_eq!(tip.millis_behind_latest, Some(0));
+        assert_eq!(s.get_records_calls(), 5);
+        // The tip iterator picks up later records.
+        let (_, seq) = s.put("k", b"late");
+        let b = s
+            .get_records(S0, tip.next_iterator.as_ref().unwrap(), 10)
+            .await
+            .unwrap();
+        assert_eq!(b.records[0].sequence_number, seq);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sequence_number_latest_and_timestamp_positions() {
+        let s = InMemoryStream::new("s", 1);
+        let put: Vec<String> = (0..3).map(|_| s.put("k", b"a").1).collect();
+        let at = read_all(&s, S0, AtSequenceNumber(put[1].clone()), 10).await;
+        assert_eq!(seqs(&at), put[1..]);
+        let after = read_all(&s, S0, AfterSequenceNumber(put[1].clone()), 10).await;
+        assert_eq!(seqs(&after), put[2..]);
+        let latest = iter(&s, S0, Latest).await;
+        assert!(s
+            .get_records(S0, &latest, 10)
+            .await
+            .unwrap()
+            .records
+            .is_empty());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let t = s.now();
+        let late = s.put("k", b"b").1;
+        let b = s.get_records(S0, &latest, 10).await.unwrap();
+        assert_eq!(seqs(&[b]), [late.clone()]);
+        assert_eq!(s.records(S0)[3].approximate_arrival_timestamp, Some(t));
+        assert_eq!(
+            t,
+            SystemTime::UNIX_EPOCH + BASE_EPOCH + Duration::from_secs(10)
+        );
+        assert_eq!(
+            seqs(&read_all(&s, S0, AtTimestamp(t), 10).await),
+            [late.clone()]
+        );
+        let all = read_all(&s, S0, AtTimestamp(t - Duration::from_secs(1)), 1).await;
+        assert_eq!(seqs(&all), [late]);
+        // Behind: the first record arrived 10 s before the newest.
+        let b = s
+            .get_records(S0, &iter(&s, S0, TrimHorizon).await, 1)
+            .await
+            .unwrap();
+        assert_eq!(b.millis_behind_latest, Some(10_000));
+        let err = s
+            .get_shard_iterator(S0, &AtSequenceNumber("x1".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::Fatal);
+        assert_eq!(
+            s.get_shard_iterator("shardId-000000000009", &Latest)
+                .await
+                .unwrap(),
+            None
+        );
+        let err = s.get_records(S0, "garbage", 10).await.unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn split_closes_the_parent_and_reports_children_at_its_end() {
+        let s = InMemoryStream::new("s", 1);
+        let put: Vec<String> = (0..5).map(|_| s.put_with_hash(7, "k", b"a").1).collect();
+        let mid = 1u128 << 127;
+        let (a, b) = s.split(S0, mid).unwrap();
+        assert_eq!((a.as_str(), b.as_str()), (S1, S2));
+        let shards = s.list_shards().await.unwrap();
+        assert_eq!(shards.len(), 3);
+        assert_eq!(shards[0].ending_sequence_number.as_ref(), Some(&put[4]));
+        assert_eq!(shards[1].parent_shard_id.as_deref(), Some(S0));
+        assert_eq!(shards[1].adjacent_parent_shard_id, None);
+        assert_eq!(
+            shards[1].hash_key_range,
+            HashKeyRange {
+                start: 0,
+                end: mid - 1
+            }
+        );
+        assert_eq!(
+            shards[2].hash_key_range,
+            HashKeyRange {
+                start: mid,
+                end: u128::MAX
+            }
+        );
+        let batches = read_all(&s, S0, TrimHorizon, 2).await;
+        assert_eq!(seqs(&batches), put);
+        assert_eq!(batches.len(), 3);
+        assert!(batches[..2]
+            .iter()
+            .all(|b| b.next_iterator.is_some() && b.child_shards.is_empty()));
+        let end = batches.last().unwrap();
+        assert_eq!(end.next_iterator, None);
+        let children = vec![
+            ChildShard {
+                shard_id: S1.into(),
+                parent_shards: vec![S0.into()],
+                hash_key_range: shards[1].hash_key_range,
+            },
+            ChildShard {
+                shard_id: S2.into(),
+                parent_shards: vec![S0.into()],
+                hash_key_range: shards[2].hash_key_range,
+            },
+        ];
+        assert_eq!(end.child_shards, children);
+        // LATEST on the closed shard: straight to the end (the cleanup manager's lookup).
+        let b = s
+            .get_records(S0, &iter(&s, S0, Latest).await, 10)
+            .await
+            .unwrap();
+        assert!(b.records.is_empty() && b.next_iterator.is_none());
+        assert_eq!(b.child_shards, children);
+        assert_eq!(s.put_with_hash(7, "k", b"a").0, S1);
+        assert_eq!(s.put_with_hash(mid, "k", b"a").0, S2);
+        assert!(s.split(S0, 5).unwrap_err().contains("closed"));
+        assert!(s.split(S1, 0).is_err());
+        assert!(s.split(S1, mid).is_err());
+        // An empty shard closes with its starting sequence number.
+        s.split(S2, mid + 1).unwrap();
+        let s2 = &s.shards()[2];
+        assert_eq!(
+            s2.ending_sequence_number.as_ref(),
+            Some(&s2.starting_sequence_number)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merge_makes_one_child_with_two_parents() {
+        let s = InMemoryStream::new("s", 3);
+        assert!(s.merge(S0, S2).unwrap_err().contains("adjacent"));
+        let r1 = s.put_with_hash(u128::MAX / 2, "k", b"a");
+        assert_eq!(r1.0, S1);
+        let child = s.merge(S1, S0).unwrap();
+        assert_eq!(child, "shardId-000000000003");
+        let shards = s.shards();
+        let c = &shards[3];
+        assert_eq!(c.parent_shard_id.as_deref(), Some(S1));
+        assert_eq!(c.adjacent_parent_shard_id.as_deref(), Some(S0));
+        assert_eq!(
+            c.hash_key_range,
+            HashKeyRange {
+                start: 0,
+                end: shards[1].hash_key_range.end
+            }
+        );
+        assert!(shards[0].is_closed() && shards[1].is_closed() && !shards[2].is_closed());
+        assert_eq!(shards[1].ending_sequence_number.as_ref(), Some(&r1.1));
+        let expected = vec![ChildShard {
+            shard_id: child.clone(),
+            parent_shards: vec![S1.into(), S0.into()],
+            hash_key_range: c.hash_key_range,
+        }];
+        for parent in [S0, S1] {
+            let end = read_all(&s, parent, TrimHorizon, 10).await.pop().unwrap();
+            assert_eq!((end.next_iterator, &end.child_shards), (None, &expected));
+        }
+        assert_eq!(s.put_with_hash(0, "k", b"a").0, child);
+        assert!(s.merge(child.as_str(), S0).unwrap_err().contains("closed"));
+        assert!(s.merge(&child, S2).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn iterators_expire_after_five_minutes() {
+        let s = InMemoryStream::new("s", 1);
+        s.put("k", b"a");
+        let it = iter(&s, S0, TrimHorizon).await;
+        tokio::time::advance(Duration::from_secs(299)).await;
+        let next = s
+            .get_records(S0, &it, 10)
+            .await
+            .unwrap()
+            .next_iterator
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let err = s.get_records(S0, &it, 10).await.unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+        // The next iterator was issued later and is still valid.
+        assert!(s.get_records(S0, &next, 10).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_are_limited_per_shard_per_second() {
+        let s = InMemoryStream::new("s", 2);
+        let it = iter(&s, S0, TrimHorizon).await;
+        for _ in 0..5 {
+            s.get_records(S0, &it, 10).await.unwrap();
+        }
+        let err = s.get_records(S0, &it, 10).await.unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::Throttled);
+        let other = iter(&s, S1, TrimHorizon).await;
+        assert!(s.get_records(S1, &other, 10).await.is_ok());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(s.get_records(S0, &it, 10).await.is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let mut it = s
+            .get_records(S0, &it, 10)
+            .await
+            .unwrap()
+            .next_iterator
+            .unwrap();
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            it = s
+                .get_records(S0, &it, 10)
+                .await
+                .unwrap()
+                .next_iterator
+                .unwrap();
+        }
+        s.set_read_limit(None);
+        for _ in 0..20 {
+            s.get_records(S0, &it, 10).await.unwrap();
+        }
+        assert_eq!(s.get_records_calls(), 1 + 5 + 1 + 1 + 1 + 20 + 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trimming_moves_the_trim_horizon_and_removes_old_closed_shards() {
+        let s = InMemoryStream::new("s", 1);
+        let old: Vec<String> = (0..3).map(|_| s.put("k", b"old").1).collect();
+        let stale = iter(&s, S0, TrimHorizon).await;
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let new: Vec<String> = (0..2).map(|_| s.put("k", b"new").1).collect();
+        s.trim_records_older_than(Duration::from_secs(1800));
+        assert_eq!(s.total_records(), 2);
+        assert_eq!(seqs(&read_all(&s, S0, TrimHorizon, 10).await), new);
+        assert_eq!(
+            seqs(&read_all(&s, S0, AtSequenceNumber(old[0].clone()), 10).await),
+            new
+        );
+        assert_eq!(
+            seqs(&read_all(&s, S0, AfterSequenceNumber(old[2].clone()), 10).await),
+            new
+        );
+        let b = s
+            .get_records(S0, &iter(&s, S0, Latest).await, 10)
+            .await
+            .unwrap();
+        assert!(b.records.is_empty());
+        let err = s.get_records(S0, &stale, 10).await.unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+        // A closed shard goes away once retention passes its closing time.
+        let (a, _) = s.split(S0, 1 << 100).unwrap();
+        let it = iter(&s, S0, TrimHorizon).await;
+        s.trim_records_older_than(Duration::from_secs(1800));
+        assert_eq!(s.shards().len(), 3);
+        tokio::time::advance(Duration::from_secs(1801)).await;
+        s.trim_records_older_than(Duration::from_secs(1800));
+        let ids: Vec<String> = s
+            .list_shards()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.shard_id)
+            .collect();
+        assert_eq!(ids, [a, S2.to_string()]);
+        assert_eq!(s.total_records(), 0);
+        assert_eq!(s.get_shard_iterator(S0, &TrimHorizon).await.unwrap(), None);
+        let err = s.get_records(S0, &it, 10).await.unwrap_err();
+        assert_eq!(err.kind, RetrievalErrorKind::ResourceNotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_faults() {
+        let s = InMemoryStream::new("s", 2);
+        s.put_with_hash(0, "k", b"a");
+        let it = iter(&s, S0, TrimHorizon).await;
+        s.set_fault_injector(Some(Arc::new(|op, shard: Option<&str>| {
+            match (op, shard) {
+                (StreamOp::ListShards, _) => Some(StreamFault::Throttle),
+                (StreamOp::GetShardIterator, _) => Some(StreamFault::Timeout),
+                (StreamOp::GetRecords, Some(S0)) => Some(StreamFault::ExpireIterator),
+                (StreamOp::GetRecords, _) => Some(StreamFault::Delay(Duration::from_secs(3))),
+            }
+        })));
+        let kind = |r: Result<_, RetrievalError>| r.map(|_| ()).unwrap_err().kind;
+        assert_eq!(kind(s.list_shards().await), RetrievalErrorKind::Throttled);
+        assert_eq!(
+            kind(s.get_shard_iterator(S0, &Latest).await),
+            RetrievalErrorKind::Retryable
+        );
+        assert_eq!(
+            kind(s.get_records(S0, &it, 10).await),
+            RetrievalErrorKind::ExpiredIterator
+        );
+        s.set_fault_injector(None);
+        let it1 = iter(&s, S1, TrimHorizon).await;
+        s.set_fault_injector(Some(Arc::new(|_, _: Option<&str>| {
+            Some(StreamFault::Delay(Duration::from_secs(3)))
+        })));
+        let start = Instant::now();
+        assert!(s
+            .get_records(S1, &it1, 10)
+            .await
+            .unwrap()
+            .records
+            .is_empty());
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        s.set_fault_injector(None);
+        let b = s.get_records(S0, &it, 10).await.unwrap();
+        assert_eq!(b.records.len(), 1);
+        assert_eq!(s.list_shards().await.unwrap().len(), 2);
+    }
+}

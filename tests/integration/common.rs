@@ -15,7 +15,10 @@ pub async fn aws() -> Arc<LocalAws> {
 /// Log to the test output (shown for failing tests) at `RUST_LOG` or `info` for this crate.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "kcl=info,testkit=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "kcl=info,testkit=info".into()),
+        )
         .with_test_writer()
         .try_init();
 }

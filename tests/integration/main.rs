@@ -4,5 +4,7 @@
 //! One test binary, so the services start once per `cargo test` run.
 
 mod common;
+mod consumer;
+mod harness;
 mod lease_store;
 mod stream_roundtrip;

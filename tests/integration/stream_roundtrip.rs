@@ -10,11 +10,16 @@ async fn a_thousand_records_across_four_shards_read_back_in_order() {
     let kinesis = aws.kinesis_client();
     let name = testkit::unique_name("roundtrip");
     testkit::create_stream(&kinesis, &name, 4).await.unwrap();
-    let put = testkit::put_records(&kinesis, &name, testkit::numbered_records("rt", 1000)).await.unwrap();
+    let put = testkit::put_records(&kinesis, &name, testkit::numbered_records("rt", 1000))
+        .await
+        .unwrap();
 
     let mut expected: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     for p in &put {
-        expected.entry(p.shard_id.clone()).or_default().push((p.sequence_number.clone(), p.data.clone()));
+        expected
+            .entry(p.shard_id.clone())
+            .or_default()
+            .push((p.sequence_number.clone(), p.data.clone()));
     }
     assert_eq!(expected.len(), 4, "records reach all four shards");
 
@@ -25,15 +30,28 @@ async fn a_thousand_records_across_four_shards_read_back_in_order() {
         let mut want = expected.remove(&shard.shard_id).unwrap_or_default();
         want.sort_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
         let mut got = Vec::new();
-        let mut it = client.get_shard_iterator(&shard.shard_id, &IteratorPosition::TrimHorizon).await.unwrap().unwrap();
+        let mut it = client
+            .get_shard_iterator(&shard.shard_id, &IteratorPosition::TrimHorizon)
+            .await
+            .unwrap()
+            .unwrap();
         for _ in 0..50 {
             let batch = client.get_records(&shard.shard_id, &it, 100).await.unwrap();
-            got.extend(batch.records.into_iter().map(|r| (r.sequence_number, r.data)));
+            got.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| (r.sequence_number, r.data)),
+            );
             if got.len() >= want.len() || batch.next_iterator.is_none() {
                 break;
             }
             it = batch.next_iterator.unwrap();
         }
-        assert_eq!(got, want, "shard {} returns its records in sequence order", shard.shard_id);
+        assert_eq!(
+            got, want,
+            "shard {} returns its records in sequence order",
+            shard.shard_id
+        );
     }
 }
