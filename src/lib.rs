@@ -15,7 +15,7 @@ pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
-    RecordProcessorFactory, Shutdown,
+    RecordProcessorFactory, RestartShard, Shutdown,
 };
 pub use record::Record;
 pub mod config;

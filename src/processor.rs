@@ -8,7 +8,8 @@
 //! Returning `Err` from `process_records` makes the scheduler deliver **the same batch again**
 //! after the task backoff: records are never skipped without the processor's consent. A
 //! processor that wants to skip a batch checkpoints past it and returns `Ok`. A panic is
-//! contained to its shard: the shard restarts with a new processor from its last checkpoint.
+//! contained to its shard: the shard restarts with a new processor from its last checkpoint,
+//! and so does returning [`RestartShard`].
 
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
@@ -17,6 +18,15 @@ use async_trait::async_trait;
 
 /// The error type processors return: any error (it is logged, and the call is retried).
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Return this error (boxed) from any processor call to abandon the processor and restart
+/// the shard with a new one from its last checkpoint, after the task backoff.
+///
+/// Use it when the processor's own state is broken (e.g. the MultiLangDaemon's child process
+/// died): records delivered since the last checkpoint are delivered again, to the new processor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("restart the shard from its last checkpoint: {0}")]
+pub struct RestartShard(pub String);
 
 /// What [`RecordProcessor::initialize`] is told.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,9 @@
 
 #![warn(missing_docs)]
 
+pub mod child;
 pub mod credentials;
+pub mod daemon;
 pub mod driver;
 mod lines;
 pub mod properties;

@@ -12,7 +12,9 @@ use crate::checkpointer::Checkpointer;
 use crate::config::{Config, InitialPosition};
 use crate::coordinator::{LeaseCoordinator, LeaseTenure};
 use crate::lease::LeaseStore;
-use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor, Shutdown};
+use crate::processor::{
+    InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
+};
 use crate::retrieval::fetcher::{FetchedBatch, Fetcher, FetcherConfig, StartPosition};
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
 use crate::shard_sync::child_leases;
@@ -99,7 +101,8 @@ struct Consumer<P> {
     waiting_logged: bool,
 }
 
-/// A processor call that panicked: the consumer stops and the scheduler restarts the shard.
+/// A processor call that panicked (or returned [`RestartShard`]): the consumer stops and the
+/// scheduler restarts the shard from its last checkpoint.
 struct Panicked(String);
 
 impl<P: RecordProcessor> Consumer<P> {
@@ -149,8 +152,8 @@ impl<P: RecordProcessor> Consumer<P> {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(Panicked(msg)) => {
-                    tracing::error!(panic = %msg, "record processor panicked; the shard restarts from its last checkpoint");
-                    return ShardExit::Failed(format!("record processor panicked: {msg}"));
+                    tracing::error!(reason = %msg, "record processor failed for good; the shard restarts from its last checkpoint");
+                    return ShardExit::Failed(msg);
                 }
             };
             let next = next_state(state, outcome, self.pending());
@@ -247,12 +250,16 @@ impl<P: RecordProcessor> Consumer<P> {
             .catch_unwind()
             .await
         {
-            Err(p) => Err(Panicked(panic_message(p))),
+            Err(p) => Err(Panicked(format!(
+                "record processor panicked: {}",
+                panic_message(p)
+            ))),
             Ok(Ok(())) => {
                 tracing::info!(checkpoint = %lease.checkpoint, "record processor initialized");
                 self.initialized = true;
                 Ok(TaskOutcome::Succeeded)
             }
+            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
                 self.pause(self.ctx.config.task_backoff).await;
@@ -293,8 +300,14 @@ impl<P: RecordProcessor> Consumer<P> {
                 .catch_unwind()
                 .await
             {
-                Err(p) => return Err(Panicked(panic_message(p))),
+                Err(p) => {
+                    return Err(Panicked(format!(
+                        "record processor panicked: {}",
+                        panic_message(p)
+                    )))
+                }
                 Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
+                Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked(e.to_string())),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, records = count, backoff = ?self.ctx.config.task_backoff,
                         "record processor failed; the same batch is delivered again after the backoff");
@@ -353,7 +366,11 @@ impl<P: RecordProcessor> Consumer<P> {
         name: &str,
     ) -> Result<(), Panicked> {
         match result {
-            Err(p) => Err(Panicked(panic_message(p))),
+            Err(p) => Err(Panicked(format!(
+                "record processor panicked: {}",
+                panic_message(p)
+            ))),
+            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
                 Ok(())

@@ -33,6 +33,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+use RetrievalErrorKind as K;
 
 /// Seconds after the Unix epoch of the stream clock's zero (the stream's creation):
 /// 2023-11-14T22:13:20Z.
@@ -424,26 +425,17 @@ impl InMemoryStream {
             StreamOp::GetShardIterator => "get_shard_iterator",
             StreamOp::GetRecords => "get_records",
         };
-        match injector.and_then(|i| i.fault(op, shard)) {
-            None => Ok(false),
-            Some(StreamFault::Throttle) => Err(self.error(
-                operation,
-                shard,
-                RetrievalErrorKind::Throttled,
-                "injected ProvisionedThroughputExceededException",
-            )),
-            Some(StreamFault::Timeout) => Err(self.error(
-                operation,
-                shard,
-                RetrievalErrorKind::Retryable,
-                "injected timeout",
-            )),
-            Some(StreamFault::ExpireIterator) => Ok(op == StreamOp::GetRecords),
+        let (kind, message) = match injector.and_then(|i| i.fault(op, shard)) {
+            None => return Ok(false),
+            Some(StreamFault::Throttle) => (K::Throttled, "injected throughput exceeded"),
+            Some(StreamFault::Timeout) => (K::Retryable, "injected timeout"),
+            Some(StreamFault::ExpireIterator) => return Ok(op == StreamOp::GetRecords),
             Some(StreamFault::Delay(d)) => {
                 tokio::time::sleep(d).await;
-                Ok(false)
+                return Ok(false);
             }
-        }
+        };
+        Err(self.error(operation, shard, kind, message))
     }
 }
 
@@ -470,7 +462,7 @@ impl StreamClient for InMemoryStream {
                 self.error(
                     "get_shard_iterator",
                     Some(shard_id),
-                    RetrievalErrorKind::Fatal,
+                    K::Fatal,
                     format!("invalid sequence number {seq:?}"),
                 )
             })
@@ -502,34 +494,34 @@ impl StreamClient for InMemoryStream {
     ) -> Result<RecordBatch, RetrievalError> {
         self.state.lock().unwrap().get_records_calls += 1;
         let expire = self.inject(StreamOp::GetRecords, Some(shard_id)).await?;
-        let err = |kind, msg: String| self.error("get_records", Some(shard_id), kind, msg);
+        let fail = |kind, msg: String| Err(self.error("get_records", Some(shard_id), kind, msg));
         if expire {
-            return Err(err(
-                RetrievalErrorKind::ExpiredIterator,
+            return fail(
+                K::ExpiredIterator,
                 "injected ExpiredIteratorException".into(),
-            ));
+            );
         }
         let Some((it_shard, from_seq, issued)) = parse_iterator(iterator) else {
-            return Err(err(
-                RetrievalErrorKind::ExpiredIterator,
+            return fail(
+                K::ExpiredIterator,
                 format!("invalid shard iterator {iterator:?}"),
-            ));
+            );
         };
         if it_shard != shard_id {
-            return Err(err(
-                RetrievalErrorKind::ExpiredIterator,
+            return fail(
+                K::ExpiredIterator,
                 format!("the iterator is for shard {it_shard}"),
-            ));
+            );
         }
         let mut s = self.state.lock().unwrap();
         let now = Instant::now();
         let age = (now - s.base).as_nanos().saturating_sub(issued);
         let read_limit = s.read_limit;
         let Some(sh) = s.shards.get_mut(shard_id) else {
-            return Err(err(
-                RetrievalErrorKind::ResourceNotFound,
+            return fail(
+                K::ResourceNotFound,
                 format!("shard {shard_id} does not exist"),
-            ));
+            );
         };
         if let Some(limit) = read_limit {
             while sh
@@ -540,18 +532,15 @@ impl StreamClient for InMemoryStream {
                 sh.reads.pop_front();
             }
             if sh.reads.len() >= limit as usize {
-                return Err(err(
-                    RetrievalErrorKind::Throttled,
-                    format!("more than {limit} GetRecords calls per second on {shard_id}"),
-                ));
+                return fail(
+                    K::Throttled,
+                    format!("over {limit} GetRecords/s on {shard_id}"),
+                );
             }
             sh.reads.push_back(now);
         }
         if age >= ITERATOR_TTL.as_nanos() {
-            return Err(err(
-                RetrievalErrorKind::ExpiredIterator,
-                "the iterator expired".into(),
-            ));
+            return fail(K::ExpiredIterator, "the iterator expired".into());
         }
         let limit = limit.clamp(1, MAX_GET_RECORDS_LIMIT) as usize;
         let first = sh.records.partition_point(|(seq, _)| *seq < from_seq);
@@ -607,7 +596,7 @@ mod tests {
         let mut it = Some(iter(s, shard, pos).await);
         let mut batches = Vec::new();
         while let Some(i) = it {
-            let b = s.get_records(shard, &i, limit).await.unwrap();
+            let b = get(s, shard, &i, limit).await;
             let done = b.records.is_empty();
             it = b.next_iterator.clone();
             batches.push(b);
@@ -616,6 +605,18 @@ mod tests {
             }
         }
         batches
+    }
+
+    async fn get(s: &InMemoryStream, shard: &str, it: &str, limit: u32) -> RecordBatch {
+        s.get_records(shard, it, limit).await.unwrap()
+    }
+
+    fn kind<T: fmt::Debug>(r: Result<T, RetrievalError>) -> RetrievalErrorKind {
+        r.unwrap_err().kind
+    }
+
+    fn hk(start: u128, end: u128) -> HashKeyRange {
+        HashKeyRange { start, end }
     }
 
     fn seqs(batches: &[RecordBatch]) -> Vec<String> {
@@ -687,10 +688,7 @@ mod tests {
         assert_eq!(s.get_records_calls(), 5);
         // The tip iterator picks up later records.
         let (_, seq) = s.put("k", b"late");
-        let b = s
-            .get_records(S0, tip.next_iterator.as_ref().unwrap(), 10)
-            .await
-            .unwrap();
+        let b = get(&s, S0, tip.next_iterator.as_ref().unwrap(), 10).await;
         assert_eq!(b.records[0].sequence_number, seq);
     }
 
@@ -703,17 +701,12 @@ mod tests {
         let after = read_all(&s, S0, AfterSequenceNumber(put[1].clone()), 10).await;
         assert_eq!(seqs(&after), put[2..]);
         let latest = iter(&s, S0, Latest).await;
-        assert!(s
-            .get_records(S0, &latest, 10)
-            .await
-            .unwrap()
-            .records
-            .is_empty());
+        assert!(get(&s, S0, &latest, 10).await.records.is_empty());
         tokio::time::advance(Duration::from_secs(10)).await;
         let t = s.now();
         let late = s.put("k", b"b").1;
-        let b = s.get_records(S0, &latest, 10).await.unwrap();
-        assert_eq!(seqs(&[b]), [late.clone()]);
+        let b = get(&s, S0, &latest, 10).await;
+        assert_eq!(seqs(&[b]), std::slice::from_ref(&late));
         assert_eq!(s.records(S0)[3].approximate_arrival_timestamp, Some(t));
         assert_eq!(
             t,
@@ -721,29 +714,30 @@ mod tests {
         );
         assert_eq!(
             seqs(&read_all(&s, S0, AtTimestamp(t), 10).await),
-            [late.clone()]
+            std::slice::from_ref(&late)
         );
         let all = read_all(&s, S0, AtTimestamp(t - Duration::from_secs(1)), 1).await;
         assert_eq!(seqs(&all), [late]);
         // Behind: the first record arrived 10 s before the newest.
-        let b = s
-            .get_records(S0, &iter(&s, S0, TrimHorizon).await, 1)
-            .await
-            .unwrap();
+        let b = get(&s, S0, &iter(&s, S0, TrimHorizon).await, 1).await;
         assert_eq!(b.millis_behind_latest, Some(10_000));
-        let err = s
-            .get_shard_iterator(S0, &AtSequenceNumber("x1".into()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::Fatal);
+        assert_eq!(
+            kind(
+                s.get_shard_iterator(S0, &AtSequenceNumber("x1".into()))
+                    .await
+            ),
+            K::Fatal
+        );
         assert_eq!(
             s.get_shard_iterator("shardId-000000000009", &Latest)
                 .await
                 .unwrap(),
             None
         );
-        let err = s.get_records(S0, "garbage", 10).await.unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+        assert_eq!(
+            kind(s.get_records(S0, "garbage", 10).await),
+            K::ExpiredIterator
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -758,20 +752,8 @@ mod tests {
         assert_eq!(shards[0].ending_sequence_number.as_ref(), Some(&put[4]));
         assert_eq!(shards[1].parent_shard_id.as_deref(), Some(S0));
         assert_eq!(shards[1].adjacent_parent_shard_id, None);
-        assert_eq!(
-            shards[1].hash_key_range,
-            HashKeyRange {
-                start: 0,
-                end: mid - 1
-            }
-        );
-        assert_eq!(
-            shards[2].hash_key_range,
-            HashKeyRange {
-                start: mid,
-                end: u128::MAX
-            }
-        );
+        assert_eq!(shards[1].hash_key_range, hk(0, mid - 1));
+        assert_eq!(shards[2].hash_key_range, hk(mid, u128::MAX));
         let batches = read_all(&s, S0, TrimHorizon, 2).await;
         assert_eq!(seqs(&batches), put);
         assert_eq!(batches.len(), 3);
@@ -794,23 +776,24 @@ mod tests {
         ];
         assert_eq!(end.child_shards, children);
         // LATEST on the closed shard: straight to the end (the cleanup manager's lookup).
-        let b = s
-            .get_records(S0, &iter(&s, S0, Latest).await, 10)
-            .await
-            .unwrap();
+        let b = get(&s, S0, &iter(&s, S0, Latest).await, 10).await;
         assert!(b.records.is_empty() && b.next_iterator.is_none());
         assert_eq!(b.child_shards, children);
         assert_eq!(s.put_with_hash(7, "k", b"a").0, S1);
-        assert_eq!(s.put_with_hash(mid, "k", b"a").0, S2);
+        let (in_b, seq_b) = s.put_with_hash(mid, "k", b"a");
+        assert_eq!(in_b, S2);
+        s.split(S2, mid + 1).unwrap();
+        assert_eq!(s.shards()[2].ending_sequence_number, Some(seq_b));
         assert!(s.split(S0, 5).unwrap_err().contains("closed"));
         assert!(s.split(S1, 0).is_err());
         assert!(s.split(S1, mid).is_err());
         // An empty shard closes with its starting sequence number.
-        s.split(S2, mid + 1).unwrap();
-        let s2 = &s.shards()[2];
+        let e = InMemoryStream::new("e", 1);
+        e.split(S0, 1).unwrap();
+        let e0 = &e.shards()[0];
         assert_eq!(
-            s2.ending_sequence_number.as_ref(),
-            Some(&s2.starting_sequence_number)
+            e0.ending_sequence_number.as_ref(),
+            Some(&e0.starting_sequence_number)
         );
     }
 
@@ -826,13 +809,7 @@ mod tests {
         let c = &shards[3];
         assert_eq!(c.parent_shard_id.as_deref(), Some(S1));
         assert_eq!(c.adjacent_parent_shard_id.as_deref(), Some(S0));
-        assert_eq!(
-            c.hash_key_range,
-            HashKeyRange {
-                start: 0,
-                end: shards[1].hash_key_range.end
-            }
-        );
+        assert_eq!(c.hash_key_range, hk(0, shards[1].hash_key_range.end));
         assert!(shards[0].is_closed() && shards[1].is_closed() && !shards[2].is_closed());
         assert_eq!(shards[1].ending_sequence_number.as_ref(), Some(&r1.1));
         let expected = vec![ChildShard {
@@ -855,15 +832,9 @@ mod tests {
         s.put("k", b"a");
         let it = iter(&s, S0, TrimHorizon).await;
         tokio::time::advance(Duration::from_secs(299)).await;
-        let next = s
-            .get_records(S0, &it, 10)
-            .await
-            .unwrap()
-            .next_iterator
-            .unwrap();
+        let next = get(&s, S0, &it, 10).await.next_iterator.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
-        let err = s.get_records(S0, &it, 10).await.unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+        assert_eq!(kind(s.get_records(S0, &it, 10).await), K::ExpiredIterator);
         // The next iterator was issued later and is still valid.
         assert!(s.get_records(S0, &next, 10).await.is_ok());
     }
@@ -873,33 +844,22 @@ mod tests {
         let s = InMemoryStream::new("s", 2);
         let it = iter(&s, S0, TrimHorizon).await;
         for _ in 0..5 {
-            s.get_records(S0, &it, 10).await.unwrap();
+            get(&s, S0, &it, 10).await;
         }
-        let err = s.get_records(S0, &it, 10).await.unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::Throttled);
+        assert_eq!(kind(s.get_records(S0, &it, 10).await), K::Throttled);
         let other = iter(&s, S1, TrimHorizon).await;
         assert!(s.get_records(S1, &other, 10).await.is_ok());
         tokio::time::advance(Duration::from_millis(999)).await;
         assert!(s.get_records(S0, &it, 10).await.is_err());
         tokio::time::advance(Duration::from_millis(1)).await;
-        let mut it = s
-            .get_records(S0, &it, 10)
-            .await
-            .unwrap()
-            .next_iterator
-            .unwrap();
+        let mut it = get(&s, S0, &it, 10).await.next_iterator.unwrap();
         for _ in 0..20 {
             tokio::time::advance(Duration::from_millis(200)).await;
-            it = s
-                .get_records(S0, &it, 10)
-                .await
-                .unwrap()
-                .next_iterator
-                .unwrap();
+            it = get(&s, S0, &it, 10).await.next_iterator.unwrap();
         }
         s.set_read_limit(None);
         for _ in 0..20 {
-            s.get_records(S0, &it, 10).await.unwrap();
+            get(&s, S0, &it, 10).await;
         }
         assert_eq!(s.get_records_calls(), 1 + 5 + 1 + 1 + 1 + 20 + 20);
     }
@@ -922,13 +882,12 @@ mod tests {
             seqs(&read_all(&s, S0, AfterSequenceNumber(old[2].clone()), 10).await),
             new
         );
-        let b = s
-            .get_records(S0, &iter(&s, S0, Latest).await, 10)
-            .await
-            .unwrap();
+        let b = get(&s, S0, &iter(&s, S0, Latest).await, 10).await;
         assert!(b.records.is_empty());
-        let err = s.get_records(S0, &stale, 10).await.unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::ExpiredIterator);
+        assert_eq!(
+            kind(s.get_records(S0, &stale, 10).await),
+            K::ExpiredIterator
+        );
         // A closed shard goes away once retention passes its closing time.
         let (a, _) = s.split(S0, 1 << 100).unwrap();
         let it = iter(&s, S0, TrimHorizon).await;
@@ -946,8 +905,7 @@ mod tests {
         assert_eq!(ids, [a, S2.to_string()]);
         assert_eq!(s.total_records(), 0);
         assert_eq!(s.get_shard_iterator(S0, &TrimHorizon).await.unwrap(), None);
-        let err = s.get_records(S0, &it, 10).await.unwrap_err();
-        assert_eq!(err.kind, RetrievalErrorKind::ResourceNotFound);
+        assert_eq!(kind(s.get_records(S0, &it, 10).await), K::ResourceNotFound);
     }
 
     #[tokio::test(start_paused = true)]
@@ -963,31 +921,19 @@ mod tests {
                 (StreamOp::GetRecords, _) => Some(StreamFault::Delay(Duration::from_secs(3))),
             }
         })));
-        let kind = |r: Result<_, RetrievalError>| r.map(|_| ()).unwrap_err().kind;
-        assert_eq!(kind(s.list_shards().await), RetrievalErrorKind::Throttled);
-        assert_eq!(
-            kind(s.get_shard_iterator(S0, &Latest).await),
-            RetrievalErrorKind::Retryable
-        );
-        assert_eq!(
-            kind(s.get_records(S0, &it, 10).await),
-            RetrievalErrorKind::ExpiredIterator
-        );
+        assert_eq!(kind(s.list_shards().await), K::Throttled);
+        assert_eq!(kind(s.get_shard_iterator(S0, &Latest).await), K::Retryable);
+        assert_eq!(kind(s.get_records(S0, &it, 10).await), K::ExpiredIterator);
         s.set_fault_injector(None);
         let it1 = iter(&s, S1, TrimHorizon).await;
         s.set_fault_injector(Some(Arc::new(|_, _: Option<&str>| {
             Some(StreamFault::Delay(Duration::from_secs(3)))
         })));
         let start = Instant::now();
-        assert!(s
-            .get_records(S1, &it1, 10)
-            .await
-            .unwrap()
-            .records
-            .is_empty());
+        assert!(get(&s, S1, &it1, 10).await.records.is_empty());
         assert_eq!(start.elapsed(), Duration::from_secs(3));
         s.set_fault_injector(None);
-        let b = s.get_records(S0, &it, 10).await.unwrap();
+        let b = get(&s, S0, &it, 10).await;
         assert_eq!(b.records.len(), 1);
         assert_eq!(s.list_shards().await.unwrap().len(), 2);
     }

@@ -1,0 +1,272 @@
+//! A [`kcl::RecordProcessor`] that is a child process speaking the MultiLangDaemon protocol.
+//!
+//! One child per shard consumer. A child that cannot start, exits, hangs past
+//! `timeoutInSeconds` or breaks the protocol is killed, and the processor returns
+//! [`RestartShard`]: the shard restarts with a new child from its last checkpoint (after the
+//! task backoff), while every other shard goes on. The daemon itself never exits because of a
+//! child.
+//!
+//! Children run in their own process group, so a Ctrl-C in the terminal reaches only the
+//! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`).
+
+use crate::driver::{CheckpointHandler, Driver, DriverError};
+use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
+use crate::stderr::spawn_stderr_drain;
+use async_trait::async_trait;
+use kcl::{
+    CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError,
+    RecordProcessor, RestartShard, Shutdown,
+};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long a child may take to exit after its stdin is closed before it is killed.
+pub const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// What to run for each shard.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// Program and arguments (`executableName` split on spaces).
+    pub argv: Vec<String>,
+    /// Per-message timeout (`timeoutInSeconds`); `None` waits forever.
+    pub timeout: Option<Duration>,
+}
+
+/// The record processor of one shard: drives one child process.
+pub struct ChildProcessor {
+    shard_id: String,
+    spec: Arc<ChildSpec>,
+    child: Option<RunningChild>,
+}
+
+struct RunningChild {
+    process: Child,
+    driver: Driver<ChildStdin, BufReader<ChildStdout>>,
+}
+
+impl ChildProcessor {
+    /// A processor for `shard_id`; the child starts in `initialize`.
+    pub fn new(shard_id: &str, spec: Arc<ChildSpec>) -> Self {
+        ChildProcessor {
+            shard_id: shard_id.to_string(),
+            spec,
+            child: None,
+        }
+    }
+
+    fn spawn(&self) -> Result<RunningChild, RestartShard> {
+        let (program, args) = self
+            .spec
+            .argv
+            .split_first()
+            .ok_or_else(|| RestartShard("executableName is empty".into()))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut process = command.spawn().map_err(|e| {
+            RestartShard(format!(
+                "cannot start the child process {:?} for shard {}: {e}",
+                self.spec.argv, self.shard_id
+            ))
+        })?;
+        let stdin = process.stdin.take().expect("piped stdin");
+        let stdout = process.stdout.take().expect("piped stdout");
+        let stderr = process.stderr.take().expect("piped stderr");
+        spawn_stderr_drain(self.shard_id.clone(), stderr);
+        tracing::info!(shard_id = %self.shard_id, pid = process.id(), command = ?self.spec.argv, "started child process");
+        Ok(RunningChild {
+            process,
+            driver: Driver::new(
+                self.shard_id.clone(),
+                stdin,
+                BufReader::new(stdout),
+                self.spec.timeout,
+            ),
+        })
+    }
+
+    /// Send `msg`; on any failure kill the child and ask for a restart of the shard.
+    async fn call(
+        &mut self,
+        msg: DaemonMessage,
+        checkpointer: Option<&mut Checkpointer>,
+    ) -> Result<crate::driver::CallOutcome, ProcessorError> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(Box::new(RestartShard(format!(
+                "no child process for shard {}",
+                self.shard_id
+            ))));
+        };
+        let mut handler = checkpointer.map(|c| Handler { checkpointer: c });
+        let result = child
+            .driver
+            .call(
+                msg,
+                handler.as_mut().map(|h| h as &mut dyn CheckpointHandler),
+            )
+            .await;
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                self.kill(&e).await;
+                Err(Box::new(RestartShard(e.to_string())))
+            }
+        }
+    }
+
+    async fn kill(&mut self, why: &DriverError) {
+        if let Some(mut child) = self.child.take() {
+            let status = child.process.try_wait().ok().flatten();
+            tracing::error!(shard_id = %self.shard_id, error = %why, exit_status = ?status,
+                "child process failed; killing it; the shard restarts from its last checkpoint");
+            let _ = child.process.kill().await;
+        }
+    }
+
+    /// Close the child's stdin (it exits on EOF), drain its stdout, and reap it.
+    async fn finish(&mut self) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let RunningChild {
+            mut process,
+            driver,
+        } = child;
+        let shard_id = self.shard_id.clone();
+        let done = tokio::time::timeout(CHILD_EXIT_GRACE, async {
+            if let Ok(n) = driver.close_and_drain().await {
+                if n > 0 {
+                    tracing::debug!(shard_id = %shard_id, lines = n, "child printed after its last status");
+                }
+            }
+            process.wait().await
+        })
+        .await;
+        match done {
+            Ok(Ok(status)) => {
+                tracing::info!(shard_id = %self.shard_id, %status, "child process exited")
+            }
+            _ => {
+                tracing::warn!(shard_id = %self.shard_id, "child process did not exit after stdin closed; killing it");
+                let _ = process.kill().await;
+            }
+        }
+    }
+}
+
+/// Runs the child's checkpoint requests on the shard's checkpointer.
+struct Handler<'a> {
+    checkpointer: &'a mut Checkpointer,
+}
+
+#[async_trait]
+impl CheckpointHandler for Handler<'_> {
+    async fn checkpoint(
+        &mut self,
+        sequence_number: Option<String>,
+        sub_sequence_number: Option<u64>,
+    ) -> Result<(), CheckpointFailure> {
+        let result = match &sequence_number {
+            None => self.checkpointer.checkpoint().await,
+            Some(seq) => {
+                self.checkpointer
+                    .checkpoint_at(seq, sub_sequence_number.unwrap_or(0))
+                    .await
+            }
+        };
+        result.map_err(|e| {
+            tracing::info!(shard_id = %self.checkpointer.shard_id(), error = %e, "checkpoint requested by the child failed");
+            failure(&e)
+        })
+    }
+}
+
+fn failure(e: &CheckpointError) -> CheckpointFailure {
+    match e.java_exception_name() {
+        "ShutdownException" => CheckpointFailure::Shutdown,
+        "IllegalArgumentException" => CheckpointFailure::IllegalArgument,
+        "ThrottlingException" => CheckpointFailure::Throttling,
+        "KinesisClientLibDependencyException" => CheckpointFailure::Dependency,
+        other => CheckpointFailure::Other(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl RecordProcessor for ChildProcessor {
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        if self.child.is_none() {
+            self.child = Some(self.spawn()?);
+        }
+        let msg = DaemonMessage::Initialize {
+            shard_id: input.shard_id,
+            sequence_number: Some(input.checkpoint.stored_value().to_string()),
+            sub_sequence_number: Some(input.checkpoint.stored_sub_sequence_number()),
+        };
+        self.call(msg, None).await.map(|_| ())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let records = input
+            .records
+            .iter()
+            .map(|r| {
+                WireRecord::new(
+                    &r.data,
+                    r.partition_key.clone(),
+                    r.sequence_number.clone(),
+                    r.sub_sequence_number,
+                    r.approximate_arrival_timestamp,
+                )
+            })
+            .collect();
+        let msg = DaemonMessage::ProcessRecords {
+            records,
+            millis_behind_latest: input.millis_behind_latest,
+        };
+        self.call(msg, Some(checkpointer)).await.map(|_| ())
+    }
+
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        if self.child.is_none() {
+            return Ok(());
+        }
+        match reason {
+            Shutdown::LeaseLost => {
+                self.call(DaemonMessage::LeaseLost, None).await?;
+                self.finish().await;
+            }
+            Shutdown::ShardEnded { checkpointer } => {
+                let outcome = self
+                    .call(DaemonMessage::ShardEnded, Some(checkpointer))
+                    .await?;
+                if !outcome.checkpointed() {
+                    // Keep the child: the shard end is retried and asks it again.
+                    tracing::error!(shard_id = %self.shard_id, "the child answered shardEnded without checkpointing; its child shards stay blocked until it does (call checkpointer.checkpoint() in shard_ended)");
+                    return Ok(());
+                }
+                self.finish().await;
+            }
+            Shutdown::Requested { checkpointer } => {
+                self.call(DaemonMessage::ShutdownRequested, Some(checkpointer))
+                    .await?;
+                // As the Java KCL, a requested shutdown is followed by leaseLost, which ends the child.
+                self.call(DaemonMessage::LeaseLost, None).await?;
+                self.finish().await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! From parsed settings to a running [`kcl::Scheduler`] of child processors.
+
+use crate::child::{ChildProcessor, ChildSpec};
+use crate::credentials::build_provider;
+use crate::settings::{self, DaemonSettings};
+use aws_config::{BehaviorVersion, Region};
+use kcl::lease::DynamoDbLeaseStore;
+use kcl::retrieval::{KinesisStreamClient, StreamRef};
+use kcl::{Config, Scheduler};
+use std::sync::Arc;
+
+/// The `.properties` key for a library setting (for error messages).
+fn property_key(setting: &str) -> &'static str {
+    match setting {
+        "application_name" => "applicationName",
+        "stream" => "streamName/streamArn",
+        "table_name" => "tableName",
+        "worker_id" => "workerId",
+        "failover_time" => "failoverTimeMillis",
+        "max_records" => "maxRecords",
+        "parent_shard_poll_interval" => "parentShardPollIntervalMillis",
+        "shard_sync_interval" => "shardSyncIntervalMillis",
+        "max_leases_for_worker" => "maxLeasesForWorker",
+        "max_leases_to_steal_at_one_time" => "maxLeasesToStealAtOneTime",
+        _ => "(derived setting)",
+    }
+}
+
+/// A settings value the library rejects.
+#[derive(Debug, thiserror::Error)]
+#[error("properties: {key}: {message}")]
+pub struct MappingError {
+    /// The properties key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Map the daemon settings onto the library's [`Config`] (Java KCL defaults for unset keys).
+pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
+    let stream = match &s.stream_arn {
+        Some(arn) => StreamRef::Arn(arn.clone()),
+        None => StreamRef::Name(s.stream_name.clone()),
+    };
+    let mut b = Config::builder(&s.application_name, stream).table_name(s.lease_table_name());
+    if let Some(w) = &s.worker_id {
+        b = b.worker_id(w);
+    }
+    if let Some(p) = s.initial_position {
+        b = b.initial_position(match p {
+            settings::InitialPosition::Latest => kcl::InitialPosition::Latest,
+            settings::InitialPosition::TrimHorizon => kcl::InitialPosition::TrimHorizon,
+            settings::InitialPosition::AtTimestamp(t) => kcl::InitialPosition::AtTimestamp(t),
+        });
+    }
+    if let Some(v) = s.failover_time {
+        b = b.failover_time(v);
+    }
+    if let Some(v) = s.max_records {
+        b = b.max_records(v);
+    }
+    if let Some(v) = s.idle_time_between_reads {
+        b = b.idle_time_between_reads(v);
+    }
+    if let Some(v) = s.call_process_records_even_for_empty_record_list {
+        b = b.call_process_records_even_for_empty_list(v);
+    }
+    if let Some(v) = s.parent_shard_poll_interval {
+        b = b.parent_shard_poll_interval(v);
+    }
+    if let Some(v) = s.shard_sync_interval {
+        b = b.shard_sync_interval(v);
+    }
+    if let Some(v) = s.task_backoff_time {
+        b = b.task_backoff(v);
+    }
+    if let Some(v) = s.cleanup_leases_upon_shard_completion {
+        b = b.cleanup_leases_upon_shard_completion(v);
+    }
+    if let Some(v) = s.max_leases_for_worker {
+        b = b.max_leases_for_worker(v as usize);
+    }
+    if let Some(v) = s.max_leases_to_steal_at_one_time {
+        b = b.max_leases_to_steal_at_one_time(v as usize);
+    }
+    if let Some(v) = s.shutdown_grace {
+        b = b.graceful_shutdown_timeout(v);
+    }
+    b.build().map_err(|e| MappingError {
+        key: property_key(e.setting),
+        message: e.message,
+    })
+}
+
+async fn sdk_config(
+    region: Option<&str>,
+    creds: &[crate::credentials::CredentialsSpec],
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .credentials_provider(build_provider(creds, region).await);
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    loader.load().await
+}
+
+/// Build the worker: Kinesis and DynamoDB clients with their own regions, credentials and
+/// endpoints, and one [`ChildProcessor`] per shard.
+pub async fn build_scheduler(
+    s: &DaemonSettings,
+    config: Config,
+) -> Scheduler<impl kcl::RecordProcessorFactory> {
+    let region = s.region_name.as_deref();
+    let kinesis_sdk = sdk_config(region, &s.credentials.kinesis).await;
+    let dynamodb_sdk = sdk_config(
+        s.dynamodb_region_name.as_deref().or(region),
+        s.credentials.for_dynamodb(),
+    )
+    .await;
+    let kinesis = kcl::aws::kinesis_client(&kinesis_sdk, s.kinesis_endpoint.as_deref());
+    let dynamodb = kcl::aws::dynamodb_client(&dynamodb_sdk, s.dynamodb_endpoint.as_deref());
+    let stream = KinesisStreamClient::new(kinesis, config.stream.clone());
+    let store = DynamoDbLeaseStore::new(dynamodb, config.table_name.clone());
+    let spec = Arc::new(ChildSpec {
+        argv: s.command(),
+        timeout: s.timeout,
+    });
+    let factory = move |shard: &str| ChildProcessor::new(shard, spec.clone());
+    Scheduler::new(config, factory, Arc::new(stream), Arc::new(store))
+}
