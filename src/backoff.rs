@@ -1,6 +1,27 @@
 //! Exponential backoff with jitter: one small pure component shared by every retry loop.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::time::Duration;
+
+thread_local! {
+    static JITTER: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
+/// Make the jitter of every backoff on this thread come from a generator seeded with `seed`
+/// (deterministic simulation on a current-thread runtime). `None` goes back to OS entropy.
+pub fn seed_thread_jitter(seed: Option<u64>) {
+    JITTER.with(|j| *j.borrow_mut() = seed.map(StdRng::seed_from_u64));
+}
+
+/// A random number in `[0, 1)` from the seeded thread generator, if any, else from entropy.
+pub(crate) fn jitter_unit() -> f64 {
+    JITTER.with(|j| match j.borrow_mut().as_mut() {
+        Some(rng) => rng.random::<f64>(),
+        None => rand::random::<f64>(),
+    })
+}
 
 /// An endless iterator of delays: `base * 2^n`, capped at `max`, each multiplied by a random
 /// factor in `[1 - jitter, 1]` ("equal jitter" keeps retries from synchronising across workers).
@@ -57,7 +78,7 @@ impl Iterator for Backoff {
         if self.jitter == 0.0 {
             return Some(raw);
         }
-        let scale = 1.0 - self.jitter * rand::random::<f64>();
+        let scale = 1.0 - self.jitter * jitter_unit();
         Some(raw.mul_f64(scale))
     }
 }
@@ -75,6 +96,19 @@ mod tests {
         assert_eq!(b.attempts(), 5);
         b.reset();
         assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn seeded_jitter_repeats() {
+        let run = || {
+            seed_thread_jitter(Some(42));
+            let v: Vec<Duration> = Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+                .take(8)
+                .collect();
+            seed_thread_jitter(None);
+            v
+        };
+        assert_eq!(run(), run());
     }
 
     #[test]

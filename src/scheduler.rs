@@ -177,6 +177,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             );
             let next_restart = shards.restart_at.values().min().copied();
             tokio::select! {
+                biased;
                 _ = &mut shutdown_signal => break,
                 _ = self.graceful.cancelled() => break,
                 changed = held_rx.changed() => if changed.is_err() { break },
@@ -340,6 +341,7 @@ async fn periodic_shard_sync(
 ) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.shard_sync_interval) => {}
         }
@@ -365,6 +367,7 @@ async fn periodic_cleanup(
 ) {
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
         }

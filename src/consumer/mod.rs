@@ -125,6 +125,7 @@ impl<P: RecordProcessor> Consumer<P> {
         let (lost, shutdown) = (self.tenure.lost.clone(), self.shutdown.clone());
         async move {
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(d) => {}
                 _ = lost.cancelled() => {}
                 _ = shutdown.cancelled() => {}
@@ -274,12 +275,13 @@ impl<P: RecordProcessor> Consumer<P> {
             None => {
                 let fetcher = self.fetcher.as_mut().expect("fetcher starts in initialize");
                 tokio::select! {
+                    biased;
+                    _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
+                    _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
                     b = fetcher.next() => match b {
                         Some(b) => b,
                         None => return Ok(TaskOutcome::Failed),
                     },
-                    _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
-                    _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
                 }
             }
         };

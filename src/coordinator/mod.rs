@@ -225,6 +225,7 @@ impl LeaseCoordinator {
             let mut next = Instant::now() + self.inner.config.renew_interval;
             loop {
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep_until(next) => {}
                 }
@@ -252,6 +253,7 @@ impl LeaseCoordinator {
                     Instant::now() + self.inner.config.take_interval
                 };
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep_until(wake) => {}
                 }

@@ -138,6 +138,7 @@ where
 /// The result of a conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[allow(clippy::large_enum_variant)] // a short-lived return value; boxing would only add an allocation per write
 pub enum WriteOutcome {
     /// The write happened; this is the lease as it now stands.
     Applied(Lease),

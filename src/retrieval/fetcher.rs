@@ -86,6 +86,7 @@ impl Fetcher {
         let token = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 _ = token.cancelled() => {}
                 _ = task.run() => {}
             }
