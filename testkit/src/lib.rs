@@ -74,6 +74,7 @@
 //! ```
 
 mod aws;
+pub mod clients;
 mod install;
 mod localstack;
 mod names;

@@ -5,6 +5,7 @@
 
 mod common;
 mod consumer;
+mod demo;
 mod harness;
 mod lease_store;
 mod stream_roundtrip;

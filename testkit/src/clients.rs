@@ -1,0 +1,383 @@
+//! The real KCL MultiLang client packages, for end-to-end tests of the MultiLangDaemon:
+//! amazon-kclpy (Python) and aws-kcl (Node), at pinned versions, installed once into the
+//! testkit cache (outside the work tree, next to the emulators).
+//!
+//! * [`kclpy`]: the amazon-kclpy 3.2.0 **sdist** from PyPI (`pip download --no-deps
+//!   --no-binary :all:`), checked against its sha256 and unpacked; it is used from `PYTHONPATH`.
+//!   `pip install amazon-kclpy` cannot work here: its build downloads the Java KCL jars from
+//!   Maven Central (see `shared/spec/multilang-clients.md` §3). The Python modules need only the
+//!   standard library.
+//! * [`aws_kcl_node`]: `npm install aws-kcl@2.3.2` (no install scripts; the jars are fetched
+//!   only by its `kcl-bootstrap` command, which is not used).
+//!
+//! Both install under an exclusive file lock into a temporary directory that is renamed into
+//! place when complete, so concurrent test processes neither install twice nor see half an
+//! install. Missing `python3`, `pip` or `npm` is an error that says what to install; nothing
+//! is skipped silently.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::install::{self, Package};
+
+/// The pinned amazon-kclpy version.
+pub const KCLPY_VERSION: &str = "3.2.0";
+/// sha256 of `amazon_kclpy-3.2.0.tar.gz` on PyPI.
+pub const KCLPY_SDIST_SHA256: &str =
+    "62e81cc84714c920fe6aa5d61837b298fe7e01f6326dcb564b12ab8e6c4aca4e";
+/// The pinned aws-kcl (npm) version: the newest the registry offers (`lib/` is identical to
+/// the git repository's 3.1.1).
+pub const AWS_KCL_VERSION: &str = "2.3.2";
+
+const AWS_KCL: Package = Package {
+    name: "aws-kcl",
+    version: AWS_KCL_VERSION,
+    check_file: "index.js",
+};
+
+const MARKER: &str = ".complete";
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+const PIP_DEADLINE: Duration = Duration::from_secs(300);
+
+/// amazon-kclpy, unpacked from its sdist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KclPy {
+    /// The unpacked sdist directory (`.../amazon_kclpy-3.2.0`): put it on `PYTHONPATH`.
+    pub pythonpath: PathBuf,
+    /// The unmodified sample processor, `<pythonpath>/samples/sample_kclpy_app.py`.
+    pub sample_app: PathBuf,
+    /// The Python interpreter to run processors with: the real executable behind `python3`
+    /// (`sys.executable`, so version-manager shims are not in the way of every child start).
+    pub python: PathBuf,
+}
+
+impl KclPy {
+    /// The `PYTHONPATH` value for a child: the sdist directory, then any inherited entries.
+    pub fn pythonpath_env(&self) -> std::ffi::OsString {
+        let mut paths = vec![self.pythonpath.clone()];
+        if let Some(old) = std::env::var_os("PYTHONPATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        std::env::join_paths(paths).unwrap_or_else(|_| self.pythonpath.clone().into_os_string())
+    }
+}
+
+/// amazon-kclpy 3.2.0, downloaded and unpacked on first use (blocking: file lock + pip).
+/// The result is remembered for the rest of the process.
+pub fn kclpy() -> Result<KclPy> {
+    static CACHED: OnceLock<std::result::Result<KclPy, String>> = OnceLock::new();
+    CACHED
+        .get_or_init(|| install_kclpy().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("amazon-kclpy {KCLPY_VERSION}: {e}"))
+}
+
+/// The `node_modules` directory that contains `aws-kcl` 2.3.2 (use it as `NODE_PATH`),
+/// installed with npm on first use (blocking). Remembered for the rest of the process.
+pub fn aws_kcl_node() -> Result<PathBuf> {
+    static CACHED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    CACHED
+        .get_or_init(|| install_aws_kcl().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("aws-kcl {AWS_KCL_VERSION}: {e}"))
+}
+
+/// `node` on `PATH`, or an error that says how to get it.
+pub fn node() -> Result<PathBuf> {
+    which("node").ok_or_else(|| {
+        anyhow!(
+            "`node` not found on PATH: the aws-kcl tests need Node.js 18+ \
+             (`apt-get install nodejs npm` on Debian/Ubuntu, or https://nodejs.org)"
+        )
+    })
+}
+
+/// The real Python 3 interpreter behind `python3` on `PATH` (its `sys.executable`).
+pub fn python3() -> Result<PathBuf> {
+    static CACHED: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    CACHED
+        .get_or_init(|| find_python().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn find_python() -> Result<PathBuf> {
+    let shim = which("python3").ok_or_else(|| {
+        anyhow!(
+            "`python3` not found on PATH: the amazon-kclpy tests need Python 3.8+ with pip \
+             (`apt-get install python3 python3-pip` on Debian/Ubuntu)"
+        )
+    })?;
+    let out = Command::new(&shim)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", shim.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} -c 'import sys' failed ({}): {}",
+            shim.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok(if exe.is_file() { exe } else { shim })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+fn install_aws_kcl() -> Result<PathBuf> {
+    node()?;
+    let npm = which("npm").ok_or_else(|| {
+        anyhow!(
+            "`npm` not found on PATH: installing aws-kcl needs npm \
+             (`apt-get install npm` on Debian/Ubuntu)"
+        )
+    })?;
+    let root = install::cache_root()?;
+    let installed = install::ensure_installed(&npm, &root, &AWS_KCL)?;
+    let node_modules = installed
+        .dir
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("unexpected aws-kcl location {}", installed.dir.display()))?;
+    Ok(node_modules)
+}
+
+/// `<cache>/amazon-kclpy@3.2.0/amazon_kclpy-3.2.0/` plus a `.complete` marker.
+fn install_kclpy() -> Result<KclPy> {
+    let python = python3()?;
+    let root = install::cache_root()?;
+    let target = root.join(format!("amazon-kclpy@{KCLPY_VERSION}"));
+    let sdist_dir = target.join(format!("amazon_kclpy-{KCLPY_VERSION}"));
+    let result = |python: PathBuf| KclPy {
+        sample_app: sdist_dir.join("samples").join("sample_kclpy_app.py"),
+        pythonpath: sdist_dir.clone(),
+        python,
+    };
+    let complete = |t: &Path| {
+        t.join(MARKER).is_file()
+            && t.join(format!("amazon_kclpy-{KCLPY_VERSION}"))
+                .join("amazon_kclpy")
+                .join("kcl.py")
+                .is_file()
+    };
+    if complete(&target) {
+        return Ok(result(python));
+    }
+    fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
+    let lock_path = root.join(format!(".amazon-kclpy@{KCLPY_VERSION}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    acquire(&lock, &lock_path)?;
+    if complete(&target) {
+        return Ok(result(python));
+    }
+    if target.exists() {
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
+    }
+    let prefix = format!(".install-amazon-kclpy@{KCLPY_VERSION}-");
+    for entry in fs::read_dir(&root)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let tmp = root.join(format!(
+        "{prefix}{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    fs::create_dir_all(&tmp)?;
+    let started = Instant::now();
+    tracing::info!(cache = %root.display(), "pip download amazon-kclpy=={KCLPY_VERSION} (first use)");
+    let outcome = download_and_unpack(&python, &tmp).and_then(|()| {
+        fs::write(tmp.join(MARKER), format!("amazon-kclpy=={KCLPY_VERSION}\n"))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
+    });
+    if let Err(e) = outcome {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    tracing::info!(took = ?started.elapsed(), "amazon-kclpy installed");
+    drop(lock);
+    Ok(result(python))
+}
+
+fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
+    let dl = dir.join("dl");
+    let log = dir.join("pip.log");
+    let out = File::create(&log)?;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+    ])
+    .arg(format!("amazon-kclpy=={KCLPY_VERSION}"))
+    .arg("-d")
+    .arg(&dl)
+    .stdin(Stdio::null())
+    .stdout(out.try_clone()?)
+    .stderr(out);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if started.elapsed() > PIP_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "pip download did not finish within {PIP_DEADLINE:?}:\n{}",
+                tail(&log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        let text = tail(&log);
+        let hint = if text.contains("No module named pip") {
+            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
+             or `python3 -m ensurepip`"
+        } else {
+            "it needs the PyPI registry"
+        };
+        bail!(
+            "`{} -m pip download` failed ({status}); {hint}:\n{text}",
+            python.display()
+        );
+    }
+    let sdist = dl.join(format!("amazon_kclpy-{KCLPY_VERSION}.tar.gz"));
+    let bytes = fs::read(&sdist).with_context(|| {
+        format!(
+            "pip download succeeded but {} is missing:\n{}",
+            sdist.display(),
+            tail(&log)
+        )
+    })?;
+    let digest = hex(&Sha256::digest(&bytes));
+    if digest != KCLPY_SDIST_SHA256 {
+        bail!(
+            "{} has sha256 {digest}, expected {KCLPY_SDIST_SHA256}",
+            sdist.display()
+        );
+    }
+    // Unpack with Python's tarfile (the 'data' filter refuses absolute paths and links out of
+    // the directory), so no `tar` binary is needed.
+    let unpack = Command::new(python)
+        .args([
+            "-c",
+            "import sys, tarfile\n\
+             with tarfile.open(sys.argv[1]) as t:\n\
+             \x20   kw = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}\n\
+             \x20   t.extractall(sys.argv[2], **kw)\n",
+        ])
+        .arg(&sdist)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run python3 to unpack the sdist")?;
+    if !unpack.status.success() {
+        bail!(
+            "unpacking {} failed: {}",
+            sdist.display(),
+            String::from_utf8_lossy(&unpack.stderr)
+        );
+    }
+    let pkg = dir.join(format!("amazon_kclpy-{KCLPY_VERSION}"));
+    // The protocol modules import only the standard library: check that they do here.
+    let check = Command::new(python)
+        .args([
+            "-c",
+            "import amazon_kclpy.kcl, amazon_kclpy.v3.processor, amazon_kclpy.messages",
+        ])
+        .env("PYTHONPATH", &pkg)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run python3 to check the unpacked amazon-kclpy")?;
+    if !check.status.success() {
+        bail!(
+            "amazon_kclpy does not import from {}: {}",
+            pkg.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let _ = fs::remove_dir_all(&dl);
+    let _ = fs::remove_file(&log);
+    Ok(())
+}
+
+fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn acquire(lock: &File, path: &Path) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                if started.elapsed() > LOCK_WAIT {
+                    bail!(
+                        "waited {LOCK_WAIT:?} for the install lock {}; is another install stuck?",
+                        path.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
+        assert_eq!(hex(&Sha256::digest(b"")).len(), 64);
+    }
+}
