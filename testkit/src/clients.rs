@@ -371,6 +371,127 @@ fn acquire(lock: &File, path: &Path) -> Result<()> {
     }
 }
 
+/// Process helpers for tests that drive the MultiLangDaemon binary and watch its children
+/// (Linux `/proc`; signals with `kill(2)`).
+pub mod procs {
+    use std::path::Path;
+
+    /// Sends SIGTERM to `pid`. False if the process does not exist (or cannot be signalled).
+    pub fn sigterm(pid: u32) -> bool {
+        signal(pid, libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL to `pid`. False if the process does not exist (or cannot be signalled).
+    pub fn sigkill(pid: u32) -> bool {
+        signal(pid, libc::SIGKILL)
+    }
+
+    fn signal(pid: u32, sig: libc::c_int) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: kill(2) with a positive pid only signals that one process.
+        unsafe { libc::kill(pid, sig) == 0 }
+    }
+
+    /// The direct children of `pid` (from `/proc/<pid>/task/*/children`), sorted.
+    pub fn children_of(pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out;
+        };
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The process state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), if it exists.
+    pub fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name is in parentheses and may contain spaces: the state follows the last ')'.
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    pub fn is_running(pid: u32) -> bool {
+        !matches!(state(pid), None | Some('Z') | Some('X'))
+    }
+
+    /// The parent pid of `pid`, if it exists.
+    pub fn parent_of(pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// Resident set size of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(pid: u32) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The command line of `pid`, arguments joined with spaces.
+    pub fn cmdline(pid: u32) -> Option<String> {
+        let raw = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline")).ok()?;
+        Some(
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
+    /// Makes the process spawned by `command` receive SIGKILL when the thread that spawns it
+    /// exits (Linux `PR_SET_PDEATHSIG`), so a test that dies cannot leave it running. Spawn
+    /// from the test's own thread (`#[tokio::test]`'s current-thread runtime), never from a
+    /// pooled thread that may exit while the process should run.
+    pub fn die_with_spawning_thread(command: &mut tokio::process::Command) {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // syscalls.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("parent exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 mod common;
 mod consumer;
 mod demo;
+mod examples;
 mod harness;
 mod lease_store;
 mod stream_roundtrip;

@@ -31,6 +31,9 @@ Environment:
   KCL_SAMPLE_BATCH_DELAY_MS=<ms>
                                sleep this long between recording a batch and checkpointing it
                                (slows consumption down so that tests can act mid-run).
+  KCL_SAMPLE_SKIP_BATCH_CHECKPOINT=1
+                               do not checkpoint after each batch (only at shard end and when a
+                               shutdown is requested), to show what those checkpoints do.
 
 stdout is the protocol channel: log to stderr only.
 """
@@ -47,6 +50,7 @@ OUTPUT = os.environ.get("KCL_SAMPLE_OUTPUT") or None
 CRASH_AFTER = int(os.environ.get("KCL_SAMPLE_CRASH_AFTER") or 0)
 CRASH_MARKER = os.environ.get("KCL_SAMPLE_CRASH_MARKER") or (OUTPUT + ".crashed" if OUTPUT else None)
 BATCH_DELAY = int(os.environ.get("KCL_SAMPLE_BATCH_DELAY_MS") or 0) / 1000.0
+SKIP_BATCH_CHECKPOINT = os.environ.get("KCL_SAMPLE_SKIP_BATCH_CHECKPOINT") == "1"
 THROTTLE_RETRIES = 5
 
 
@@ -118,6 +122,8 @@ class RecordingProcessor(processor.RecordProcessorBase):
             os._exit(1)
         if BATCH_DELAY:
             time.sleep(BATCH_DELAY)
+        if SKIP_BATCH_CHECKPOINT:
+            return
         last = records[-1]
         self.checkpoint(process_records_input.checkpointer, last.sequence_number, last.sub_sequence_number)
 
