@@ -1,26 +1,26 @@
 //! Worker configuration: typed, with documented defaults, validated once in [`ConfigBuilder::build`].
 //!
 //! Defaults are the Java KCL's unless noted. Each setting's `.properties` key (for the
-//! MultiLangDaemon) is given in brackets.
+//! MultiLangDaemon) is given as "(properties: `key`)".
 
 use crate::retrieval::StreamRef;
 use std::time::{Duration, SystemTime};
 
-/// Default failover time [`failoverTimeMillis`]: 10 s.
+/// Default failover time (properties: `failoverTimeMillis`): 10 s.
 pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(10);
-/// Default records per GetRecords call [`maxRecords`]: 10 000.
+/// Default records per GetRecords call (properties: `maxRecords`): 10 000.
 pub const DEFAULT_MAX_RECORDS: u32 = 10_000;
-/// Default pause between GetRecords calls on one shard [`idleTimeBetweenReadsInMillis`]: 1.5 s.
+/// Default pause between GetRecords calls on one shard (properties: `idleTimeBetweenReadsInMillis`): 1.5 s.
 pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1500);
-/// Default pause between checks of a parent shard [`parentShardPollIntervalMillis`]: 10 s.
+/// Default pause between checks of a parent shard (properties: `parentShardPollIntervalMillis`): 10 s.
 pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10);
-/// Default interval of the periodic shard sync [`shardSyncIntervalMillis`]: 60 s.
+/// Default interval of the periodic shard sync (properties: `shardSyncIntervalMillis`): 60 s.
 pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
-/// Default backoff after a failed task [`taskBackoffTimeMillis`]: 500 ms.
+/// Default backoff after a failed task (properties: `taskBackoffTimeMillis`): 500 ms.
 pub const DEFAULT_TASK_BACKOFF: Duration = Duration::from_millis(500);
 /// Default interval between clean-up passes over finished leases: 60 s (Java's `leaseCleanupIntervalMillis`).
 pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-/// Default bound on graceful shutdown [`shutdownGraceMillis`]: 30 s (Java's is 0, which
+/// Default bound on graceful shutdown (properties: `shutdownGraceMillis`): 30 s (Java's is 0, which
 /// gives processors no time to checkpoint).
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default batches prefetched per shard: 3 (Java's `maxPendingProcessRecordsInput`).
@@ -41,14 +41,14 @@ pub enum InitialPosition {
 /// Everything a worker needs to know. Build with [`Config::builder`].
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The application's name [`applicationName`]: identifies the group of workers sharing the
+    /// The application's name (properties: `applicationName`): identifies the group of workers sharing the
     /// stream's shards.
     pub application_name: String,
-    /// The stream [`streamName` / `streamArn`].
+    /// The stream (properties: `streamName` / `streamArn`).
     pub stream: StreamRef,
-    /// The lease table [`tableName`]; default: the application name.
+    /// The lease table (properties: `tableName`); default: the application name.
     pub table_name: String,
-    /// This worker's id [`workerId`]; default: host name plus a random suffix. Must be unique
+    /// This worker's id (properties: `workerId`); default: host name plus a random suffix. Must be unique
     /// among live workers.
     pub worker_id: String,
     /// Where shards without a checkpoint start; default [`InitialPosition::Latest`].
@@ -59,35 +59,35 @@ pub struct Config {
     pub lease_renew_interval: Duration,
     /// Interval of lease-table scans for leases to take; default `failover_time / 3`.
     pub lease_take_interval: Duration,
-    /// GetRecords `Limit` [`maxRecords`]; 1..=10 000, default 10 000.
+    /// GetRecords `Limit` (properties: `maxRecords`); 1..=10 000, default 10 000.
     pub max_records: u32,
-    /// Pause between GetRecords calls on a shard [`idleTimeBetweenReadsInMillis`]; default
+    /// Pause between GetRecords calls on a shard (properties: `idleTimeBetweenReadsInMillis`); default
     /// 1.5 s, at least 200 ms.
     pub idle_time_between_reads: Duration,
     /// Batches read ahead per shard; default 3.
     pub max_pending_batches: usize,
-    /// Call `process_records` for empty batches too [`callProcessRecordsEvenForEmptyRecordList`];
+    /// Call `process_records` for empty batches too (properties: `callProcessRecordsEvenForEmptyRecordList`);
     /// default false.
     pub call_process_records_even_for_empty_list: bool,
     /// How often a child shard checks whether its parents have finished
-    /// [`parentShardPollIntervalMillis`]; default 10 s.
+    /// (properties: `parentShardPollIntervalMillis`); default 10 s.
     pub parent_shard_poll_interval: Duration,
     /// Interval of the periodic shard sync that creates leases for new shards
-    /// [`shardSyncIntervalMillis`]; default 60 s.
+    /// (properties: `shardSyncIntervalMillis`); default 60 s.
     pub shard_sync_interval: Duration,
-    /// Wait before retrying a failed processor call or task [`taskBackoffTimeMillis`]; default 500 ms.
+    /// Wait before retrying a failed processor call or task (properties: `taskBackoffTimeMillis`); default 500 ms.
     pub task_backoff: Duration,
     /// Delete a finished shard's lease once its children have started
-    /// [`cleanupLeasesUponShardCompletion`]; default true.
+    /// (properties: `cleanupLeasesUponShardCompletion`); default true.
     pub cleanup_leases_upon_shard_completion: bool,
     /// Interval of the clean-up pass over finished leases; default 60 s.
     pub lease_cleanup_interval: Duration,
-    /// The most leases this worker holds [`maxLeasesForWorker`]; default unlimited.
+    /// The most leases this worker holds (properties: `maxLeasesForWorker`); default unlimited.
     pub max_leases_for_worker: usize,
-    /// The most leases taken from another worker in one round [`maxLeasesToStealAtOneTime`];
+    /// The most leases taken from another worker in one round (properties: `maxLeasesToStealAtOneTime`);
     /// default 1.
     pub max_leases_to_steal_at_one_time: usize,
-    /// How long graceful shutdown waits for processors to checkpoint [`shutdownGraceMillis`];
+    /// How long graceful shutdown waits for processors to checkpoint (properties: `shutdownGraceMillis`);
     /// default 30 s.
     pub graceful_shutdown_timeout: Duration,
     /// Seed for the lease taker's random choices (deterministic tests); default from entropy.
@@ -133,7 +133,7 @@ impl Config {
     }
 }
 
-/// Builds a [`Config`]; every setter documents its default on [`Config`]'s field.
+/// Builds a (properties: `Config`); every setter documents its default on (properties: `Config`)'s field.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ConfigBuilder {

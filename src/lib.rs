@@ -1,26 +1,104 @@
-//! placeholder crate docs (written at the end)
+//! # kcl: the Kinesis Client Library for Rust
+//!
+//! Workers of one application share the shards of a Kinesis stream through a DynamoDB lease
+//! table (in the Java KCL's item format, so an application can move between the Java KCL and
+//! this library keeping its checkpoints). Each worker runs one [`RecordProcessor`] per shard
+//! it holds, lets it checkpoint, takes over the shards of dead workers, balances shards across
+//! workers, and on resharding never starts a child shard before its parents are finished.
+//!
+//! ```text
+//! Config ──▶ Scheduler ──▶ LeaseCoordinator (renew + take, pure decisions) ──▶ held leases
+//!               │                                                              │
+//!               └── one shard consumer per held lease ◀────────────────────────┘
+//! shard consumer: WaitingOnParents → Initializing → Processing → ShuttingDown → Done
+//!    Fetcher (GetRecords, prefetched) ──▶ RecordProcessor ──▶ Checkpointer ──▶ LeaseStore
+//! each consumer returns why it ended (ShardEnded | LeaseLost | Shutdown | Failed)
+//! ```
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use kcl::{Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown};
+//! use kcl::retrieval::StreamRef;
+//!
+//! struct Printer;
+//!
+//! #[async_trait::async_trait]
+//! impl RecordProcessor for Printer {
+//!     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
+//!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!         for r in &input.records { println!("{}", String::from_utf8_lossy(&r.data)); }
+//!         cp.checkpoint().await?;
+//!         Ok(())
+//!     }
+//!     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+//!         if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } = reason {
+//!             checkpointer.checkpoint().await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
+//! let sdk = aws_config::load_from_env().await;
+//! let scheduler = Scheduler::from_sdk_config(config, |_shard: &str| Printer, &sdk, &Default::default());
+//! scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Delivery semantics: at-least-once
+//!
+//! * Within a shard, records reach the processor in sequence order, one batch at a time.
+//! * A checkpoint records "everything up to here is done". Whoever processes the shard next
+//!   (after a crash, a failover, a rebalance or a restart) starts right after the last
+//!   checkpoint. So what repeats after a crash is exactly the records delivered since the last
+//!   successful checkpoint; nothing before it repeats and nothing is skipped.
+//! * A processor error redelivers the same batch after the task backoff (the Java KCL skips
+//!   it); a panic, or [`RestartShard`], restarts the shard from its last checkpoint. Records
+//!   are skipped only if the processor checkpoints past them.
+//! * A graceful shutdown gives every processor `Shutdown::Requested` while its lease is still
+//!   held, so it can checkpoint and nothing repeats; then the leases are released.
+//! * A child shard (after a split or merge) is processed only after every parent reached
+//!   `SHARD_END`, which the parent's processor records in `Shutdown::ShardEnded`.
+//! * A processor whose lease was lost cannot checkpoint (each tenure of a lease has its own
+//!   concurrency token), so a slow, stale worker never moves another worker's checkpoint.
+//!
+//! ## Failover timing
+//!
+//! See [`coordinator`]: with failover time `F`, a dead worker's shards are held by a live worker
+//! within `F + lease_take_interval` (≈ 1.33 F at the defaults; the Java KCL needs 2–4 F).
+//!
+//! ## Modules
+//!
+//! [`config`] (settings and defaults), [`processor`] (the API you implement), [`checkpointer`],
+//! [`scheduler`] (the worker), [`coordinator`] (leases: renew, take, steal, lose),
+//! [`lease`] (the lease table: DynamoDB and in-memory), [`shard_sync`] (new shards),
+//! [`consumer`] (the per-shard state machine), [`retrieval`] (Kinesis reads: AWS and
+//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`].
 #![warn(missing_docs)]
 
 pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
 pub mod checkpointer;
+pub mod config;
+pub mod consumer;
 pub mod coordinator;
 pub mod error;
 pub mod lease;
 pub mod processor;
 pub mod record;
 pub mod retrieval;
+pub mod scheduler;
+pub mod shard_sync;
+
 pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};
+pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,
 };
 pub use record::Record;
-pub mod config;
-pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition};
-pub mod consumer;
-pub mod scheduler;
-pub mod shard_sync;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};
