@@ -310,6 +310,10 @@ impl<P: RecordProcessor> Consumer<P> {
                 }
                 Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
                 Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked(e.to_string())),
+                Ok(Err(e)) if self.tenure.lost.is_cancelled() => {
+                    tracing::info!(error = %e, records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
+                    return Ok(TaskOutcome::Failed);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, records = count, backoff = ?self.ctx.config.task_backoff,
                         "record processor failed; the same batch is delivered again after the backoff");
