@@ -5,6 +5,7 @@
 
 mod common;
 mod consumer;
+mod coordinator;
 mod demo;
 mod examples;
 mod harness;
