@@ -19,11 +19,7 @@ pub struct Frame<'a> {
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {
-    let filled = if total == 0 {
-        0
-    } else {
-        (done * width / total).min(width)
-    };
+    let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 

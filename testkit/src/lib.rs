@@ -53,6 +53,12 @@
 //! the kinesis-local preload also exits when its parent goes away. A LocalStack container of a
 //! `static` instance is removed by an `atexit` hook (`docker rm -f`).
 //!
+//! # Real KCL client packages
+//!
+//! [`clients`] installs amazon-kclpy 3.2.0 (from its PyPI sdist, sha256-checked) and aws-kcl
+//! 2.3.2 (npm) into the same cache, for the MultiLangDaemon's end-to-end tests, and has the
+//! `/proc` and signal helpers those tests use ([`clients::procs`]).
+//!
 //! # Tokio runtimes
 //!
 //! `#[tokio::test]` gives each test its own runtime, and SDK clients must not be shared across
@@ -76,6 +82,7 @@
 mod aws;
 pub mod clients;
 mod install;
+pub mod java_kcl;
 mod localstack;
 mod names;
 mod process;

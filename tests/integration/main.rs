@@ -9,5 +9,6 @@ mod coordinator;
 mod demo;
 mod examples;
 mod harness;
+mod java_compat;
 mod lease_store;
 mod stream_roundtrip;
