@@ -7,7 +7,8 @@
 //! child.
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches only the
-//! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`).
+//! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`). On
+//! Linux they also die with the daemon if it is killed outright (`PR_SET_PDEATHSIG`).
 
 use crate::driver::{CheckpointHandler, Driver, DriverError};
 use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
@@ -72,6 +73,19 @@ impl ChildProcessor {
             .kill_on_drop(true);
         #[cfg(unix)]
         command.process_group(0);
+        // If the daemon itself is killed (SIGKILL, OOM), its children go too, even one that
+        // ignores EOF on stdin. Spawning happens on a runtime worker thread, which lives as
+        // long as the daemon's runtime.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut process = command.spawn().map_err(|e| {
             RestartShard(format!(
                 "cannot start the child process {:?} for shard {}: {e}",

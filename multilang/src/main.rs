@@ -87,7 +87,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(run(args))
+    let code = runtime.block_on(run(args));
+    // Drops every remaining task, which kills child processes still running (kill_on_drop).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -129,6 +132,7 @@ async fn run(args: Args) -> ExitCode {
         worker_id = %config.worker_id, command = ?s.command(), language = ?s.processing_language, "starting the MultiLangDaemon");
     let scheduler = daemon::build_scheduler(&s, config).await;
     let handle = scheduler.handle();
+    let (second_signal_tx, second_signal) = tokio::sync::oneshot::channel::<()>();
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(
@@ -136,10 +140,19 @@ async fn run(args: Args) -> ExitCode {
         );
         handle.request_shutdown();
         wait_for_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
+        let _ = second_signal_tx.send(());
     });
-    let result = scheduler.run(std::future::pending()).await;
+    // A second signal must not leave child processes behind (a child stuck in
+    // shutdownRequested would outlive the daemon): instead of `process::exit`, return, so that
+    // the runtime's shutdown in `main` drops every shard task and with it every child process
+    // (spawned with `kill_on_drop`).
+    let result = tokio::select! {
+        result = scheduler.run(std::future::pending()) => result,
+        Ok(()) = second_signal => {
+            tracing::warn!("second signal: exiting now; stopping the child processes");
+            return ExitCode::from(130);
+        }
+    };
     signals.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -120,7 +120,10 @@ impl Props {
             .set("executableName", executable)
             .set("streamName", stream)
             .set("applicationName", app)
-            .set("AwsCredentialsProvider", "KclStaticCredentialsProvider|test|test")
+            .set(
+                "AwsCredentialsProvider",
+                "KclStaticCredentialsProvider|test|test",
+            )
             .set("regionName", &region)
             .set("kinesisEndpoint", aws.kinesis_endpoint())
             .set("dynamoDBEndpoint", aws.dynamodb_endpoint())
@@ -134,7 +137,13 @@ impl Props {
     }
 
     /// `base` (the text of a properties file) followed by [`Props::new`]'s settings.
-    pub fn on_top_of(base: &str, aws: &LocalAws, stream: &str, app: &str, executable: &str) -> Props {
+    pub fn on_top_of(
+        base: &str,
+        aws: &LocalAws,
+        stream: &str,
+        app: &str,
+        executable: &str,
+    ) -> Props {
         Props {
             base: base.to_string(),
             ..Props::new(aws, stream, app, executable)
@@ -170,7 +179,6 @@ pub struct Daemon {
     child: tokio::process::Child,
     pub pid: u32,
     log: PathBuf,
-    pub started: Instant,
     status: Option<ExitStatus>,
 }
 
@@ -194,14 +202,16 @@ impl Daemon {
             .stderr(out)
             .kill_on_drop(true);
         procs::die_with_spawning_thread(&mut cmd);
-        let started = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("cannot start {DAEMON}"))?;
-        let pid = child.id().ok_or_else(|| anyhow!("the daemon exited at once"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {DAEMON}"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the daemon exited at once"))?;
         Ok(Daemon {
             child,
             pid,
             log,
-            started,
             status: None,
         })
     }
@@ -407,9 +417,11 @@ impl Output {
             .iter()
             .enumerate()
             .filter_map(|(i, l)| match l {
-                Line::Event { kind: k, shard, args } if k == kind => {
-                    Some((i, shard.clone(), args.clone()))
-                }
+                Line::Event {
+                    kind: k,
+                    shard,
+                    args,
+                } if k == kind => Some((i, shard.clone(), args.clone())),
                 _ => None,
             })
             .collect()
@@ -437,7 +449,11 @@ impl Output {
         let mut out: Vec<(String, u32, Vec<String>)> = Vec::new();
         for l in &self.lines {
             match l {
-                Line::Event { kind, shard: s, args } if kind == "initialize" && s == shard => {
+                Line::Event {
+                    kind,
+                    shard: s,
+                    args,
+                } if kind == "initialize" && s == shard => {
                     out.push((args[0].clone(), args[1].parse().unwrap_or(0), Vec::new()));
                 }
                 Line::Record { shard: s, seq, .. } if s == shard => {
