@@ -116,6 +116,13 @@ impl Checkpointer {
         }
     }
 
+    /// The last batch was not accepted (the processor failed it and gets it again): only
+    /// `accepted` (or the processor's own later checkpoint) may be checkpointed until then, so
+    /// that a checkpoint in `Shutdown::Requested` cannot cover records never processed.
+    pub(crate) fn undeliver(&mut self, accepted: Checkpoint) {
+        self.largest = accepted.max(self.last.clone());
+    }
+
     pub(crate) fn set_shard_end(&mut self) {
         self.at_shard_end = true;
     }

@@ -250,7 +250,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         let now = Instant::now();
         for (key, tenure) in held.iter() {
             let id = (key.clone(), tenure.token);
-            if shards.running.contains_key(key)
+            // A snapshot can lag behind the coordinator (a take round publishes when it ends):
+            // a tenure already over must not get a consumer, which would end at once and be
+            // started again, in a busy loop, until the next snapshot.
+            if tenure.lost.is_cancelled()
+                || shards.running.contains_key(key)
                 || shards.ended.contains(&id)
                 || shards.restart_at.get(&id).is_some_and(|t| *t > now)
             {
@@ -275,9 +279,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 (id, exit)
             });
         }
-        shards
-            .ended
-            .retain(|(k, t)| held.get(k).is_some_and(|h| h.token == *t));
+        let current = |(k, t): &ShardTaskId| held.get(k).is_some_and(|h| h.token == *t);
+        shards.ended.retain(current);
+        // A restart pending for a tenure that ended would stay due forever: the run loop would
+        // wake at once, every time (a busy loop).
+        shards.restart_at.retain(|id, _| current(id));
     }
 }
 

@@ -186,19 +186,28 @@ impl Walk<'_> {
     }
 }
 
-/// List shards and leases, and create the missing leases. Returns how many were created.
+/// List leases and shards, and create the missing leases. Returns how many were created.
+///
+/// Leases are listed first. Listed the other way round, a worker that stalls between the two
+/// calls (or whose scan is slow) sees shards as they were before the stall and leases as
+/// they are after it: a shard that meanwhile closed, was processed to its end and had its
+/// lease cleaned up then looks like an open shard without a lease, and the sync creates
+/// leases for its (equally finished and deleted) ancestors at `TRIM_HORIZON`, so that whole
+/// lineage is processed again. With leases first, a stale lease list only has leases that
+/// were deleted since (counted as existing: nothing is created) and lacks leases created since
+/// (children of shards it still lists: they count as descendants, also not created).
 pub async fn sync_shards(
     stream: &dyn StreamClient,
     store: &dyn LeaseStore,
     position: InitialPosition,
 ) -> Result<usize, ShardSyncError> {
-    let shards = stream.list_shards().await?;
     let existing: BTreeSet<String> = store
         .list_leases()
         .await?
         .into_iter()
         .map(|l| l.key)
         .collect();
+    let shards = stream.list_shards().await?;
     let mut created = 0;
     for lease in leases_to_create(&shards, &existing, position) {
         if store.create_lease_if_not_exists(&lease).await? {
@@ -327,6 +336,70 @@ mod tests {
             shard(2, &[0], false),
         ];
         assert!(leases_to_create(&shards, &existing(&["s0"]), InitialPosition::Latest).is_empty());
+    }
+
+    /// A stream whose `list_shards` lets the world move on before it answers with what it
+    /// listed: the shard is split, finished and its lease cleaned up meanwhile.
+    #[derive(Debug)]
+    struct StallingStream {
+        stream: crate::retrieval::InMemoryStream,
+        store: crate::lease::InMemoryLeaseStore,
+    }
+
+    #[async_trait::async_trait]
+    impl StreamClient for StallingStream {
+        fn stream_name(&self) -> &str {
+            "stalling"
+        }
+
+        async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
+            let listed = self.stream.list_shards().await?;
+            let (a, b) = self.stream.split("shardId-000000000000", 1 << 64).unwrap();
+            self.store.with_table(|t| {
+                for child in [a, b] {
+                    let l = Lease::new(child.clone(), Checkpoint::TrimHorizon)
+                        .with_parents(["shardId-000000000000"]);
+                    t.insert(child, l);
+                }
+                t.remove("shardId-000000000000");
+            });
+            Ok(listed)
+        }
+
+        async fn get_shard_iterator(
+            &self,
+            _: &str,
+            _: &crate::retrieval::IteratorPosition,
+        ) -> Result<Option<String>, RetrievalError> {
+            unreachable!()
+        }
+
+        async fn get_records(
+            &self,
+            _: &str,
+            _: &str,
+            _: u32,
+        ) -> Result<crate::retrieval::RecordBatch, RetrievalError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_during_sync_does_not_resurrect_a_finished_shard() {
+        // Simulation seed 46476 (before the lease table was read first): a worker paused
+        // during its sync re-created the leases of long-finished shards at TRIM_HORIZON.
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let stream = StallingStream {
+            stream: crate::retrieval::InMemoryStream::new("s", 1),
+            store: store.clone(),
+        };
+        let root = Lease::new("shardId-000000000000", Checkpoint::ShardEnd);
+        store.with_table(|t| t.insert(root.key.clone(), root.clone()));
+        let created = sync_shards(&stream, &store, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert_eq!(created, 0);
+        assert!(!store.snapshot().contains_key("shardId-000000000000"));
     }
 
     #[test]

@@ -289,6 +289,9 @@ impl<P: RecordProcessor> Consumer<P> {
             .checkpointer
             .as_mut()
             .expect("checkpointer starts in initialize");
+        // Until the processor accepts the batch, `checkpoint()` may cover it; if it fails the
+        // batch (to be delivered again), checkpoints go back to covering only accepted records.
+        let accepted = checkpointer.largest_permitted().clone();
         if let Some(last) = batch.records.last() {
             checkpointer.delivered(last.checkpoint());
         }
@@ -317,6 +320,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, records = count, backoff = ?self.ctx.config.task_backoff,
                         "record processor failed; the same batch is delivered again after the backoff");
+                    checkpointer.undeliver(accepted);
                     self.batch = Some(batch);
                     self.pause(self.ctx.config.task_backoff).await;
                     return Ok(TaskOutcome::Failed);

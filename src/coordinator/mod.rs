@@ -5,11 +5,16 @@
 //!
 //! With failover time `F` (default 10 s):
 //!
-//! * **Renewal** runs every `renew_interval` (default `F / 3`). Each held lease is renewed
+//! * **Renewal** keeps every held lease's counter moving at least every `renew_interval`
+//!   (default `F / 3`): a lease is renewed when its last successful write (renewal, take or
+//!   checkpoint) started `renew_interval` ago (leases due within a quarter interval of each
+//!   other are renewed together). An idle lease is thus renewed every `renew_interval`, while a
+//!   lease its processor checkpoints at least that often needs no renewals (a checkpoint
+//!   increments the counter and proves ownership just as a renewal does). Leases are renewed
 //!   concurrently, under a per-lease lock shared with checkpoint writes, with up to three
-//!   attempts on throttling or timeouts. A lease not renewed for `F` (measured from the *start*
-//!   of its last successful write) is lost locally: its consumer is told and checkpoints are
-//!   refused, even if DynamoDB still names this worker.
+//!   attempts on throttling or timeouts. A lease not renewed for `F` (measured from the
+//!   *start* of its last successful write) is lost locally: its consumer is told and
+//!   checkpoints are refused, even if DynamoDB still names this worker.
 //! * **Taking** scans the table every `take_interval` (default `F / 3`, minus up to 10 %
 //!   jitter) and records, per lease, when this worker first saw its current counter value.
 //!   A lease whose counter stays unchanged for more than `F` on this clock is expired.
@@ -22,9 +27,10 @@
 //! `1.33 F` = 13.3 s at the defaults). The Java 2.x taker scans every `2 (F + 25 ms)` and
 //! needs two scans `F` apart, so it takes 20 to 40 s at the same `F`.
 //!
-//! Costs per worker at the defaults: one `UpdateItem` per held lease every `F/3` (18 per lease
-//! per minute, as Java), one `Scan` (one request per MB of table) every `F/3`, plus the
-//! occasional wake-up scan after a worker died.
+//! Costs per worker at the defaults: one `UpdateItem` per idle held lease every `F/3` (18 per
+//! lease per minute, as Java; none for a lease checkpointed at least every `F/3`), one `Scan`
+//! (one request per MB of table) every `F/3`, plus the occasional wake-up scan after a worker
+//! died.
 //!
 //! # Tenures
 //!
@@ -118,13 +124,38 @@ pub enum LeaseUpdateError {
 struct Slot {
     tenure: LeaseTenure,
     state: Arc<tokio::sync::Mutex<SlotState>>,
+    /// The same as `state.last_write`, readable without waiting for the lease's lock.
+    last_write: LastWrite,
 }
 
 struct SlotState {
     /// The authoritative copy: its counter is the condition of the next write.
     lease: Lease,
     /// Start of the last successful write (renew, take or checkpoint).
-    last_write: Instant,
+    last_write: LastWrite,
+}
+
+/// When the last successful write of a held lease started. Shared between the lease's
+/// lock-protected state and the expiry watchdog, which must not wait behind a write that hangs.
+#[derive(Clone)]
+struct LastWrite(Arc<Mutex<Instant>>);
+
+impl LastWrite {
+    fn new(at: Instant) -> Self {
+        LastWrite(Arc::new(Mutex::new(at)))
+    }
+
+    fn set(&self, at: Instant) {
+        *self.0.lock().unwrap() = at;
+    }
+
+    fn get(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.get().elapsed()
+    }
 }
 
 struct Inner {
@@ -222,19 +253,36 @@ impl LeaseCoordinator {
     /// [`LeaseCoordinator::stop_taking`].
     pub async fn run(&self, shutdown: CancellationToken) {
         let renewer = async {
-            let mut next = Instant::now() + self.inner.config.renew_interval;
+            // A lease is due `renew_interval` after its last successful write (renewal, take or
+            // checkpoint) or its last renewal attempt, whichever is later; the renewer sleeps
+            // until the first lease is due and then renews every lease due within a quarter
+            // interval, so that leases renew together instead of each waking the renewer.
+            let interval = self.inner.config.renew_interval;
+            let mut attempted: BTreeMap<String, Instant> = BTreeMap::new();
             loop {
+                let next = self
+                    .renewals_due(&attempted)
+                    .into_iter()
+                    .map(|(_, due)| due)
+                    .min()
+                    .unwrap_or_else(|| Instant::now() + interval);
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep_until(next) => {}
                 }
-                self.renew_all().await;
-                next += self.inner.config.renew_interval;
-                let now = Instant::now();
-                if next < now {
-                    next = now + self.inner.config.renew_interval / 4;
-                }
+                let round = Instant::now();
+                let cutoff = round + interval / 4;
+                let due: BTreeSet<String> = self
+                    .renewals_due(&attempted)
+                    .into_iter()
+                    .filter(|(_, at)| *at <= cutoff)
+                    .map(|(key, _)| key)
+                    .collect();
+                let held = self.held_keys();
+                attempted.retain(|k, _| held.contains(k));
+                attempted.extend(due.iter().map(|k| (k.clone(), round)));
+                self.renew_held(Some(&due)).await;
             }
         };
         let taker = async {
@@ -259,7 +307,45 @@ impl LeaseCoordinator {
                 }
             }
         };
-        tokio::join!(renewer, taker);
+        // Local expiry is judged by the clock alone: a renewal or checkpoint write that hangs
+        // (a stalled network, a paused process) must not keep a lease "held" here while
+        // other workers take it after the failover time.
+        let watchdog = async {
+            loop {
+                let next = self.expire_overdue();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+            }
+        };
+        tokio::join!(renewer, taker, watchdog);
+    }
+
+    /// Lose every held lease whose last successful write started more than the failover time
+    /// ago, whatever I/O is pending on it; returns when to look again.
+    fn expire_overdue(&self) -> Instant {
+        let failover = self.inner.config.failover_time;
+        let now = Instant::now();
+        let mut next = now + self.inner.config.renew_interval;
+        let mut overdue = Vec::new();
+        for (key, slot) in self.inner.held.lock().unwrap().iter() {
+            let written = slot.last_write.get();
+            if now.saturating_duration_since(written) > failover {
+                overdue.push((key.clone(), slot.tenure.token, now - written));
+            } else {
+                next = next.min(written + failover + Duration::from_millis(1));
+            }
+        }
+        for (key, token, since) in overdue {
+            self.lose(
+                &key,
+                token,
+                &format!("expired locally: not renewed for {since:?} (failover time {failover:?})"),
+            );
+        }
+        next
     }
 
     fn jittered(&self, d: Duration) -> Duration {
@@ -320,12 +406,35 @@ impl LeaseCoordinator {
 
     /// Renew every held lease once, concurrently.
     pub async fn renew_all(&self) {
+        self.renew_held(None).await;
+    }
+
+    /// When each held lease is next due for renewal: `renew_interval` after its last successful
+    /// write or its last renewal attempt (in `attempted`), whichever is later.
+    fn renewals_due(&self, attempted: &BTreeMap<String, Instant>) -> Vec<(String, Instant)> {
+        let interval = self.inner.config.renew_interval;
+        self.inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| {
+                let last = s.last_write.get();
+                let last = attempted.get(k).map_or(last, |a| last.max(*a));
+                (k.clone(), last + interval)
+            })
+            .collect()
+    }
+
+    /// Renew the held leases in `only` (all when `None`) concurrently.
+    async fn renew_held(&self, only: Option<&BTreeSet<String>>) {
         let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
             .inner
             .held
             .lock()
             .unwrap()
             .iter()
+            .filter(|(k, _)| only.is_none_or(|keys| keys.contains(*k)))
             .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
             .collect();
         futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
@@ -363,7 +472,7 @@ impl LeaseCoordinator {
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.lease = lease;
-                    st.last_write = started;
+                    st.last_write.set(started);
                     return;
                 }
                 Ok(WriteOutcome::Conflict) => {
@@ -375,7 +484,7 @@ impl LeaseCoordinator {
                                 "renew conflict was our own retried write"
                             );
                             st.lease = cur;
-                            st.last_write = started;
+                            st.last_write.set(started);
                         }
                         None => self.lose(
                             key,
@@ -479,6 +588,7 @@ impl LeaseCoordinator {
 
     fn adopt(&self, lease: Lease, written_at: Instant) {
         let key = lease.key.clone();
+        let last_write = LastWrite::new(written_at);
         let slot = Slot {
             tenure: LeaseTenure {
                 lease: lease.clone(),
@@ -487,8 +597,9 @@ impl LeaseCoordinator {
             },
             state: Arc::new(tokio::sync::Mutex::new(SlotState {
                 lease,
-                last_write: written_at,
+                last_write: last_write.clone(),
             })),
+            last_write,
         };
         if let Some(old) = self.inner.held.lock().unwrap().insert(key, slot) {
             old.tenure.lost.cancel();
@@ -536,7 +647,7 @@ impl LeaseCoordinator {
             match self.inner.store.update_lease(&desired).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.lease = lease.clone();
-                    st.last_write = started;
+                    st.last_write.set(started);
                     return Ok(lease);
                 }
                 Ok(WriteOutcome::Conflict) => {
@@ -548,7 +659,7 @@ impl LeaseCoordinator {
                     };
                     if let Some(cur) = self.confirm(&desired, ours).await {
                         st.lease = cur.clone();
-                        st.last_write = started;
+                        st.last_write.set(started);
                         return Ok(cur);
                     }
                     self.lose(

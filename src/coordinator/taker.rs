@@ -140,10 +140,17 @@ pub fn choose_leases_to_take(
             .collect();
     }
 
-    // Steal from the most loaded worker (ties: the one named first, for determinism).
+    // Steal from the most loaded worker that has something to steal (finished leases are
+    // never stolen: a worker holding only those would block every steal); ties: the one named
+    // first, for determinism.
+    let stealable = |w: &str| {
+        leases
+            .iter()
+            .any(|o| o.lease.owner.as_deref() == Some(w) && !o.lease.checkpoint.is_shard_end())
+    };
     let Some((&victim, &victim_count)) = counts
         .iter()
-        .filter(|(w, _)| **w != worker_id)
+        .filter(|(w, _)| **w != worker_id && stealable(w))
         .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
     else {
         return Vec::new();
@@ -318,6 +325,22 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].reason, TakeReason::Orphaned);
         assert!(decide("a", &leases, &["shardId-000000000000"], now, &cfg()).is_empty());
+    }
+
+    #[test]
+    fn the_victim_is_the_most_loaded_worker_with_unfinished_leases() {
+        // Simulation seed 2087: b holds only finished leases and is (tied) most loaded; c,
+        // as loaded, holds two live ones. a must steal from c, not give up on b.
+        let now = Instant::now();
+        let mut ls: Vec<Lease> = (0..2).map(|i| lease(i, Some("b"))).collect();
+        for l in &mut ls {
+            l.checkpoint = Checkpoint::ShardEnd;
+        }
+        ls.extend((2..4).map(|i| lease(i, Some("c"))));
+        ls.extend((4..6).map(|i| lease(i, Some(["d", "e"][i - 4]))));
+        let got = decide("a", &observe(ls, now), &[], now, &cfg());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].lease.owner.as_deref(), Some("c"));
     }
 
     #[test]

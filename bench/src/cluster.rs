@@ -1,0 +1,231 @@
+//! A simulated fleet for sections 3 and 4: `W` workers ([`kcl::Scheduler`]) sharing an
+//! [`InMemoryStream`] of `L` shards and an [`InMemoryLeaseStore`] (optionally behind a
+//! [`CountingStore`]), a producer putting records into every shard at a steady rate, and a
+//! log of every batch delivered (when, by which worker, which shard). Meant for a
+//! current-thread runtime with paused time: simulated minutes cost milliseconds.
+
+use crate::counting::CountingStore;
+use crate::noop::NoopProcessor;
+use kcl::coordinator::LeaseCoordinator;
+use kcl::lease::{InMemoryLeaseStore, LeaseStore};
+use kcl::retrieval::{InMemoryStream, StreamRef};
+use kcl::{Config, InitialPosition, Scheduler};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// One batch delivered to a processor.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// When (tokio time).
+    pub at: Instant,
+    /// Which worker (index).
+    pub worker: usize,
+    /// Which shard.
+    pub shard: String,
+}
+
+/// How to build the fleet.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Workers.
+    pub workers: usize,
+    /// Shards (= leases).
+    pub shards: usize,
+    /// Failover time of every worker.
+    pub failover_time: Duration,
+    /// The producer puts one 100-byte record into every shard this often (`None`: no records).
+    pub put_every: Option<Duration>,
+    /// Seed of the workers' random choices (worker `i` gets `seed * 1000 + i`).
+    pub seed: u64,
+    /// Count the lease-store calls.
+    pub count_calls: bool,
+}
+
+struct Worker {
+    task: Option<JoinHandle<()>>,
+    coordinator: LeaseCoordinator,
+}
+
+/// A running fleet.
+pub struct Cluster {
+    /// The stream.
+    pub stream: InMemoryStream,
+    /// The lease table.
+    pub store: InMemoryLeaseStore,
+    /// The counting wrapper every worker uses, when asked for.
+    pub counting: Option<Arc<CountingStore>>,
+    /// Every batch delivered so far.
+    pub log: Arc<Mutex<Vec<Delivery>>>,
+    workers: Vec<Worker>,
+    producer: JoinHandle<()>,
+    spec: ClusterSpec,
+}
+
+fn shard_hash(i: usize, n: usize) -> u128 {
+    (u128::MAX / n as u128) * i as u128
+}
+
+impl Cluster {
+    /// Start the producer and every worker.
+    pub fn start(spec: ClusterSpec) -> Cluster {
+        let stream = InMemoryStream::new("sim", spec.shards);
+        let store = InMemoryLeaseStore::new();
+        let counting = spec
+            .count_calls
+            .then(|| Arc::new(CountingStore::new(Arc::new(store.clone()))));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let producer = tokio::spawn({
+            let stream = stream.clone();
+            let (n, every) = (spec.shards, spec.put_every);
+            async move {
+                let Some(every) = every else {
+                    return;
+                };
+                let payload = [b'x'; 100];
+                let mut ticks = 0u64;
+                loop {
+                    for i in 0..n {
+                        stream.put_with_hash(shard_hash(i, n), "k", &payload);
+                    }
+                    ticks += 1;
+                    if ticks.is_multiple_of(100) {
+                        stream.trim_records_older_than(Duration::from_secs(120));
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        let mut cluster = Cluster {
+            stream,
+            store,
+            counting,
+            log,
+            workers: Vec::new(),
+            producer,
+            spec,
+        };
+        for i in 0..cluster.spec.workers {
+            let w = cluster.spawn_worker(i);
+            cluster.workers.push(w);
+        }
+        cluster
+    }
+
+    fn spawn_worker(&self, i: usize) -> Worker {
+        let config = Config::builder("sim", StreamRef::Name("sim".into()))
+            .worker_id(format!("w{i}"))
+            .initial_position(InitialPosition::TrimHorizon)
+            .failover_time(self.spec.failover_time)
+            .rng_seed(Some(self.spec.seed * 1000 + i as u64))
+            .build()
+            .expect("config");
+        let log = self.log.clone();
+        let hook: crate::noop::BatchHook = Arc::new(move |shard: &str, _: &[kcl::Record]| {
+            log.lock().unwrap().push(Delivery {
+                at: Instant::now(),
+                worker: i,
+                shard: shard.to_string(),
+            });
+        });
+        let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
+        let store: Arc<dyn LeaseStore> = match &self.counting {
+            Some(c) => c.clone(),
+            None => Arc::new(self.store.clone()),
+        };
+        let scheduler = Scheduler::new(config, factory, Arc::new(self.stream.clone()), store);
+        let coordinator = scheduler.coordinator().clone();
+        let task = tokio::spawn(async move {
+            let _ = scheduler.run(std::future::pending()).await;
+        });
+        Worker {
+            task: Some(task),
+            coordinator,
+        }
+    }
+
+    /// Leases held per worker id, from the table.
+    pub fn owners(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for lease in self.store.snapshot().values() {
+            if let Some(o) = &lease.owner {
+                *m.entry(o.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// True when every lease is owned and every live worker holds `floor(L/W)` or
+    /// `ceil(L/W)` of them.
+    pub fn balanced(&self) -> bool {
+        let live = self.workers.iter().filter(|w| w.task.is_some()).count();
+        let owners = self.owners();
+        let held: usize = owners.values().sum();
+        let (lo, hi) = (self.spec.shards / live, self.spec.shards.div_ceil(live));
+        held == self.spec.shards
+            && owners.len() == live
+            && owners.values().all(|&n| n >= lo && n <= hi)
+    }
+
+    /// Wait (tokio time) until [`Cluster::balanced`], checking every 100 ms; false on timeout.
+    pub async fn wait_balanced(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.balanced() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// The keys worker `i` holds now.
+    pub fn held_by(&self, i: usize) -> Vec<String> {
+        self.workers[i]
+            .coordinator
+            .held_keys()
+            .into_iter()
+            .collect()
+    }
+
+    /// Kill worker `i` abruptly: its task (and with it every consumer and fetcher) is dropped
+    /// without releasing anything, as if the process died.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(t) = self.workers[i].task.take() {
+            t.abort();
+        }
+    }
+
+    /// The first delivery of `shard` after `since` by a worker other than `not_by`.
+    pub fn first_delivery(&self, shard: &str, since: Instant, not_by: usize) -> Option<Instant> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.shard == shard && d.at > since && d.worker != not_by)
+            .map(|d| d.at)
+            .min()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.producer.abort();
+        for w in &mut self.workers {
+            if let Some(t) = w.task.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// A current-thread runtime with paused (simulated) time.
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}

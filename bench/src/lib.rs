@@ -1,0 +1,45 @@
+//! Benchmarks of the KCL that write `BENCHMARKS.md` (issue 8).
+//!
+//! ```text
+//! cargo run --release -p kcl-bench -- [--quick] [--only N] [--out FILE]
+//! ```
+//!
+//! | section | module | needs |
+//! |---|---|---|
+//! | 1. pipeline throughput | [`pipeline`] | nothing (in-memory, paused time) |
+//! | 2. footprint | [`footprint`] | nothing (in-memory, a child process per size) |
+//! | 3. failover | [`failover`] | simulated part: nothing; second part: the local services |
+//! | 4. lease cost | [`lease_cost`] | nothing (in-memory, paused time) |
+//! | 5. MultiLangDaemon | [`multilang`] | local services, python3 + amazon-kclpy, `kcl-multilang` |
+//! | 6. end to end | [`e2e`] | local services |
+//!
+//! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
+//! once and shared by sections 3, 5 and 6 ([`services`]).
+
+pub mod cluster;
+pub mod counting;
+pub mod e2e;
+pub mod failover;
+pub mod footprint;
+pub mod lease_cost;
+pub mod machine;
+pub mod measure;
+pub mod multilang;
+pub mod noop;
+pub mod pipeline;
+pub mod report;
+pub mod services;
+pub mod stats;
+pub mod synthetic;
+pub mod timed;
+
+/// How big the runs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Seconds in total: for the test that checks the output is well-formed.
+    Tiny,
+    /// `--quick`: a smoke run of every section, a few minutes.
+    Quick,
+    /// The full run that produces `BENCHMARKS.md`.
+    Full,
+}

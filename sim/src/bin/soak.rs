@@ -1,0 +1,190 @@
+//! Soak: run many simulation seeds in parallel and summarise.
+//!
+//! ```text
+//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J]
+//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace]    # one seed, its report (and full trace)
+//! ```
+//!
+//! Prints each failing seed's first violation as it is found, then a summary table and the
+//! list of failing seeds. Exits with status 1 when any seed failed.
+
+use kcl_sim::{run_seed, run_seed_bounded, wall_limit, RunOutcome};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Args {
+    start: u64,
+    seeds: u64,
+    jobs: usize,
+    single: Option<u64>,
+    trace: bool,
+}
+
+fn usage() -> ! {
+    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] | soak --seed N [--trace]");
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        start: 0,
+        seeds: 1000,
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        single: None,
+        trace: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = || -> u64 {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage())
+        };
+        match a.as_str() {
+            "--seeds" => args.seeds = num(),
+            "--start" => args.start = num(),
+            "--jobs" => args.jobs = num().max(1) as usize,
+            "--seed" => args.single = Some(num()),
+            "--trace" => args.trace = true,
+            _ => usage(),
+        }
+    }
+    args
+}
+
+/// Totals over many runs.
+#[derive(Default)]
+struct Summary {
+    scenarios: u64,
+    events: u64,
+    produced: u64,
+    delivered: u64,
+    failovers: u64,
+    steals: u64,
+    reshards: u64,
+    kills: u64,
+    pauses: u64,
+    stops: u64,
+    violations: u64,
+    failing: Vec<(u64, String)>,
+    simulated: Duration,
+    max_overlap: Duration,
+    /// Longest overlap as a fraction of the run's failover time: with pauses, without.
+    overlap_ratio: (f64, f64),
+    slowest: (Duration, u64),
+}
+
+impl Summary {
+    fn add(&mut self, o: &RunOutcome, wall: Duration) {
+        self.scenarios += 1;
+        self.events += o.trace.len() as u64;
+        self.produced += o.stats.produced;
+        self.delivered += o.stats.delivered;
+        self.failovers += o.counters.failovers;
+        self.steals += o.counters.steals;
+        self.reshards += o.stats.splits + o.stats.merges;
+        self.kills += o.stats.kills;
+        self.pauses += o.stats.pauses;
+        self.stops += o.stats.stops;
+        self.violations += o.violations.len() as u64;
+        if let Some(v) = o.violations.first() {
+            self.failing.push((o.seed, v.to_string()));
+        }
+        self.simulated += o.world.simulated;
+        self.max_overlap = self.max_overlap.max(o.world.max_overlap);
+        let ratio = o.world.max_overlap.as_secs_f64() / o.scenario.failover.as_secs_f64();
+        if o.stats.pauses > 0 {
+            self.overlap_ratio.0 = self.overlap_ratio.0.max(ratio);
+        } else {
+            self.overlap_ratio.1 = self.overlap_ratio.1.max(ratio);
+        }
+        if wall > self.slowest.0 {
+            self.slowest = (wall, o.seed);
+        }
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    if let Some(seed) = args.single {
+        let o = run_seed(seed);
+        if args.trace {
+            print!("{}", o.trace.render_all());
+        }
+        print!("{}", o.report());
+        std::process::exit(if o.passed() { 0 } else { 1 });
+    }
+    let started = Instant::now();
+    let next = AtomicU64::new(args.start);
+    let end = args.start + args.seeds;
+    let summary = Mutex::new(Summary::default());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= end {
+                    return;
+                }
+                let t = Instant::now();
+                let o = run_seed_bounded(seed, wall_limit());
+                let wall = t.elapsed();
+                if let Some(v) = o.violations.first() {
+                    eprintln!("seed {seed} FAILED: {v}");
+                }
+                let mut sum = summary.lock().unwrap();
+                sum.add(&o, wall);
+                if sum.scenarios % 500 == 0 {
+                    eprintln!(
+                        "... {} seeds in {:.0}s, {} failing",
+                        sum.scenarios,
+                        started.elapsed().as_secs_f64(),
+                        sum.failing.len()
+                    );
+                }
+            });
+        }
+    });
+    let wall = started.elapsed();
+    let mut sum = summary.into_inner().unwrap();
+    sum.failing.sort();
+    println!("seeds {}..{} on {} threads", args.start, end, args.jobs);
+    println!("{:<28} {:>16}", "scenarios", sum.scenarios);
+    println!("{:<28} {:>16}", "trace events", sum.events);
+    println!("{:<28} {:>16}", "records produced", sum.produced);
+    println!("{:<28} {:>16}", "records delivered", sum.delivered);
+    println!("{:<28} {:>16}", "failovers (expired leases)", sum.failovers);
+    println!("{:<28} {:>16}", "steals (balancing)", sum.steals);
+    println!("{:<28} {:>16}", "reshards (splits+merges)", sum.reshards);
+    println!(
+        "{:<28} {:>16}",
+        "kills / pauses / stops",
+        format!("{} / {} / {}", sum.kills, sum.pauses, sum.stops)
+    );
+    println!("{:<28} {:>16}", "violations", sum.violations);
+    println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
+    println!(
+        "{:<28} {:>15.0}s",
+        "simulated time",
+        sum.simulated.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>15.1}s",
+        "longest lease overlap",
+        sum.max_overlap.as_secs_f64()
+    );
+    println!("{:<28} {:>15.1}s", "wall time", wall.as_secs_f64());
+    println!(
+        "{:<28} {:>15.2}s",
+        "slowest seed",
+        sum.slowest.0.as_secs_f64()
+    );
+    println!("{:<28} {:>16}", "  (seed)", sum.slowest.1);
+    if !sum.failing.is_empty() {
+        println!("failing seeds:");
+        for (seed, v) in &sum.failing {
+            println!("  {seed}: {v}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,177 @@
+//! Seeded fault plans for the lease store and the stream.
+//!
+//! Each plan draws from its own generator, so the faults of a run depend only on the seed and
+//! on the (deterministic) order of calls. Faults are switched off when the world starts to
+//! drain, so that convergence is judged on a healthy system.
+
+use kcl::lease::{Fault, LeaseOp};
+use kcl::retrieval::memory::{StreamFault, StreamFaultInjector, StreamOp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Probabilities of each lease-store fault, per call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StoreFaultRates {
+    /// Throttling error, nothing written.
+    pub throttle: f64,
+    /// Timeout (after a random wait up to `max_delay`), nothing written.
+    pub timeout: f64,
+    /// The write applies, then the call times out (the response was lost).
+    pub timeout_after_apply: f64,
+    /// A conditional write reports a lost condition without writing.
+    pub conflict: f64,
+    /// A slow call: a random wait up to `max_delay`, then normal.
+    pub delay: f64,
+    /// The longest injected wait.
+    pub max_delay: Duration,
+}
+
+impl StoreFaultRates {
+    /// True when no fault can happen.
+    pub fn is_quiet(&self) -> bool {
+        self.throttle + self.timeout + self.timeout_after_apply + self.conflict + self.delay == 0.0
+    }
+}
+
+/// Probabilities of each stream fault, per call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StreamFaultRates {
+    /// ProvisionedThroughputExceeded.
+    pub throttle: f64,
+    /// A transient failure.
+    pub timeout: f64,
+    /// GetRecords: the iterator expired.
+    pub expire_iterator: f64,
+    /// A slow call: a random wait up to `max_delay`.
+    pub delay: f64,
+    /// The longest injected wait.
+    pub max_delay: Duration,
+}
+
+fn random_delay(rng: &mut StdRng, max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rng.random_range(1..=max.as_millis().max(1) as u64))
+}
+
+/// Draws lease-store faults.
+#[derive(Debug)]
+pub struct StoreFaults {
+    rates: StoreFaultRates,
+    rng: Mutex<StdRng>,
+    enabled: AtomicBool,
+}
+
+impl StoreFaults {
+    /// A plan with these rates, drawing from `seed`.
+    pub fn new(rates: StoreFaultRates, seed: u64) -> Self {
+        StoreFaults {
+            rates,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            enabled: AtomicBool::new(true),
+        }
+    }
+
+    /// Stop (or resume) injecting faults.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// The fault for one call of `op`, if any. Conflicts only hit conditional writes and
+    /// timeouts-after-apply only writes.
+    pub fn draw(&self, op: LeaseOp) -> Option<Fault> {
+        if !self.enabled.load(Ordering::SeqCst) || self.rates.is_quiet() {
+            return None;
+        }
+        let r = self.rates;
+        let mut rng = self.rng.lock().unwrap();
+        let x: f64 = rng.random();
+        let write = !matches!(op, LeaseOp::List | LeaseOp::Get | LeaseOp::CreateTable);
+        let conditional = matches!(
+            op,
+            LeaseOp::Renew | LeaseOp::Take | LeaseOp::Evict | LeaseOp::Update
+        );
+        let mut edge = r.throttle;
+        if x < edge {
+            return Some(Fault::Throttle);
+        }
+        edge += r.timeout;
+        if x < edge {
+            return Some(Fault::Timeout);
+        }
+        edge += r.timeout_after_apply;
+        if x < edge {
+            return write.then_some(Fault::TimeoutAfterApply);
+        }
+        edge += r.conflict;
+        if x < edge {
+            return conditional.then_some(Fault::Conflict);
+        }
+        edge += r.delay;
+        if x < edge {
+            return Some(Fault::Delay(random_delay(&mut rng, r.max_delay)));
+        }
+        None
+    }
+
+    /// A random wait for an injected timeout.
+    pub fn timeout_wait(&self) -> Duration {
+        random_delay(&mut self.rng.lock().unwrap(), self.rates.max_delay)
+    }
+}
+
+/// Draws stream faults; installed on the shared `InMemoryStream` as its fault injector.
+#[derive(Debug)]
+pub struct StreamFaults {
+    rates: StreamFaultRates,
+    rng: Mutex<StdRng>,
+    enabled: AtomicBool,
+}
+
+impl StreamFaults {
+    /// A plan with these rates, drawing from `seed`.
+    pub fn new(rates: StreamFaultRates, seed: u64) -> Self {
+        StreamFaults {
+            rates,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            enabled: AtomicBool::new(true),
+        }
+    }
+
+    /// Stop (or resume) injecting faults.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+    }
+}
+
+impl StreamFaultInjector for StreamFaults {
+    fn fault(&self, op: StreamOp, _shard_id: Option<&str>) -> Option<StreamFault> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let r = self.rates;
+        let mut rng = self.rng.lock().unwrap();
+        let x: f64 = rng.random();
+        let mut edge = r.throttle;
+        if x < edge {
+            return Some(StreamFault::Throttle);
+        }
+        edge += r.timeout;
+        if x < edge {
+            return Some(StreamFault::Timeout);
+        }
+        edge += r.expire_iterator;
+        if x < edge {
+            return (op == StreamOp::GetRecords).then_some(StreamFault::ExpireIterator);
+        }
+        edge += r.delay;
+        if x < edge {
+            return Some(StreamFault::Delay(random_delay(&mut rng, r.max_delay)));
+        }
+        None
+    }
+}

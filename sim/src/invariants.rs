@@ -1,0 +1,197 @@
+//! The invariants every run must keep, and how a broken one is reported.
+//!
+//! Checked as events happen (see [`crate::ledger::Ledger`]):
+//!
+//! * **order** — within one processor instance (one consumer of one lease tenure) records
+//!   arrive in the shard's sequence order, without gaps or repeats, starting right after the
+//!   checkpoint the instance was initialised with; a failed batch is delivered again as is.
+//! * **parents-first** — no record of a child shard is delivered before the last record of
+//!   every parent was processed.
+//! * **checkpoint-monotonic** — a successful checkpoint write never moves the stored
+//!   checkpoint backwards.
+//! * **checkpoint-owner** — a checkpoint write applies only while the stored owner is the
+//!   writer.
+//! * **checkpoint-processed** — a checkpoint never covers a record no processor has processed
+//!   (that record would be lost if the worker died now).
+//! * **single-owner** — two live workers never hold the same lease for longer than
+//!   [`overlap_bound`] ([`OverlapTracker`], sampled every tick).
+//!
+//! Checked after the drain (see [`crate::world`]):
+//!
+//! * **all-processed** — every produced record was processed at least once.
+//! * **balanced** — the leases held by the live workers differ by at most one (finished
+//!   leases, which the taker never steals, excepted: see [`imbalance`]).
+//! * **graceful-stop** — every worker stops within its graceful-shutdown bound.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Simulated time it was detected.
+    pub at: Duration,
+    /// The invariant's short name (see the module docs).
+    pub invariant: &'static str,
+    /// What happened, readably.
+    pub message: String,
+    /// Worker and shard ids whose trace lines explain it.
+    pub focus: Vec<String>,
+    /// Trace length when it was detected (the trace printed stops there).
+    pub trace_len: usize,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{:.3}s] {}: {}",
+            self.at.as_secs_f64(),
+            self.invariant,
+            self.message
+        )
+    }
+}
+
+/// The longest two live workers may legitimately both hold a lease: the failover time plus
+/// two sampling periods.
+///
+/// Every way a lease changes hands while its holder lives ends within the failover time `F`:
+///
+/// * **Expiry** (the holder stopped renewing: its store calls fail or hang, or it is paused):
+///   another worker takes the lease only after seeing its counter unchanged for more than `F`,
+///   and it first saw that counter when the holder's last successful write had already
+///   started; the holder's expiry watchdog drops the lease `F` after that start. Overlap ≈ 0.
+/// * **Steal** (balancing, from a live holder): the holder learns of it at its next renewal
+///   (a conflict): within one renewal interval plus one renewal pass (retries, slow calls, the
+///   wait for the lease's lock behind a checkpoint write). If that pass hangs (a paused
+///   worker), the watchdog still drops the lease `F` after the holder's last successful write,
+///   which started before the steal.
+///
+/// So overlap stays below `F`; `sample` (the tracker's period) is added twice for the sampling
+/// error at either end. Each run reports its longest overlap (the soak prints the maximum).
+pub fn overlap_bound(failover: Duration, sample: Duration) -> Duration {
+    failover + sample * 2
+}
+
+/// Tracks, per lease, since when more than one live worker holds it.
+#[derive(Debug, Default)]
+pub struct OverlapTracker {
+    since: BTreeMap<String, (Duration, Vec<String>)>,
+    reported: BTreeMap<String, Duration>,
+    /// The longest overlap seen so far.
+    pub max_overlap: Duration,
+}
+
+impl OverlapTracker {
+    /// Record one sample: `holders` maps each lease to the live workers holding it. Returns the
+    /// leases whose overlap just exceeded `bound`, with their holders and the overlap so far.
+    pub fn sample(
+        &mut self,
+        now: Duration,
+        holders: &BTreeMap<String, Vec<String>>,
+        bound: Duration,
+    ) -> Vec<(String, Vec<String>, Duration)> {
+        let mut out = Vec::new();
+        self.since
+            .retain(|k, _| holders.get(k).is_some_and(|h| h.len() > 1));
+        self.reported.retain(|k, _| self.since.contains_key(k));
+        for (key, who) in holders {
+            if who.len() < 2 {
+                continue;
+            }
+            let entry = self
+                .since
+                .entry(key.clone())
+                .or_insert_with(|| (now, who.clone()));
+            if entry.1 != *who {
+                // A different set of workers: a new overlap episode.
+                *entry = (now, who.clone());
+                self.reported.remove(key);
+            }
+            let lasted = now - entry.0;
+            self.max_overlap = self.max_overlap.max(lasted);
+            if lasted > bound && !self.reported.contains_key(key) {
+                self.reported.insert(key.clone(), now);
+                out.push((key.clone(), who.clone(), lasted));
+            }
+        }
+        out
+    }
+}
+
+/// The leases one live worker holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Every held lease, as the taker counts them.
+    pub held: usize,
+    /// Of which finished (`SHARD_END`) leases awaiting clean-up.
+    pub finished: usize,
+}
+
+/// How unevenly leases are spread, and a readable listing: the most *unfinished* leases a
+/// worker holds minus the fewest leases (finished ones included) any worker holds. Balanced
+/// means at most 1.
+///
+/// The taker counts finished leases toward a worker's load (as the Java KCL does) but never
+/// steals them, so a worker may legitimately hold more than one lease above another when the
+/// surplus is made of finished leases only; with no finished leases this is plain
+/// `max - min` of the held counts.
+pub fn imbalance(loads: &BTreeMap<String, Load>) -> (usize, String) {
+    let max_active = loads
+        .values()
+        .map(|l| l.held - l.finished)
+        .max()
+        .unwrap_or(0);
+    let min_held = loads.values().map(|l| l.held).min().unwrap_or(0);
+    let listing = loads
+        .iter()
+        .map(|(w, l)| format!("{w}={}({} finished)", l.held, l.finished))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (max_active.saturating_sub(min_held), listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holders(v: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        v.iter()
+            .map(|(k, ws)| (k.to_string(), ws.iter().map(|w| w.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn overlap_is_reported_once_past_the_bound() {
+        let mut t = OverlapTracker::default();
+        let b = Duration::from_secs(2);
+        let both = holders(&[("s0", &["a", "b"])]);
+        assert!(t.sample(Duration::from_secs(10), &both, b).is_empty());
+        assert!(t.sample(Duration::from_secs(12), &both, b).is_empty());
+        let got = t.sample(Duration::from_millis(12_100), &both, b);
+        assert_eq!(got.len(), 1);
+        assert!(t.sample(Duration::from_secs(13), &both, b).is_empty());
+        assert_eq!(t.max_overlap, Duration::from_secs(3));
+        // The overlap ends, then a new one starts from scratch.
+        t.sample(Duration::from_secs(14), &holders(&[("s0", &["b"])]), b);
+        assert!(t.sample(Duration::from_secs(15), &both, b).is_empty());
+    }
+
+    #[test]
+    fn finished_leases_may_pile_up_but_unfinished_ones_may_not() {
+        let load = |held, finished| Load { held, finished };
+        let loads = |a, b| -> BTreeMap<String, Load> {
+            [("a".to_string(), a), ("b".to_string(), b)].into()
+        };
+        assert_eq!(imbalance(&loads(load(3, 0), load(1, 0))).0, 2);
+        assert_eq!(imbalance(&loads(load(2, 0), load(1, 0))).0, 1);
+        assert_eq!(imbalance(&loads(load(3, 3), load(0, 0))).0, 0);
+        assert_eq!(imbalance(&loads(load(4, 2), load(0, 0))).0, 2);
+        assert_eq!(
+            imbalance(&loads(load(3, 2), load(1, 0))).1,
+            "a=3(2 finished) b=1(0 finished)"
+        );
+    }
+}

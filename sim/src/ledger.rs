@@ -1,0 +1,444 @@
+//! The ground truth of a run: every record produced, every delivery to a processor, every
+//! checkpoint written; and the event-time invariant checks over them.
+//!
+//! Records are identified by their (globally unique) sequence number and indexed by position
+//! in their shard, so checks do not depend on what the stream still retains.
+
+use crate::invariants::Violation;
+use crate::trace::{Source, Trace};
+use kcl::checkpoint::Checkpoint;
+use kcl::lease::Lease;
+use kcl::Record;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// At most this many violations are kept per run (later ones are usually consequences).
+const MAX_VIOLATIONS: usize = 20;
+
+/// One shard as produced.
+#[derive(Debug, Clone, Default)]
+pub struct ShardLog {
+    /// Sequence numbers of the records, in order.
+    pub records: Vec<u128>,
+    /// Whether each record was processed at least once.
+    pub processed: Vec<bool>,
+    /// Records not processed yet.
+    pub unprocessed: usize,
+    /// Length of the processed prefix.
+    pub processed_prefix: usize,
+    /// Parent shards.
+    pub parents: Vec<String>,
+    /// When the shard was closed (stream clock), if it was.
+    pub closed_at: Option<SystemTime>,
+    /// True once `SHARD_END` was checkpointed.
+    pub finished: bool,
+}
+
+impl ShardLog {
+    /// The index of the record with sequence number `seq`.
+    pub fn index_of(&self, seq: u128) -> Option<usize> {
+        self.records.binary_search(&seq).ok()
+    }
+
+    /// The number of records at or below `checkpoint`.
+    pub fn covered_by(&self, checkpoint: &Checkpoint) -> usize {
+        match checkpoint {
+            Checkpoint::ShardEnd => self.records.len(),
+            Checkpoint::Sequence(esn) => {
+                let seq: u128 = esn.sequence_number().parse().unwrap_or(u128::MAX);
+                self.records.partition_point(|s| *s <= seq)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// One processor instance: the consumer of one lease tenure (or a restart within it).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The worker running it.
+    pub worker: String,
+    /// Its shard.
+    pub shard: String,
+    /// Index of the next record it must receive; `None` before `initialize`.
+    pub next: Option<usize>,
+    /// The processor was dropped (its consumer ended, was aborted or restarted).
+    pub ended: bool,
+}
+
+/// Totals for the run summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records produced.
+    pub produced: u64,
+    /// Records delivered to processors (duplicates included).
+    pub delivered: u64,
+    /// Batches delivered.
+    pub batches: u64,
+    /// Batches the processor failed.
+    pub failed_batches: u64,
+    /// Checkpoint writes applied.
+    pub checkpoints: u64,
+    /// Processor instances created.
+    pub instances: u64,
+    /// Shard splits.
+    pub splits: u64,
+    /// Shard merges.
+    pub merges: u64,
+    /// Retention trims.
+    pub trims: u64,
+    /// Workers started (initial ones included).
+    pub workers_started: u64,
+    /// Workers killed.
+    pub kills: u64,
+    /// Graceful stops requested during the scenario.
+    pub stops: u64,
+    /// Worker pauses.
+    pub pauses: u64,
+}
+
+/// The shared ground truth of one run.
+#[derive(Debug)]
+pub struct Ledger {
+    trace: Trace,
+    /// Every shard, by id.
+    pub shards: BTreeMap<String, ShardLog>,
+    /// Every processor instance, by id (its index).
+    pub instances: Vec<Instance>,
+    /// Broken invariants, in detection order.
+    pub violations: Vec<Violation>,
+    /// Totals.
+    pub stats: Stats,
+    /// The checkpoint of each lease when each worker last took it: a tenure's processor
+    /// starts there or later, even before the world sees the processor.
+    pub taken_at: BTreeMap<(String, String), Checkpoint>,
+}
+
+fn seq_of(r: &Record) -> u128 {
+    r.sequence_number
+        .parse()
+        .expect("the stream's sequence numbers are decimal")
+}
+
+impl Ledger {
+    /// An empty ledger tracing into `trace`.
+    pub fn new(trace: Trace) -> Self {
+        Ledger {
+            trace,
+            shards: BTreeMap::new(),
+            instances: Vec::new(),
+            violations: Vec::new(),
+            stats: Stats::default(),
+            taken_at: BTreeMap::new(),
+        }
+    }
+
+    /// Record a broken invariant.
+    pub fn violation(&mut self, invariant: &'static str, message: String, focus: Vec<String>) {
+        self.trace.push(
+            Source::World,
+            None,
+            None,
+            format!("VIOLATION {invariant}: {message}"),
+        );
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(Violation {
+                at: self.trace.now(),
+                invariant,
+                message,
+                focus,
+                trace_len: self.trace.len(),
+            });
+        }
+    }
+
+    /// A shard now exists.
+    pub fn add_shard(&mut self, id: &str, parents: &[String]) {
+        self.shards.insert(
+            id.to_string(),
+            ShardLog {
+                parents: parents.to_vec(),
+                ..ShardLog::default()
+            },
+        );
+    }
+
+    /// A shard was closed (split or merged) at `at` on the stream's clock.
+    pub fn close_shard(&mut self, id: &str, at: SystemTime) {
+        if let Some(s) = self.shards.get_mut(id) {
+            s.closed_at = Some(at);
+        }
+    }
+
+    /// A record was put into `shard`.
+    pub fn produced(&mut self, shard: &str, seq: &str) {
+        let seq: u128 = seq.parse().expect("decimal sequence number");
+        let log = self
+            .shards
+            .get_mut(shard)
+            .expect("records go to known shards");
+        log.records.push(seq);
+        log.processed.push(false);
+        log.unprocessed += 1;
+        self.stats.produced += 1;
+    }
+
+    /// A processor instance was created; returns its id.
+    pub fn new_instance(&mut self, worker: &str, shard: &str) -> u64 {
+        self.instances.push(Instance {
+            worker: worker.to_string(),
+            shard: shard.to_string(),
+            next: None,
+            ended: false,
+        });
+        self.stats.instances += 1;
+        (self.instances.len() - 1) as u64
+    }
+
+    /// Instance `id` was dropped.
+    pub fn end_instance(&mut self, id: u64) {
+        self.instances[id as usize].ended = true;
+    }
+
+    /// `worker` took the lease of `shard` at `checkpoint`.
+    pub fn on_take(&mut self, worker: &str, shard: &str, checkpoint: &Checkpoint) {
+        self.taken_at
+            .insert((worker.to_string(), shard.to_string()), checkpoint.clone());
+    }
+
+    /// The index of the first record of `shard` that some processor may still need to read:
+    /// the first one past `checkpoint` (the lease's), or an earlier one that a live processor
+    /// instance still expects, or that a processor of the tenure of one of `holders` (the live
+    /// workers holding the lease) may start from. A processor whose lease was taken over lags
+    /// behind the new owner's checkpoint until it notices; one not initialised yet (or not even
+    /// created: its worker is stalled right after the take) starts at its tenure's checkpoint.
+    pub fn first_needed(
+        &self,
+        shard: &str,
+        checkpoint: Option<&Checkpoint>,
+        holders: &[String],
+    ) -> usize {
+        let Some(log) = self.shards.get(shard) else {
+            return 0;
+        };
+        let mut first = checkpoint.map_or(0, |c| log.covered_by(c));
+        for inst in self
+            .instances
+            .iter()
+            .filter(|i| !i.ended && i.shard == shard)
+        {
+            first = first.min(inst.next.unwrap_or(0));
+        }
+        for worker in holders {
+            let taken = self.taken_at.get(&(worker.clone(), shard.to_string()));
+            first = first.min(taken.map_or(0, |c| log.covered_by(c)));
+        }
+        first
+    }
+
+    /// `initialize` was called with `checkpoint`.
+    pub fn on_initialize(&mut self, id: u64, checkpoint: &Checkpoint) {
+        let inst = &self.instances[id as usize];
+        let (worker, shard) = (inst.worker.clone(), inst.shard.clone());
+        let next = match checkpoint {
+            Checkpoint::TrimHorizon => Some(0),
+            Checkpoint::Sequence(_) => Some(self.shards[&shard].covered_by(checkpoint)),
+            other => {
+                self.violation(
+                    "order",
+                    format!("processor #{id} of {shard} on {worker} was initialised at {other}, which the simulation never uses (TRIM_HORIZON leases only; SHARD_END leases get no processor)"),
+                    vec![worker, shard],
+                );
+                None
+            }
+        };
+        self.instances[id as usize].next = next;
+    }
+
+    /// A batch is delivered to instance `id`: check order, gaps and parents.
+    pub fn on_delivery(&mut self, id: u64, records: &[Record]) {
+        self.stats.batches += 1;
+        self.stats.delivered += records.len() as u64;
+        let Some(first) = records.first() else { return };
+        let inst = self.instances[id as usize].clone();
+        let focus = vec![inst.worker.clone(), inst.shard.clone()];
+        let log = &self.shards[&inst.shard];
+        let Some(expected) = inst.next else {
+            self.violation(
+                "order",
+                format!(
+                    "processor #{id} of {} on {} got records before a successful initialize",
+                    inst.shard, inst.worker
+                ),
+                focus,
+            );
+            return;
+        };
+        let Some(start) = log.index_of(seq_of(first)) else {
+            self.violation(
+                "order",
+                format!("processor #{id} of {} on {} got record {} that was not produced into that shard", inst.shard, inst.worker, first.sequence_number),
+                focus,
+            );
+            return;
+        };
+        if start != expected {
+            let what = if start > expected {
+                "skipping"
+            } else {
+                "repeating"
+            };
+            let seq = |i: usize| {
+                log.records
+                    .get(i)
+                    .map_or("<end>".to_string(), |s| s.to_string())
+            };
+            self.violation(
+                "order",
+                format!(
+                    "processor #{id} of {} on {} expected record #{expected} (seq {}) next but got #{start} (seq {}), {what} {} record(s)",
+                    inst.shard, inst.worker, seq(expected), seq(start), start.abs_diff(expected)
+                ),
+                focus,
+            );
+            return;
+        }
+        for (i, r) in records.iter().enumerate() {
+            if log.records.get(start + i) != Some(&seq_of(r)) {
+                self.violation(
+                    "order",
+                    format!(
+                        "processor #{id} of {} on {}: batch is not consecutive at position {i} (got seq {}, expected {:?})",
+                        inst.shard, inst.worker, r.sequence_number, log.records.get(start + i)
+                    ),
+                    focus,
+                );
+                return;
+            }
+        }
+        for parent in log.parents.clone() {
+            let p = &self.shards[&parent];
+            if p.records.last().is_some() && !p.processed.last().copied().unwrap_or(false) {
+                self.violation(
+                    "parents-first",
+                    format!(
+                        "processor #{id} of child {} on {} got records while the last record (seq {}) of parent {parent} was never processed ({} of its {} records unprocessed)",
+                        inst.shard, inst.worker, p.records.last().unwrap(), p.unprocessed, p.records.len()
+                    ),
+                    vec![inst.worker.clone(), inst.shard.clone(), parent.clone()],
+                );
+                return;
+            }
+        }
+    }
+
+    /// Instance `id` processed `records` (their side effects happened).
+    pub fn on_processed(&mut self, id: u64, records: &[Record]) {
+        let shard = self.instances[id as usize].shard.clone();
+        let log = self.shards.get_mut(&shard).expect("known shard");
+        for r in records {
+            if let Some(i) = log.index_of(seq_of(r)) {
+                if !log.processed[i] {
+                    log.processed[i] = true;
+                    log.unprocessed -= 1;
+                }
+            }
+        }
+        while log.processed.get(log.processed_prefix) == Some(&true) {
+            log.processed_prefix += 1;
+        }
+    }
+
+    /// The batch delivered to `id` ended: `ok` means accepted (the next batch follows it),
+    /// otherwise it must be delivered again.
+    pub fn on_batch_done(&mut self, id: u64, records: &[Record], ok: bool) {
+        if !ok {
+            self.stats.failed_batches += 1;
+            return;
+        }
+        if records.is_empty() {
+            return;
+        }
+        let inst = &mut self.instances[id as usize];
+        if let Some(next) = inst.next.as_mut() {
+            *next += records.len();
+        }
+    }
+
+    /// A checkpoint write by `worker` applied, changing `prior` into `new`.
+    pub fn on_checkpoint_applied(&mut self, worker: &str, prior: &Lease, new: &Lease) {
+        self.stats.checkpoints += 1;
+        let key = new.key.clone();
+        self.trace.push(
+            Source::Store,
+            Some(worker),
+            Some(&key),
+            format!(
+                "checkpoint {} -> {} (counter {})",
+                prior.checkpoint, new.checkpoint, new.counter
+            ),
+        );
+        let focus = vec![worker.to_string(), key.clone()];
+        if new.owner.as_deref() != Some(worker) {
+            self.violation(
+                "checkpoint-owner",
+                format!(
+                    "{worker} wrote checkpoint {} of {key} while the stored owner was {:?}",
+                    new.checkpoint, new.owner
+                ),
+                focus.clone(),
+            );
+        }
+        if new.checkpoint < prior.checkpoint {
+            self.violation(
+                "checkpoint-monotonic",
+                format!(
+                    "{worker} moved the checkpoint of {key} backwards from {} to {}",
+                    prior.checkpoint, new.checkpoint
+                ),
+                focus.clone(),
+            );
+        }
+        let Some(log) = self.shards.get_mut(&key) else {
+            return;
+        };
+        if new.checkpoint.is_shard_end() {
+            log.finished = true;
+        }
+        let covered = log.covered_by(&new.checkpoint);
+        let prefix = log.processed_prefix;
+        if covered > prefix {
+            let first_missing = log.records[prefix];
+            self.violation(
+                "checkpoint-processed",
+                format!(
+                    "{worker} checkpointed {key} at {} covering {covered} records, but record #{prefix} (seq {first_missing}) was never processed",
+                    new.checkpoint
+                ),
+                focus,
+            );
+        }
+    }
+
+    /// Every record processed at least once?
+    pub fn all_processed(&self) -> bool {
+        self.shards.values().all(|s| s.unprocessed == 0)
+    }
+
+    /// Records not processed yet, by shard: (count, first unprocessed index).
+    pub fn unprocessed(&self) -> BTreeMap<String, (usize, usize)> {
+        self.shards
+            .iter()
+            .filter(|(_, s)| s.unprocessed > 0)
+            .map(|(k, s)| (k.clone(), (s.unprocessed, s.processed_prefix)))
+            .collect()
+    }
+
+    /// Total records processed at least once.
+    pub fn processed_total(&self) -> usize {
+        self.shards
+            .values()
+            .map(|s| s.records.len() - s.unprocessed)
+            .sum()
+    }
+}

@@ -1,0 +1,228 @@
+//! The simulated record processor: reports every call to the [`Ledger`], fails batches and
+//! checkpoints at random points according to its [`ProcessorProfile`].
+//!
+//! A batch goes through three steps: maybe fail before touching it (`Err`: the library
+//! delivers the same batch again), process it (its records count as processed from then on),
+//! maybe checkpoint (everything, or at a random record of the batch), then maybe fail anyway
+//! (a failure after the side effects: the batch is redelivered and processed twice, which
+//! at-least-once allows). At shard end it checkpoints `SHARD_END`, except that a forgetful
+//! profile sometimes forgets, and remembers when the library asks again.
+
+use crate::ledger::Ledger;
+use crate::trace::{Source, Trace};
+use async_trait::async_trait;
+use kcl::{
+    Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
+    RecordProcessorFactory, RestartShard, Shutdown,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+
+/// How processors behave (probabilities per call).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProcessorProfile {
+    /// `initialize` fails.
+    pub init_fail: f64,
+    /// A batch fails before it is processed.
+    pub fail_before: f64,
+    /// A batch fails after it was processed (and maybe checkpointed).
+    pub fail_after: f64,
+    /// The processor asks for a restart of the shard (`RestartShard`) instead of processing.
+    pub restart: f64,
+    /// Checkpoint after a processed batch.
+    pub checkpoint: f64,
+    /// When checkpointing, at a random record of the batch rather than at its end.
+    pub partial_checkpoint: f64,
+    /// At shard end, forget to checkpoint (the library asks again after its backoff).
+    pub forget_shard_end: f64,
+    /// Checkpoint when a graceful shutdown is requested.
+    pub checkpoint_on_shutdown: f64,
+}
+
+/// Makes one [`SimProcessor`] per consumer of one worker.
+pub struct SimProcessorFactory {
+    /// The worker's id.
+    pub worker: String,
+    /// The run's ground truth.
+    pub ledger: Arc<Mutex<Ledger>>,
+    /// The run's trace.
+    pub trace: Trace,
+    /// Behaviour.
+    pub profile: ProcessorProfile,
+    /// The run's seed (each instance seeds its generator from it and its id).
+    pub seed: u64,
+}
+
+impl RecordProcessorFactory for SimProcessorFactory {
+    type Processor = SimProcessor;
+
+    fn create(&self, shard_id: &str) -> SimProcessor {
+        let id = self
+            .ledger
+            .lock()
+            .unwrap()
+            .new_instance(&self.worker, shard_id);
+        SimProcessor {
+            id,
+            worker: self.worker.clone(),
+            shard: shard_id.to_string(),
+            ledger: self.ledger.clone(),
+            trace: self.trace.clone(),
+            profile: self.profile,
+            rng: StdRng::seed_from_u64(
+                self.seed ^ 0x5EED_0000_0000 ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
+        }
+    }
+}
+
+/// One processor instance.
+pub struct SimProcessor {
+    id: u64,
+    worker: String,
+    shard: String,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+    profile: ProcessorProfile,
+    rng: StdRng,
+}
+
+impl SimProcessor {
+    fn log(&self, text: String) {
+        self.trace.push(
+            Source::Processor,
+            Some(&self.worker),
+            Some(&self.shard),
+            format!("#{} {text}", self.id),
+        );
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    async fn checkpoint_all(&mut self, checkpointer: &mut Checkpointer, why: &str) {
+        let r = checkpointer.checkpoint().await;
+        self.log(format!(
+            "checkpoint ({why}): {}",
+            match &r {
+                Ok(()) => format!("ok at {}", checkpointer.last_checkpoint()),
+                Err(e) => format!("refused: {e}"),
+            }
+        ));
+    }
+}
+
+impl Drop for SimProcessor {
+    fn drop(&mut self) {
+        // Never poisoned unless a check already panicked; then there is nothing to record.
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.end_instance(self.id);
+        }
+    }
+}
+
+#[async_trait]
+impl RecordProcessor for SimProcessor {
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        if self.chance(self.profile.init_fail) {
+            self.log(format!(
+                "initialize at {}: injected failure",
+                input.checkpoint
+            ));
+            return Err("injected initialize failure".into());
+        }
+        self.log(format!("initialize at {}", input.checkpoint));
+        self.ledger
+            .lock()
+            .unwrap()
+            .on_initialize(self.id, &input.checkpoint);
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let records = &input.records;
+        let span = match (records.first(), records.last()) {
+            (Some(a), Some(b)) => format!("{}..={}", a.sequence_number, b.sequence_number),
+            _ => "empty".to_string(),
+        };
+        self.ledger.lock().unwrap().on_delivery(self.id, records);
+        if self.chance(self.profile.restart) {
+            self.log(format!(
+                "batch {span} ({}): asks for a restart",
+                records.len()
+            ));
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_batch_done(self.id, records, false);
+            return Err(Box::new(RestartShard("injected restart".into())));
+        }
+        if self.chance(self.profile.fail_before) {
+            self.log(format!(
+                "batch {span} ({}): fails before processing",
+                records.len()
+            ));
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_batch_done(self.id, records, false);
+            return Err("injected failure before processing".into());
+        }
+        self.ledger.lock().unwrap().on_processed(self.id, records);
+        self.log(format!("batch {span} ({}): processed", records.len()));
+        if !records.is_empty() && self.chance(self.profile.checkpoint) {
+            if self.chance(self.profile.partial_checkpoint) {
+                let i = self.rng.random_range(0..records.len());
+                let r = checkpointer.checkpoint_record(&records[i]).await;
+                self.log(format!(
+                    "checkpoint at record {i} ({}): {}",
+                    records[i].sequence_number,
+                    r.map_or_else(|e| format!("refused: {e}"), |()| "ok".into())
+                ));
+            } else {
+                self.checkpoint_all(checkpointer, "batch").await;
+            }
+        }
+        if self.chance(self.profile.fail_after) {
+            self.log("fails after processing".into());
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_batch_done(self.id, records, false);
+            return Err("injected failure after processing".into());
+        }
+        self.ledger
+            .lock()
+            .unwrap()
+            .on_batch_done(self.id, records, true);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        match reason {
+            Shutdown::ShardEnded { checkpointer } => {
+                if self.chance(self.profile.forget_shard_end) {
+                    self.log("shard ended: forgets to checkpoint".into());
+                } else {
+                    self.checkpoint_all(checkpointer, "shard end").await;
+                }
+            }
+            Shutdown::Requested { checkpointer } => {
+                if self.chance(self.profile.checkpoint_on_shutdown) {
+                    self.checkpoint_all(checkpointer, "shutdown requested")
+                        .await;
+                } else {
+                    self.log("shutdown requested: no checkpoint".into());
+                }
+            }
+            Shutdown::LeaseLost => self.log("lease lost".into()),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! Scenarios: everything a run will do, generated from its seed.
+//!
+//! A scenario fixes the world's shape (shards, workers, timings, fault rates, processor
+//! behaviour) and a timeline of [`Action`]s. Actions name no targets: which worker is killed
+//! or which shard is split is chosen when the action runs (from the world's own seeded
+//! generator), because the live workers and open shards depend on what happened before.
+
+use crate::faults::{StoreFaultRates, StreamFaultRates};
+use crate::processor::ProcessorProfile;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+use std::time::Duration;
+
+/// The most workers alive at once.
+pub const MAX_WORKERS: usize = 8;
+/// The most open shards (splits stop there).
+pub const MAX_OPEN_SHARDS: usize = 64;
+
+/// A change to the world.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    /// Producers now put this many records per second in total (spread by random hash key).
+    Produce(f64),
+    /// A new worker (new id) joins.
+    AddWorker,
+    /// A worker that died or stopped comes back with the same id.
+    RestartWorker,
+    /// A worker shuts down gracefully.
+    StopWorker,
+    /// A worker dies abruptly (its task is aborted; its leases expire).
+    KillWorker,
+    /// A worker's I/O stalls for this long (its timers keep running).
+    PauseWorker(Duration),
+    /// An open shard splits.
+    Split,
+    /// Two adjacent open shards merge.
+    Merge,
+    /// Retention trims records every lease has checkpointed past.
+    Trim,
+}
+
+/// An action at a simulated time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    /// When, from the start.
+    pub at: Duration,
+    /// What.
+    pub action: Action,
+}
+
+/// Everything a run does, from its seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The seed it came from.
+    pub seed: u64,
+    /// Open shards at the start.
+    pub initial_shards: usize,
+    /// Workers at the start.
+    pub initial_workers: usize,
+    /// Lease failover time (renew and take intervals are a third of it).
+    pub failover: Duration,
+    /// Pause between GetRecords calls per shard.
+    pub idle_between_reads: Duration,
+    /// GetRecords limit.
+    pub max_records: u32,
+    /// Batches fetched ahead.
+    pub max_pending_batches: usize,
+    /// Parent shard poll interval.
+    pub parent_poll: Duration,
+    /// Periodic shard sync interval.
+    pub shard_sync_interval: Duration,
+    /// Finished-lease clean-up interval.
+    pub cleanup_interval: Duration,
+    /// Task backoff.
+    pub task_backoff: Duration,
+    /// Graceful shutdown bound.
+    pub graceful_timeout: Duration,
+    /// Leases stolen per round at most.
+    pub steal_at_once: usize,
+    /// Deliver empty batches too.
+    pub empty_batches: bool,
+    /// Lease-store faults during the scenario.
+    pub store_faults: StoreFaultRates,
+    /// Stream faults during the scenario.
+    pub stream_faults: StreamFaultRates,
+    /// Processor behaviour.
+    pub processor: ProcessorProfile,
+    /// The timeline, sorted by time.
+    pub actions: Vec<Timed>,
+    /// When the scenario's changes end and the drain starts.
+    pub active: Duration,
+}
+
+fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(rng.random_range(lo..=hi))
+}
+
+/// A probability: zero with chance `p_zero`, else uniform in `0..=max`.
+fn rate(rng: &mut StdRng, p_zero: f64, max: f64) -> f64 {
+    if rng.random::<f64>() < p_zero {
+        0.0
+    } else {
+        rng.random_range(0.0..=max)
+    }
+}
+
+impl Scenario {
+    /// The scenario of `seed`.
+    pub fn generate(seed: u64) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let r = &mut rng;
+        let initial_shards = match r.random_range(0..10) {
+            0..=4 => r.random_range(1..=8),
+            5..=7 => r.random_range(9..=24),
+            _ => r.random_range(25..=MAX_OPEN_SHARDS),
+        };
+        let initial_workers = r.random_range(1..=MAX_WORKERS);
+        let failover = Duration::from_millis(100 * r.random_range(10..=100));
+        let idle_between_reads = ms(r, 200, 1000);
+        let max_records = [5, 10, 25, 100, 1000][r.random_range(0..5)];
+        let faults = r.random_range(0..10); // 0-2 none, 3-6 light, 7-9 heavy
+        let (store_faults, stream_faults) = match faults {
+            0..=2 => Default::default(),
+            _ => {
+                let heavy = if faults >= 7 { 3.0 } else { 1.0 };
+                let max_delay = ms(r, 10, (failover.as_millis() as u64 / 4).max(20));
+                (
+                    StoreFaultRates {
+                        throttle: rate(r, 0.3, 0.03 * heavy),
+                        timeout: rate(r, 0.3, 0.02 * heavy),
+                        timeout_after_apply: rate(r, 0.3, 0.02 * heavy),
+                        conflict: rate(r, 0.5, 0.005 * heavy),
+                        delay: rate(r, 0.3, 0.05 * heavy),
+                        max_delay,
+                    },
+                    StreamFaultRates {
+                        throttle: rate(r, 0.3, 0.03 * heavy),
+                        timeout: rate(r, 0.3, 0.02 * heavy),
+                        expire_iterator: rate(r, 0.3, 0.02 * heavy),
+                        delay: rate(r, 0.3, 0.05 * heavy),
+                        max_delay: ms(r, 10, 2000),
+                    },
+                )
+            }
+        };
+        let processor = if r.random_bool(0.3) {
+            ProcessorProfile {
+                checkpoint: 1.0,
+                checkpoint_on_shutdown: 1.0,
+                ..ProcessorProfile::default()
+            }
+        } else {
+            // A processor that restarts its shard (from the last checkpoint) must checkpoint
+            // much more often than it restarts, or it never gets anywhere (not the library's
+            // fault).
+            let restart = rate(r, 0.7, 0.05);
+            ProcessorProfile {
+                init_fail: rate(r, 0.6, 0.3),
+                fail_before: rate(r, 0.4, 0.2),
+                fail_after: rate(r, 0.5, 0.1),
+                restart,
+                checkpoint: r.random_range((10.0 * restart).min(1.0)..=1.0),
+                partial_checkpoint: rate(r, 0.3, 1.0),
+                forget_shard_end: rate(r, 0.5, 0.7),
+                checkpoint_on_shutdown: r.random_range(0.0..=1.0),
+            }
+        };
+        let active = Duration::from_secs(r.random_range(10..=90));
+        let count = r.random_range(0..=16);
+        let mut actions = vec![Timed {
+            at: Duration::ZERO,
+            action: Action::Produce(r.random_range(1.0..=30.0)),
+        }];
+        for _ in 0..count {
+            let at = Duration::from_millis(r.random_range(0..=active.as_millis() as u64));
+            let action = match r.random_range(0..100) {
+                0..=14 => Action::Produce(rate(r, 0.2, 30.0)),
+                15..=26 => Action::AddWorker,
+                27..=32 => Action::RestartWorker,
+                33..=43 => Action::StopWorker,
+                44..=55 => Action::KillWorker,
+                56..=67 => Action::PauseWorker(failover.mul_f64(r.random_range(0.3..=3.0))),
+                68..=81 => Action::Split,
+                82..=94 => Action::Merge,
+                _ => Action::Trim,
+            };
+            actions.push(Timed { at, action });
+        }
+        actions.sort_by_key(|t| t.at);
+        Scenario {
+            seed,
+            initial_shards,
+            initial_workers,
+            failover,
+            idle_between_reads,
+            max_records,
+            max_pending_batches: r.random_range(1..=3),
+            parent_poll: ms(r, 200, 2000),
+            shard_sync_interval: ms(r, 1000, 10_000),
+            cleanup_interval: ms(r, 1000, 10_000),
+            task_backoff: ms(r, 100, 1000),
+            graceful_timeout: ms(r, 1000, 10_000),
+            steal_at_once: r.random_range(1..=3),
+            empty_batches: r.random_bool(0.2),
+            store_faults,
+            stream_faults,
+            processor,
+            actions,
+            active,
+        }
+    }
+
+    /// The renewal interval the workers use (the library's default: a third of the failover).
+    pub fn renew_interval(&self) -> Duration {
+        self.failover / 3
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} shards, {} workers, failover {:?}, idle {:?}, max_records {}, prefetch {}, \
+             parent poll {:?}, sync {:?}, cleanup {:?}, task backoff {:?}, graceful {:?}, steal {}, empty batches {}",
+            self.seed,
+            self.initial_shards,
+            self.initial_workers,
+            self.failover,
+            self.idle_between_reads,
+            self.max_records,
+            self.max_pending_batches,
+            self.parent_poll,
+            self.shard_sync_interval,
+            self.cleanup_interval,
+            self.task_backoff,
+            self.graceful_timeout,
+            self.steal_at_once,
+            self.empty_batches
+        )?;
+        writeln!(f, "  store faults: {:?}", self.store_faults)?;
+        writeln!(f, "  stream faults: {:?}", self.stream_faults)?;
+        writeln!(f, "  processor: {:?}", self.processor)?;
+        write!(f, "  timeline (drain from {:?}):", self.active)?;
+        for t in &self.actions {
+            write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_a_function_of_the_seed() {
+        for seed in 0..50 {
+            let a = Scenario::generate(seed);
+            assert_eq!(a, Scenario::generate(seed));
+            assert!((1..=MAX_OPEN_SHARDS).contains(&a.initial_shards));
+            assert!((1..=MAX_WORKERS).contains(&a.initial_workers));
+            assert!(a.actions.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(a.actions.iter().all(|t| t.at <= a.active));
+        }
+        assert_ne!(Scenario::generate(1), Scenario::generate(2));
+    }
+}

@@ -1,0 +1,65 @@
+//! One worker's view of the shared stream: the shared [`InMemoryStream`] (whose own fault
+//! injector carries the run's stream faults) behind the worker's [`Gate`].
+
+use crate::gate::Gate;
+use async_trait::async_trait;
+use kcl::retrieval::{
+    InMemoryStream, IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+};
+use std::fmt;
+
+/// A worker's stream client.
+pub struct SimStream {
+    inner: InMemoryStream,
+    gate: Gate,
+}
+
+impl fmt::Debug for SimStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimStream").finish()
+    }
+}
+
+impl SimStream {
+    /// `inner` as seen through `gate`.
+    pub fn new(inner: InMemoryStream, gate: Gate) -> Self {
+        SimStream { inner, gate }
+    }
+}
+
+#[async_trait]
+impl StreamClient for SimStream {
+    fn stream_name(&self) -> &str {
+        self.inner.stream_name()
+    }
+
+    async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.list_shards().await;
+        self.gate.pass().await;
+        r
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Option<String>, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.get_shard_iterator(shard_id, position).await;
+        self.gate.pass().await;
+        r
+    }
+
+    async fn get_records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<RecordBatch, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.get_records(shard_id, iterator, limit).await;
+        self.gate.pass().await;
+        r
+    }
+}

@@ -1,0 +1,780 @@
+//! The simulated world: one stream, one lease table, workers running the library's real
+//! [`Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
+//! world (lease overlap, convergence after the drain, graceful stop).
+//!
+//! The world advances in ticks of [`TICK`] of simulated time. Each tick it runs the actions
+//! that are due, ends pauses, notices workers whose task ended, produces records and samples
+//! which leases each live worker holds. After the scenario's last change it drains: producers
+//! stop, faults stop, pauses end, and it waits (bounded) until every record was processed and
+//! the leases are evenly spread, then stops every worker gracefully.
+
+use crate::faults::{StoreFaults, StreamFaults};
+use crate::gate::Gate;
+use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
+use crate::ledger::Ledger;
+use crate::processor::SimProcessorFactory;
+use crate::scenario::{Action, Scenario, MAX_OPEN_SHARDS, MAX_WORKERS};
+use crate::store::SimLeaseStore;
+use crate::stream::SimStream;
+use crate::trace::Trace;
+use kcl::coordinator::LeaseCoordinator;
+use kcl::lease::InMemoryLeaseStore;
+use kcl::retrieval::{InMemoryStream, StreamRef};
+use kcl::{Config, InitialPosition, Scheduler, SchedulerError, SchedulerHandle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The world's time step.
+pub const TICK: Duration = Duration::from_millis(100);
+/// The drain fails when it makes no progress (no record newly processed, no lease moving)
+/// for this long.
+pub const DRAIN_STALL: Duration = Duration::from_secs(300);
+/// The drain fails when it lasts this long, progress or not (a livelock).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Asks a running world to stop at once (see [`crate::run::run_seed_bounded`]): a world
+/// whose simulated time no longer advances is still polled when notified from another thread.
+#[derive(Debug, Default)]
+pub struct AbortSignal {
+    aborted: AtomicBool,
+    notify: Notify,
+}
+
+impl AbortSignal {
+    /// Stop the world at its next tick.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// True once [`AbortSignal::abort`] was called.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+}
+
+/// What the world measured, for the run summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorldStats {
+    /// Simulated time of the whole run.
+    pub simulated: Duration,
+    /// How long the drain took.
+    pub drain: Duration,
+    /// The longest time two live workers held the same lease.
+    pub max_overlap: Duration,
+    /// The bound that overlap was checked against.
+    pub overlap_bound: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    Running,
+    Stopping,
+    Gone,
+}
+
+struct Worker {
+    id: String,
+    coordinator: LeaseCoordinator,
+    handle: SchedulerHandle,
+    task: JoinHandle<Result<(), SchedulerError>>,
+    gate: Gate,
+    state: WorkerState,
+    paused_until: Option<Instant>,
+    stop_requested: Option<Instant>,
+}
+
+/// One run's world.
+pub struct World {
+    sc: Scenario,
+    rng: StdRng,
+    stream: InMemoryStream,
+    table: InMemoryLeaseStore,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+    store_faults: Arc<StoreFaults>,
+    stream_faults: Arc<StreamFaults>,
+    workers: Vec<Worker>,
+    next_worker: usize,
+    incarnations: u64,
+    rate: f64,
+    carry: f64,
+    overlap: OverlapTracker,
+    bound: Duration,
+    start: Instant,
+    abort: Arc<AbortSignal>,
+}
+
+impl World {
+    /// A world for `sc`, tracing into `trace`, stopping early on `abort`. Call inside the
+    /// simulation runtime.
+    pub fn new(sc: Scenario, trace: Trace, abort: Arc<AbortSignal>) -> World {
+        trace.start_clock();
+        let seed = sc.seed;
+        let stream = InMemoryStream::new("sim", sc.initial_shards);
+        let stream_faults = Arc::new(StreamFaults::new(sc.stream_faults, seed ^ 0x57AE_A11F));
+        stream.set_fault_injector(Some(stream_faults.clone()));
+        let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
+        {
+            let mut l = ledger.lock().unwrap();
+            for s in stream.shards() {
+                l.add_shard(&s.shard_id, &[]);
+            }
+        }
+        let bound = overlap_bound(sc.failover, TICK);
+        World {
+            rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
+            store_faults: Arc::new(StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5)),
+            stream_faults,
+            stream,
+            table: InMemoryLeaseStore::new(),
+            ledger,
+            trace,
+            workers: Vec::new(),
+            next_worker: 0,
+            incarnations: 0,
+            rate: 0.0,
+            carry: 0.0,
+            overlap: OverlapTracker::default(),
+            bound,
+            start: Instant::now(),
+            abort,
+            sc,
+        }
+    }
+
+    /// The ground truth (for the outcome).
+    pub fn ledger(&self) -> Arc<Mutex<Ledger>> {
+        self.ledger.clone()
+    }
+
+    fn elapsed(&self) -> Duration {
+        Instant::now() - self.start
+    }
+
+    fn violation(&self, invariant: &'static str, message: String, focus: Vec<String>) {
+        self.ledger
+            .lock()
+            .unwrap()
+            .violation(invariant, message, focus);
+    }
+
+    /// Wait one tick; true when the world was aborted.
+    async fn tick(&self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.abort.notify.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        self.abort.is_aborted()
+    }
+
+    /// Run the scenario, drain, check, stop. Returns what the world measured.
+    pub async fn run(mut self) -> WorldStats {
+        for line in self.sc.to_string().lines() {
+            self.trace.world(line.to_string());
+        }
+        for _ in 0..self.sc.initial_workers {
+            self.add_worker(None);
+        }
+        let actions = self.sc.actions.clone();
+        let mut next = 0;
+        loop {
+            let now = self.elapsed();
+            while next < actions.len() && actions[next].at <= now {
+                self.act(actions[next].action);
+                next += 1;
+            }
+            self.housekeeping().await;
+            self.produce();
+            self.sample();
+            if now >= self.sc.active || self.tick().await {
+                break;
+            }
+        }
+        let drain_started = self.elapsed();
+        if !self.abort.is_aborted() {
+            self.drain().await;
+        }
+        let drain = self.elapsed() - drain_started;
+        if !self.abort.is_aborted() {
+            self.stop_all().await;
+        }
+        WorldStats {
+            simulated: self.elapsed(),
+            drain,
+            max_overlap: self.overlap.max_overlap,
+            overlap_bound: self.bound,
+        }
+    }
+
+    // ----- workers -----
+
+    fn live(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().filter(|w| w.state != WorkerState::Gone)
+    }
+
+    fn add_worker(&mut self, reuse: Option<String>) {
+        let id = reuse.unwrap_or_else(|| {
+            self.next_worker += 1;
+            format!("w{}", self.next_worker - 1)
+        });
+        self.incarnations += 1;
+        let sc = &self.sc;
+        let config = Config::builder("sim-app", StreamRef::Name("sim".into()))
+            .worker_id(id.clone())
+            .initial_position(InitialPosition::TrimHorizon)
+            .failover_time(sc.failover)
+            .max_records(sc.max_records)
+            .idle_time_between_reads(sc.idle_between_reads)
+            .max_pending_batches(sc.max_pending_batches)
+            .call_process_records_even_for_empty_list(sc.empty_batches)
+            .parent_shard_poll_interval(sc.parent_poll)
+            .shard_sync_interval(sc.shard_sync_interval)
+            .task_backoff(sc.task_backoff)
+            .cleanup_leases_upon_shard_completion(true)
+            .lease_cleanup_interval(sc.cleanup_interval)
+            .max_leases_to_steal_at_one_time(sc.steal_at_once)
+            .graceful_shutdown_timeout(sc.graceful_timeout)
+            .rng_seed(Some(
+                sc.seed ^ self.incarnations.wrapping_mul(0x2545_F491_4F6C_DD1D),
+            ))
+            .build()
+            .expect("the scenario's settings are valid");
+        let gate = Gate::new();
+        let store = SimLeaseStore::new(
+            self.table.clone(),
+            &id,
+            gate.clone(),
+            self.store_faults.clone(),
+            self.ledger.clone(),
+            self.trace.clone(),
+        );
+        let stream = SimStream::new(self.stream.clone(), gate.clone());
+        let factory = SimProcessorFactory {
+            worker: id.clone(),
+            ledger: self.ledger.clone(),
+            trace: self.trace.clone(),
+            profile: sc.processor,
+            seed: sc.seed,
+        };
+        let scheduler = Scheduler::new(config, factory, Arc::new(stream), Arc::new(store));
+        let coordinator = scheduler.coordinator().clone();
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
+        self.ledger.lock().unwrap().stats.workers_started += 1;
+        self.trace.push(
+            crate::trace::Source::World,
+            Some(&id),
+            None,
+            "worker starts",
+        );
+        self.workers.push(Worker {
+            id,
+            coordinator,
+            handle,
+            task,
+            gate,
+            state: WorkerState::Running,
+            paused_until: None,
+            stop_requested: None,
+        });
+    }
+
+    /// Index of a random worker among those `pick` accepts.
+    fn pick_worker(&mut self, pick: impl Fn(&Worker) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| pick(&self.workers[i]))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        Some(candidates[self.rng.random_range(0..candidates.len())])
+    }
+
+    fn say(&self, worker: Option<&str>, text: String) {
+        self.trace
+            .push(crate::trace::Source::World, worker, None, text);
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Produce(rate) => {
+                self.rate = rate;
+                self.say(None, format!("producers now put {rate:.1} records/s"));
+            }
+            Action::AddWorker => {
+                if self.live().count() < MAX_WORKERS {
+                    self.add_worker(None);
+                } else {
+                    self.say(None, "add worker: already at the maximum".into());
+                }
+            }
+            Action::RestartWorker => {
+                let live: Vec<String> = self.live().map(|w| w.id.clone()).collect();
+                let dead: Vec<String> = {
+                    let mut d: Vec<String> = self
+                        .workers
+                        .iter()
+                        .filter(|w| w.state == WorkerState::Gone && !live.contains(&w.id))
+                        .map(|w| w.id.clone())
+                        .collect();
+                    d.dedup();
+                    d.sort();
+                    d.dedup();
+                    d
+                };
+                if dead.is_empty() || live.len() >= MAX_WORKERS {
+                    self.say(None, "restart worker: none to restart".into());
+                } else {
+                    let id = dead[self.rng.random_range(0..dead.len())].clone();
+                    self.say(Some(&id), "worker restarts with the same id".into());
+                    self.add_worker(Some(id));
+                }
+            }
+            Action::StopWorker => match self.pick_worker(|w| w.state == WorkerState::Running) {
+                Some(i) => {
+                    let w = &mut self.workers[i];
+                    w.handle.request_shutdown();
+                    w.state = WorkerState::Stopping;
+                    w.stop_requested = Some(Instant::now());
+                    let id = w.id.clone();
+                    self.ledger.lock().unwrap().stats.stops += 1;
+                    self.say(Some(&id), "graceful shutdown requested".into());
+                }
+                None => self.say(None, "stop worker: none running".into()),
+            },
+            Action::KillWorker => match self.pick_worker(|w| w.state != WorkerState::Gone) {
+                Some(i) => {
+                    let w = &mut self.workers[i];
+                    w.task.abort();
+                    w.gate.open();
+                    w.state = WorkerState::Gone;
+                    let id = w.id.clone();
+                    self.ledger.lock().unwrap().stats.kills += 1;
+                    self.say(Some(&id), "worker killed".into());
+                }
+                None => self.say(None, "kill worker: none alive".into()),
+            },
+            Action::PauseWorker(d) => {
+                match self.pick_worker(|w| w.state != WorkerState::Gone && w.paused_until.is_none())
+                {
+                    Some(i) => {
+                        let w = &mut self.workers[i];
+                        w.gate.close();
+                        w.paused_until = Some(Instant::now() + d);
+                        let id = w.id.clone();
+                        self.ledger.lock().unwrap().stats.pauses += 1;
+                        self.say(
+                            Some(&id),
+                            format!("worker paused for {d:?} (its I/O stalls)"),
+                        );
+                    }
+                    None => self.say(None, "pause worker: none to pause".into()),
+                }
+            }
+            Action::Split => self.split(),
+            Action::Merge => self.merge(),
+            Action::Trim => self.trim(),
+        }
+    }
+
+    fn end_pause(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        w.gate.open();
+        w.paused_until = None;
+        let id = w.id.clone();
+        self.say(Some(&id), "worker resumes".into());
+    }
+
+    /// End due pauses; notice workers whose task ended.
+    async fn housekeeping(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.workers.len() {
+            if self.workers[i].paused_until.is_some_and(|t| t <= now) {
+                self.end_pause(i);
+            }
+            let w = &mut self.workers[i];
+            if w.state != WorkerState::Gone && w.task.is_finished() {
+                w.state = WorkerState::Gone;
+                let id = w.id.clone();
+                let result = (&mut w.task).await;
+                let text = match result {
+                    Ok(Ok(())) => "worker stopped".to_string(),
+                    Ok(Err(e)) => format!("worker failed: {e}"),
+                    Err(e) => format!("worker task ended: {e}"),
+                };
+                self.say(Some(&id), text);
+            }
+        }
+    }
+
+    // ----- stream -----
+
+    fn produce(&mut self) {
+        self.carry += self.rate * TICK.as_secs_f64();
+        let n = self.carry.floor();
+        self.carry -= n;
+        for _ in 0..n as u64 {
+            let hash: u128 = self.rng.random();
+            let (shard, seq) = self.stream.put_with_hash(hash, "pk", b"");
+            self.ledger.lock().unwrap().produced(&shard, &seq);
+        }
+    }
+
+    fn open_shards(&self) -> Vec<kcl::retrieval::Shard> {
+        let mut open: Vec<_> = self
+            .stream
+            .shards()
+            .into_iter()
+            .filter(|s| !s.is_closed())
+            .collect();
+        open.sort_by_key(|s| s.hash_key_range.start);
+        open
+    }
+
+    fn split(&mut self) {
+        let open: Vec<_> = self
+            .open_shards()
+            .into_iter()
+            .filter(|s| s.hash_key_range.end - s.hash_key_range.start >= 2)
+            .collect();
+        if open.is_empty() || self.open_shards().len() >= MAX_OPEN_SHARDS {
+            self.say(None, "split: no shard to split".into());
+            return;
+        }
+        let s = &open[self.rng.random_range(0..open.len())];
+        let r = s.hash_key_range;
+        let at = self.rng.random_range(r.start + 1..=r.end);
+        let (a, b) = self.stream.split(&s.shard_id, at).expect("a valid split");
+        let now = self.stream.now();
+        let mut l = self.ledger.lock().unwrap();
+        l.add_shard(&a, std::slice::from_ref(&s.shard_id));
+        l.add_shard(&b, std::slice::from_ref(&s.shard_id));
+        l.close_shard(&s.shard_id, now);
+        l.stats.splits += 1;
+        drop(l);
+        self.trace.push(
+            crate::trace::Source::World,
+            None,
+            Some(&s.shard_id),
+            format!("split into {a} and {b}"),
+        );
+    }
+
+    fn merge(&mut self) {
+        let open = self.open_shards();
+        if open.len() < 2 {
+            self.say(None, "merge: fewer than two open shards".into());
+            return;
+        }
+        let i = self.rng.random_range(0..open.len() - 1);
+        let (x, y) = (&open[i].shard_id, &open[i + 1].shard_id);
+        let (x, y) = if self.rng.random_bool(0.5) {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        let child = self.stream.merge(x, y).expect("adjacent open shards merge");
+        let now = self.stream.now();
+        let mut l = self.ledger.lock().unwrap();
+        l.add_shard(&child, &[x.clone(), y.clone()]);
+        l.close_shard(x, now);
+        l.close_shard(y, now);
+        l.stats.merges += 1;
+        drop(l);
+        self.trace.push(
+            crate::trace::Source::World,
+            None,
+            Some(&child),
+            format!("merged {x} and {y} into {child}"),
+        );
+    }
+
+    /// Retention: drop records that arrived before the oldest record some processor may still
+    /// need (see [`Ledger::first_needed`]), and never a closed shard that is not finished. So
+    /// nothing is trimmed that a processor could still have to read, and no record is excused
+    /// from the checks.
+    fn trim(&mut self) {
+        let table = self.table.snapshot();
+        let holders = self.holders();
+        let mut cutoff: SystemTime = self.stream.now() - Duration::from_secs(1);
+        let ledger = self.ledger.lock().unwrap();
+        for shard in self.stream.shards() {
+            let id = &shard.shard_id;
+            let Some(log) = ledger.shards.get(id) else {
+                continue;
+            };
+            if log.finished {
+                continue;
+            }
+            let first = ledger.first_needed(
+                id,
+                table.get(id).map(|l| &l.checkpoint),
+                holders.get(id).map_or(&[], Vec::as_slice),
+            );
+            if let Some(&seq) = log.records.get(first) {
+                let needed = self
+                    .stream
+                    .records(id)
+                    .into_iter()
+                    .find(|r| r.sequence_number.parse::<u128>().ok() == Some(seq));
+                if let Some(t) = needed.and_then(|r| r.approximate_arrival_timestamp) {
+                    cutoff = cutoff.min(t);
+                }
+            }
+            if let Some(closed) = log.closed_at {
+                cutoff = cutoff.min(closed);
+            }
+        }
+        drop(ledger);
+        let before = self.stream.total_records();
+        self.stream.trim(cutoff);
+        let dropped = before - self.stream.total_records();
+        self.ledger.lock().unwrap().stats.trims += 1;
+        let age = self.stream.now().duration_since(cutoff).unwrap_or_default();
+        self.say(
+            None,
+            format!("retention trims records older than {age:?}: {dropped} dropped"),
+        );
+    }
+
+    // ----- checks -----
+
+    /// Which live worker holds which lease (by the coordinators' own view).
+    fn holders(&self) -> BTreeMap<String, Vec<String>> {
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for w in self.live() {
+            for key in w.coordinator.held_keys() {
+                holders.entry(key).or_default().push(w.id.clone());
+            }
+        }
+        holders
+    }
+
+    fn sample(&mut self) {
+        let holders = self.holders();
+        let now = self.elapsed();
+        let bound = self.bound;
+        for (key, who, lasted) in self.overlap.sample(now, &holders, bound) {
+            let mut focus = who.clone();
+            focus.push(key.clone());
+            self.violation(
+                "single-owner",
+                format!(
+                    "{} have all held {key} for {lasted:?}, longer than the bound {bound:?}",
+                    who.join(" and ")
+                ),
+                focus,
+            );
+        }
+    }
+
+    /// The leases each running worker holds (finished ones told apart by the table).
+    fn loads(&self) -> BTreeMap<String, Load> {
+        let table = self.table.snapshot();
+        self.workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Running)
+            .map(|w| {
+                let held = w.coordinator.held_keys();
+                let finished = held
+                    .iter()
+                    .filter(|k| table.get(*k).is_some_and(|l| l.checkpoint.is_shard_end()))
+                    .count();
+                (
+                    w.id.clone(),
+                    Load {
+                        held: held.len(),
+                        finished,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn lease_table_summary(&self) -> String {
+        self.table
+            .snapshot()
+            .values()
+            .map(|l| {
+                format!(
+                    "{} owner={} counter={} checkpoint={}",
+                    l.key,
+                    l.owner.as_deref().unwrap_or("-"),
+                    l.counter,
+                    l.checkpoint
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn drain(&mut self) {
+        self.say(
+            None,
+            "DRAIN: producers stop, faults stop, pauses end".into(),
+        );
+        self.rate = 0.0;
+        self.store_faults.set_enabled(false);
+        self.stream_faults.set_enabled(false);
+        for i in 0..self.workers.len() {
+            if self.workers[i].paused_until.is_some() {
+                self.end_pause(i);
+            }
+        }
+        if !self.workers.iter().any(|w| w.state == WorkerState::Running) {
+            self.say(None, "no worker running: one joins for the drain".into());
+            self.add_worker(None);
+        }
+        let settle = self.sc.failover + self.sc.failover * 2 / 3 + Duration::from_secs(1);
+        let started = Instant::now();
+        let mut settled_since: Option<Instant> = None;
+        let mut next_check = Instant::now();
+        let mut progress = (usize::MAX, BTreeMap::new());
+        let mut last_progress = Instant::now();
+        loop {
+            self.housekeeping().await;
+            self.sample();
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + Duration::from_secs(1);
+                let (all, processed) = {
+                    let l = self.ledger.lock().unwrap();
+                    (l.all_processed(), l.processed_total())
+                };
+                let loads = self.loads();
+                let (uneven, _) = imbalance(&loads);
+                if all && uneven <= 1 {
+                    let since = *settled_since.get_or_insert(now);
+                    if now - since >= settle {
+                        self.say(
+                            None,
+                            format!("converged after {:?} of drain", now - started),
+                        );
+                        return;
+                    }
+                } else {
+                    settled_since = None;
+                }
+                // Progress: more records processed, or leases moving.
+                if progress != (processed, loads.clone()) {
+                    progress = (processed, loads);
+                    last_progress = now;
+                }
+                let stalled = now - last_progress > DRAIN_STALL;
+                if stalled || now - started > DRAIN_LIMIT {
+                    self.report_not_converged(now - started, stalled);
+                    return;
+                }
+            }
+            if self.tick().await {
+                return;
+            }
+        }
+    }
+
+    fn report_not_converged(&mut self, drained: Duration, stalled: bool) {
+        let limit = if stalled {
+            format!("{drained:?} of drain, the last {DRAIN_STALL:?} without progress")
+        } else {
+            format!("{drained:?} of drain (the limit)")
+        };
+        let unprocessed = self.ledger.lock().unwrap().unprocessed();
+        if !unprocessed.is_empty() {
+            let ledger = self.ledger.lock().unwrap();
+            let table = self.table.snapshot();
+            let holders = self.holders();
+            let detail: Vec<String> = unprocessed
+                .iter()
+                .map(|(shard, (n, first))| {
+                    let log = &ledger.shards[shard];
+                    let lease = table.get(shard).map_or("no lease".to_string(), |l| {
+                        format!(
+                            "lease owner={} checkpoint={} counter={} parents={:?}",
+                            l.owner.as_deref().unwrap_or("-"),
+                            l.checkpoint,
+                            l.counter,
+                            l.parent_shard_ids
+                        )
+                    });
+                    format!(
+                        "{shard}: {n} of {} unprocessed from #{first} (seq {}); {lease}; held by {:?}",
+                        log.records.len(),
+                        log.records[*first],
+                        holders.get(shard).cloned().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let focus: Vec<String> = unprocessed.keys().cloned().collect();
+            drop(ledger);
+            self.violation(
+                "all-processed",
+                format!(
+                    "after {limit}, records were never processed: {}",
+                    detail.join(" | ")
+                ),
+                focus,
+            );
+        }
+        let loads = self.loads();
+        let (uneven, listing) = imbalance(&loads);
+        if uneven > 1 {
+            self.violation(
+                "balanced",
+                format!(
+                    "after {limit}, the live workers hold {listing} leases (imbalance {uneven}); table: {}",
+                    self.lease_table_summary()
+                ),
+                loads.keys().cloned().collect(),
+            );
+        }
+    }
+
+    /// Stop every live worker gracefully and check that each stops in time.
+    async fn stop_all(&mut self) {
+        self.say(None, "stopping every worker gracefully".into());
+        for w in &mut self.workers {
+            if w.state == WorkerState::Running {
+                w.handle.request_shutdown();
+                w.state = WorkerState::Stopping;
+                w.stop_requested = Some(Instant::now());
+            }
+        }
+        // Processors get the graceful timeout; releasing leases needs a few store calls.
+        let bound = self.sc.graceful_timeout + self.sc.failover + Duration::from_secs(5);
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline && self.live().count() > 0 {
+            if self.tick().await {
+                return;
+            }
+            self.housekeeping().await;
+        }
+        let stuck: Vec<(String, Duration)> = self
+            .live()
+            .map(|w| {
+                (
+                    w.id.clone(),
+                    w.stop_requested.map_or(Duration::ZERO, |t| t.elapsed()),
+                )
+            })
+            .collect();
+        for (id, waited) in stuck {
+            self.violation(
+                "graceful-stop",
+                format!("{id} had not stopped {waited:?} after its graceful shutdown was requested (bound {bound:?})"),
+                vec![id.clone()],
+            );
+        }
+        for w in &self.workers {
+            w.task.abort();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The simulation in CI: determinism, a batch of seeds, and the regression seeds of every bug
+//! the simulation found.
+//!
+//! `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed instead (printing
+//! its full trace and report); `SIM_SEEDS=<n>` changes the batch size.
+
+use kcl_sim::{run_seed, run_seed_bounded, wall_limit, RunOutcome};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Seeds run by [`seed_batch`] (about 15 per second per core in a debug build).
+const CI_SEEDS: u64 = 600;
+
+fn replay_seed() -> Option<u64> {
+    std::env::var("SIM_SEED").ok().map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("SIM_SEED must be a number, not {s:?}"))
+    })
+}
+
+fn assert_passed(outcome: &RunOutcome) {
+    assert!(outcome.passed(), "{}", outcome.report());
+}
+
+/// Run `seeds` on every core; panic with the reports of the failing ones.
+fn run_all(seeds: Vec<u64>) {
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(&seed) = seeds.get(i) else { return };
+                let outcome = run_seed_bounded(seed, wall_limit());
+                if !outcome.passed() {
+                    failures.lock().unwrap().push((seed, outcome.report()));
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    if !failures.is_empty() {
+        let seeds: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
+        let reports: Vec<&str> = failures.iter().take(3).map(|(_, r)| r.as_str()).collect();
+        panic!(
+            "{} of {} seeds failed: {seeds:?}\n{}",
+            failures.len(),
+            seeds.len().max(failures.len()),
+            reports.join("\n")
+        );
+    }
+}
+
+/// `SIM_SEED` set: replay that seed only, with its whole trace.
+#[test]
+fn replay() {
+    let Some(seed) = replay_seed() else { return };
+    let outcome = run_seed_bounded(seed, wall_limit());
+    println!("{}", outcome.trace.render_all());
+    println!("{}", outcome.report());
+    assert_passed(&outcome);
+}
+
+#[test]
+fn one_seed_is_one_exact_run() {
+    if replay_seed().is_some() {
+        return;
+    }
+    // Seeds with faults, pauses, kills, reshards and failing processors.
+    for seed in [3, 17, 9098] {
+        let a = run_seed(seed);
+        let b = run_seed(seed);
+        assert!(a.trace.len() > 100, "seed {seed}: a real run");
+        let (la, lb) = (a.trace.lines(), b.trace.lines());
+        if let Some(i) = (0..la.len().min(lb.len())).find(|&i| la[i] != lb[i]) {
+            panic!(
+                "seed {seed}: the two runs diverge at trace line {i}:\n  first:  {}\n  second: {}",
+                la[i], lb[i]
+            );
+        }
+        assert_eq!(la.len(), lb.len(), "seed {seed}: trace lengths differ");
+        assert_eq!(a.stats, b.stats);
+        assert_eq!(a.counters, b.counters);
+        assert_eq!(a.world, b.world);
+        assert_eq!(a.violations, b.violations);
+    }
+}
+
+/// A batch of seeds (see [`CI_SEEDS`]; `SIM_SEEDS` overrides).
+#[test]
+fn seed_batch() {
+    if replay_seed().is_some() {
+        return;
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_SEEDS);
+    run_all((0..n).collect());
+}
+
+/// Seeds that found bugs (each failed before its fix). See the simulation's report in the
+/// commit that added each for the symptom, cause and fix.
+#[test]
+fn regression_seeds() {
+    if replay_seed().is_some() {
+        return;
+    }
+    run_all(REGRESSIONS.iter().map(|(seed, _)| *seed).collect());
+}
+
+/// (seed, what it caught).
+const REGRESSIONS: &[(u64, &str)] = &[];
