@@ -8,7 +8,7 @@ use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
 use crate::retrieval::{KinesisStreamClient, StreamClient};
-use crate::shard_sync::{sync_shards, ShardSyncError};
+use crate::shard_sync::{sync_shards_within, ShardSyncError};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -220,10 +220,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         }
         backoff.reset();
         loop {
-            match sync_shards(
+            match sync_shards_within(
                 self.stream.as_ref(),
                 store.as_ref(),
                 self.config.initial_position,
+                self.config.failover_time,
             )
             .await
             {
@@ -351,10 +352,11 @@ async fn periodic_shard_sync(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.shard_sync_interval) => {}
         }
-        match sync_shards(
+        match sync_shards_within(
             stream.as_ref(),
             coordinator.store().as_ref(),
             config.initial_position,
+            config.failover_time,
         )
         .await
         {

@@ -18,6 +18,8 @@ use crate::config::InitialPosition;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError};
 use crate::retrieval::{ChildShard, RetrievalError, Shard, StreamClient};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A shard sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,35 +189,109 @@ impl Walk<'_> {
 }
 
 /// List leases and shards, and create the missing leases. Returns how many were created.
-///
-/// Leases are listed first. Listed the other way round, a worker that stalls between the two
-/// calls (or whose scan is slow) sees shards as they were before the stall and leases as
-/// they are after it: a shard that meanwhile closed, was processed to its end and had its
-/// lease cleaned up then looks like an open shard without a lease, and the sync creates
-/// leases for its (equally finished and deleted) ancestors at `TRIM_HORIZON`, so that whole
-/// lineage is processed again. With leases first, a stale lease list only has leases that
-/// were deleted since (counted as existing: nothing is created) and lacks leases created since
-/// (children of shards it still lists: they count as descendants, also not created).
+/// Equivalent to [`sync_shards_within`] with no bound on the age of what was listed.
 pub async fn sync_shards(
     stream: &dyn StreamClient,
     store: &dyn LeaseStore,
     position: InitialPosition,
 ) -> Result<usize, ShardSyncError> {
-    let existing: BTreeSet<String> = store
+    sync_shards_within(stream, store, position, Duration::MAX).await
+}
+
+/// How many times [`sync_shards_within`] lists again after its listing went stale.
+const SYNC_REFRESHES: usize = 3;
+
+/// List leases and shards, and create the missing leases, never from a listing older than
+/// `max_age` (the worker's failover time, in the scheduler): past it, list again (a few times;
+/// the next periodic sync goes on). Returns how many leases were created.
+///
+/// A lease may be deleted (its shard finished, its children started) right after a listing
+/// said it was missing, so a sync must not act on an old listing: a worker that stalls during
+/// its sync would otherwise re-create leases of shards that were created, processed and
+/// cleaned up meanwhile, and those shards would be processed all over again. Hence:
+///
+/// * Leases are listed first. The other way round, a stall between the two calls shows shards
+///   as they were before it (a shard since closed, finished and cleaned up looks open and
+///   unleased: the sync leases its finished ancestors at `TRIM_HORIZON`). With leases first, a
+///   stale lease list only has leases deleted since (counted as existing: nothing created) and
+///   lacks leases created since (children of shards it lists: descendants, not created).
+/// * A lease for a closed shard is created only if, listed again, none of its descendants
+///   has a lease (they would, had it been processed).
+/// * Creation stops once the listing is older than `max_age`.
+pub async fn sync_shards_within(
+    stream: &dyn StreamClient,
+    store: &dyn LeaseStore,
+    position: InitialPosition,
+    max_age: Duration,
+) -> Result<usize, ShardSyncError> {
+    let mut created = 0;
+    for _ in 0..SYNC_REFRESHES {
+        let listed = Instant::now();
+        let existing = leased(store).await?;
+        let shards = stream.list_shards().await?;
+        let mut to_create = leases_to_create(&shards, &existing, position);
+        let closed: BTreeSet<&str> = shards
+            .iter()
+            .filter(|s| s.is_closed())
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        if to_create.iter().any(|l| closed.contains(l.key.as_str())) {
+            let now = leased(store).await?;
+            to_create.retain(|l| {
+                let done = closed.contains(l.key.as_str())
+                    && leased_descendant(&shards, &l.key, &now).inspect(|d| {
+                        tracing::info!(lease_key = %l.key, descendant = %d, "not creating a lease for a closed shard whose descendant has one: it was processed already");
+                    }).is_some();
+                !done
+            });
+        }
+        let mut stale = false;
+        for lease in to_create {
+            if listed.elapsed() > max_age {
+                stale = true;
+                break;
+            }
+            if store.create_lease_if_not_exists(&lease).await? {
+                tracing::info!(lease_key = %lease.key, checkpoint = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease for shard");
+                created += 1;
+            }
+        }
+        if !stale {
+            break;
+        }
+        tracing::info!(age = ?listed.elapsed(), "shard sync listing went stale; listing again");
+    }
+    Ok(created)
+}
+
+async fn leased(store: &dyn LeaseStore) -> Result<BTreeSet<String>, LeaseStoreError> {
+    Ok(store
         .list_leases()
         .await?
         .into_iter()
         .map(|l| l.key)
-        .collect();
-    let shards = stream.list_shards().await?;
-    let mut created = 0;
-    for lease in leases_to_create(&shards, &existing, position) {
-        if store.create_lease_if_not_exists(&lease).await? {
-            tracing::info!(lease_key = %lease.key, checkpoint = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease for shard");
-            created += 1;
+        .collect())
+}
+
+/// A descendant of `shard_id` (per `shards`) that has a lease in `leased`, if any.
+fn leased_descendant<'a>(
+    shards: &'a [Shard],
+    shard_id: &str,
+    leased: &BTreeSet<String>,
+) -> Option<&'a str> {
+    let mut todo = vec![shard_id.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        for child in shards.iter().filter(|s| s.parents().contains(&id)) {
+            if leased.contains(&child.shard_id) {
+                return Some(&child.shard_id);
+            }
+            if seen.insert(child.shard_id.as_str()) {
+                todo.push(child.shard_id.clone());
+            }
         }
     }
-    Ok(created)
+    None
 }
 
 #[cfg(test)]
@@ -338,12 +414,17 @@ mod tests {
         assert!(leases_to_create(&shards, &existing(&["s0"]), InitialPosition::Latest).is_empty());
     }
 
-    /// A stream whose `list_shards` lets the world move on before it answers with what it
-    /// listed: the shard is split, finished and its lease cleaned up meanwhile.
-    #[derive(Debug)]
+    /// A stream whose `list_shards` lets the world move on (`meanwhile`) before it answers
+    /// with what it listed: the worker stalled during its sync.
     struct StallingStream {
         stream: crate::retrieval::InMemoryStream,
-        store: crate::lease::InMemoryLeaseStore,
+        meanwhile: Box<dyn Fn(&crate::retrieval::InMemoryStream) + Send + Sync>,
+    }
+
+    impl std::fmt::Debug for StallingStream {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("StallingStream")
+        }
     }
 
     #[async_trait::async_trait]
@@ -354,15 +435,7 @@ mod tests {
 
         async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
             let listed = self.stream.list_shards().await?;
-            let (a, b) = self.stream.split("shardId-000000000000", 1 << 64).unwrap();
-            self.store.with_table(|t| {
-                for child in [a, b] {
-                    let l = Lease::new(child.clone(), Checkpoint::TrimHorizon)
-                        .with_parents(["shardId-000000000000"]);
-                    t.insert(child, l);
-                }
-                t.remove("shardId-000000000000");
-            });
+            (self.meanwhile)(&self.stream);
             Ok(listed)
         }
 
@@ -384,22 +457,62 @@ mod tests {
         }
     }
 
+    const S0: &str = "shardId-000000000000";
+
+    /// Leases of the children of `S0` after a split, as its consumer creates them.
+    fn insert_children(store: &crate::lease::InMemoryLeaseStore, children: [&str; 2]) {
+        store.with_table(|t| {
+            for child in children {
+                let l = Lease::new(child, Checkpoint::TrimHorizon).with_parents([S0]);
+                t.insert(child.to_string(), l);
+            }
+        });
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stall_during_sync_does_not_resurrect_a_finished_shard() {
         // Simulation seed 46476 (before the lease table was read first): a worker paused
         // during its sync re-created the leases of long-finished shards at TRIM_HORIZON.
         let store = crate::lease::InMemoryLeaseStore::new();
+        let s = store.clone();
         let stream = StallingStream {
             stream: crate::retrieval::InMemoryStream::new("s", 1),
-            store: store.clone(),
+            // Meanwhile S0 is split, processed to its end, its children leased, its lease deleted.
+            meanwhile: Box::new(move |stream| {
+                let (a, b) = stream.split(S0, 1 << 64).unwrap();
+                insert_children(&s, [&a, &b]);
+                s.with_table(|t| t.remove(S0));
+            }),
         };
-        let root = Lease::new("shardId-000000000000", Checkpoint::ShardEnd);
+        let root = Lease::new(S0, Checkpoint::ShardEnd);
         store.with_table(|t| t.insert(root.key.clone(), root.clone()));
         let created = sync_shards(&stream, &store, InitialPosition::TrimHorizon)
             .await
             .unwrap();
         assert_eq!(created, 0);
-        assert!(!store.snapshot().contains_key("shardId-000000000000"));
+        assert!(!store.snapshot().contains_key(S0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_lease_list_does_not_resurrect_a_finished_shard() {
+        // Simulation seed 33446: a worker stalled in its first sync, after reading an empty
+        // table; meanwhile the others leased, processed and cleaned up a closed shard.
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let s = store.clone();
+        let inner = crate::retrieval::InMemoryStream::new("s", 1);
+        let (a, b) = inner.split(S0, 1 << 64).unwrap();
+        let stream = StallingStream {
+            stream: inner,
+            meanwhile: Box::new(move |_| insert_children(&s, [&a, &b])),
+        };
+        let created = sync_shards(&stream, &store, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert_eq!(
+            created, 0,
+            "the children existed; the closed parent was processed"
+        );
+        assert!(!store.snapshot().contains_key(S0));
     }
 
     #[test]

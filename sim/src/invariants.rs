@@ -13,6 +13,8 @@
 //!   writer.
 //! * **checkpoint-processed** — a checkpoint never covers a record no processor has processed
 //!   (that record would be lost if the worker died now).
+//! * **no-resurrection** — a lease is created once: never again after it was deleted (its
+//!   shard finished), which would make the shard be processed all over again.
 //! * **single-owner** — two live workers never hold the same lease for longer than
 //!   [`overlap_bound`] ([`OverlapTracker`], sampled every tick).
 //!

@@ -10,7 +10,7 @@ use kcl::checkpoint::Checkpoint;
 use kcl::lease::Lease;
 use kcl::Record;
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// At most this many violations are kept per run (later ones are usually consequences).
 const MAX_VIOLATIONS: usize = 20;
@@ -95,6 +95,8 @@ pub struct Stats {
     pub stops: u64,
     /// Worker pauses.
     pub pauses: u64,
+    /// Leases created again by a call made before they were deleted (excused).
+    pub late_creates: u64,
 }
 
 /// The shared ground truth of one run.
@@ -112,6 +114,10 @@ pub struct Ledger {
     /// The checkpoint of each lease when each worker last took it: a tenure's processor
     /// starts there or later, even before the world sees the processor.
     pub taken_at: BTreeMap<(String, String), Checkpoint>,
+    /// Leases ever created, and by whom.
+    pub created: BTreeMap<String, String>,
+    /// When each lease was last deleted.
+    pub deleted_at: BTreeMap<String, Duration>,
 }
 
 fn seq_of(r: &Record) -> u128 {
@@ -130,6 +136,8 @@ impl Ledger {
             violations: Vec::new(),
             stats: Stats::default(),
             taken_at: BTreeMap::new(),
+            created: BTreeMap::new(),
+            deleted_at: BTreeMap::new(),
         }
     }
 
@@ -198,6 +206,45 @@ impl Ledger {
     /// Instance `id` was dropped.
     pub fn end_instance(&mut self, id: u64) {
         self.instances[id as usize].ended = true;
+    }
+
+    /// `worker` created `lease`, in a call it began at `called_at`. A lease created a second
+    /// time (after it was deleted once its shard was finished) means the shard is processed all
+    /// over again. Excused: a create already under way when the lease was deleted (decided on
+    /// what was true then; no client can take back a request it has sent).
+    pub fn on_create(&mut self, worker: &str, lease: &Lease, called_at: Duration) {
+        let deleted = self.deleted_at.get(&lease.key).copied();
+        if deleted.is_some_and(|d| called_at <= d) {
+            self.stats.late_creates += 1;
+            self.trace.push(
+                Source::World,
+                Some(worker),
+                Some(&lease.key),
+                format!("lease created again by a call made at {called_at:?}, before it was deleted: excused"),
+            );
+            return;
+        }
+        if let Some(first) = self.created.get(&lease.key).cloned() {
+            let finished = self.shards.get(&lease.key).is_some_and(|s| s.finished);
+            self.violation(
+                "no-resurrection",
+                format!(
+                    "{worker} created the lease of {} again (at {}, parents {:?}); {first} had created it, and it was {}deleted since: the shard will be processed again",
+                    lease.key,
+                    lease.checkpoint,
+                    lease.parent_shard_ids,
+                    if finished { "finished and " } else { "" }
+                ),
+                vec![worker.to_string(), lease.key.clone()],
+            );
+        } else {
+            self.created.insert(lease.key.clone(), worker.to_string());
+        }
+    }
+
+    /// The lease `key` was deleted.
+    pub fn on_delete(&mut self, key: &str) {
+        self.deleted_at.insert(key.to_string(), self.trace.now());
     }
 
     /// `worker` took the lease of `shard` at `checkpoint`.

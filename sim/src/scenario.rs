@@ -4,6 +4,9 @@
 //! behaviour) and a timeline of [`Action`]s. Actions name no targets: which worker is killed
 //! or which shard is split is chosen when the action runs (from the world's own seeded
 //! generator), because the live workers and open shards depend on what happened before.
+//!
+//! Changing how scenarios are generated (or what the world draws from its generators) changes
+//! what every seed does: the regression seeds in `tests/sim.rs` must then be found again.
 
 use crate::faults::{StoreFaultRates, StreamFaultRates};
 use crate::processor::ProcessorProfile;

@@ -183,12 +183,17 @@ impl LeaseStore for SimLeaseStore {
     }
 
     async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
+        let called_at = self.trace.now();
         let op = LeaseOp::Create;
         let Before::Proceed(after) = self.before(op, Some(&lease.key)).await? else {
             unreachable!("creates draw no conflicts")
         };
         let created = self.inner.create_lease_if_not_exists(lease).await?;
         if created {
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_create(&self.worker, lease, called_at);
             self.note(
                 &lease.key,
                 format!(
@@ -311,6 +316,7 @@ impl LeaseStore for SimLeaseStore {
             unreachable!("deletes draw no conflicts")
         };
         self.inner.delete_lease(key).await?;
+        self.ledger.lock().unwrap().on_delete(key);
         self.note(key, "deleted lease".into());
         self.after(op, Some(key), after, ()).await
     }

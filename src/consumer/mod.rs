@@ -392,7 +392,8 @@ impl<P: RecordProcessor> Consumer<P> {
     /// Create the children's leases, then let the processor record `SHARD_END`.
     async fn shard_end(&mut self) -> Result<TaskOutcome, Panicked> {
         let children = self.children.clone().unwrap_or_default();
-        if let Err(why) = create_child_leases(self.ctx.store(), self.key(), &children).await {
+        let lost = &self.tenure.lost;
+        if let Err(why) = create_child_leases(self.ctx.store(), self.key(), &children, lost).await {
             tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
             self.pause(self.ctx.config.task_backoff).await;
             return Ok(TaskOutcome::Failed);
@@ -434,10 +435,17 @@ impl<P: RecordProcessor> Consumer<P> {
 
 /// Create the leases of a finished shard's children (skipping existing ones) and record the
 /// children on the parent lease `key`.
+///
+/// Nothing is created once `lost` (this tenure of `key`) is cancelled: a consumer whose worker
+/// stalled (a missing child lease may then mean "created, processed, finished and cleaned up
+/// meanwhile", not "never created") would otherwise bring a finished child back to life, to be
+/// processed all over again. While the tenure holds, `key` is not at `SHARD_END`, so its
+/// children cannot have finished.
 async fn create_child_leases(
     store: &dyn LeaseStore,
     key: &str,
     children: &[ChildShard],
+    lost: &CancellationToken,
 ) -> Result<(), String> {
     {
         for child in child_leases(children) {
@@ -463,6 +471,9 @@ async fn create_child_leases(
                         child.key
                     ));
                 }
+            }
+            if lost.is_cancelled() {
+                return Err(format!("the lease of {key} was lost"));
             }
             if store
                 .create_lease_if_not_exists(&child)

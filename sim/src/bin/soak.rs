@@ -66,6 +66,7 @@ struct Summary {
     kills: u64,
     pauses: u64,
     stops: u64,
+    late_creates: u64,
     violations: u64,
     failing: Vec<(u64, String)>,
     simulated: Duration,
@@ -87,6 +88,7 @@ impl Summary {
         self.kills += o.stats.kills;
         self.pauses += o.stats.pauses;
         self.stops += o.stats.stops;
+        self.late_creates += o.stats.late_creates;
         self.violations += o.violations.len() as u64;
         if let Some(v) = o.violations.first() {
             self.failing.push((o.seed, v.to_string()));
@@ -161,6 +163,7 @@ fn main() {
         "kills / pauses / stops",
         format!("{} / {} / {}", sum.kills, sum.pauses, sum.stops)
     );
+    println!("{:<28} {:>16}", "late creates (excused)", sum.late_creates);
     println!("{:<28} {:>16}", "violations", sum.violations);
     println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
     println!(
@@ -172,6 +175,11 @@ fn main() {
         "{:<28} {:>15.1}s",
         "longest lease overlap",
         sum.max_overlap.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>16}",
+        "  / failover (paused; not)",
+        format!("{:.2}; {:.2}", sum.overlap_ratio.0, sum.overlap_ratio.1)
     );
     println!("{:<28} {:>15.1}s", "wall time", wall.as_secs_f64());
     println!(

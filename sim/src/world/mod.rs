@@ -1,5 +1,5 @@
 //! The simulated world: one stream, one lease table, workers running the library's real
-//! [`Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
+//! [`kcl::Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
 //! world (lease overlap, convergence after the drain, graceful stop).
 //!
 //! The world advances in ticks of [`TICK`] of simulated time. Each tick it runs the actions
@@ -7,26 +7,28 @@
 //! which leases each live worker holds. After the scenario's last change it drains: producers
 //! stop, faults stop, pauses end, and it waits (bounded) until every record was processed and
 //! the leases are evenly spread, then stops every worker gracefully.
+//!
+//! The scenario's actions (workers joining, stopping, dying, pausing; producing, resharding,
+//! trimming) are in the `actions` submodule.
+
+mod actions;
 
 use crate::faults::{StoreFaults, StreamFaults};
 use crate::gate::Gate;
 use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
-use crate::processor::SimProcessorFactory;
-use crate::scenario::{Action, Scenario, MAX_OPEN_SHARDS, MAX_WORKERS};
-use crate::store::SimLeaseStore;
-use crate::stream::SimStream;
+use crate::scenario::Scenario;
 use crate::trace::Trace;
 use kcl::coordinator::LeaseCoordinator;
 use kcl::lease::InMemoryLeaseStore;
-use kcl::retrieval::{InMemoryStream, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler, SchedulerError, SchedulerHandle};
+use kcl::retrieval::InMemoryStream;
+use kcl::{SchedulerError, SchedulerHandle};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -215,335 +217,12 @@ impl World {
         }
     }
 
-    // ----- workers -----
-
     fn live(&self) -> impl Iterator<Item = &Worker> {
         self.workers.iter().filter(|w| w.state != WorkerState::Gone)
     }
-
-    fn add_worker(&mut self, reuse: Option<String>) {
-        let id = reuse.unwrap_or_else(|| {
-            self.next_worker += 1;
-            format!("w{}", self.next_worker - 1)
-        });
-        self.incarnations += 1;
-        let sc = &self.sc;
-        let config = Config::builder("sim-app", StreamRef::Name("sim".into()))
-            .worker_id(id.clone())
-            .initial_position(InitialPosition::TrimHorizon)
-            .failover_time(sc.failover)
-            .max_records(sc.max_records)
-            .idle_time_between_reads(sc.idle_between_reads)
-            .max_pending_batches(sc.max_pending_batches)
-            .call_process_records_even_for_empty_list(sc.empty_batches)
-            .parent_shard_poll_interval(sc.parent_poll)
-            .shard_sync_interval(sc.shard_sync_interval)
-            .task_backoff(sc.task_backoff)
-            .cleanup_leases_upon_shard_completion(true)
-            .lease_cleanup_interval(sc.cleanup_interval)
-            .max_leases_to_steal_at_one_time(sc.steal_at_once)
-            .graceful_shutdown_timeout(sc.graceful_timeout)
-            .rng_seed(Some(
-                sc.seed ^ self.incarnations.wrapping_mul(0x2545_F491_4F6C_DD1D),
-            ))
-            .build()
-            .expect("the scenario's settings are valid");
-        let gate = Gate::new();
-        let store = SimLeaseStore::new(
-            self.table.clone(),
-            &id,
-            gate.clone(),
-            self.store_faults.clone(),
-            self.ledger.clone(),
-            self.trace.clone(),
-        );
-        let stream = SimStream::new(self.stream.clone(), gate.clone());
-        let factory = SimProcessorFactory {
-            worker: id.clone(),
-            ledger: self.ledger.clone(),
-            trace: self.trace.clone(),
-            profile: sc.processor,
-            seed: sc.seed,
-        };
-        let scheduler = Scheduler::new(config, factory, Arc::new(stream), Arc::new(store));
-        let coordinator = scheduler.coordinator().clone();
-        let handle = scheduler.handle();
-        let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
-        self.ledger.lock().unwrap().stats.workers_started += 1;
-        self.trace.push(
-            crate::trace::Source::World,
-            Some(&id),
-            None,
-            "worker starts",
-        );
-        self.workers.push(Worker {
-            id,
-            coordinator,
-            handle,
-            task,
-            gate,
-            state: WorkerState::Running,
-            paused_until: None,
-            stop_requested: None,
-        });
-    }
-
-    /// Index of a random worker among those `pick` accepts.
-    fn pick_worker(&mut self, pick: impl Fn(&Worker) -> bool) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| pick(&self.workers[i]))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        Some(candidates[self.rng.random_range(0..candidates.len())])
-    }
-
     fn say(&self, worker: Option<&str>, text: String) {
         self.trace
             .push(crate::trace::Source::World, worker, None, text);
-    }
-
-    fn act(&mut self, action: Action) {
-        match action {
-            Action::Produce(rate) => {
-                self.rate = rate;
-                self.say(None, format!("producers now put {rate:.1} records/s"));
-            }
-            Action::AddWorker => {
-                if self.live().count() < MAX_WORKERS {
-                    self.add_worker(None);
-                } else {
-                    self.say(None, "add worker: already at the maximum".into());
-                }
-            }
-            Action::RestartWorker => {
-                let live: Vec<String> = self.live().map(|w| w.id.clone()).collect();
-                let dead: Vec<String> = {
-                    let mut d: Vec<String> = self
-                        .workers
-                        .iter()
-                        .filter(|w| w.state == WorkerState::Gone && !live.contains(&w.id))
-                        .map(|w| w.id.clone())
-                        .collect();
-                    d.dedup();
-                    d.sort();
-                    d.dedup();
-                    d
-                };
-                if dead.is_empty() || live.len() >= MAX_WORKERS {
-                    self.say(None, "restart worker: none to restart".into());
-                } else {
-                    let id = dead[self.rng.random_range(0..dead.len())].clone();
-                    self.say(Some(&id), "worker restarts with the same id".into());
-                    self.add_worker(Some(id));
-                }
-            }
-            Action::StopWorker => match self.pick_worker(|w| w.state == WorkerState::Running) {
-                Some(i) => {
-                    let w = &mut self.workers[i];
-                    w.handle.request_shutdown();
-                    w.state = WorkerState::Stopping;
-                    w.stop_requested = Some(Instant::now());
-                    let id = w.id.clone();
-                    self.ledger.lock().unwrap().stats.stops += 1;
-                    self.say(Some(&id), "graceful shutdown requested".into());
-                }
-                None => self.say(None, "stop worker: none running".into()),
-            },
-            Action::KillWorker => match self.pick_worker(|w| w.state != WorkerState::Gone) {
-                Some(i) => {
-                    let w = &mut self.workers[i];
-                    w.task.abort();
-                    w.gate.open();
-                    w.state = WorkerState::Gone;
-                    let id = w.id.clone();
-                    self.ledger.lock().unwrap().stats.kills += 1;
-                    self.say(Some(&id), "worker killed".into());
-                }
-                None => self.say(None, "kill worker: none alive".into()),
-            },
-            Action::PauseWorker(d) => {
-                match self.pick_worker(|w| w.state != WorkerState::Gone && w.paused_until.is_none())
-                {
-                    Some(i) => {
-                        let w = &mut self.workers[i];
-                        w.gate.close();
-                        w.paused_until = Some(Instant::now() + d);
-                        let id = w.id.clone();
-                        self.ledger.lock().unwrap().stats.pauses += 1;
-                        self.say(
-                            Some(&id),
-                            format!("worker paused for {d:?} (its I/O stalls)"),
-                        );
-                    }
-                    None => self.say(None, "pause worker: none to pause".into()),
-                }
-            }
-            Action::Split => self.split(),
-            Action::Merge => self.merge(),
-            Action::Trim => self.trim(),
-        }
-    }
-
-    fn end_pause(&mut self, i: usize) {
-        let w = &mut self.workers[i];
-        w.gate.open();
-        w.paused_until = None;
-        let id = w.id.clone();
-        self.say(Some(&id), "worker resumes".into());
-    }
-
-    /// End due pauses; notice workers whose task ended.
-    async fn housekeeping(&mut self) {
-        let now = Instant::now();
-        for i in 0..self.workers.len() {
-            if self.workers[i].paused_until.is_some_and(|t| t <= now) {
-                self.end_pause(i);
-            }
-            let w = &mut self.workers[i];
-            if w.state != WorkerState::Gone && w.task.is_finished() {
-                w.state = WorkerState::Gone;
-                let id = w.id.clone();
-                let result = (&mut w.task).await;
-                let text = match result {
-                    Ok(Ok(())) => "worker stopped".to_string(),
-                    Ok(Err(e)) => format!("worker failed: {e}"),
-                    Err(e) => format!("worker task ended: {e}"),
-                };
-                self.say(Some(&id), text);
-            }
-        }
-    }
-
-    // ----- stream -----
-
-    fn produce(&mut self) {
-        self.carry += self.rate * TICK.as_secs_f64();
-        let n = self.carry.floor();
-        self.carry -= n;
-        for _ in 0..n as u64 {
-            let hash: u128 = self.rng.random();
-            let (shard, seq) = self.stream.put_with_hash(hash, "pk", b"");
-            self.ledger.lock().unwrap().produced(&shard, &seq);
-        }
-    }
-
-    fn open_shards(&self) -> Vec<kcl::retrieval::Shard> {
-        let mut open: Vec<_> = self
-            .stream
-            .shards()
-            .into_iter()
-            .filter(|s| !s.is_closed())
-            .collect();
-        open.sort_by_key(|s| s.hash_key_range.start);
-        open
-    }
-
-    fn split(&mut self) {
-        let open: Vec<_> = self
-            .open_shards()
-            .into_iter()
-            .filter(|s| s.hash_key_range.end - s.hash_key_range.start >= 2)
-            .collect();
-        if open.is_empty() || self.open_shards().len() >= MAX_OPEN_SHARDS {
-            self.say(None, "split: no shard to split".into());
-            return;
-        }
-        let s = &open[self.rng.random_range(0..open.len())];
-        let r = s.hash_key_range;
-        let at = self.rng.random_range(r.start + 1..=r.end);
-        let (a, b) = self.stream.split(&s.shard_id, at).expect("a valid split");
-        let now = self.stream.now();
-        let mut l = self.ledger.lock().unwrap();
-        l.add_shard(&a, std::slice::from_ref(&s.shard_id));
-        l.add_shard(&b, std::slice::from_ref(&s.shard_id));
-        l.close_shard(&s.shard_id, now);
-        l.stats.splits += 1;
-        drop(l);
-        self.trace.push(
-            crate::trace::Source::World,
-            None,
-            Some(&s.shard_id),
-            format!("split into {a} and {b}"),
-        );
-    }
-
-    fn merge(&mut self) {
-        let open = self.open_shards();
-        if open.len() < 2 {
-            self.say(None, "merge: fewer than two open shards".into());
-            return;
-        }
-        let i = self.rng.random_range(0..open.len() - 1);
-        let (x, y) = (&open[i].shard_id, &open[i + 1].shard_id);
-        let (x, y) = if self.rng.random_bool(0.5) {
-            (x, y)
-        } else {
-            (y, x)
-        };
-        let child = self.stream.merge(x, y).expect("adjacent open shards merge");
-        let now = self.stream.now();
-        let mut l = self.ledger.lock().unwrap();
-        l.add_shard(&child, &[x.clone(), y.clone()]);
-        l.close_shard(x, now);
-        l.close_shard(y, now);
-        l.stats.merges += 1;
-        drop(l);
-        self.trace.push(
-            crate::trace::Source::World,
-            None,
-            Some(&child),
-            format!("merged {x} and {y} into {child}"),
-        );
-    }
-
-    /// Retention: drop records that arrived before the oldest record some processor may still
-    /// need (see [`Ledger::first_needed`]), and never a closed shard that is not finished. So
-    /// nothing is trimmed that a processor could still have to read, and no record is excused
-    /// from the checks.
-    fn trim(&mut self) {
-        let table = self.table.snapshot();
-        let holders = self.holders();
-        let mut cutoff: SystemTime = self.stream.now() - Duration::from_secs(1);
-        let ledger = self.ledger.lock().unwrap();
-        for shard in self.stream.shards() {
-            let id = &shard.shard_id;
-            let Some(log) = ledger.shards.get(id) else {
-                continue;
-            };
-            if log.finished {
-                continue;
-            }
-            let first = ledger.first_needed(
-                id,
-                table.get(id).map(|l| &l.checkpoint),
-                holders.get(id).map_or(&[], Vec::as_slice),
-            );
-            if let Some(&seq) = log.records.get(first) {
-                let needed = self
-                    .stream
-                    .records(id)
-                    .into_iter()
-                    .find(|r| r.sequence_number.parse::<u128>().ok() == Some(seq));
-                if let Some(t) = needed.and_then(|r| r.approximate_arrival_timestamp) {
-                    cutoff = cutoff.min(t);
-                }
-            }
-            if let Some(closed) = log.closed_at {
-                cutoff = cutoff.min(closed);
-            }
-        }
-        drop(ledger);
-        let before = self.stream.total_records();
-        self.stream.trim(cutoff);
-        let dropped = before - self.stream.total_records();
-        self.ledger.lock().unwrap().stats.trims += 1;
-        let age = self.stream.now().duration_since(cutoff).unwrap_or_default();
-        self.say(
-            None,
-            format!("retention trims records older than {age:?}: {dropped} dropped"),
-        );
     }
 
     // ----- checks -----
