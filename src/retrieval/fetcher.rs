@@ -249,3 +249,108 @@ impl FetchTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retrieval::memory::{StreamFault, StreamOp};
+    use crate::retrieval::InMemoryStream;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn config() -> FetcherConfig {
+        FetcherConfig {
+            max_records: 10,
+            idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+            max_pending_batches: 2,
+        }
+    }
+
+    async fn drain(fetcher: &mut Fetcher, want: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let batch = tokio::time::timeout(Duration::from_secs(600), fetcher.next())
+                .await
+                .expect("batches keep coming")
+                .expect("open shard");
+            got.extend(batch.records.into_iter().map(|r| r.sequence_number));
+        }
+        got
+    }
+
+    /// Expired iterators resume after the last record fetched; throttling and timeouts back
+    /// off and retry: every record arrives exactly once, in order.
+    #[tokio::test(start_paused = true)]
+    async fn recovers_from_expired_iterators_throttling_and_timeouts_without_loss_or_repeats() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        let put: Vec<String> = (0..50)
+            .map(|i| stream.put("pk", format!("r{i}").as_bytes()).1)
+            .collect();
+        let calls = Arc::new(AtomicU32::new(0));
+        stream.set_fault_injector(Some(Arc::new({
+            let calls = calls.clone();
+            move |op: StreamOp, _: Option<&str>| {
+                if op != StreamOp::GetRecords {
+                    return None;
+                }
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    1 | 5 => Some(StreamFault::ExpireIterator),
+                    2 | 3 => Some(StreamFault::Throttle),
+                    7 => Some(StreamFault::Timeout),
+                    _ => None,
+                }
+            }
+        })));
+        let start = StartPosition {
+            position: IteratorPosition::TrimHorizon,
+            skip_through: None,
+        };
+        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        assert_eq!(drain(&mut fetcher, 50).await, put);
+        assert!(
+            calls.load(Ordering::SeqCst) > 8,
+            "the faults were all injected"
+        );
+    }
+
+    /// Starting at a checkpoint re-reads the checkpointed record and filters everything up to it.
+    #[tokio::test(start_paused = true)]
+    async fn starts_after_the_checkpoint() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        let put: Vec<String> = (0..20)
+            .map(|i| stream.put("pk", format!("r{i}").as_bytes()).1)
+            .collect();
+        let checkpoint = ExtendedSequenceNumber::new(put[9].clone(), 0).unwrap();
+        let start = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(put[9].clone()),
+            skip_through: Some(checkpoint),
+        };
+        let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
+        assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
+    }
+
+    /// Never more than 5 GetRecords per second on a shard, however fast the consumer is.
+    #[tokio::test(start_paused = true)]
+    async fn respects_the_per_shard_read_limit() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        for i in 0..200 {
+            stream.put("pk", format!("r{i}").as_bytes());
+        }
+        let started = Instant::now();
+        let start = StartPosition {
+            position: IteratorPosition::TrimHorizon,
+            skip_through: None,
+        };
+        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        drain(&mut fetcher, 200).await;
+        let calls = stream.get_records_calls() as f64;
+        let per_second = calls / started.elapsed().as_secs_f64().max(0.001);
+        assert!(
+            per_second <= 5.0 + 1e-9,
+            "{calls} calls in {:?}",
+            started.elapsed()
+        );
+    }
+}
