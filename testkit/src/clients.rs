@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, Package};
+use crate::install::{self, acquire, hex, tail, Package};
 
 /// The pinned amazon-kclpy version.
 pub const KCLPY_VERSION: &str = "3.2.0";
@@ -42,7 +42,6 @@ const AWS_KCL: Package = Package {
 };
 
 const MARKER: &str = ".complete";
-const LOCK_WAIT: Duration = Duration::from_secs(600);
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// amazon-kclpy, unpacked from its sdist.
@@ -338,37 +337,6 @@ fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&dl);
     let _ = fs::remove_file(&log);
     Ok(())
-}
-
-fn tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn acquire(lock: &File, path: &Path) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(fs::TryLockError::WouldBlock) => {
-                if started.elapsed() > LOCK_WAIT {
-                    bail!(
-                        "waited {LOCK_WAIT:?} for the install lock {}; is another install stuck?",
-                        path.display()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-    }
 }
 
 /// Process helpers for tests that drive the MultiLangDaemon binary and watch its children

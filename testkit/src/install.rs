@@ -161,7 +161,8 @@ pub(crate) fn ensure_installed(npm: &Path, root: &Path, pkg: &Package) -> Result
     })
 }
 
-fn acquire(lock: &File, path: &Path) -> Result<()> {
+/// Take the exclusive install lock on `lock` (at `path`), waiting up to ten minutes.
+pub(crate) fn acquire(lock: &File, path: &Path) -> Result<()> {
     let started = Instant::now();
     let mut logged = false;
     loop {
@@ -169,12 +170,12 @@ fn acquire(lock: &File, path: &Path) -> Result<()> {
             Ok(()) => return Ok(()),
             Err(std::fs::TryLockError::WouldBlock) => {
                 if !logged {
-                    tracing::info!(lock = %path.display(), "waiting for another process to finish an npm install");
+                    tracing::info!(lock = %path.display(), "waiting for another process to finish an install");
                     logged = true;
                 }
                 if started.elapsed() > LOCK_WAIT {
                     bail!(
-                        "waited {LOCK_WAIT:?} for the install lock {}; is another npm install stuck?",
+                        "waited {LOCK_WAIT:?} for the install lock {}; is another install stuck?",
                         path.display()
                     );
                 }
@@ -254,6 +255,18 @@ fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The last 30 lines of a log file (for error messages).
+pub(crate) fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Lower-case hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use sha2::{Digest, Sha256};
 
-use crate::install;
+use crate::install::{self, acquire, hex, tail};
 
 /// The pinned `kclpy-ext` version (PyPI).
 pub const KCLPY_EXT_VERSION: &str = "3.1.3.post4";
@@ -50,7 +50,6 @@ const WHEEL_FILE: &str = "kclpy_ext-3.1.3.post4-py3-none-any.whl";
 const JAR_COUNT: usize = 79;
 const MULTILANG_JAR: &str = "amazon-kinesis-client-multilang-3.1.3.jar";
 const MARKER: &str = ".complete";
-const LOCK_WAIT: Duration = Duration::from_secs(600);
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The unpacked `kclpy-ext` wheel.
@@ -327,37 +326,6 @@ fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&dl);
     let _ = fs::remove_file(&log);
     Ok(())
-}
-
-fn tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn acquire(lock: &File, path: &Path) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(fs::TryLockError::WouldBlock) => {
-                if started.elapsed() > LOCK_WAIT {
-                    bail!(
-                        "waited {LOCK_WAIT:?} for the install lock {}; is another install stuck?",
-                        path.display()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-    }
 }
 
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) with the credentials
