@@ -144,7 +144,16 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         self,
         shutdown_signal: impl Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
-        self.initialize().await?;
+        tokio::pin!(shutdown_signal);
+        // Start-up (table creation, the first shard sync) retries for a while when the services
+        // are unreachable; a shutdown request must not wait for it. Nothing is held yet, so
+        // there is nothing to release: stop at once.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown_signal => return self.stopped_during_startup(),
+            _ = self.graceful.cancelled() => return self.stopped_during_startup(),
+            started = self.initialize() => started?,
+        }
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
         background.spawn({
@@ -168,7 +177,6 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         let mut shards = Shards::default();
         let consumers_stop = CancellationToken::new();
         let mut held_rx = self.coordinator.subscribe();
-        tokio::pin!(shutdown_signal);
         loop {
             self.reconcile(
                 &mut shards,
@@ -202,6 +210,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         stop.cancel();
         while background.join_next().await.is_some() {}
         tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    fn stopped_during_startup(&self) -> Result<(), SchedulerError> {
+        tracing::info!("shutdown requested during start-up: stopping before any lease was taken");
         Ok(())
     }
 
@@ -417,4 +430,112 @@ async fn cleanup_one(coordinator: &LeaseCoordinator, key: &str) -> Result<(), Le
     store.delete_lease(key).await?;
     tracing::info!(lease_key = %key, children = ?stored.child_shard_ids, "deleted finished lease: its children have started");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpointer::Checkpointer;
+    use crate::lease::memory::{Fault, InMemoryLeaseStore, LeaseOp};
+    use crate::processor::{
+        InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
+    };
+    use crate::retrieval::memory::{InMemoryStream, StreamFault, StreamOp};
+    use crate::retrieval::StreamRef;
+
+    struct Noop;
+
+    #[async_trait::async_trait]
+    impl RecordProcessor for Noop {
+        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+        async fn process_records(
+            &mut self,
+            _: ProcessRecordsInput,
+            _: &mut Checkpointer,
+        ) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+        async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+    }
+
+    fn scheduler(
+        stream: &InMemoryStream,
+        store: &InMemoryLeaseStore,
+    ) -> Scheduler<impl RecordProcessorFactory> {
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .build()
+            .unwrap();
+        Scheduler::new(
+            config,
+            |_: &str| Noop,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        )
+    }
+
+    /// How long `run` takes to return when shutdown is signalled one second into start-up.
+    async fn time_to_stop(s: Scheduler<impl RecordProcessorFactory>, by_handle: bool) -> Duration {
+        let handle = s.handle();
+        let start = Instant::now();
+        let signal = async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if by_handle {
+                handle.request_shutdown();
+                std::future::pending::<()>().await
+            }
+        };
+        let result = tokio::time::timeout(Duration::from_secs(600), s.run(signal))
+            .await
+            .expect("run must return after the shutdown signal");
+        assert!(
+            result.is_ok(),
+            "a shutdown during start-up is not an error: {result:?}"
+        );
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_during_table_creation_stops_at_once() {
+        for (fault, by_handle) in [
+            (Fault::Timeout, false),
+            (Fault::Delay(Duration::from_secs(3600)), false),
+            (Fault::Timeout, true),
+        ] {
+            let stream = InMemoryStream::new("s", 2);
+            let store = InMemoryLeaseStore::new();
+            store.set_fault_injector(Some(Arc::new(move |op: LeaseOp, _: Option<&str>| {
+                (op == LeaseOp::CreateTable).then_some(fault)
+            })));
+            let took = time_to_stop(scheduler(&stream, &store), by_handle).await;
+            assert!(
+                took < Duration::from_millis(1100),
+                "{fault:?}: took {took:?}"
+            );
+            assert!(store.snapshot().is_empty(), "no lease may be created");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_during_the_first_shard_sync_stops_at_once() {
+        for fault in [
+            StreamFault::Timeout,
+            StreamFault::Delay(Duration::from_secs(3600)),
+        ] {
+            let stream = InMemoryStream::new("s", 2);
+            stream.set_fault_injector(Some(Arc::new(move |op: StreamOp, _: Option<&str>| {
+                (op == StreamOp::ListShards).then_some(fault)
+            })));
+            let store = InMemoryLeaseStore::new();
+            let took = time_to_stop(scheduler(&stream, &store), false).await;
+            assert!(
+                took < Duration::from_millis(1100),
+                "{fault:?}: took {took:?}"
+            );
+        }
+    }
 }

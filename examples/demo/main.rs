@@ -15,6 +15,16 @@
 //!
 //! It starts its own local Kinesis and DynamoDB (see `testkit`), or uses
 //! `KCL_KINESIS_ENDPOINT` / `KCL_DYNAMODB_ENDPOINT`. Exit code 0 means the verdict passed.
+//!
+//! One build serves the whole demo: the `kcl-multilang` worker is this same executable,
+//! started again with [`DAEMON_FLAG`] (it then runs `kcl_multilang::cli::main`, exactly what
+//! the `kcl-multilang` binary runs). So the demo never builds or looks for another binary,
+//! and a second `cargo run` compiles nothing.
+//!
+//! Order of events: the prerequisites are checked (node, npm, java, python3) before anything
+//! is installed; then the local services and amazon-kclpy are installed and started; then
+//! the three workers start, and the demo waits until every one of them holds a lease. Only
+//! then does the timeline (producer, split, merge, kill) start, at 0.0 s.
 
 mod journal;
 mod processor;
@@ -91,8 +101,14 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The hidden first argument that makes this executable the `kcl-multilang` daemon.
+pub const DAEMON_FLAG: &str = "--run-as-kcl-multilang";
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(DAEMON_FLAG) {
+        return kcl_multilang::cli::main(&argv[2..]);
+    }
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -104,13 +120,39 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args).await {
+    if let Err(e) = check_prerequisites() {
+        eprintln!("demo: cannot run on this machine yet:\n{e:#}");
+        return ExitCode::from(3);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("demo failed: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Everything the demo runs, looked up before anything is installed or started.
+fn check_prerequisites() -> Result<()> {
+    let mut missing = Vec::new();
+    if let Err(e) = LocalAws::check_tools() {
+        missing.push(format!("{e:#}"));
+    }
+    if let Err(e) = testkit::clients::python3() {
+        missing.push(format!(
+            "{e:#}\n  (the demo's third worker is a Python processor on amazon-kclpy)"
+        ));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", missing.join("\n"))
     }
 }
 
@@ -193,24 +235,35 @@ async fn run(args: Args) -> Result<bool> {
     );
 
     let journal = Journal::default();
-    let mut events: Vec<String> = Vec::new();
-    let start = Instant::now();
-    let stamp = |e: &str| format!("{:>5.1}s {e}", start.elapsed().as_secs_f64());
+    println!("installing amazon-kclpy for the Python worker (first run only) ...");
+    let kclpy = tokio::task::spawn_blocking(testkit::clients::kclpy)
+        .await?
+        .context("installing amazon-kclpy from PyPI")?;
+    println!("starting workers rust-a, rust-b (this process) and python (kcl-multilang + amazon-kclpy) ...");
+    let ready_since = Instant::now();
     let a = start_rust_worker(&aws, "rust-a", &app, &stream, args.failover, &journal)?;
     let b = start_rust_worker(&aws, "rust-b", &app, &stream, args.failover, &journal)?;
-    events.push(stamp("started workers rust-a and rust-b"));
-    let py = python::start(
+    let mut py = python::start(
         &aws,
+        &kclpy,
         python::Settings {
             app: &app,
             stream: &stream,
             failover: args.failover,
             dir: &dir,
         },
-    )
-    .await?;
+    )?;
+    wait_until_every_worker_holds_a_lease(&store, &["rust-a", "rust-b", "python"], &mut py).await?;
+    println!(
+        "every worker holds a lease ({:.1}s); the timeline starts now",
+        ready_since.elapsed().as_secs_f64()
+    );
+
+    let mut events: Vec<String> = Vec::new();
+    let start = Instant::now();
+    let stamp = |e: &str| format!("{:>5.1}s {e}", start.elapsed().as_secs_f64());
     events.push(stamp(
-        "started worker python (kcl-multilang + amazon-kclpy)",
+        "workers rust-a, rust-b and python (kcl-multilang + amazon-kclpy) all hold leases",
     ));
 
     // The producer: `rate` records per second in batches every 100 ms.
@@ -357,6 +410,40 @@ async fn run(args: Args) -> Result<bool> {
     println!("\n{}", if verdict.passed { "PASSED" } else { "FAILED" });
     drop(aws);
     Ok(verdict.passed)
+}
+
+/// Waits (at most 90 s) until each worker owns at least one lease: all are running, and the
+/// lease table has been balanced across them.
+async fn wait_until_every_worker_holds_a_lease(
+    store: &DynamoDbLeaseStore,
+    workers: &[&str],
+    py: &mut python::PythonWorker,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let leases = store.list_leases().await.unwrap_or_default();
+        let waiting: Vec<&str> = workers
+            .iter()
+            .copied()
+            .filter(|w| !leases.iter().any(|l| l.owner.as_deref() == Some(*w)))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if let Some(status) = py.exited() {
+            anyhow::bail!(
+                "the kcl-multilang worker exited at start ({status}); see {}",
+                py.log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "workers {waiting:?} hold no lease 90 s after starting; see the logs (demo.log, {})",
+                py.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn open_shards(

@@ -3,44 +3,13 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testkit::clients::KclPy;
 use testkit::{Backend, LocalAws};
 
 pub struct PythonWorker {
     pub child: tokio::process::Child,
     pub output: PathBuf,
     pub log: PathBuf,
-}
-
-/// The daemon binary next to this example (built on demand).
-fn daemon_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected example location")?;
-    let bin = profile_dir.join("kcl-multilang");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!(
-        "building kcl-multilang ({}) ...",
-        if release { "release" } else { "debug" }
-    );
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "kcl-multilang", "--bin", "kcl-multilang"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if release {
-        cmd.arg("--release");
-    }
-    if !cmd.status()?.success() || !bin.exists() {
-        bail!(
-            "could not build kcl-multilang (expected at {})",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 pub struct Settings<'a> {
@@ -50,8 +19,8 @@ pub struct Settings<'a> {
     pub dir: &'a Path,
 }
 
-pub async fn start(aws: &LocalAws, s: Settings<'_>) -> Result<PythonWorker> {
-    let kclpy = testkit::clients::kclpy().context("installing amazon-kclpy from PyPI")?;
+/// Starts the daemon: this executable again, as `kcl-multilang` (see [`crate::DAEMON_FLAG`]).
+pub fn start(aws: &LocalAws, kclpy: &KclPy, s: Settings<'_>) -> Result<PythonWorker> {
     let processor = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/demo_processor.py");
     let output = s.dir.join("python-deliveries.txt");
     let log = s.dir.join("kcl-multilang.log");
@@ -91,8 +60,9 @@ pub async fn start(aws: &LocalAws, s: Settings<'_>) -> Result<PythonWorker> {
     let props = s.dir.join("python-demo.properties");
     std::fs::write(&props, properties)?;
     let log_file = std::fs::File::create(&log)?;
-    let mut cmd = tokio::process::Command::new(daemon_binary()?);
-    cmd.arg("--properties-file")
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg(crate::DAEMON_FLAG)
+        .arg("--properties-file")
         .arg(&props)
         .env("PYTHONPATH", &kclpy.pythonpath)
         .env("KCL_DEMO_OUTPUT", &output)
@@ -110,6 +80,11 @@ pub async fn start(aws: &LocalAws, s: Settings<'_>) -> Result<PythonWorker> {
 }
 
 impl PythonWorker {
+    /// The exit status, if the daemon has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM (graceful shutdown) and wait for the exit.
     pub async fn stop(mut self, limit: Duration) -> Result<()> {
         if let Some(pid) = self.child.id() {

@@ -183,6 +183,23 @@ const PACKAGE_PREFIXES: &[&str] = &[
     "com.amazonaws.auth.",
 ];
 
+/// A credentials value fit for a message or a log line: provider names are kept, every
+/// `|argument` (access keys, secrets, session tokens, external ids) becomes `***`.
+///
+/// `KclStaticCredentialsProvider|AKIA..|secret|token` → `KclStaticCredentialsProvider|***|***|***`.
+pub fn redact_provider_list(value: &str) -> String {
+    value
+        .split(',')
+        .map(|item| {
+            let mut parts = item.split('|');
+            let name = parts.next().unwrap_or_default();
+            let redacted: String = parts.map(|_| "|***").collect();
+            format!("{name}{redacted}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses `Name[|arg...][, Name2[|arg...]...]` into a provider chain.
 pub fn parse_provider_list(value: &str) -> Result<ParsedProviders, CredentialsSpecError> {
     let mut parsed = ParsedProviders {
@@ -201,8 +218,8 @@ pub fn parse_provider_list(value: &str) -> Result<ParsedProviders, CredentialsSp
         let no_args = |spec: CredentialsSpec, parsed: &mut ParsedProviders| {
             if !args.is_empty() {
                 parsed.warnings.push(format!(
-                    "{written}: takes no arguments; ignoring {:?}",
-                    args.join("|")
+                    "{written}: takes no arguments; ignoring {} argument(s) (not shown: they may be secrets)",
+                    args.len()
                 ));
             }
             spec
@@ -221,8 +238,8 @@ pub fn parse_provider_list(value: &str) -> Result<ParsedProviders, CredentialsSp
             "ProfileCredentialsProvider" => {
                 if args.len() > 1 {
                     parsed.warnings.push(format!(
-                        "{written}: only a profile name is accepted; ignoring {:?}",
-                        args[1..].join("|")
+                        "{written}: only a profile name is accepted; ignoring {} more argument(s) (not shown: they may be secrets)",
+                        args.len() - 1
                     ));
                 }
                 CredentialsSpec::Profile {
@@ -344,7 +361,7 @@ fn parse_assume_role(
                 "{written}: unsupported nested property {key:?} ignored"
             )),
             _ => warnings.push(format!(
-                "{written}: argument {param:?} is not a nested key=value property; ignored"
+                "{written}: an argument is not a nested key=value property; ignored (not shown: it may be a secret)"
             )),
         }
     }

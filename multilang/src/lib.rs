@@ -30,9 +30,11 @@
 #![warn(missing_docs)]
 
 pub mod child;
+pub mod cli;
 pub mod credentials;
 pub mod daemon;
 pub mod driver;
+pub mod executable;
 mod lines;
 pub mod properties;
 pub mod protocol;

@@ -60,6 +60,8 @@ pub enum PropertiesError {
 
 /// Parses the text of a properties file into entries, in file order of their winning line.
 pub fn parse(text: &str) -> Result<Vec<Entry>, PropertiesError> {
+    // A byte-order mark (editors on Windows write one) is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = natural_lines(text);
     let mut entries: Vec<Entry> = Vec::new();
     let mut index_of: HashMap<String, usize> = HashMap::new();
@@ -104,7 +106,8 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, PropertiesError> {
     Ok(entries)
 }
 
-/// Parses raw file bytes: UTF-8 if valid, otherwise ISO-8859-1 (the Java daemon's encoding).
+/// Parses raw file bytes: UTF-8 if valid (a leading byte-order mark is skipped), otherwise
+/// ISO-8859-1 (the Java daemon's encoding).
 pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<Entry>, PropertiesError> {
     match std::str::from_utf8(bytes) {
         Ok(text) => parse(text),
@@ -494,5 +497,14 @@ regionName = us-east-1
                 "KclSTSAssumeRoleSessionCredentialsProvider|<arn>|<sessionName>|endpointRegion=us-east-1|externalId=spartacus"
             )
         );
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let bytes = b"\xEF\xBB\xBFexecutableName = app.py\napplicationName = a\n";
+        let entries = parse_bytes(bytes).unwrap();
+        assert_eq!(entries[0].key, "executableName");
+        assert_eq!(entries[0].line, 1);
+        assert_eq!(parse("\u{feff}a = 1").unwrap()[0].key, "a");
     }
 }

@@ -23,7 +23,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::credentials::{parse_provider_list, CredentialsSpec};
+use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
 /// Java PollingConfig's floor for `idleTimeBetweenReadsInMillis`: Kinesis allows five
@@ -80,6 +80,8 @@ impl CredentialsSettings {
 pub struct DaemonSettings {
     /// `executableName`: the command run once per shard (see [`DaemonSettings::command`]).
     pub executable_name: String,
+    /// The line of `executableName` in the properties file (for error messages).
+    pub executable_line: usize,
     /// `applicationName`: KCL application name; the lease table name unless `tableName` is set.
     pub application_name: String,
     /// The stream name: from `streamArn` when given, else `streamName`.
@@ -146,6 +148,22 @@ impl DaemonSettings {
             .collect()
     }
 
+    /// Checks that the program of `executableName` resolves to an executable file (through
+    /// `PATH` when it has no `/`, else relative to the working directory), so that a typo is
+    /// an error at start naming the key and line, not a restart loop for every shard.
+    pub fn check_executable(&self) -> Result<std::path::PathBuf, SettingsError> {
+        let command = self.command();
+        let program = command.first().map(String::as_str).unwrap_or_default();
+        crate::executable::resolve(program, std::env::var_os("PATH").as_deref()).map_err(|why| {
+            SettingsError::InvalidValue {
+                key: "executableName".into(),
+                value: self.executable_name.clone(),
+                line: self.executable_line,
+                expected: why,
+            }
+        })
+    }
+
     /// The lease table name: `tableName`, else `applicationName`.
     pub fn lease_table_name(&self) -> &str {
         self.table_name.as_deref().unwrap_or(&self.application_name)
@@ -178,7 +196,7 @@ pub enum SettingsError {
     InvalidValue {
         /// The key as written.
         key: String,
-        /// The value as written.
+        /// The value as written (redacted for secret-bearing keys: see [`shown_value`]).
         value: String,
         /// Line where the entry starts.
         line: usize,
@@ -310,7 +328,7 @@ const KNOWN_KEYS: &[&str] = &[
 /// Collects typed values while walking the entries.
 #[derive(Default)]
 struct Builder<'a> {
-    executable_name: Option<String>,
+    executable_name: Option<&'a Entry>,
     application_name: Option<&'a Entry>,
     stream_name: Option<&'a Entry>,
     stream_arn: Option<&'a Entry>,
@@ -366,7 +384,7 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         match key {
-            "executableName" => self.executable_name = Some(value.to_string()),
+            "executableName" => self.executable_name = Some(e),
             "applicationName" => self.application_name = Some(e),
             "streamName" => self.stream_name = Some(e),
             "streamArn" => self.stream_arn = Some(e),
@@ -519,10 +537,12 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(mut self) -> Result<Parsed, SettingsError> {
-        let executable_name = self.executable_name.ok_or(SettingsError::MissingKey {
+        let executable_entry = self.executable_name.ok_or(SettingsError::MissingKey {
             key: "executableName",
             hint: "the command the daemon runs for each shard, e.g. `python3 app.py`",
         })?;
+        let executable_name = executable_entry.value.trim().to_string();
+        let executable_line = executable_entry.line;
         let application_entry = self.application_name.ok_or(SettingsError::MissingKey {
             key: "applicationName",
             hint: "the KCL application name (also the lease table name)",
@@ -602,6 +622,7 @@ impl<'a> Builder<'a> {
 
         let settings = DaemonSettings {
             executable_name,
+            executable_line,
             application_name,
             stream_name,
             stream_arn,
@@ -666,10 +687,30 @@ fn credentials_key_suffix(key: &str) -> Option<CredentialsKey> {
     }
 }
 
+/// Whether a key's value may carry a secret: the credentials keys, and anything named like a
+/// secret. Such values are never echoed in a message (see [`shown_value`]).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["credential", "secret", "password", "token", "accesskey"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// A value as it may appear in a message: secret-bearing keys are redacted.
+pub fn shown_value(key: &str, value: &str) -> String {
+    if credentials_key_suffix(key).is_some() {
+        redact_provider_list(value)
+    } else if is_secret_key(key) {
+        "***".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
 fn invalid(e: &Entry, expected: impl Into<String>) -> SettingsError {
     SettingsError::InvalidValue {
         key: e.key.clone(),
-        value: e.value.clone(),
+        value: shown_value(&e.key, &e.value),
         line: e.line,
         expected: expected.into(),
     }

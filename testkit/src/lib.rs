@@ -195,6 +195,18 @@ impl LocalAws {
             .map_err(|e| anyhow!("testkit::LocalAws::shared failed to start: {e}"))
     }
 
+    /// Checks, without installing or starting anything, that the tools [`LocalAws::start`]
+    /// will need are on `PATH`: `node`, `npm` and `java` when it is going to start local
+    /// services, nothing when the endpoints come from the environment. The error names every
+    /// missing tool and how to get it.
+    pub fn check_tools() -> Result<()> {
+        let settings = EnvSettings::from_env();
+        if settings.kinesis_endpoint.is_some() || settings.dynamodb_endpoint.is_some() {
+            return Ok(());
+        }
+        services::find_tools().map(|_| ())
+    }
+
     /// A fresh instance owned by the caller (for the demo, or a test that needs its own
     /// services); started services are killed when it drops.
     pub async fn start() -> Result<LocalAws> {

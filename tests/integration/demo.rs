@@ -1,4 +1,5 @@
-//! Issue 6: the demo runs to a passing verdict (short mode, on this test run's services).
+//! The demo runs to a passing verdict (short mode, on this test run's services), in the order a
+//! newcomer meets it: the demo's executable alone, with no `kcl-multilang` binary built.
 
 use crate::common::aws;
 use std::path::PathBuf;
@@ -19,7 +20,14 @@ fn demo_binary() -> PathBuf {
 #[tokio::test]
 async fn the_demo_reaches_a_passing_verdict() {
     let aws = aws().await;
-    let out = tokio::process::Command::new(demo_binary())
+    // A newcomer's first `cargo run --example demo` has built the demo and nothing else: run a
+    // copy of it from a directory where no `kcl-multilang` exists (the demo must not need one).
+    let alone = std::env::temp_dir().join(format!("kcl-demo-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&alone).unwrap();
+    let demo = alone.join("demo");
+    std::fs::copy(demo_binary(), &demo).expect("copy the demo executable");
+    assert!(!alone.join("kcl-multilang").exists());
+    let out = tokio::process::Command::new(&demo)
         .args([
             "--duration",
             "20",
@@ -35,6 +43,7 @@ async fn the_demo_reaches_a_passing_verdict() {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
+        .env("PATH", path_without_kcl_multilang())
         .kill_on_drop(true)
         .output()
         .await
@@ -65,4 +74,39 @@ async fn the_demo_reaches_a_passing_verdict() {
             && stdout.contains("killed worker"),
         "{stdout}"
     );
+    // The timeline starts only once every worker holds a lease, and its events are spread
+    // over it (a starved start squeezes them into the same second).
+    let at = |what: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("event {what:?} missing:\n{stdout}"));
+        line.trim()
+            .split('s')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(at("all hold leases"), 0.0, "{stdout}");
+    let (split, merge, kill) = (
+        at("split shardId"),
+        at("merged shardId"),
+        at("killed worker"),
+    );
+    assert!(
+        split >= 4.0 && merge >= split + 3.0 && kill >= merge + 3.0,
+        "split {split}s, merge {merge}s, kill {kill}s:\n{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&alone);
+}
+
+/// `PATH` without any directory that holds a `kcl-multilang` executable.
+fn path_without_kcl_multilang() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .filter(|d| !d.join("kcl-multilang").exists())
+        .collect();
+    std::env::join_paths(dirs).unwrap()
 }

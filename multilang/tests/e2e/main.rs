@@ -19,3 +19,4 @@ mod kclpy_sample;
 mod node_sample;
 mod properties;
 mod recording;
+mod startup;
