@@ -132,6 +132,10 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
     /// Run until `shutdown_signal` completes or [`SchedulerHandle::request_shutdown`] is
     /// called, then shut down gracefully. Dropping this future instead stops everything at once
     /// without releasing leases (as a crash would; other workers take them after the failover time).
+    ///
+    /// A shutdown during start-up (lease table creation, the first shard sync, which retry for
+    /// about a minute when the services are unreachable) returns `Ok(())` at once: no lease is
+    /// held yet, so there is nothing to hand back.
     pub async fn run(
         self,
         shutdown_signal: impl Future<Output = ()>,
