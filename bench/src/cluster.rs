@@ -42,6 +42,8 @@ pub struct ClusterSpec {
     pub seed: u64,
     /// Count the lease-store calls.
     pub count_calls: bool,
+    /// Every lease-store call takes this long (tokio time), as a round trip to DynamoDB would.
+    pub store_latency: Option<Duration>,
 }
 
 struct Worker {
@@ -73,6 +75,13 @@ impl Cluster {
     pub fn start(spec: ClusterSpec) -> Cluster {
         let stream = InMemoryStream::new("sim", spec.shards);
         let store = InMemoryLeaseStore::new();
+        if let Some(latency) = spec.store_latency {
+            store.set_fault_injector(Some(Arc::new(
+                move |_: kcl::lease::LeaseOp, _: Option<&str>| {
+                    Some(kcl::lease::Fault::Delay(latency))
+                },
+            )));
+        }
         let counting = spec
             .count_calls
             .then(|| Arc::new(CountingStore::new(Arc::new(store.clone()))));

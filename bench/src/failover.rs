@@ -39,6 +39,7 @@ pub fn simulated_run(seed: u64, failover: Duration, workers: usize, shards: usiz
             put_every: Some(Duration::from_millis(100)),
             seed,
             count_calls: false,
+            store_latency: None,
         });
         assert!(
             cluster.wait_balanced(failover * 60).await,

@@ -52,6 +52,7 @@ pub fn measure(workers: usize, leases: usize, busy: bool, window: Duration) -> M
             put_every: busy.then_some(Duration::from_millis(500)),
             seed: 42,
             count_calls: true,
+            store_latency: None,
         });
         assert!(
             cluster.wait_balanced(Duration::from_secs(1200)).await,
@@ -86,7 +87,7 @@ pub fn java(f: Duration, w: usize, l: usize, pages: usize) -> (f64, f64) {
 }
 
 /// A typical lease item of this benchmark's table, for its size.
-fn typical_lease() -> Lease {
+pub fn typical_lease() -> Lease {
     let mut l = Lease::new(
         "shardId-000000000123",
         Checkpoint::Sequence(

@@ -28,6 +28,7 @@ pub mod multilang;
 pub mod noop;
 pub mod pipeline;
 pub mod report;
+pub mod scale;
 pub mod services;
 pub mod stats;
 pub mod synthetic;

@@ -55,6 +55,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The most leases one take round writes at once. A round takes more in chunks of this size,
+/// scanning the table again between chunks (so that workers starting together on a new
+/// application see each other's first takes and stop at their share), and hands each chunk to
+/// the consumers as soon as it is written.
+pub const TAKE_CHUNK: usize = 64;
+
 /// Settings of the lease coordinator.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -521,6 +527,36 @@ impl LeaseCoordinator {
 
     /// Scan the table, update observations, take what the taker decides.
     pub async fn take_round(&self) -> Result<TakeReport, LeaseStoreError> {
+        let mut report = TakeReport::default();
+        loop {
+            let (decisions, total_leases, next_expiry_check) = self.scan_and_decide().await?;
+            report.total_leases = total_leases;
+            report.next_expiry_check = next_expiry_check;
+            let more = decisions.len() > TAKE_CHUNK;
+            let chunk: Vec<TakeDecision> = decisions.into_iter().take(TAKE_CHUNK).collect();
+            let taken_before = report.taken.len();
+            self.take_chunk(chunk, &mut report).await;
+            if report.taken.len() > taken_before {
+                // Consumers start on what is taken so far, not after the whole round.
+                self.publish();
+            }
+            // A new application's first worker sees every lease unowned and, alone in the
+            // table, a target of all of them: taking chunk by chunk and scanning again in
+            // between lets it see the other workers' first takes and stop at its share.
+            if !more
+                || report.taken.len() == taken_before
+                || !self.inner.taking.load(Ordering::SeqCst)
+            {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Scan the table, update what this worker observed, and decide what to take:
+    /// (decisions, leases in the table, when the next lease would expire).
+    async fn scan_and_decide(
+        &self,
+    ) -> Result<(Vec<TakeDecision>, usize, Option<Instant>), LeaseStoreError> {
         let leases = self.inner.store.list_leases().await?;
         let seen_at = Instant::now();
         let failover = self.inner.config.failover_time;
@@ -538,7 +574,7 @@ impl LeaseCoordinator {
             obs.values().cloned().collect()
         };
         let held = self.held_keys();
-        let me = self.worker_id().to_string();
+        let me = self.worker_id();
         let config = TakerConfig {
             failover_time: failover,
             max_leases_for_worker: self.inner.config.max_leases_for_worker,
@@ -546,27 +582,35 @@ impl LeaseCoordinator {
         };
         let decisions = {
             let mut rng = self.inner.rng.lock().unwrap();
-            choose_leases_to_take(&me, &observed, &held, seen_at, &config, &mut *rng)
+            choose_leases_to_take(me, &observed, &held, seen_at, &config, &mut *rng)
         };
-        let mut report = TakeReport {
-            total_leases: observed.len(),
-            next_expiry_check: observed
+        let next_expiry_check = observed
+            .iter()
+            .filter(|o| {
+                o.lease.owner.as_deref().is_some_and(|w| w != me)
+                    && !o.is_expired(seen_at, failover)
+            })
+            .map(|o| o.last_change + failover + Duration::from_millis(1))
+            .min();
+        Ok((decisions, observed.len(), next_expiry_check))
+    }
+
+    /// Take `chunk` with concurrent conditional writes; adopt what lands.
+    async fn take_chunk(&self, chunk: Vec<TakeDecision>, report: &mut TakeReport) {
+        if !self.inner.taking.load(Ordering::SeqCst) {
+            return;
+        }
+        let me = self.worker_id();
+        let started = Instant::now();
+        let outcomes = futures::future::join_all(
+            chunk
                 .iter()
-                .filter(|o| {
-                    o.lease.owner.as_deref().is_some_and(|w| w != me)
-                        && !o.is_expired(seen_at, failover)
-                })
-                .map(|o| o.last_change + failover + Duration::from_millis(1))
-                .min(),
-            ..TakeReport::default()
-        };
-        for decision in decisions {
-            if !self.inner.taking.load(Ordering::SeqCst) {
-                break;
-            }
+                .map(|d| self.inner.store.take_lease(&d.lease, me)),
+        )
+        .await;
+        for (decision, outcome) in chunk.into_iter().zip(outcomes) {
             let key = decision.lease.key.clone();
-            let started = Instant::now();
-            match self.inner.store.take_lease(&decision.lease, &me).await {
+            match outcome {
                 Ok(WriteOutcome::Applied(lease)) => {
                     tracing::info!(worker_id = %me, lease_key = %key, reason = ?decision.reason,
                         previous_owner = ?decision.lease.owner, "lease taken");
@@ -580,10 +624,6 @@ impl LeaseCoordinator {
                 }
             }
         }
-        if !report.taken.is_empty() {
-            self.publish();
-        }
-        Ok(report)
     }
 
     fn adopt(&self, lease: Lease, written_at: Instant) {
