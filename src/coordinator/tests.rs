@@ -402,3 +402,52 @@ async fn released_leases_are_taken_at_once_by_others() {
         "{took:?}"
     );
 }
+
+/// A user's report: four leases, records (and so checkpoints) only on shard 0, and every
+/// write of shard 0's lease held 8 s (under the 10 s request timeout) for 40 s. The idle
+/// leases must be renewed on their own schedule, not behind shard 0's lock and slow writes.
+#[tokio::test(start_paused = true)]
+async fn one_slow_lease_does_not_cost_the_other_leases() {
+    let store = store_with(4);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 4)
+        .await
+        .is_some());
+    let slow = "shardId-000000000000";
+    let tenures = a.coordinator.held();
+    let slow_until = Instant::now() + Duration::from_secs(40);
+    store.set_fault_injector(Some(Arc::new(move |op: LeaseOp, key: Option<&str>| {
+        (key == Some(slow)
+            && matches!(op, LeaseOp::Renew | LeaseOp::Update)
+            && Instant::now() < slow_until)
+            .then_some(Fault::Delay(Duration::from_secs(8)))
+    })));
+    // The processor of shard 0 checkpoints all the time.
+    let checkpointer = tokio::spawn({
+        let c = a.coordinator.clone();
+        let token = tenures[slow].token;
+        async move {
+            let mut n = 0u64;
+            while Instant::now() < slow_until {
+                n += 1;
+                let cp = Checkpoint::sequence(n.to_string(), 0).unwrap();
+                let _ = c
+                    .update_lease(slow, token, |l| l.checkpoint = cp.clone())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (key, tenure) in tenures.iter().filter(|(k, _)| k.as_str() != slow) {
+            assert!(
+                !tenure.lost.is_cancelled(),
+                "{key} was lost because of {slow}'s slow writes after {:?}",
+                Instant::now()
+            );
+        }
+    }
+    checkpointer.await.unwrap();
+    assert_eq!(owners(&store).get("a"), Some(&4));
+}
