@@ -136,6 +136,32 @@ struct SlotState {
     lease: Lease,
     /// Start of the last successful write (renew, take or checkpoint).
     last_write: LastWrite,
+    /// Writes since `lease` was last confirmed whose outcome is unknown (a timeout or other
+    /// non-throttling error: the write may have landed). Every write is conditioned on
+    /// `lease.counter`, so together they can have moved the counter by at most one.
+    unconfirmed: u32,
+}
+
+impl SlotState {
+    /// Count a failed write that may nevertheless have landed.
+    fn failed_write(&mut self, e: &LeaseStoreError) {
+        if e.kind() != crate::error::ErrorKind::Throttled {
+            self.unconfirmed += 1;
+        }
+    }
+
+    /// Could our own unconfirmed writes explain the stored lease `cur`? Only if it still names
+    /// us and its counter moved by exactly one (every write of ours was conditioned on our
+    /// counter, so at most one of them landed).
+    fn explains(&self, cur: &Lease, me: &str) -> bool {
+        self.unconfirmed > 0 && cur.is_owned_by(me) && cur.counter == self.lease.counter + 1
+    }
+
+    fn confirmed(&mut self, lease: Lease, started: Instant) {
+        self.lease = lease;
+        self.last_write.set(started);
+        self.unconfirmed = 0;
+    }
 }
 
 /// When the last successful write of a held lease started. Shared between the lease's
@@ -511,8 +537,7 @@ impl LeaseCoordinator {
             let started = Instant::now();
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
-                    st.lease = lease;
-                    st.last_write.set(started);
+                    st.confirmed(lease, started);
                     return;
                 }
                 Ok(WriteOutcome::Conflict) => {
@@ -523,8 +548,7 @@ impl LeaseCoordinator {
                                 lease_key = key,
                                 "renew conflict was our own retried write"
                             );
-                            st.lease = cur;
-                            st.last_write.set(started);
+                            st.confirmed(cur, started);
                         }
                         None => self.lose(
                             key,
@@ -535,10 +559,12 @@ impl LeaseCoordinator {
                     return;
                 }
                 Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "renewal failed; retrying");
                     tokio::time::sleep(backoff.next().unwrap_or_default()).await;
                 }
                 Err(e) => {
+                    st.failed_write(&e);
                     tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
                     return;
                 }
@@ -638,6 +664,7 @@ impl LeaseCoordinator {
             state: Arc::new(tokio::sync::Mutex::new(SlotState {
                 lease,
                 last_write: last_write.clone(),
+                unconfirmed: 0,
             })),
             last_write,
         };
@@ -686,37 +713,64 @@ impl LeaseCoordinator {
             let started = Instant::now();
             match self.inner.store.update_lease(&desired).await {
                 Ok(WriteOutcome::Applied(lease)) => {
-                    st.lease = lease.clone();
-                    st.last_write.set(started);
+                    st.confirmed(lease.clone(), started);
                     return Ok(lease);
                 }
                 Ok(WriteOutcome::Conflict) => {
-                    let expected = desired.counter + 1;
+                    let cur = match self.inner.store.get_lease(key).await {
+                        Ok(cur) => cur,
+                        Err(e) => {
+                            tracing::warn!(lease_key = key, error = %e, "could not re-read lease after a conflict; treating it as lost");
+                            None
+                        }
+                    };
+                    let me = self.worker_id();
                     let ours = |cur: &Lease| {
-                        cur.counter == expected
+                        cur.is_owned_by(me)
+                            && cur.counter == desired.counter + 1
                             && cur.checkpoint == desired.checkpoint
                             && cur.pending_checkpoint == desired.pending_checkpoint
                     };
-                    if let Some(cur) = self.confirm(&desired, ours).await {
-                        st.lease = cur.clone();
-                        st.last_write.set(started);
-                        return Ok(cur);
+                    match cur {
+                        // A retried attempt of this very checkpoint had landed.
+                        Some(cur) if ours(&cur) => {
+                            st.confirmed(cur.clone(), started);
+                            return Ok(cur);
+                        }
+                        // Another write of ours (a renewal or an earlier checkpoint that
+                        // reported a timeout) had landed: still ours; write again on top.
+                        Some(cur) if st.explains(&cur, me) && attempt < WRITE_ATTEMPTS + 2 => {
+                            tracing::debug!(lease_key = key, counter = cur.counter, "checkpoint conflict was caused by our own unconfirmed write; writing again");
+                            // Its start is unknown: expiry still counts from the last write we
+                            // saw succeed.
+                            st.lease = cur.clone();
+                            st.unconfirmed = 0;
+                            desired = cur;
+                            change(&mut desired);
+                            desired.counter = st.lease.counter;
+                        }
+                        _ => {
+                            self.lose(
+                                key,
+                                token,
+                                "checkpoint write found the lease changed by another worker",
+                            );
+                            return Err(lost("taken by another worker"));
+                        }
                     }
-                    self.lose(
-                        key,
-                        token,
-                        "checkpoint write found the lease changed by another worker",
-                    );
-                    return Err(lost("taken by another worker"));
                 }
                 Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS + 2 => {
+                    st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "checkpoint write failed; retrying");
                     tokio::time::sleep(backoff.next().unwrap_or_default()).await;
                     if tenure.lost.is_cancelled() {
                         return Err(lost("lost while retrying"));
                     }
                 }
-                Err(e) => return Err(LeaseUpdateError::Store(e)),
+                Err(e) => {
+                    st.failed_write(&e);
+                    return Err(LeaseUpdateError::Store(e));
+                }
             }
         }
     }
