@@ -82,6 +82,7 @@ pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
 pub mod checkpointer;
+mod cleanup;
 pub mod config;
 pub mod consumer;
 pub mod coordinator;

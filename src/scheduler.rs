@@ -174,6 +174,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         if self.config.cleanup_leases_upon_shard_completion {
             background.spawn(periodic_cleanup(
                 self.coordinator.clone(),
+                self.stream.clone(),
                 self.config.clone(),
                 stop.clone(),
             ));
@@ -384,9 +385,10 @@ async fn periodic_shard_sync(
     }
 }
 
-/// Delete finished leases this worker holds once every child has started and every parent is gone.
+/// Delete finished and orphaned leases this worker holds (see [`crate::cleanup`]).
 async fn periodic_cleanup(
     coordinator: LeaseCoordinator,
+    stream: Arc<dyn StreamClient>,
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
@@ -396,44 +398,10 @@ async fn periodic_cleanup(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
         }
-        for key in coordinator.held_keys() {
-            if let Err(e) = cleanup_one(&coordinator, &key).await {
-                tracing::debug!(lease_key = %key, error = %e, "lease clean-up deferred");
-            }
+        if let Err(e) = crate::cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
+            tracing::debug!(error = %e, "lease clean-up deferred");
         }
     }
-}
-
-async fn cleanup_one(coordinator: &LeaseCoordinator, key: &str) -> Result<(), LeaseStoreError> {
-    let Some(lease) = coordinator.current(key).await else {
-        return Ok(());
-    };
-    if !lease.checkpoint.is_shard_end() {
-        return Ok(());
-    }
-    let store = coordinator.store();
-    let Some(stored) = store.get_lease(key).await? else {
-        coordinator.forget(key);
-        return Ok(());
-    };
-    if stored.child_shard_ids.is_empty() {
-        return Ok(());
-    }
-    for child in &stored.child_shard_ids {
-        match store.get_lease(child).await? {
-            Some(c) if !c.checkpoint.is_initial_position() => {}
-            _ => return Ok(()),
-        }
-    }
-    for parent in &stored.parent_shard_ids {
-        if store.get_lease(parent).await?.is_some() {
-            return Ok(());
-        }
-    }
-    coordinator.forget(key);
-    store.delete_lease(key).await?;
-    tracing::info!(lease_key = %key, children = ?stored.child_shard_ids, "deleted finished lease: its children have started");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@
 //!
 //! * **Renewal** keeps every held lease's counter moving at least every `renew_interval`
 //!   (default `F / 3`): a lease is renewed when its last successful write (renewal, take or
-//!   checkpoint) started `renew_interval` ago (leases due within a quarter interval of each
-//!   other are renewed together). An idle lease is thus renewed every `renew_interval`, while a
-//!   lease its processor checkpoints at least that often needs no renewals (a checkpoint
-//!   increments the counter and proves ownership just as a renewal does). Leases are renewed
-//!   concurrently, under a per-lease lock shared with checkpoint writes, with up to three
-//!   attempts on throttling or timeouts. A lease not renewed for `F` (measured from the
+//!   checkpoint) started `renew_interval` ago. An idle lease is thus renewed every
+//!   `renew_interval`, while a lease its processor checkpoints at least that often needs no
+//!   renewals (a checkpoint increments the counter and proves ownership just as a renewal
+//!   does). Each lease is renewed on its own schedule, independently of the others, under a
+//!   per-lease lock shared with checkpoint writes, with up to three attempts on throttling or
+//!   timeouts: a renewal stuck behind a checkpoint's slow writes, or on a hung call, delays
+//!   only its own lease (the Java renewer waits for every lease each round). Starts are paced
+//!   so that all held leases fit in a quarter interval (leases taken together do not all
+//!   write in the same instant), and at most [`MAX_CONCURRENT_RENEWALS`] writes are in flight. A lease not renewed for `F` (measured from the
 //!   *start* of its last successful write) is lost locally: its consumer is told and
 //!   checkpoints are refused, even if DynamoDB still names this worker.
 //! * **Taking** scans the table every `take_interval` (default `F / 3`, minus up to 10 %
@@ -139,6 +142,32 @@ struct SlotState {
     lease: Lease,
     /// Start of the last successful write (renew, take or checkpoint).
     last_write: LastWrite,
+    /// Writes since `lease` was last confirmed whose outcome is unknown (a timeout or other
+    /// non-throttling error: the write may have landed). Every write is conditioned on
+    /// `lease.counter`, so together they can have moved the counter by at most one.
+    unconfirmed: u32,
+}
+
+impl SlotState {
+    /// Count a failed write that may nevertheless have landed.
+    fn failed_write(&mut self, e: &LeaseStoreError) {
+        if e.kind() != crate::error::ErrorKind::Throttled {
+            self.unconfirmed += 1;
+        }
+    }
+
+    /// Could our own unconfirmed writes explain the stored lease `cur`? Only if it still names
+    /// us and its counter moved by exactly one (every write of ours was conditioned on our
+    /// counter, so at most one of them landed).
+    fn explains(&self, cur: &Lease, me: &str) -> bool {
+        self.unconfirmed > 0 && cur.is_owned_by(me) && cur.counter == self.lease.counter + 1
+    }
+
+    fn confirmed(&mut self, lease: Lease, started: Instant) {
+        self.lease = lease;
+        self.last_write.set(started);
+        self.unconfirmed = 0;
+    }
 }
 
 /// When the last successful write of a held lease started. Shared between the lease's
@@ -204,6 +233,12 @@ pub struct TakeReport {
 
 const WRITE_ATTEMPTS: u32 = 3;
 
+/// The most renewal writes one worker has in flight at once (the Java KCL's default
+/// `maxLeaseRenewalThreads`). A renewal holds a permit only while it writes (not while it waits
+/// for its lease's lock), so up to this many leases can hang on slow calls before renewals of
+/// the others wait for a permit.
+pub const MAX_CONCURRENT_RENEWALS: usize = 20;
+
 impl LeaseCoordinator {
     /// A coordinator for `config.worker_id` over `store`. Call [`LeaseCoordinator::run`].
     pub fn new(store: Arc<dyn LeaseStore>, config: CoordinatorConfig) -> Self {
@@ -259,36 +294,58 @@ impl LeaseCoordinator {
     /// [`LeaseCoordinator::stop_taking`].
     pub async fn run(&self, shutdown: CancellationToken) {
         let renewer = async {
-            // A lease is due `renew_interval` after its last successful write (renewal, take or
-            // checkpoint) or its last renewal attempt, whichever is later; the renewer sleeps
-            // until the first lease is due and then renews every lease due within a quarter
-            // interval, so that leases renew together instead of each waking the renewer.
+            // Each lease is renewed on its own schedule: it is due `renew_interval` after its
+            // last successful write (renewal, take or checkpoint) or its last renewal attempt,
+            // whichever is later. A renewal runs on its own, so one that waits for its lease's
+            // lock (a checkpoint retrying slow writes) or hangs on a slow call delays only its
+            // own lease. Starts are paced (all held leases fit in a quarter interval), so a
+            // batch of leases taken together does not renew in the same instant, and at most
+            // `MAX_CONCURRENT_RENEWALS` writes are in flight.
             let interval = self.inner.config.renew_interval;
+            let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
             let mut attempted: BTreeMap<String, Instant> = BTreeMap::new();
+            let mut running: BTreeSet<String> = BTreeSet::new();
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut next_start = Instant::now();
             loop {
-                let next = self
+                let held = self.held_keys();
+                attempted.retain(|k, _| held.contains(k));
+                let pace = (interval / 4) / u32::try_from(held.len().max(1)).unwrap_or(u32::MAX);
+                let now = Instant::now();
+                let mut due: Vec<(String, Instant)> = self
                     .renewals_due(&attempted)
                     .into_iter()
-                    .map(|(_, due)| due)
-                    .min()
-                    .unwrap_or_else(|| Instant::now() + interval);
+                    .filter(|(k, _)| !running.contains(k))
+                    .collect();
+                due.sort_by_key(|(k, at)| (*at, k.clone()));
+                let mut wake = now + interval;
+                for (key, at) in due {
+                    let start = at.max(next_start);
+                    if start > now {
+                        wake = wake.min(start);
+                        break;
+                    }
+                    next_start = now + pace;
+                    attempted.insert(key.clone(), now);
+                    running.insert(key.clone());
+                    let Some((tenure, state)) = self.slot(&key) else {
+                        running.remove(&key);
+                        continue;
+                    };
+                    let permits = &permits;
+                    in_flight.push(async move {
+                        self.renew_one(&key, &tenure, &state, permits, true).await;
+                        key
+                    });
+                }
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(next) => {}
+                    Some(key) = futures::StreamExt::next(&mut in_flight) => {
+                        running.remove(&key);
+                    }
+                    _ = tokio::time::sleep_until(wake) => {}
                 }
-                let round = Instant::now();
-                let cutoff = round + interval / 4;
-                let due: BTreeSet<String> = self
-                    .renewals_due(&attempted)
-                    .into_iter()
-                    .filter(|(_, at)| *at <= cutoff)
-                    .map(|(key, _)| key)
-                    .collect();
-                let held = self.held_keys();
-                attempted.retain(|k, _| held.contains(k));
-                attempted.extend(due.iter().map(|k| (k.clone(), round)));
-                self.renew_held(Some(&due)).await;
             }
         };
         let taker = async {
@@ -410,9 +467,23 @@ impl LeaseCoordinator {
         }
     }
 
-    /// Renew every held lease once, concurrently.
+    /// Renew every held lease once, concurrently (at most [`MAX_CONCURRENT_RENEWALS`] writes
+    /// in flight).
     pub async fn renew_all(&self) {
-        self.renew_held(None).await;
+        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
+            .inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
+            .collect();
+        let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
+        let permits = &permits;
+        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
+            self.renew_one(&key, &tenure, &state, permits, false).await;
+        }))
+        .await;
     }
 
     /// When each held lease is next due for renewal: `renew_interval` after its last successful
@@ -432,31 +503,26 @@ impl LeaseCoordinator {
             .collect()
     }
 
-    /// Renew the held leases in `only` (all when `None`) concurrently.
-    async fn renew_held(&self, only: Option<&BTreeSet<String>>) {
-        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| only.is_none_or(|keys| keys.contains(*k)))
-            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
-            .collect();
-        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
-            self.renew_one(&key, &tenure, &state).await;
-        }))
-        .await;
-    }
-
     async fn renew_one(
         &self,
         key: &str,
         tenure: &LeaseTenure,
         state: &tokio::sync::Mutex<SlotState>,
+        permits: &tokio::sync::Semaphore,
+        only_if_due: bool,
     ) {
         let mut st = state.lock().await;
         if tenure.lost.is_cancelled() {
+            return;
+        }
+        // Taken only once the lock is ours: a renewal waiting behind a checkpoint holds no
+        // permit. The semaphore is never closed.
+        let _permit = permits.acquire().await.ok();
+        if tenure.lost.is_cancelled() {
+            return;
+        }
+        // A checkpoint that held the lock meanwhile proved ownership just as well.
+        if only_if_due && st.last_write.get() + self.inner.config.renew_interval > Instant::now() {
             return;
         }
         let failover = self.inner.config.failover_time;
@@ -477,8 +543,7 @@ impl LeaseCoordinator {
             let started = Instant::now();
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
-                    st.lease = lease;
-                    st.last_write.set(started);
+                    st.confirmed(lease, started);
                     return;
                 }
                 Ok(WriteOutcome::Conflict) => {
@@ -489,8 +554,7 @@ impl LeaseCoordinator {
                                 lease_key = key,
                                 "renew conflict was our own retried write"
                             );
-                            st.lease = cur;
-                            st.last_write.set(started);
+                            st.confirmed(cur, started);
                         }
                         None => self.lose(
                             key,
@@ -501,10 +565,12 @@ impl LeaseCoordinator {
                     return;
                 }
                 Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "renewal failed; retrying");
                     tokio::time::sleep(backoff.next().unwrap_or_default()).await;
                 }
                 Err(e) => {
+                    st.failed_write(&e);
                     tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
                     return;
                 }
@@ -638,6 +704,7 @@ impl LeaseCoordinator {
             state: Arc::new(tokio::sync::Mutex::new(SlotState {
                 lease,
                 last_write: last_write.clone(),
+                unconfirmed: 0,
             })),
             last_write,
         };
@@ -686,37 +753,64 @@ impl LeaseCoordinator {
             let started = Instant::now();
             match self.inner.store.update_lease(&desired).await {
                 Ok(WriteOutcome::Applied(lease)) => {
-                    st.lease = lease.clone();
-                    st.last_write.set(started);
+                    st.confirmed(lease.clone(), started);
                     return Ok(lease);
                 }
                 Ok(WriteOutcome::Conflict) => {
-                    let expected = desired.counter + 1;
+                    let cur = match self.inner.store.get_lease(key).await {
+                        Ok(cur) => cur,
+                        Err(e) => {
+                            tracing::warn!(lease_key = key, error = %e, "could not re-read lease after a conflict; treating it as lost");
+                            None
+                        }
+                    };
+                    let me = self.worker_id();
                     let ours = |cur: &Lease| {
-                        cur.counter == expected
+                        cur.is_owned_by(me)
+                            && cur.counter == desired.counter + 1
                             && cur.checkpoint == desired.checkpoint
                             && cur.pending_checkpoint == desired.pending_checkpoint
                     };
-                    if let Some(cur) = self.confirm(&desired, ours).await {
-                        st.lease = cur.clone();
-                        st.last_write.set(started);
-                        return Ok(cur);
+                    match cur {
+                        // A retried attempt of this very checkpoint had landed.
+                        Some(cur) if ours(&cur) => {
+                            st.confirmed(cur.clone(), started);
+                            return Ok(cur);
+                        }
+                        // Another write of ours (a renewal or an earlier checkpoint that
+                        // reported a timeout) had landed: still ours; write again on top.
+                        Some(cur) if st.explains(&cur, me) && attempt < WRITE_ATTEMPTS + 2 => {
+                            tracing::debug!(lease_key = key, counter = cur.counter, "checkpoint conflict was caused by our own unconfirmed write; writing again");
+                            // Its start is unknown: expiry still counts from the last write we
+                            // saw succeed.
+                            st.lease = cur.clone();
+                            st.unconfirmed = 0;
+                            desired = cur;
+                            change(&mut desired);
+                            desired.counter = st.lease.counter;
+                        }
+                        _ => {
+                            self.lose(
+                                key,
+                                token,
+                                "checkpoint write found the lease changed by another worker",
+                            );
+                            return Err(lost("taken by another worker"));
+                        }
                     }
-                    self.lose(
-                        key,
-                        token,
-                        "checkpoint write found the lease changed by another worker",
-                    );
-                    return Err(lost("taken by another worker"));
                 }
                 Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS + 2 => {
+                    st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "checkpoint write failed; retrying");
                     tokio::time::sleep(backoff.next().unwrap_or_default()).await;
                     if tenure.lost.is_cancelled() {
                         return Err(lost("lost while retrying"));
                     }
                 }
-                Err(e) => return Err(LeaseUpdateError::Store(e)),
+                Err(e) => {
+                    st.failed_write(&e);
+                    return Err(LeaseUpdateError::Store(e));
+                }
             }
         }
     }

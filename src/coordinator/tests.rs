@@ -402,3 +402,113 @@ async fn released_leases_are_taken_at_once_by_others() {
         "{took:?}"
     );
 }
+
+/// A user's report: four leases, records (and so checkpoints) only on shard 0, and every
+/// write of shard 0's lease held 8 s (under the 10 s request timeout) for 40 s. The idle
+/// leases must be renewed on their own schedule, not behind shard 0's lock and slow writes.
+#[tokio::test(start_paused = true)]
+async fn one_slow_lease_does_not_cost_the_other_leases() {
+    let store = store_with(4);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 4)
+        .await
+        .is_some());
+    let slow = "shardId-000000000000";
+    let tenures = a.coordinator.held();
+    let slow_until = Instant::now() + Duration::from_secs(40);
+    store.set_fault_injector(Some(Arc::new(move |op: LeaseOp, key: Option<&str>| {
+        (key == Some(slow)
+            && matches!(op, LeaseOp::Renew | LeaseOp::Update)
+            && Instant::now() < slow_until)
+            .then_some(Fault::Delay(Duration::from_secs(8)))
+    })));
+    // The processor of shard 0 checkpoints all the time.
+    let checkpointer = tokio::spawn({
+        let c = a.coordinator.clone();
+        let token = tenures[slow].token;
+        async move {
+            let mut n = 0u64;
+            while Instant::now() < slow_until {
+                n += 1;
+                let cp = Checkpoint::sequence(n.to_string(), 0).unwrap();
+                let _ = c
+                    .update_lease(slow, token, |l| l.checkpoint = cp.clone())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (key, tenure) in tenures.iter().filter(|(k, _)| k.as_str() != slow) {
+            assert!(
+                !tenure.lost.is_cancelled(),
+                "{key} was lost because of {slow}'s slow writes after {:?}",
+                Instant::now()
+            );
+        }
+    }
+    checkpointer.await.unwrap();
+    assert_eq!(owners(&store).get("a"), Some(&4));
+}
+
+/// Every attempt of a renewal timed out, but the first one landed: the counter moved by one
+/// of our own writes. The next checkpoint conflicts; the lease is still ours.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_landed_unseen_does_not_cost_the_lease_at_the_next_checkpoint() {
+    let store = store_with(1);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let key = "shardId-000000000000";
+    let tenure = a.coordinator.held()[key].clone();
+    let before = store.snapshot()[key].counter;
+    store.set_fault_injector(Some(Arc::new(|op: LeaseOp, _: Option<&str>| {
+        (op == LeaseOp::Renew).then_some(Fault::TimeoutAfterApply)
+    })));
+    // One renewal round: the first attempt applies, all report a timeout.
+    assert!(
+        wait_until(F, || store.snapshot()[key].counter == before + 1)
+            .await
+            .is_some()
+    );
+    // Let the round's remaining attempts fail too, well before the next round.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store.set_fault_injector(None);
+    let cp = Checkpoint::sequence("7", 0).unwrap();
+    let written = a
+        .coordinator
+        .update_lease(key, tenure.token, |l| l.checkpoint = cp.clone())
+        .await;
+    assert_eq!(written.expect("checkpoint refused").checkpoint, cp);
+    assert!(!tenure.lost.is_cancelled(), "lease dropped");
+    assert_eq!(store.snapshot()[key].checkpoint, cp);
+    assert_eq!(store.snapshot()[key].owner.as_deref(), Some("a"));
+}
+
+/// A counter that moved more than our own unconfirmed writes could have moved it means
+/// someone else wrote: the lease is lost.
+#[tokio::test(start_paused = true)]
+async fn a_counter_moved_by_someone_else_still_means_loss() {
+    let store = store_with(1);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let key = "shardId-000000000000";
+    let tenure = a.coordinator.held()[key].clone();
+    // Someone bumps the counter while keeping our name on it (a stale writer), and none of our
+    // writes failed: the increment is not ours.
+    store.with_table(|t| t.get_mut(key).unwrap().counter += 1);
+    let err = a
+        .coordinator
+        .update_lease(key, tenure.token, |l| {
+            l.checkpoint = Checkpoint::sequence("7", 0).unwrap()
+        })
+        .await;
+    assert!(
+        matches!(err, Err(LeaseUpdateError::LeaseLost { .. })),
+        "{err:?}"
+    );
+}
