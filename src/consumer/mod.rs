@@ -497,3 +497,6 @@ async fn create_child_leases(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
