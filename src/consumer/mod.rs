@@ -15,7 +15,9 @@ use crate::lease::LeaseStore;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
 };
-use crate::retrieval::fetcher::{FetchedBatch, Fetcher, FetcherConfig, StartPosition};
+use crate::retrieval::fetcher::{
+    FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
+};
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
 use crate::shard_sync::child_leases;
 use futures::FutureExt;
@@ -47,6 +49,8 @@ pub struct ShardContext {
     pub stream: Arc<dyn StreamClient>,
     /// The worker's settings.
     pub config: Arc<Config>,
+    /// The worker's read-ahead byte budget, shared by its shards' fetchers.
+    pub prefetch_budget: PrefetchBudget,
 }
 
 impl ShardContext {
@@ -225,6 +229,8 @@ impl<P: RecordProcessor> Consumer<P> {
                 max_records: cfg.max_records,
                 idle_time_between_reads: cfg.idle_time_between_reads,
                 max_pending_batches: cfg.max_pending_batches,
+                max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
+                budget: self.ctx.prefetch_budget.clone(),
             };
             let start = self.start_position(&lease.checkpoint);
             tracing::debug!(checkpoint = %lease.checkpoint, position = ?start.position, "starting record fetcher");

@@ -12,7 +12,6 @@ pub(super) const KEY: &str = "shardId-000000000000";
 /// A worker holding the one lease of a one-shard stream.
 pub(super) struct Harness {
     pub stream: InMemoryStream,
-    pub store: InMemoryLeaseStore,
     pub coordinator: LeaseCoordinator,
     pub tenure: LeaseTenure,
     stop: CancellationToken,
@@ -41,7 +40,6 @@ impl Harness {
         let tenure = coordinator.held()[KEY].clone();
         Harness {
             stream,
-            store,
             coordinator,
             tenure,
             stop,
@@ -54,6 +52,7 @@ impl Harness {
             coordinator: self.coordinator.clone(),
             stream: Arc::new(self.stream.clone()),
             config: Arc::new(config.build().unwrap()),
+            prefetch_budget: PrefetchBudget::new(64 << 20),
         }
     }
 
