@@ -618,4 +618,107 @@ mod tests {
         assert_eq!(drain(&mut fetcher, 30).await, put);
         assert_eq!(iterators.load(Ordering::SeqCst), 1);
     }
+
+    /// Counts the bytes GetRecords returned.
+    #[derive(Debug)]
+    struct Counting {
+        inner: InMemoryStream,
+        fetched: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl StreamClient for Counting {
+        fn stream_name(&self) -> &str {
+            self.inner.stream_name()
+        }
+        async fn list_shards(
+            &self,
+        ) -> Result<Vec<crate::retrieval::Shard>, crate::retrieval::RetrievalError> {
+            self.inner.list_shards().await
+        }
+        async fn get_shard_iterator(
+            &self,
+            shard_id: &str,
+            position: &IteratorPosition,
+        ) -> Result<Option<String>, crate::retrieval::RetrievalError> {
+            self.inner.get_shard_iterator(shard_id, position).await
+        }
+        async fn get_records(
+            &self,
+            shard_id: &str,
+            iterator: &str,
+            limit: u32,
+        ) -> Result<crate::retrieval::RecordBatch, crate::retrieval::RetrievalError> {
+            let b = self.inner.get_records(shard_id, iterator, limit).await?;
+            let bytes: usize = b.records.iter().map(record_bytes).sum();
+            self.fetched.fetch_add(bytes, Ordering::SeqCst);
+            Ok(b)
+        }
+    }
+
+    /// A slow processor on two shards of large records (300 KiB, and one of 3 MiB, larger
+    /// than every bound): the worker's budget is never exceeded, at most one more response per
+    /// shard is held beyond it, and everything is delivered (the big record too).
+    #[tokio::test(start_paused = true)]
+    async fn read_ahead_is_bounded_in_bytes_per_shard_and_per_worker() {
+        const KIB: usize = 1024;
+        let stream = InMemoryStream::new("s", 2);
+        let shards: Vec<String> = stream.shards().into_iter().map(|s| s.shard_id).collect();
+        let mut want = 0;
+        for i in 0..40 {
+            let size = if i == 17 { 3072 * KIB } else { 300 * KIB };
+            let hash = if i % 2 == 0 { 0 } else { u128::MAX };
+            stream.put_with_hash(hash, "", &vec![0u8; size]);
+            want += 1;
+        }
+        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let client: Arc<dyn StreamClient> = Arc::new(Counting {
+            inner: stream.clone(),
+            fetched: fetched.clone(),
+        });
+        let budget = PrefetchBudget::new(1536 * KIB);
+        let cfg = FetcherConfig {
+            max_records: 2,
+            idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+            max_pending_batches: 3,
+            max_pending_bytes: 1024 * KIB,
+            budget: budget.clone(),
+        };
+        let start = StartPosition {
+            position: IteratorPosition::TrimHorizon,
+            skip_through: None,
+        };
+        let mut fetchers: Vec<Fetcher> = shards
+            .iter()
+            .map(|s| Fetcher::spawn(client.clone(), s.clone(), start.clone(), cfg.clone()))
+            .collect();
+        let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got < want && Instant::now() < deadline {
+            // The processor takes 2 s per batch, alternating shards.
+            for f in fetchers.iter_mut() {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let held = fetched.load(Ordering::SeqCst) - taken;
+                peak = peak.max(held);
+                assert!(
+                    budget.buffered_bytes() <= budget.max_bytes(),
+                    "{} buffered",
+                    budget.buffered_bytes()
+                );
+                if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), f.next()).await
+                {
+                    got += b.records.len();
+                    taken += b.records.iter().map(record_bytes).sum::<usize>();
+                }
+            }
+        }
+        assert_eq!(got, want, "everything is delivered");
+        // The budget, plus one response per shard waiting for room (two 300 KiB records, or
+        // the 3 MiB one).
+        assert!(
+            peak <= 1536 * KIB + 3072 * KIB + 600 * KIB,
+            "{} KiB held",
+            peak / KIB
+        );
+    }
 }
