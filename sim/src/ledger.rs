@@ -246,6 +246,28 @@ impl Ledger {
         } else {
             self.created.insert(lease.key.clone(), worker.to_string());
         }
+        // A lease created at LATEST (or AT_TIMESTAMP) under parents that never had a lease:
+        // the application started after they closed, and their records are not wanted (the
+        // Java KCL's semantics: only shards with leased ancestors start at TRIM_HORIZON).
+        if matches!(
+            lease.checkpoint,
+            Checkpoint::Latest | Checkpoint::AtTimestamp
+        ) {
+            let mut todo = lease.parent_shard_ids.clone();
+            while let Some(parent) = todo.pop() {
+                if self.created.contains_key(&parent) {
+                    continue;
+                }
+                if let Some(log) = self.shards.get_mut(&parent) {
+                    for p in log.processed.iter_mut().filter(|p| !**p) {
+                        *p = true;
+                    }
+                    log.unprocessed = 0;
+                    log.processed_prefix = log.records.len();
+                    todo.extend(log.parents.clone());
+                }
+            }
+        }
     }
 
     /// The lease `key` was deleted.
@@ -297,6 +319,16 @@ impl Ledger {
             return;
         };
         let floor = log.records.len();
+        let log = self.shards.get_mut(shard).expect("checked");
+        for i in 0..floor {
+            if !log.processed[i] {
+                log.processed[i] = true;
+                log.unprocessed -= 1;
+            }
+        }
+        while log.processed.get(log.processed_prefix) == Some(&true) {
+            log.processed_prefix += 1;
+        }
         let Some(id) = self
             .instances
             .iter()
@@ -313,16 +345,6 @@ impl Ledger {
             return;
         }
         self.instances[id].latest_floor = Some(floor);
-        let log = self.shards.get_mut(shard).expect("checked");
-        for i in 0..floor {
-            if !log.processed[i] {
-                log.processed[i] = true;
-                log.unprocessed -= 1;
-            }
-        }
-        while log.processed.get(log.processed_prefix) == Some(&true) {
-            log.processed_prefix += 1;
-        }
     }
 
     /// `initialize` was called with `checkpoint`.
