@@ -25,7 +25,7 @@ pub enum CheckpointError {
         shard_id: String,
         /// The requested position.
         requested: Checkpoint,
-        /// The last checkpoint.
+        /// The last checkpoint (or a higher one attempted that may have been stored).
         last: Checkpoint,
         /// The last record delivered.
         largest: Checkpoint,
@@ -64,7 +64,9 @@ impl CheckpointError {
 
 /// Records a shard's progress in the lease table, for one tenure of its lease.
 ///
-/// Accepts positions between the last checkpoint and the last record delivered. At shard end
+/// Accepts positions between the last checkpoint and the last record delivered. A write that
+/// failed still raises the lower bound (it may have been stored: e.g. a timeout after the write
+/// applied), so a checkpoint never moves backwards. At shard end
 /// (in [`crate::Shutdown::ShardEnded`]) checkpointing the last record, or calling
 /// [`Checkpointer::checkpoint`], records `SHARD_END`.
 #[derive(Debug)]
@@ -73,6 +75,9 @@ pub struct Checkpointer {
     coordinator: LeaseCoordinator,
     token: Uuid,
     last: Checkpoint,
+    /// The highest checkpoint ever attempted in this tenure (at least `last`): a failed write
+    /// may still have been stored (a timeout after it applied), so nothing below it is allowed.
+    floor: Checkpoint,
     largest: Checkpoint,
     at_shard_end: bool,
 }
@@ -90,6 +95,7 @@ impl Checkpointer {
             coordinator,
             token,
             largest: checkpoint.clone(),
+            floor: checkpoint.clone(),
             last: checkpoint,
             at_shard_end: false,
         }
@@ -120,7 +126,7 @@ impl Checkpointer {
     /// `accepted` (or the processor's own later checkpoint) may be checkpointed until then, so
     /// that a checkpoint in `Shutdown::Requested` cannot cover records never processed.
     pub(crate) fn undeliver(&mut self, accepted: Checkpoint) {
-        self.largest = accepted.max(self.last.clone());
+        self.largest = accepted.max(self.floor.clone());
     }
 
     pub(crate) fn set_shard_end(&mut self) {
@@ -157,13 +163,16 @@ impl Checkpointer {
     }
 
     async fn write(&mut self, mut target: Checkpoint) -> Result<(), CheckpointError> {
-        let out_of_range = target < self.last
+        // The lower bound is what may be stored (the highest value ever attempted), not what
+        // was last confirmed: a write that failed after it applied must not be overwritten
+        // with a lower value.
+        let out_of_range = target < self.floor
             || (target > self.largest && !(target.is_shard_end() && self.at_shard_end));
         if out_of_range {
             return Err(CheckpointError::OutOfRange {
                 shard_id: self.shard_id.clone(),
                 requested: target,
-                last: self.last.clone(),
+                last: self.floor.clone(),
                 largest: self.largest.clone(),
             });
         }
@@ -172,6 +181,9 @@ impl Checkpointer {
         }
         if target == self.last {
             return Ok(());
+        }
+        if target > self.floor {
+            self.floor = target.clone();
         }
         let result = self
             .coordinator
@@ -197,5 +209,84 @@ impl Checkpointer {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::CoordinatorConfig;
+    use crate::lease::{Fault, InMemoryLeaseStore, LeaseOp};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    const KEY: &str = "shardId-000000000000";
+
+    fn seq(s: &str) -> Checkpoint {
+        Checkpoint::sequence(s, 0).unwrap()
+    }
+
+    /// A write whose first attempt applied but whose response (and every retry) failed may be
+    /// stored: a later, lower checkpoint must be refused, not written over it.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_checkpoint_that_may_have_landed_still_bounds_the_next_one() {
+        let store = InMemoryLeaseStore::new();
+        store.with_table(|t| {
+            let l = crate::lease::Lease::new(KEY, Checkpoint::TrimHorizon);
+            t.insert(l.key.clone(), l);
+        });
+        let coordinator = LeaseCoordinator::new(
+            Arc::new(store.clone()),
+            CoordinatorConfig::new("a", Duration::from_secs(10)),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (c, s) = (coordinator.clone(), stop.clone());
+            async move { c.run(s).await }
+        });
+        while !coordinator.held_keys().contains(KEY) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tenure = coordinator.held()[KEY].clone();
+        let mut cp = Checkpointer::new(
+            KEY.into(),
+            coordinator.clone(),
+            tenure.token,
+            Checkpoint::TrimHorizon,
+        );
+        cp.delivered(seq("300"));
+        cp.checkpoint_at("100", 0).await.unwrap();
+
+        // The write of 200 applies, then its response is lost, and every retry times out.
+        let updates = Arc::new(AtomicU32::new(0));
+        store.set_fault_injector(Some(Arc::new({
+            let updates = updates.clone();
+            move |op: LeaseOp, _: Option<&str>| {
+                (op == LeaseOp::Update).then(|| match updates.fetch_add(1, Ordering::SeqCst) {
+                    0 => Fault::TimeoutAfterApply,
+                    _ => Fault::Timeout,
+                })
+            }
+        })));
+        let err = cp.checkpoint_at("200", 0).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Store { .. }), "{err}");
+        store.set_fault_injector(None);
+        assert_eq!(
+            store.snapshot()[KEY].checkpoint,
+            seq("200"),
+            "the first attempt landed"
+        );
+
+        let err = cp.checkpoint_at("150", 0).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::OutOfRange { .. }), "{err}");
+        assert_eq!(
+            store.snapshot()[KEY].checkpoint,
+            seq("200"),
+            "never moves backwards"
+        );
+        stop.cancel();
+        task.await.unwrap();
     }
 }

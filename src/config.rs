@@ -25,6 +25,12 @@ pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default batches prefetched per shard: 3 (Java's `maxPendingProcessRecordsInput`).
 pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
+/// Default bound on the bytes of records prefetched per shard: 8 MiB (Java's `maxByteSize`
+/// of its prefetch cache).
+pub const DEFAULT_MAX_PREFETCH_BYTES_PER_SHARD: usize = 8 << 20;
+/// Default bound on the bytes of records prefetched by one worker, all shards together:
+/// 256 MiB (the Java KCL has no such bound: its per-shard bound times the shard count).
+pub const DEFAULT_MAX_PREFETCH_BYTES_PER_WORKER: usize = 256 << 20;
 
 /// Where processing of a shard with no checkpoint starts [`initialPositionInStream`,
 /// `initialPositionInStreamExtended`].
@@ -66,6 +72,12 @@ pub struct Config {
     pub idle_time_between_reads: Duration,
     /// Batches read ahead per shard; default 3.
     pub max_pending_batches: usize,
+    /// Bytes of records read ahead per shard (data plus partition keys); default 8 MiB
+    /// ([`DEFAULT_MAX_PREFETCH_BYTES_PER_SHARD`]). A larger batch is still delivered, alone.
+    pub max_prefetch_bytes_per_shard: usize,
+    /// Bytes of records read ahead by this worker, all shards together; default 256 MiB
+    /// ([`DEFAULT_MAX_PREFETCH_BYTES_PER_WORKER`]). A larger batch is still delivered, alone.
+    pub max_prefetch_bytes_per_worker: usize,
     /// Call `process_records` for empty batches too (properties: `callProcessRecordsEvenForEmptyRecordList`);
     /// default false.
     pub call_process_records_even_for_empty_list: bool,
@@ -119,6 +131,8 @@ impl Config {
             max_records: DEFAULT_MAX_RECORDS,
             idle_time_between_reads: DEFAULT_IDLE_TIME_BETWEEN_READS,
             max_pending_batches: DEFAULT_MAX_PENDING_BATCHES,
+            max_prefetch_bytes_per_shard: DEFAULT_MAX_PREFETCH_BYTES_PER_SHARD,
+            max_prefetch_bytes_per_worker: DEFAULT_MAX_PREFETCH_BYTES_PER_WORKER,
             call_process_records_even_for_empty_list: false,
             parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
             shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
@@ -148,6 +162,8 @@ pub struct ConfigBuilder {
     max_records: u32,
     idle_time_between_reads: Duration,
     max_pending_batches: usize,
+    max_prefetch_bytes_per_shard: usize,
+    max_prefetch_bytes_per_worker: usize,
     call_process_records_even_for_empty_list: bool,
     parent_shard_poll_interval: Duration,
     shard_sync_interval: Duration,
@@ -208,6 +224,10 @@ impl ConfigBuilder {
         idle_time_between_reads: Duration,
         /// Batches read ahead per shard.
         max_pending_batches: usize,
+        /// Bytes read ahead per shard (at least 1 KiB).
+        max_prefetch_bytes_per_shard: usize,
+        /// Bytes read ahead per worker, all shards together (at least 1 KiB).
+        max_prefetch_bytes_per_worker: usize,
         /// Deliver empty batches too.
         call_process_records_even_for_empty_list: bool,
         /// Parent shard poll interval.
@@ -273,6 +293,20 @@ impl ConfigBuilder {
         if self.max_pending_batches == 0 {
             return err("max_pending_batches", "must be at least 1".into());
         }
+        for (name, bytes) in [
+            (
+                "max_prefetch_bytes_per_shard",
+                self.max_prefetch_bytes_per_shard,
+            ),
+            (
+                "max_prefetch_bytes_per_worker",
+                self.max_prefetch_bytes_per_worker,
+            ),
+        ] {
+            if bytes < 1024 {
+                return err(name, format!("{bytes} bytes is too small (at least 1 KiB)"));
+            }
+        }
         if self.max_leases_for_worker == 0 {
             return err("max_leases_for_worker", "must be at least 1".into());
         }
@@ -326,6 +360,8 @@ impl ConfigBuilder {
                 .idle_time_between_reads
                 .max(crate::retrieval::fetcher::MIN_IDLE_TIME_BETWEEN_READS),
             max_pending_batches: self.max_pending_batches,
+            max_prefetch_bytes_per_shard: self.max_prefetch_bytes_per_shard,
+            max_prefetch_bytes_per_worker: self.max_prefetch_bytes_per_worker,
             call_process_records_even_for_empty_list: self.call_process_records_even_for_empty_list,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shard_sync_interval: self.shard_sync_interval,
@@ -367,6 +403,8 @@ mod tests {
         assert_eq!(c.idle_time_between_reads, Duration::from_millis(1500));
         assert_eq!(c.initial_position, InitialPosition::Latest);
         assert_eq!(c.max_leases_to_steal_at_one_time, 1);
+        assert_eq!(c.max_prefetch_bytes_per_shard, 8 * 1024 * 1024);
+        assert_eq!(c.max_prefetch_bytes_per_worker, 256 * 1024 * 1024);
         assert!(c.cleanup_leases_upon_shard_completion);
         assert!(!c.worker_id.is_empty());
         assert_ne!(
@@ -401,6 +439,22 @@ mod tests {
                 .unwrap_err()
                 .setting,
             "lease_renew_interval"
+        );
+        assert_eq!(
+            builder()
+                .max_prefetch_bytes_per_shard(0)
+                .build()
+                .unwrap_err()
+                .setting,
+            "max_prefetch_bytes_per_shard"
+        );
+        assert_eq!(
+            builder()
+                .max_prefetch_bytes_per_worker(1023)
+                .build()
+                .unwrap_err()
+                .setting,
+            "max_prefetch_bytes_per_worker"
         );
         assert_eq!(
             builder().table_name("a b").build().unwrap_err().setting,

@@ -61,6 +61,16 @@
 //!   held, so it can checkpoint and nothing repeats; then the leases are released.
 //! * A child shard (after a split or merge) is processed only after every parent reached
 //!   `SHARD_END`, which the parent's processor records in `Shutdown::ShardEnded`.
+//! * Where the Java KCL has a hole, we do better: a shard started at `LATEST` whose iterator
+//!   must be replaced before its first record (expired, or read errors) resumes at
+//!   `AT_TIMESTAMP` of its first iterator, never at a new `LATEST` past what arrived meanwhile;
+//!   throttling and server errors retry the same iterator. A checkpoint write that failed may
+//!   have landed, so nothing below it is accepted afterwards (checkpoints never move back).
+//!   A shutdown signalled while `initialize` ran still reaches the processor: every
+//!   initialized processor gets exactly one `shutdown`. A fetcher task that dies is restarted
+//!   with backoff right after the last record delivered, and read-ahead is bounded in bytes
+//!   per shard and per worker ([`Config::max_prefetch_bytes_per_shard`],
+//!   [`Config::max_prefetch_bytes_per_worker`]).
 //! * A processor whose lease was lost cannot checkpoint (each tenure of a lease has its own
 //!   concurrency token), so a slow, stale worker never moves another worker's checkpoint.
 //!

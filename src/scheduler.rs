@@ -7,6 +7,7 @@ use crate::consumer::{run_shard, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
+use crate::retrieval::fetcher::PrefetchBudget;
 use crate::retrieval::{KinesisStreamClient, StreamClient};
 use crate::shard_sync::{sync_shards_within, ShardSyncError};
 use futures::FutureExt;
@@ -53,6 +54,7 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     coordinator: LeaseCoordinator,
     stream: Arc<dyn StreamClient>,
     graceful: CancellationToken,
+    prefetch_budget: PrefetchBudget,
 }
 
 impl<F: RecordProcessorFactory> std::fmt::Debug for Scheduler<F> {
@@ -85,6 +87,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             },
         );
         Scheduler {
+            prefetch_budget: PrefetchBudget::new(config.max_prefetch_bytes_per_worker),
             config: Arc::new(config),
             factory: Arc::new(factory),
             coordinator,
@@ -284,6 +287,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 coordinator: self.coordinator.clone(),
                 stream: self.stream.clone(),
                 config: self.config.clone(),
+                prefetch_budget: self.prefetch_budget.clone(),
             };
             let processor = self.factory.create(key);
             let stop = consumers_stop.child_token();

@@ -130,6 +130,8 @@ pub struct StreamFaults {
     rates: StreamFaultRates,
     rng: Mutex<StdRng>,
     enabled: AtomicBool,
+    /// Windows of tokio time in which every GetRecords fails transiently (an HTTP 500).
+    outages: Vec<(tokio::time::Instant, tokio::time::Instant)>,
 }
 
 impl StreamFaults {
@@ -139,7 +141,21 @@ impl StreamFaults {
             rates,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             enabled: AtomicBool::new(true),
+            outages: Vec::new(),
         }
+    }
+
+    /// Add GetRecords outages: `(from, length)` after `start`.
+    pub fn with_outages(
+        mut self,
+        start: tokio::time::Instant,
+        outages: &[(Duration, Duration)],
+    ) -> Self {
+        self.outages = outages
+            .iter()
+            .map(|(from, len)| (start + *from, start + *from + *len))
+            .collect();
+        self
     }
 
     /// Stop (or resume) injecting faults.
@@ -152,6 +168,10 @@ impl StreamFaultInjector for StreamFaults {
     fn fault(&self, op: StreamOp, _shard_id: Option<&str>) -> Option<StreamFault> {
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
+        }
+        let now = tokio::time::Instant::now();
+        if op == StreamOp::GetRecords && self.outages.iter().any(|(a, b)| *a <= now && now < *b) {
+            return Some(StreamFault::Timeout);
         }
         let r = self.rates;
         let mut rng = self.rng.lock().unwrap();

@@ -64,6 +64,10 @@ pub struct Instance {
     pub next: Option<usize>,
     /// The processor was dropped (its consumer ended, was aborted or restarted).
     pub ended: bool,
+    /// Started at `LATEST`: its first record is at or before `latest_floor`.
+    pub at_latest: bool,
+    /// Records in the shard when this instance's `LATEST` iterator was created.
+    pub latest_floor: Option<usize>,
 }
 
 /// Totals for the run summary.
@@ -198,6 +202,8 @@ impl Ledger {
             shard: shard.to_string(),
             next: None,
             ended: false,
+            at_latest: false,
+            latest_floor: None,
         });
         self.stats.instances += 1;
         (self.instances.len() - 1) as u64
@@ -239,6 +245,28 @@ impl Ledger {
             );
         } else {
             self.created.insert(lease.key.clone(), worker.to_string());
+        }
+        // A lease created at LATEST (or AT_TIMESTAMP) under parents that never had a lease:
+        // the application started after they closed, and their records are not wanted (the
+        // Java KCL's semantics: only shards with leased ancestors start at TRIM_HORIZON).
+        if matches!(
+            lease.checkpoint,
+            Checkpoint::Latest | Checkpoint::AtTimestamp
+        ) {
+            let mut todo = lease.parent_shard_ids.clone();
+            while let Some(parent) = todo.pop() {
+                if self.created.contains_key(&parent) {
+                    continue;
+                }
+                if let Some(log) = self.shards.get_mut(&parent) {
+                    for p in log.processed.iter_mut().filter(|p| !**p) {
+                        *p = true;
+                    }
+                    log.unprocessed = 0;
+                    log.processed_prefix = log.records.len();
+                    todo.extend(log.parents.clone());
+                }
+            }
         }
     }
 
@@ -283,17 +311,58 @@ impl Ledger {
         first
     }
 
+    /// `worker` got a `LATEST` iterator for `shard`: its newest live processor instance starts
+    /// there (records before it are not required, for anyone: the lease has no checkpoint).
+    /// A second `LATEST` iterator for one instance would skip what arrived in between.
+    pub fn on_latest_iterator(&mut self, worker: &str, shard: &str) {
+        let Some(log) = self.shards.get(shard) else {
+            return;
+        };
+        let floor = log.records.len();
+        let log = self.shards.get_mut(shard).expect("checked");
+        for i in 0..floor {
+            if !log.processed[i] {
+                log.processed[i] = true;
+                log.unprocessed -= 1;
+            }
+        }
+        while log.processed.get(log.processed_prefix) == Some(&true) {
+            log.processed_prefix += 1;
+        }
+        let Some(id) = self
+            .instances
+            .iter()
+            .rposition(|i| !i.ended && i.worker == worker && i.shard == shard)
+        else {
+            return;
+        };
+        if let Some(first) = self.instances[id].latest_floor {
+            self.violation(
+                "order",
+                format!("processor #{id} of {shard} on {worker}: LATEST resolved a second time (first at record #{first}, now at #{floor}): the records in between are skipped"),
+                vec![worker.to_string(), shard.to_string()],
+            );
+            return;
+        }
+        self.instances[id].latest_floor = Some(floor);
+    }
+
     /// `initialize` was called with `checkpoint`.
     pub fn on_initialize(&mut self, id: u64, checkpoint: &Checkpoint) {
         let inst = &self.instances[id as usize];
         let (worker, shard) = (inst.worker.clone(), inst.shard.clone());
         let next = match checkpoint {
-            Checkpoint::TrimHorizon => Some(0),
+            // The simulation's AT_TIMESTAMP is the world's start: every record.
+            Checkpoint::TrimHorizon | Checkpoint::AtTimestamp => Some(0),
             Checkpoint::Sequence(_) => Some(self.shards[&shard].covered_by(checkpoint)),
+            Checkpoint::Latest => {
+                self.instances[id as usize].at_latest = true;
+                Some(0)
+            }
             other => {
                 self.violation(
                     "order",
-                    format!("processor #{id} of {shard} on {worker} was initialised at {other}, which the simulation never uses (TRIM_HORIZON leases only; SHARD_END leases get no processor)"),
+                    format!("processor #{id} of {shard} on {worker} was initialised at {other} (SHARD_END leases get no processor)"),
                     vec![worker, shard],
                 );
                 None
@@ -321,6 +390,25 @@ impl Ledger {
             );
             return;
         };
+        let Some(start) = log.index_of(seq_of(first)) else {
+            self.violation(
+                "order",
+                format!("processor #{id} of {} on {} got record {} that was not produced into that shard", inst.shard, inst.worker, first.sequence_number),
+                focus,
+            );
+            return;
+        };
+        // Started at LATEST: the first record is anywhere up to the LATEST position (a resumed
+        // AT_TIMESTAMP may start a little earlier), never past it.
+        let expected = if inst.at_latest && expected == 0 {
+            let floor = inst.latest_floor.unwrap_or(usize::MAX);
+            let e = start.min(floor);
+            self.instances[id as usize].next = Some(e);
+            e
+        } else {
+            expected
+        };
+        let log = &self.shards[&inst.shard];
         let Some(start) = log.index_of(seq_of(first)) else {
             self.violation(
                 "order",

@@ -43,6 +43,17 @@ pub enum Action {
     Trim,
 }
 
+/// Where shards without a checkpoint start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// `TRIM_HORIZON`.
+    TrimHorizon,
+    /// `LATEST`: records put before a consumer's first iterator are not required.
+    Latest,
+    /// `AT_TIMESTAMP` of the stream clock when the world starts (every record is required).
+    AtTimestamp,
+}
+
 /// An action at a simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
@@ -93,6 +104,11 @@ pub struct Scenario {
     pub actions: Vec<Timed>,
     /// When the scenario's changes end and the drain starts.
     pub active: Duration,
+    /// Where new leases start.
+    pub start: Start,
+    /// Windows (from, length) in which every GetRecords fails with a transient (500-style)
+    /// error.
+    pub outages: Vec<(Duration, Duration)>,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -191,6 +207,23 @@ impl Scenario {
             actions.push(Timed { at, action });
         }
         actions.sort_by_key(|t| t.at);
+        // Drawn from their own generator: the draws above (and what the older seeds do) stay.
+        let mut r2 = StdRng::seed_from_u64(seed ^ 0x1A7E_57A2);
+        let start = match r2.random_range(0..3) {
+            0 => Start::TrimHorizon,
+            1 => Start::Latest,
+            _ => Start::AtTimestamp,
+        };
+        let outages = if r2.random_bool(0.4) {
+            (0..r2.random_range(1..=3))
+                .map(|_| {
+                    let from = ms(&mut r2, 0, active.as_millis() as u64);
+                    (from, ms(&mut r2, 500, 15_000))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Scenario {
             seed,
             initial_shards,
@@ -211,6 +244,8 @@ impl Scenario {
             processor,
             actions,
             active,
+            start,
+            outages,
         }
     }
 
@@ -243,6 +278,11 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(f, "  store faults: {:?}", self.store_faults)?;
         writeln!(f, "  stream faults: {:?}", self.stream_faults)?;
+        writeln!(
+            f,
+            "  start: {:?}; GetRecords outages (from, length): {:?}",
+            self.start, self.outages
+        )?;
         writeln!(f, "  processor: {:?}", self.processor)?;
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {

@@ -2,16 +2,21 @@
 //! injector carries the run's stream faults) behind the worker's [`Gate`].
 
 use crate::gate::Gate;
+use crate::ledger::Ledger;
 use async_trait::async_trait;
 use kcl::retrieval::{
     InMemoryStream, IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
 };
 use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// A worker's stream client.
 pub struct SimStream {
     inner: InMemoryStream,
     gate: Gate,
+    worker: String,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl fmt::Debug for SimStream {
@@ -21,9 +26,19 @@ impl fmt::Debug for SimStream {
 }
 
 impl SimStream {
-    /// `inner` as seen through `gate`.
-    pub fn new(inner: InMemoryStream, gate: Gate) -> Self {
-        SimStream { inner, gate }
+    /// `inner` as seen through `gate` by `worker` (its `LATEST` iterators go to `ledger`).
+    pub fn new(
+        inner: InMemoryStream,
+        gate: Gate,
+        worker: &str,
+        ledger: Arc<Mutex<Ledger>>,
+    ) -> Self {
+        SimStream {
+            inner,
+            gate,
+            worker: worker.to_string(),
+            ledger,
+        }
     }
 }
 
@@ -31,6 +46,10 @@ impl SimStream {
 impl StreamClient for SimStream {
     fn stream_name(&self) -> &str {
         self.inner.stream_name()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.now()
     }
 
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
@@ -47,6 +66,12 @@ impl StreamClient for SimStream {
     ) -> Result<Option<String>, RetrievalError> {
         self.gate.pass().await;
         let r = self.inner.get_shard_iterator(shard_id, position).await;
+        if matches!((position, &r), (IteratorPosition::Latest, Ok(Some(_)))) {
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_latest_iterator(&self.worker, shard_id);
+        }
         self.gate.pass().await;
         r
     }

@@ -168,4 +168,17 @@ const REGRESSIONS: &[(u64, &str)] = &[
         4330,
         "a sync stalled between ListShards and the lease scan resurrected finished shards",
     ),
+    // Found with LATEST starts (fixed by resuming at AT_TIMESTAMP of the first iterator).
+    (
+        19,
+        "a fetcher at LATEST replaced its iterator before the first record by a new LATEST one, skipping records",
+    ),
+    (
+        21,
+        "a fetcher at LATEST replaced its iterator before the first record by a new LATEST one, skipping records",
+    ),
+    (
+        41,
+        "a fetcher at LATEST replaced its iterator before the first record by a new LATEST one, skipping records",
+    ),
 ];

@@ -7,6 +7,7 @@
 
 pub mod state;
 
+use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::config::{Config, InitialPosition};
@@ -15,7 +16,9 @@ use crate::lease::LeaseStore;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
 };
-use crate::retrieval::fetcher::{FetchedBatch, Fetcher, FetcherConfig, StartPosition};
+use crate::retrieval::fetcher::{
+    FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
+};
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
 use crate::shard_sync::child_leases;
 use futures::FutureExt;
@@ -47,6 +50,8 @@ pub struct ShardContext {
     pub stream: Arc<dyn StreamClient>,
     /// The worker's settings.
     pub config: Arc<Config>,
+    /// The worker's read-ahead byte budget, shared by its shards' fetchers.
+    pub prefetch_budget: PrefetchBudget,
 }
 
 impl ShardContext {
@@ -72,6 +77,7 @@ pub async fn run_shard<P: RecordProcessor>(
 ) -> ShardExit {
     let shard_id = tenure.lease.key.clone();
     let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
+    let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
         ctx,
         tenure,
@@ -83,6 +89,10 @@ pub async fn run_shard<P: RecordProcessor>(
         batch: None,
         children: None,
         waiting_logged: false,
+        fetcher_restarts: Backoff::new(
+            ctx_task_backoff,
+            FETCHER_RESTART_MAX_BACKOFF.max(ctx_task_backoff),
+        ),
     };
     tracing::Instrument::instrument(consumer.run(), span).await
 }
@@ -99,7 +109,13 @@ struct Consumer<P> {
     batch: Option<FetchedBatch>,
     children: Option<Vec<ChildShard>>,
     waiting_logged: bool,
+    /// Delays between restarts of a fetcher task that died (reset by a delivered batch).
+    fetcher_restarts: Backoff,
 }
+
+/// The longest wait before restarting a fetcher task that died (the first wait is the task
+/// backoff, doubling each time).
+pub const FETCHER_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A processor call that panicked (or returned [`RestartShard`]): the consumer stops and the
 /// scheduler restarts the shard from its last checkpoint.
@@ -212,6 +228,41 @@ impl<P: RecordProcessor> Consumer<P> {
         }
     }
 
+    fn spawn_fetcher(&mut self, start: StartPosition) {
+        let cfg = &self.ctx.config;
+        let fetcher_config = FetcherConfig {
+            max_records: cfg.max_records,
+            idle_time_between_reads: cfg.idle_time_between_reads,
+            max_pending_batches: cfg.max_pending_batches,
+            max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
+            budget: self.ctx.prefetch_budget.clone(),
+        };
+        self.fetcher = Some(Fetcher::spawn(
+            self.ctx.stream.clone(),
+            self.key().to_string(),
+            start,
+            fetcher_config,
+        ));
+    }
+
+    /// The fetcher task died (it panicked): restart it after a growing backoff, right after
+    /// the last record it delivered (so this processor gets nothing twice and misses nothing;
+    /// that is the last checkpoint with the records delivered since filtered out).
+    async fn restart_fetcher(&mut self) {
+        let Some(dead) = self.fetcher.take() else {
+            return;
+        };
+        let resume = dead.resume_from();
+        drop(dead);
+        let delay = self
+            .fetcher_restarts
+            .next()
+            .unwrap_or(self.ctx.config.task_backoff);
+        tracing::error!(position = ?resume.position, backoff = ?delay, "record fetcher died; restarting it after the backoff");
+        self.pause(delay).await;
+        self.spawn_fetcher(resume);
+    }
+
     async fn initialize(&mut self) -> Result<TaskOutcome, Panicked> {
         let lease = self
             .ctx
@@ -220,20 +271,9 @@ impl<P: RecordProcessor> Consumer<P> {
             .await
             .unwrap_or_else(|| self.tenure.lease.clone());
         if self.fetcher.is_none() {
-            let cfg = &self.ctx.config;
-            let fetcher_config = FetcherConfig {
-                max_records: cfg.max_records,
-                idle_time_between_reads: cfg.idle_time_between_reads,
-                max_pending_batches: cfg.max_pending_batches,
-            };
             let start = self.start_position(&lease.checkpoint);
             tracing::debug!(checkpoint = %lease.checkpoint, position = ?start.position, "starting record fetcher");
-            self.fetcher = Some(Fetcher::spawn(
-                self.ctx.stream.clone(),
-                self.key().to_string(),
-                start,
-                fetcher_config,
-            ));
+            self.spawn_fetcher(start);
             self.checkpointer = Some(Checkpointer::new(
                 self.key().to_string(),
                 self.ctx.coordinator.clone(),
@@ -274,15 +314,18 @@ impl<P: RecordProcessor> Consumer<P> {
             Some(b) => b,
             None => {
                 let fetcher = self.fetcher.as_mut().expect("fetcher starts in initialize");
-                tokio::select! {
+                let next = tokio::select! {
                     biased;
                     _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
                     _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
-                    b = fetcher.next() => match b {
-                        Some(b) => b,
-                        None => return Ok(TaskOutcome::Failed),
-                    },
-                }
+                    b = fetcher.next() => b,
+                };
+                let Some(batch) = next else {
+                    self.restart_fetcher().await;
+                    return Ok(TaskOutcome::Failed);
+                };
+                self.fetcher_restarts.reset();
+                batch
             }
         };
         let checkpointer = self
@@ -497,3 +540,6 @@ async fn create_child_leases(
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

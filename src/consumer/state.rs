@@ -10,7 +10,9 @@
 //! a pending shutdown applies whatever the outcome (a stopping worker also stops retrying a
 //! shard end the processor did not checkpoint: the next owner reaches it again): a processor that keeps failing must not
 //! keep a lost lease or a shutting-down worker waiting. A processor that was never initialised
-//! gets no shutdown call. Shutdown reasons only ever escalate:
+//! gets no shutdown call; one whose `initialize` succeeded gets exactly one (a shutdown
+//! signalled while `initialize` ran is delivered after it). Shutdown reasons only ever escalate
+//! while the shutdown task has not succeeded:
 //! `Requested < ShardEnd < LeaseLost` (without the lease, `SHARD_END` cannot be recorded).
 
 /// Why a consumer ends.
@@ -70,15 +72,17 @@ pub fn next_state(
     use ShardState::*;
     match state {
         Done(r) => Done(r),
+        // `initialize` succeeded: the processor must hear `shutdown`, whatever is pending.
+        Initializing if outcome == TaskOutcome::Succeeded => match pending {
+            Some(reason) => ShuttingDown(reason),
+            None => Processing,
+        },
         WaitingOnParents | Initializing if pending.is_some() => Done(pending.expect("checked")),
         WaitingOnParents => match outcome {
             TaskOutcome::Succeeded => Initializing,
             _ => WaitingOnParents,
         },
-        Initializing => match outcome {
-            TaskOutcome::Succeeded => Processing,
-            _ => Initializing,
-        },
+        Initializing => Initializing,
         Processing => {
             let from_outcome =
                 (outcome == TaskOutcome::ShardEndReached).then_some(ShutdownReason::ShardEnd);
@@ -87,13 +91,14 @@ pub fn next_state(
                 None => Processing,
             }
         }
+        // The processor was told (`shutdown` returned): it is never told a second time.
+        ShuttingDown(current) if outcome == TaskOutcome::Succeeded => Done(current),
         ShuttingDown(current) => match pending {
             Some(p) if p > current => ShuttingDown(p),
             // A failed shard end is retried, unless the worker is stopping: the next owner of
             // the lease reaches the shard end again.
             Some(p) if outcome == TaskOutcome::Failed => Done(p),
-            _ if outcome == TaskOutcome::Failed => ShuttingDown(current),
-            _ => Done(current),
+            _ => ShuttingDown(current),
         },
     }
 }
@@ -144,6 +149,23 @@ mod tests {
     }
 
     #[test]
+    fn an_initialized_processor_always_hears_shutdown() {
+        assert_eq!(
+            next_state(Initializing, Succeeded, Some(Requested)),
+            ShuttingDown(Requested)
+        );
+        assert_eq!(
+            next_state(Initializing, Succeeded, Some(LeaseLost)),
+            ShuttingDown(LeaseLost)
+        );
+        // Once told (the shutdown task succeeded), never told again.
+        assert_eq!(
+            next_state(ShuttingDown(Requested), Succeeded, Some(LeaseLost)),
+            Done(Requested)
+        );
+    }
+
+    #[test]
     fn pending_shutdown_applies_even_after_a_failed_batch() {
         assert_eq!(
             next_state(Processing, Failed, Some(LeaseLost)),
@@ -172,10 +194,6 @@ mod tests {
         assert_eq!(
             next_state(ShuttingDown(ShardEnd), Succeeded, Some(Requested)),
             Done(ShardEnd)
-        );
-        assert_eq!(
-            next_state(ShuttingDown(Requested), Succeeded, Some(LeaseLost)),
-            ShuttingDown(LeaseLost)
         );
         assert_eq!(
             next_state(ShuttingDown(LeaseLost), Succeeded, Some(LeaseLost)),

@@ -445,6 +445,10 @@ impl StreamClient for InMemoryStream {
         &self.name
     }
 
+    fn now(&self) -> SystemTime {
+        InMemoryStream::now(self)
+    }
+
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
         self.inject(StreamOp::ListShards, None).await?;
         Ok(self.shards())

@@ -17,7 +17,10 @@ use crate::lease::HashKeyRange;
 use crate::record::Record;
 use async_trait::async_trait;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How far the local clock may run ahead of the stream service's (see [`StreamClient::now`]).
+pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(2);
 
 /// A shard as listed by ListShards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +144,19 @@ impl RetrievalError {
 pub trait StreamClient: Send + Sync + fmt::Debug {
     /// A name for logs (the stream name).
     fn stream_name(&self) -> &str;
+
+    /// The current time on the stream's clock (the clock of arrival timestamps and
+    /// `AT_TIMESTAMP` positions), never later than the real one: a fetcher that started at
+    /// `LATEST` and must replace its iterator before it fetched a record resumes at
+    /// `AT_TIMESTAMP` of this time, taken just before its first iterator was requested (never
+    /// at `LATEST` again). Default: the local clock minus [`CLOCK_SKEW_MARGIN`] (so a local
+    /// clock running ahead of the service's skips nothing; records that arrived within the
+    /// margin before the start are delivered too).
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(CLOCK_SKEW_MARGIN)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
 
     /// Every shard of the stream, open and closed (within retention).
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError>;

@@ -7,7 +7,7 @@ use crate::gate::Gate;
 #[cfg(doc)]
 use crate::ledger::Ledger;
 use crate::processor::SimProcessorFactory;
-use crate::scenario::{Action, MAX_OPEN_SHARDS, MAX_WORKERS};
+use crate::scenario::{Action, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::SimLeaseStore;
 use crate::stream::SimStream;
 use kcl::retrieval::StreamRef;
@@ -27,7 +27,11 @@ impl World {
         let sc = &self.sc;
         let config = Config::builder("sim-app", StreamRef::Name("sim".into()))
             .worker_id(id.clone())
-            .initial_position(InitialPosition::TrimHorizon)
+            .initial_position(match sc.start {
+                Start::TrimHorizon => InitialPosition::TrimHorizon,
+                Start::Latest => InitialPosition::Latest,
+                Start::AtTimestamp => InitialPosition::AtTimestamp(self.started_at),
+            })
             .failover_time(sc.failover)
             .max_records(sc.max_records)
             .idle_time_between_reads(sc.idle_between_reads)
@@ -54,7 +58,7 @@ impl World {
             self.ledger.clone(),
             self.trace.clone(),
         );
-        let stream = SimStream::new(self.stream.clone(), gate.clone());
+        let stream = SimStream::new(self.stream.clone(), gate.clone(), &id, self.ledger.clone());
         let factory = SimProcessorFactory {
             worker: id.clone(),
             ledger: self.ledger.clone(),

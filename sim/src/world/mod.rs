@@ -111,6 +111,8 @@ pub struct World {
     overlap: OverlapTracker,
     bound: Duration,
     start: Instant,
+    /// The stream clock when the world started (the `AT_TIMESTAMP` of [`Start::AtTimestamp`]).
+    started_at: std::time::SystemTime,
     abort: Arc<AbortSignal>,
 }
 
@@ -121,7 +123,11 @@ impl World {
         trace.start_clock();
         let seed = sc.seed;
         let stream = InMemoryStream::new("sim", sc.initial_shards);
-        let stream_faults = Arc::new(StreamFaults::new(sc.stream_faults, seed ^ 0x57AE_A11F));
+        let started_at = stream.now();
+        let stream_faults = Arc::new(
+            StreamFaults::new(sc.stream_faults, seed ^ 0x57AE_A11F)
+                .with_outages(Instant::now(), &sc.outages),
+        );
         stream.set_fault_injector(Some(stream_faults.clone()));
         let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
         {
@@ -147,6 +153,7 @@ impl World {
             overlap: OverlapTracker::default(),
             bound,
             start: Instant::now(),
+            started_at,
             abort,
             sc,
         }

@@ -1,0 +1,312 @@
+//! The shard consumer on paused tokio time over the in-memory stream and lease store.
+
+use super::*;
+use crate::coordinator::CoordinatorConfig;
+use crate::lease::{InMemoryLeaseStore, Lease};
+use crate::retrieval::{InMemoryStream, StreamRef};
+use crate::ProcessorError;
+use std::sync::Mutex;
+
+pub(super) const KEY: &str = "shardId-000000000000";
+
+/// A worker holding the one lease of a one-shard stream.
+pub(super) struct Harness {
+    pub stream: InMemoryStream,
+    pub coordinator: LeaseCoordinator,
+    pub tenure: LeaseTenure,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    pub async fn new(checkpoint: Checkpoint) -> Harness {
+        let stream = InMemoryStream::new("s", 1);
+        let store = InMemoryLeaseStore::new();
+        store.with_table(|t| {
+            t.insert(KEY.into(), Lease::new(KEY, checkpoint));
+        });
+        let coordinator = LeaseCoordinator::new(
+            Arc::new(store.clone()),
+            CoordinatorConfig::new("w", Duration::from_secs(10)),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (c, s) = (coordinator.clone(), stop.clone());
+            async move { c.run(s).await }
+        });
+        while !coordinator.held_keys().contains(KEY) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tenure = coordinator.held()[KEY].clone();
+        Harness {
+            stream,
+            coordinator,
+            tenure,
+            stop,
+            task,
+        }
+    }
+
+    pub fn ctx(&self, config: crate::ConfigBuilder) -> ShardContext {
+        ShardContext {
+            coordinator: self.coordinator.clone(),
+            stream: Arc::new(self.stream.clone()),
+            config: Arc::new(config.build().unwrap()),
+            prefetch_budget: PrefetchBudget::new(64 << 20),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+pub(super) fn config() -> crate::ConfigBuilder {
+    Config::builder("app", StreamRef::Name("s".into()))
+        .initial_position(InitialPosition::TrimHorizon)
+        .idle_time_between_reads(Duration::from_millis(200))
+        .task_backoff(Duration::from_millis(500))
+}
+
+type Hook = Box<dyn FnMut(&str) + Send>;
+
+/// Records every call; `hook` runs at each call with its name.
+pub(super) struct Recorder {
+    pub calls: Arc<Mutex<Vec<String>>>,
+    pub hook: Hook,
+}
+
+impl Recorder {
+    pub fn new(hook: impl FnMut(&str) + Send + 'static) -> (Recorder, Arc<Mutex<Vec<String>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        (
+            Recorder {
+                calls: calls.clone(),
+                hook: Box::new(hook),
+            },
+            calls,
+        )
+    }
+
+    fn note(&mut self, call: String) {
+        (self.hook)(&call);
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordProcessor for Recorder {
+    async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+        self.note("initialize".into());
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        cp: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        let seqs: Vec<&str> = input
+            .records
+            .iter()
+            .map(|r| r.sequence_number.as_str())
+            .collect();
+        self.note(format!("records {}", seqs.join(",")));
+        cp.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        self.note(format!("shutdown {}", reason.name()));
+        Ok(())
+    }
+}
+
+/// A graceful shutdown requested while `initialize` runs (after it succeeded, before the first
+/// batch): the processor still hears `shutdown(Requested)`, exactly once.
+#[tokio::test(start_paused = true)]
+async fn shutdown_requested_right_after_initialize_reaches_the_processor() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let shutdown = CancellationToken::new();
+    let (p, calls) = Recorder::new({
+        let s = shutdown.clone();
+        move |call| {
+            if call == "initialize" {
+                s.cancel();
+            }
+        }
+    });
+    let exit = run_shard(h.ctx(config()), h.tenure.clone(), p, shutdown).await;
+    assert_eq!(exit, ShardExit::Shutdown);
+    assert_eq!(*calls.lock().unwrap(), ["initialize", "shutdown requested"]);
+    h.stop().await;
+}
+
+/// The lease lost while `initialize` runs: `shutdown(LeaseLost)`, exactly once.
+#[tokio::test(start_paused = true)]
+async fn lease_lost_right_after_initialize_reaches_the_processor() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let (p, calls) = Recorder::new({
+        let lost = h.tenure.lost.clone();
+        move |call| {
+            if call == "initialize" {
+                lost.cancel();
+            }
+        }
+    });
+    let exit = run_shard(
+        h.ctx(config()),
+        h.tenure.clone(),
+        p,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(exit, ShardExit::LeaseLost);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["initialize", "shutdown lease_lost"]
+    );
+    h.stop().await;
+}
+
+/// The lease lost during `shutdown(Requested)`: no second `shutdown`.
+#[tokio::test(start_paused = true)]
+async fn lease_lost_during_a_requested_shutdown_gets_no_second_shutdown() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let shutdown = CancellationToken::new();
+    let (p, calls) = Recorder::new({
+        let (s, lost) = (shutdown.clone(), h.tenure.lost.clone());
+        move |call| match call {
+            "initialize" => s.cancel(),
+            "shutdown requested" => lost.cancel(),
+            _ => {}
+        }
+    });
+    run_shard(h.ctx(config()), h.tenure.clone(), p, shutdown).await;
+    assert_eq!(*calls.lock().unwrap(), ["initialize", "shutdown requested"]);
+    h.stop().await;
+}
+
+/// A stream whose GetRecords panics (killing the fetcher task) on the reads `dies` picks;
+/// counts GetShardIterator calls (one per fetcher started).
+#[derive(Debug)]
+struct Dying {
+    inner: InMemoryStream,
+    reads: std::sync::atomic::AtomicU32,
+    iterators: Arc<std::sync::atomic::AtomicU32>,
+    dies: fn(u32) -> bool,
+}
+
+#[async_trait::async_trait]
+impl StreamClient for Dying {
+    fn stream_name(&self) -> &str {
+        self.inner.stream_name()
+    }
+    fn now(&self) -> std::time::SystemTime {
+        self.inner.now()
+    }
+    async fn list_shards(
+        &self,
+    ) -> Result<Vec<crate::retrieval::Shard>, crate::retrieval::RetrievalError> {
+        self.inner.list_shards().await
+    }
+    async fn get_shard_iterator(
+        &self,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Option<String>, crate::retrieval::RetrievalError> {
+        self.iterators
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_shard_iterator(shard_id, position).await
+    }
+    async fn get_records(
+        &self,
+        shard_id: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<crate::retrieval::RecordBatch, crate::retrieval::RetrievalError> {
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if (self.dies)(n) {
+            panic!("injected fetcher death on read {n}");
+        }
+        self.inner.get_records(shard_id, iterator, limit).await
+    }
+}
+
+/// Runs `body` on a paused current-thread runtime; fails (instead of hanging) if it does not
+/// finish within 60 s of wall-clock time: a busy loop never lets paused time advance.
+fn within_wall_clock<T: Send + 'static>(
+    body: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(body));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("simulated time stood still for 60 s of wall-clock time: a busy loop")
+}
+
+/// Run a consumer over `Dying` for `period` of simulated time; (fetchers started, calls).
+async fn run_dying(records: usize, dies: fn(u32) -> bool, period: Duration) -> (u32, Vec<String>) {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let put: Vec<String> = (0..records)
+        .map(|i| h.stream.put("pk", format!("r{i}").as_bytes()).1)
+        .collect();
+    let iterators = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stream = Dying {
+        inner: h.stream.clone(),
+        reads: Default::default(),
+        iterators: iterators.clone(),
+        dies,
+    };
+    let mut ctx = h.ctx(config().max_records(10));
+    ctx.stream = Arc::new(stream);
+    let shutdown = CancellationToken::new();
+    let (p, calls) = Recorder::new(|_| {});
+    let consumer = tokio::spawn(run_shard(ctx, h.tenure.clone(), p, shutdown.clone()));
+    tokio::time::sleep(period).await;
+    shutdown.cancel();
+    consumer.await.unwrap();
+    h.stop().await;
+    let delivered: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.strip_prefix("records "))
+        .flat_map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert!(
+        put.starts_with(&delivered) || delivered == put,
+        "{delivered:?}"
+    );
+    (
+        iterators.load(std::sync::atomic::Ordering::SeqCst),
+        delivered,
+    )
+}
+
+/// A fetcher task that keeps dying is restarted with exponential backoff (task backoff
+/// 500 ms doubling up to 30 s), not in a busy loop.
+#[test]
+fn a_fetcher_that_keeps_dying_is_restarted_with_backoff() {
+    let (fetchers, delivered) = within_wall_clock(run_dying(5, |_| true, Duration::from_secs(60)));
+    assert!(delivered.is_empty());
+    // 0.5 + 1 + 2 + 4 + 8 + 16 + 30 s (each 50-100% with jitter): 6 to 9 restarts in 60 s.
+    assert!((7..=10).contains(&fetchers), "{fetchers} fetchers in 60 s");
+}
+
+/// A restarted fetcher resumes right after the last record delivered: nothing lost, nothing
+/// delivered twice to the processor.
+#[test]
+fn a_restarted_fetcher_resumes_after_the_last_record_delivered() {
+    let (fetchers, delivered) =
+        within_wall_clock(run_dying(30, |n| n == 1 || n == 2, Duration::from_secs(60)));
+    assert_eq!(fetchers, 3);
+    assert_eq!(delivered.len(), 30, "{delivered:?}");
+}
