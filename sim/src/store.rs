@@ -6,13 +6,17 @@
 //! 1. the worker's [`Gate`] (a paused worker's calls hang, before and after the table sees them);
 //! 2. a fault drawn from the run's [`StoreFaults`]: throttling, timeouts before or after the
 //!    write applies, slow calls, spurious conflicts;
-//! 3. an audit of every applied checkpoint write (`update_lease`) against the table as it was
+//! 3. a rare long hang of a single call (see [`crate::faults::HangRates`]);
+//! 4. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
+//!    `list_leases` may show recently written items as they were;
+//! 5. an audit of every applied checkpoint write (`update_lease`) against the table as it was
 //!    just before the write: owner and monotonicity (see [`Ledger::on_checkpoint_applied`]).
 //!
 //! Injecting faults here rather than in the shared table makes them per worker, and lets the
 //! audit see the outcome of a write whose response is then "lost".
 
-use crate::faults::StoreFaults;
+use crate::consistency::EventualScans;
+use crate::faults::{Hang, StoreFaults};
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
@@ -29,6 +33,8 @@ use std::sync::{Arc, Mutex};
 enum After {
     Return,
     TimeOut,
+    /// The response hangs this long, then arrives.
+    Hang(std::time::Duration),
 }
 
 /// A worker's lease store: the shared table behind a gate, faults and an audit.
@@ -37,6 +43,7 @@ pub struct SimLeaseStore {
     worker: String,
     gate: Gate,
     faults: Arc<StoreFaults>,
+    scans: Arc<EventualScans>,
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
 }
@@ -77,6 +84,7 @@ impl SimLeaseStore {
         worker: &str,
         gate: Gate,
         faults: Arc<StoreFaults>,
+        scans: Arc<EventualScans>,
         ledger: Arc<Mutex<Ledger>>,
         trace: Trace,
     ) -> Self {
@@ -85,6 +93,7 @@ impl SimLeaseStore {
             worker: worker.to_string(),
             gate,
             faults,
+            scans,
             ledger,
             trace,
         }
@@ -95,6 +104,39 @@ impl SimLeaseStore {
     }
 
     async fn before(&self, op: LeaseOp, key: Option<&str>) -> Result<Before, LeaseStoreError> {
+        let before = self.fault_before(op, key).await?;
+        let Before::Proceed(After::Return) = before else {
+            return Ok(before);
+        };
+        Ok(match self.faults.draw_hang(op) {
+            None => before,
+            Some(Hang::Before(d)) => {
+                self.note_hang(op, key, format!("hangs {d:?} before the table sees it"));
+                tokio::time::sleep(d).await;
+                self.gate.pass().await;
+                before
+            }
+            Some(Hang::After(d)) => {
+                self.note_hang(op, key, format!("applies, then its response hangs {d:?}"));
+                Before::Proceed(After::Hang(d))
+            }
+        })
+    }
+
+    fn note_hang(&self, op: LeaseOp, key: Option<&str>, what: String) {
+        self.trace.push(
+            Source::Store,
+            Some(&self.worker),
+            key,
+            format!("{} {what}", op_name(op)),
+        );
+    }
+
+    async fn fault_before(
+        &self,
+        op: LeaseOp,
+        key: Option<&str>,
+    ) -> Result<Before, LeaseStoreError> {
         self.gate.pass().await;
         match self.faults.draw(op) {
             None => Ok(Before::Proceed(After::Return)),
@@ -130,6 +172,11 @@ impl SimLeaseStore {
         self.gate.pass().await;
         match after {
             After::Return => Ok(value),
+            After::Hang(d) => {
+                tokio::time::sleep(d).await;
+                self.gate.pass().await;
+                Ok(value)
+            }
             After::TimeOut => {
                 tokio::time::sleep(self.faults.timeout_wait()).await;
                 self.gate.pass().await;
@@ -166,6 +213,9 @@ impl SimLeaseStore {
         };
         let prior = self.prior(key);
         let outcome = run.await?;
+        if matches!(outcome, WriteOutcome::Applied(_)) {
+            self.scans.record_write(key, prior.clone());
+        }
         audit(prior.as_ref(), &outcome);
         self.after(op, Some(key), after, outcome).await
     }
@@ -190,6 +240,7 @@ impl LeaseStore for SimLeaseStore {
         };
         let created = self.inner.create_lease_if_not_exists(lease).await?;
         if created {
+            self.scans.record_write(&lease.key, None);
             self.ledger
                 .lock()
                 .unwrap()
@@ -210,7 +261,15 @@ impl LeaseStore for SimLeaseStore {
         let Before::Proceed(after) = self.before(op, None).await? else {
             unreachable!("reads draw no conflicts")
         };
-        let r = self.inner.list_leases().await?;
+        let (r, stale) = self.scans.scan(self.inner.list_leases().await?);
+        if let Some((lag, keys)) = stale.filter(|(_, keys)| !keys.is_empty()) {
+            self.trace.push(
+                Source::Store,
+                Some(&self.worker),
+                None,
+                format!("list_leases is {lag:?} stale for {keys:?}"),
+            );
+        }
         self.after(op, None, after, r).await
     }
 
@@ -315,7 +374,11 @@ impl LeaseStore for SimLeaseStore {
         let Before::Proceed(after) = self.before(op, Some(key)).await? else {
             unreachable!("deletes draw no conflicts")
         };
+        let prior = self.prior(key);
         self.inner.delete_lease(key).await?;
+        if prior.is_some() {
+            self.scans.record_write(key, prior);
+        }
         self.ledger.lock().unwrap().on_delete(key);
         self.note(key, "deleted lease".into());
         self.after(op, Some(key), after, ()).await
