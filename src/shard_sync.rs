@@ -265,14 +265,15 @@ pub async fn sync_shards_within(
     Ok(created)
 }
 
-/// Leases for open shards that nothing else will create: each has no lease, and every parent
+/// Leases for shards that nothing else will create: each has no lease, and every parent
 /// still listed has a lease at `SHARD_END` (at least one does). Such a child's lease should
 /// have come from its parent's shard end, which creates the children before it records
 /// `SHARD_END`; a Java KCL older than 2.3 did it the other way round (checkpoint, then a shard
 /// sync), so a worker that died in between left a finished parent and no child, which the
 /// Java KCL 2.3+ never repairs (the child's records are never processed, and the parent is
-/// never cleaned up). Created at `TRIM_HORIZON`, as at shard end. An open shard's lease is
-/// never deleted as finished, so this cannot bring a processed shard back.
+/// never cleaned up). Created at `TRIM_HORIZON`, as at shard end. A closed one among them is
+/// created only if none of its descendants has a lease (see [`sync_shards_within`]): had it
+/// been processed and cleaned up, they would.
 fn stranded_children(
     shards: &[Shard],
     existing: &BTreeSet<String>,
@@ -281,7 +282,7 @@ fn stranded_children(
     let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
     shards
         .iter()
-        .filter(|s| !s.is_closed() && !existing.contains(&s.shard_id))
+        .filter(|s| !existing.contains(&s.shard_id))
         .filter(|s| {
             let parents: Vec<String> = s
                 .parents()
@@ -645,6 +646,31 @@ mod tests {
             assert_eq!(l.checkpoint, Checkpoint::TrimHorizon);
             assert_eq!(l.parent_shard_ids, vec![S0.to_string()]);
         }
+        // Deeper: S0 (finished) split into a and b, a since split into c and d. a is closed
+        // and stranded (and b); c and d come from a's shard end.
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let stream = crate::retrieval::InMemoryStream::new("s", 1);
+        let (a, b) = stream.split(S0, 1 << 64).unwrap();
+        let (c, d) = stream.split(&a, 1 << 32).unwrap();
+        store.with_table(|t| t.insert(parent.key.clone(), parent.clone()));
+        sync_shards(&stream, &store, InitialPosition::Latest)
+            .await
+            .unwrap();
+        let table = store.snapshot();
+        let keys: Vec<&String> = table.keys().collect();
+        assert_eq!(keys, [&S0.to_string(), &a, &b]);
+        // But not when a was processed and cleaned up already (its child has a lease).
+        let store = crate::lease::InMemoryLeaseStore::new();
+        store.with_table(|t| {
+            t.insert(parent.key.clone(), parent.clone());
+            t.insert(c.clone(), Lease::new(c.as_str(), Checkpoint::TrimHorizon));
+        });
+        sync_shards(&stream, &store, InitialPosition::Latest)
+            .await
+            .unwrap();
+        let table = store.snapshot();
+        assert!(!table.contains_key(&a), "a was processed: not again");
+        assert!(table.contains_key(&b) && !table.contains_key(&d));
         // A parent still being processed creates its children itself at its end.
         let store = crate::lease::InMemoryLeaseStore::new();
         let parent = Lease::new(S0, Checkpoint::TrimHorizon);
