@@ -1,7 +1,7 @@
 //! The worker: leases shards, runs a consumer per held lease, shuts down gracefully.
 
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
-use crate::backoff::Backoff;
+use crate::backoff::RetryPolicy;
 use crate::config::Config;
 use crate::consumer::{run_shard, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
@@ -228,18 +228,18 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
 
     async fn initialize(&self) -> Result<(), SchedulerError> {
         let store = self.coordinator.store();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let mut retry = STARTUP_RETRY.start();
         loop {
             match store.create_table_if_not_exists().await {
                 Ok(()) => break,
-                Err(e) if e.kind().is_retryable() && backoff.attempts() < 10 => {
+                Err(e) if e.kind().is_retryable() && retry.may_retry() => {
                     tracing::warn!(error = %e, "lease table not ready; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(SchedulerError::LeaseTable(e)),
             }
         }
-        backoff.reset();
+        let mut retry = STARTUP_RETRY.start();
         loop {
             match sync_shards_within(
                 self.stream.as_ref(),
@@ -253,9 +253,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                     tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
                     return Ok(());
                 }
-                Err(e) if backoff.attempts() < 10 && !is_fatal_sync(&e) => {
+                Err(e) if retry.may_retry() && !is_fatal_sync(&e) => {
                     tracing::warn!(error = %e, "shard sync failed; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(SchedulerError::ShardSync(e)),
             }
@@ -309,6 +309,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         shards.restart_at.retain(|id, _| current(id));
     }
 }
+
+/// Retries of each start-up step (lease table creation, the first shard sync): eleven attempts,
+/// from 500 ms doubling up to 10 s (about a minute in all).
+const STARTUP_RETRY: RetryPolicy =
+    RetryPolicy::new(11, Duration::from_millis(500), Duration::from_secs(10));
 
 fn is_fatal_sync(e: &ShardSyncError) -> bool {
     match e {
