@@ -7,9 +7,11 @@ use crate::consumer::{run_shard, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
+use crate::resharding::{
+    periodic_cleanup, periodic_shard_sync, sync_shards_within, ShardSyncError,
+};
 use crate::retrieval::fetcher::PrefetchBudget;
 use crate::retrieval::{KinesisStreamClient, StreamClient};
-use crate::shard_sync::{sync_shards_within, ShardSyncError};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -253,7 +255,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                     tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
                     return Ok(());
                 }
-                Err(e) if retry.may_retry() && !is_fatal_sync(&e) => {
+                Err(e) if retry.may_retry() && !e.is_fatal() => {
                     tracing::warn!(error = %e, "shard sync failed; retrying");
                     tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
@@ -315,13 +317,6 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
 const STARTUP_RETRY: RetryPolicy =
     RetryPolicy::new(11, Duration::from_millis(500), Duration::from_secs(10));
 
-fn is_fatal_sync(e: &ShardSyncError) -> bool {
-    match e {
-        ShardSyncError::Stream(e) => !e.kind().is_retryable(),
-        ShardSyncError::Store(e) => !e.kind().is_retryable(),
-    }
-}
-
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -363,52 +358,6 @@ impl Shards {
                 self.restart_at.insert(id, Instant::now() + backoff);
             }
             ShardExit::LeaseLost | ShardExit::Shutdown => {}
-        }
-    }
-}
-
-async fn periodic_shard_sync(
-    stream: Arc<dyn StreamClient>,
-    coordinator: LeaseCoordinator,
-    config: Arc<Config>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.shard_sync_interval) => {}
-        }
-        match sync_shards_within(
-            stream.as_ref(),
-            coordinator.store().as_ref(),
-            config.initial_position,
-            config.failover_time,
-        )
-        .await
-        {
-            Ok(0) => tracing::debug!("shard sync: no new shards"),
-            Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
-            Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
-        }
-    }
-}
-
-/// Delete finished and orphaned leases this worker holds (see [`crate::cleanup`]).
-async fn periodic_cleanup(
-    coordinator: LeaseCoordinator,
-    stream: Arc<dyn StreamClient>,
-    config: Arc<Config>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
-        }
-        if let Err(e) = crate::cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
-            tracing::debug!(error = %e, "lease clean-up deferred");
         }
     }
 }
