@@ -14,8 +14,8 @@ mod error;
 pub mod memory;
 
 pub use dynamodb::DynamoDbLeaseStore;
-pub use error::LeaseStoreError;
-pub use memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
+pub use memory::{Fault, FaultInjector, InMemoryLeaseStore};
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;

@@ -29,7 +29,7 @@
 //! The bounds count batches fetched and not yet handed to the consumer; at most one more
 //! GetRecords response per shard (the one waiting for room) is held beyond them.
 
-use super::{ChildShard, IteratorPosition, RetrievalErrorKind, StreamClient};
+use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::record::Record;
@@ -367,13 +367,13 @@ impl FetchTask {
                     }
                     iterator = batch.next_iterator;
                 }
-                Err(e) => match e.kind {
-                    RetrievalErrorKind::ExpiredIterator => {
+                Err(e) => match e.failure {
+                    RetrievalFailure::ExpiredIterator => {
                         let progress = format!("{:?}", self.progress.lock().unwrap());
                         tracing::info!(shard_id = shard, %progress, "shard iterator expired; getting a new one");
                         iterator = None;
                     }
-                    RetrievalErrorKind::Throttled => {
+                    RetrievalFailure::Throttled => {
                         throttled += 1;
                         if throttled >= 5 {
                             tracing::error!(shard_id = shard, consecutive = throttled, error = %e, "reads keep being throttled: is another application reading this shard?");
@@ -382,7 +382,7 @@ impl FetchTask {
                         }
                         tokio::time::sleep(backoff.next().unwrap_or(idle)).await;
                     }
-                    RetrievalErrorKind::ResourceNotFound => {
+                    RetrievalFailure::ResourceNotFound => {
                         tracing::warn!(shard_id = shard, error = %e, "shard gone while reading; treating it as ended with no children");
                         self.shard_gone().await;
                         return;
