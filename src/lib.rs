@@ -85,7 +85,7 @@
 //! [`scheduler`] (the worker), [`coordinator`] (leases: renew, take, steal, lose),
 //! [`lease`] (the lease table: DynamoDB and in-memory), [`resharding`] (new shards, child leases, clean-up),
 //! [`consumer`] (the per-shard state machine), [`retrieval`] (Kinesis reads: AWS and
-//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`].
+//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`], [`validation`] (the rules settings follow).
 #![warn(missing_docs)]
 
 pub mod aws;
@@ -102,6 +102,7 @@ pub mod record;
 pub mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod validation;
 
 pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};

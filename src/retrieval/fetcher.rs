@@ -39,8 +39,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The shortest pause between two GetRecords calls on one shard.
-pub const MIN_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
+pub use crate::validation::MIN_IDLE_TIME_BETWEEN_READS;
 
 /// Transient GetRecords failures (not throttling) in a row after which the iterator is
 /// replaced (from a position that skips nothing).

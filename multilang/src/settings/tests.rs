@@ -1,6 +1,7 @@
 //! Settings tests: every key, every error shape, the shipped sample files.
 
 use super::*;
+use std::time::SystemTime;
 
 const MINIMAL: &str = "executableName = python3 app.py\napplicationName = MyApp\nstreamName = my-stream\nAwsCredentialsProvider = DefaultCredentialsProvider\n";
 
