@@ -45,19 +45,12 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    /// The Java KCL exception this corresponds to (the MultiLangDaemon protocol sends it).
-    pub fn java_exception_name(&self) -> &'static str {
+    /// Whether a retry may help: a lost lease or a bad position never heals; a store error
+    /// is as its [`LeaseStoreError::kind`] says.
+    pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            CheckpointError::LeaseLost { .. } => "ShutdownException",
-            CheckpointError::OutOfRange { .. } | CheckpointError::InvalidSequenceNumber(_) => {
-                "IllegalArgumentException"
-            }
-            CheckpointError::Store { source, .. }
-                if source.kind() == crate::error::ErrorKind::Throttled =>
-            {
-                "ThrottlingException"
-            }
-            CheckpointError::Store { .. } => "KinesisClientLibDependencyException",
+            CheckpointError::Store { source, .. } => source.kind(),
+            _ => crate::error::ErrorKind::Fatal,
         }
     }
 }

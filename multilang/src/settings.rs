@@ -151,7 +151,7 @@ impl DaemonSettings {
                 key: "executableName".into(),
                 value: self.executable_name.clone(),
                 line: self.executable_line,
-                expected: why,
+                expected: why.to_string(),
             }
         })
     }
