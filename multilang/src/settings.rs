@@ -3,7 +3,8 @@
 //! [`DaemonSettings`] holds what the user wrote, typed and validated: `Option` for keys that
 //! were not set (the library supplies its own documented defaults), `Duration` for times.
 //!
-//! Differences from the Java daemon, on purpose (DESIGN decision 10):
+//! Differences from the Java daemon, on purpose (the key names and defaults are Java's; where
+//! Java silently drops or ignores what was written, we honour it or say so):
 //!
 //! * **Values equal to the Java field default are honoured.** Java pushes a value into its
 //!   config objects only if it differs from the Java field's zero value, so

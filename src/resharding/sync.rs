@@ -372,7 +372,8 @@ mod tests {
         }
     }
 
-    /// The reference's example: 0..5; 6 = 0+1, 7 = 2+3, 8 = 6+7, 9 and 10 split from 5.
+    /// A stream that has resharded (the example of the Java KCL's shard sync documentation):
+    /// shards 0..5; 6 = 0+1, 7 = 2+3, 8 = 6+7 are merges, 9 and 10 split from 5.
     fn example() -> Vec<Shard> {
         vec![
             shard(0, &[], true),

@@ -1,4 +1,5 @@
-//! Bounded prefetch of one shard's records (polling, reference §7.2).
+//! Bounded prefetch of one shard's records (polling GetRecords, like the Java KCL's
+//! prefetching record publisher).
 //!
 //! A task per shard calls GetRecords ahead of the processor, at most `max_pending_batches`
 //! batches and `max_pending_bytes` bytes ahead (and within the worker's shared
