@@ -295,6 +295,17 @@ impl LeaseCoordinator {
         self.inner.tx.send_replace(Arc::new(snapshot));
     }
 
+    /// Every held lease: key, tenure and lock-protected state.
+    fn slots(&self) -> Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> {
+        self.inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
+            .collect()
+    }
+
     fn slot(&self, key: &str) -> Option<(LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> {
         self.inner
             .held
@@ -472,14 +483,7 @@ impl LeaseCoordinator {
     /// once instead of waiting for expiry. Tenures end.
     pub async fn release_all(&self) {
         self.stop_taking();
-        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
-            .collect();
+        let slots = self.slots();
         futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
             let st = state.lock().await;
             if tenure.lost.is_cancelled() {

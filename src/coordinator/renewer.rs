@@ -9,7 +9,6 @@ use super::{LeaseCoordinator, LeaseTenure, SlotState};
 use crate::backoff::RetryPolicy;
 use crate::lease::WriteOutcome;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -81,14 +80,7 @@ impl LeaseCoordinator {
     /// Renew every held lease once, concurrently (at most [`MAX_CONCURRENT_RENEWALS`] writes
     /// in flight).
     pub async fn renew_all(&self) {
-        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
-            .collect();
+        let slots = self.slots();
         let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
         let permits = &permits;
         futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {

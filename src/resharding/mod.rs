@@ -21,7 +21,9 @@ pub use sync::{
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;
 use crate::retrieval::StreamClient;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl ShardSyncError {
@@ -42,12 +44,7 @@ pub(crate) async fn periodic_shard_sync(
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.shard_sync_interval) => {}
-        }
+    every(config.shard_sync_interval, &stop, || async {
         match sync_shards_within(
             stream.as_ref(),
             coordinator.store().as_ref(),
@@ -60,7 +57,8 @@ pub(crate) async fn periodic_shard_sync(
             Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
             Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
         }
-    }
+    })
+    .await
 }
 
 /// Delete finished and orphaned leases this worker holds (see [`cleanup`]) every
@@ -71,14 +69,26 @@ pub(crate) async fn periodic_cleanup(
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
+    every(config.lease_cleanup_interval, &stop, || async {
+        if let Err(e) = cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
+            tracing::debug!(error = %e, "lease clean-up deferred");
+        }
+    })
+    .await
+}
+
+/// Run `pass` every `interval` (after a first wait of `interval`) until `stop` is cancelled.
+async fn every<F, Fut>(interval: Duration, stop: &CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(e) = cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
-            tracing::debug!(error = %e, "lease clean-up deferred");
-        }
+        pass().await;
     }
 }
