@@ -45,16 +45,30 @@ pub fn dynamodb_client(
 }
 
 /// A failed AWS SDK call, classified: what it means to us, with the SDK's error as source.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct AwsError {
+/// Cheap to clone (and one pointer in size).
+#[derive(Debug, Clone)]
+pub struct AwsError(Arc<AwsErrorInner>);
+
+#[derive(Debug)]
+struct AwsErrorInner {
     kind: ErrorKind,
     code: Option<String>,
     status: Option<u16>,
     /// The SDK's error chain in one line (what logs show).
     message: String,
-    #[source]
-    source: Arc<dyn std::error::Error + Send + Sync>,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for AwsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0.source)
+    }
 }
 
 /// Service error codes that mean "slow down".
@@ -104,32 +118,32 @@ impl AwsError {
                 )
             }
         };
-        AwsError {
+        AwsError(Arc::new(AwsErrorInner {
             kind,
             code,
             status,
             message,
-            source: Arc::new(err),
-        }
+            source: Box::new(err),
+        }))
     }
 
     /// Whether a retry may help.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The service's error code (e.g. `ConditionalCheckFailedException`), when it sent one.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     /// The HTTP status, when a response arrived.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     fn has_code(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
+        self.code() == Some(code)
     }
 
     /// A DynamoDB conditional write whose condition did not hold.

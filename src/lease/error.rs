@@ -91,7 +91,13 @@ pub enum LeaseStoreCause {
     },
     /// An item of the table is not a readable lease.
     #[error(transparent)]
-    BadItem(#[from] ItemError),
+    BadItem(Box<ItemError>),
+}
+
+impl From<ItemError> for LeaseStoreCause {
+    fn from(e: ItemError) -> Self {
+        LeaseStoreCause::BadItem(Box::new(e))
+    }
 }
 
 impl LeaseStoreCause {
