@@ -1,7 +1,7 @@
 //! [`Checkpointer`]: how a processor records its progress.
 
 use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber, InvalidSequenceNumber};
-use crate::coordinator::{LeaseCoordinator, LeaseUpdateError};
+use crate::coordinator::{LeaseCoordinator, LeaseUpdateError, LossReason};
 use crate::lease::LeaseStoreError;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ pub enum CheckpointError {
         /// The shard.
         shard_id: String,
         /// Why.
-        reason: String,
+        reason: LossReason,
     },
     /// The position is below the last checkpoint or beyond what was delivered.
     #[error("cannot checkpoint shard {shard_id} at {requested}: must be between the last checkpoint {last} and the last delivered record {largest}")]

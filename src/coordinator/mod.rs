@@ -35,6 +35,14 @@
 //! (one request per MB of table) every `F/3`, plus the occasional wake-up scan after a worker
 //! died.
 //!
+//! # Files
+//!
+//! `renewer.rs` runs the per-lease renewal schedules, `take_round.rs` the take rounds (scan,
+//! decide with the pure [`choose_leases_to_take`] of `taker.rs`, take in chunks) and
+//! `watchdog.rs` the local expiry of held leases; this file holds the state they share and
+//! checkpoint writes. Every bounded retry (a renewal, a checkpoint write) follows a
+//! [`RetryPolicy`].
+//!
 //! # Tenures
 //!
 //! Each time this worker starts holding a lease it gets a new [`LeaseTenure`] with a fresh
@@ -122,11 +130,35 @@ pub enum LeaseUpdateError {
         /// The lease.
         lease_key: String,
         /// Why it is not held.
-        reason: String,
+        reason: LossReason,
     },
     /// The lease store failed (after retries for throttling and timeouts).
     #[error(transparent)]
     Store(#[from] LeaseStoreError),
+}
+
+/// Why this worker's tenure of a lease is over (see [`LeaseUpdateError::LeaseLost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// This worker does not hold the lease.
+    #[error("not held")]
+    NotHeld,
+    /// This worker holds the lease again, under a newer tenure.
+    #[error("held under a newer tenure")]
+    NewerTenure,
+    /// The tenure ended (lost, taken, expired or released) before the write.
+    #[error("lost")]
+    Lost,
+    /// The lease was not renewed within the failover time: other workers may have taken it.
+    #[error("expired locally: not renewed within the failover time")]
+    ExpiredLocally,
+    /// The write found the lease changed by another worker.
+    #[error("taken by another worker")]
+    TakenByAnotherWorker,
+    /// The tenure ended while the write was being retried.
+    #[error("lost while retrying")]
+    LostWhileRetrying,
 }
 
 struct Slot {
@@ -381,26 +413,24 @@ impl LeaseCoordinator {
         token: Uuid,
         change: impl Fn(&mut Lease),
     ) -> Result<Lease, LeaseUpdateError> {
-        let lost = |reason: &str| LeaseUpdateError::LeaseLost {
+        let lost = |reason: LossReason| LeaseUpdateError::LeaseLost {
             lease_key: key.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         let Some((tenure, state)) = self.slot(key) else {
-            return Err(lost("not held"));
+            return Err(lost(LossReason::NotHeld));
         };
         if tenure.token != token {
-            return Err(lost("held under a newer tenure"));
+            return Err(lost(LossReason::NewerTenure));
         }
         let mut st = state.lock().await;
         if tenure.lost.is_cancelled() {
-            return Err(lost("lost"));
+            return Err(lost(LossReason::Lost));
         }
         let since = st.last_write.elapsed();
         if since > self.inner.config.failover_time {
             self.lose(key, token, "expired locally before a checkpoint");
-            return Err(lost(
-                "expired locally: not renewed within the failover time",
-            ));
+            return Err(lost(LossReason::ExpiredLocally));
         }
         let mut desired = st.lease.clone();
         change(&mut desired);
@@ -452,7 +482,7 @@ impl LeaseCoordinator {
                                 token,
                                 "checkpoint write found the lease changed by another worker",
                             );
-                            return Err(lost("taken by another worker"));
+                            return Err(lost(LossReason::TakenByAnotherWorker));
                         }
                     }
                 }
@@ -461,7 +491,7 @@ impl LeaseCoordinator {
                     tracing::debug!(lease_key = key, error = %e, "checkpoint write failed; retrying");
                     tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                     if tenure.lost.is_cancelled() {
-                        return Err(lost("lost while retrying"));
+                        return Err(lost(LossReason::LostWhileRetrying));
                     }
                 }
                 Err(e) => {

@@ -5,7 +5,7 @@
 //! * [`children`]: the consumer that reaches a shard's end creates its children's leases
 //!   (at `TRIM_HORIZON`, with their parents recorded) before its processor records
 //!   `SHARD_END`; a child's consumer waits until every parent is finished.
-//! * [`cleanup`]: every `lease_cleanup_interval`, the leases this worker holds whose shard
+//! * `cleanup`: every `lease_cleanup_interval`, the leases this worker holds whose shard
 //!   needs no more processing (finished with started children, or trimmed away) are deleted.
 
 pub mod children;
