@@ -294,11 +294,6 @@ impl ConfigBuilder {
         if self.stream.name().trim().is_empty() {
             return err("stream", "must not be empty".into());
         }
-        if let StreamRef::Arn(arn) = &self.stream {
-            if !arn.starts_with("arn:") || !arn.contains(":stream/") {
-                return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>)"));
-            }
-        }
         if self.failover_time < Duration::from_millis(100) {
             return err(
                 "failover_time",
@@ -375,7 +370,7 @@ impl ConfigBuilder {
             }
             StreamRef::Arn(arn) => {
                 if let Err(why) = parse_stream_arn(arn) {
-                    return err("stream", format!("{arn:?}: {why}"));
+                    return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>): {why}"));
                 }
             }
             StreamRef::Name(_) => {}
