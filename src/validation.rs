@@ -36,6 +36,14 @@ pub fn is_valid_stream_name(s: &str) -> bool {
     (1..=128).contains(&s.len()) && name_chars_ok(s)
 }
 
+/// True for something shaped like an AWS region name (`us-east-1`): non-empty, of a-z, 0-9
+/// and `-`.
+pub fn is_valid_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// The parts of a Kinesis stream ARN, `arn:<partition>:kinesis:<region>:<account>:stream/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamArn {
@@ -99,11 +107,7 @@ pub fn parse_stream_arn(arn: &str) -> Result<StreamArn, StreamArnError> {
     if *service != "kinesis" {
         return Err(StreamArnError::Service(service.to_string()));
     }
-    if region.is_empty()
-        || !region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
+    if !is_valid_region(region) {
         return Err(StreamArnError::Region(region.to_string()));
     }
     if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {

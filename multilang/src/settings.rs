@@ -29,8 +29,8 @@ use crate::properties::{self, Entry, PropertiesError};
 
 use kcl::config::InitialPositionError;
 use kcl::validation::{
-    is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS, STREAM_NAME_RULE,
-    TABLE_NAME_RULE,
+    is_valid_region, is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS,
+    STREAM_NAME_RULE, TABLE_NAME_RULE,
 };
 pub use kcl::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LIMIT};
 /// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
@@ -746,10 +746,7 @@ fn boolean(e: &Entry) -> Result<bool, SettingsError> {
 
 fn region(e: &Entry) -> Result<String, SettingsError> {
     let v = e.value.trim();
-    let ok = v
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
+    if !is_valid_region(v) {
         return Err(invalid(e, "expected an AWS region name such as us-east-1"));
     }
     Ok(v.to_string())
