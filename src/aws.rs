@@ -3,12 +3,13 @@
 //! Clients are built from an [`aws_config::SdkConfig`] (the default credential and region
 //! chain, or whatever the application loaded) with optional per-service endpoint overrides for
 //! LocalStack, local emulators or VPC endpoints. Nothing outside this module looks inside an
-//! SDK error: other modules ask [`AwsErrorInfo`] what a failure means.
+//! SDK error: other modules ask [`AwsError`] what a failure means.
 
 use crate::error::ErrorKind;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use std::sync::Arc;
 
 /// Endpoint overrides, one per service. `None` uses the SDK's regional endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,17 +44,31 @@ pub fn dynamodb_client(
     aws_sdk_dynamodb::Client::from_conf(builder.build())
 }
 
-/// What an AWS SDK error means to us.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsErrorInfo {
-    /// Retry or not.
-    pub kind: ErrorKind,
-    /// The service's error code (e.g. `ConditionalCheckFailedException`), when it sent one.
-    pub code: Option<String>,
-    /// The HTTP status, when a response arrived.
-    pub status: Option<u16>,
-    /// A human-readable description, including the SDK's error chain.
-    pub message: String,
+/// A failed AWS SDK call, classified: what it means to us, with the SDK's error as source.
+/// Cheap to clone (and one pointer in size).
+#[derive(Debug, Clone)]
+pub struct AwsError(Arc<AwsErrorInner>);
+
+#[derive(Debug)]
+struct AwsErrorInner {
+    kind: ErrorKind,
+    code: Option<String>,
+    status: Option<u16>,
+    /// The SDK's error chain in one line (what logs show).
+    message: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for AwsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0.source)
+    }
 }
 
 /// Service error codes that mean "slow down".
@@ -81,43 +96,54 @@ const RETRYABLE_CODES: &[&str] = &[
     "KMSDisabledException",
 ];
 
-impl AwsErrorInfo {
+impl AwsError {
     /// Classify any AWS SDK error.
-    pub fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Self
+    pub fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let message = error_chain(err);
-        match err {
-            SdkError::ConstructionFailure(_) => AwsErrorInfo {
-                kind: ErrorKind::Fatal,
-                code: None,
-                status: None,
-                message,
-            },
+        let message = error_chain(&err);
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let (kind, code, status) = match &err {
+            SdkError::ConstructionFailure(_) => (ErrorKind::Fatal, None, None),
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => AwsErrorInfo {
-                kind: ErrorKind::Retryable,
-                code: None,
-                status: err.raw_response().map(|r| r.status().as_u16()),
-                message,
-            },
+            | SdkError::ResponseError(_) => (ErrorKind::Retryable, None, status),
             _ => {
                 let code = err.code().map(str::to_string);
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                AwsErrorInfo {
-                    kind: classify_service_error(code.as_deref(), status),
+                (
+                    classify_service_error(code.as_deref(), status),
                     code,
                     status,
-                    message,
-                }
+                )
             }
-        }
+        };
+        AwsError(Arc::new(AwsErrorInner {
+            kind,
+            code,
+            status,
+            message,
+            source: Box::new(err),
+        }))
+    }
+
+    /// Whether a retry may help.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The service's error code (e.g. `ConditionalCheckFailedException`), when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.0.code.as_deref()
+    }
+
+    /// The HTTP status, when a response arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.0.status
     }
 
     fn has_code(&self, code: &str) -> bool {
-        self.code.as_deref() == Some(code)
+        self.code() == Some(code)
     }
 
     /// A DynamoDB conditional write whose condition did not hold.
@@ -205,30 +231,30 @@ mod tests {
             "RequestLimitExceeded",
             "LimitExceededException",
         ] {
-            let info = AwsErrorInfo::from_sdk(&service_error(code, 400));
-            assert_eq!(info.kind, ErrorKind::Throttled, "{code}");
-            assert_eq!(info.code.as_deref(), Some(code));
+            let info = AwsError::from_sdk(service_error(code, 400));
+            assert_eq!(info.kind(), ErrorKind::Throttled, "{code}");
+            assert_eq!(info.code(), Some(code));
         }
     }
 
     #[test]
     fn server_errors_are_retryable_and_client_errors_fatal() {
         assert_eq!(
-            AwsErrorInfo::from_sdk(&service_error("InternalServerError", 500)).kind,
+            AwsError::from_sdk(service_error("InternalServerError", 500)).kind(),
             ErrorKind::Retryable
         );
         assert_eq!(
-            AwsErrorInfo::from_sdk(&service_error("SomethingNew", 503)).kind,
+            AwsError::from_sdk(service_error("SomethingNew", 503)).kind(),
             ErrorKind::Retryable
         );
         assert_eq!(
-            AwsErrorInfo::from_sdk(&service_error("SomethingNew", 429)).kind,
+            AwsError::from_sdk(service_error("SomethingNew", 429)).kind(),
             ErrorKind::Throttled
         );
-        let denied = AwsErrorInfo::from_sdk(&service_error("AccessDeniedException", 400));
-        assert_eq!(denied.kind, ErrorKind::Fatal);
-        let missing = AwsErrorInfo::from_sdk(&service_error("ResourceNotFoundException", 400));
-        assert_eq!(missing.kind, ErrorKind::Fatal);
+        let denied = AwsError::from_sdk(service_error("AccessDeniedException", 400));
+        assert_eq!(denied.kind(), ErrorKind::Fatal);
+        let missing = AwsError::from_sdk(service_error("ResourceNotFoundException", 400));
+        assert_eq!(missing.kind(), ErrorKind::Fatal);
         assert!(missing.is_resource_not_found());
     }
 
@@ -244,18 +270,18 @@ mod tests {
                 )
                 .build(),
         );
-        let info = AwsErrorInfo::from_sdk(&SdkError::service_error(e, response(400)));
+        let info = AwsError::from_sdk(SdkError::service_error(e, response(400)));
         assert!(info.is_conditional_check_failed());
-        assert_eq!(info.kind, ErrorKind::Fatal);
+        assert_eq!(info.kind(), ErrorKind::Fatal);
     }
 
     #[test]
     fn transport_failures_are_retryable_and_construction_fatal() {
         let timeout: SdkError<PutItemError, HttpResponse> = SdkError::timeout_error("slow");
-        assert_eq!(AwsErrorInfo::from_sdk(&timeout).kind, ErrorKind::Retryable);
+        assert_eq!(AwsError::from_sdk(timeout).kind(), ErrorKind::Retryable);
         let construction: SdkError<PutItemError, HttpResponse> =
             SdkError::construction_failure("bad input");
-        assert_eq!(AwsErrorInfo::from_sdk(&construction).kind, ErrorKind::Fatal);
+        assert_eq!(AwsError::from_sdk(construction).kind(), ErrorKind::Fatal);
     }
 
     #[test]

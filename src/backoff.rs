@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter: one small pure component shared by every retry loop.
+//! Exponential backoff with jitter, and the bounded [`RetryPolicy`] every retry loop of the
+//! library uses (lease renewals, checkpoint writes, lease table creation, the first shard sync).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -83,6 +84,94 @@ impl Iterator for Backoff {
     }
 }
 
+/// How a failed operation is retried: at most `attempts` attempts in all, with a [`Backoff`]
+/// from `base` to `max` between them.
+///
+/// ```
+/// use std::time::Duration;
+/// use kcl::backoff::RetryPolicy;
+/// let policy = RetryPolicy::new(3, Duration::from_millis(50), Duration::from_millis(200));
+/// let mut retry = policy.start().without_jitter();
+/// assert_eq!(retry.next_delay(), Some(Duration::from_millis(50))); // before the 2nd attempt
+/// assert_eq!(retry.next_delay(), Some(Duration::from_millis(100))); // before the 3rd
+/// assert_eq!(retry.next_delay(), None); // the 3rd was the last
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The most attempts, the first one included (at least 1).
+    pub attempts: u32,
+    /// The first delay.
+    pub base: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// At most `attempts` attempts, waiting from `base` doubling up to `max` between them.
+    pub const fn new(attempts: u32, base: Duration, max: Duration) -> Self {
+        RetryPolicy {
+            attempts,
+            base,
+            max,
+        }
+    }
+
+    /// The retries of one operation whose first attempt is about to start.
+    pub fn start(&self) -> Retry {
+        Retry {
+            attempts: self.attempts.max(1),
+            attempt: 1,
+            backoff: Backoff::new(self.base, self.max),
+        }
+    }
+}
+
+/// The state of one operation retried under a [`RetryPolicy`].
+#[derive(Debug, Clone)]
+pub struct Retry {
+    attempts: u32,
+    attempt: u32,
+    backoff: Backoff,
+}
+
+impl Retry {
+    /// The same retries without randomness in the delays.
+    pub fn without_jitter(mut self) -> Self {
+        self.backoff = self.backoff.without_jitter();
+        self
+    }
+
+    /// The attempt under way (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// True while the attempt under way is not the last one allowed.
+    pub fn may_retry(&self) -> bool {
+        self.attempt < self.attempts
+    }
+
+    /// The attempt under way failed: how long to wait before the next one, or `None` when it
+    /// was the last one allowed.
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        if !self.may_retry() {
+            return None;
+        }
+        self.attempt += 1;
+        self.backoff.next()
+    }
+
+    /// Start the next attempt at once, without waiting (e.g. after a conflict explained by
+    /// our own write); `false` when the attempt under way was the last one allowed.
+    pub fn retry_now(&mut self) -> bool {
+        if !self.may_retry() {
+            return false;
+        }
+        self.attempt += 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +185,20 @@ mod tests {
         assert_eq!(b.attempts(), 5);
         b.reset();
         assert_eq!(b.next(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn retry_policy_bounds_attempts_and_backs_off() {
+        let policy = RetryPolicy::new(4, Duration::from_millis(100), Duration::from_millis(250));
+        let mut retry = policy.start().without_jitter();
+        assert_eq!(retry.attempt(), 1);
+        assert!(retry.retry_now());
+        assert_eq!(retry.next_delay(), Some(Duration::from_millis(100)));
+        assert_eq!(retry.next_delay(), Some(Duration::from_millis(200)));
+        assert_eq!(retry.attempt(), 4);
+        assert!(!retry.may_retry());
+        assert_eq!(retry.next_delay(), None);
+        assert!(!retry.retry_now());
     }
 
     #[test]

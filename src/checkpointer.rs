@@ -1,7 +1,7 @@
 //! [`Checkpointer`]: how a processor records its progress.
 
 use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber, InvalidSequenceNumber};
-use crate::coordinator::{LeaseCoordinator, LeaseUpdateError};
+use crate::coordinator::{LeaseCoordinator, LeaseUpdateError, LossReason};
 use crate::lease::LeaseStoreError;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ pub enum CheckpointError {
         /// The shard.
         shard_id: String,
         /// Why.
-        reason: String,
+        reason: LossReason,
     },
     /// The position is below the last checkpoint or beyond what was delivered.
     #[error("cannot checkpoint shard {shard_id} at {requested}: must be between the last checkpoint {last} and the last delivered record {largest}")]
@@ -45,19 +45,12 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    /// The Java KCL exception this corresponds to (the MultiLangDaemon protocol sends it).
-    pub fn java_exception_name(&self) -> &'static str {
+    /// Whether a retry may help: a lost lease or a bad position never heals; a store error
+    /// is as its [`LeaseStoreError::kind`] says.
+    pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            CheckpointError::LeaseLost { .. } => "ShutdownException",
-            CheckpointError::OutOfRange { .. } | CheckpointError::InvalidSequenceNumber(_) => {
-                "IllegalArgumentException"
-            }
-            CheckpointError::Store { source, .. }
-                if source.kind() == crate::error::ErrorKind::Throttled =>
-            {
-                "ThrottlingException"
-            }
-            CheckpointError::Store { .. } => "KinesisClientLibDependencyException",
+            CheckpointError::Store { source, .. } => source.kind(),
+            _ => crate::error::ErrorKind::Fatal,
         }
     }
 }

@@ -4,12 +4,16 @@
 //! MultiLangDaemon) is given as "(properties: `key`)".
 
 use crate::retrieval::StreamRef;
+use crate::validation::{
+    is_valid_stream_name, is_valid_table_name, parse_stream_arn, MAX_RECORDS_LIMIT,
+    MIN_IDLE_TIME_BETWEEN_READS, STREAM_NAME_RULE, TABLE_NAME_RULE,
+};
 use std::time::{Duration, SystemTime};
 
 /// Default failover time (properties: `failoverTimeMillis`): 10 s.
 pub const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(10);
-/// Default records per GetRecords call (properties: `maxRecords`): 10 000.
-pub const DEFAULT_MAX_RECORDS: u32 = 10_000;
+/// Default records per GetRecords call (properties: `maxRecords`): 10 000, the most Kinesis allows.
+pub const DEFAULT_MAX_RECORDS: u32 = MAX_RECORDS_LIMIT;
 /// Default pause between GetRecords calls on one shard (properties: `idleTimeBetweenReadsInMillis`): 1.5 s.
 pub const DEFAULT_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(1500);
 /// Default pause between checks of a parent shard (properties: `parentShardPollIntervalMillis`): 10 s.
@@ -42,6 +46,37 @@ pub enum InitialPosition {
     Latest,
     /// Records arriving at or after this time.
     AtTimestamp(SystemTime),
+}
+
+impl InitialPosition {
+    /// The position named `LATEST` or `TRIM_HORIZON` (any case), as in the Java KCL's
+    /// `initialPositionInStream`. `AT_TIMESTAMP` needs a time: see
+    /// [`InitialPosition::at_epoch_seconds`].
+    pub fn from_name(name: &str) -> Result<Self, InitialPositionError> {
+        match name.to_ascii_uppercase().as_str() {
+            "LATEST" => Ok(InitialPosition::Latest),
+            "TRIM_HORIZON" => Ok(InitialPosition::TrimHorizon),
+            "AT_TIMESTAMP" => Err(InitialPositionError::NeedsTimestamp),
+            _ => Err(InitialPositionError::Unknown(name.to_string())),
+        }
+    }
+
+    /// `AT_TIMESTAMP` of `secs` whole seconds after the Unix epoch.
+    pub fn at_epoch_seconds(secs: u64) -> Self {
+        InitialPosition::AtTimestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+}
+
+/// Why a name is not an [`InitialPosition`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitialPositionError {
+    /// `AT_TIMESTAMP` without a time.
+    #[error("AT_TIMESTAMP needs a time")]
+    NeedsTimestamp,
+    /// Neither `LATEST` nor `TRIM_HORIZON`.
+    #[error("{0:?} is not LATEST or TRIM_HORIZON")]
+    Unknown(String),
 }
 
 /// Everything a worker needs to know. Build with [`Config::builder`].
@@ -259,11 +294,6 @@ impl ConfigBuilder {
         if self.stream.name().trim().is_empty() {
             return err("stream", "must not be empty".into());
         }
-        if let StreamRef::Arn(arn) = &self.stream {
-            if !arn.starts_with("arn:") || !arn.contains(":stream/") {
-                return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>)"));
-            }
-        }
         if self.failover_time < Duration::from_millis(100) {
             return err(
                 "failover_time",
@@ -284,10 +314,10 @@ impl ConfigBuilder {
         if take.is_zero() {
             return err("lease_take_interval", "must be above zero".into());
         }
-        if !(1..=10_000).contains(&self.max_records) {
+        if !(1..=MAX_RECORDS_LIMIT).contains(&self.max_records) {
             return err(
                 "max_records",
-                format!("{} is outside 1..=10000", self.max_records),
+                format!("{} is outside 1..={MAX_RECORDS_LIMIT}", self.max_records),
             );
         }
         if self.max_pending_batches == 0 {
@@ -331,13 +361,19 @@ impl ConfigBuilder {
         let table_name = self
             .table_name
             .unwrap_or_else(|| self.application_name.clone());
-        if table_name.len() < 3
-            || table_name.len() > 255
-            || !table_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            return err("table_name", format!("{table_name:?} is not a valid DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"));
+        if !is_valid_table_name(&table_name) {
+            return err("table_name", format!("{table_name:?}: {TABLE_NAME_RULE}"));
+        }
+        match &self.stream {
+            StreamRef::Name(name) if !is_valid_stream_name(name) => {
+                return err("stream", format!("{name:?}: {STREAM_NAME_RULE}"));
+            }
+            StreamRef::Arn(arn) => {
+                if let Err(why) = parse_stream_arn(arn) {
+                    return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>): {why}"));
+                }
+            }
+            StreamRef::Name(_) => {}
         }
         let worker_id = match self.worker_id {
             Some(id) if id.trim().is_empty() => {
@@ -358,7 +394,7 @@ impl ConfigBuilder {
             max_records: self.max_records,
             idle_time_between_reads: self
                 .idle_time_between_reads
-                .max(crate::retrieval::fetcher::MIN_IDLE_TIME_BETWEEN_READS),
+                .max(MIN_IDLE_TIME_BETWEEN_READS),
             max_pending_batches: self.max_pending_batches,
             max_prefetch_bytes_per_shard: self.max_prefetch_bytes_per_shard,
             max_prefetch_bytes_per_worker: self.max_prefetch_bytes_per_worker,

@@ -83,16 +83,15 @@
 //!
 //! [`config`] (settings and defaults), [`processor`] (the API you implement), [`checkpointer`],
 //! [`scheduler`] (the worker), [`coordinator`] (leases: renew, take, steal, lose),
-//! [`lease`] (the lease table: DynamoDB and in-memory), [`shard_sync`] (new shards),
+//! [`lease`] (the lease table: DynamoDB and in-memory), [`resharding`] (new shards, child leases, clean-up),
 //! [`consumer`] (the per-shard state machine), [`retrieval`] (Kinesis reads: AWS and
-//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`].
+//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`], [`validation`] (the rules settings follow).
 #![warn(missing_docs)]
 
 pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
 pub mod checkpointer;
-mod cleanup;
 pub mod config;
 pub mod consumer;
 pub mod coordinator;
@@ -100,9 +99,10 @@ pub mod error;
 pub mod lease;
 pub mod processor;
 pub mod record;
+pub mod resharding;
 pub mod retrieval;
 pub mod scheduler;
-pub mod shard_sync;
+pub mod validation;
 
 pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};

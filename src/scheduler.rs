@@ -1,15 +1,17 @@
 //! The worker: leases shards, runs a consumer per held lease, shuts down gracefully.
 
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
-use crate::backoff::Backoff;
+use crate::backoff::RetryPolicy;
 use crate::config::Config;
 use crate::consumer::{run_shard, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
+use crate::resharding::{
+    periodic_cleanup, periodic_shard_sync, sync_shards_within, ShardSyncError,
+};
 use crate::retrieval::fetcher::PrefetchBudget;
 use crate::retrieval::{KinesisStreamClient, StreamClient};
-use crate::shard_sync::{sync_shards_within, ShardSyncError};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -228,18 +230,18 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
 
     async fn initialize(&self) -> Result<(), SchedulerError> {
         let store = self.coordinator.store();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let mut retry = STARTUP_RETRY.start();
         loop {
             match store.create_table_if_not_exists().await {
                 Ok(()) => break,
-                Err(e) if e.kind().is_retryable() && backoff.attempts() < 10 => {
+                Err(e) if e.kind().is_retryable() && retry.may_retry() => {
                     tracing::warn!(error = %e, "lease table not ready; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(SchedulerError::LeaseTable(e)),
             }
         }
-        backoff.reset();
+        let mut retry = STARTUP_RETRY.start();
         loop {
             match sync_shards_within(
                 self.stream.as_ref(),
@@ -253,9 +255,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                     tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
                     return Ok(());
                 }
-                Err(e) if backoff.attempts() < 10 && !is_fatal_sync(&e) => {
+                Err(e) if retry.may_retry() && !e.is_fatal() => {
                     tracing::warn!(error = %e, "shard sync failed; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(SchedulerError::ShardSync(e)),
             }
@@ -310,12 +312,10 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
     }
 }
 
-fn is_fatal_sync(e: &ShardSyncError) -> bool {
-    match e {
-        ShardSyncError::Stream(e) => !e.kind().is_retryable(),
-        ShardSyncError::Store(e) => !e.kind().is_retryable(),
-    }
-}
+/// Retries of each start-up step (lease table creation, the first shard sync): eleven attempts,
+/// from 500 ms doubling up to 10 s (about a minute in all).
+const STARTUP_RETRY: RetryPolicy =
+    RetryPolicy::new(11, Duration::from_millis(500), Duration::from_secs(10));
 
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -358,52 +358,6 @@ impl Shards {
                 self.restart_at.insert(id, Instant::now() + backoff);
             }
             ShardExit::LeaseLost | ShardExit::Shutdown => {}
-        }
-    }
-}
-
-async fn periodic_shard_sync(
-    stream: Arc<dyn StreamClient>,
-    coordinator: LeaseCoordinator,
-    config: Arc<Config>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.shard_sync_interval) => {}
-        }
-        match sync_shards_within(
-            stream.as_ref(),
-            coordinator.store().as_ref(),
-            config.initial_position,
-            config.failover_time,
-        )
-        .await
-        {
-            Ok(0) => tracing::debug!("shard sync: no new shards"),
-            Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
-            Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
-        }
-    }
-}
-
-/// Delete finished and orphaned leases this worker holds (see [`crate::cleanup`]).
-async fn periodic_cleanup(
-    coordinator: LeaseCoordinator,
-    stream: Arc<dyn StreamClient>,
-    config: Arc<Config>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.lease_cleanup_interval) => {}
-        }
-        if let Err(e) = crate::cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
-            tracing::debug!(error = %e, "lease clean-up deferred");
         }
     }
 }

@@ -85,7 +85,7 @@ async fn child(leases: usize, load: bool, steady: Duration) -> Result<Footprint>
     let per_read = if load { LOAD_RECORDS_PER_READ } else { 0 };
     let stream = Arc::new(SyntheticStream::new(leases, per_read, 100));
     let store = InMemoryLeaseStore::new();
-    kcl::shard_sync::sync_shards(stream.as_ref(), &store, InitialPosition::TrimHorizon)
+    kcl::resharding::sync_shards(stream.as_ref(), &store, InitialPosition::TrimHorizon)
         .await
         .context("creating the leases")?;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -14,6 +14,7 @@ use crate::driver::{CheckpointHandler, Driver, DriverError};
 use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
 use crate::stderr::spawn_stderr_drain;
 use async_trait::async_trait;
+use kcl::error::ErrorKind;
 use kcl::{
     CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, RestartShard, Shutdown,
@@ -204,13 +205,18 @@ impl CheckpointHandler for Handler<'_> {
     }
 }
 
+/// The protocol's answer to a failed checkpoint: the Java KCL exception a Java checkpointer
+/// would have thrown (the child's KCL language library knows these names).
 fn failure(e: &CheckpointError) -> CheckpointFailure {
-    match e.java_exception_name() {
-        "ShutdownException" => CheckpointFailure::Shutdown,
-        "IllegalArgumentException" => CheckpointFailure::IllegalArgument,
-        "ThrottlingException" => CheckpointFailure::Throttling,
-        "KinesisClientLibDependencyException" => CheckpointFailure::Dependency,
-        other => CheckpointFailure::Other(other.to_string()),
+    match e {
+        CheckpointError::LeaseLost { .. } => CheckpointFailure::Shutdown,
+        CheckpointError::OutOfRange { .. } | CheckpointError::InvalidSequenceNumber(_) => {
+            CheckpointFailure::IllegalArgument
+        }
+        CheckpointError::Store { .. } if e.kind() == ErrorKind::Throttled => {
+            CheckpointFailure::Throttling
+        }
+        _ => CheckpointFailure::Dependency,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::child::{ChildProcessor, ChildSpec};
 use crate::credentials::build_provider;
-use crate::settings::{self, DaemonSettings};
+use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
 use kcl::lease::DynamoDbLeaseStore;
 use kcl::retrieval::{KinesisStreamClient, StreamRef};
@@ -47,11 +47,7 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
         b = b.worker_id(w);
     }
     if let Some(p) = s.initial_position {
-        b = b.initial_position(match p {
-            settings::InitialPosition::Latest => kcl::InitialPosition::Latest,
-            settings::InitialPosition::TrimHorizon => kcl::InitialPosition::TrimHorizon,
-            settings::InitialPosition::AtTimestamp(t) => kcl::InitialPosition::AtTimestamp(t),
-        });
+        b = b.initial_position(p);
     }
     if let Some(v) = s.failover_time {
         b = b.failover_time(v);

@@ -4,25 +4,27 @@
 //! [`Driver`] is generic over the child's stdin ([`AsyncWrite`]) and stdout ([`AsyncBufRead`]),
 //! so it is tested over in-memory pipes; the daemon plugs in `tokio::process` handles.
 //!
-//! One [`Driver::call`] follows Java's `MultiLangProtocol` (reference §8.4) with the rules of
-//! `multilang-clients.md` §0:
+//! One [`Driver::call`] follows Java's `MultiLangProtocol`, with the rules the Python and Node
+//! client libraries need (each breaks, often by exiting, when one is not kept):
 //!
 //! 1. write the message (one line) — while also reading stdout, so a child that prints a lot
 //!    before reading its stdin cannot deadlock against a large `processRecords` write;
 //! 2. read lines until a `status`: blank lines are skipped, noise is logged and skipped,
 //!    each checkpoint request goes to the [`CheckpointHandler`] and its [`CheckpointReply`] is
-//!    written before anything else is read (rule 5). Without a handler (`initialize`,
-//!    `leaseLost`) the reply is `InvalidStateException` (rule 12). A checkpoint failure does
-//!    not fail the call;
+//!    written before anything else is read (the Python client blocks on stdin after a
+//!    checkpoint request, and takes whatever line comes next as its reply). Without a
+//!    handler (`initialize`, `leaseLost`) the reply is `InvalidStateException`, as Java's
+//!    checkpoint without a checkpointer. A checkpoint failure does not fail the call;
 //! 3. the status must name the action sent, else [`DriverError::ProtocolViolation`].
 //!
 //! **Timeout**: with `Some(t)`, the child must produce its next protocol message (a status or
 //! a checkpoint request) within `t` of the daemon's last write to it (the call, or the latest
 //! checkpoint reply). Noise does not extend it; time spent inside the handler does not count.
 //! Java halts the whole JVM on expiry; here it is [`DriverError::Timeout`] and the daemon
-//! restarts that shard's child (DESIGN decision 9).
+//! restarts that shard's child: the daemon survives its children.
 //!
-//! After a successful `shardEnded` or `leaseLost`, use [`Driver::close_and_drain`] (rule 10).
+//! After a successful `shardEnded` or `leaseLost`, use [`Driver::close_and_drain`] (close the
+//! child's stdin, drain its output, wait for it to exit, as Java's child shutdown sequence).
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -25,7 +25,8 @@
 //!
 //! Unlike the Java daemon, a misbehaving child (crash, timeout, protocol violation) is an
 //! error value for its shard — the daemon restarts that shard's child from its last
-//! checkpoint — never an exit of the whole daemon (DESIGN decision 9).
+//! checkpoint — never an exit of the whole daemon, so one broken shard does not stop the
+//! others.
 
 #![warn(missing_docs)]
 

@@ -1,15 +1,18 @@
 //! The MultiLang wire protocol: JSON messages, one per line, tagged by `action`.
 //!
 //! Daemon → child messages are serialised exactly as the Java daemon does (explicit `null`s,
-//! compact JSON, one object per line ending in `\n`; see `multilang-clients.md` §0 rules 1–5).
-//! The five calls are [`DaemonMessage`]; the checkpoint reply is a separate type,
-//! [`CheckpointReply`], so that an unsolicited reply (rule 6) cannot be sent as a call.
+//! compact JSON, one object per line ending in `\n`, never a blank line: the Python client
+//! parses every line it reads as JSON and exits on anything else, and exits on a missing key
+//! too). The five calls are [`DaemonMessage`]; the checkpoint reply is a separate type,
+//! [`CheckpointReply`], so that an unsolicited reply (both clients crash on one) cannot be
+//! sent as a call.
 //!
 //! Child → daemon lines are parsed tolerantly by [`parse_child_line`]: blank lines (both
 //! clients frame their output as `"\n" + json + "\n"`) are [`ChildLine::Blank`]; lines that are
 //! not JSON objects, lack an `action`, or carry an unknown action are [`ChildLine::Noise`]
 //! (user `print()`/`console.log` output). Unknown fields are ignored — unlike Java, which drops
-//! a whole line with an unknown property (DESIGN decision 9).
+//! a whole line with an unknown property (a newer client's extra field must not break the
+//! conversation).
 
 use std::time::SystemTime;
 
@@ -330,7 +333,7 @@ mod tests {
         String::from_utf8(msg.to_line()).expect("utf-8")
     }
 
-    // --- daemon -> child: byte-for-byte against kcl-reference.md §8.2 and multilang-clients.md ---
+    // --- daemon -> child: byte-for-byte against what the Java daemon writes ---
 
     #[test]
     fn initialize_exact_bytes() {
@@ -392,7 +395,8 @@ mod tests {
 
     #[test]
     fn process_records_matches_the_observed_kclpy_conversation() {
-        // multilang-clients.md §1.5 (field order differs from Java's; compare as JSON).
+        // The conversation observed between the Java daemon and the kclpy sample (field order
+        // differs from Java's; compare as JSON).
         let expected: Value = serde_json::from_str(r#"{"action":"processRecords","records":[{"action":"record","data":"aGVsbG8tMQ==","partitionKey":"pk-1","sequenceNumber":"49590338271490256608559692538361571095921575989136588801","subSequenceNumber":0,"approximateArrivalTimestamp":1700000000000},{"action":"record","data":"aGVsbG8tMg==","partitionKey":"pk-2","sequenceNumber":"49590338271490256608559692538361571095921575989136588802","subSequenceNumber":0,"approximateArrivalTimestamp":1700000000001},{"action":"record","data":"aGVsbG8tMw==","partitionKey":"pk-3","sequenceNumber":"49590338271490256608559692538361571095921575989136588803","subSequenceNumber":0,"approximateArrivalTimestamp":1700000000002}],"millisBehindLatest":0}"#).expect("json");
         let records = (1..=3)
             .map(|i| {

@@ -3,7 +3,8 @@
 //! [`DaemonSettings`] holds what the user wrote, typed and validated: `Option` for keys that
 //! were not set (the library supplies its own documented defaults), `Duration` for times.
 //!
-//! Differences from the Java daemon, on purpose (DESIGN decision 10):
+//! Differences from the Java daemon, on purpose (the key names and defaults are Java's; where
+//! Java silently drops or ignores what was written, we honour it or say so):
 //!
 //! * **Values equal to the Java field default are honoured.** Java pushes a value into its
 //!   config objects only if it differs from the Java field's zero value, so
@@ -21,28 +22,20 @@
 //! * Booleans accept what commons-beanutils accepts, case-insensitively: `true`/`false`,
 //!   `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
-/// Java PollingConfig's floor for `idleTimeBetweenReadsInMillis`: Kinesis allows five
-/// GetRecords calls per second per shard.
-pub const MIN_RECOMMENDED_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
-
-/// The largest `maxRecords` Kinesis accepts for one GetRecords call.
-pub const MAX_RECORDS_LIMIT: u32 = 10_000;
-
-/// Where a shard without a checkpoint starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialPosition {
-    /// The newest records (`LATEST`).
-    Latest,
-    /// The oldest retained records (`TRIM_HORIZON`).
-    TrimHorizon,
-    /// Records from this time on (`initialPositionInStreamExtended`, epoch seconds).
-    AtTimestamp(SystemTime),
-}
+use kcl::config::InitialPositionError;
+use kcl::validation::{
+    is_valid_region, is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS,
+    STREAM_NAME_RULE, TABLE_NAME_RULE,
+};
+pub use kcl::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LIMIT};
+/// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
+/// `initialPositionInStreamExtended` in epoch seconds for `AT_TIMESTAMP`).
+pub use kcl::InitialPosition;
 
 /// `retrievalMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +152,7 @@ impl DaemonSettings {
                 key: "executableName".into(),
                 value: self.executable_name.clone(),
                 line: self.executable_line,
-                expected: why,
+                expected: why.to_string(),
             }
         })
     }
@@ -403,17 +396,13 @@ impl<'a> Builder<'a> {
             "kinesisEndpoint" => self.kinesis_endpoint = Some(endpoint(e)?),
             "dynamoDBEndpoint" => self.dynamodb_endpoint = Some(endpoint(e)?),
             "initialPositionInStream" => {
-                let position = match value.to_ascii_uppercase().as_str() {
-                    "LATEST" => InitialPosition::Latest,
-                    "TRIM_HORIZON" => InitialPosition::TrimHorizon,
-                    "AT_TIMESTAMP" => {
-                        return Err(invalid(
-                            e,
-                            "AT_TIMESTAMP needs a time: set initialPositionInStreamExtended = <epoch seconds> instead",
-                        ))
-                    }
-                    _ => return Err(invalid(e, "expected LATEST or TRIM_HORIZON")),
-                };
+                let position = InitialPosition::from_name(value).map_err(|why| match why {
+                    InitialPositionError::NeedsTimestamp => invalid(
+                        e,
+                        "AT_TIMESTAMP needs a time: set initialPositionInStreamExtended = <epoch seconds> instead",
+                    ),
+                    _ => invalid(e, "expected LATEST or TRIM_HORIZON"),
+                })?;
                 self.initial_position = Some((position, e));
             }
             "initialPositionInStreamExtended" => {
@@ -423,8 +412,7 @@ impl<'a> Builder<'a> {
                         "expected a time in whole seconds since the Unix epoch (AT_TIMESTAMP)",
                     )
                 })?;
-                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-                self.initial_position_extended = Some((InitialPosition::AtTimestamp(at), e));
+                self.initial_position_extended = Some((InitialPosition::at_epoch_seconds(secs), e));
             }
             "failoverTimeMillis" => self.failover_time = Some(millis(e, 1)?),
             "shardSyncIntervalMillis" => self.shard_sync_interval = Some(millis(e, 1)?),
@@ -433,10 +421,10 @@ impl<'a> Builder<'a> {
             }
             "idleTimeBetweenReadsInMillis" => {
                 let idle = millis(e, 0)?;
-                if idle < MIN_RECOMMENDED_IDLE_TIME_BETWEEN_READS {
+                if idle < MIN_IDLE_TIME_BETWEEN_READS {
                     self.warnings.push(format!(
-                        "properties line {}: idleTimeBetweenReadsInMillis = {} is below 200 ms; Kinesis allows 5 GetRecords calls per second per shard (the Java KCL raises it to 200 ms)",
-                        e.line, value
+                        "properties line {}: idleTimeBetweenReadsInMillis = {} is below {floor} ms; Kinesis allows 5 GetRecords calls per second per shard (the Java KCL raises it to {floor} ms)",
+                        e.line, value, floor = MIN_IDLE_TIME_BETWEEN_READS.as_millis()
                     ));
                 }
                 self.idle_time_between_reads = Some(idle);
@@ -758,10 +746,7 @@ fn boolean(e: &Entry) -> Result<bool, SettingsError> {
 
 fn region(e: &Entry) -> Result<String, SettingsError> {
     let v = e.value.trim();
-    let ok = v
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
+    if !is_valid_region(v) {
         return Err(invalid(e, "expected an AWS region name such as us-east-1"));
     }
     Ok(v.to_string())
@@ -781,83 +766,6 @@ fn endpoint(e: &Entry) -> Result<String, SettingsError> {
             "expected an endpoint URL with scheme, e.g. https://kinesis.us-east-1.amazonaws.com or http://localhost:4567",
         )),
     }
-}
-
-const STREAM_NAME_RULE: &str =
-    "expected a Kinesis stream name: 1 to 128 characters from a-z, A-Z, 0-9, '_', '-', '.'";
-const TABLE_NAME_RULE: &str =
-    "a DynamoDB table name must be 3 to 255 characters from a-z, A-Z, 0-9, '_', '-', '.'";
-
-fn name_chars_ok(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-fn is_valid_stream_name(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && name_chars_ok(s)
-}
-
-fn is_valid_table_name(s: &str) -> bool {
-    (3..=255).contains(&s.len()) && name_chars_ok(s)
-}
-
-/// The parts of a stream ARN the daemon uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamArn {
-    /// AWS partition (`aws`, `aws-cn`, `aws-us-gov`, ...).
-    pub partition: String,
-    /// Region of the stream.
-    pub region: String,
-    /// 12-digit account id.
-    pub account_id: String,
-    /// The stream name.
-    pub stream_name: String,
-}
-
-/// Validates a Kinesis stream ARN like Java's `StreamIdentifier.validateArn` and extracts its
-/// parts. The error says which part is wrong.
-pub fn parse_stream_arn(arn: &str) -> Result<StreamArn, String> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
-        return Err("not an ARN: expected six ':'-separated parts".to_string());
-    };
-    if *prefix != "arn" {
-        return Err("not an ARN: must start with \"arn:\"".to_string());
-    }
-    if partition.is_empty()
-        || !partition
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c == '-')
-    {
-        return Err(format!("invalid partition {partition:?}"));
-    }
-    if *service != "kinesis" {
-        return Err(format!("service is {service:?}, not \"kinesis\""));
-    }
-    if region.is_empty()
-        || !region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(format!("invalid region {region:?}"));
-    }
-    if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("account id {account:?} is not 12 digits"));
-    }
-    let Some(name) = resource.strip_prefix("stream/") else {
-        return Err(format!("resource {resource:?} is not stream/<name>"));
-    };
-    if !is_valid_stream_name(name) {
-        return Err(format!(
-            "stream name {name:?} is not a valid Kinesis stream name"
-        ));
-    }
-    Ok(StreamArn {
-        partition: partition.to_string(),
-        region: region.to_string(),
-        account_id: account.to_string(),
-        stream_name: name.to_string(),
-    })
 }
 
 #[cfg(test)]

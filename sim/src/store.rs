@@ -56,21 +56,6 @@ impl fmt::Debug for SimLeaseStore {
     }
 }
 
-fn op_name(op: LeaseOp) -> &'static str {
-    match op {
-        LeaseOp::CreateTable => "create_table_if_not_exists",
-        LeaseOp::Create => "create_lease_if_not_exists",
-        LeaseOp::List => "list_leases",
-        LeaseOp::Get => "get_lease",
-        LeaseOp::Renew => "renew_lease",
-        LeaseOp::Take => "take_lease",
-        LeaseOp::Evict => "evict_lease",
-        LeaseOp::Update => "update_lease",
-        LeaseOp::UpdateChildren => "update_child_shard_ids",
-        LeaseOp::Delete => "delete_lease",
-    }
-}
-
 /// Outcome of the pre-call fault: go on, or answer with a conflict without writing.
 enum Before {
     Proceed(After),
@@ -100,7 +85,7 @@ impl SimLeaseStore {
     }
 
     fn error(&self, op: LeaseOp, key: Option<&str>, kind: ErrorKind, msg: &str) -> LeaseStoreError {
-        LeaseStoreError::new(kind, op_name(op), "sim", key, msg)
+        LeaseStoreError::simulated(kind, op, "sim", key, msg)
     }
 
     async fn before(&self, op: LeaseOp, key: Option<&str>) -> Result<Before, LeaseStoreError> {
@@ -128,7 +113,7 @@ impl SimLeaseStore {
             Source::Store,
             Some(&self.worker),
             key,
-            format!("{} {what}", op_name(op)),
+            format!("{op} {what}"),
         );
     }
 

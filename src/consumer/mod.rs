@@ -16,11 +16,11 @@ use crate::lease::LeaseStore;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
 };
+use crate::resharding::create_child_leases;
 use crate::retrieval::fetcher::{
     FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
-use crate::shard_sync::child_leases;
 use futures::FutureExt;
 use state::{initial_state, next_state, ShardState, ShutdownReason, TaskOutcome};
 use std::panic::AssertUnwindSafe;
@@ -476,83 +476,6 @@ impl<P: RecordProcessor> Consumer<P> {
         );
         self.pause(self.ctx.config.task_backoff).await;
         Ok(TaskOutcome::Failed)
-    }
-}
-
-/// Create the leases of a finished shard's children (skipping existing ones) and record the
-/// children on the parent lease `key`.
-///
-/// Nothing is created once `lost` (this tenure of `key`) is cancelled: a consumer whose worker
-/// stalled (a missing child lease may then mean "created, processed, finished and cleaned up
-/// meanwhile", not "never created") would otherwise bring a finished child back to life, to be
-/// processed all over again. While the tenure holds, `key` is not at `SHARD_END`, so its
-/// children cannot have finished.
-async fn create_child_leases(
-    store: &dyn LeaseStore,
-    stream: &dyn StreamClient,
-    key: &str,
-    children: &[ChildShard],
-    lost: &CancellationToken,
-) -> Result<(), String> {
-    {
-        for child in child_leases(children) {
-            if store
-                .get_lease(&child.key)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                continue;
-            }
-            // A merge child needs both parents' leases (or neither): if the other parent has no
-            // lease yet, creating the child now could let it start before that parent is done.
-            // Unless that parent is gone from the stream: it aged past retention with all its
-            // records, so nothing of it is left to process (its lease, if it had one, was
-            // deleted for that reason). The Java KCL waits here forever.
-            for other in child.parent_shard_ids.iter().filter(|p| p.as_str() != key) {
-                if store
-                    .get_lease(other)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_none()
-                {
-                    let gone = stream
-                        .get_shard_iterator(other, &IteratorPosition::TrimHorizon)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .is_none();
-                    if !gone {
-                        return Err(format!(
-                            "merge parent {other} of {} has no lease yet",
-                            child.key
-                        ));
-                    }
-                    tracing::info!(parent = %other, child = %child.key, "merge parent is gone from the stream (aged past retention): creating the child without waiting for it");
-                }
-            }
-            if lost.is_cancelled() {
-                return Err(format!("the lease of {key} was lost"));
-            }
-            if store
-                .create_lease_if_not_exists(&child)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                tracing::info!(child = %child.key, parents = ?child.parent_shard_ids, "created child shard lease");
-            }
-        }
-        if !children.is_empty() {
-            let ids: Vec<String> = children.iter().map(|c| c.shard_id.clone()).collect();
-            if store
-                .update_child_shard_ids(key, &ids)
-                .await
-                .map_err(|e| e.to_string())?
-                == crate::lease::WriteOutcome::Conflict
-            {
-                return Err("this shard's lease no longer exists".into());
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The shard consumer's states and their pure transition function (reference §4.1).
+//! The shard consumer's states (those of the Java KCL's `ConsumerStates`) and their pure
+//! transition function.
 //!
 //! ```text
 //! WaitingOnParents ──▶ Initializing ──▶ Processing ──(shard end)──▶ ShuttingDown(ShardEnd)

@@ -35,34 +35,41 @@
 //! (one request per MB of table) every `F/3`, plus the occasional wake-up scan after a worker
 //! died.
 //!
+//! # Files
+//!
+//! `renewer.rs` runs the per-lease renewal schedules, `take_round.rs` the take rounds (scan,
+//! decide with the pure [`choose_leases_to_take`] of `taker.rs`, take in chunks) and
+//! `watchdog.rs` the local expiry of held leases; this file holds the state they share and
+//! checkpoint writes. Every bounded retry (a renewal, a checkpoint write) follows a
+//! [`RetryPolicy`].
+//!
 //! # Tenures
 //!
 //! Each time this worker starts holding a lease it gets a new [`LeaseTenure`] with a fresh
 //! concurrency token and a `lost` cancellation token. Checkpoint writes name the token; a
 //! processor from an earlier tenure (the lease was lost and taken back since) can never write.
 
+mod renewer;
+mod take_round;
 mod taker;
+mod watchdog;
 
+pub use renewer::MAX_CONCURRENT_RENEWALS;
+pub use take_round::{TakeReport, TAKE_CHUNK};
 pub use taker::{choose_leases_to_take, ObservedLease, TakeDecision, TakeReason, TakerConfig};
 
-use crate::backoff::Backoff;
+use crate::backoff::RetryPolicy;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// The most leases one take round writes at once. A round takes more in chunks of this size,
-/// scanning the table again between chunks (so that workers starting together on a new
-/// application see each other's first takes and stop at their share), and hands each chunk to
-/// the consumers as soon as it is written.
-pub const TAKE_CHUNK: usize = 64;
 
 /// Settings of the lease coordinator.
 #[derive(Debug, Clone)]
@@ -123,11 +130,35 @@ pub enum LeaseUpdateError {
         /// The lease.
         lease_key: String,
         /// Why it is not held.
-        reason: String,
+        reason: LossReason,
     },
     /// The lease store failed (after retries for throttling and timeouts).
     #[error(transparent)]
     Store(#[from] LeaseStoreError),
+}
+
+/// Why this worker's tenure of a lease is over (see [`LeaseUpdateError::LeaseLost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// This worker does not hold the lease.
+    #[error("not held")]
+    NotHeld,
+    /// This worker holds the lease again, under a newer tenure.
+    #[error("held under a newer tenure")]
+    NewerTenure,
+    /// The tenure ended (lost, taken, expired or released) before the write.
+    #[error("lost")]
+    Lost,
+    /// The lease was not renewed within the failover time: other workers may have taken it.
+    #[error("expired locally: not renewed within the failover time")]
+    ExpiredLocally,
+    /// The write found the lease changed by another worker.
+    #[error("taken by another worker")]
+    TakenByAnotherWorker,
+    /// The tenure ended while the write was being retried.
+    #[error("lost while retrying")]
+    LostWhileRetrying,
 }
 
 struct Slot {
@@ -218,26 +249,10 @@ impl std::fmt::Debug for LeaseCoordinator {
     }
 }
 
-/// What one take round did.
-#[derive(Debug, Clone, Default)]
-pub struct TakeReport {
-    /// Leases in the table.
-    pub total_leases: usize,
-    /// Keys taken in this round, with why.
-    pub taken: Vec<(String, TakeReason)>,
-    /// Keys the taker chose but lost the race for.
-    pub missed: Vec<String>,
-    /// When the taker should look again to catch the next expiry promptly.
-    pub next_expiry_check: Option<Instant>,
-}
-
-const WRITE_ATTEMPTS: u32 = 3;
-
-/// The most renewal writes one worker has in flight at once (the Java KCL's default
-/// `maxLeaseRenewalThreads`). A renewal holds a permit only while it writes (not while it waits
-/// for its lease's lock), so up to this many leases can hang on slow calls before renewals of
-/// the others wait for a permit.
-pub const MAX_CONCURRENT_RENEWALS: usize = 20;
+/// Retries of one checkpoint write (throttling, timeouts, and conflicts explained by our own
+/// unconfirmed writes): five attempts, from 100 ms doubling up to 2 s.
+const CHECKPOINT_RETRY: RetryPolicy =
+    RetryPolicy::new(5, Duration::from_millis(100), Duration::from_secs(2));
 
 impl LeaseCoordinator {
     /// A coordinator for `config.worker_id` over `store`. Call [`LeaseCoordinator::run`].
@@ -293,132 +308,11 @@ impl LeaseCoordinator {
     /// Renew and take until `shutdown` is cancelled. Taking stops early after
     /// [`LeaseCoordinator::stop_taking`].
     pub async fn run(&self, shutdown: CancellationToken) {
-        let renewer = async {
-            // Each lease is renewed on its own schedule: it is due `renew_interval` after its
-            // last successful write (renewal, take or checkpoint) or its last renewal attempt,
-            // whichever is later. A renewal runs on its own, so one that waits for its lease's
-            // lock (a checkpoint retrying slow writes) or hangs on a slow call delays only its
-            // own lease. Starts are paced (all held leases fit in a quarter interval), so a
-            // batch of leases taken together does not renew in the same instant, and at most
-            // `MAX_CONCURRENT_RENEWALS` writes are in flight.
-            let interval = self.inner.config.renew_interval;
-            let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
-            let mut attempted: BTreeMap<String, Instant> = BTreeMap::new();
-            let mut running: BTreeSet<String> = BTreeSet::new();
-            let mut in_flight = futures::stream::FuturesUnordered::new();
-            let mut next_start = Instant::now();
-            loop {
-                let held = self.held_keys();
-                attempted.retain(|k, _| held.contains(k));
-                let pace = (interval / 4) / u32::try_from(held.len().max(1)).unwrap_or(u32::MAX);
-                let now = Instant::now();
-                let mut due: Vec<(String, Instant)> = self
-                    .renewals_due(&attempted)
-                    .into_iter()
-                    .filter(|(k, _)| !running.contains(k))
-                    .collect();
-                due.sort_by_key(|(k, at)| (*at, k.clone()));
-                let mut wake = now + interval;
-                for (key, at) in due {
-                    let start = at.max(next_start);
-                    if start > now {
-                        wake = wake.min(start);
-                        break;
-                    }
-                    next_start = now + pace;
-                    attempted.insert(key.clone(), now);
-                    running.insert(key.clone());
-                    let Some((tenure, state)) = self.slot(&key) else {
-                        running.remove(&key);
-                        continue;
-                    };
-                    let permits = &permits;
-                    in_flight.push(async move {
-                        self.renew_one(&key, &tenure, &state, permits, true).await;
-                        key
-                    });
-                }
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    Some(key) = futures::StreamExt::next(&mut in_flight) => {
-                        running.remove(&key);
-                    }
-                    _ = tokio::time::sleep_until(wake) => {}
-                }
-            }
-        };
-        let taker = async {
-            loop {
-                let wake = if self.inner.taking.load(Ordering::SeqCst) {
-                    let expiry = match self.take_round().await {
-                        Ok(report) => report.next_expiry_check,
-                        Err(e) => {
-                            tracing::warn!(worker_id = %self.worker_id(), error = %e, "lease scan failed; will retry");
-                            None
-                        }
-                    };
-                    let regular = Instant::now() + self.jittered(self.inner.config.take_interval);
-                    expiry.map_or(regular, |e| e.min(regular))
-                } else {
-                    Instant::now() + self.inner.config.take_interval
-                };
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(wake) => {}
-                }
-            }
-        };
-        // Local expiry is judged by the clock alone: a renewal or checkpoint write that hangs
-        // (a stalled network, a paused process) must not keep a lease "held" here while
-        // other workers take it after the failover time.
-        let watchdog = async {
-            loop {
-                let next = self.expire_overdue();
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(next) => {}
-                }
-            }
-        };
-        tokio::join!(renewer, taker, watchdog);
-    }
-
-    /// Lose every held lease whose last successful write started more than the failover time
-    /// ago, whatever I/O is pending on it; returns when to look again.
-    fn expire_overdue(&self) -> Instant {
-        let failover = self.inner.config.failover_time;
-        let now = Instant::now();
-        let mut next = now + self.inner.config.renew_interval;
-        let mut overdue = Vec::new();
-        for (key, slot) in self.inner.held.lock().unwrap().iter() {
-            let written = slot.last_write.get();
-            if now.saturating_duration_since(written) > failover {
-                overdue.push((key.clone(), slot.tenure.token, now - written));
-            } else {
-                next = next.min(written + failover + Duration::from_millis(1));
-            }
-        }
-        for (key, token, since) in overdue {
-            self.lose(
-                &key,
-                token,
-                &format!("expired locally: not renewed for {since:?} (failover time {failover:?})"),
-            );
-        }
-        next
-    }
-
-    fn jittered(&self, d: Duration) -> Duration {
-        let f: f64 = self.inner.rng.lock().unwrap().random_range(0.9..=1.0);
-        d.mul_f64(f)
-    }
-
-    /// Stop taking new leases (graceful shutdown has begun). Renewal goes on.
-    pub fn stop_taking(&self) {
-        self.inner.taking.store(false, Ordering::SeqCst);
+        tokio::join!(
+            self.run_renewer(&shutdown),
+            self.run_taker(&shutdown),
+            self.run_watchdog(&shutdown)
+        );
     }
 
     fn publish(&self) {
@@ -431,6 +325,17 @@ impl LeaseCoordinator {
             .map(|(k, s)| (k.clone(), s.tenure.clone()))
             .collect();
         self.inner.tx.send_replace(Arc::new(snapshot));
+    }
+
+    /// Every held lease: key, tenure and lock-protected state.
+    fn slots(&self) -> Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> {
+        self.inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
+            .collect()
     }
 
     fn slot(&self, key: &str) -> Option<(LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> {
@@ -466,119 +371,6 @@ impl LeaseCoordinator {
             self.publish();
         }
     }
-
-    /// Renew every held lease once, concurrently (at most [`MAX_CONCURRENT_RENEWALS`] writes
-    /// in flight).
-    pub async fn renew_all(&self) {
-        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
-            .collect();
-        let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
-        let permits = &permits;
-        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
-            self.renew_one(&key, &tenure, &state, permits, false).await;
-        }))
-        .await;
-    }
-
-    /// When each held lease is next due for renewal: `renew_interval` after its last successful
-    /// write or its last renewal attempt (in `attempted`), whichever is later.
-    fn renewals_due(&self, attempted: &BTreeMap<String, Instant>) -> Vec<(String, Instant)> {
-        let interval = self.inner.config.renew_interval;
-        self.inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| {
-                let last = s.last_write.get();
-                let last = attempted.get(k).map_or(last, |a| last.max(*a));
-                (k.clone(), last + interval)
-            })
-            .collect()
-    }
-
-    async fn renew_one(
-        &self,
-        key: &str,
-        tenure: &LeaseTenure,
-        state: &tokio::sync::Mutex<SlotState>,
-        permits: &tokio::sync::Semaphore,
-        only_if_due: bool,
-    ) {
-        let mut st = state.lock().await;
-        if tenure.lost.is_cancelled() {
-            return;
-        }
-        // Taken only once the lock is ours: a renewal waiting behind a checkpoint holds no
-        // permit. The semaphore is never closed.
-        let _permit = permits.acquire().await.ok();
-        if tenure.lost.is_cancelled() {
-            return;
-        }
-        // A checkpoint that held the lock meanwhile proved ownership just as well.
-        if only_if_due && st.last_write.get() + self.inner.config.renew_interval > Instant::now() {
-            return;
-        }
-        let failover = self.inner.config.failover_time;
-        let since = st.last_write.elapsed();
-        if since > failover {
-            self.lose(
-                key,
-                tenure.token,
-                &format!("expired locally: not renewed for {since:?} (failover time {failover:?})"),
-            );
-            return;
-        }
-        let mut backoff = Backoff::new(
-            Duration::from_millis(50),
-            self.inner.config.renew_interval / 4,
-        );
-        for attempt in 1..=WRITE_ATTEMPTS {
-            let started = Instant::now();
-            match self.inner.store.renew_lease(&st.lease).await {
-                Ok(WriteOutcome::Applied(lease)) => {
-                    st.confirmed(lease, started);
-                    return;
-                }
-                Ok(WriteOutcome::Conflict) => {
-                    let expected = st.lease.counter + 1;
-                    match self.confirm(&st.lease, |cur| cur.counter == expected).await {
-                        Some(cur) => {
-                            tracing::debug!(
-                                lease_key = key,
-                                "renew conflict was our own retried write"
-                            );
-                            st.confirmed(cur, started);
-                        }
-                        None => self.lose(
-                            key,
-                            tenure.token,
-                            "renewal found the lease changed by another worker",
-                        ),
-                    }
-                    return;
-                }
-                Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS => {
-                    st.failed_write(&e);
-                    tracing::debug!(lease_key = key, error = %e, "renewal failed; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
-                }
-                Err(e) => {
-                    st.failed_write(&e);
-                    tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// After a conflict: is the stored lease still ours and exactly what our write would have
     /// produced (the SDK retried a write that had in fact succeeded)? Then adopt it.
     async fn confirm(&self, ours: &Lease, is_our_write: impl Fn(&Lease) -> bool) -> Option<Lease> {
         match self.inner.store.get_lease(&ours.key).await {
@@ -587,107 +379,6 @@ impl LeaseCoordinator {
             Err(e) => {
                 tracing::warn!(lease_key = %ours.key, error = %e, "could not re-read lease after a conflict; treating it as lost");
                 None
-            }
-        }
-    }
-
-    /// Scan the table, update observations, take what the taker decides.
-    pub async fn take_round(&self) -> Result<TakeReport, LeaseStoreError> {
-        let mut report = TakeReport::default();
-        loop {
-            let (decisions, total_leases, next_expiry_check) = self.scan_and_decide().await?;
-            report.total_leases = total_leases;
-            report.next_expiry_check = next_expiry_check;
-            let more = decisions.len() > TAKE_CHUNK;
-            let chunk: Vec<TakeDecision> = decisions.into_iter().take(TAKE_CHUNK).collect();
-            let taken_before = report.taken.len();
-            self.take_chunk(chunk, &mut report).await;
-            if report.taken.len() > taken_before {
-                // Consumers start on what is taken so far, not after the whole round.
-                self.publish();
-            }
-            // A new application's first worker sees every lease unowned and, alone in the
-            // table, a target of all of them: taking chunk by chunk and scanning again in
-            // between lets it see the other workers' first takes and stop at its share.
-            if !more
-                || report.taken.len() == taken_before
-                || !self.inner.taking.load(Ordering::SeqCst)
-            {
-                return Ok(report);
-            }
-        }
-    }
-
-    /// Scan the table, update what this worker observed, and decide what to take:
-    /// (decisions, leases in the table, when the next lease would expire).
-    async fn scan_and_decide(
-        &self,
-    ) -> Result<(Vec<TakeDecision>, usize, Option<Instant>), LeaseStoreError> {
-        let leases = self.inner.store.list_leases().await?;
-        let seen_at = Instant::now();
-        let failover = self.inner.config.failover_time;
-        let observed: Vec<ObservedLease> = {
-            let mut obs = self.inner.observed.lock().unwrap();
-            let mut fresh = BTreeMap::new();
-            for lease in leases {
-                let last_change = match obs.remove(&lease.key) {
-                    Some(prev) if prev.lease.counter == lease.counter => prev.last_change,
-                    _ => seen_at,
-                };
-                fresh.insert(lease.key.clone(), ObservedLease { lease, last_change });
-            }
-            *obs = fresh;
-            obs.values().cloned().collect()
-        };
-        let held = self.held_keys();
-        let me = self.worker_id();
-        let config = TakerConfig {
-            failover_time: failover,
-            max_leases_for_worker: self.inner.config.max_leases_for_worker,
-            max_leases_to_steal_at_one_time: self.inner.config.max_leases_to_steal_at_one_time,
-        };
-        let decisions = {
-            let mut rng = self.inner.rng.lock().unwrap();
-            choose_leases_to_take(me, &observed, &held, seen_at, &config, &mut *rng)
-        };
-        let next_expiry_check = observed
-            .iter()
-            .filter(|o| {
-                o.lease.owner.as_deref().is_some_and(|w| w != me)
-                    && !o.is_expired(seen_at, failover)
-            })
-            .map(|o| o.last_change + failover + Duration::from_millis(1))
-            .min();
-        Ok((decisions, observed.len(), next_expiry_check))
-    }
-
-    /// Take `chunk` with concurrent conditional writes; adopt what lands.
-    async fn take_chunk(&self, chunk: Vec<TakeDecision>, report: &mut TakeReport) {
-        if !self.inner.taking.load(Ordering::SeqCst) {
-            return;
-        }
-        let me = self.worker_id();
-        let started = Instant::now();
-        let outcomes = futures::future::join_all(
-            chunk
-                .iter()
-                .map(|d| self.inner.store.take_lease(&d.lease, me)),
-        )
-        .await;
-        for (decision, outcome) in chunk.into_iter().zip(outcomes) {
-            let key = decision.lease.key.clone();
-            match outcome {
-                Ok(WriteOutcome::Applied(lease)) => {
-                    tracing::info!(worker_id = %me, lease_key = %key, reason = ?decision.reason,
-                        previous_owner = ?decision.lease.owner, "lease taken");
-                    self.adopt(lease, started);
-                    report.taken.push((key, decision.reason));
-                }
-                Ok(WriteOutcome::Conflict) => report.missed.push(key),
-                Err(e) => {
-                    tracing::warn!(worker_id = %me, lease_key = %key, error = %e, "taking lease failed");
-                    report.missed.push(key);
-                }
             }
         }
     }
@@ -722,34 +413,30 @@ impl LeaseCoordinator {
         token: Uuid,
         change: impl Fn(&mut Lease),
     ) -> Result<Lease, LeaseUpdateError> {
-        let lost = |reason: &str| LeaseUpdateError::LeaseLost {
+        let lost = |reason: LossReason| LeaseUpdateError::LeaseLost {
             lease_key: key.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         let Some((tenure, state)) = self.slot(key) else {
-            return Err(lost("not held"));
+            return Err(lost(LossReason::NotHeld));
         };
         if tenure.token != token {
-            return Err(lost("held under a newer tenure"));
+            return Err(lost(LossReason::NewerTenure));
         }
         let mut st = state.lock().await;
         if tenure.lost.is_cancelled() {
-            return Err(lost("lost"));
+            return Err(lost(LossReason::Lost));
         }
         let since = st.last_write.elapsed();
         if since > self.inner.config.failover_time {
             self.lose(key, token, "expired locally before a checkpoint");
-            return Err(lost(
-                "expired locally: not renewed within the failover time",
-            ));
+            return Err(lost(LossReason::ExpiredLocally));
         }
         let mut desired = st.lease.clone();
         change(&mut desired);
         desired.counter = st.lease.counter;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut attempt = 0;
+        let mut retry = CHECKPOINT_RETRY.start();
         loop {
-            attempt += 1;
             let started = Instant::now();
             match self.inner.store.update_lease(&desired).await {
                 Ok(WriteOutcome::Applied(lease)) => {
@@ -779,7 +466,7 @@ impl LeaseCoordinator {
                         }
                         // Another write of ours (a renewal or an earlier checkpoint that
                         // reported a timeout) had landed: still ours; write again on top.
-                        Some(cur) if st.explains(&cur, me) && attempt < WRITE_ATTEMPTS + 2 => {
+                        Some(cur) if st.explains(&cur, me) && retry.retry_now() => {
                             tracing::debug!(lease_key = key, counter = cur.counter, "checkpoint conflict was caused by our own unconfirmed write; writing again");
                             // Its start is unknown: expiry still counts from the last write we
                             // saw succeed.
@@ -795,16 +482,16 @@ impl LeaseCoordinator {
                                 token,
                                 "checkpoint write found the lease changed by another worker",
                             );
-                            return Err(lost("taken by another worker"));
+                            return Err(lost(LossReason::TakenByAnotherWorker));
                         }
                     }
                 }
-                Err(e) if e.kind().is_retryable() && attempt < WRITE_ATTEMPTS + 2 => {
+                Err(e) if e.kind().is_retryable() && retry.may_retry() => {
                     st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "checkpoint write failed; retrying");
-                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                     if tenure.lost.is_cancelled() {
-                        return Err(lost("lost while retrying"));
+                        return Err(lost(LossReason::LostWhileRetrying));
                     }
                 }
                 Err(e) => {
@@ -826,14 +513,7 @@ impl LeaseCoordinator {
     /// once instead of waiting for expiry. Tenures end.
     pub async fn release_all(&self) {
         self.stop_taking();
-        let slots: Vec<(String, LeaseTenure, Arc<tokio::sync::Mutex<SlotState>>)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
-            .collect();
+        let slots = self.slots();
         futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
             let st = state.lock().await;
             if tenure.lost.is_cancelled() {

@@ -1,6 +1,6 @@
 //! Which leases to take: a pure function of a lease snapshot, the local clock and the config.
 //!
-//! The rules (reference §2.4, with two changes noted below):
+//! The rules (the Java KCL's lease taker, with two changes noted below):
 //!
 //! 1. A lease is *available* when it has no owner, when its counter has not changed for longer
 //!    than the failover time **on this worker's clock** (expired), or when the table says this

@@ -3,7 +3,7 @@
 use super::*;
 use crate::checkpoint::Checkpoint;
 use crate::lease::{Fault, InMemoryLeaseStore, LeaseOp};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const F: Duration = Duration::from_secs(10);
 

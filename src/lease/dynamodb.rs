@@ -19,10 +19,12 @@
 //! survive our updates. Items whose `entityType` is set to something other than `LEASE`
 //! (KCL 3.5 single-table mode keeps worker metrics and locks in the same table) are skipped.
 
-use super::{HashKeyRange, Lease, LeaseStore, LeaseStoreError, WriteOutcome};
-use crate::aws::AwsErrorInfo;
-use crate::checkpoint::Checkpoint;
-use crate::error::ErrorKind;
+use super::{
+    HashKeyRange, Lease, LeaseOp, LeaseStore, LeaseStoreCause, LeaseStoreError, WriteOutcome,
+};
+use crate::aws::AwsError;
+use crate::checkpoint::{Checkpoint, InvalidSequenceNumber};
+use crate::error::Cause;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -111,43 +113,30 @@ impl DynamoDbLeaseStore {
 
     fn err(
         &self,
-        op: &'static str,
+        op: LeaseOp,
         key: Option<&str>,
-        kind: ErrorKind,
-        msg: impl Into<String>,
+        cause: impl Into<LeaseStoreCause>,
     ) -> LeaseStoreError {
-        LeaseStoreError::new(kind, op, &self.table, key, msg)
+        LeaseStoreError::new(op, &self.table, key, cause)
     }
 
-    fn sdk_err<E>(
-        &self,
-        op: &'static str,
-        key: Option<&str>,
-        e: SdkError<E, HttpResponse>,
-    ) -> LeaseStoreError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let info = AwsErrorInfo::from_sdk(&e);
-        let message = if info.is_resource_not_found() {
-            format!("the lease table does not exist ({})", info.message)
+    fn aws_err(&self, op: LeaseOp, key: Option<&str>, e: AwsError) -> LeaseStoreError {
+        let cause = if e.is_resource_not_found() {
+            LeaseStoreCause::TableNotFound(e)
         } else {
-            info.message.clone()
+            LeaseStoreCause::Call(Cause::Aws(e))
         };
-        LeaseStoreError {
-            kind: info.kind,
-            operation: op,
-            table: self.table.clone(),
-            lease_key: key.map(str::to_string),
-            message,
-            source: Some(Box::new(e)),
-        }
+        self.err(op, key, cause)
+    }
+
+    fn timeout(&self, op: LeaseOp, key: Option<&str>) -> LeaseStoreError {
+        self.err(op, key, Cause::Timeout(self.request_timeout))
     }
 
     /// Run one request with the request timeout; `Ok(None)` means the condition failed.
     async fn call<T, E, F>(
         &self,
-        op: &'static str,
+        op: LeaseOp,
         key: Option<&str>,
         fut: F,
     ) -> Result<Option<T>, LeaseStoreError>
@@ -156,18 +145,14 @@ impl DynamoDbLeaseStore {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         match tokio::time::timeout(self.request_timeout, fut).await {
-            Err(_) => Err(self.err(
-                op,
-                key,
-                ErrorKind::Retryable,
-                format!("no answer within {:?}", self.request_timeout),
-            )),
+            Err(_) => Err(self.timeout(op, key)),
             Ok(Ok(v)) => Ok(Some(v)),
             Ok(Err(e)) => {
-                if AwsErrorInfo::from_sdk(&e).is_conditional_check_failed() {
+                let e = AwsError::from_sdk(e);
+                if e.is_conditional_check_failed() {
                     Ok(None)
                 } else {
-                    Err(self.sdk_err(op, key, e))
+                    Err(self.aws_err(op, key, e))
                 }
             }
         }
@@ -237,10 +222,52 @@ pub fn lease_to_item(lease: &Lease) -> Item {
 
 /// Why an item could not be read as a lease.
 #[derive(Debug, thiserror::Error)]
-#[error("item {key:?}: {message}")]
-pub struct ItemError {
-    key: Option<String>,
-    message: String,
+#[non_exhaustive]
+pub enum ItemError {
+    /// The item has no `leaseKey` string attribute.
+    #[error("item without a leaseKey string attribute")]
+    NoLeaseKey,
+    /// A number attribute holds something else than a non-negative whole number.
+    #[error("item {key:?}: {attribute} = {value:?} is not a non-negative whole number")]
+    NotAWholeNumber {
+        /// The item's `leaseKey`.
+        key: String,
+        /// The attribute.
+        attribute: String,
+        /// What it holds.
+        value: String,
+    },
+    /// An attribute has another type than the one expected.
+    #[error("item {key:?}: {attribute} has type {found}, expected {expected}")]
+    WrongType {
+        /// The item's `leaseKey`.
+        key: String,
+        /// The attribute.
+        attribute: String,
+        /// The type found.
+        found: String,
+        /// The type expected (a DynamoDB type letter).
+        expected: &'static str,
+    },
+    /// A checkpoint attribute is neither a sentinel nor a sequence number.
+    #[error("item {key:?}: {source}")]
+    BadCheckpoint {
+        /// The item's `leaseKey`.
+        key: String,
+        /// Why the value is not a checkpoint.
+        #[source]
+        source: InvalidSequenceNumber,
+    },
+    /// A hash key attribute is not a 128-bit decimal.
+    #[error("item {key:?}: {attribute} = {value:?} is not a 128-bit decimal")]
+    BadHashKey {
+        /// The item's `leaseKey`.
+        key: String,
+        /// The attribute.
+        attribute: String,
+        /// What it holds.
+        value: String,
+    },
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -252,13 +279,20 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 fn get_n(item: &Item, name: &str, key: &str) -> Result<Option<u64>, ItemError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(v)) => v.parse::<u64>().map(Some).map_err(|_| ItemError {
-            key: Some(key.into()),
-            message: format!("{name} = {v:?} is not a non-negative whole number"),
-        }),
-        Some(other) => Err(ItemError {
-            key: Some(key.into()),
-            message: format!("{name} has type {other:?}, expected N"),
+        Some(AttributeValue::N(v)) => {
+            v.parse::<u64>()
+                .map(Some)
+                .map_err(|_| ItemError::NotAWholeNumber {
+                    key: key.into(),
+                    attribute: name.into(),
+                    value: v.clone(),
+                })
+        }
+        Some(other) => Err(ItemError::WrongType {
+            key: key.into(),
+            attribute: name.into(),
+            found: format!("{other:?}"),
+            expected: "N",
         }),
     }
 }
@@ -281,31 +315,31 @@ pub fn is_lease_item(item: &Item) -> bool {
 
 /// Read an item in the Java KCL format (missing numbers default to 0, as Java tolerates them).
 pub fn item_to_lease(item: &Item) -> Result<Lease, ItemError> {
-    let key = get_s(item, attr::LEASE_KEY).ok_or_else(|| ItemError {
-        key: None,
-        message: "no leaseKey string attribute".into(),
-    })?;
-    let bad = |message: String| ItemError {
-        key: Some(key.into()),
-        message,
+    let key = get_s(item, attr::LEASE_KEY).ok_or(ItemError::NoLeaseKey)?;
+    let bad = |source| ItemError::BadCheckpoint {
+        key: key.into(),
+        source,
     };
     let checkpoint_sub = get_n(item, attr::CHECKPOINT_SUB, key)?.unwrap_or(0);
     let checkpoint = match get_s(item, attr::CHECKPOINT) {
-        Some(c) => Checkpoint::from_stored(c, checkpoint_sub).map_err(|e| bad(e.to_string()))?,
+        Some(c) => Checkpoint::from_stored(c, checkpoint_sub).map_err(bad)?,
         None => Checkpoint::TrimHorizon,
     };
     let pending_checkpoint = match get_s(item, attr::PENDING_CHECKPOINT) {
         Some(p) => {
             let sub = get_n(item, attr::PENDING_CHECKPOINT_SUB, key)?.unwrap_or(0);
-            Some(Checkpoint::from_stored(p, sub).map_err(|e| bad(e.to_string()))?)
+            Some(Checkpoint::from_stored(p, sub).map_err(bad)?)
         }
         None => None,
     };
     let hash = |name| -> Result<Option<u128>, ItemError> {
         get_s(item, name)
             .map(|v| {
-                v.parse::<u128>()
-                    .map_err(|_| bad(format!("{name} = {v:?} is not a 128-bit decimal")))
+                v.parse::<u128>().map_err(|_| ItemError::BadHashKey {
+                    key: key.into(),
+                    attribute: name.to_string(),
+                    value: v.to_string(),
+                })
             })
             .transpose()
     };
@@ -333,15 +367,15 @@ pub fn item_to_lease(item: &Item) -> Result<Lease, ItemError> {
 #[async_trait]
 impl LeaseStore for DynamoDbLeaseStore {
     async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        const OP: &str = "create_table_if_not_exists";
+        const OP: LeaseOp = LeaseOp::CreateTable;
         let describe = self.client.describe_table().table_name(&self.table).send();
         let exists = match tokio::time::timeout(self.request_timeout, describe).await {
-            Err(_) => {
-                return Err(self.err(OP, None, ErrorKind::Retryable, "DescribeTable timed out"))
-            }
+            Err(_) => return Err(self.timeout(OP, None)),
             Ok(Ok(_)) => true,
-            Ok(Err(e)) if AwsErrorInfo::from_sdk(&e).is_resource_not_found() => false,
-            Ok(Err(e)) => return Err(self.sdk_err(OP, None, e)),
+            Ok(Err(e)) => match AwsError::from_sdk(e) {
+                e if e.is_resource_not_found() => false,
+                e => return Err(self.aws_err(OP, None, e)),
+            },
         };
         if !exists {
             tracing::info!(table = %self.table, "creating lease table (on-demand billing)");
@@ -366,12 +400,12 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .billing_mode(BillingMode::PayPerRequest)
                 .send();
             match tokio::time::timeout(self.request_timeout, create).await {
-                Err(_) => {
-                    return Err(self.err(OP, None, ErrorKind::Retryable, "CreateTable timed out"))
-                }
+                Err(_) => return Err(self.timeout(OP, None)),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if AwsErrorInfo::from_sdk(&e).is_resource_in_use() => {}
-                Ok(Err(e)) => return Err(self.sdk_err(OP, None, e)),
+                Ok(Err(e)) => match AwsError::from_sdk(e) {
+                    e if e.is_resource_in_use() => {}
+                    e => return Err(self.aws_err(OP, None, e)),
+                },
             }
         }
         let deadline = tokio::time::Instant::now() + self.table_wait_limit;
@@ -384,8 +418,10 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .await;
             let status = match out {
                 Ok(o) => o.table().and_then(|t| t.table_status().cloned()),
-                Err(e) if AwsErrorInfo::from_sdk(&e).is_resource_not_found() => None,
-                Err(e) => return Err(self.sdk_err(OP, None, e)),
+                Err(e) => match AwsError::from_sdk(e) {
+                    e if e.is_resource_not_found() => None,
+                    e => return Err(self.aws_err(OP, None, e)),
+                },
             };
             if matches!(
                 status,
@@ -397,11 +433,10 @@ impl LeaseStore for DynamoDbLeaseStore {
                 return Err(self.err(
                     OP,
                     None,
-                    ErrorKind::Fatal,
-                    format!(
-                        "table not ACTIVE after {:?} (status {status:?})",
-                        self.table_wait_limit
-                    ),
+                    LeaseStoreCause::TableNotActive {
+                        waited: self.table_wait_limit,
+                        status: format!("{status:?}"),
+                    },
                 ));
             }
             tokio::time::sleep(self.table_poll_interval).await;
@@ -418,7 +453,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             .expression_attribute_names("#key", attr::LEASE_KEY)
             .send();
         Ok(self
-            .call("create_lease_if_not_exists", Some(&lease.key), fut)
+            .call(LeaseOp::Create, Some(&lease.key), fut)
             .await?
             .is_some())
     }
@@ -434,7 +469,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .set_exclusive_start_key(start.take())
                 .send();
             let out = self
-                .call("list_leases", None, fut)
+                .call(LeaseOp::List, None, fut)
                 .await?
                 .expect("scan has no condition");
             for item in out.items() {
@@ -465,13 +500,13 @@ impl LeaseStore for DynamoDbLeaseStore {
             .consistent_read(true)
             .send();
         let out = self
-            .call("get_lease", Some(key), fut)
+            .call(LeaseOp::Get, Some(key), fut)
             .await?
             .expect("get has no condition");
         match out.item() {
             Some(item) if is_lease_item(item) => item_to_lease(item)
                 .map(Some)
-                .map_err(|e| self.err("get_lease", Some(key), ErrorKind::Fatal, e.to_string())),
+                .map_err(|e| self.err(LeaseOp::Get, Some(key), e)),
             _ => Ok(None),
         }
     }
@@ -490,7 +525,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             .expression_attribute_values(":new", n(lease.counter + 1))
             .send();
         Ok(
-            match self.call("renew_lease", Some(&lease.key), fut).await? {
+            match self.call(LeaseOp::Renew, Some(&lease.key), fut).await? {
                 Some(_) => WriteOutcome::Applied(lease.renewed()),
                 None => WriteOutcome::Conflict,
             },
@@ -521,7 +556,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             .expression_attribute_values(":switches", n(taken.owner_switches_since_checkpoint))
             .send();
         Ok(
-            match self.call("take_lease", Some(&lease.key), fut).await? {
+            match self.call(LeaseOp::Take, Some(&lease.key), fut).await? {
                 Some(_) => WriteOutcome::Applied(taken),
                 None => WriteOutcome::Conflict,
             },
@@ -548,7 +583,7 @@ impl LeaseStore for DynamoDbLeaseStore {
         };
         Ok(
             match self
-                .call("evict_lease", Some(&lease.key), req.send())
+                .call(LeaseOp::Evict, Some(&lease.key), req.send())
                 .await?
             {
                 Some(_) => WriteOutcome::Applied(lease.evicted()),
@@ -631,7 +666,7 @@ impl LeaseStore for DynamoDbLeaseStore {
         }
         let fut = req.update_expression(expr).send();
         Ok(
-            match self.call("update_lease", Some(&lease.key), fut).await? {
+            match self.call(LeaseOp::Update, Some(&lease.key), fut).await? {
                 Some(_) => {
                     let mut new = lease.clone();
                     new.counter += 1;
@@ -666,20 +701,13 @@ impl LeaseStore for DynamoDbLeaseStore {
             .expression_attribute_values(":children", AttributeValue::Ss(children))
             .return_values(ReturnValue::AllNew)
             .send();
-        match self.call("update_child_shard_ids", Some(key), fut).await? {
+        match self.call(LeaseOp::UpdateChildren, Some(key), fut).await? {
             None => Ok(WriteOutcome::Conflict),
             Some(out) => {
                 let item = out.attributes().cloned().unwrap_or_default();
                 item_to_lease(&item)
                     .map(WriteOutcome::Applied)
-                    .map_err(|e| {
-                        self.err(
-                            "update_child_shard_ids",
-                            Some(key),
-                            ErrorKind::Fatal,
-                            e.to_string(),
-                        )
-                    })
+                    .map_err(|e| self.err(LeaseOp::UpdateChildren, Some(key), e))
             }
         }
     }
@@ -691,7 +719,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             .table_name(&self.table)
             .key(attr::LEASE_KEY, s(key))
             .send();
-        self.call("delete_lease", Some(key), fut).await?;
+        self.call(LeaseOp::Delete, Some(key), fut).await?;
         Ok(())
     }
 }

@@ -1,24 +1,116 @@
 //! The lease store's error type.
 
-use crate::error::ErrorKind;
+use super::dynamodb::ItemError;
+use crate::aws::AwsError;
+use crate::error::{Cause, ErrorKind};
+use std::fmt;
+use std::time::Duration;
+
+/// The operations of [`super::LeaseStore`]: what failed in a [`LeaseStoreError`], and what a
+/// [`super::FaultInjector`] is asked about. Displayed as the method name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseOp {
+    /// `create_table_if_not_exists`
+    CreateTable,
+    /// `create_lease_if_not_exists`
+    Create,
+    /// `list_leases`
+    List,
+    /// `get_lease`
+    Get,
+    /// `renew_lease`
+    Renew,
+    /// `take_lease`
+    Take,
+    /// `evict_lease`
+    Evict,
+    /// `update_lease`
+    Update,
+    /// `update_child_shard_ids`
+    UpdateChildren,
+    /// `delete_lease`
+    Delete,
+}
+
+impl LeaseOp {
+    /// The [`super::LeaseStore`] method, e.g. `renew_lease`.
+    pub fn method_name(self) -> &'static str {
+        match self {
+            LeaseOp::CreateTable => "create_table_if_not_exists",
+            LeaseOp::Create => "create_lease_if_not_exists",
+            LeaseOp::List => "list_leases",
+            LeaseOp::Get => "get_lease",
+            LeaseOp::Renew => "renew_lease",
+            LeaseOp::Take => "take_lease",
+            LeaseOp::Evict => "evict_lease",
+            LeaseOp::Update => "update_lease",
+            LeaseOp::UpdateChildren => "update_child_shard_ids",
+            LeaseOp::Delete => "delete_lease",
+        }
+    }
+}
+
+impl fmt::Display for LeaseOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.method_name())
+    }
+}
 
 /// A lease store operation failed (a lost condition is not an error: see [`super::WriteOutcome`]).
 #[derive(Debug, thiserror::Error)]
-#[error("lease table {table}: {operation}{} failed ({kind}): {message}", key_suffix(.lease_key))]
+#[error("lease table {table}: {operation}{} failed ({}): {cause}", key_suffix(.lease_key), .cause.kind())]
 pub struct LeaseStoreError {
-    /// Whether a retry may help.
-    pub kind: ErrorKind,
-    /// The operation, e.g. `renew_lease`.
-    pub operation: &'static str,
+    /// The operation.
+    pub operation: LeaseOp,
     /// The table name.
     pub table: String,
     /// The lease concerned, if one.
     pub lease_key: Option<String>,
     /// What went wrong.
-    pub message: String,
-    /// The underlying error.
     #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub cause: LeaseStoreCause,
+}
+
+/// What made a lease store operation fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseStoreCause {
+    /// The call failed (timeout, AWS error, simulated failure).
+    #[error(transparent)]
+    Call(#[from] Cause),
+    /// The lease table does not exist.
+    #[error("the lease table does not exist ({0})")]
+    TableNotFound(#[source] AwsError),
+    /// The table was created but did not become `ACTIVE` in time.
+    #[error("table not ACTIVE after {waited:?} (status {status})")]
+    TableNotActive {
+        /// How long we waited.
+        waited: Duration,
+        /// The last status seen.
+        status: String,
+    },
+    /// An item of the table is not a readable lease.
+    #[error(transparent)]
+    BadItem(Box<ItemError>),
+}
+
+impl From<ItemError> for LeaseStoreCause {
+    fn from(e: ItemError) -> Self {
+        LeaseStoreCause::BadItem(Box::new(e))
+    }
+}
+
+impl LeaseStoreCause {
+    /// Whether a retry may help.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LeaseStoreCause::Call(c) => c.kind(),
+            LeaseStoreCause::TableNotFound(e) => e.kind(),
+            LeaseStoreCause::TableNotActive { .. } | LeaseStoreCause::BadItem(_) => {
+                ErrorKind::Fatal
+            }
+        }
+    }
 }
 
 fn key_suffix(key: &Option<String>) -> String {
@@ -26,26 +118,34 @@ fn key_suffix(key: &Option<String>) -> String {
 }
 
 impl LeaseStoreError {
-    /// An error without an underlying source.
+    /// `operation` on `table` (of `lease_key`, if one) failed because of `cause`.
     pub fn new(
+        operation: LeaseOp,
+        table: impl Into<String>,
+        lease_key: Option<&str>,
+        cause: impl Into<LeaseStoreCause>,
+    ) -> Self {
+        LeaseStoreError {
+            operation,
+            table: table.into(),
+            lease_key: lease_key.map(str::to_string),
+            cause: cause.into(),
+        }
+    }
+
+    /// A failure of an in-memory lease table (see [`Cause::Simulated`]).
+    pub fn simulated(
         kind: ErrorKind,
-        operation: &'static str,
+        operation: LeaseOp,
         table: impl Into<String>,
         lease_key: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        LeaseStoreError {
-            kind,
-            operation,
-            table: table.into(),
-            lease_key: lease_key.map(str::to_string),
-            message: message.into(),
-            source: None,
-        }
+        Self::new(operation, table, lease_key, Cause::simulated(kind, message))
     }
 
     /// Whether a retry may help.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.cause.kind()
     }
 }

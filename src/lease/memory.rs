@@ -2,6 +2,7 @@
 //! injection (throttling, timeouts before or after the write applies, slow calls, forced
 //! conflicts) for deterministic tests and simulation.
 
+pub use super::LeaseOp;
 use super::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use crate::error::ErrorKind;
 use async_trait::async_trait;
@@ -9,31 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The operations of [`LeaseStore`], as seen by a [`FaultInjector`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LeaseOp {
-    /// `create_table_if_not_exists`
-    CreateTable,
-    /// `create_lease_if_not_exists`
-    Create,
-    /// `list_leases`
-    List,
-    /// `get_lease`
-    Get,
-    /// `renew_lease`
-    Renew,
-    /// `take_lease`
-    Take,
-    /// `evict_lease`
-    Evict,
-    /// `update_lease`
-    Update,
-    /// `update_child_shard_ids`
-    UpdateChildren,
-    /// `delete_lease`
-    Delete,
-}
 
 /// A fault to inject into one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +91,7 @@ impl InMemoryLeaseStore {
         let Some(fault) = injector.and_then(|i| i.fault(op, key)) else {
             return Ok(FaultAfter::None);
         };
-        let err = |kind, msg: &str| LeaseStoreError::new(kind, op_name(op), TABLE, key, msg);
+        let err = |kind, msg: &str| LeaseStoreError::simulated(kind, op, TABLE, key, msg);
         match fault {
             Fault::Throttle => Err(err(ErrorKind::Throttled, "injected throttling")),
             Fault::Timeout => Err(err(ErrorKind::Retryable, "injected timeout")),
@@ -150,9 +126,9 @@ impl InMemoryLeaseStore {
             }
         };
         if after == FaultAfter::TimeoutAfterApply {
-            return Err(LeaseStoreError::new(
+            return Err(LeaseStoreError::simulated(
                 ErrorKind::Retryable,
-                op_name(op),
+                op,
                 TABLE,
                 Some(key),
                 "injected timeout after the write was applied",
@@ -167,21 +143,6 @@ enum FaultAfter {
     None,
     TimeoutAfterApply,
     Conflict,
-}
-
-fn op_name(op: LeaseOp) -> &'static str {
-    match op {
-        LeaseOp::CreateTable => "create_table_if_not_exists",
-        LeaseOp::Create => "create_lease_if_not_exists",
-        LeaseOp::List => "list_leases",
-        LeaseOp::Get => "get_lease",
-        LeaseOp::Renew => "renew_lease",
-        LeaseOp::Take => "take_lease",
-        LeaseOp::Evict => "evict_lease",
-        LeaseOp::Update => "update_lease",
-        LeaseOp::UpdateChildren => "update_child_shard_ids",
-        LeaseOp::Delete => "delete_lease",
-    }
 }
 
 fn counter_matches(current: Option<&Lease>, expected: &Lease) -> bool {
@@ -290,9 +251,9 @@ impl LeaseStore for InMemoryLeaseStore {
             self.inner.leases.lock().unwrap().remove(key);
         }
         if after == FaultAfter::TimeoutAfterApply {
-            return Err(LeaseStoreError::new(
+            return Err(LeaseStoreError::simulated(
                 ErrorKind::Retryable,
-                "delete_lease",
+                LeaseOp::Delete,
                 TABLE,
                 Some(key),
                 "injected timeout after the write was applied",

@@ -14,8 +14,8 @@ mod error;
 pub mod memory;
 
 pub use dynamodb::DynamoDbLeaseStore;
-pub use error::LeaseStoreError;
-pub use memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
+pub use memory::{Fault, FaultInjector, InMemoryLeaseStore};
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;
@@ -158,8 +158,10 @@ impl WriteOutcome {
 
 /// Storage of leases with conditional writes (object-safe: used as `Arc<dyn LeaseStore>`).
 ///
-/// Conditions are those of the Java KCL (reference §1.4), so Java and Rust workers can share a
-/// table: every counter-conditioned write increments `leaseCounter`.
+/// Conditions are those of the Java KCL, so Java and Rust workers can share a table: a renew,
+/// take, evict or checkpoint is conditioned on `leaseCounter` being what this worker last
+/// saw (and on the owner, where it matters) and increments it; creation is conditioned on
+/// the key not existing.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// Create the lease table if it does not exist and wait until it is usable.

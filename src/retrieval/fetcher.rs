@@ -1,4 +1,5 @@
-//! Bounded prefetch of one shard's records (polling, reference §7.2).
+//! Bounded prefetch of one shard's records (polling GetRecords, like the Java KCL's
+//! prefetching record publisher).
 //!
 //! A task per shard calls GetRecords ahead of the processor, at most `max_pending_batches`
 //! batches and `max_pending_bytes` bytes ahead (and within the worker's shared
@@ -29,7 +30,7 @@
 //! The bounds count batches fetched and not yet handed to the consumer; at most one more
 //! GetRecords response per shard (the one waiting for room) is held beyond them.
 
-use super::{ChildShard, IteratorPosition, RetrievalErrorKind, StreamClient};
+use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::record::Record;
@@ -39,8 +40,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The shortest pause between two GetRecords calls on one shard.
-pub const MIN_IDLE_TIME_BETWEEN_READS: Duration = Duration::from_millis(200);
+pub use crate::validation::MIN_IDLE_TIME_BETWEEN_READS;
 
 /// Transient GetRecords failures (not throttling) in a row after which the iterator is
 /// replaced (from a position that skips nothing).
@@ -367,13 +367,13 @@ impl FetchTask {
                     }
                     iterator = batch.next_iterator;
                 }
-                Err(e) => match e.kind {
-                    RetrievalErrorKind::ExpiredIterator => {
+                Err(e) => match e.failure {
+                    RetrievalFailure::ExpiredIterator => {
                         let progress = format!("{:?}", self.progress.lock().unwrap());
                         tracing::info!(shard_id = shard, %progress, "shard iterator expired; getting a new one");
                         iterator = None;
                     }
-                    RetrievalErrorKind::Throttled => {
+                    RetrievalFailure::Throttled => {
                         throttled += 1;
                         if throttled >= 5 {
                             tracing::error!(shard_id = shard, consecutive = throttled, error = %e, "reads keep being throttled: is another application reading this shard?");
@@ -382,7 +382,7 @@ impl FetchTask {
                         }
                         tokio::time::sleep(backoff.next().unwrap_or(idle)).await;
                     }
-                    RetrievalErrorKind::ResourceNotFound => {
+                    RetrievalFailure::ResourceNotFound => {
                         tracing::warn!(shard_id = shard, error = %e, "shard gone while reading; treating it as ended with no children");
                         self.shard_gone().await;
                         return;

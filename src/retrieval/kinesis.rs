@@ -1,11 +1,11 @@
 //! [`StreamClient`] on the AWS SDK's Kinesis client.
 
 use super::{
-    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalErrorKind, Shard,
-    StreamClient,
+    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure, Shard,
+    StreamClient, StreamOp,
 };
-use crate::aws::AwsErrorInfo;
-use crate::error::ErrorKind;
+use crate::aws::AwsError;
+use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;
 use crate::record::Record;
 use async_trait::async_trait;
@@ -73,23 +73,17 @@ impl KinesisStreamClient {
 
     fn error(
         &self,
-        operation: &'static str,
+        operation: StreamOp,
         shard: Option<&str>,
-        kind: RetrievalErrorKind,
-        message: String,
+        failure: RetrievalFailure,
+        cause: Cause,
     ) -> RetrievalError {
-        RetrievalError {
-            kind,
-            operation,
-            stream: self.stream.name().to_string(),
-            shard: shard.map(str::to_string),
-            message,
-        }
+        RetrievalError::new(failure, operation, self.stream.name(), shard, cause)
     }
 
     async fn call<T, E, F>(
         &self,
-        operation: &'static str,
+        operation: StreamOp,
         shard: Option<&str>,
         fut: F,
     ) -> Result<T, RetrievalError>
@@ -101,26 +95,26 @@ impl KinesisStreamClient {
             Err(_) => Err(self.error(
                 operation,
                 shard,
-                RetrievalErrorKind::Retryable,
-                format!("no answer within {:?}", self.request_timeout),
+                RetrievalFailure::Retryable,
+                Cause::Timeout(self.request_timeout),
             )),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                let info = AwsErrorInfo::from_sdk(&e);
-                let kind = if info.is_expired_iterator()
-                    || info.is_invalid_argument() && operation == "get_records"
+                let info = AwsError::from_sdk(e);
+                let failure = if info.is_expired_iterator()
+                    || info.is_invalid_argument() && operation == StreamOp::GetRecords
                 {
-                    RetrievalErrorKind::ExpiredIterator
+                    RetrievalFailure::ExpiredIterator
                 } else if info.is_resource_not_found() {
-                    RetrievalErrorKind::ResourceNotFound
+                    RetrievalFailure::ResourceNotFound
                 } else {
-                    match info.kind {
-                        ErrorKind::Throttled => RetrievalErrorKind::Throttled,
-                        ErrorKind::Retryable => RetrievalErrorKind::Retryable,
-                        _ => RetrievalErrorKind::Fatal,
+                    match info.kind() {
+                        ErrorKind::Throttled => RetrievalFailure::Throttled,
+                        ErrorKind::Retryable => RetrievalFailure::Retryable,
+                        _ => RetrievalFailure::Fatal,
                     }
                 };
-                Err(self.error(operation, shard, kind, info.message))
+                Err(self.error(operation, shard, failure, Cause::Aws(info)))
             }
         }
     }
@@ -153,17 +147,17 @@ impl StreamClient for KinesisStreamClient {
                 (None, StreamRef::Name(n)) => req.stream_name(n),
                 (None, StreamRef::Arn(a)) => req.stream_arn(a),
             };
-            let out = self.call("list_shards", None, req.send()).await?;
+            let out = self.call(StreamOp::ListShards, None, req.send()).await?;
             for s in out.shards() {
                 let Some(r) = s
                     .hash_key_range()
                     .and_then(|r| range(r.starting_hash_key(), r.ending_hash_key()))
                 else {
                     return Err(self.error(
-                        "list_shards",
+                        StreamOp::ListShards,
                         Some(s.shard_id()),
-                        RetrievalErrorKind::Fatal,
-                        "shard without a valid hash key range".into(),
+                        RetrievalFailure::Fatal,
+                        Cause::BadAnswer("shard without a valid hash key range".into()),
                     ));
                 };
                 let seq = s.sequence_number_range();
@@ -214,11 +208,11 @@ impl StreamClient for KinesisStreamClient {
                 .starting_sequence_number(s),
         };
         match self
-            .call("get_shard_iterator", Some(shard_id), req.send())
+            .call(StreamOp::GetShardIterator, Some(shard_id), req.send())
             .await
         {
             Ok(out) => Ok(out.shard_iterator().map(str::to_string)),
-            Err(e) if e.kind == RetrievalErrorKind::ResourceNotFound => Ok(None),
+            Err(e) if e.failure == RetrievalFailure::ResourceNotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -237,7 +231,9 @@ impl StreamClient for KinesisStreamClient {
         if let StreamRef::Arn(a) = &self.stream {
             req = req.stream_arn(a);
         }
-        let out = self.call("get_records", Some(shard_id), req.send()).await?;
+        let out = self
+            .call(StreamOp::GetRecords, Some(shard_id), req.send())
+            .await?;
         let records = out
             .records()
             .iter()

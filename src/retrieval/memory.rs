@@ -15,15 +15,17 @@
 //!
 //! Iterators are opaque strings encoding the shard, the next sequence number to return, the
 //! issue time and a nonce. A malformed iterator (or one naming another shard than `shard_id`)
-//! fails with [`RetrievalErrorKind::ExpiredIterator`], as the AWS client maps Kinesis'
+//! fails with [`RetrievalFailure::ExpiredIterator`], as the AWS client maps Kinesis'
 //! `InvalidArgumentException` on GetRecords; a non-decimal sequence number given to
-//! GetShardIterator fails with [`RetrievalErrorKind::Fatal`]. Sequence numbers are not checked
+//! GetShardIterator fails with [`RetrievalFailure::Fatal`]. Sequence numbers are not checked
 //! to belong to the shard: one before the trim horizon starts at the first retained record.
 
+pub use super::StreamOp;
 use super::{
-    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalErrorKind, Shard,
+    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure, Shard,
     StreamClient,
 };
+use crate::error::Cause;
 use crate::lease::HashKeyRange;
 use crate::record::Record;
 use async_trait::async_trait;
@@ -33,7 +35,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-use RetrievalErrorKind as K;
+use RetrievalFailure as K;
 
 /// Seconds after the Unix epoch of the stream clock's zero (the stream's creation):
 /// 2023-11-14T22:13:20Z.
@@ -47,25 +49,39 @@ pub const MAX_GET_RECORDS_LIMIT: u32 = 10_000;
 /// The default per-shard read limit: GetRecords calls per rolling second.
 pub const DEFAULT_READ_LIMIT: u32 = 5;
 
-/// The [`StreamClient`] calls, as seen by a [`StreamFaultInjector`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StreamOp {
-    /// `list_shards`
-    ListShards,
-    /// `get_shard_iterator`
-    GetShardIterator,
-    /// `get_records`
-    GetRecords,
+/// Why a split or merge of an [`InMemoryStream`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReshardError {
+    /// No shard has this id.
+    #[error("shard {0} does not exist")]
+    NoSuchShard(String),
+    /// The shard is closed already.
+    #[error("shard {0} is closed")]
+    ShardClosed(String),
+    /// A split's new starting hash key is not inside the shard's range (or at its start).
+    #[error("new starting hash key {new_starting_hash_key} is not inside shard {shard_id}'s range ({}, {}]", .range.start, .range.end)]
+    SplitOutsideRange {
+        /// The shard.
+        shard_id: String,
+        /// The requested key.
+        new_starting_hash_key: u128,
+        /// The shard's range.
+        range: HashKeyRange,
+    },
+    /// The two shards of a merge do not have adjacent hash key ranges.
+    #[error("shards {0} and {1} do not have adjacent hash key ranges")]
+    NotAdjacent(String, String),
 }
 
 /// A fault to inject into one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamFault {
-    /// Fail with ProvisionedThroughputExceeded ([`RetrievalErrorKind::Throttled`]).
+    /// Fail with ProvisionedThroughputExceeded ([`RetrievalFailure::Throttled`]).
     Throttle,
-    /// Fail with a timeout ([`RetrievalErrorKind::Retryable`]).
+    /// Fail with a timeout ([`RetrievalFailure::Retryable`]).
     Timeout,
-    /// Treat the given iterator as expired ([`RetrievalErrorKind::ExpiredIterator`]);
+    /// Treat the given iterator as expired ([`RetrievalFailure::ExpiredIterator`]);
     /// only meaningful for [`StreamOp::GetRecords`], ignored for the other calls.
     ExpireIterator,
     /// Wait this long (tokio time), then proceed normally.
@@ -165,10 +181,10 @@ impl State {
         id
     }
 
-    fn open_shard(&mut self, id: &str) -> Result<&mut ShardState, String> {
+    fn open_shard(&mut self, id: &str) -> Result<&mut ShardState, ReshardError> {
         match self.shards.get_mut(id) {
-            None => Err(format!("shard {id} does not exist")),
-            Some(s) if s.shard.is_closed() => Err(format!("shard {id} is closed")),
+            None => Err(ReshardError::NoSuchShard(id.to_string())),
+            Some(s) if s.shard.is_closed() => Err(ReshardError::ShardClosed(id.to_string())),
             Some(s) => Ok(s),
         }
     }
@@ -291,15 +307,15 @@ impl InMemoryStream {
         &self,
         shard_id: &str,
         new_starting_hash_key: u128,
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String), ReshardError> {
         let mut s = self.state.lock().unwrap();
         let range = s.open_shard(shard_id)?.shard.hash_key_range;
         if new_starting_hash_key <= range.start || new_starting_hash_key > range.end {
-            return Err(format!(
-                "new starting hash key {new_starting_hash_key} is not inside shard {shard_id}'s \
-                 range ({}, {}]",
-                range.start, range.end
-            ));
+            return Err(ReshardError::SplitOutsideRange {
+                shard_id: shard_id.to_string(),
+                new_starting_hash_key,
+                range,
+            });
         }
         let low = HashKeyRange {
             start: range.start,
@@ -317,15 +333,16 @@ impl InMemoryStream {
 
     /// Merge two open shards with adjacent hash ranges into a new one (its
     /// `parent_shard_id` is `shard_id`, its `adjacent_parent_shard_id` is `adjacent_shard_id`).
-    pub fn merge(&self, shard_id: &str, adjacent_shard_id: &str) -> Result<String, String> {
+    pub fn merge(&self, shard_id: &str, adjacent_shard_id: &str) -> Result<String, ReshardError> {
         let mut s = self.state.lock().unwrap();
         let a = s.open_shard(shard_id)?.shard.hash_key_range;
         let b = s.open_shard(adjacent_shard_id)?.shard.hash_key_range;
         let adjacent =
             a.end.checked_add(1) == Some(b.start) || b.end.checked_add(1) == Some(a.start);
         if !adjacent {
-            return Err(format!(
-                "shards {shard_id} and {adjacent_shard_id} do not have adjacent hash key ranges"
+            return Err(ReshardError::NotAdjacent(
+                shard_id.to_string(),
+                adjacent_shard_id.to_string(),
             ));
         }
         let range = HashKeyRange {
@@ -419,28 +436,18 @@ impl InMemoryStream {
 
     fn error(
         &self,
-        operation: &'static str,
+        operation: StreamOp,
         shard: Option<&str>,
-        kind: RetrievalErrorKind,
+        failure: RetrievalFailure,
         message: impl Into<String>,
     ) -> RetrievalError {
-        RetrievalError {
-            kind,
-            operation,
-            stream: self.name.to_string(),
-            shard: shard.map(str::to_string),
-            message: message.into(),
-        }
+        let cause = Cause::simulated(failure.kind(), message);
+        RetrievalError::new(failure, operation, self.name.to_string(), shard, cause)
     }
 
     /// Apply the injected fault, if any; `Ok(true)` means "treat the iterator as expired".
     async fn inject(&self, op: StreamOp, shard: Option<&str>) -> Result<bool, RetrievalError> {
         let injector = self.state.lock().unwrap().faults.clone();
-        let operation = match op {
-            StreamOp::ListShards => "list_shards",
-            StreamOp::GetShardIterator => "get_shard_iterator",
-            StreamOp::GetRecords => "get_records",
-        };
         let (kind, message) = match injector.and_then(|i| i.fault(op, shard)) {
             None => return Ok(false),
             Some(StreamFault::Throttle) => (K::Throttled, "injected throughput exceeded"),
@@ -451,7 +458,7 @@ impl InMemoryStream {
                 return Ok(false);
             }
         };
-        Err(self.error(operation, shard, kind, message))
+        Err(self.error(op, shard, kind, message))
     }
 }
 
@@ -480,7 +487,7 @@ impl StreamClient for InMemoryStream {
         let parse = |seq: &str| {
             seq.parse::<u128>().map_err(|_| {
                 self.error(
-                    "get_shard_iterator",
+                    StreamOp::GetShardIterator,
                     Some(shard_id),
                     K::Fatal,
                     format!("invalid sequence number {seq:?}"),
@@ -514,7 +521,8 @@ impl StreamClient for InMemoryStream {
     ) -> Result<RecordBatch, RetrievalError> {
         self.state.lock().unwrap().get_records_calls += 1;
         let expire = self.inject(StreamOp::GetRecords, Some(shard_id)).await?;
-        let fail = |kind, msg: String| Err(self.error("get_records", Some(shard_id), kind, msg));
+        let fail =
+            |kind, msg: String| Err(self.error(StreamOp::GetRecords, Some(shard_id), kind, msg));
         if expire {
             return fail(
                 K::ExpiredIterator,
@@ -631,8 +639,8 @@ mod tests {
         s.get_records(shard, it, limit).await.unwrap()
     }
 
-    fn kind<T: fmt::Debug>(r: Result<T, RetrievalError>) -> RetrievalErrorKind {
-        r.unwrap_err().kind
+    fn kind<T: fmt::Debug>(r: Result<T, RetrievalError>) -> RetrievalFailure {
+        r.unwrap_err().failure
     }
 
     fn hk(start: u128, end: u128) -> HashKeyRange {
@@ -804,7 +812,7 @@ mod tests {
         assert_eq!(in_b, S2);
         s.split(S2, mid + 1).unwrap();
         assert_eq!(s.shards()[2].ending_sequence_number, Some(seq_b));
-        assert!(s.split(S0, 5).unwrap_err().contains("closed"));
+        assert!(s.split(S0, 5).unwrap_err().to_string().contains("closed"));
         assert!(s.split(S1, 0).is_err());
         assert!(s.split(S1, mid).is_err());
         // An empty shard closes with its starting sequence number.
@@ -820,7 +828,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn merge_makes_one_child_with_two_parents() {
         let s = InMemoryStream::new("s", 3);
-        assert!(s.merge(S0, S2).unwrap_err().contains("adjacent"));
+        assert!(s
+            .merge(S0, S2)
+            .unwrap_err()
+            .to_string()
+            .contains("adjacent"));
         let r1 = s.put_with_hash(u128::MAX / 2, "k", b"a");
         assert_eq!(r1.0, S1);
         let child = s.merge(S1, S0).unwrap();
@@ -842,7 +854,11 @@ mod tests {
             assert_eq!((end.next_iterator, &end.child_shards), (None, &expected));
         }
         assert_eq!(s.put_with_hash(0, "k", b"a").0, child);
-        assert!(s.merge(child.as_str(), S0).unwrap_err().contains("closed"));
+        assert!(s
+            .merge(child.as_str(), S0)
+            .unwrap_err()
+            .to_string()
+            .contains("closed"));
         assert!(s.merge(&child, S2).is_ok());
     }
 

@@ -12,7 +12,7 @@ pub mod memory;
 pub use kinesis::{KinesisStreamClient, StreamRef};
 pub use memory::InMemoryStream;
 
-use crate::error::ErrorKind;
+use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;
 use crate::record::Record;
 use async_trait::async_trait;
@@ -94,10 +94,32 @@ pub struct RecordBatch {
     pub child_shards: Vec<ChildShard>,
 }
 
-/// What went wrong reading a stream.
+/// The [`StreamClient`] calls: what failed in a [`RetrievalError`], and what a
+/// [`memory::StreamFaultInjector`] is asked about. Displayed as the method name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamOp {
+    /// `list_shards`
+    ListShards,
+    /// `get_shard_iterator`
+    GetShardIterator,
+    /// `get_records`
+    GetRecords,
+}
+
+impl fmt::Display for StreamOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamOp::ListShards => "list_shards",
+            StreamOp::GetShardIterator => "get_shard_iterator",
+            StreamOp::GetRecords => "get_records",
+        })
+    }
+}
+
+/// What a failed stream call means for the reader (the fetcher acts on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RetrievalErrorKind {
+pub enum RetrievalFailure {
     /// The shard iterator expired (or is otherwise no longer valid): get a new one.
     ExpiredIterator,
     /// Throughput exceeded: back off.
@@ -110,32 +132,55 @@ pub enum RetrievalErrorKind {
     Fatal,
 }
 
+impl RetrievalFailure {
+    /// Whether a retry may help (an expired iterator is retryable: with a new iterator).
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            RetrievalFailure::Throttled => ErrorKind::Throttled,
+            RetrievalFailure::ExpiredIterator | RetrievalFailure::Retryable => ErrorKind::Retryable,
+            RetrievalFailure::ResourceNotFound | RetrievalFailure::Fatal => ErrorKind::Fatal,
+        }
+    }
+}
+
 /// A failed stream call, with context.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("stream {stream}: {operation}{} failed ({kind:?}): {message}", shard.as_ref().map(|s| format!(" on {s}")).unwrap_or_default())]
+#[error("stream {stream}: {operation}{} failed ({failure:?}): {cause}", shard.as_ref().map(|s| format!(" on {s}")).unwrap_or_default())]
 pub struct RetrievalError {
-    /// What kind of failure.
-    pub kind: RetrievalErrorKind,
-    /// The operation, e.g. `get_records`.
-    pub operation: &'static str,
+    /// What the failure means for the reader.
+    pub failure: RetrievalFailure,
+    /// The call.
+    pub operation: StreamOp,
     /// The stream.
     pub stream: String,
     /// The shard, if one.
     pub shard: Option<String>,
     /// What happened.
-    pub message: String,
+    #[source]
+    pub cause: Cause,
 }
 
 impl RetrievalError {
-    /// Retry classification shared with the rest of the library.
-    pub fn kind(&self) -> ErrorKind {
-        match self.kind {
-            RetrievalErrorKind::Throttled => ErrorKind::Throttled,
-            RetrievalErrorKind::ExpiredIterator | RetrievalErrorKind::Retryable => {
-                ErrorKind::Retryable
-            }
-            RetrievalErrorKind::ResourceNotFound | RetrievalErrorKind::Fatal => ErrorKind::Fatal,
+    /// `operation` on `stream` (and `shard`, if one) failed because of `cause`.
+    pub fn new(
+        failure: RetrievalFailure,
+        operation: StreamOp,
+        stream: impl Into<String>,
+        shard: Option<&str>,
+        cause: Cause,
+    ) -> Self {
+        RetrievalError {
+            failure,
+            operation,
+            stream: stream.into(),
+            shard: shard.map(str::to_string),
+            cause,
         }
+    }
+
+    /// Whether a retry may help (an expired iterator is retryable: with a new iterator).
+    pub fn kind(&self) -> ErrorKind {
+        self.failure.kind()
     }
 }
 

@@ -5,7 +5,7 @@
 //! * [`kclpy`]: the amazon-kclpy 3.2.0 **sdist** from PyPI (`pip download --no-deps
 //!   --no-binary :all:`), checked against its sha256 and unpacked; it is used from `PYTHONPATH`.
 //!   `pip install amazon-kclpy` cannot work here: its build downloads the Java KCL jars from
-//!   Maven Central (see `shared/spec/multilang-clients.md` §3). The Python modules need only the
+//!   Maven Central, which this machine cannot reach. The Python modules need only the
 //!   standard library.
 //! * [`aws_kcl_node`]: `npm install aws-kcl@2.3.2` (no install scripts; the jars are fetched
 //!   only by its `kcl-bootstrap` command, which is not used).

@@ -79,7 +79,7 @@ fn n(v: &str) -> AttributeValue {
 #[tokio::test]
 async fn java_kcl_items_load_and_keep_their_extra_attributes() {
     let (store, client, table) = store().await;
-    // Exactly what the Java KCL 3.x writes (reference §1.2), plus 3.x-only attributes.
+    // Exactly the lease item the Java KCL 3.x writes, plus 3.x-only attributes.
     let item: HashMap<String, AttributeValue> = [
         ("leaseKey", s("shardId-000000000002")),
         ("leaseOwner", s("java-worker-1")),

@@ -697,7 +697,8 @@ async fn large_write_does_not_deadlock_with_a_chatty_child() {
 
 #[tokio::test]
 async fn kclpy_sample_conversation_then_close() {
-    // multilang-clients.md §1.5, end to end over one driver.
+    // The conversation observed between the Java daemon and the kclpy sample application,
+    // end to end over one driver.
     let (mut driver, mut child) = pair(None);
     let child_task = tokio::spawn(async move {
         let mut seen = Vec::new();

@@ -1,6 +1,7 @@
 //! Settings tests: every key, every error shape, the shipped sample files.
 
 use super::*;
+use std::time::SystemTime;
 
 const MINIMAL: &str = "executableName = python3 app.py\napplicationName = MyApp\nstreamName = my-stream\nAwsCredentialsProvider = DefaultCredentialsProvider\n";
 
@@ -123,7 +124,8 @@ retrievalMode = polling
         Some(true)
     );
     assert_eq!(s.parent_shard_poll_interval, Some(Duration::from_secs(10)));
-    // Java would silently keep `true` here (§12.12); we honour what was written.
+    // Java would silently keep `true` here (it applies only values that differ from its
+    // field defaults, and `false` is the default of a boolean field); we honour what was written.
     assert_eq!(s.cleanup_leases_upon_shard_completion, Some(false));
     assert_eq!(s.task_backoff_time, Some(Duration::ZERO));
     assert_eq!(s.max_leases_for_worker, Some(8));
@@ -436,7 +438,7 @@ impl SettingsError {
 #[test]
 fn every_key_of_the_shipped_samples_is_known() {
     // kclpy/aws-kcl sample.properties with every commented key filled in, like the Java
-    // test fixture multilang.properties (multilang-clients.md §5).
+    // test fixture multilang.properties.
     let text = "\
 executableName = sample_kclpy_app.py
 streamName = kclpysample

@@ -1,4 +1,4 @@
-//! Clean-up of leases this worker holds whose shard needs no more processing (reference §3.5).
+//! Clean-up of leases this worker holds whose shard needs no more processing.
 //!
 //! One pass reads every held lease, then lists the stream once, and deletes:
 //!

@@ -1,4 +1,4 @@
-//! Shard discovery: create leases for shards that have none (reference §3.2, §3.6).
+//! Shard discovery: create leases for shards that have none.
 //!
 //! * **Empty lease table**: a lease for every shard the initial position covers (all shards
 //!   for `TRIM_HORIZON`/`AT_TIMESTAMP`, open shards only for `LATEST`), at the initial position.
@@ -18,7 +18,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::config::InitialPosition;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError};
-use crate::retrieval::{ChildShard, RetrievalError, Shard, StreamClient};
+use crate::retrieval::{RetrievalError, Shard, StreamClient};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -48,18 +48,6 @@ fn new_lease(shard: &Shard, checkpoint: Checkpoint) -> Lease {
     Lease::new(shard.shard_id.clone(), checkpoint)
         .with_parents(shard.parents())
         .with_hash_key_range(shard.hash_key_range)
-}
-
-/// Leases for the children a closed shard reported at its end (always at `TRIM_HORIZON`).
-pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
-    children
-        .iter()
-        .map(|c| {
-            Lease::new(c.shard_id.clone(), Checkpoint::TrimHorizon)
-                .with_parents(c.parent_shards.iter().cloned())
-                .with_hash_key_range(c.hash_key_range)
-        })
-        .collect()
 }
 
 /// Which leases to create, given every shard, the keys that have leases, and the position.
@@ -410,6 +398,8 @@ impl<'a> ChildIndex<'a> {
 mod tests {
     use super::*;
     use crate::lease::HashKeyRange;
+    use crate::resharding::child_leases;
+    use crate::retrieval::ChildShard;
 
     fn shard(i: u32, parents: &[u32], closed: bool) -> Shard {
         Shard {
@@ -422,7 +412,8 @@ mod tests {
         }
     }
 
-    /// The reference's example: 0..5; 6 = 0+1, 7 = 2+3, 8 = 6+7, 9 and 10 split from 5.
+    /// A stream that has resharded (the example of the Java KCL's shard sync documentation):
+    /// shards 0..5; 6 = 0+1, 7 = 2+3, 8 = 6+7 are merges, 9 and 10 split from 5.
     fn example() -> Vec<Shard> {
         vec![
             shard(0, &[], true),

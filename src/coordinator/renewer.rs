@@ -1,0 +1,185 @@
+//! The renewer: every held lease on its own renewal schedule.
+//!
+//! A lease is due `renew_interval` after its last successful write (renewal, take or
+//! checkpoint) or its last renewal attempt, whichever is later. Each renewal runs on its own,
+//! under the lease's lock (shared with checkpoint writes), and retries throttling and timeouts
+//! with the coordinator's [`RetryPolicy`] for renewals.
+
+use super::{LeaseCoordinator, LeaseTenure, SlotState};
+use crate::backoff::RetryPolicy;
+use crate::lease::WriteOutcome;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The most renewal writes one worker has in flight at once (the Java KCL's default
+/// `maxLeaseRenewalThreads`). A renewal holds a permit only while it writes (not while it waits
+/// for its lease's lock), so up to this many leases can hang on slow calls before renewals of
+/// the others wait for a permit.
+pub const MAX_CONCURRENT_RENEWALS: usize = 20;
+
+impl LeaseCoordinator {
+    /// Renew held leases, each when it is due, until `shutdown` is cancelled.
+    pub(super) async fn run_renewer(&self, shutdown: &CancellationToken) {
+        // Each lease is renewed on its own schedule: it is due `renew_interval` after its
+        // last successful write (renewal, take or checkpoint) or its last renewal attempt,
+        // whichever is later. A renewal runs on its own, so one that waits for its lease's
+        // lock (a checkpoint retrying slow writes) or hangs on a slow call delays only its
+        // own lease. Starts are paced (all held leases fit in a quarter interval), so a
+        // batch of leases taken together does not renew in the same instant, and at most
+        // `MAX_CONCURRENT_RENEWALS` writes are in flight.
+        let interval = self.inner.config.renew_interval;
+        let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
+        let mut attempted: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut running: BTreeSet<String> = BTreeSet::new();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut next_start = Instant::now();
+        loop {
+            let held = self.held_keys();
+            attempted.retain(|k, _| held.contains(k));
+            let pace = (interval / 4) / u32::try_from(held.len().max(1)).unwrap_or(u32::MAX);
+            let now = Instant::now();
+            let mut due: Vec<(String, Instant)> = self
+                .renewals_due(&attempted)
+                .into_iter()
+                .filter(|(k, _)| !running.contains(k))
+                .collect();
+            due.sort_by_key(|(k, at)| (*at, k.clone()));
+            let mut wake = now + interval;
+            for (key, at) in due {
+                let start = at.max(next_start);
+                if start > now {
+                    wake = wake.min(start);
+                    break;
+                }
+                next_start = now + pace;
+                attempted.insert(key.clone(), now);
+                running.insert(key.clone());
+                let Some((tenure, state)) = self.slot(&key) else {
+                    running.remove(&key);
+                    continue;
+                };
+                let permits = &permits;
+                in_flight.push(async move {
+                    self.renew_one(&key, &tenure, &state, permits, true).await;
+                    key
+                });
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(key) = futures::StreamExt::next(&mut in_flight) => {
+                    running.remove(&key);
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Renew every held lease once, concurrently (at most [`MAX_CONCURRENT_RENEWALS`] writes
+    /// in flight).
+    pub async fn renew_all(&self) {
+        let slots = self.slots();
+        let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
+        let permits = &permits;
+        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
+            self.renew_one(&key, &tenure, &state, permits, false).await;
+        }))
+        .await;
+    }
+
+    /// When each held lease is next due for renewal: `renew_interval` after its last successful
+    /// write or its last renewal attempt (in `attempted`), whichever is later.
+    fn renewals_due(&self, attempted: &BTreeMap<String, Instant>) -> Vec<(String, Instant)> {
+        let interval = self.inner.config.renew_interval;
+        self.inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| {
+                let last = s.last_write.get();
+                let last = attempted.get(k).map_or(last, |a| last.max(*a));
+                (k.clone(), last + interval)
+            })
+            .collect()
+    }
+
+    async fn renew_one(
+        &self,
+        key: &str,
+        tenure: &LeaseTenure,
+        state: &tokio::sync::Mutex<SlotState>,
+        permits: &tokio::sync::Semaphore,
+        only_if_due: bool,
+    ) {
+        let mut st = state.lock().await;
+        if tenure.lost.is_cancelled() {
+            return;
+        }
+        // Taken only once the lock is ours: a renewal waiting behind a checkpoint holds no
+        // permit. The semaphore is never closed.
+        let _permit = permits.acquire().await.ok();
+        if tenure.lost.is_cancelled() {
+            return;
+        }
+        // A checkpoint that held the lock meanwhile proved ownership just as well.
+        if only_if_due && st.last_write.get() + self.inner.config.renew_interval > Instant::now() {
+            return;
+        }
+        let since = st.last_write.elapsed();
+        if since > self.inner.config.failover_time {
+            self.lose_expired(key, tenure.token, since);
+            return;
+        }
+        let mut retry = self.renewal_retry().start();
+        loop {
+            let started = Instant::now();
+            match self.inner.store.renew_lease(&st.lease).await {
+                Ok(WriteOutcome::Applied(lease)) => {
+                    st.confirmed(lease, started);
+                    return;
+                }
+                Ok(WriteOutcome::Conflict) => {
+                    let expected = st.lease.counter + 1;
+                    match self.confirm(&st.lease, |cur| cur.counter == expected).await {
+                        Some(cur) => {
+                            tracing::debug!(
+                                lease_key = key,
+                                "renew conflict was our own retried write"
+                            );
+                            st.confirmed(cur, started);
+                        }
+                        None => self.lose(
+                            key,
+                            tenure.token,
+                            "renewal found the lease changed by another worker",
+                        ),
+                    }
+                    return;
+                }
+                Err(e) if e.kind().is_retryable() && retry.may_retry() => {
+                    st.failed_write(&e);
+                    tracing::debug!(lease_key = key, error = %e, "renewal failed; retrying");
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                }
+                Err(e) => {
+                    st.failed_write(&e);
+                    tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retries of one renewal: three attempts, 50 ms apart and doubling up to a quarter of the
+    /// renew interval, so that all of them fit well within one interval.
+    fn renewal_retry(&self) -> RetryPolicy {
+        RetryPolicy::new(
+            3,
+            Duration::from_millis(50),
+            self.inner.config.renew_interval / 4,
+        )
+    }
+}

@@ -1,0 +1,169 @@
+//! The take round: scan the lease table, decide with [`choose_leases_to_take`] what to take,
+//! and take it in chunks.
+
+use super::taker::{choose_leases_to_take, ObservedLease, TakeDecision, TakeReason, TakerConfig};
+use super::LeaseCoordinator;
+use crate::lease::{LeaseStoreError, WriteOutcome};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The most leases one take round writes at once. A round takes more in chunks of this size,
+/// scanning the table again between chunks (so that workers starting together on a new
+/// application see each other's first takes and stop at their share), and hands each chunk to
+/// the consumers as soon as it is written.
+pub const TAKE_CHUNK: usize = 64;
+
+/// What one take round did.
+#[derive(Debug, Clone, Default)]
+pub struct TakeReport {
+    /// Leases in the table.
+    pub total_leases: usize,
+    /// Keys taken in this round, with why.
+    pub taken: Vec<(String, TakeReason)>,
+    /// Keys the taker chose but lost the race for.
+    pub missed: Vec<String>,
+    /// When the taker should look again to catch the next expiry promptly.
+    pub next_expiry_check: Option<Instant>,
+}
+
+impl LeaseCoordinator {
+    /// Take rounds every `take_interval` (and at the next expiry) until `shutdown` is
+    /// cancelled; after [`LeaseCoordinator::stop_taking`] the rounds stop taking.
+    pub(super) async fn run_taker(&self, shutdown: &CancellationToken) {
+        loop {
+            let wake = if self.inner.taking.load(Ordering::SeqCst) {
+                let expiry = match self.take_round().await {
+                    Ok(report) => report.next_expiry_check,
+                    Err(e) => {
+                        tracing::warn!(worker_id = %self.worker_id(), error = %e, "lease scan failed; will retry");
+                        None
+                    }
+                };
+                let regular = Instant::now() + self.jittered(self.inner.config.take_interval);
+                expiry.map_or(regular, |e| e.min(regular))
+            } else {
+                Instant::now() + self.inner.config.take_interval
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn jittered(&self, d: Duration) -> Duration {
+        let f: f64 = self.inner.rng.lock().unwrap().random_range(0.9..=1.0);
+        d.mul_f64(f)
+    }
+
+    /// Stop taking new leases (graceful shutdown has begun). Renewal goes on.
+    pub fn stop_taking(&self) {
+        self.inner.taking.store(false, Ordering::SeqCst);
+    }
+
+    /// Scan the table, update observations, take what the taker decides.
+    pub async fn take_round(&self) -> Result<TakeReport, LeaseStoreError> {
+        let mut report = TakeReport::default();
+        loop {
+            let (decisions, total_leases, next_expiry_check) = self.scan_and_decide().await?;
+            report.total_leases = total_leases;
+            report.next_expiry_check = next_expiry_check;
+            let more = decisions.len() > TAKE_CHUNK;
+            let chunk: Vec<TakeDecision> = decisions.into_iter().take(TAKE_CHUNK).collect();
+            let taken_before = report.taken.len();
+            self.take_chunk(chunk, &mut report).await;
+            if report.taken.len() > taken_before {
+                // Consumers start on what is taken so far, not after the whole round.
+                self.publish();
+            }
+            // A new application's first worker sees every lease unowned and, alone in the
+            // table, a target of all of them: taking chunk by chunk and scanning again in
+            // between lets it see the other workers' first takes and stop at its share.
+            if !more
+                || report.taken.len() == taken_before
+                || !self.inner.taking.load(Ordering::SeqCst)
+            {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Scan the table, update what this worker observed, and decide what to take:
+    /// (decisions, leases in the table, when the next lease would expire).
+    async fn scan_and_decide(
+        &self,
+    ) -> Result<(Vec<TakeDecision>, usize, Option<Instant>), LeaseStoreError> {
+        let leases = self.inner.store.list_leases().await?;
+        let seen_at = Instant::now();
+        let failover = self.inner.config.failover_time;
+        let observed: Vec<ObservedLease> = {
+            let mut obs = self.inner.observed.lock().unwrap();
+            let mut fresh = BTreeMap::new();
+            for lease in leases {
+                let last_change = match obs.remove(&lease.key) {
+                    Some(prev) if prev.lease.counter == lease.counter => prev.last_change,
+                    _ => seen_at,
+                };
+                fresh.insert(lease.key.clone(), ObservedLease { lease, last_change });
+            }
+            *obs = fresh;
+            obs.values().cloned().collect()
+        };
+        let held = self.held_keys();
+        let me = self.worker_id();
+        let config = TakerConfig {
+            failover_time: failover,
+            max_leases_for_worker: self.inner.config.max_leases_for_worker,
+            max_leases_to_steal_at_one_time: self.inner.config.max_leases_to_steal_at_one_time,
+        };
+        let decisions = {
+            let mut rng = self.inner.rng.lock().unwrap();
+            choose_leases_to_take(me, &observed, &held, seen_at, &config, &mut *rng)
+        };
+        let next_expiry_check = observed
+            .iter()
+            .filter(|o| {
+                o.lease.owner.as_deref().is_some_and(|w| w != me)
+                    && !o.is_expired(seen_at, failover)
+            })
+            .map(|o| o.last_change + failover + Duration::from_millis(1))
+            .min();
+        Ok((decisions, observed.len(), next_expiry_check))
+    }
+
+    /// Take `chunk` with concurrent conditional writes; adopt what lands.
+    async fn take_chunk(&self, chunk: Vec<TakeDecision>, report: &mut TakeReport) {
+        if !self.inner.taking.load(Ordering::SeqCst) {
+            return;
+        }
+        let me = self.worker_id();
+        let started = Instant::now();
+        let outcomes = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|d| self.inner.store.take_lease(&d.lease, me)),
+        )
+        .await;
+        for (decision, outcome) in chunk.into_iter().zip(outcomes) {
+            let key = decision.lease.key.clone();
+            match outcome {
+                Ok(WriteOutcome::Applied(lease)) => {
+                    tracing::info!(worker_id = %me, lease_key = %key, reason = ?decision.reason,
+                        previous_owner = ?decision.lease.owner, "lease taken");
+                    self.adopt(lease, started);
+                    report.taken.push((key, decision.reason));
+                }
+                Ok(WriteOutcome::Conflict) => report.missed.push(key),
+                Err(e) => {
+                    tracing::warn!(worker_id = %me, lease_key = %key, error = %e, "taking lease failed");
+                    report.missed.push(key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Resharding: everything about the leases of shards that split, merge, end or age out.
+//!
+//! * [`sync`]: shard discovery, run at start-up and every `shard_sync_interval`: leases for
+//!   shards that have none (new shards, and the ancestors an initial position needs).
+//! * [`children`]: the consumer that reaches a shard's end creates its children's leases
+//!   (at `TRIM_HORIZON`, with their parents recorded) before its processor records
+//!   `SHARD_END`; a child's consumer waits until every parent is finished.
+//! * `cleanup`: every `lease_cleanup_interval`, the leases this worker holds whose shard
+//!   needs no more processing (finished with started children, or trimmed away) are deleted.
+
+pub mod children;
+pub(crate) mod cleanup;
+pub mod sync;
+
+pub use children::{child_leases, create_child_leases, ChildLeaseError};
+pub use sync::{
+    initial_checkpoint, leases_to_create, sync_shards, sync_shards_within, ShardSyncError,
+    SYNC_CREATE_CONCURRENCY,
+};
+
+use crate::config::Config;
+use crate::coordinator::LeaseCoordinator;
+use crate::retrieval::StreamClient;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+impl ShardSyncError {
+    /// True when retrying the sync cannot help (the stream or the table is missing, access is
+    /// denied): start-up gives up at once.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ShardSyncError::Stream(e) => !e.kind().is_retryable(),
+            ShardSyncError::Store(e) => !e.kind().is_retryable(),
+        }
+    }
+}
+
+/// Sync shards every `config.shard_sync_interval` until `stop` is cancelled.
+pub(crate) async fn periodic_shard_sync(
+    stream: Arc<dyn StreamClient>,
+    coordinator: LeaseCoordinator,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) {
+    every(config.shard_sync_interval, &stop, || async {
+        match sync_shards_within(
+            stream.as_ref(),
+            coordinator.store().as_ref(),
+            config.initial_position,
+            config.failover_time,
+        )
+        .await
+        {
+            Ok(0) => tracing::debug!("shard sync: no new shards"),
+            Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
+            Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
+        }
+    })
+    .await
+}
+
+/// Delete finished and orphaned leases this worker holds (see [`cleanup`]) every
+/// `config.lease_cleanup_interval` until `stop` is cancelled.
+pub(crate) async fn periodic_cleanup(
+    coordinator: LeaseCoordinator,
+    stream: Arc<dyn StreamClient>,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) {
+    every(config.lease_cleanup_interval, &stop, || async {
+        if let Err(e) = cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
+            tracing::debug!(error = %e, "lease clean-up deferred");
+        }
+    })
+    .await
+}
+
+/// Run `pass` every `interval` (after a first wait of `interval`) until `stop` is cancelled.
+async fn every<F, Fut>(interval: Duration, stop: &CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        pass().await;
+    }
+}
