@@ -119,6 +119,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         "an old Java KCL's SHARD_END parent without children: the child never got a lease",
     ),
     (
+        103853,
+        "a closed shard stranded under an old Java KCL's SHARD_END parents never got a lease",
+    ),
+    (
         1693,
         "a merge child waited forever for the lease of a parent that aged out of the stream",
     ),
