@@ -45,7 +45,7 @@ pub fn dynamodb_client(
 
 /// What an AWS SDK error means to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsErrorInfo {
+pub(crate) struct AwsErrorInfo {
     /// Retry or not.
     pub kind: ErrorKind,
     /// The service's error code (e.g. `ConditionalCheckFailedException`), when it sent one.
@@ -147,7 +147,7 @@ impl AwsErrorInfo {
 }
 
 /// The pure classification rule for service errors: by code first, then by HTTP status.
-pub fn classify_service_error(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+pub(crate) fn classify_service_error(code: Option<&str>, status: Option<u16>) -> ErrorKind {
     if let Some(code) = code {
         if THROTTLING_CODES.contains(&code) {
             return ErrorKind::Throttled;

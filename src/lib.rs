@@ -87,22 +87,32 @@
 //! [`consumer`] (the per-shard state machine), [`retrieval`] (Kinesis reads: AWS and
 //! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`].
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aws;
-pub mod backoff;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod backoff;
 pub mod checkpoint;
 pub mod checkpointer;
 mod cleanup;
 pub mod config;
-pub mod consumer;
-pub mod coordinator;
+pub(crate) mod consumer;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod coordinator;
 pub mod error;
 pub mod lease;
 pub mod processor;
 pub mod record;
 pub mod retrieval;
 pub mod scheduler;
-pub mod shard_sync;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod shard_sync;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};
@@ -112,4 +122,6 @@ pub use processor::{
     RecordProcessorFactory, RestartShard, Shutdown,
 };
 pub use record::Record;
+pub use retrieval::StreamRef;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};
+pub use shard_sync::ShardSyncError;

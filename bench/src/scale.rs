@@ -12,9 +12,8 @@ use crate::measure::thread_cpu;
 use crate::report::{Goal, Section, Table};
 use crate::stats::{kib, sig};
 use crate::Scale;
-use kcl::lease::InMemoryLeaseStore;
-use kcl::retrieval::{InMemoryStream, StreamClient};
-use kcl::shard_sync::sync_shards;
+use kcl::retrieval::StreamClient;
+use kcl::testing::{sync_shards, InMemoryLeaseStore, InMemoryStream};
 use kcl::InitialPosition;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -114,9 +113,9 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
         let requests_per_lease_minute = if balanced.is_some() && !window.is_zero() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             let counting = cluster.counting.clone().expect("counting store");
-            let before = counting.counts();
+            let before = counting.hooks().counts();
             tokio::time::sleep(window).await;
-            let after = counting.counts();
+            let after = counting.hooks().counts();
             let d = crate::counting::diff(&after, &before);
             let per = |m: &str| get(&d, m) as f64 / shards as f64 / (window.as_secs_f64() / 60.0);
             // One in-memory `list_leases` is a whole table; DynamoDB reads it in `pages` pages.

@@ -1,250 +1,112 @@
 //! One worker's view of the shared lease table: its network to DynamoDB.
 //!
-//! [`SimLeaseStore`] wraps the shared [`InMemoryLeaseStore`] (which itself has no faults
-//! installed, so every inner call completes in the poll that starts it) and adds, per call:
+//! A worker's store is the shared [`InMemoryLeaseStore`] (which itself has no faults
+//! installed, so every inner call completes in the poll that starts it) behind the testing
+//! kit's [`ObservedLeaseStore`] with [`SimHooks`], which add, per call:
 //!
 //! 1. the worker's [`Gate`] (a paused worker's calls hang, before and after the table sees them);
-//! 2. a fault drawn from the run's [`StoreFaults`]: throttling, timeouts before or after the
-//!    write applies, slow calls, spurious conflicts;
-//! 3. an audit of every applied checkpoint write (`update_lease`) against the table as it was
-//!    just before the write: owner and monotonicity (see [`Ledger::on_checkpoint_applied`]).
+//! 2. a fault drawn from the run's [`StoreFaults`] (through the kit's [`FaultHooks`]):
+//!    throttling, timeouts before or after the write applies, slow calls, spurious conflicts;
+//! 3. an audit of every applied write against the table as it was just before the write:
+//!    creations, takes and checkpoint writes (`update_lease`: owner and monotonicity, see
+//!    [`Ledger::on_checkpoint_applied`]), deletions.
 //!
 //! Injecting faults here rather than in the shared table makes them per worker, and lets the
-//! audit see the outcome of a write whose response is then "lost".
+//! audit see the outcome of a write whose response is then "lost" (the audit runs before the
+//! fault hook turns the outcome into a timeout).
 
 use crate::faults::StoreFaults;
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
 use async_trait::async_trait;
-use kcl::error::ErrorKind;
-use kcl::lease::{
-    Fault, InMemoryLeaseStore, Lease, LeaseOp, LeaseStore, LeaseStoreError, WriteOutcome,
+use kcl::lease::{Lease, WriteOutcome};
+use kcl::testing::{
+    Args, Call, FaultHooks, InMemoryLeaseStore, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-
-/// What to do after the inner call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Return,
-    TimeOut,
-}
+use std::time::Duration;
 
 /// A worker's lease store: the shared table behind a gate, faults and an audit.
-pub struct SimLeaseStore {
-    inner: InMemoryLeaseStore,
+pub type SimLeaseStore = ObservedLeaseStore<SimHooks>;
+
+/// The gate, faults and audit of one worker's lease-store calls.
+pub struct SimHooks {
+    table: InMemoryLeaseStore,
     worker: String,
     gate: Gate,
-    faults: Arc<StoreFaults>,
+    faults: FaultHooks,
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
+    /// When each create call was made (before its gate and faults), by call id.
+    called_at: Mutex<HashMap<u64, Duration>>,
+    /// The lease as it was just before each write reached the table, by call id.
+    prior: Mutex<HashMap<u64, Option<Lease>>>,
 }
 
-impl fmt::Debug for SimLeaseStore {
+impl fmt::Debug for SimHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimLeaseStore")
+        f.debug_struct("SimHooks")
             .field("worker", &self.worker)
             .finish()
     }
 }
 
-fn op_name(op: LeaseOp) -> &'static str {
-    match op {
-        LeaseOp::CreateTable => "create_table_if_not_exists",
-        LeaseOp::Create => "create_lease_if_not_exists",
-        LeaseOp::List => "list_leases",
-        LeaseOp::Get => "get_lease",
-        LeaseOp::Renew => "renew_lease",
-        LeaseOp::Take => "take_lease",
-        LeaseOp::Evict => "evict_lease",
-        LeaseOp::Update => "update_lease",
-        LeaseOp::UpdateChildren => "update_child_shard_ids",
-        LeaseOp::Delete => "delete_lease",
-    }
+/// `worker`'s view of `table`.
+pub fn sim_lease_store(
+    table: InMemoryLeaseStore,
+    worker: &str,
+    gate: Gate,
+    faults: Arc<StoreFaults>,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+) -> SimLeaseStore {
+    let hooks = SimHooks {
+        table: table.clone(),
+        worker: worker.to_string(),
+        gate,
+        faults: FaultHooks::new(faults),
+        ledger,
+        trace,
+        called_at: Mutex::new(HashMap::new()),
+        prior: Mutex::new(HashMap::new()),
+    };
+    ObservedLeaseStore::new(Arc::new(table), hooks)
 }
 
-/// Outcome of the pre-call fault: go on, or answer with a conflict without writing.
-enum Before {
-    Proceed(After),
-    Conflict,
-}
-
-impl SimLeaseStore {
-    /// `worker`'s view of `inner`.
-    pub fn new(
-        inner: InMemoryLeaseStore,
-        worker: &str,
-        gate: Gate,
-        faults: Arc<StoreFaults>,
-        ledger: Arc<Mutex<Ledger>>,
-        trace: Trace,
-    ) -> Self {
-        SimLeaseStore {
-            inner,
-            worker: worker.to_string(),
-            gate,
-            faults,
-            ledger,
-            trace,
-        }
-    }
-
-    fn error(&self, op: LeaseOp, key: Option<&str>, kind: ErrorKind, msg: &str) -> LeaseStoreError {
-        LeaseStoreError::new(kind, op_name(op), "sim", key, msg)
-    }
-
-    async fn before(&self, op: LeaseOp, key: Option<&str>) -> Result<Before, LeaseStoreError> {
-        self.gate.pass().await;
-        match self.faults.draw(op) {
-            None => Ok(Before::Proceed(After::Return)),
-            Some(Fault::Throttle) => {
-                self.gate.pass().await;
-                Err(self.error(op, key, ErrorKind::Throttled, "injected throttling"))
-            }
-            Some(Fault::Timeout) => {
-                tokio::time::sleep(self.faults.timeout_wait()).await;
-                self.gate.pass().await;
-                Err(self.error(op, key, ErrorKind::Retryable, "injected timeout"))
-            }
-            Some(Fault::Delay(d)) => {
-                tokio::time::sleep(d).await;
-                self.gate.pass().await;
-                Ok(Before::Proceed(After::Return))
-            }
-            Some(Fault::TimeoutAfterApply) => Ok(Before::Proceed(After::TimeOut)),
-            Some(Fault::Conflict) => {
-                self.gate.pass().await;
-                Ok(Before::Conflict)
-            }
-        }
-    }
-
-    async fn after<T>(
-        &self,
-        op: LeaseOp,
-        key: Option<&str>,
-        after: After,
-        value: T,
-    ) -> Result<T, LeaseStoreError> {
-        self.gate.pass().await;
-        match after {
-            After::Return => Ok(value),
-            After::TimeOut => {
-                tokio::time::sleep(self.faults.timeout_wait()).await;
-                self.gate.pass().await;
-                Err(self.error(
-                    op,
-                    key,
-                    ErrorKind::Retryable,
-                    "injected timeout after the write was applied",
-                ))
-            }
-        }
-    }
-
-    fn prior(&self, key: &str) -> Option<Lease> {
-        self.inner.with_table(|t| t.get(key).cloned())
-    }
-
+impl SimHooks {
     fn note(&self, key: &str, text: String) {
         self.trace
             .push(Source::Store, Some(&self.worker), Some(key), text);
     }
 
-    /// A conditional write: gate, fault, inner write, audit hook, gate.
-    async fn write(
-        &self,
-        op: LeaseOp,
-        key: &str,
-        audit: impl FnOnce(Option<&Lease>, &WriteOutcome),
-        run: impl std::future::Future<Output = Result<WriteOutcome, LeaseStoreError>>,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let after = match self.before(op, Some(key)).await? {
-            Before::Conflict => return Ok(WriteOutcome::Conflict),
-            Before::Proceed(a) => a,
-        };
-        let prior = self.prior(key);
-        let outcome = run.await?;
-        audit(prior.as_ref(), &outcome);
-        self.after(op, Some(key), after, outcome).await
-    }
-}
-
-#[async_trait]
-impl LeaseStore for SimLeaseStore {
-    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        let op = LeaseOp::CreateTable;
-        let Before::Proceed(after) = self.before(op, None).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let r = self.inner.create_table_if_not_exists().await?;
-        self.after(op, None, after, r).await
-    }
-
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        let called_at = self.trace.now();
-        let op = LeaseOp::Create;
-        let Before::Proceed(after) = self.before(op, Some(&lease.key)).await? else {
-            unreachable!("creates draw no conflicts")
-        };
-        let created = self.inner.create_lease_if_not_exists(lease).await?;
-        if created {
-            self.ledger
-                .lock()
-                .unwrap()
-                .on_create(&self.worker, lease, called_at);
-            self.note(
-                &lease.key,
-                format!(
-                    "created lease at {} parents {:?}",
-                    lease.checkpoint, lease.parent_shard_ids
-                ),
-            );
-        }
-        self.after(op, Some(&lease.key), after, created).await
-    }
-
-    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        let op = LeaseOp::List;
-        let Before::Proceed(after) = self.before(op, None).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let r = self.inner.list_leases().await?;
-        self.after(op, None, after, r).await
-    }
-
-    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        let op = LeaseOp::Get;
-        let Before::Proceed(after) = self.before(op, Some(key)).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let r = self.inner.get_lease(key).await?;
-        self.after(op, Some(key), after, r).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(
-            LeaseOp::Renew,
-            &lease.key,
-            |_, _| {},
-            self.inner.renew_lease(lease),
-        )
-        .await
-    }
-
-    async fn take_lease(
-        &self,
-        lease: &Lease,
-        owner: &str,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |prior: Option<&Lease>, out: &WriteOutcome| {
-            if let WriteOutcome::Applied(new) = out {
+    /// The audit of a call that reached the table, right after it (in the same poll).
+    fn audit(&self, call: &Call<'_>, outcome: &Outcome) {
+        let prior = self.prior.lock().unwrap().remove(&call.id).flatten();
+        let called_at = self.called_at.lock().unwrap().remove(&call.id);
+        match (call.args, outcome) {
+            (Args::Create(lease), Ok(Reply::Created(true))) => {
+                let called_at = called_at.expect("recorded in before");
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .on_create(&self.worker, lease, called_at);
+                self.note(
+                    &lease.key,
+                    format!(
+                        "created lease at {} parents {:?}",
+                        lease.checkpoint, lease.parent_shard_ids
+                    ),
+                );
+            }
+            (Args::Take(..), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
                 self.ledger
                     .lock()
                     .unwrap()
                     .on_take(&self.worker, &new.key, &new.checkpoint);
-                let from = prior.and_then(|p| p.owner.clone());
+                let from = prior.and_then(|p| p.owner);
                 self.note(
                     &new.key,
                     format!(
@@ -253,71 +115,53 @@ impl LeaseStore for SimLeaseStore {
                     ),
                 );
             }
-        };
-        self.write(
-            LeaseOp::Take,
-            &lease.key,
-            audit,
-            self.inner.take_lease(lease, owner),
-        )
-        .await
-    }
-
-    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |_: Option<&Lease>, out: &WriteOutcome| {
-            if let WriteOutcome::Applied(new) = out {
+            (Args::Evict(_), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
                 self.note(&new.key, format!("released (counter {})", new.counter));
             }
-        };
-        self.write(
-            LeaseOp::Evict,
-            &lease.key,
-            audit,
-            self.inner.evict_lease(lease),
-        )
-        .await
-    }
-
-    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |prior: Option<&Lease>, out: &WriteOutcome| {
-            if let (WriteOutcome::Applied(new), Some(prior)) = (out, prior) {
-                self.ledger
-                    .lock()
-                    .unwrap()
-                    .on_checkpoint_applied(&self.worker, prior, new);
+            (Args::Update(_), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                if let Some(prior) = prior {
+                    self.ledger
+                        .lock()
+                        .unwrap()
+                        .on_checkpoint_applied(&self.worker, &prior, new);
+                }
             }
-        };
-        self.write(
-            LeaseOp::Update,
-            &lease.key,
-            audit,
-            self.inner.update_lease(lease),
-        )
-        .await
+            (Args::Delete(key), Ok(Reply::Done)) => {
+                self.ledger.lock().unwrap().on_delete(key);
+                self.note(key, "deleted lease".into());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStoreHooks for SimHooks {
+    async fn before(&self, call: &Call<'_>) -> Option<Outcome> {
+        if let Args::Create(_) = call.args {
+            let now = self.trace.now();
+            self.called_at.lock().unwrap().insert(call.id, now);
+        }
+        self.gate.pass().await;
+        if let Some(answer) = self.faults.before(call).await {
+            self.called_at.lock().unwrap().remove(&call.id);
+            self.gate.pass().await;
+            return Some(answer);
+        }
+        // After a slow call's wait (a no-op otherwise: the gate was just passed).
+        self.gate.pass().await;
+        if let Some(key) = call.lease_key().filter(|_| call.lease().is_some()) {
+            let prior = self.table.with_table(|t| t.get(key).cloned());
+            self.prior.lock().unwrap().insert(call.id, prior);
+        }
+        None
     }
 
-    async fn update_child_shard_ids(
-        &self,
-        key: &str,
-        child_shard_ids: &[String],
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(
-            LeaseOp::UpdateChildren,
-            key,
-            |_, _| {},
-            self.inner.update_child_shard_ids(key, child_shard_ids),
-        )
-        .await
-    }
-
-    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        let op = LeaseOp::Delete;
-        let Before::Proceed(after) = self.before(op, Some(key)).await? else {
-            unreachable!("deletes draw no conflicts")
-        };
-        self.inner.delete_lease(key).await?;
-        self.ledger.lock().unwrap().on_delete(key);
-        self.note(key, "deleted lease".into());
-        self.after(op, Some(key), after, ()).await
+    async fn after(&self, call: &Call<'_>, outcome: &mut Outcome) {
+        self.audit(call, outcome);
+        self.gate.pass().await;
+        self.faults.after(call, outcome).await;
+        // After a lost response's wait (a no-op otherwise).
+        self.gate.pass().await;
     }
 }

@@ -6,16 +6,19 @@
 //! error), because losing a race for a lease is a normal event. Errors are reserved for
 //! failures of the store itself, and say whether a retry may help ([`LeaseStoreError::kind`]).
 //!
-//! Two implementations share one contract test suite: [`DynamoDbLeaseStore`] and
-//! [`InMemoryLeaseStore`] (deterministic tests and simulation, with fault injection).
+//! [`DynamoDbLeaseStore`] is the production store. Implement [`LeaseStore`] for another
+//! backend; the `testing` feature has an in-memory store with fault injection and the contract
+//! suite every store must pass (`kcl::testing::lease_store_contract`), which both stores run.
 
-pub mod dynamodb;
+pub(crate) mod dynamodb;
 mod error;
-pub mod memory;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod memory;
 
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::LeaseStoreError;
-pub use memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+#[cfg(test)]
+pub(crate) use memory::{Fault, InMemoryLeaseStore, LeaseOp};
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;
@@ -201,8 +204,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError>;
 }
 
-#[cfg(any(test, feature = "test-util"))]
-pub mod contract;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod contract;
 
 #[cfg(test)]
 mod tests {
