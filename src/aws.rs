@@ -3,7 +3,7 @@
 //! Clients are built from an [`aws_config::SdkConfig`] (the default credential and region
 //! chain, or whatever the application loaded) with optional per-service endpoint overrides for
 //! LocalStack, local emulators or VPC endpoints. Nothing outside this module looks inside an
-//! SDK error: other modules ask [`AwsErrorInfo`] what a failure means.
+//! SDK error: the rest of the crate asks one classifier what a failure means.
 
 use crate::error::ErrorKind;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;

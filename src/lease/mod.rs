@@ -1,7 +1,7 @@
 //! Leases: which worker processes which shard, and how far it got.
 //!
-//! A [`Lease`] is one item of the lease table, in the Java KCL's format (see [`dynamodb`] for
-//! the attribute names). Every change goes through a [`LeaseStore`] with a conditional write:
+//! A [`Lease`] is one item of the lease table, in the Java KCL's format (see [`DynamoDbLeaseStore`]
+//! for the attribute names). Every change goes through a [`LeaseStore`] with a conditional write:
 //! a write whose condition no longer holds returns [`WriteOutcome::Conflict`] (a value, not an
 //! error), because losing a race for a lease is a normal event. Errors are reserved for
 //! failures of the store itself, and say whether a retry may help ([`LeaseStoreError::kind`]).

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`TestShard`] | unit-testing your [`RecordProcessor`](crate::RecordProcessor) with a real [`Checkpointer`](crate::Checkpointer) |
 //! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection |
-//! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any [`LeaseStore`](crate::lease::LeaseStore): count, audit, stall or fail calls |
+//! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
 //! | [`FaultHooks`], [`CallCounter`] | ready-made hooks |
 //! | [`lease_store_contract`] | the checks every `LeaseStore` must pass (run it on your own backend) |
 //! | [`TestCoordinator`], [`sync_shards`], [`seed_thread_jitter`], [`lease_to_dynamodb_item`] | internals the simulation, benchmarks and integration tests drive directly |
