@@ -106,24 +106,17 @@ async fn three_coordinators_balance_one_is_dropped_and_the_rest_share_its_leases
     .await;
 
     // Steady state: measure requests per lease per minute over a few renewal periods.
-    let before = [
+    let ops = [
         LeaseOp::Renew,
         LeaseOp::Update,
         LeaseOp::List,
         LeaseOp::Take,
         LeaseOp::Get,
-    ]
-    .map(|op| store.hooks().count(op));
+    ];
+    let before = ops.map(|op| store.hooks().count(op));
     let window = Duration::from_secs(8);
     tokio::time::sleep(window).await;
-    let after = [
-        LeaseOp::Renew,
-        LeaseOp::Update,
-        LeaseOp::List,
-        LeaseOp::Take,
-        LeaseOp::Get,
-    ]
-    .map(|op| store.hooks().count(op));
+    let after = ops.map(|op| store.hooks().count(op));
     let per_lease_minute =
         |i: usize| (after[i] - before[i]) as f64 / 9.0 / window.as_secs_f64() * 60.0;
     eprintln!(
