@@ -369,6 +369,11 @@ impl FaultHooks {
         *self.injector.lock().unwrap() = injector;
     }
 
+    /// True when `before` let `call` through to fail it in `after` ([`Fault::TimeoutAfterApply`]).
+    pub fn fails_after(&self, call: &Call<'_>) -> bool {
+        self.fail_after.lock().unwrap().contains(&call.id)
+    }
+
     fn error(call: &Call<'_>, kind: ErrorKind, message: &str) -> LeaseStoreError {
         let op = call.op().name();
         LeaseStoreError::new(kind, op, FAULT_TABLE, call.lease_key(), message)
