@@ -229,9 +229,16 @@ pub async fn sync_shards_within(
     let mut created = 0;
     for _ in 0..SYNC_REFRESHES {
         let listed = Instant::now();
-        let existing = leased(store).await?;
+        let leases = store.list_leases().await?;
+        let existing: BTreeSet<String> = leases.iter().map(|l| l.key.clone()).collect();
+        let finished: BTreeSet<&str> = leases
+            .iter()
+            .filter(|l| l.checkpoint.is_shard_end())
+            .map(|l| l.key.as_str())
+            .collect();
         let shards = stream.list_shards().await?;
         let mut to_create = leases_to_create(&shards, &existing, position);
+        to_create.extend(stranded_children(&shards, &existing, &finished));
         let closed: BTreeSet<&str> = shards
             .iter()
             .filter(|s| s.is_closed())
@@ -256,6 +263,38 @@ pub async fn sync_shards_within(
         tracing::info!(age = ?listed.elapsed(), "shard sync listing went stale; listing again");
     }
     Ok(created)
+}
+
+/// Leases for open shards that nothing else will create: each has no lease, and every parent
+/// still listed has a lease at `SHARD_END` (at least one does). Such a child's lease should
+/// have come from its parent's shard end, which creates the children before it records
+/// `SHARD_END`; a Java KCL older than 2.3 did it the other way round (checkpoint, then a shard
+/// sync), so a worker that died in between left a finished parent and no child, which the
+/// Java KCL 2.3+ never repairs (the child's records are never processed, and the parent is
+/// never cleaned up). Created at `TRIM_HORIZON`, as at shard end. An open shard's lease is
+/// never deleted as finished, so this cannot bring a processed shard back.
+fn stranded_children(
+    shards: &[Shard],
+    existing: &BTreeSet<String>,
+    finished: &BTreeSet<&str>,
+) -> Vec<Lease> {
+    let listed: BTreeSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    shards
+        .iter()
+        .filter(|s| !s.is_closed() && !existing.contains(&s.shard_id))
+        .filter(|s| {
+            let parents: Vec<String> = s
+                .parents()
+                .into_iter()
+                .filter(|p| listed.contains(p.as_str()))
+                .collect();
+            !parents.is_empty() && parents.iter().all(|p| finished.contains(p.as_str()))
+        })
+        .map(|s| {
+            tracing::info!(shard_id = %s.shard_id, parents = ?s.parents(), "creating the lease of a child shard whose parents finished without creating it (a Java KCL before 2.3 left them so)");
+            new_lease(s, Checkpoint::TrimHorizon)
+        })
+        .collect()
 }
 
 async fn leased(store: &dyn LeaseStore) -> Result<BTreeSet<String>, LeaseStoreError> {
@@ -585,6 +624,35 @@ mod tests {
             "the children existed; the closed parent was processed"
         );
         assert!(!store.snapshot().contains_key(S0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn children_of_a_parent_finished_without_creating_them_get_leases() {
+        // Simulation (prehistory): a Java KCL before 2.3 checkpointed SHARD_END and died before
+        // creating the children; nothing created them, so their records were never processed.
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let stream = crate::retrieval::InMemoryStream::new("s", 1);
+        let (a, b) = stream.split(S0, 1 << 64).unwrap();
+        let parent = Lease::new(S0, Checkpoint::ShardEnd);
+        store.with_table(|t| t.insert(parent.key.clone(), parent.clone()));
+        let created = sync_shards(&stream, &store, InitialPosition::Latest)
+            .await
+            .unwrap();
+        assert_eq!(created, 2);
+        let table = store.snapshot();
+        for child in [&a, &b] {
+            let l = &table[child.as_str()];
+            assert_eq!(l.checkpoint, Checkpoint::TrimHorizon);
+            assert_eq!(l.parent_shard_ids, vec![S0.to_string()]);
+        }
+        // A parent still being processed creates its children itself at its end.
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let parent = Lease::new(S0, Checkpoint::TrimHorizon);
+        store.with_table(|t| t.insert(parent.key.clone(), parent.clone()));
+        let created = sync_shards(&stream, &store, InitialPosition::Latest)
+            .await
+            .unwrap();
+        assert_eq!(created, 0);
     }
 
     #[test]

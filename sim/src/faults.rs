@@ -35,6 +35,29 @@ impl StoreFaultRates {
     }
 }
 
+/// Rare long hangs of single lease-store calls: one call is stuck for most of a failover
+/// time (or longer) while the worker's other calls proceed. Half of them hang before the
+/// table sees the call, half after the write applied (the response is slow); either way the
+/// call then completes normally.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HangRates {
+    /// Probability per call.
+    pub per_call: f64,
+    /// The shortest hang.
+    pub min: Duration,
+    /// The longest hang.
+    pub max: Duration,
+}
+
+/// A hang drawn for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hang {
+    /// The call hangs this long before the table sees it.
+    Before(Duration),
+    /// The write applies, then the response hangs this long.
+    After(Duration),
+}
+
 /// Probabilities of each stream fault, per call.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StreamFaultRates {
@@ -62,6 +85,10 @@ fn random_delay(rng: &mut StdRng, max: Duration) -> Duration {
 pub struct StoreFaults {
     rates: StoreFaultRates,
     rng: Mutex<StdRng>,
+    hangs: HangRates,
+    /// Hangs draw from their own generator: the other faults' draws (and what older seeds
+    /// do) stay as they were.
+    hang_rng: Mutex<StdRng>,
     enabled: AtomicBool,
 }
 
@@ -71,13 +98,42 @@ impl StoreFaults {
         StoreFaults {
             rates,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            hangs: HangRates::default(),
+            hang_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x4A46_0000)),
             enabled: AtomicBool::new(true),
         }
+    }
+
+    /// Add rare long hangs of single calls.
+    pub fn with_hangs(mut self, hangs: HangRates) -> Self {
+        self.hangs = hangs;
+        self
     }
 
     /// Stop (or resume) injecting faults.
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// A long hang for one call of `op`, if any (only writes hang after applying).
+    pub fn draw_hang(&self, op: LeaseOp) -> Option<Hang> {
+        let h = self.hangs;
+        if !self.enabled.load(Ordering::SeqCst) || h.per_call == 0.0 {
+            return None;
+        }
+        let mut rng = self.hang_rng.lock().unwrap();
+        if rng.random::<f64>() >= h.per_call {
+            return None;
+        }
+        let d = Duration::from_millis(
+            rng.random_range(h.min.as_millis() as u64..=h.max.as_millis().max(1) as u64),
+        );
+        let write = !matches!(op, LeaseOp::List | LeaseOp::Get | LeaseOp::CreateTable);
+        Some(if write && rng.random_bool(0.5) {
+            Hang::After(d)
+        } else {
+            Hang::Before(d)
+        })
     }
 
     /// The fault for one call of `op`, if any. Conflicts only hit conditional writes and

@@ -23,6 +23,9 @@
 //! * **all-processed** — every produced record was processed at least once.
 //! * **balanced** — the leases held by the live workers differ by at most one (finished
 //!   leases, which the taker never steals, excepted: see [`imbalance`]).
+//! * **cleaned-up** — no lease is left that needs no more processing: one whose shard aged
+//!   out of the stream, or a finished one whose children all started (recorded on the lease
+//!   or, as a Java KCL older than 2.3 left it, not).
 //! * **graceful-stop** — every worker stops within its graceful-shutdown bound.
 
 use std::collections::BTreeMap;

@@ -22,6 +22,7 @@
 //! that led to it. `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed;
 //! `cargo run --release -p kcl-sim --bin soak -- --seeds 10000` runs many.
 
+pub mod consistency;
 pub mod faults;
 pub mod gate;
 pub mod invariants;

@@ -8,7 +8,8 @@
 //! Changing how scenarios are generated (or what the world draws from its generators) changes
 //! what every seed does: the regression seeds in `tests/sim.rs` must then be found again.
 
-use crate::faults::{StoreFaultRates, StreamFaultRates};
+use crate::consistency::StaleScanRates;
+use crate::faults::{HangRates, StoreFaultRates, StreamFaultRates};
 use crate::processor::ProcessorProfile;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -52,6 +53,21 @@ pub enum Start {
     Latest,
     /// `AT_TIMESTAMP` of the stream clock when the world starts (every record is required).
     AtTimestamp,
+}
+
+/// What the lease table and the stream hold before the world starts: an application that
+/// ran on an older Java KCL (before 2.3, which did not record `childShardIds`) over a stream
+/// that was resharded since, part of it so long ago that it aged past retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Prehistory {
+    /// Splits and merges before the start (each closing shards: the ancestors).
+    pub reshards: usize,
+    /// Of the ancestors, the oldest this many are gone from the stream (aged past retention),
+    /// their leases left behind.
+    pub aged: usize,
+    /// Per mille of ancestors whose lease the old application had not finished (still at
+    /// `TRIM_HORIZON`); the others are at `SHARD_END` without `childShardIds`.
+    pub unfinished_per_mille: u32,
 }
 
 /// An action at a simulated time.
@@ -109,6 +125,13 @@ pub struct Scenario {
     /// Windows (from, length) in which every GetRecords fails with a transient (500-style)
     /// error.
     pub outages: Vec<(Duration, Duration)>,
+    /// Rare long hangs of single lease-store calls.
+    pub hangs: HangRates,
+    /// Eventually consistent lease-table scans (kept through the drain: it is how the table
+    /// behaves, not a fault).
+    pub stale_scans: StaleScanRates,
+    /// The table and stream before the start.
+    pub prehistory: Prehistory,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -224,6 +247,44 @@ impl Scenario {
         } else {
             Vec::new()
         };
+        // And these from a third: hangs, stale scans, and an older application's leftovers.
+        let mut r3 = StdRng::seed_from_u64(seed ^ 0x0DD_1A7E);
+        let hangs = if r3.random_bool(0.3) {
+            HangRates {
+                per_call: r3.random_range(0.0005..=0.01),
+                min: failover / 3,
+                max: failover * 3 / 2,
+            }
+        } else {
+            HangRates::default()
+        };
+        let stale_scans = if r3.random_bool(0.3) {
+            StaleScanRates {
+                per_scan: r3.random_range(0.2..=1.0),
+                per_item: r3.random_range(0.1..=0.8),
+                max_lag: ms(
+                    &mut r3,
+                    50,
+                    (failover.as_millis() as u64 / 4).clamp(50, 1000),
+                ),
+            }
+        } else {
+            StaleScanRates::default()
+        };
+        let prehistory = if r3.random_bool(0.25) {
+            let reshards = r3.random_range(1..=4);
+            Prehistory {
+                reshards,
+                aged: r3.random_range(0..=reshards),
+                unfinished_per_mille: if r3.random_bool(0.5) {
+                    0
+                } else {
+                    r3.random_range(0..=1000)
+                },
+            }
+        } else {
+            Prehistory::default()
+        };
         Scenario {
             seed,
             initial_shards,
@@ -246,6 +307,9 @@ impl Scenario {
             active,
             start,
             outages,
+            hangs,
+            stale_scans,
+            prehistory,
         }
     }
 
@@ -282,6 +346,11 @@ impl fmt::Display for Scenario {
             f,
             "  start: {:?}; GetRecords outages (from, length): {:?}",
             self.start, self.outages
+        )?;
+        writeln!(
+            f,
+            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}",
+            self.hangs, self.stale_scans, self.prehistory
         )?;
         writeln!(f, "  processor: {:?}", self.processor)?;
         write!(f, "  timeline (drain from {:?}):", self.active)?;

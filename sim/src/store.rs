@@ -7,7 +7,10 @@
 //! 1. the worker's [`Gate`] (a paused worker's calls hang, before and after the table sees them);
 //! 2. a fault drawn from the run's [`StoreFaults`] (through the kit's [`FaultHooks`]):
 //!    throttling, timeouts before or after the write applies, slow calls, spurious conflicts;
-//! 3. an audit of every applied write against the table as it was just before the write:
+//! 3. a rare long hang of a single call (see [`crate::faults::HangRates`]);
+//! 4. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
+//!    `list_leases` may show recently written items as they were;
+//! 5. an audit of every applied write against the table as it was just before the write:
 //!    creations, takes and checkpoint writes (`update_lease`: owner and monotonicity, see
 //!    [`Ledger::on_checkpoint_applied`]), deletions.
 //!
@@ -15,7 +18,8 @@
 //! audit see the outcome of a write whose response is then "lost" (the audit runs before the
 //! fault hook turns the outcome into a timeout).
 
-use crate::faults::StoreFaults;
+use crate::consistency::EventualScans;
+use crate::faults::{Hang, StoreFaults};
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
@@ -38,8 +42,13 @@ pub struct SimHooks {
     worker: String,
     gate: Gate,
     faults: FaultHooks,
+    /// The same plan as `faults` draws from: its long hangs.
+    plan: Arc<StoreFaults>,
+    scans: Arc<EventualScans>,
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
+    /// Calls whose response hangs after the write applied, by call id.
+    hang_after: Mutex<HashMap<u64, Duration>>,
     /// When each create call was made (before its gate and faults), by call id.
     called_at: Mutex<HashMap<u64, Duration>>,
     /// The lease as it was just before each write reached the table, by call id.
@@ -60,6 +69,7 @@ pub fn sim_lease_store(
     worker: &str,
     gate: Gate,
     faults: Arc<StoreFaults>,
+    scans: Arc<EventualScans>,
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
 ) -> SimLeaseStore {
@@ -67,9 +77,12 @@ pub fn sim_lease_store(
         table: table.clone(),
         worker: worker.to_string(),
         gate,
-        faults: FaultHooks::new(faults),
+        faults: FaultHooks::new(faults.clone()),
+        plan: faults,
+        scans,
         ledger,
         trace,
+        hang_after: Mutex::new(HashMap::new()),
         called_at: Mutex::new(HashMap::new()),
         prior: Mutex::new(HashMap::new()),
     };
@@ -82,11 +95,47 @@ impl SimHooks {
             .push(Source::Store, Some(&self.worker), Some(key), text);
     }
 
+    fn note_hang(&self, call: &Call<'_>, what: String) {
+        let text = format!("{} {what}", call.op().name());
+        self.trace
+            .push(Source::Store, Some(&self.worker), call.lease_key(), text);
+    }
+
+    /// What the eventually consistent table learns from a call that reached it: applied
+    /// writes are recorded, and a scan may come back stale.
+    fn consistency(&self, call: &Call<'_>, prior: &Option<Lease>, outcome: &mut Outcome) {
+        match (call.args, outcome) {
+            (Args::Create(lease), Ok(Reply::Created(true))) => {
+                self.scans.record_write(&lease.key, None);
+            }
+            (Args::Delete(key), Ok(Reply::Done)) if prior.is_some() => {
+                self.scans.record_write(key, prior.clone());
+            }
+            (Args::List, Ok(Reply::Leases(leases))) => {
+                let (r, stale) = self.scans.scan(std::mem::take(leases));
+                *leases = r;
+                if let Some((lag, keys)) = stale.filter(|(_, keys)| !keys.is_empty()) {
+                    self.trace.push(
+                        Source::Store,
+                        Some(&self.worker),
+                        None,
+                        format!("list_leases is {lag:?} stale for {keys:?}"),
+                    );
+                }
+            }
+            (_, Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                self.scans.record_write(&new.key, prior.clone());
+            }
+            _ => {}
+        }
+    }
+
     /// The audit of a call that reached the table, right after it (in the same poll).
-    fn audit(&self, call: &Call<'_>, outcome: &Outcome) {
+    fn audit(&self, call: &Call<'_>, outcome: &mut Outcome) {
         let prior = self.prior.lock().unwrap().remove(&call.id).flatten();
         let called_at = self.called_at.lock().unwrap().remove(&call.id);
-        match (call.args, outcome) {
+        self.consistency(call, &prior, outcome);
+        match (call.args, &*outcome) {
             (Args::Create(lease), Ok(Reply::Created(true))) => {
                 let called_at = called_at.expect("recorded in before");
                 self.ledger
@@ -150,7 +199,25 @@ impl LeaseStoreHooks for SimHooks {
         }
         // After a slow call's wait (a no-op otherwise: the gate was just passed).
         self.gate.pass().await;
-        if let Some(key) = call.lease_key().filter(|_| call.lease().is_some()) {
+        // A call that will time out after applying does not also hang.
+        if !self.faults.fails_after(call) {
+            match self.plan.draw_hang(call.op()) {
+                None => {}
+                Some(Hang::Before(d)) => {
+                    self.note_hang(call, format!("hangs {d:?} before the table sees it"));
+                    tokio::time::sleep(d).await;
+                    self.gate.pass().await;
+                }
+                Some(Hang::After(d)) => {
+                    self.note_hang(call, format!("applies, then its response hangs {d:?}"));
+                    self.hang_after.lock().unwrap().insert(call.id, d);
+                }
+            }
+        }
+        if let Some(key) = call
+            .lease_key()
+            .filter(|_| !matches!(call.args, Args::Get(_)))
+        {
             let prior = self.table.with_table(|t| t.get(key).cloned());
             self.prior.lock().unwrap().insert(call.id, prior);
         }
@@ -161,7 +228,11 @@ impl LeaseStoreHooks for SimHooks {
         self.audit(call, outcome);
         self.gate.pass().await;
         self.faults.after(call, outcome).await;
-        // After a lost response's wait (a no-op otherwise).
+        let hang = self.hang_after.lock().unwrap().remove(&call.id);
+        if let Some(d) = hang {
+            tokio::time::sleep(d).await;
+        }
+        // After a lost or slow response's wait (a no-op otherwise).
         self.gate.pass().await;
     }
 }

@@ -115,6 +115,14 @@ fn regression_seeds() {
 /// generator (`scenario.rs`): if that changes, find new ones (revert the fix, soak).
 const REGRESSIONS: &[(u64, &str)] = &[
     (
+        639,
+        "an old Java KCL's SHARD_END parent without children: the child never got a lease",
+    ),
+    (
+        1693,
+        "a merge child waited forever for the lease of a parent that aged out of the stream",
+    ),
+    (
         17,
         "checkpoint() in Shutdown::Requested covered a batch the processor had failed",
     ),

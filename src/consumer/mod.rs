@@ -436,7 +436,10 @@ impl<P: RecordProcessor> Consumer<P> {
     async fn shard_end(&mut self) -> Result<TaskOutcome, Panicked> {
         let children = self.children.clone().unwrap_or_default();
         let lost = &self.tenure.lost;
-        if let Err(why) = create_child_leases(self.ctx.store(), self.key(), &children, lost).await {
+        let stream = self.ctx.stream.as_ref();
+        if let Err(why) =
+            create_child_leases(self.ctx.store(), stream, self.key(), &children, lost).await
+        {
             tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
             self.pause(self.ctx.config.task_backoff).await;
             return Ok(TaskOutcome::Failed);
@@ -486,6 +489,7 @@ impl<P: RecordProcessor> Consumer<P> {
 /// children cannot have finished.
 async fn create_child_leases(
     store: &dyn LeaseStore,
+    stream: &dyn StreamClient,
     key: &str,
     children: &[ChildShard],
     lost: &CancellationToken,
@@ -502,6 +506,9 @@ async fn create_child_leases(
             }
             // A merge child needs both parents' leases (or neither): if the other parent has no
             // lease yet, creating the child now could let it start before that parent is done.
+            // Unless that parent is gone from the stream: it aged past retention with all its
+            // records, so nothing of it is left to process (its lease, if it had one, was
+            // deleted for that reason). The Java KCL waits here forever.
             for other in child.parent_shard_ids.iter().filter(|p| p.as_str() != key) {
                 if store
                     .get_lease(other)
@@ -509,10 +516,18 @@ async fn create_child_leases(
                     .map_err(|e| e.to_string())?
                     .is_none()
                 {
-                    return Err(format!(
-                        "merge parent {other} of {} has no lease yet",
-                        child.key
-                    ));
+                    let gone = stream
+                        .get_shard_iterator(other, &IteratorPosition::TrimHorizon)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_none();
+                    if !gone {
+                        return Err(format!(
+                            "merge parent {other} of {} has no lease yet",
+                            child.key
+                        ));
+                    }
+                    tracing::info!(parent = %other, child = %child.key, "merge parent is gone from the stream (aged past retention): creating the child without waiting for it");
                 }
             }
             if lost.is_cancelled() {

@@ -310,3 +310,40 @@ fn a_restarted_fetcher_resumes_after_the_last_record_delivered() {
     assert_eq!(fetchers, 3);
     assert_eq!(delivered.len(), 30, "{delivered:?}");
 }
+
+/// Simulation (prehistory): a merge parent aged past retention and its lease was cleaned up;
+/// the other parent's shard end waited for that parent's lease forever, and the child's records
+/// were never processed.
+#[tokio::test(start_paused = true)]
+async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
+    let stream = InMemoryStream::new("s", 2);
+    let (a, b) = ("shardId-000000000000", "shardId-000000000001");
+    let child = stream.merge(a, b).unwrap();
+    let store = InMemoryLeaseStore::new();
+    store.with_table(|t| {
+        t.insert(a.into(), Lease::new(a, Checkpoint::TrimHorizon));
+    });
+    let children = stream
+        .shards()
+        .into_iter()
+        .filter(|s| s.shard_id == child)
+        .map(|s| ChildShard {
+            shard_id: s.shard_id.clone(),
+            parent_shards: s.parents(),
+            hash_key_range: s.hash_key_range,
+        })
+        .collect::<Vec<_>>();
+    let lost = CancellationToken::new();
+    // The other parent is still in the stream and has no lease: wait.
+    let why = create_child_leases(&store, &stream, a, &children, &lost)
+        .await
+        .unwrap_err();
+    assert!(why.contains("has no lease yet"), "{why}");
+    assert!(!store.snapshot().contains_key(&child));
+    // Gone from the stream: nothing of it is left to wait for.
+    assert!(stream.age_out(b));
+    create_child_leases(&store, &stream, a, &children, &lost)
+        .await
+        .unwrap();
+    assert_eq!(store.snapshot()[&child].checkpoint, Checkpoint::TrimHorizon);
+}

@@ -355,6 +355,22 @@ impl InMemoryStream {
         }
     }
 
+    /// Retention, for one closed shard: it disappears with its records, as if it had aged
+    /// past retention (see [`InMemoryStream::trim`]). Returns false (and changes nothing) when
+    /// `shard_id` is not a closed shard of the stream.
+    pub fn age_out(&self, shard_id: &str) -> bool {
+        let mut s = self.state.lock().unwrap();
+        if !s
+            .shards
+            .get(shard_id)
+            .is_some_and(|sh| sh.shard.is_closed())
+        {
+            return false;
+        }
+        s.shards.remove(shard_id);
+        true
+    }
+
     /// [`InMemoryStream::trim`] everything older than `age` (by the stream's clock).
     pub fn trim_records_older_than(&self, age: Duration) {
         let cutoff = self

@@ -55,6 +55,7 @@ impl World {
             &id,
             gate.clone(),
             self.store_faults.clone(),
+            self.scans.clone(),
             self.ledger.clone(),
             self.trace.clone(),
         );

@@ -12,7 +12,9 @@
 //! trimming) are in the `actions` submodule.
 
 mod actions;
+mod prehistory;
 
+use crate::consistency::EventualScans;
 use crate::faults::{StoreFaults, StreamFaults};
 use crate::gate::Gate;
 use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
@@ -100,6 +102,7 @@ pub struct World {
     trace: Trace,
     store_faults: Arc<StoreFaults>,
     stream_faults: Arc<StreamFaults>,
+    scans: Arc<EventualScans>,
     workers: Vec<Worker>,
     next_worker: usize,
     incarnations: u64,
@@ -127,19 +130,26 @@ impl World {
         );
         stream.set_fault_injector(Some(stream_faults.clone()));
         let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
+        let table = InMemoryLeaseStore::new();
         {
             let mut l = ledger.lock().unwrap();
             for s in stream.shards() {
                 l.add_shard(&s.shard_id, &[]);
             }
+            for line in prehistory::build(sc.prehistory, seed, &stream, &table, &mut l) {
+                trace.world(line);
+            }
         }
         let bound = overlap_bound(sc.failover, TICK);
         World {
             rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
-            store_faults: Arc::new(StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5)),
+            store_faults: Arc::new(
+                StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5).with_hangs(sc.hangs),
+            ),
             stream_faults,
+            scans: Arc::new(EventualScans::new(sc.stale_scans, seed ^ 0x05CA_1155)),
             stream,
-            table: InMemoryLeaseStore::new(),
+            table,
             ledger,
             trace,
             workers: Vec::new(),
@@ -283,6 +293,43 @@ impl World {
             .collect()
     }
 
+    /// Leases clean-up must delete (with why): a lease whose shard is no longer in the stream
+    /// (it aged past retention), and a finished lease whose children (by the stream's
+    /// listing, recorded on the lease or not) all have leases that started and whose parents'
+    /// leases are gone or finished. Conservative: a finished lease with a child whose lease
+    /// is missing is not counted.
+    fn cleanup_due(&self) -> Vec<(String, &'static str)> {
+        let table = self.table.snapshot();
+        let shards = self.stream.shards();
+        let mut due = Vec::new();
+        for lease in table.values() {
+            let key = &lease.key;
+            if !shards.iter().any(|s| &s.shard_id == key) {
+                due.push((key.clone(), "its shard is gone from the stream"));
+                continue;
+            }
+            if !lease.checkpoint.is_shard_end() {
+                continue;
+            }
+            let children_started = shards
+                .iter()
+                .filter(|s| s.parents().contains(key))
+                .all(|c| {
+                    table
+                        .get(&c.shard_id)
+                        .is_some_and(|l| !l.checkpoint.is_initial_position())
+                });
+            let parents_done = lease
+                .parent_shard_ids
+                .iter()
+                .all(|p| table.get(p).is_none_or(|l| l.checkpoint.is_shard_end()));
+            if children_started && parents_done {
+                due.push((key.clone(), "finished, its children started"));
+            }
+        }
+        due
+    }
+
     fn lease_table_summary(&self) -> String {
         self.table
             .snapshot()
@@ -335,7 +382,7 @@ impl World {
                 };
                 let loads = self.loads();
                 let (uneven, _) = imbalance(&loads);
-                if all && uneven <= 1 {
+                if all && uneven <= 1 && self.cleanup_due().is_empty() {
                     let since = *settled_since.get_or_insert(now);
                     if now - since >= settle {
                         self.say(
@@ -405,6 +452,18 @@ impl World {
                     detail.join(" | ")
                 ),
                 focus,
+            );
+        }
+        let due = self.cleanup_due();
+        if !due.is_empty() {
+            self.violation(
+                "cleaned-up",
+                format!(
+                    "after {limit}, leases that need no more processing were never deleted: {}; table: {}",
+                    due.iter().map(|(k, why)| format!("{k} ({why})")).collect::<Vec<_>>().join(", "),
+                    self.lease_table_summary()
+                ),
+                due.into_iter().map(|(k, _)| k).collect(),
             );
         }
         let loads = self.loads();
