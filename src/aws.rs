@@ -173,7 +173,7 @@ impl AwsError {
 }
 
 /// The pure classification rule for service errors: by code first, then by HTTP status.
-pub fn classify_service_error(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+pub(crate) fn classify_service_error(code: Option<&str>, status: Option<u16>) -> ErrorKind {
     if let Some(code) = code {
         if THROTTLING_CODES.contains(&code) {
             return ErrorKind::Throttled;

@@ -1,22 +1,25 @@
 //! Exponential backoff with jitter, and the bounded [`RetryPolicy`] every retry loop of the
 //! library uses (lease renewals, checkpoint writes, lease table creation, the first shard sync).
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use std::cell::RefCell;
+#[cfg(any(test, feature = "testing"))]
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::time::Duration;
 
+#[cfg(any(test, feature = "testing"))]
 thread_local! {
-    static JITTER: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+    static JITTER: std::cell::RefCell<Option<StdRng>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Make the jitter of every backoff on this thread come from a generator seeded with `seed`
 /// (deterministic simulation on a current-thread runtime). `None` goes back to OS entropy.
-pub fn seed_thread_jitter(seed: Option<u64>) {
+/// Only in builds with the `testing` feature: see `kcl::testing::seed_thread_jitter`.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn seed_thread_jitter(seed: Option<u64>) {
     JITTER.with(|j| *j.borrow_mut() = seed.map(StdRng::seed_from_u64));
 }
 
 /// A random number in `[0, 1)` from the seeded thread generator, if any, else from entropy.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn jitter_unit() -> f64 {
     JITTER.with(|j| match j.borrow_mut().as_mut() {
         Some(rng) => rng.random::<f64>(),
@@ -24,15 +27,15 @@ pub(crate) fn jitter_unit() -> f64 {
     })
 }
 
+/// A random number in `[0, 1)` from OS entropy.
+#[cfg(not(any(test, feature = "testing")))]
+pub(crate) fn jitter_unit() -> f64 {
+    rand::random::<f64>()
+}
+
 /// An endless iterator of delays: `base * 2^n`, capped at `max`, each multiplied by a random
 /// factor in `[1 - jitter, 1]` ("equal jitter" keeps retries from synchronising across workers).
-///
-/// ```
-/// use std::time::Duration;
-/// let mut b = kcl::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).without_jitter();
-/// assert_eq!(b.next(), Some(Duration::from_millis(100)));
-/// assert_eq!(b.next(), Some(Duration::from_millis(200)));
-/// ```
+/// (E.g. 100 ms, 200 ms, 400 ms, … without jitter: see the tests.)
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,

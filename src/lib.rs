@@ -76,8 +76,60 @@
 //!
 //! ## Failover timing
 //!
-//! See [`coordinator`]: with failover time `F`, a dead worker's shards are held by a live worker
-//! within `F + lease_take_interval` (≈ 1.33 F at the defaults; the Java KCL needs 2–4 F).
+//! With failover time `F` ([`Config::failover_time`], default 10 s), each held lease is
+//! renewed every `F / 3` (a checkpoint counts as a renewal), and the table is scanned for
+//! leases to take every `F / 3`; a lease whose counter this worker saw unchanged for `F` on
+//! its own monotonic clock is expired, and the taker wakes up right at that moment. So a dead
+//! worker's shards are held by a live worker within `F + lease_take_interval` (≈ 1.33 F at
+//! the defaults; the Java KCL needs 2–4 F). A lease not renewed for `F` is lost locally: its
+//! processor is shut down with [`Shutdown::LeaseLost`] and checkpoints are refused.
+//!
+//! ## Testing your processor
+//!
+//! Enable the `testing` feature in your dev-dependencies
+//! (`kcl = { version = "…", features = ["testing"] }`): `kcl::testing::TestShard` holds a
+//! shard's lease on an in-memory lease table and drives your processor as the scheduler does,
+//! with a real [`Checkpointer`], so a unit test can assert what was checkpointed:
+//!
+//! ```
+//! # use kcl::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//! # struct Mine;
+//! # #[async_trait::async_trait]
+//! # impl RecordProcessor for Mine {
+//! #     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
+//! #     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//! #         if let Some(last) = input.records.last() { cp.checkpoint_record(last).await?; }
+//! #         Ok(())
+//! #     }
+//! #     async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> { Ok(()) }
+//! # }
+//! use kcl::testing::TestShard;
+//!
+//! #[tokio::test]
+//! async fn checkpoints_the_last_record_of_each_batch() {
+//!     let mut shard = TestShard::new("shardId-000000000000").await;
+//!     let mut processor = Mine;
+//!     shard.initialize(&mut processor).await.unwrap();
+//!     let batch = shard.records(["a", "b"]);
+//!     let last = batch[1].checkpoint();
+//!     shard.process(&mut processor, batch).await.unwrap();
+//!     assert_eq!(shard.stored_checkpoint(), last);
+//! }
+//! # fn main() { tokio::runtime::Runtime::new().unwrap().block_on(checkpoints_the_last_record_of_each_batch_()) }
+//! # async fn checkpoints_the_last_record_of_each_batch_() {
+//! #     let mut shard = TestShard::new("shardId-000000000000").await;
+//! #     let mut processor = Mine;
+//! #     shard.initialize(&mut processor).await.unwrap();
+//! #     let batch = shard.records(["a", "b"]);
+//! #     let last = batch[1].checkpoint();
+//! #     shard.process(&mut processor, batch).await.unwrap();
+//! #     assert_eq!(shard.stored_checkpoint(), last);
+//! # }
+//! ```
+//!
+//! The `testing` module also has the in-memory stream and lease store with fault injection,
+//! an observing layer over any [`LeaseStore`](lease::LeaseStore), and the contract suite a
+//! custom lease store must pass. It is not part of the semver-stable API.
 //!
 //! ## Leases under failure and after resharding
 //!
@@ -108,27 +160,39 @@
 //!
 //! ## Modules
 //!
-//! [`config`] (settings and defaults), [`processor`] (the API you implement), [`checkpointer`],
-//! [`scheduler`] (the worker), [`coordinator`] (leases: renew, take, steal, lose),
-//! [`lease`] (the lease table: DynamoDB and in-memory), [`resharding`] (new shards, child leases, clean-up),
-//! [`consumer`] (the per-shard state machine), [`retrieval`] (Kinesis reads: AWS and
-//! in-memory), [`aws`] (clients and error classification), [`backoff`], [`error`], [`validation`] (the rules settings follow).
+//! [`config`] (settings and defaults), [`processor`] (the API you implement),
+//! [`checkpointer`] and [`checkpoint`] (recording progress), [`record`], [`scheduler`] (the
+//! worker), [`lease`] (the lease table, and the [`LeaseStore`](lease::LeaseStore) trait for
+//! other backends), [`retrieval`] (the [`StreamClient`](retrieval::StreamClient) trait and
+//! its Kinesis implementation), [`aws`] (client construction and endpoints), [`error`], [`validation`] (the rules
+//! settings follow, shared with the MultiLangDaemon);
+//! `testing` with the `testing` feature.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aws;
-pub mod backoff;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod backoff;
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod config;
-pub mod consumer;
-pub mod coordinator;
+pub(crate) mod consumer;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod coordinator;
 pub mod error;
 pub mod lease;
 pub mod processor;
 pub mod record;
-pub mod resharding;
+// Some items serve only the unit tests (and the `testing` kit).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod validation;
 
 pub use checkpoint::Checkpoint;
@@ -139,4 +203,6 @@ pub use processor::{
     RecordProcessorFactory, RestartShard, Shutdown,
 };
 pub use record::Record;
+pub use resharding::ShardSyncError;
+pub use retrieval::StreamRef;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};

@@ -35,10 +35,12 @@ pub enum SchedulerError {
     ShardSync(#[source] ShardSyncError),
 }
 
-/// Requests a graceful shutdown of a running [`Scheduler`]. Cheap to clone.
+/// Requests a graceful shutdown of a running [`Scheduler`], and tells which shards it holds.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SchedulerHandle {
     graceful: CancellationToken,
+    coordinator: LeaseCoordinator,
 }
 
 impl SchedulerHandle {
@@ -46,6 +48,12 @@ impl SchedulerHandle {
     /// their leases are still held, then the leases are released.
     pub fn request_shutdown(&self) {
         self.graceful.cancel();
+    }
+
+    /// The shards whose leases this worker holds now (for monitoring and tests; a lease can be
+    /// lost at any moment, so this is a snapshot, not a promise).
+    pub fn held_shards(&self) -> BTreeSet<String> {
+        self.coordinator.held_keys()
     }
 }
 
@@ -117,16 +125,12 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         Self::new(config, factory, Arc::new(stream), Arc::new(store))
     }
 
-    /// A handle to request graceful shutdown.
+    /// A handle to request graceful shutdown and to see which shards this worker holds.
     pub fn handle(&self) -> SchedulerHandle {
         SchedulerHandle {
             graceful: self.graceful.clone(),
+            coordinator: self.coordinator.clone(),
         }
-    }
-
-    /// The lease coordinator (to observe which leases this worker holds).
-    pub fn coordinator(&self) -> &LeaseCoordinator {
-        &self.coordinator
     }
 
     /// The settings.

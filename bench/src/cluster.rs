@@ -4,12 +4,11 @@
 //! log of every batch delivered (when, by which worker, which shard). Meant for a
 //! current-thread runtime with paused time: simulated minutes cost milliseconds.
 
-use crate::counting::CountingStore;
+use crate::counting::{counting, CountingStore};
 use crate::noop::NoopProcessor;
-use kcl::coordinator::LeaseCoordinator;
-use kcl::lease::{InMemoryLeaseStore, LeaseStore};
-use kcl::retrieval::{InMemoryStream, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler};
+use kcl::lease::LeaseStore;
+use kcl::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
+use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +47,7 @@ pub struct ClusterSpec {
 
 struct Worker {
     task: Option<JoinHandle<()>>,
-    coordinator: LeaseCoordinator,
+    handle: SchedulerHandle,
 }
 
 /// A running fleet.
@@ -76,15 +75,13 @@ impl Cluster {
         let stream = InMemoryStream::new("sim", spec.shards);
         let store = InMemoryLeaseStore::new();
         if let Some(latency) = spec.store_latency {
-            store.set_fault_injector(Some(Arc::new(
-                move |_: kcl::lease::LeaseOp, _: Option<&str>| {
-                    Some(kcl::lease::Fault::Delay(latency))
-                },
-            )));
+            store.set_fault_injector(Some(Arc::new(move |_: LeaseOp, _: Option<&str>| {
+                Some(Fault::Delay(latency))
+            })));
         }
         let counting = spec
             .count_calls
-            .then(|| Arc::new(CountingStore::new(Arc::new(store.clone()))));
+            .then(|| Arc::new(counting(Arc::new(store.clone()))));
         let log = Arc::new(Mutex::new(Vec::new()));
         let producer = tokio::spawn({
             let stream = stream.clone();
@@ -145,13 +142,13 @@ impl Cluster {
             None => Arc::new(self.store.clone()),
         };
         let scheduler = Scheduler::new(config, factory, Arc::new(self.stream.clone()), store);
-        let coordinator = scheduler.coordinator().clone();
+        let handle = scheduler.handle();
         let task = tokio::spawn(async move {
             let _ = scheduler.run(std::future::pending()).await;
         });
         Worker {
             task: Some(task),
-            coordinator,
+            handle,
         }
     }
 
@@ -192,11 +189,7 @@ impl Cluster {
 
     /// The keys worker `i` holds now.
     pub fn held_by(&self, i: usize) -> Vec<String> {
-        self.workers[i]
-            .coordinator
-            .held_keys()
-            .into_iter()
-            .collect()
+        self.workers[i].handle.held_shards().into_iter().collect()
     }
 
     /// Kill worker `i` abruptly: its task (and with it every consumer and fetcher) is dropped

@@ -4,53 +4,30 @@
 //! `list_leases`, which is one `Scan` request per 1 MB page; [`item_size`] gives the size of an
 //! item as DynamoDB counts it, to say how many leases a page holds.
 
-use async_trait::async_trait;
-use kcl::lease::dynamodb::lease_to_item;
-use kcl::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
-use std::sync::atomic::{AtomicU64, Ordering};
+use kcl::lease::{Lease, LeaseStore};
+use kcl::testing::{lease_to_dynamodb_item, CallCounter, LeaseOp, ObservedLeaseStore};
 use std::sync::Arc;
 
 /// The counted methods, in [`Counts`] order.
-pub const METHODS: [&str; 10] = [
-    "create_table_if_not_exists",
-    "create_lease_if_not_exists",
-    "list_leases",
-    "get_lease",
-    "renew_lease",
-    "take_lease",
-    "evict_lease",
-    "update_lease",
-    "update_child_shard_ids",
-    "delete_lease",
-];
+pub const METHODS: [&str; 10] = {
+    let mut names = [""; 10];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = LeaseOp::ALL[i].method_name();
+        i += 1;
+    }
+    names
+};
 
 /// Calls per method, indexed like [`METHODS`].
 pub type Counts = [u64; 10];
 
-/// Counts calls, then delegates to `inner`.
-#[derive(Debug)]
-pub struct CountingStore {
-    inner: Arc<dyn LeaseStore>,
-    counts: [AtomicU64; 10],
-}
+/// Counts calls, then delegates: the testing kit's observing layer with a call counter.
+pub type CountingStore = ObservedLeaseStore<CallCounter>;
 
-impl CountingStore {
-    /// Wrap `inner`.
-    pub fn new(inner: Arc<dyn LeaseStore>) -> Self {
-        CountingStore {
-            inner,
-            counts: Default::default(),
-        }
-    }
-
-    fn count(&self, i: usize) {
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts so far.
-    pub fn counts(&self) -> Counts {
-        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
-    }
+/// Count the calls made to `inner` (read them with `store.hooks().counts()`).
+pub fn counting(inner: Arc<dyn LeaseStore>) -> CountingStore {
+    ObservedLeaseStore::new(inner, CallCounter::default())
 }
 
 /// `after - before`, per method.
@@ -66,75 +43,12 @@ pub fn get(counts: &Counts, method: &str) -> u64 {
         .map_or(0, |i| counts[i])
 }
 
-#[async_trait]
-impl LeaseStore for CountingStore {
-    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        self.count(0);
-        self.inner.create_table_if_not_exists().await
-    }
-
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        self.count(1);
-        self.inner.create_lease_if_not_exists(lease).await
-    }
-
-    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        self.count(2);
-        self.inner.list_leases().await
-    }
-
-    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        self.count(3);
-        self.inner.get_lease(key).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.count(4);
-        self.inner.renew_lease(lease).await
-    }
-
-    async fn take_lease(
-        &self,
-        lease: &Lease,
-        owner: &str,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.count(5);
-        self.inner.take_lease(lease, owner).await
-    }
-
-    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.count(6);
-        self.inner.evict_lease(lease).await
-    }
-
-    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.count(7);
-        self.inner.update_lease(lease).await
-    }
-
-    async fn update_child_shard_ids(
-        &self,
-        key: &str,
-        child_shard_ids: &[String],
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.count(8);
-        self.inner
-            .update_child_shard_ids(key, child_shard_ids)
-            .await
-    }
-
-    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        self.count(9);
-        self.inner.delete_lease(key).await
-    }
-}
-
 /// The size of `lease`'s DynamoDB item as DynamoDB counts it: attribute name bytes plus value
 /// bytes (strings: UTF-8 length; numbers: about one byte per two significant digits plus one;
 /// string sets: the sum of their strings; binary: its length).
 pub fn item_size(lease: &Lease) -> usize {
     use aws_sdk_dynamodb::types::AttributeValue as V;
-    lease_to_item(lease)
+    lease_to_dynamodb_item(lease)
         .iter()
         .map(|(name, value)| {
             name.len()
@@ -155,17 +69,17 @@ pub fn item_size(lease: &Lease) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kcl::lease::InMemoryLeaseStore;
+    use kcl::testing::InMemoryLeaseStore;
     use kcl::Checkpoint;
 
     #[tokio::test]
     async fn counts_each_method() {
-        let store = CountingStore::new(Arc::new(InMemoryLeaseStore::new()));
+        let store = counting(Arc::new(InMemoryLeaseStore::new()));
         let lease = Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
         assert!(store.create_lease_if_not_exists(&lease).await.unwrap());
         store.list_leases().await.unwrap();
         store.list_leases().await.unwrap();
-        let c = store.counts();
+        let c = store.hooks().counts();
         assert_eq!(get(&c, "create_lease_if_not_exists"), 1);
         assert_eq!(get(&c, "list_leases"), 2);
         assert_eq!(get(&diff(&c, &c), "list_leases"), 0);

@@ -20,10 +20,9 @@ use crate::stats::{percentile, rate, sig};
 use crate::timed::TimedStream;
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::coordinator::LeaseCoordinator;
 use kcl::lease::DynamoDbLeaseStore;
 use kcl::retrieval::{KinesisStreamClient, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler};
+use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::LocalAws;
@@ -54,7 +53,7 @@ fn emulator_pids(aws: &LocalAws) -> (Option<u32>, Option<u32>) {
 
 struct Worker {
     task: tokio::task::JoinHandle<()>,
-    coordinator: LeaseCoordinator,
+    handle: SchedulerHandle,
     timed: Arc<TimedStream>,
 }
 
@@ -71,13 +70,13 @@ fn start_worker(aws: &LocalAws, stream: &str, idle: Duration, hook: BatchHook) -
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name.clone());
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let scheduler = Scheduler::new(config, factory, timed.clone(), Arc::new(store));
-    let coordinator = scheduler.coordinator().clone();
+    let handle = scheduler.handle();
     let task = tokio::spawn(async move {
         let _ = scheduler.run(std::future::pending()).await;
     });
     Ok(Worker {
         task,
-        coordinator,
+        handle,
         timed,
     })
 }
@@ -154,7 +153,7 @@ async fn delay_run(aws: &LocalAws, idle: Duration, duration: Duration) -> Result
     };
     let worker = start_worker(aws, &stream, idle, hook)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while worker.coordinator.held_keys().len() < SHARDS as usize {
+    while worker.handle.held_shards().len() < SHARDS as usize {
         if Instant::now() > deadline {
             bail!("the worker did not take the 4 leases within 60 s");
         }

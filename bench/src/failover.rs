@@ -16,10 +16,9 @@ use crate::services::Services;
 use crate::stats::{sig, summary};
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::coordinator::LeaseCoordinator;
 use kcl::lease::DynamoDbLeaseStore;
 use kcl::retrieval::{KinesisStreamClient, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler};
+use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,7 +245,7 @@ async fn real(aws: &testkit::LocalAws, runs: u64, failover: Duration) -> Result<
         let result = async {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let held: Vec<usize> = workers.iter().map(|w| w.1.held_keys().len()).collect();
+                let held: Vec<usize> = workers.iter().map(|w| w.1.held_shards().len()).collect();
                 if held == [2, 2] {
                     break;
                 }
@@ -257,7 +256,7 @@ async fn real(aws: &testkit::LocalAws, runs: u64, failover: Duration) -> Result<
             }
             tokio::time::sleep(failover.mul_f64(1.0 + rng.random::<f64>())).await;
             let victim = rng.random_range(0..2usize);
-            let held: Vec<String> = workers[victim].1.held_keys().into_iter().collect();
+            let held: Vec<String> = workers[victim].1.held_shards().into_iter().collect();
             let died = Instant::now();
             workers[victim].0.abort();
             let mut delays = Vec::new();
@@ -293,7 +292,7 @@ async fn real(aws: &testkit::LocalAws, runs: u64, failover: Duration) -> Result<
     Ok(all)
 }
 
-type RealWorker = (tokio::task::JoinHandle<()>, LeaseCoordinator);
+type RealWorker = (tokio::task::JoinHandle<()>, SchedulerHandle);
 
 fn real_worker(
     aws: &testkit::LocalAws,
@@ -320,11 +319,11 @@ fn real_worker(
     let stream_client = KinesisStreamClient::new(aws.kinesis_client(), config.stream.clone());
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name.clone());
     let scheduler = Scheduler::new(config, factory, Arc::new(stream_client), Arc::new(store));
-    let coordinator = scheduler.coordinator().clone();
+    let handle = scheduler.handle();
     let task = tokio::spawn(async move {
         let _ = scheduler.run(std::future::pending()).await;
     });
-    Ok((task, coordinator))
+    Ok((task, handle))
 }
 
 /// The starting hash key of every shard of `stream`, as decimal strings.

@@ -16,9 +16,8 @@ use crate::stats::{kib, mib};
 use crate::synthetic::SyntheticStream;
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::lease::InMemoryLeaseStore;
-use kcl::retrieval::StreamRef;
-use kcl::{Config, InitialPosition, Scheduler};
+use kcl::testing::{sync_shards, InMemoryLeaseStore};
+use kcl::{Config, InitialPosition, Scheduler, StreamRef};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +84,7 @@ async fn child(leases: usize, load: bool, steady: Duration) -> Result<Footprint>
     let per_read = if load { LOAD_RECORDS_PER_READ } else { 0 };
     let stream = Arc::new(SyntheticStream::new(leases, per_read, 100));
     let store = InMemoryLeaseStore::new();
-    kcl::resharding::sync_shards(stream.as_ref(), &store, InitialPosition::TrimHorizon)
+    sync_shards(stream.as_ref(), &store, InitialPosition::TrimHorizon)
         .await
         .context("creating the leases")?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -97,16 +96,16 @@ async fn child(leases: usize, load: bool, steady: Duration) -> Result<Footprint>
     let hook: crate::noop::BatchHook = Arc::new(|_: &str, _: &[kcl::Record]| {});
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let scheduler = Scheduler::new(config, factory, stream, Arc::new(store));
-    let coordinator = scheduler.coordinator().clone();
+    let handle = scheduler.handle();
     tokio::spawn(async move {
         let _ = scheduler.run(std::future::pending()).await;
     });
     let deadline = Instant::now() + Duration::from_secs(120);
-    while coordinator.held_keys().len() < leases {
+    while handle.held_shards().len() < leases {
         if Instant::now() > deadline {
             bail!(
                 "the worker holds only {} of {leases} leases after 120 s",
-                coordinator.held_keys().len()
+                handle.held_shards().len()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

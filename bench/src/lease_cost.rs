@@ -61,9 +61,9 @@ pub fn measure(workers: usize, leases: usize, busy: bool, window: Duration) -> M
         );
         tokio::time::sleep(Duration::from_secs(60)).await;
         let counting = cluster.counting.clone().expect("counting store");
-        let before = counting.counts();
+        let before = counting.hooks().counts();
         tokio::time::sleep(window).await;
-        let after = counting.counts();
+        let after = counting.hooks().counts();
         Measured {
             workers,
             leases,

@@ -1,6 +1,6 @@
 //! Section 7: a 10,000-shard stream. Shard sync CPU with thousands of closed ancestors, a new
-//! application's first record and balance with 1, 10 and 50 workers (on 10,000 and 100,000
-//! leases), steady-state lease-table requests and memory per held lease.
+//! application's first record and balance with 1, 10 and 50 workers, steady-state lease-table
+//! requests and memory per held lease.
 //!
 //! All on the in-memory backends: [`InMemoryStream`] and [`InMemoryLeaseStore`] with a fixed
 //! latency on every lease-table call (tokio time, paused), so that sequential round trips cost
@@ -12,9 +12,8 @@ use crate::measure::thread_cpu;
 use crate::report::{Goal, Section, Table};
 use crate::stats::{kib, sig};
 use crate::Scale;
-use kcl::lease::InMemoryLeaseStore;
-use kcl::resharding::sync_shards;
-use kcl::retrieval::{InMemoryStream, StreamClient};
+use kcl::retrieval::StreamClient;
+use kcl::testing::{sync_shards, InMemoryLeaseStore, InMemoryStream};
 use kcl::InitialPosition;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -114,9 +113,9 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
         let requests_per_lease_minute = if balanced.is_some() && !window.is_zero() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             let counting = cluster.counting.clone().expect("counting store");
-            let before = counting.counts();
+            let before = counting.hooks().counts();
             tokio::time::sleep(window).await;
-            let after = counting.counts();
+            let after = counting.hooks().counts();
             let d = crate::counting::diff(&after, &before);
             let per = |m: &str| get(&d, m) as f64 / shards as f64 / (window.as_secs_f64() / 60.0);
             // One in-memory `list_leases` is a whole table; DynamoDB reads it in `pages` pages.
@@ -138,12 +137,6 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
     })
 }
 
-/// DynamoDB Scan pages (1 MB each) for a table of `leases` typical leases.
-fn scan_pages(leases: usize) -> usize {
-    (leases * crate::counting::item_size(&crate::lease_cost::typical_lease()))
-        .div_ceil(crate::lease_cost::SCAN_PAGE_BYTES)
-}
-
 fn opt_secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} s", d.as_secs_f64()))
         .unwrap_or_else(|| format!("not within {} s", (F * 30).as_secs()))
@@ -152,41 +145,28 @@ fn opt_secs(d: Option<Duration>) -> String {
 /// Run section 7.
 pub fn section(scale: Scale) -> Section {
     let started = std::time::Instant::now();
-    // (sync sizes, shards of the one-worker run with records, idle fleets (workers, shards),
-    // counting window)
-    type Sizes = (Vec<(usize, usize)>, usize, Vec<(usize, usize)>, Duration);
-    let (sync_sizes, shards, idle_fleets, window): Sizes = match scale {
-        Scale::Tiny => (
-            vec![(100, 30)],
-            100,
-            vec![(1, 100), (3, 100)],
-            Duration::ZERO,
-        ),
-        Scale::Quick => (
-            vec![(1_000, 300), (10_000, 3_000)],
-            1_000,
-            vec![(10, 1_000)],
-            Duration::from_secs(60),
-        ),
-        Scale::Full => (
-            vec![
-                (1_000, 300),
-                (5_000, 1_500),
-                (10_000, 3_000),
-                (20_000, 6_000),
-                (100_000, 30_000),
-            ],
-            10_000,
-            vec![
-                (1, 10_000),
-                (10, 10_000),
-                (50, 10_000),
-                (10, 100_000),
-                (50, 100_000),
-            ],
-            Duration::from_secs(120),
-        ),
-    };
+    let (sync_sizes, shards, workers, window): (Vec<(usize, usize)>, usize, Vec<usize>, Duration) =
+        match scale {
+            Scale::Tiny => (vec![(100, 30)], 100, vec![1, 3], Duration::ZERO),
+            Scale::Quick => (
+                vec![(1_000, 300), (10_000, 3_000)],
+                1_000,
+                vec![10],
+                Duration::from_secs(60),
+            ),
+            Scale::Full => (
+                vec![
+                    (1_000, 300),
+                    (5_000, 1_500),
+                    (10_000, 3_000),
+                    (20_000, 6_000),
+                    (100_000, 30_000),
+                ],
+                10_000,
+                vec![1, 10, 50],
+                Duration::from_secs(120),
+            ),
+        };
     let mut sync = Table::new([
         "open shards",
         "closed ancestors",
@@ -231,11 +211,12 @@ pub fn section(scale: Scale) -> Section {
     let mut first_ok = true;
     let mut balance_ok = true;
     let mut cost_ok = true;
-    let runs: Vec<(usize, usize, bool)> = std::iter::once((1, shards, true))
-        .chain(idle_fleets.iter().map(|&(w, l)| (w, l, false)))
+    let pages = (shards * crate::counting::item_size(&crate::lease_cost::typical_lease()))
+        .div_ceil(crate::lease_cost::SCAN_PAGE_BYTES);
+    let runs: Vec<(usize, bool)> = std::iter::once((1, true))
+        .chain(workers.iter().map(|&w| (w, false)))
         .collect();
-    for (w, shards, records) in runs {
-        let pages = scan_pages(shards);
+    for (w, records) in runs {
         let f = fleet(
             w,
             shards,
@@ -346,10 +327,10 @@ pub fn section(scale: Scale) -> Section {
              the first row puts one record per shard every second, the others none. *First record*: from \
              the start until any processor gets a record. *All balanced*: every lease owned, every worker holding ⌊L/W⌋ or ⌈L/W⌉. Requests \
              are counted over {} simulated minutes starting one minute after the balance; a scan counts \
-             as the DynamoDB Scan pages a table of L leases takes (1 MB each: {} for 10,000 leases), as in Java's column.",
+             as the {} DynamoDB Scan pages a table of L leases takes (1 MB each), as in Java's column.",
             STORE_LATENCY.as_millis(),
             window.as_secs() / 60,
-            scan_pages(10_000),
+            pages,
         ),
         tables: if memory.rows.is_empty() { vec![sync, fleets] } else { vec![sync, fleets, memory] },
         goal,

@@ -4,8 +4,7 @@
 //! on the (deterministic) order of calls. Faults are switched off when the world starts to
 //! drain, so that convergence is judged on a healthy system.
 
-use kcl::lease::{Fault, LeaseOp};
-use kcl::retrieval::memory::{StreamFault, StreamFaultInjector, StreamOp};
+use kcl::testing::{Fault, FaultInjector, LeaseOp, StreamFault, StreamFaultInjector, StreamOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,6 +176,16 @@ impl StoreFaults {
     /// A random wait for an injected timeout.
     pub fn timeout_wait(&self) -> Duration {
         random_delay(&mut self.rng.lock().unwrap(), self.rates.max_delay)
+    }
+}
+
+impl FaultInjector for StoreFaults {
+    fn fault(&self, op: LeaseOp, _lease_key: Option<&str>) -> Option<Fault> {
+        self.draw(op)
+    }
+
+    fn timeout_wait(&self) -> Duration {
+        StoreFaults::timeout_wait(self)
     }
 }
 

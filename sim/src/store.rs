@@ -1,19 +1,22 @@
 //! One worker's view of the shared lease table: its network to DynamoDB.
 //!
-//! [`SimLeaseStore`] wraps the shared [`InMemoryLeaseStore`] (which itself has no faults
-//! installed, so every inner call completes in the poll that starts it) and adds, per call:
+//! A worker's store is the shared [`InMemoryLeaseStore`] (which itself has no faults
+//! installed, so every inner call completes in the poll that starts it) behind the testing
+//! kit's [`ObservedLeaseStore`] with [`SimHooks`], which add, per call:
 //!
 //! 1. the worker's [`Gate`] (a paused worker's calls hang, before and after the table sees them);
-//! 2. a fault drawn from the run's [`StoreFaults`]: throttling, timeouts before or after the
-//!    write applies, slow calls, spurious conflicts;
+//! 2. a fault drawn from the run's [`StoreFaults`] (through the kit's [`FaultHooks`]):
+//!    throttling, timeouts before or after the write applies, slow calls, spurious conflicts;
 //! 3. a rare long hang of a single call (see [`crate::faults::HangRates`]);
 //! 4. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
 //!    `list_leases` may show recently written items as they were;
-//! 5. an audit of every applied checkpoint write (`update_lease`) against the table as it was
-//!    just before the write: owner and monotonicity (see [`Ledger::on_checkpoint_applied`]).
+//! 5. an audit of every applied write against the table as it was just before the write:
+//!    creations, takes and checkpoint writes (`update_lease`: owner and monotonicity, see
+//!    [`Ledger::on_checkpoint_applied`]), deletions.
 //!
 //! Injecting faults here rather than in the shared table makes them per worker, and lets the
-//! audit see the outcome of a write whose response is then "lost".
+//! audit see the outcome of a write whose response is then "lost" (the audit runs before the
+//! fault hook turns the outcome into a timeout).
 
 use crate::consistency::EventualScans;
 use crate::faults::{Hang, StoreFaults};
@@ -21,274 +24,138 @@ use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
 use async_trait::async_trait;
-use kcl::error::ErrorKind;
-use kcl::lease::{
-    Fault, InMemoryLeaseStore, Lease, LeaseOp, LeaseStore, LeaseStoreError, WriteOutcome,
+use kcl::lease::{Lease, WriteOutcome};
+use kcl::testing::{
+    Args, Call, FaultHooks, InMemoryLeaseStore, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-
-/// What to do after the inner call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Return,
-    TimeOut,
-    /// The response hangs this long, then arrives.
-    Hang(std::time::Duration),
-}
+use std::time::Duration;
 
 /// A worker's lease store: the shared table behind a gate, faults and an audit.
-pub struct SimLeaseStore {
-    inner: InMemoryLeaseStore,
+pub type SimLeaseStore = ObservedLeaseStore<SimHooks>;
+
+/// The gate, faults and audit of one worker's lease-store calls.
+pub struct SimHooks {
+    table: InMemoryLeaseStore,
     worker: String,
     gate: Gate,
-    faults: Arc<StoreFaults>,
+    faults: FaultHooks,
+    /// The same plan as `faults` draws from: its long hangs.
+    plan: Arc<StoreFaults>,
     scans: Arc<EventualScans>,
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
+    /// Calls whose response hangs after the write applied, by call id.
+    hang_after: Mutex<HashMap<u64, Duration>>,
+    /// When each create call was made (before its gate and faults), by call id.
+    called_at: Mutex<HashMap<u64, Duration>>,
+    /// The lease as it was just before each write reached the table, by call id.
+    prior: Mutex<HashMap<u64, Option<Lease>>>,
 }
 
-impl fmt::Debug for SimLeaseStore {
+impl fmt::Debug for SimHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimLeaseStore")
+        f.debug_struct("SimHooks")
             .field("worker", &self.worker)
             .finish()
     }
 }
 
-/// Outcome of the pre-call fault: go on, or answer with a conflict without writing.
-enum Before {
-    Proceed(After),
-    Conflict,
+/// `worker`'s view of `table`.
+pub fn sim_lease_store(
+    table: InMemoryLeaseStore,
+    worker: &str,
+    gate: Gate,
+    faults: Arc<StoreFaults>,
+    scans: Arc<EventualScans>,
+    ledger: Arc<Mutex<Ledger>>,
+    trace: Trace,
+) -> SimLeaseStore {
+    let hooks = SimHooks {
+        table: table.clone(),
+        worker: worker.to_string(),
+        gate,
+        faults: FaultHooks::new(faults.clone()),
+        plan: faults,
+        scans,
+        ledger,
+        trace,
+        hang_after: Mutex::new(HashMap::new()),
+        called_at: Mutex::new(HashMap::new()),
+        prior: Mutex::new(HashMap::new()),
+    };
+    ObservedLeaseStore::new(Arc::new(table), hooks)
 }
 
-impl SimLeaseStore {
-    /// `worker`'s view of `inner`.
-    pub fn new(
-        inner: InMemoryLeaseStore,
-        worker: &str,
-        gate: Gate,
-        faults: Arc<StoreFaults>,
-        scans: Arc<EventualScans>,
-        ledger: Arc<Mutex<Ledger>>,
-        trace: Trace,
-    ) -> Self {
-        SimLeaseStore {
-            inner,
-            worker: worker.to_string(),
-            gate,
-            faults,
-            scans,
-            ledger,
-            trace,
-        }
-    }
-
-    fn error(&self, op: LeaseOp, key: Option<&str>, kind: ErrorKind, msg: &str) -> LeaseStoreError {
-        LeaseStoreError::simulated(kind, op, "sim", key, msg)
-    }
-
-    async fn before(&self, op: LeaseOp, key: Option<&str>) -> Result<Before, LeaseStoreError> {
-        let before = self.fault_before(op, key).await?;
-        let Before::Proceed(After::Return) = before else {
-            return Ok(before);
-        };
-        Ok(match self.faults.draw_hang(op) {
-            None => before,
-            Some(Hang::Before(d)) => {
-                self.note_hang(op, key, format!("hangs {d:?} before the table sees it"));
-                tokio::time::sleep(d).await;
-                self.gate.pass().await;
-                before
-            }
-            Some(Hang::After(d)) => {
-                self.note_hang(op, key, format!("applies, then its response hangs {d:?}"));
-                Before::Proceed(After::Hang(d))
-            }
-        })
-    }
-
-    fn note_hang(&self, op: LeaseOp, key: Option<&str>, what: String) {
-        self.trace.push(
-            Source::Store,
-            Some(&self.worker),
-            key,
-            format!("{op} {what}"),
-        );
-    }
-
-    async fn fault_before(
-        &self,
-        op: LeaseOp,
-        key: Option<&str>,
-    ) -> Result<Before, LeaseStoreError> {
-        self.gate.pass().await;
-        match self.faults.draw(op) {
-            None => Ok(Before::Proceed(After::Return)),
-            Some(Fault::Throttle) => {
-                self.gate.pass().await;
-                Err(self.error(op, key, ErrorKind::Throttled, "injected throttling"))
-            }
-            Some(Fault::Timeout) => {
-                tokio::time::sleep(self.faults.timeout_wait()).await;
-                self.gate.pass().await;
-                Err(self.error(op, key, ErrorKind::Retryable, "injected timeout"))
-            }
-            Some(Fault::Delay(d)) => {
-                tokio::time::sleep(d).await;
-                self.gate.pass().await;
-                Ok(Before::Proceed(After::Return))
-            }
-            Some(Fault::TimeoutAfterApply) => Ok(Before::Proceed(After::TimeOut)),
-            Some(Fault::Conflict) => {
-                self.gate.pass().await;
-                Ok(Before::Conflict)
-            }
-        }
-    }
-
-    async fn after<T>(
-        &self,
-        op: LeaseOp,
-        key: Option<&str>,
-        after: After,
-        value: T,
-    ) -> Result<T, LeaseStoreError> {
-        self.gate.pass().await;
-        match after {
-            After::Return => Ok(value),
-            After::Hang(d) => {
-                tokio::time::sleep(d).await;
-                self.gate.pass().await;
-                Ok(value)
-            }
-            After::TimeOut => {
-                tokio::time::sleep(self.faults.timeout_wait()).await;
-                self.gate.pass().await;
-                Err(self.error(
-                    op,
-                    key,
-                    ErrorKind::Retryable,
-                    "injected timeout after the write was applied",
-                ))
-            }
-        }
-    }
-
-    fn prior(&self, key: &str) -> Option<Lease> {
-        self.inner.with_table(|t| t.get(key).cloned())
-    }
-
+impl SimHooks {
     fn note(&self, key: &str, text: String) {
         self.trace
             .push(Source::Store, Some(&self.worker), Some(key), text);
     }
 
-    /// A conditional write: gate, fault, inner write, audit hook, gate.
-    async fn write(
-        &self,
-        op: LeaseOp,
-        key: &str,
-        audit: impl FnOnce(Option<&Lease>, &WriteOutcome),
-        run: impl std::future::Future<Output = Result<WriteOutcome, LeaseStoreError>>,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let after = match self.before(op, Some(key)).await? {
-            Before::Conflict => return Ok(WriteOutcome::Conflict),
-            Before::Proceed(a) => a,
-        };
-        let prior = self.prior(key);
-        let outcome = run.await?;
-        if matches!(outcome, WriteOutcome::Applied(_)) {
-            self.scans.record_write(key, prior.clone());
+    fn note_hang(&self, call: &Call<'_>, what: String) {
+        let text = format!("{} {what}", call.op().method_name());
+        self.trace
+            .push(Source::Store, Some(&self.worker), call.lease_key(), text);
+    }
+
+    /// What the eventually consistent table learns from a call that reached it: applied
+    /// writes are recorded, and a scan may come back stale.
+    fn consistency(&self, call: &Call<'_>, prior: &Option<Lease>, outcome: &mut Outcome) {
+        match (call.args, outcome) {
+            (Args::Create(lease), Ok(Reply::Created(true))) => {
+                self.scans.record_write(&lease.key, None);
+            }
+            (Args::Delete(key), Ok(Reply::Done)) if prior.is_some() => {
+                self.scans.record_write(key, prior.clone());
+            }
+            (Args::List, Ok(Reply::Leases(leases))) => {
+                let (r, stale) = self.scans.scan(std::mem::take(leases));
+                *leases = r;
+                if let Some((lag, keys)) = stale.filter(|(_, keys)| !keys.is_empty()) {
+                    self.trace.push(
+                        Source::Store,
+                        Some(&self.worker),
+                        None,
+                        format!("list_leases is {lag:?} stale for {keys:?}"),
+                    );
+                }
+            }
+            (_, Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                self.scans.record_write(&new.key, prior.clone());
+            }
+            _ => {}
         }
-        audit(prior.as_ref(), &outcome);
-        self.after(op, Some(key), after, outcome).await
-    }
-}
-
-#[async_trait]
-impl LeaseStore for SimLeaseStore {
-    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        let op = LeaseOp::CreateTable;
-        let Before::Proceed(after) = self.before(op, None).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let r = self.inner.create_table_if_not_exists().await?;
-        self.after(op, None, after, r).await
     }
 
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        let called_at = self.trace.now();
-        let op = LeaseOp::Create;
-        let Before::Proceed(after) = self.before(op, Some(&lease.key)).await? else {
-            unreachable!("creates draw no conflicts")
-        };
-        let created = self.inner.create_lease_if_not_exists(lease).await?;
-        if created {
-            self.scans.record_write(&lease.key, None);
-            self.ledger
-                .lock()
-                .unwrap()
-                .on_create(&self.worker, lease, called_at);
-            self.note(
-                &lease.key,
-                format!(
-                    "created lease at {} parents {:?}",
-                    lease.checkpoint, lease.parent_shard_ids
-                ),
-            );
-        }
-        self.after(op, Some(&lease.key), after, created).await
-    }
-
-    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        let op = LeaseOp::List;
-        let Before::Proceed(after) = self.before(op, None).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let (r, stale) = self.scans.scan(self.inner.list_leases().await?);
-        if let Some((lag, keys)) = stale.filter(|(_, keys)| !keys.is_empty()) {
-            self.trace.push(
-                Source::Store,
-                Some(&self.worker),
-                None,
-                format!("list_leases is {lag:?} stale for {keys:?}"),
-            );
-        }
-        self.after(op, None, after, r).await
-    }
-
-    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        let op = LeaseOp::Get;
-        let Before::Proceed(after) = self.before(op, Some(key)).await? else {
-            unreachable!("reads draw no conflicts")
-        };
-        let r = self.inner.get_lease(key).await?;
-        self.after(op, Some(key), after, r).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(
-            LeaseOp::Renew,
-            &lease.key,
-            |_, _| {},
-            self.inner.renew_lease(lease),
-        )
-        .await
-    }
-
-    async fn take_lease(
-        &self,
-        lease: &Lease,
-        owner: &str,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |prior: Option<&Lease>, out: &WriteOutcome| {
-            if let WriteOutcome::Applied(new) = out {
+    /// The audit of a call that reached the table, right after it (in the same poll).
+    fn audit(&self, call: &Call<'_>, outcome: &mut Outcome) {
+        let prior = self.prior.lock().unwrap().remove(&call.id).flatten();
+        let called_at = self.called_at.lock().unwrap().remove(&call.id);
+        self.consistency(call, &prior, outcome);
+        match (call.args, &*outcome) {
+            (Args::Create(lease), Ok(Reply::Created(true))) => {
+                let called_at = called_at.expect("recorded in before");
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .on_create(&self.worker, lease, called_at);
+                self.note(
+                    &lease.key,
+                    format!(
+                        "created lease at {} parents {:?}",
+                        lease.checkpoint, lease.parent_shard_ids
+                    ),
+                );
+            }
+            (Args::Take(..), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
                 self.ledger
                     .lock()
                     .unwrap()
                     .on_take(&self.worker, &new.key, &new.checkpoint);
-                let from = prior.and_then(|p| p.owner.clone());
+                let from = prior.and_then(|p| p.owner);
                 self.note(
                     &new.key,
                     format!(
@@ -297,75 +164,75 @@ impl LeaseStore for SimLeaseStore {
                     ),
                 );
             }
-        };
-        self.write(
-            LeaseOp::Take,
-            &lease.key,
-            audit,
-            self.inner.take_lease(lease, owner),
-        )
-        .await
-    }
-
-    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |_: Option<&Lease>, out: &WriteOutcome| {
-            if let WriteOutcome::Applied(new) = out {
+            (Args::Evict(_), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
                 self.note(&new.key, format!("released (counter {})", new.counter));
             }
-        };
-        self.write(
-            LeaseOp::Evict,
-            &lease.key,
-            audit,
-            self.inner.evict_lease(lease),
-        )
-        .await
-    }
-
-    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let audit = |prior: Option<&Lease>, out: &WriteOutcome| {
-            if let (WriteOutcome::Applied(new), Some(prior)) = (out, prior) {
-                self.ledger
-                    .lock()
-                    .unwrap()
-                    .on_checkpoint_applied(&self.worker, prior, new);
+            (Args::Update(_), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                if let Some(prior) = prior {
+                    self.ledger
+                        .lock()
+                        .unwrap()
+                        .on_checkpoint_applied(&self.worker, &prior, new);
+                }
             }
-        };
-        self.write(
-            LeaseOp::Update,
-            &lease.key,
-            audit,
-            self.inner.update_lease(lease),
-        )
-        .await
-    }
-
-    async fn update_child_shard_ids(
-        &self,
-        key: &str,
-        child_shard_ids: &[String],
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(
-            LeaseOp::UpdateChildren,
-            key,
-            |_, _| {},
-            self.inner.update_child_shard_ids(key, child_shard_ids),
-        )
-        .await
-    }
-
-    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        let op = LeaseOp::Delete;
-        let Before::Proceed(after) = self.before(op, Some(key)).await? else {
-            unreachable!("deletes draw no conflicts")
-        };
-        let prior = self.prior(key);
-        self.inner.delete_lease(key).await?;
-        if prior.is_some() {
-            self.scans.record_write(key, prior);
+            (Args::Delete(key), Ok(Reply::Done)) => {
+                self.ledger.lock().unwrap().on_delete(key);
+                self.note(key, "deleted lease".into());
+            }
+            _ => {}
         }
-        self.ledger.lock().unwrap().on_delete(key);
-        self.note(key, "deleted lease".into());
-        self.after(op, Some(key), after, ()).await
+    }
+}
+
+#[async_trait]
+impl LeaseStoreHooks for SimHooks {
+    async fn before(&self, call: &Call<'_>) -> Option<Outcome> {
+        if let Args::Create(_) = call.args {
+            let now = self.trace.now();
+            self.called_at.lock().unwrap().insert(call.id, now);
+        }
+        self.gate.pass().await;
+        if let Some(answer) = self.faults.before(call).await {
+            self.called_at.lock().unwrap().remove(&call.id);
+            self.gate.pass().await;
+            return Some(answer);
+        }
+        // After a slow call's wait (a no-op otherwise: the gate was just passed).
+        self.gate.pass().await;
+        // A call that will time out after applying does not also hang.
+        if !self.faults.fails_after(call) {
+            match self.plan.draw_hang(call.op()) {
+                None => {}
+                Some(Hang::Before(d)) => {
+                    self.note_hang(call, format!("hangs {d:?} before the table sees it"));
+                    tokio::time::sleep(d).await;
+                    self.gate.pass().await;
+                }
+                Some(Hang::After(d)) => {
+                    self.note_hang(call, format!("applies, then its response hangs {d:?}"));
+                    self.hang_after.lock().unwrap().insert(call.id, d);
+                }
+            }
+        }
+        if let Some(key) = call
+            .lease_key()
+            .filter(|_| !matches!(call.args, Args::Get(_)))
+        {
+            let prior = self.table.with_table(|t| t.get(key).cloned());
+            self.prior.lock().unwrap().insert(call.id, prior);
+        }
+        None
+    }
+
+    async fn after(&self, call: &Call<'_>, outcome: &mut Outcome) {
+        self.audit(call, outcome);
+        self.gate.pass().await;
+        self.faults.after(call, outcome).await;
+        let hang = self.hang_after.lock().unwrap().remove(&call.id);
+        if let Some(d) = hang {
+            tokio::time::sleep(d).await;
+        }
+        // After a lost or slow response's wait (a no-op otherwise).
+        self.gate.pass().await;
     }
 }

@@ -4,9 +4,8 @@
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use async_trait::async_trait;
-use kcl::retrieval::{
-    InMemoryStream, IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
-};
+use kcl::retrieval::{IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient};
+use kcl::testing::InMemoryStream;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

@@ -15,7 +15,7 @@
 //!   timeouts: a renewal stuck behind a checkpoint's slow writes, or on a hung call, delays
 //!   only its own lease (the Java renewer waits for every lease each round). Starts are paced
 //!   so that all held leases fit in a quarter interval (leases taken together do not all
-//!   write in the same instant), and at most [`MAX_CONCURRENT_RENEWALS`] writes are in flight. A lease not renewed for `F` (measured from the
+//!   write in the same instant), and at most [`MAX_CONCURRENT_RENEWALS`](renewer::MAX_CONCURRENT_RENEWALS) writes are in flight. A lease not renewed for `F` (measured from the
 //!   *start* of its last successful write) is lost locally: its consumer is told and
 //!   checkpoints are refused, even if DynamoDB still names this worker.
 //! * **Taking** scans the table every `take_interval` (default `F / 3`, minus up to 10 %
@@ -38,7 +38,7 @@
 //! # Files
 //!
 //! `renewer.rs` runs the per-lease renewal schedules, `take_round.rs` the take rounds (scan,
-//! decide with the pure [`choose_leases_to_take`] of `taker.rs`, take in chunks) and
+//! decide with the pure [`choose_leases_to_take`](taker::choose_leases_to_take) of `taker.rs`, take in chunks) and
 //! `watchdog.rs` the local expiry of held leases; this file holds the state they share and
 //! checkpoint writes. Every bounded retry (a renewal, a checkpoint write) follows a
 //! [`RetryPolicy`].
@@ -54,9 +54,7 @@ mod take_round;
 mod taker;
 mod watchdog;
 
-pub use renewer::MAX_CONCURRENT_RENEWALS;
-pub use take_round::{TakeReport, TAKE_CHUNK};
-pub use taker::{choose_leases_to_take, ObservedLease, TakeDecision, TakeReason, TakerConfig};
+pub(crate) use taker::ObservedLease;
 
 use crate::backoff::RetryPolicy;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};

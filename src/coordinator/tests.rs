@@ -3,6 +3,7 @@
 use super::*;
 use crate::checkpoint::Checkpoint;
 use crate::lease::{Fault, InMemoryLeaseStore, LeaseOp};
+use crate::testing::{Args, Call, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const F: Duration = Duration::from_secs(10);
@@ -168,10 +169,9 @@ async fn a_stolen_lease_is_noticed_at_the_next_renewal() {
     );
 }
 
-/// Records every successful renew/take/update per (key, counter before the write).
-#[derive(Debug)]
+/// Records every successful renew/take per (key, counter before the write).
+#[derive(Debug, Default)]
 struct Auditing {
-    inner: InMemoryLeaseStore,
     generations: Mutex<BTreeMap<(String, u64), String>>,
     violations: AtomicU64,
 }
@@ -188,52 +188,16 @@ impl Auditing {
 }
 
 #[async_trait::async_trait]
-impl LeaseStore for Auditing {
-    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        self.inner.create_table_if_not_exists().await
-    }
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        self.inner.create_lease_if_not_exists(lease).await
-    }
-    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        self.inner.list_leases().await
-    }
-    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        self.inner.get_lease(key).await
-    }
-    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let out = self.inner.renew_lease(lease).await?;
-        if let WriteOutcome::Applied(l) = &out {
-            self.record(lease, l.owner.as_deref().unwrap_or(""));
+impl LeaseStoreHooks for Auditing {
+    async fn after(&self, call: &Call<'_>, outcome: &mut Outcome) {
+        let Ok(Reply::Write(WriteOutcome::Applied(new))) = outcome else {
+            return;
+        };
+        match call.args {
+            Args::Renew(lease) => self.record(lease, new.owner.as_deref().unwrap_or("")),
+            Args::Take(lease, owner) => self.record(lease, owner),
+            _ => {}
         }
-        Ok(out)
-    }
-    async fn take_lease(
-        &self,
-        lease: &Lease,
-        owner: &str,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let out = self.inner.take_lease(lease, owner).await?;
-        if out != WriteOutcome::Conflict {
-            self.record(lease, owner);
-        }
-        Ok(out)
-    }
-    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.inner.evict_lease(lease).await
-    }
-    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.inner.update_lease(lease).await
-    }
-    async fn update_child_shard_ids(
-        &self,
-        key: &str,
-        ids: &[String],
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.inner.update_child_shard_ids(key, ids).await
-    }
-    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        self.inner.delete_lease(key).await
     }
 }
 
@@ -255,11 +219,10 @@ async fn faults_never_cause_double_ownership_or_loss_for_a_healthy_worker() {
             }
         }
     })));
-    let audit = Arc::new(Auditing {
-        inner: store.clone(),
-        generations: Mutex::new(BTreeMap::new()),
-        violations: AtomicU64::new(0),
-    });
+    let audit = Arc::new(ObservedLeaseStore::new(
+        Arc::new(store.clone()),
+        Auditing::default(),
+    ));
     let a = start_with(audit.clone(), "a", 1);
     let b = start_with(audit.clone(), "b", 2);
     assert!(wait_until(F * 20, || a.coordinator.held_keys().len()
@@ -291,7 +254,7 @@ async fn faults_never_cause_double_ownership_or_loss_for_a_healthy_worker() {
     }
     // Balancing steals leases (that ends tenures on purpose); count only losses that were not steals.
     assert_eq!(
-        audit.violations.load(Ordering::SeqCst),
+        audit.hooks().violations.load(Ordering::SeqCst),
         0,
         "two workers wrote the same counter generation"
     );

@@ -1,23 +1,6 @@
 //! [`LeaseStore`] on a DynamoDB table in the Java KCL 2.x/3.x item format.
 //!
-//! | attribute | type | meaning |
-//! |---|---|---|
-//! | `leaseKey` | S | hash key: the shard id |
-//! | `leaseOwner` | S | worker id; absent when unowned |
-//! | `leaseCounter` | N | optimistic-lock counter |
-//! | `checkpoint` | S | sequence number or `TRIM_HORIZON`/`LATEST`/`AT_TIMESTAMP`/`SHARD_END` |
-//! | `checkpointSubSequenceNumber` | N | KPL sub-sequence number |
-//! | `ownerSwitchesSinceCheckpoint` | N | owner changes since the last checkpoint |
-//! | `pendingCheckpoint`, `pendingCheckpointSubSequenceNumber` | S, N | prepared checkpoint |
-//! | `pendingCheckpointState` | B | application state of the prepared checkpoint |
-//! | `parentShardId` | SS | parent shard ids (omitted when none) |
-//! | `childShardIds` | SS | child shard ids (omitted when none) |
-//! | `startingHashKey`, `endingHashKey` | S | decimal hash key range |
-//!
-//! Writes only ever name the attributes they change (UpdateItem), so attributes other
-//! applications wrote (the Java KCL 3.x `throughputKBps`, `checkpointOwner`, `entityType`, …)
-//! survive our updates. Items whose `entityType` is set to something other than `LEASE`
-//! (KCL 3.5 single-table mode keeps worker metrics and locks in the same table) are skipped.
+//! The item format is documented on [`DynamoDbLeaseStore`].
 
 use super::{
     HashKeyRange, Lease, LeaseOp, LeaseStore, LeaseStoreCause, LeaseStoreError, WriteOutcome,
@@ -76,7 +59,26 @@ pub mod attr {
 /// takes longer than a fraction of the failover time is as good as failed).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A lease table in DynamoDB.
+/// A lease table in DynamoDB, in the Java KCL 2.x/3.x item format:
+///
+/// | attribute | type | meaning |
+/// |---|---|---|
+/// | `leaseKey` | S | hash key: the shard id |
+/// | `leaseOwner` | S | worker id; absent when unowned |
+/// | `leaseCounter` | N | optimistic-lock counter |
+/// | `checkpoint` | S | sequence number or `TRIM_HORIZON`/`LATEST`/`AT_TIMESTAMP`/`SHARD_END` |
+/// | `checkpointSubSequenceNumber` | N | KPL sub-sequence number |
+/// | `ownerSwitchesSinceCheckpoint` | N | owner changes since the last checkpoint |
+/// | `pendingCheckpoint`, `pendingCheckpointSubSequenceNumber` | S, N | prepared checkpoint |
+/// | `pendingCheckpointState` | B | application state of the prepared checkpoint |
+/// | `parentShardId` | SS | parent shard ids (omitted when none) |
+/// | `childShardIds` | SS | child shard ids (omitted when none) |
+/// | `startingHashKey`, `endingHashKey` | S | decimal hash key range |
+///
+/// Writes only ever name the attributes they change (UpdateItem), so attributes other
+/// applications wrote (the Java KCL 3.x `throughputKBps`, `checkpointOwner`, `entityType`, …)
+/// survive our updates. Items whose `entityType` is set to something other than `LEASE`
+/// (KCL 3.5 single-table mode keeps worker metrics and locks in the same table) are skipped.
 #[derive(Debug, Clone)]
 pub struct DynamoDbLeaseStore {
     client: aws_sdk_dynamodb::Client,

@@ -33,8 +33,27 @@ pub enum LeaseOp {
 }
 
 impl LeaseOp {
+    /// Every operation, in trait order.
+    pub const ALL: [LeaseOp; 10] = [
+        LeaseOp::CreateTable,
+        LeaseOp::Create,
+        LeaseOp::List,
+        LeaseOp::Get,
+        LeaseOp::Renew,
+        LeaseOp::Take,
+        LeaseOp::Evict,
+        LeaseOp::Update,
+        LeaseOp::UpdateChildren,
+        LeaseOp::Delete,
+    ];
+
+    /// The position in [`LeaseOp::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The [`super::LeaseStore`] method, e.g. `renew_lease`.
-    pub fn method_name(self) -> &'static str {
+    pub const fn method_name(self) -> &'static str {
         match self {
             LeaseOp::CreateTable => "create_table_if_not_exists",
             LeaseOp::Create => "create_lease_if_not_exists",

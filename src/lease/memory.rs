@@ -4,10 +4,13 @@
 
 pub use super::LeaseOp;
 use super::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
-use crate::error::ErrorKind;
+use crate::testing::observe::{
+    into_created, into_done, into_write, observe, Args, Call, FaultHooks, Outcome, Reply,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +33,11 @@ pub enum Fault {
 pub trait FaultInjector: Send + Sync {
     /// The fault for this call, if any.
     fn fault(&self, op: LeaseOp, lease_key: Option<&str>) -> Option<Fault>;
+
+    /// How long an injected timeout waits before it fails (tokio time; default: not at all).
+    fn timeout_wait(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl<F> FaultInjector for F
@@ -50,7 +58,8 @@ pub struct InMemoryLeaseStore {
 #[derive(Default)]
 struct Inner {
     leases: Mutex<BTreeMap<String, Lease>>,
-    faults: Mutex<Option<Arc<dyn FaultInjector>>>,
+    faults: FaultHooks,
+    calls: AtomicU64,
 }
 
 impl fmt::Debug for InMemoryLeaseStore {
@@ -62,8 +71,6 @@ impl fmt::Debug for InMemoryLeaseStore {
     }
 }
 
-const TABLE: &str = "in-memory";
-
 impl InMemoryLeaseStore {
     /// An empty table.
     pub fn new() -> Self {
@@ -72,7 +79,7 @@ impl InMemoryLeaseStore {
 
     /// Install (or with `None`, remove) a fault injector.
     pub fn set_fault_injector(&self, injector: Option<Arc<dyn FaultInjector>>) {
-        *self.inner.faults.lock().unwrap() = injector;
+        self.inner.faults.set_injector(injector);
     }
 
     /// A copy of every lease, by key (for assertions).
@@ -85,64 +92,35 @@ impl InMemoryLeaseStore {
         f(&mut self.inner.leases.lock().unwrap())
     }
 
-    /// Inject the configured fault, if any. `Ok(true)` means "apply, then time out".
-    async fn before(&self, op: LeaseOp, key: Option<&str>) -> Result<FaultAfter, LeaseStoreError> {
-        let injector = self.inner.faults.lock().unwrap().clone();
-        let Some(fault) = injector.and_then(|i| i.fault(op, key)) else {
-            return Ok(FaultAfter::None);
-        };
-        let err = |kind, msg: &str| LeaseStoreError::simulated(kind, op, TABLE, key, msg);
-        match fault {
-            Fault::Throttle => Err(err(ErrorKind::Throttled, "injected throttling")),
-            Fault::Timeout => Err(err(ErrorKind::Retryable, "injected timeout")),
-            Fault::TimeoutAfterApply => Ok(FaultAfter::TimeoutAfterApply),
-            Fault::Delay(d) => {
-                tokio::time::sleep(d).await;
-                Ok(FaultAfter::None)
-            }
-            Fault::Conflict => Ok(FaultAfter::Conflict),
-        }
+    /// Run `run` behind the injected faults.
+    async fn faulty(&self, args: Args<'_>, run: impl FnOnce() -> Outcome) -> Outcome {
+        let id = self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let call = Call { id, args };
+        observe(&self.inner.faults, &call, async { run() }).await
     }
 
     /// A conditional write on one lease: `apply` returns the new lease or `None` (condition lost).
     async fn write(
         &self,
-        op: LeaseOp,
-        key: &str,
+        args: Args<'_>,
         apply: impl FnOnce(Option<&Lease>) -> Option<Lease>,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        let after = self.before(op, Some(key)).await?;
-        if after == FaultAfter::Conflict {
-            return Ok(WriteOutcome::Conflict);
-        }
-        let outcome = {
+    ) -> Outcome {
+        let key = Call { id: 0, args }
+            .lease_key()
+            .unwrap_or_default()
+            .to_string();
+        self.faulty(args, || {
             let mut table = self.inner.leases.lock().unwrap();
-            match apply(table.get(key)) {
+            Ok(Reply::Write(match apply(table.get(&key)) {
                 Some(new) => {
-                    table.insert(key.to_string(), new.clone());
+                    table.insert(key.clone(), new.clone());
                     WriteOutcome::Applied(new)
                 }
                 None => WriteOutcome::Conflict,
-            }
-        };
-        if after == FaultAfter::TimeoutAfterApply {
-            return Err(LeaseStoreError::simulated(
-                ErrorKind::Retryable,
-                op,
-                TABLE,
-                Some(key),
-                "injected timeout after the write was applied",
-            ));
-        }
-        Ok(outcome)
+            }))
+        })
+        .await
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum FaultAfter {
-    None,
-    TimeoutAfterApply,
-    Conflict,
 }
 
 fn counter_matches(current: Option<&Lease>, expected: &Lease) -> bool {
@@ -152,43 +130,55 @@ fn counter_matches(current: Option<&Lease>, expected: &Lease) -> bool {
 #[async_trait]
 impl LeaseStore for InMemoryLeaseStore {
     async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        self.before(LeaseOp::CreateTable, None).await?;
-        Ok(())
+        let out = self.faulty(Args::CreateTable, || Ok(Reply::Done)).await;
+        into_done(LeaseOp::CreateTable, out)
     }
 
     async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        let outcome = self
-            .write(LeaseOp::Create, &lease.key, |current| match current {
+        let out = self
+            .write(Args::Create(lease), |current| match current {
                 Some(_) => None,
                 None => Some(lease.clone()),
             })
-            .await?;
-        Ok(matches!(outcome, WriteOutcome::Applied(_)))
+            .await;
+        into_created(out)
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        self.before(LeaseOp::List, None).await?;
-        Ok(self
-            .inner
-            .leases
-            .lock()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect())
+        let out = self
+            .faulty(Args::List, || {
+                let table = self.inner.leases.lock().unwrap();
+                Ok(Reply::Leases(table.values().cloned().collect()))
+            })
+            .await;
+        match out? {
+            Reply::Leases(l) => Ok(l),
+            other => unreachable!("list_leases answered {other:?}"),
+        }
     }
 
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        self.before(LeaseOp::Get, Some(key)).await?;
-        Ok(self.inner.leases.lock().unwrap().get(key).cloned())
+        let out = self
+            .faulty(Args::Get(key), || {
+                Ok(Reply::Lease(
+                    self.inner.leases.lock().unwrap().get(key).cloned(),
+                ))
+            })
+            .await;
+        match out? {
+            Reply::Lease(l) => Ok(l),
+            other => unreachable!("get_lease answered {other:?}"),
+        }
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(LeaseOp::Renew, &lease.key, |current| {
-            let current = current.filter(|_| counter_matches(current, lease))?;
-            Some(current.renewed())
-        })
-        .await
+        let out = self
+            .write(Args::Renew(lease), |current| {
+                let current = current.filter(|_| counter_matches(current, lease))?;
+                Some(current.renewed())
+            })
+            .await;
+        into_write(LeaseOp::Renew, out)
     }
 
     async fn take_lease(
@@ -196,40 +186,46 @@ impl LeaseStore for InMemoryLeaseStore {
         lease: &Lease,
         owner: &str,
     ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(LeaseOp::Take, &lease.key, |current| {
-            let current = current.filter(|_| counter_matches(current, lease))?;
-            Some(current.taken_by(owner))
-        })
-        .await
+        let out = self
+            .write(Args::Take(lease, owner), |current| {
+                let current = current.filter(|_| counter_matches(current, lease))?;
+                Some(current.taken_by(owner))
+            })
+            .await;
+        into_write(LeaseOp::Take, out)
     }
 
     async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(LeaseOp::Evict, &lease.key, |current| {
-            let current =
-                current.filter(|c| c.counter == lease.counter && c.owner == lease.owner)?;
-            Some(current.evicted())
-        })
-        .await
+        let out = self
+            .write(Args::Evict(lease), |current| {
+                let current =
+                    current.filter(|c| c.counter == lease.counter && c.owner == lease.owner)?;
+                Some(current.evicted())
+            })
+            .await;
+        into_write(LeaseOp::Evict, out)
     }
 
     async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(LeaseOp::Update, &lease.key, |current| {
-            let current = current.filter(|_| counter_matches(current, lease))?;
-            let mut new = current.clone();
-            new.counter += 1;
-            new.checkpoint = lease.checkpoint.clone();
-            new.pending_checkpoint = lease.pending_checkpoint.clone();
-            new.pending_checkpoint_state = lease.pending_checkpoint_state.clone();
-            new.owner_switches_since_checkpoint = lease.owner_switches_since_checkpoint;
-            if !lease.child_shard_ids.is_empty() {
-                new.child_shard_ids = lease.child_shard_ids.clone();
-            }
-            if lease.hash_key_range.is_some() {
-                new.hash_key_range = lease.hash_key_range;
-            }
-            Some(new)
-        })
-        .await
+        let out = self
+            .write(Args::Update(lease), |current| {
+                let current = current.filter(|_| counter_matches(current, lease))?;
+                let mut new = current.clone();
+                new.counter += 1;
+                new.checkpoint = lease.checkpoint.clone();
+                new.pending_checkpoint = lease.pending_checkpoint.clone();
+                new.pending_checkpoint_state = lease.pending_checkpoint_state.clone();
+                new.owner_switches_since_checkpoint = lease.owner_switches_since_checkpoint;
+                if !lease.child_shard_ids.is_empty() {
+                    new.child_shard_ids = lease.child_shard_ids.clone();
+                }
+                if lease.hash_key_range.is_some() {
+                    new.hash_key_range = lease.hash_key_range;
+                }
+                Some(new)
+            })
+            .await;
+        into_write(LeaseOp::Update, out)
     }
 
     async fn update_child_shard_ids(
@@ -237,28 +233,23 @@ impl LeaseStore for InMemoryLeaseStore {
         key: &str,
         child_shard_ids: &[String],
     ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.write(LeaseOp::UpdateChildren, key, |current| {
-            let mut new = current?.clone();
-            new.child_shard_ids = super::sorted(child_shard_ids.iter().cloned());
-            Some(new)
-        })
-        .await
+        let out = self
+            .write(Args::UpdateChildren(key, child_shard_ids), |current| {
+                let mut new = current?.clone();
+                new.child_shard_ids = super::sorted(child_shard_ids.iter().cloned());
+                Some(new)
+            })
+            .await;
+        into_write(LeaseOp::UpdateChildren, out)
     }
 
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        let after = self.before(LeaseOp::Delete, Some(key)).await?;
-        if after != FaultAfter::Conflict {
-            self.inner.leases.lock().unwrap().remove(key);
-        }
-        if after == FaultAfter::TimeoutAfterApply {
-            return Err(LeaseStoreError::simulated(
-                ErrorKind::Retryable,
-                LeaseOp::Delete,
-                TABLE,
-                Some(key),
-                "injected timeout after the write was applied",
-            ));
-        }
-        Ok(())
+        let out = self
+            .faulty(Args::Delete(key), || {
+                self.inner.leases.lock().unwrap().remove(key);
+                Ok(Reply::Done)
+            })
+            .await;
+        into_done(LeaseOp::Delete, out)
     }
 }

@@ -1,21 +1,24 @@
 //! Leases: which worker processes which shard, and how far it got.
 //!
-//! A [`Lease`] is one item of the lease table, in the Java KCL's format (see [`dynamodb`] for
-//! the attribute names). Every change goes through a [`LeaseStore`] with a conditional write:
+//! A [`Lease`] is one item of the lease table, in the Java KCL's format (see [`DynamoDbLeaseStore`]
+//! for the attribute names). Every change goes through a [`LeaseStore`] with a conditional write:
 //! a write whose condition no longer holds returns [`WriteOutcome::Conflict`] (a value, not an
 //! error), because losing a race for a lease is a normal event. Errors are reserved for
 //! failures of the store itself, and say whether a retry may help ([`LeaseStoreError::kind`]).
 //!
-//! Two implementations share one contract test suite: [`DynamoDbLeaseStore`] and
-//! [`InMemoryLeaseStore`] (deterministic tests and simulation, with fault injection).
+//! [`DynamoDbLeaseStore`] is the production store. Implement [`LeaseStore`] for another
+//! backend; the `testing` feature has an in-memory store with fault injection and the contract
+//! suite every store must pass (`kcl::testing::lease_store_contract`), which both stores run.
 
-pub mod dynamodb;
+pub(crate) mod dynamodb;
 mod error;
-pub mod memory;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod memory;
 
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
-pub use memory::{Fault, FaultInjector, InMemoryLeaseStore};
+#[cfg(test)]
+pub(crate) use memory::{Fault, InMemoryLeaseStore};
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;
@@ -203,8 +206,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError>;
 }
 
-#[cfg(any(test, feature = "test-util"))]
-pub mod contract;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod contract;
 
 #[cfg(test)]
 mod tests {

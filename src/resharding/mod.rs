@@ -12,11 +12,11 @@ pub mod children;
 pub(crate) mod cleanup;
 pub mod sync;
 
-pub use children::{child_leases, create_child_leases, ChildLeaseError};
-pub use sync::{
-    initial_checkpoint, leases_to_create, sync_shards, sync_shards_within, ShardSyncError,
-    SYNC_CREATE_CONCURRENCY,
-};
+pub(crate) use children::create_child_leases;
+#[cfg(test)]
+pub(crate) use children::ChildLeaseError;
+pub use sync::ShardSyncError;
+pub(crate) use sync::{sync_shards, sync_shards_within};
 
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;

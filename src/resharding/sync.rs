@@ -398,7 +398,7 @@ impl<'a> ChildIndex<'a> {
 mod tests {
     use super::*;
     use crate::lease::HashKeyRange;
-    use crate::resharding::child_leases;
+    use crate::resharding::children::child_leases;
     use crate::retrieval::ChildShard;
 
     fn shard(i: u32, parents: &[u32], closed: bool) -> Shard {

@@ -2,15 +2,19 @@
 //!
 //! [`StreamClient`] is the small object-safe surface the library needs from Kinesis
 //! (ListShards, GetShardIterator, GetRecords); [`KinesisStreamClient`] implements it on the AWS
-//! SDK and [`InMemoryStream`] in memory, for deterministic tests and simulation.
-//! [`fetcher`] turns it into a bounded prefetch of batches per shard.
+//! SDK; implement it for another source. The `testing` feature has an in-memory stream with
+//! fault injection. Inside the crate, a fetcher turns it into a bounded prefetch of batches
+//! per shard.
 
-pub mod fetcher;
-pub mod kinesis;
-pub mod memory;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod fetcher;
+mod kinesis;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod memory;
 
-pub use kinesis::{KinesisStreamClient, StreamRef};
-pub use memory::InMemoryStream;
+pub use kinesis::{KinesisStreamClient, StreamRef, DEFAULT_REQUEST_TIMEOUT};
+#[cfg(test)]
+pub(crate) use memory::InMemoryStream;
 
 use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;

@@ -229,18 +229,18 @@ async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_dies() {
         behavior,
     );
     wait_for(LIMIT, "an even split", || {
-        a.coordinator.held_keys().len() == 2 && b.coordinator.held_keys().len() == 2
+        a.handle.held_shards().len() == 2 && b.handle.held_shards().len() == 2
     })
     .await;
     wait_for(LIMIT, "first records", || {
         journal.distinct_payloads().len() == 100
     })
     .await;
-    let b_shards = b.coordinator.held_keys();
+    let b_shards = b.handle.held_shards();
     let died = tokio::time::Instant::now();
     b.kill().await;
     wait_for(LIMIT, "a takes b's shards", || {
-        a.coordinator.held_keys().len() == 4
+        a.handle.held_shards().len() == 4
     })
     .await;
     eprintln!(

@@ -1,12 +1,10 @@
 //! Issue 3 on DynamoDB Local: coordinators sharing a real lease table.
 
 use crate::common::aws;
-use async_trait::async_trait;
 use kcl::checkpoint::Checkpoint;
-use kcl::coordinator::{CoordinatorConfig, LeaseCoordinator};
-use kcl::lease::{DynamoDbLeaseStore, Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+use kcl::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
+use kcl::testing::{CallCounter, LeaseOp, ObservedLeaseStore, TestCoordinator};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -15,62 +13,7 @@ use tokio_util::sync::CancellationToken;
 const F: Duration = Duration::from_secs(2);
 
 /// Counts the requests each operation sends to DynamoDB.
-#[derive(Debug)]
-struct Counting {
-    inner: DynamoDbLeaseStore,
-    renew: AtomicU64,
-    take: AtomicU64,
-    update: AtomicU64,
-    scan: AtomicU64,
-    get: AtomicU64,
-}
-
-#[async_trait]
-impl LeaseStore for Counting {
-    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
-        self.inner.create_table_if_not_exists().await
-    }
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        self.inner.create_lease_if_not_exists(lease).await
-    }
-    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        self.scan.fetch_add(1, Ordering::Relaxed);
-        self.inner.list_leases().await
-    }
-    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        self.get.fetch_add(1, Ordering::Relaxed);
-        self.inner.get_lease(key).await
-    }
-    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.renew.fetch_add(1, Ordering::Relaxed);
-        self.inner.renew_lease(lease).await
-    }
-    async fn take_lease(
-        &self,
-        lease: &Lease,
-        owner: &str,
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.take.fetch_add(1, Ordering::Relaxed);
-        self.inner.take_lease(lease, owner).await
-    }
-    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.inner.evict_lease(lease).await
-    }
-    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        self.update.fetch_add(1, Ordering::Relaxed);
-        self.inner.update_lease(lease).await
-    }
-    async fn update_child_shard_ids(
-        &self,
-        key: &str,
-        ids: &[String],
-    ) -> Result<WriteOutcome, LeaseStoreError> {
-        self.inner.update_child_shard_ids(key, ids).await
-    }
-    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
-        self.inner.delete_lease(key).await
-    }
-}
+type Counting = ObservedLeaseStore<CallCounter>;
 
 async fn table_with(n: usize) -> (Arc<Counting>, String) {
     let aws = aws().await;
@@ -86,29 +29,25 @@ async fn table_with(n: usize) -> (Arc<Counting>, String) {
             .await
             .unwrap());
     }
-    let store = Arc::new(Counting {
-        inner,
-        renew: AtomicU64::new(0),
-        take: AtomicU64::new(0),
-        update: AtomicU64::new(0),
-        scan: AtomicU64::new(0),
-        get: AtomicU64::new(0),
-    });
+    let store = Arc::new(ObservedLeaseStore::new(
+        Arc::new(inner),
+        CallCounter::default(),
+    ));
     (store, table)
 }
 
 struct Running {
-    coordinator: LeaseCoordinator,
+    coordinator: TestCoordinator,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 fn start(store: &Arc<Counting>, id: &str) -> Running {
-    let coordinator = LeaseCoordinator::new(store.clone(), CoordinatorConfig::new(id, F));
+    let coordinator = TestCoordinator::new(store.clone(), id, F);
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let (c, s) = (coordinator.clone(), stop.clone());
-        async move { c.run(s).await }
+        async move { c.run(s.cancelled_owned()).await }
     });
     Running {
         coordinator,
@@ -167,24 +106,17 @@ async fn three_coordinators_balance_one_is_dropped_and_the_rest_share_its_leases
     .await;
 
     // Steady state: measure requests per lease per minute over a few renewal periods.
-    let before = [
-        &store.renew,
-        &store.update,
-        &store.scan,
-        &store.take,
-        &store.get,
-    ]
-    .map(|c| c.load(Ordering::Relaxed));
+    let ops = [
+        LeaseOp::Renew,
+        LeaseOp::Update,
+        LeaseOp::List,
+        LeaseOp::Take,
+        LeaseOp::Get,
+    ];
+    let before = ops.map(|op| store.hooks().count(op));
     let window = Duration::from_secs(8);
     tokio::time::sleep(window).await;
-    let after = [
-        &store.renew,
-        &store.update,
-        &store.scan,
-        &store.take,
-        &store.get,
-    ]
-    .map(|c| c.load(Ordering::Relaxed));
+    let after = ops.map(|op| store.hooks().count(op));
     let per_lease_minute =
         |i: usize| (after[i] - before[i]) as f64 / 9.0 / window.as_secs_f64() * 60.0;
     eprintln!(

@@ -164,7 +164,6 @@ pub fn config(app: &str, stream: &str, worker: &str) -> ConfigBuilder {
 /// A worker running in the background.
 pub struct Worker {
     pub handle: kcl::SchedulerHandle,
-    pub coordinator: kcl::coordinator::LeaseCoordinator,
     pub task: tokio::task::JoinHandle<Result<(), kcl::SchedulerError>>,
 }
 
@@ -202,13 +201,8 @@ pub fn start_worker(
     };
     let scheduler = Scheduler::from_sdk_config(config, factory, aws.sdk_config(), &endpoints);
     let handle = scheduler.handle();
-    let coordinator = scheduler.coordinator().clone();
     let task = tokio::spawn(scheduler.run(std::future::pending()));
-    Worker {
-        handle,
-        coordinator,
-        task,
-    }
+    Worker { handle, task }
 }
 
 /// Poll `cond` every 100 ms until it holds, or panic with `what` after `limit`.

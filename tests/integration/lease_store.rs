@@ -22,7 +22,7 @@ async fn store() -> (DynamoDbLeaseStore, aws_sdk_dynamodb::Client, String) {
 #[tokio::test]
 async fn dynamodb_store_passes_the_contract() {
     let (store, _, _) = store().await;
-    kcl::lease::contract::run(&store, "contract-").await;
+    kcl::testing::lease_store_contract(&store, "contract-").await;
 }
 
 #[tokio::test]

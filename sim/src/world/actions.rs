@@ -8,7 +8,7 @@ use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::processor::SimProcessorFactory;
 use crate::scenario::{Action, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
-use crate::store::SimLeaseStore;
+use crate::store::sim_lease_store;
 use crate::stream::SimStream;
 use kcl::retrieval::StreamRef;
 use kcl::{Config, InitialPosition, Scheduler};
@@ -50,7 +50,7 @@ impl World {
             .build()
             .expect("the scenario's settings are valid");
         let gate = Gate::new();
-        let store = SimLeaseStore::new(
+        let store = sim_lease_store(
             self.table.clone(),
             &id,
             gate.clone(),
@@ -68,7 +68,6 @@ impl World {
             seed: sc.seed,
         };
         let scheduler = Scheduler::new(config, factory, Arc::new(stream), Arc::new(store));
-        let coordinator = scheduler.coordinator().clone();
         let handle = scheduler.handle();
         let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
         self.ledger.lock().unwrap().stats.workers_started += 1;
@@ -80,7 +79,6 @@ impl World {
         );
         self.workers.push(Worker {
             id,
-            coordinator,
             handle,
             task,
             gate,

@@ -21,9 +21,7 @@ use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
 use crate::scenario::Scenario;
 use crate::trace::Trace;
-use kcl::coordinator::LeaseCoordinator;
-use kcl::lease::InMemoryLeaseStore;
-use kcl::retrieval::InMemoryStream;
+use kcl::testing::{InMemoryLeaseStore, InMemoryStream};
 use kcl::{SchedulerError, SchedulerHandle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -86,7 +84,6 @@ enum WorkerState {
 
 struct Worker {
     id: String,
-    coordinator: LeaseCoordinator,
     handle: SchedulerHandle,
     task: JoinHandle<Result<(), SchedulerError>>,
     gate: Gate,
@@ -248,7 +245,7 @@ impl World {
     fn holders(&self) -> BTreeMap<String, Vec<String>> {
         let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for w in self.live() {
-            for key in w.coordinator.held_keys() {
+            for key in w.handle.held_shards() {
                 holders.entry(key).or_default().push(w.id.clone());
             }
         }
@@ -280,7 +277,7 @@ impl World {
             .iter()
             .filter(|w| w.state == WorkerState::Running)
             .map(|w| {
-                let held = w.coordinator.held_keys();
+                let held = w.handle.held_shards();
                 let finished = held
                     .iter()
                     .filter(|k| table.get(*k).is_some_and(|l| l.checkpoint.is_shard_end()))

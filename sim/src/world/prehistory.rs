@@ -13,8 +13,8 @@
 
 use crate::ledger::Ledger;
 use crate::scenario::{Prehistory, MAX_OPEN_SHARDS};
-use kcl::lease::{InMemoryLeaseStore, Lease};
-use kcl::retrieval::InMemoryStream;
+use kcl::lease::Lease;
+use kcl::testing::{InMemoryLeaseStore, InMemoryStream};
 use kcl::Checkpoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,116 @@
+//! The testing kit (feature `testing`): in-memory backends, fault injection, the lease-store
+//! contract suite, an observing lease-store layer, and a way to unit-test a record processor.
+//!
+//! **Not semver-stable**: this module serves tests, the simulation and the benchmarks, and
+//! changes with them. Nothing here is in a default build.
+//!
+//! | what | for |
+//! |---|---|
+//! | [`TestShard`] | unit-testing your [`RecordProcessor`](crate::RecordProcessor) with a real [`Checkpointer`](crate::Checkpointer) |
+//! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection |
+//! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
+//! | [`FaultHooks`], [`CallCounter`] | ready-made hooks |
+//! | [`lease_store_contract`] | the checks every `LeaseStore` must pass (run it on your own backend) |
+//! | [`TestCoordinator`], [`sync_shards`], [`seed_thread_jitter`], [`lease_to_dynamodb_item`] | internals the simulation, benchmarks and integration tests drive directly |
+//!
+//! # Testing your processor
+//!
+//! [`TestShard`] holds the lease of one shard on an in-memory lease table, delivers batches
+//! to your processor the way the scheduler does (the checkpointer accepts positions up to the
+//! last record delivered), and reads back what was checkpointed:
+//!
+//! ```
+//! use kcl::testing::TestShard;
+//! use kcl::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//!
+//! /// Checkpoints after every second batch.
+//! #[derive(Default)]
+//! struct EveryOther { batches: usize }
+//!
+//! #[async_trait::async_trait]
+//! impl RecordProcessor for EveryOther {
+//!     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
+//!     async fn process_records(&mut self, _: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!         self.batches += 1;
+//!         if self.batches % 2 == 0 { cp.checkpoint().await?; }
+//!         Ok(())
+//!     }
+//!     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+//!         if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } = reason {
+//!             checkpointer.checkpoint().await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut shard = TestShard::new("shardId-000000000000").await;
+//! let mut processor = EveryOther::default();
+//! shard.initialize(&mut processor).await.unwrap();
+//!
+//! let first = shard.records(["a", "b"]);
+//! shard.process(&mut processor, first).await.unwrap();
+//! assert_eq!(shard.stored_checkpoint(), Checkpoint::TrimHorizon); // not yet
+//!
+//! let second = shard.records(["c"]);
+//! let last = second[0].checkpoint();
+//! shard.process(&mut processor, second).await.unwrap();
+//! assert_eq!(shard.stored_checkpoint(), last);
+//!
+//! shard.end_shard(&mut processor).await.unwrap();
+//! assert_eq!(shard.stored_checkpoint(), Checkpoint::ShardEnd);
+//! # }
+//! ```
+
+mod coordinator;
+pub(crate) mod observe;
+mod shard;
+
+pub use crate::lease::memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+pub use crate::retrieval::memory::{
+    hash_key, InMemoryStream, StreamFault, StreamFaultInjector, StreamOp, BASE_EPOCH,
+    DEFAULT_READ_LIMIT, FIRST_SEQUENCE_NUMBER, ITERATOR_TTL, MAX_GET_RECORDS_LIMIT,
+};
+pub use coordinator::TestCoordinator;
+pub use observe::{
+    Args, Call, CallCounter, FaultHooks, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
+};
+pub use shard::TestShard;
+
+use crate::config::InitialPosition;
+use crate::lease::{Lease, LeaseStore};
+use crate::retrieval::StreamClient;
+use crate::ShardSyncError;
+
+/// Run every check of the lease-store contract against `store`, panicking with a message that
+/// names what diverged. Lease keys are prefixed with `prefix`, so several runs can share a
+/// table. Both built-in stores pass it; run it against your own [`LeaseStore`].
+pub async fn lease_store_contract(store: &dyn LeaseStore, prefix: &str) {
+    crate::lease::contract::run(store, prefix).await
+}
+
+/// Make the jitter of every retry backoff on this thread come from a generator seeded with
+/// `seed` (deterministic simulation on a current-thread runtime); `None` goes back to OS
+/// entropy. Only builds with this feature have the seeded generator.
+pub fn seed_thread_jitter(seed: Option<u64>) {
+    crate::backoff::seed_thread_jitter(seed)
+}
+
+/// One shard sync as the scheduler runs it: list leases and shards, create the missing leases
+/// (new leases start at `position`). Returns how many were created.
+pub async fn sync_shards(
+    stream: &dyn StreamClient,
+    store: &dyn LeaseStore,
+    position: InitialPosition,
+) -> Result<usize, ShardSyncError> {
+    crate::resharding::sync_shards(stream, store, position).await
+}
+
+/// The DynamoDB item [`DynamoDbLeaseStore`](crate::lease::DynamoDbLeaseStore) writes for
+/// `lease` (in the Java KCL's format), e.g. to measure item sizes.
+pub fn lease_to_dynamodb_item(
+    lease: &Lease,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    crate::lease::dynamodb::lease_to_item(lease)
+}
