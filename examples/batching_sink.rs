@@ -15,8 +15,8 @@
 //! ```
 
 use async_trait::async_trait;
-use kcl::retrieval::StreamRef;
-use kcl::{
+use kinesis_client::retrieval::StreamRef;
+use kinesis_client::{
     Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, Record,
     RecordProcessor, Scheduler, Shutdown,
 };
@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .call_process_records_even_for_empty_list(true)
         .build()?;
     let sdk = aws_config::load_from_env().await;
-    let endpoints = kcl::aws::Endpoints {
+    let endpoints = kinesis_client::aws::Endpoints {
         kinesis: std::env::var("KCL_KINESIS_ENDPOINT").ok(),
         dynamodb: std::env::var("KCL_DYNAMODB_ENDPOINT").ok(),
     };

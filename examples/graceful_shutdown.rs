@@ -1,7 +1,7 @@
 //! # Graceful shutdown on SIGTERM (containers, systemd, Kubernetes)
 //!
 //! What it teaches: the library installs no signal handlers; the application passes the
-//! shutdown signal to [`Scheduler::run`] (or calls [`kcl::SchedulerHandle::request_shutdown`]).
+//! shutdown signal to [`Scheduler::run`] (or calls [`kinesis_client::SchedulerHandle::request_shutdown`]).
 //! On shutdown every processor gets `Shutdown::Requested` **while its lease is still held**
 //! and checkpoints; then the worker releases its leases, so other workers take the shards at
 //! once instead of waiting for the failover time. The whole sequence is bounded by
@@ -14,8 +14,8 @@
 //! ```
 
 use async_trait::async_trait;
-use kcl::retrieval::StreamRef;
-use kcl::{
+use kinesis_client::retrieval::StreamRef;
+use kinesis_client::{
     Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, Scheduler, Shutdown,
 };
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .graceful_shutdown_timeout(Duration::from_secs(20))
         .build()?;
     let sdk = aws_config::load_from_env().await;
-    let endpoints = kcl::aws::Endpoints {
+    let endpoints = kinesis_client::aws::Endpoints {
         kinesis: std::env::var("KCL_KINESIS_ENDPOINT").ok(),
         dynamodb: std::env::var("KCL_DYNAMODB_ENDPOINT").ok(),
     };

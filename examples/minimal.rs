@@ -15,8 +15,8 @@
 //! checkpoint, so the records of the last unfinished batch are delivered again.
 
 use async_trait::async_trait;
-use kcl::retrieval::StreamRef;
-use kcl::{
+use kinesis_client::retrieval::StreamRef;
+use kinesis_client::{
     Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, Scheduler, Shutdown,
 };
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let config = Config::builder(app, StreamRef::Name(stream)).build()?;
     let sdk = aws_config::load_from_env().await;
-    let endpoints = kcl::aws::Endpoints {
+    let endpoints = kinesis_client::aws::Endpoints {
         kinesis: std::env::var("KCL_KINESIS_ENDPOINT").ok(),
         dynamodb: std::env::var("KCL_DYNAMODB_ENDPOINT").ok(),
     };

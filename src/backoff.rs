@@ -12,7 +12,7 @@ thread_local! {
 
 /// Make the jitter of every backoff on this thread come from a generator seeded with `seed`
 /// (deterministic simulation on a current-thread runtime). `None` goes back to OS entropy.
-/// Only in builds with the `testing` feature: see `kcl::testing::seed_thread_jitter`.
+/// Only in builds with the `testing` feature: see `kinesis_client::testing::seed_thread_jitter`.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn seed_thread_jitter(seed: Option<u64>) {
     JITTER.with(|j| *j.borrow_mut() = seed.map(StdRng::seed_from_u64));
@@ -92,7 +92,7 @@ impl Iterator for Backoff {
 ///
 /// ```
 /// use std::time::Duration;
-/// use kcl::backoff::RetryPolicy;
+/// use kinesis_client::backoff::RetryPolicy;
 /// let policy = RetryPolicy::new(3, Duration::from_millis(50), Duration::from_millis(200));
 /// let mut retry = policy.start().without_jitter();
 /// assert_eq!(retry.next_delay(), Some(Duration::from_millis(50))); // before the 2nd attempt

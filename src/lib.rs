@@ -1,4 +1,4 @@
-//! # kcl: the Kinesis Client Library for Rust
+//! # kinesis-client: the Kinesis Client Library for Rust
 //!
 //! Workers of one application share the shards of a Kinesis stream through a DynamoDB lease
 //! table (in the Java KCL's item format, so an application can move between the Java KCL and
@@ -18,8 +18,8 @@
 //! ## Example
 //!
 //! ```no_run
-//! use kcl::{Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown};
-//! use kcl::retrieval::StreamRef;
+//! use kinesis_client::{Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown};
+//! use kinesis_client::retrieval::StreamRef;
 //!
 //! struct Printer;
 //!
@@ -87,12 +87,12 @@
 //! ## Testing your processor
 //!
 //! Enable the `testing` feature in your dev-dependencies
-//! (`kcl = { version = "…", features = ["testing"] }`): `kcl::testing::TestShard` holds a
+//! (`kinesis-client = { version = "…", features = ["testing"] }`): `kinesis_client::testing::TestShard` holds a
 //! shard's lease on an in-memory lease table and drives your processor as the scheduler does,
 //! with a real [`Checkpointer`], so a unit test can assert what was checkpointed:
 //!
 //! ```
-//! # use kcl::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//! # use kinesis_client::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
 //! # struct Mine;
 //! # #[async_trait::async_trait]
 //! # impl RecordProcessor for Mine {
@@ -103,7 +103,7 @@
 //! #     }
 //! #     async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> { Ok(()) }
 //! # }
-//! use kcl::testing::TestShard;
+//! use kinesis_client::testing::TestShard;
 //!
 //! #[tokio::test]
 //! async fn checkpoints_the_last_record_of_each_batch() {

@@ -1,4 +1,4 @@
-//! A simulated fleet for sections 3 and 4: `W` workers ([`kcl::Scheduler`]) sharing an
+//! A simulated fleet for sections 3 and 4: `W` workers ([`kinesis_client::Scheduler`]) sharing an
 //! [`InMemoryStream`] of `L` shards and an [`InMemoryLeaseStore`] (optionally behind a
 //! [`CountingStore`]), a producer putting records into every shard at a steady rate, and a
 //! log of every batch delivered (when, by which worker, which shard). Meant for a
@@ -6,9 +6,9 @@
 
 use crate::counting::{counting, CountingStore};
 use crate::noop::NoopProcessor;
-use kcl::lease::LeaseStore;
-use kcl::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
-use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
+use kinesis_client::lease::LeaseStore;
+use kinesis_client::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
+use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,13 +129,14 @@ impl Cluster {
             .build()
             .expect("config");
         let log = self.log.clone();
-        let hook: crate::noop::BatchHook = Arc::new(move |shard: &str, _: &[kcl::Record]| {
-            log.lock().unwrap().push(Delivery {
-                at: Instant::now(),
-                worker: i,
-                shard: shard.to_string(),
+        let hook: crate::noop::BatchHook =
+            Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
+                log.lock().unwrap().push(Delivery {
+                    at: Instant::now(),
+                    worker: i,
+                    shard: shard.to_string(),
+                });
             });
-        });
         let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
         let store: Arc<dyn LeaseStore> = match &self.counting {
             Some(c) => c.clone(),

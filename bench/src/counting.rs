@@ -1,11 +1,11 @@
 //! A [`LeaseStore`] that counts the calls made through it, by method, and delegates.
 //!
-//! Each call of the trait is one DynamoDB request in [`kcl::lease::DynamoDbLeaseStore`] except
+//! Each call of the trait is one DynamoDB request in [`kinesis_client::lease::DynamoDbLeaseStore`] except
 //! `list_leases`, which is one `Scan` request per 1 MB page; [`item_size`] gives the size of an
 //! item as DynamoDB counts it, to say how many leases a page holds.
 
-use kcl::lease::{Lease, LeaseStore};
-use kcl::testing::{lease_to_dynamodb_item, CallCounter, LeaseOp, ObservedLeaseStore};
+use kinesis_client::lease::{Lease, LeaseStore};
+use kinesis_client::testing::{lease_to_dynamodb_item, CallCounter, LeaseOp, ObservedLeaseStore};
 use std::sync::Arc;
 
 /// The counted methods, in [`Counts`] order.
@@ -69,8 +69,8 @@ pub fn item_size(lease: &Lease) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kcl::testing::InMemoryLeaseStore;
-    use kcl::Checkpoint;
+    use kinesis_client::testing::InMemoryLeaseStore;
+    use kinesis_client::Checkpoint;
 
     #[tokio::test]
     async fn counts_each_method() {

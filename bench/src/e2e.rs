@@ -20,9 +20,9 @@ use crate::stats::{percentile, rate, sig};
 use crate::timed::TimedStream;
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::lease::DynamoDbLeaseStore;
-use kcl::retrieval::{KinesisStreamClient, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle};
+use kinesis_client::lease::DynamoDbLeaseStore;
+use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::LocalAws;
@@ -141,7 +141,7 @@ async fn delay_run(aws: &LocalAws, idle: Duration, duration: Duration) -> Result
     let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let hook: BatchHook = {
         let received = received.clone();
-        Arc::new(move |_: &str, records: &[kcl::Record]| {
+        Arc::new(move |_: &str, records: &[kinesis_client::Record]| {
             let now = Instant::now();
             let mut r = received.lock().unwrap();
             r.extend(
@@ -260,7 +260,7 @@ async fn throughput_run(aws: &LocalAws, records: u64) -> Result<ThroughputRun> {
     let done = Countdown::new(records, Instant::now);
     let hook: BatchHook = {
         let (first, done) = (first.clone(), done.clone());
-        Arc::new(move |_: &str, r: &[kcl::Record]| {
+        Arc::new(move |_: &str, r: &[kinesis_client::Record]| {
             first.add(r.len() as u64);
             done.add(r.len() as u64);
         })

@@ -16,9 +16,9 @@ use crate::services::Services;
 use crate::stats::{sig, summary};
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::lease::DynamoDbLeaseStore;
-use kcl::retrieval::{KinesisStreamClient, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler, SchedulerHandle};
+use kinesis_client::lease::DynamoDbLeaseStore;
+use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -308,13 +308,14 @@ fn real_worker(
         .failover_time(failover)
         .build()
         .context("config")?;
-    let hook: crate::noop::BatchHook = Arc::new(move |shard: &str, _: &[kcl::Record]| {
-        log.lock().unwrap().push(Delivery {
-            at: Instant::now(),
-            worker: i,
-            shard: shard.to_string(),
+    let hook: crate::noop::BatchHook =
+        Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
+            log.lock().unwrap().push(Delivery {
+                at: Instant::now(),
+                worker: i,
+                shard: shard.to_string(),
+            });
         });
-    });
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let stream_client = KinesisStreamClient::new(aws.kinesis_client(), config.stream.clone());
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name.clone());

@@ -2,7 +2,7 @@
 //!
 //! Each measurement runs in a fresh child process (this binary re-executed with the hidden
 //! first argument `__footprint`), so that no allocator state carries over between sizes. The
-//! child runs one [`kcl::Scheduler`] on a multi-thread runtime in real time, with default
+//! child runs one [`kinesis_client::Scheduler`] on a multi-thread runtime in real time, with default
 //! settings, an [`InMemoryLeaseStore`] and a [`SyntheticStream`] (which stores nothing, so
 //! the stream's contents do not count as the worker's memory). It creates the leases, reads
 //! its RSS (the *baseline*: runtime, binary, lease table), starts the worker, waits until it
@@ -16,8 +16,8 @@ use crate::stats::{kib, mib};
 use crate::synthetic::SyntheticStream;
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl::testing::{sync_shards, InMemoryLeaseStore};
-use kcl::{Config, InitialPosition, Scheduler, StreamRef};
+use kinesis_client::testing::{sync_shards, InMemoryLeaseStore};
+use kinesis_client::{Config, InitialPosition, Scheduler, StreamRef};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ async fn child(leases: usize, load: bool, steady: Duration) -> Result<Footprint>
         .worker_id("footprint-worker")
         .initial_position(InitialPosition::TrimHorizon)
         .build()?;
-    let hook: crate::noop::BatchHook = Arc::new(|_: &str, _: &[kcl::Record]| {});
+    let hook: crate::noop::BatchHook = Arc::new(|_: &str, _: &[kinesis_client::Record]| {});
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let scheduler = Scheduler::new(config, factory, stream, Arc::new(store));
     let handle = scheduler.handle();

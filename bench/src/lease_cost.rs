@@ -12,8 +12,8 @@ use crate::counting::{diff, get, item_size, Counts};
 use crate::report::{Goal, Section, Table};
 use crate::stats::sig;
 use crate::Scale;
-use kcl::lease::{HashKeyRange, Lease};
-use kcl::Checkpoint;
+use kinesis_client::lease::{HashKeyRange, Lease};
+use kinesis_client::Checkpoint;
 use std::time::Duration;
 
 /// Java's `epsilonMillis`.
@@ -91,7 +91,7 @@ pub fn typical_lease() -> Lease {
     let mut l = Lease::new(
         "shardId-000000000123",
         Checkpoint::Sequence(
-            kcl::checkpoint::ExtendedSequenceNumber::new(
+            kinesis_client::checkpoint::ExtendedSequenceNumber::new(
                 "49650000000000000000000000000000000000000000000000001234",
                 0,
             )

@@ -22,7 +22,7 @@ OPTIONS:
 
 Sections 3 (second part), 5 and 6 start kinesis-local and DynamoDB Local (node, java) through
 testkit; section 5 also needs python3 (amazon-kclpy is fetched into the testkit cache) and
-builds kcl-multilang with `cargo build --release -p kcl-multilang`.";
+builds kcl-multilang with `cargo build --release -p kinesis-client-multilang`.";
 
 struct Args {
     scale: Scale,
@@ -218,7 +218,7 @@ least every `renew_interval`, so failover is unchanged. Before → after, with t
 
 Failover before → after (section 3, `--quick`: 20 simulated runs per F, 2 on the local services): \
 p99 1.27 F → 1.27 F at F = 10 s, 1.29 F → 1.29 F at F = 2 s, 1.23 F → 1.24 F on the local \
-services at F = 3 s. `cargo test -p kcl --lib` and `cargo test -p kcl --test integration` pass.
+services at F = 3 s. `cargo test -p kinesis-client --lib` and `cargo test -p kinesis-client --test integration` pass.
 
 Section 1's goal was met without changes. A profile of one run (`perf record -e cpu-clock` of \
 `kcl-bench __pipeline 1 100 3000000`, 122 ns per record) is dominated by the allocator \

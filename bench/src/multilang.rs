@@ -3,7 +3,7 @@
 //! file without the daemon (the ceiling).
 //!
 //! * **Daemon**: a 1-shard kinesis-local stream pre-loaded with `N` records of 100 B; the
-//!   daemon (release build, started with `cargo build --release -p kcl-multilang` first) runs
+//!   daemon (release build, started with `cargo build --release -p kinesis-client-multilang` first) runs
 //!   with reads every 200 ms and up to 10 000 records per read. The processor appends one line
 //!   per batch (entry time, time after its checkpoint, records), from which come the start-up
 //!   time (daemon spawned → first batch received) and the records/s (first batch received →
@@ -19,7 +19,7 @@ use crate::services::Services;
 use crate::stats::{mib, rate, sig};
 use crate::Scale;
 use anyhow::{bail, Context, Result};
-use kcl_multilang::protocol::{CheckpointReply, DaemonMessage, WireRecord};
+use kinesis_client_multilang::protocol::{CheckpointReply, DaemonMessage, WireRecord};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,7 +40,7 @@ pub fn build_daemon() -> Result<PathBuf> {
             "build",
             "--release",
             "-p",
-            "kcl-multilang",
+            "kinesis-client-multilang",
             "--bin",
             "kcl-multilang",
             "--message-format=json-render-diagnostics",
@@ -48,10 +48,10 @@ pub fn build_daemon() -> Result<PathBuf> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
-        .context("running cargo build --release -p kcl-multilang")?;
+        .context("running cargo build --release -p kinesis-client-multilang")?;
     if !out.status.success() {
         bail!(
-            "cargo build --release -p kcl-multilang failed: {}",
+            "cargo build --release -p kinesis-client-multilang failed: {}",
             out.status
         );
     }

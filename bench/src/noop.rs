@@ -1,7 +1,7 @@
 //! The no-op record processor: calls a hook with each batch, then checkpoints the batch.
 
 use async_trait::async_trait;
-use kcl::{
+use kinesis_client::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, Record,
     RecordProcessor, Shutdown,
 };

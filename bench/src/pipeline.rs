@@ -1,6 +1,6 @@
 //! Section 1: pipeline throughput on the in-memory stream.
 //!
-//! One worker ([`kcl::Scheduler`]) on a current-thread runtime with paused time reads a stream
+//! One worker ([`kinesis_client::Scheduler`]) on a current-thread runtime with paused time reads a stream
 //! pre-loaded with `records` records spread evenly over `shards` shards, delivers them to the
 //! [`NoopProcessor`], which checkpoints every batch, and stops when all were delivered. Paused
 //! time makes the pacing between reads (`idle_time_between_reads`, 200 ms) free, so the
@@ -13,9 +13,9 @@ use crate::noop::{Countdown, NoopProcessor};
 use crate::report::{Goal, Section, Table};
 use crate::stats::{count, rate, sig};
 use crate::Scale;
-use kcl::testing::{InMemoryLeaseStore, InMemoryStream};
-use kcl::StreamRef;
-use kcl::{Config, InitialPosition, Scheduler};
+use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
+use kinesis_client::StreamRef;
+use kinesis_client::{Config, InitialPosition, Scheduler};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub fn run(shards: usize, record_size: usize, records: u64) -> PipelineRun {
         let done = Countdown::new(records, || (thread_cpu(), Instant::now()));
         let hook = {
             let (first, done) = (first.clone(), done.clone());
-            Arc::new(move |_: &str, r: &[kcl::Record]| {
+            Arc::new(move |_: &str, r: &[kinesis_client::Record]| {
                 first.add(r.len() as u64);
                 done.add(r.len() as u64);
             })

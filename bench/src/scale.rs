@@ -12,9 +12,9 @@ use crate::measure::thread_cpu;
 use crate::report::{Goal, Section, Table};
 use crate::stats::{kib, sig};
 use crate::Scale;
-use kcl::retrieval::StreamClient;
-use kcl::testing::{sync_shards, InMemoryLeaseStore, InMemoryStream};
-use kcl::InitialPosition;
+use kinesis_client::retrieval::StreamClient;
+use kinesis_client::testing::{sync_shards, InMemoryLeaseStore, InMemoryStream};
+use kinesis_client::InitialPosition;
 use std::time::Duration;
 use tokio::time::Instant;
 

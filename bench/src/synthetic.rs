@@ -3,9 +3,11 @@
 //! every record put into it in the same process, and Kinesis does not.
 
 use async_trait::async_trait;
-use kcl::lease::HashKeyRange;
-use kcl::retrieval::{IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient};
-use kcl::Record;
+use kinesis_client::lease::HashKeyRange;
+use kinesis_client::retrieval::{
+    IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+};
+use kinesis_client::Record;
 use std::time::SystemTime;
 
 /// The first sequence number handed out.

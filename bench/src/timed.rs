@@ -2,7 +2,9 @@
 //! share of a read, plus HTTP and decoding).
 
 use async_trait::async_trait;
-use kcl::retrieval::{IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient};
+use kinesis_client::retrieval::{
+    IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

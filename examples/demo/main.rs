@@ -17,7 +17,7 @@
 //! `KCL_KINESIS_ENDPOINT` / `KCL_DYNAMODB_ENDPOINT`. Exit code 0 means the verdict passed.
 //!
 //! One build serves the whole demo: the `kcl-multilang` worker is this same executable,
-//! started again with [`DAEMON_FLAG`] (it then runs `kcl_multilang::cli::main`, exactly what
+//! started again with [`DAEMON_FLAG`] (it then runs `kinesis_client_multilang::cli::main`, exactly what
 //! the `kcl-multilang` binary runs). So the demo never builds or looks for another binary,
 //! and a second `cargo run` compiles nothing.
 //!
@@ -34,9 +34,9 @@ mod view;
 
 use anyhow::{Context, Result};
 use journal::Journal;
-use kcl::lease::{DynamoDbLeaseStore, LeaseStore};
-use kcl::retrieval::{KinesisStreamClient, StreamClient, StreamRef};
-use kcl::{Config, InitialPosition, Scheduler};
+use kinesis_client::lease::{DynamoDbLeaseStore, LeaseStore};
+use kinesis_client::retrieval::{KinesisStreamClient, StreamClient, StreamRef};
+use kinesis_client::{Config, InitialPosition, Scheduler};
 use processor::DemoProcessor;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -107,7 +107,7 @@ pub const DAEMON_FLAG: &str = "--run-as-kcl-multilang";
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(DAEMON_FLAG) {
-        return kcl_multilang::cli::main(&argv[2..]);
+        return kinesis_client_multilang::cli::main(&argv[2..]);
     }
     let args = match parse_args() {
         Ok(Some(a)) => a,
@@ -158,8 +158,8 @@ fn check_prerequisites() -> Result<()> {
 
 struct RustWorker {
     id: &'static str,
-    handle: kcl::SchedulerHandle,
-    task: tokio::task::JoinHandle<Result<(), kcl::SchedulerError>>,
+    handle: kinesis_client::SchedulerHandle,
+    task: tokio::task::JoinHandle<Result<(), kinesis_client::SchedulerError>>,
 }
 
 fn start_rust_worker(
@@ -183,7 +183,7 @@ fn start_rust_worker(
         .build()?;
     let journal = journal.clone();
     let factory = move |shard: &str| DemoProcessor::new(id, shard, journal.clone());
-    let endpoints = kcl::aws::Endpoints {
+    let endpoints = kinesis_client::aws::Endpoints {
         kinesis: Some(aws.kinesis_endpoint().into()),
         dynamodb: Some(aws.dynamodb_endpoint().into()),
     };
@@ -196,8 +196,9 @@ fn start_rust_worker(
 fn init_logging(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     let path = dir.join("demo.log");
     let file = std::fs::File::create(&path)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "kcl=info,testkit=info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "kinesis_client=info,kinesis_client_multilang=info,testkit=info".into()
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

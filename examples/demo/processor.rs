@@ -2,7 +2,7 @@
 
 use crate::journal::{now_us, Delivery, Journal};
 use async_trait::async_trait;
-use kcl::{
+use kinesis_client::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     Shutdown,
 };

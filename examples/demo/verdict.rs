@@ -1,7 +1,7 @@
 //! The verdict, checked from what the processors saw.
 
 use crate::journal::Delivery;
-use kcl::retrieval::Shard;
+use kinesis_client::retrieval::Shard;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct Verdict {

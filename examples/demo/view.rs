@@ -1,6 +1,6 @@
 //! The live view: redrawn in place on a terminal, plain periodic lines otherwise (CI).
 
-use kcl::lease::Lease;
+use kinesis_client::lease::Lease;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -23,9 +23,9 @@ fn bar(done: usize, total: usize, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
-fn short(cp: &kcl::Checkpoint) -> String {
+fn short(cp: &kinesis_client::Checkpoint) -> String {
     match cp {
-        kcl::Checkpoint::Sequence(esn) => {
+        kinesis_client::Checkpoint::Sequence(esn) => {
             let s = esn.sequence_number();
             format!("…{}", &s[s.len().saturating_sub(8)..])
         }

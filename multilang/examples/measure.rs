@@ -11,8 +11,8 @@
 //! Run (the daemon binary must be built in the same profile first):
 //!
 //! ```text
-//! cargo build -p kcl-multilang --release --bin kcl-multilang
-//! cargo run -p kcl-multilang --release --example measure
+//! cargo build -p kinesis-client-multilang --release --bin kcl-multilang
+//! cargo run -p kinesis-client-multilang --release --example measure
 //! ```
 //!
 //! Options (environment): `MEASURE_THROUGHPUT_RECORDS` (default 20000),
@@ -80,7 +80,7 @@ fn daemon_binary() -> Result<PathBuf> {
         .context("unexpected example location")?;
     if !bin.is_file() {
         bail!(
-            "{} is missing: build it first (cargo build -p kcl-multilang [--release] --bin kcl-multilang)",
+            "{} is missing: build it first (cargo build -p kinesis-client-multilang [--release] --bin kcl-multilang)",
             bin.display()
         );
     }

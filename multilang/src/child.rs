@@ -1,4 +1,4 @@
-//! A [`kcl::RecordProcessor`] that is a child process speaking the MultiLangDaemon protocol.
+//! A [`kinesis_client::RecordProcessor`] that is a child process speaking the MultiLangDaemon protocol.
 //!
 //! One child per shard consumer. A child that cannot start, exits, hangs past
 //! `timeoutInSeconds` or breaks the protocol is killed, and the processor returns
@@ -14,8 +14,8 @@ use crate::driver::{CheckpointHandler, Driver, DriverError};
 use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
 use crate::stderr::spawn_stderr_drain;
 use async_trait::async_trait;
-use kcl::error::ErrorKind;
-use kcl::{
+use kinesis_client::error::ErrorKind;
+use kinesis_client::{
     CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, RestartShard, Shutdown,
 };

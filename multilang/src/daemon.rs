@@ -1,12 +1,12 @@
-//! From parsed settings to a running [`kcl::Scheduler`] of child processors.
+//! From parsed settings to a running [`kinesis_client::Scheduler`] of child processors.
 
 use crate::child::{ChildProcessor, ChildSpec};
 use crate::credentials::build_provider;
 use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
-use kcl::lease::DynamoDbLeaseStore;
-use kcl::retrieval::{KinesisStreamClient, StreamRef};
-use kcl::{Config, Scheduler};
+use kinesis_client::lease::DynamoDbLeaseStore;
+use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+use kinesis_client::{Config, Scheduler};
 use std::sync::Arc;
 
 /// The `.properties` key for a library setting (for error messages).
@@ -105,7 +105,7 @@ async fn sdk_config(
 pub async fn build_scheduler(
     s: &DaemonSettings,
     config: Config,
-) -> Scheduler<impl kcl::RecordProcessorFactory> {
+) -> Scheduler<impl kinesis_client::RecordProcessorFactory> {
     let region = s.region_name.as_deref();
     let kinesis_sdk = sdk_config(region, &s.credentials.kinesis).await;
     let dynamodb_sdk = sdk_config(
@@ -113,8 +113,9 @@ pub async fn build_scheduler(
         s.credentials.for_dynamodb(),
     )
     .await;
-    let kinesis = kcl::aws::kinesis_client(&kinesis_sdk, s.kinesis_endpoint.as_deref());
-    let dynamodb = kcl::aws::dynamodb_client(&dynamodb_sdk, s.dynamodb_endpoint.as_deref());
+    let kinesis = kinesis_client::aws::kinesis_client(&kinesis_sdk, s.kinesis_endpoint.as_deref());
+    let dynamodb =
+        kinesis_client::aws::dynamodb_client(&dynamodb_sdk, s.dynamodb_endpoint.as_deref());
     let stream = KinesisStreamClient::new(kinesis, config.stream.clone());
     let store = DynamoDbLeaseStore::new(dynamodb, config.table_name.clone());
     let spec = Arc::new(ChildSpec {

@@ -3,5 +3,5 @@
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    kcl_multilang::cli::main(&args)
+    kinesis_client_multilang::cli::main(&args)
 }

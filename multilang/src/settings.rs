@@ -27,15 +27,15 @@ use std::time::Duration;
 use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
-use kcl::config::InitialPositionError;
-use kcl::validation::{
+use kinesis_client::config::InitialPositionError;
+use kinesis_client::validation::{
     is_valid_region, is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS,
     STREAM_NAME_RULE, TABLE_NAME_RULE,
 };
-pub use kcl::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LIMIT};
+pub use kinesis_client::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LIMIT};
 /// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
 /// `initialPositionInStreamExtended` in epoch seconds for `AT_TIMESTAMP`).
-pub use kcl::InitialPosition;
+pub use kinesis_client::InitialPosition;
 
 /// `retrievalMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::lines::{LineReader, Overflow};
 
 /// `tracing` target of child stderr lines.
-pub const STDERR_TARGET: &str = "kcl_multilang::child_stderr";
+pub const STDERR_TARGET: &str = "kinesis_client_multilang::child_stderr";
 
 /// Longest piece of a stderr line logged as one event.
 pub const MAX_STDERR_PIECE: usize = 16 * 1024;

@@ -11,7 +11,7 @@
 //! read `lag` in the past (`lag` up to `max_lag`), and then each item independently, with the
 //! per-item probability, is shown as it was at that moment.
 
-use kcl::lease::Lease;
+use kinesis_client::lease::Lease;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
@@ -125,7 +125,7 @@ impl EventualScans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kcl::Checkpoint;
+    use kinesis_client::Checkpoint;
 
     fn lease(key: &str, counter: u64) -> Lease {
         let mut l = Lease::new(key, Checkpoint::TrimHorizon);

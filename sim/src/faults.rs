@@ -4,7 +4,9 @@
 //! on the (deterministic) order of calls. Faults are switched off when the world starts to
 //! drain, so that convergence is judged on a healthy system.
 
-use kcl::testing::{Fault, FaultInjector, LeaseOp, StreamFault, StreamFaultInjector, StreamOp};
+use kinesis_client::testing::{
+    Fault, FaultInjector, LeaseOp, StreamFault, StreamFaultInjector, StreamOp,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,9 +6,9 @@
 
 use crate::invariants::Violation;
 use crate::trace::{Source, Trace};
-use kcl::checkpoint::Checkpoint;
-use kcl::lease::Lease;
-use kcl::Record;
+use kinesis_client::checkpoint::Checkpoint;
+use kinesis_client::lease::Lease;
+use kinesis_client::Record;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 

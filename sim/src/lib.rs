@@ -7,7 +7,7 @@
 //! [`world::World`] over the library's real `Scheduler`, `LeaseCoordinator` and shard
 //! consumers, with the in-memory stream and lease table, on a current-thread tokio runtime
 //! with paused (auto-advancing) time. Every random choice, the library's included, comes from
-//! the seed (`Config::rng_seed`, `kcl::testing::seed_thread_jitter`), the library's selects
+//! the seed (`Config::rng_seed`, `kinesis_client::testing::seed_thread_jitter`), the library's selects
 //! are biased and its maps ordered, so a failing seed replays exactly.
 //!
 //! ```text

@@ -11,7 +11,7 @@
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
 use async_trait::async_trait;
-use kcl::{
+use kinesis_client::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,
 };

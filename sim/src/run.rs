@@ -166,12 +166,12 @@ pub fn wall_limit() -> Duration {
 fn run_seed_into(seed: u64, trace: Trace, abort: Arc<AbortSignal>) -> RunOutcome {
     let scenario = Scenario::generate(seed);
     let filter = Targets::new()
-        .with_target("kcl", library_level())
+        .with_target("kinesis_client", library_level())
         .with_default(LevelFilter::WARN);
     let subscriber =
         tracing_subscriber::registry().with(TraceLayer::new(trace.clone()).with_filter(filter));
     let (ledger, world) = tracing::subscriber::with_default(subscriber, || {
-        kcl::testing::seed_thread_jitter(Some(seed ^ 0x1177_E500));
+        kinesis_client::testing::seed_thread_jitter(Some(seed ^ 0x1177_E500));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -185,7 +185,7 @@ fn run_seed_into(seed: u64, trace: Trace, abort: Arc<AbortSignal>) -> RunOutcome
         });
         // Dropping the runtime drops the tasks still parked (aborted workers' leftovers).
         drop(rt);
-        kcl::testing::seed_thread_jitter(None);
+        kinesis_client::testing::seed_thread_jitter(None);
         result
     });
     let ledger = ledger.lock().unwrap();

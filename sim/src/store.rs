@@ -24,8 +24,8 @@ use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
 use async_trait::async_trait;
-use kcl::lease::{Lease, WriteOutcome};
-use kcl::testing::{
+use kinesis_client::lease::{Lease, WriteOutcome};
+use kinesis_client::testing::{
     Args, Call, FaultHooks, InMemoryLeaseStore, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
 };
 use std::collections::HashMap;

@@ -4,8 +4,10 @@
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use async_trait::async_trait;
-use kcl::retrieval::{IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient};
-use kcl::testing::InMemoryStream;
+use kinesis_client::retrieval::{
+    IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+};
+use kinesis_client::testing::InMemoryStream;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

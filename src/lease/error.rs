@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// The operations of [`super::LeaseStore`]: what failed in a [`LeaseStoreError`], and what a
-/// [`super::FaultInjector`] is asked about. Displayed as the method name.
+/// fault injector of the `testing` feature is asked about. Displayed as the method name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LeaseOp {
     /// `create_table_if_not_exists`

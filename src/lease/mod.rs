@@ -8,7 +8,7 @@
 //!
 //! [`DynamoDbLeaseStore`] is the production store. Implement [`LeaseStore`] for another
 //! backend; the `testing` feature has an in-memory store with fault injection and the contract
-//! suite every store must pass (`kcl::testing::lease_store_contract`), which both stores run.
+//! suite every store must pass (`kinesis_client::testing::lease_store_contract`), which both stores run.
 
 pub(crate) mod dynamodb;
 mod error;

@@ -99,7 +99,7 @@ pub struct RecordBatch {
 }
 
 /// The [`StreamClient`] calls: what failed in a [`RetrievalError`], and what a
-/// [`memory::StreamFaultInjector`] is asked about. Displayed as the method name.
+/// stream fault injector of the `testing` feature is asked about. Displayed as the method name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamOp {
     /// `list_shards`

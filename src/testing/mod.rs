@@ -20,8 +20,8 @@
 //! last record delivered), and reads back what was checkpointed:
 //!
 //! ```
-//! use kcl::testing::TestShard;
-//! use kcl::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//! use kinesis_client::testing::TestShard;
+//! use kinesis_client::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
 //!
 //! /// Checkpoints after every second batch.
 //! #[derive(Default)]

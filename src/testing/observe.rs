@@ -9,8 +9,8 @@
 //! and a hook may call other hooks from its own methods to interleave them.
 //!
 //! ```
-//! use kcl::lease::LeaseStore;
-//! use kcl::testing::{CallCounter, InMemoryLeaseStore, LeaseOp, ObservedLeaseStore};
+//! use kinesis_client::lease::LeaseStore;
+//! use kinesis_client::testing::{CallCounter, InMemoryLeaseStore, LeaseOp, ObservedLeaseStore};
 //! use std::sync::Arc;
 //!
 //! # tokio_test_block_on(async {

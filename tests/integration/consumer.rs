@@ -2,8 +2,8 @@
 
 use crate::common::aws;
 use crate::harness::*;
-use kcl::lease::{DynamoDbLeaseStore, LeaseStore};
-use kcl::{Checkpoint, InitialPosition};
+use kinesis_client::lease::{DynamoDbLeaseStore, LeaseStore};
+use kinesis_client::{Checkpoint, InitialPosition};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -430,11 +430,11 @@ async fn split_and_merge_mid_run_deliver_every_record_parents_first() {
         }
     }
     // Children: each child's first record comes after its parents' last record was processed.
-    let all: Vec<kcl::retrieval::Shard> = {
-        use kcl::retrieval::StreamClient;
-        kcl::retrieval::KinesisStreamClient::new(
+    let all: Vec<kinesis_client::retrieval::Shard> = {
+        use kinesis_client::retrieval::StreamClient;
+        kinesis_client::retrieval::KinesisStreamClient::new(
             aws.kinesis_client(),
-            kcl::retrieval::StreamRef::Name(stream.clone()),
+            kinesis_client::retrieval::StreamRef::Name(stream.clone()),
         )
         .list_shards()
         .await

@@ -1,9 +1,9 @@
 //! Issue 3 on DynamoDB Local: coordinators sharing a real lease table.
 
 use crate::common::aws;
-use kcl::checkpoint::Checkpoint;
-use kcl::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
-use kcl::testing::{CallCounter, LeaseOp, ObservedLeaseStore, TestCoordinator};
+use kinesis_client::checkpoint::Checkpoint;
+use kinesis_client::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
+use kinesis_client::testing::{CallCounter, LeaseOp, ObservedLeaseStore, TestCoordinator};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The examples run as documented (the graceful-shutdown one, end to end).
 
 use crate::common::aws;
-use kcl::lease::{DynamoDbLeaseStore, LeaseStore};
+use kinesis_client::lease::{DynamoDbLeaseStore, LeaseStore};
 use std::time::Duration;
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn graceful_shutdown_example_checkpoints_and_releases_on_sigterm() {
         if let Some(last) = last {
             assert_eq!(
                 lease.checkpoint,
-                kcl::Checkpoint::sequence(last, 0).unwrap(),
+                kinesis_client::Checkpoint::sequence(last, 0).unwrap(),
                 "{} checkpointed at shutdown",
                 lease.key
             );

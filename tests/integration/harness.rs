@@ -1,8 +1,8 @@
 //! A journaling record processor and worker helpers for the consumer tests.
 
 use async_trait::async_trait;
-use kcl::retrieval::StreamRef;
-use kcl::{
+use kinesis_client::retrieval::StreamRef;
+use kinesis_client::{
     Checkpoint, Checkpointer, Config, ConfigBuilder, InitializationInput, ProcessRecordsInput,
     ProcessorError, RecordProcessor, Scheduler, Shutdown,
 };
@@ -150,7 +150,7 @@ impl RecordProcessor for TestProcessor {
 pub fn config(app: &str, stream: &str, worker: &str) -> ConfigBuilder {
     Config::builder(app, StreamRef::Name(stream.into()))
         .worker_id(worker)
-        .initial_position(kcl::InitialPosition::TrimHorizon)
+        .initial_position(kinesis_client::InitialPosition::TrimHorizon)
         .failover_time(Duration::from_secs(3))
         .idle_time_between_reads(Duration::from_millis(200))
         .max_records(100)
@@ -163,8 +163,8 @@ pub fn config(app: &str, stream: &str, worker: &str) -> ConfigBuilder {
 
 /// A worker running in the background.
 pub struct Worker {
-    pub handle: kcl::SchedulerHandle,
-    pub task: tokio::task::JoinHandle<Result<(), kcl::SchedulerError>>,
+    pub handle: kinesis_client::SchedulerHandle,
+    pub task: tokio::task::JoinHandle<Result<(), kinesis_client::SchedulerError>>,
 }
 
 impl Worker {
@@ -195,7 +195,7 @@ pub fn start_worker(
         journal: journal.clone(),
         behavior: behavior.clone(),
     };
-    let endpoints = kcl::aws::Endpoints {
+    let endpoints = kinesis_client::aws::Endpoints {
         kinesis: Some(aws.kinesis_endpoint().into()),
         dynamodb: Some(aws.dynamodb_endpoint().into()),
     };

@@ -22,8 +22,8 @@
 use crate::common::aws;
 use crate::harness::*;
 use aws_sdk_dynamodb::types::AttributeValue;
-use kcl::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
-use kcl::Checkpoint;
+use kinesis_client::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
+use kinesis_client::Checkpoint;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
@@ -543,7 +543,7 @@ fn expected_lease(item: &Item) -> Lease {
     lease.owner = s("leaseOwner");
     lease.counter = n("leaseCounter");
     lease.owner_switches_since_checkpoint = n("ownerSwitchesSinceCheckpoint");
-    lease.hash_key_range = Some(kcl::lease::HashKeyRange {
+    lease.hash_key_range = Some(kinesis_client::lease::HashKeyRange {
         start: s("startingHashKey").unwrap().parse().unwrap(),
         end: s("endingHashKey").unwrap().parse().unwrap(),
     });

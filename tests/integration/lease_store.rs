@@ -3,8 +3,8 @@
 
 use crate::common::aws;
 use aws_sdk_dynamodb::types::AttributeValue;
-use kcl::checkpoint::Checkpoint;
-use kcl::lease::{DynamoDbLeaseStore, LeaseStore, WriteOutcome};
+use kinesis_client::checkpoint::Checkpoint;
+use kinesis_client::lease::{DynamoDbLeaseStore, LeaseStore, WriteOutcome};
 use std::collections::HashMap;
 
 async fn store() -> (DynamoDbLeaseStore, aws_sdk_dynamodb::Client, String) {
@@ -22,7 +22,7 @@ async fn store() -> (DynamoDbLeaseStore, aws_sdk_dynamodb::Client, String) {
 #[tokio::test]
 async fn dynamodb_store_passes_the_contract() {
     let (store, _, _) = store().await;
-    kcl::testing::lease_store_contract(&store, "contract-").await;
+    kinesis_client::testing::lease_store_contract(&store, "contract-").await;
 }
 
 #[tokio::test]
@@ -48,7 +48,7 @@ async fn table_is_created_with_the_java_kcl_schema_and_conditional_writes_fail_a
         Some("PAY_PER_REQUEST")
     );
 
-    let lease = kcl::lease::Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
+    let lease = kinesis_client::lease::Lease::new("shardId-000000000000", Checkpoint::TrimHorizon);
     assert!(store.create_lease_if_not_exists(&lease).await.unwrap());
     let mine = store
         .take_lease(&lease, "worker-a")

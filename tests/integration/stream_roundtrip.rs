@@ -1,7 +1,7 @@
 //! Issue 2: the library's own Kinesis client reads back everything that was put.
 
 use crate::common::aws;
-use kcl::retrieval::{IteratorPosition, KinesisStreamClient, StreamClient, StreamRef};
+use kinesis_client::retrieval::{IteratorPosition, KinesisStreamClient, StreamClient, StreamRef};
 use std::collections::BTreeMap;
 
 #[tokio::test]

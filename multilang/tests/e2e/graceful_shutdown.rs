@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kcl::Checkpoint;
+use kinesis_client::Checkpoint;
 
 use crate::harness::*;
 use testkit::LocalAws;

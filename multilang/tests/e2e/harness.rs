@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
-use kcl::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
-use kcl::Checkpoint;
+use kinesis_client::lease::{DynamoDbLeaseStore, Lease, LeaseStore};
+use kinesis_client::Checkpoint;
 use testkit::clients::{self, procs, KclPy};
 use testkit::{LocalAws, PutResult};
 

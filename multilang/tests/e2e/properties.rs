@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kcl_multilang::credentials::CredentialsSpec;
-use kcl_multilang::settings::{self, InitialPosition};
+use kinesis_client_multilang::credentials::CredentialsSpec;
+use kinesis_client_multilang::settings::{self, InitialPosition};
 
 use crate::harness::*;
 use testkit::LocalAws;

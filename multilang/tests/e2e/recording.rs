@@ -2,7 +2,7 @@
 //! per-shard order, and a reshard while the daemon runs.
 
 use aws_sdk_kinesis::types::ShardFilterType;
-use kcl::Checkpoint;
+use kinesis_client::Checkpoint;
 
 use crate::harness::*;
 use testkit::LocalAws;

@@ -10,8 +10,8 @@ use crate::processor::SimProcessorFactory;
 use crate::scenario::{Action, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::sim_lease_store;
 use crate::stream::SimStream;
-use kcl::retrieval::StreamRef;
-use kcl::{Config, InitialPosition, Scheduler};
+use kinesis_client::retrieval::StreamRef;
+use kinesis_client::{Config, InitialPosition, Scheduler};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -222,7 +222,7 @@ impl World {
         }
     }
 
-    pub(super) fn open_shards(&self) -> Vec<kcl::retrieval::Shard> {
+    pub(super) fn open_shards(&self) -> Vec<kinesis_client::retrieval::Shard> {
         let mut open: Vec<_> = self
             .stream
             .shards()

@@ -1,5 +1,5 @@
 //! The simulated world: one stream, one lease table, workers running the library's real
-//! [`kcl::Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
+//! [`kinesis_client::Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
 //! world (lease overlap, convergence after the drain, graceful stop).
 //!
 //! The world advances in ticks of [`TICK`] of simulated time. Each tick it runs the actions
@@ -21,8 +21,8 @@ use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
 use crate::scenario::Scenario;
 use crate::trace::Trace;
-use kcl::testing::{InMemoryLeaseStore, InMemoryStream};
-use kcl::{SchedulerError, SchedulerHandle};
+use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
+use kinesis_client::{SchedulerError, SchedulerHandle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;

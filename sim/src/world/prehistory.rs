@@ -13,9 +13,9 @@
 
 use crate::ledger::Ledger;
 use crate::scenario::{Prehistory, MAX_OPEN_SHARDS};
-use kcl::lease::Lease;
-use kcl::testing::{InMemoryLeaseStore, InMemoryStream};
-use kcl::Checkpoint;
+use kinesis_client::lease::Lease;
+use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
+use kinesis_client::Checkpoint;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
