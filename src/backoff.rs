@@ -88,17 +88,7 @@ impl Iterator for Backoff {
 }
 
 /// How a failed operation is retried: at most `attempts` attempts in all, with a [`Backoff`]
-/// from `base` to `max` between them.
-///
-/// ```
-/// use std::time::Duration;
-/// use kinesis_client::backoff::RetryPolicy;
-/// let policy = RetryPolicy::new(3, Duration::from_millis(50), Duration::from_millis(200));
-/// let mut retry = policy.start().without_jitter();
-/// assert_eq!(retry.next_delay(), Some(Duration::from_millis(50))); // before the 2nd attempt
-/// assert_eq!(retry.next_delay(), Some(Duration::from_millis(100))); // before the 3rd
-/// assert_eq!(retry.next_delay(), None); // the 3rd was the last
-/// ```
+/// from `base` to `max` between them (see the test `a_policy_allows_its_attempts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The most attempts, the first one included (at least 1).
@@ -178,6 +168,15 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_allows_its_attempts() {
+        let policy = RetryPolicy::new(3, Duration::from_millis(50), Duration::from_millis(200));
+        let mut retry = policy.start().without_jitter();
+        assert_eq!(retry.next_delay(), Some(Duration::from_millis(50))); // before the 2nd attempt
+        assert_eq!(retry.next_delay(), Some(Duration::from_millis(100))); // before the 3rd
+        assert_eq!(retry.next_delay(), None); // the 3rd was the last
+    }
 
     #[test]
     fn doubles_until_capped_and_resets() {

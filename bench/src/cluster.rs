@@ -15,6 +15,17 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// A batch hook that logs each delivery to worker `worker`'s processors into `log`.
+pub fn delivery_hook(log: Arc<Mutex<Vec<Delivery>>>, worker: usize) -> crate::noop::BatchHook {
+    Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
+        log.lock().unwrap().push(Delivery {
+            at: Instant::now(),
+            worker,
+            shard: shard.to_string(),
+        });
+    })
+}
+
 /// One batch delivered to a processor.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -128,15 +139,7 @@ impl Cluster {
             .rng_seed(Some(self.spec.seed * 1000 + i as u64))
             .build()
             .expect("config");
-        let log = self.log.clone();
-        let hook: crate::noop::BatchHook =
-            Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
-                log.lock().unwrap().push(Delivery {
-                    at: Instant::now(),
-                    worker: i,
-                    shard: shard.to_string(),
-                });
-            });
+        let hook = delivery_hook(self.log.clone(), i);
         let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
         let store: Arc<dyn LeaseStore> = match &self.counting {
             Some(c) => c.clone(),

@@ -308,14 +308,7 @@ fn real_worker(
         .failover_time(failover)
         .build()
         .context("config")?;
-    let hook: crate::noop::BatchHook =
-        Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
-            log.lock().unwrap().push(Delivery {
-                at: Instant::now(),
-                worker: i,
-                shard: shard.to_string(),
-            });
-        });
+    let hook = crate::cluster::delivery_hook(log, i);
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let stream_client = KinesisStreamClient::new(aws.kinesis_client(), config.stream.clone());
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name.clone());
