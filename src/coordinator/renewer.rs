@@ -29,37 +29,53 @@ impl LeaseCoordinator {
         // own lease. Starts are paced (all held leases fit in a quarter interval), so a
         // batch of leases taken together does not renew in the same instant, and at most
         // `MAX_CONCURRENT_RENEWALS` writes are in flight.
+        //
+        // The schedule is a queue ordered by due time, rebuilt from the held leases only when
+        // they change (a take, a loss: the coordinator publishes) and once per interval; each
+        // start and each finished renewal touches one entry. So a start costs O(log n), not a
+        // pass over every held lease (which, once per start, made a worker holding thousands
+        // of leases spend most of a core on its schedule).
         let interval = self.inner.config.renew_interval;
         let permits = tokio::sync::Semaphore::new(MAX_CONCURRENT_RENEWALS);
-        let mut attempted: BTreeMap<String, Instant> = BTreeMap::new();
-        let mut running: BTreeSet<String> = BTreeSet::new();
+        let mut schedule = Schedule::default();
+        let mut changes = self.inner.tx.subscribe();
+        let mut rebuild_at = Instant::now();
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut next_start = Instant::now();
         loop {
-            let held = self.held_keys();
-            attempted.retain(|k, _| held.contains(k));
-            let pace = (interval / 4) / u32::try_from(held.len().max(1)).unwrap_or(u32::MAX);
             let now = Instant::now();
-            let mut due: Vec<(String, Instant)> = self
-                .renewals_due(&attempted)
-                .into_iter()
-                .filter(|(k, _)| !running.contains(k))
-                .collect();
-            due.sort_by_key(|(k, at)| (*at, k.clone()));
-            let mut wake = now + interval;
-            for (key, at) in due {
+            if changes.has_changed().unwrap_or(false) || now >= rebuild_at {
+                changes.mark_unchanged();
+                schedule.rebuild(self.renewals_due(&schedule.attempted));
+                rebuild_at = now + interval;
+            }
+            let pace = (interval / 4) / u32::try_from(schedule.len().max(1)).unwrap_or(u32::MAX);
+            let mut wake = rebuild_at;
+            while let Some((at, key)) = schedule.first() {
                 let start = at.max(next_start);
                 if start > now {
                     wake = wake.min(start);
                     break;
                 }
-                next_start = now + pace;
-                attempted.insert(key.clone(), now);
-                running.insert(key.clone());
+                schedule.remove(at, &key);
+                // Its due time may have moved since it was queued (a checkpoint wrote it).
+                match self.renewal_due(&key, &schedule.attempted) {
+                    None => {
+                        schedule.attempted.remove(&key);
+                        continue;
+                    }
+                    Some(due) if due > at => {
+                        schedule.insert(due, key);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
                 let Some((tenure, state)) = self.slot(&key) else {
-                    running.remove(&key);
                     continue;
                 };
+                next_start = now + pace;
+                schedule.attempted.insert(key.clone(), now);
+                schedule.running.insert(key.clone());
                 let permits = &permits;
                 in_flight.push(async move {
                     self.renew_one(&key, &tenure, &state, permits, true).await;
@@ -70,7 +86,13 @@ impl LeaseCoordinator {
                 biased;
                 _ = shutdown.cancelled() => return,
                 Some(key) = futures::StreamExt::next(&mut in_flight) => {
-                    running.remove(&key);
+                    schedule.running.remove(&key);
+                    match self.renewal_due(&key, &schedule.attempted) {
+                        Some(due) => schedule.insert(due, key),
+                        None => {
+                            schedule.attempted.remove(&key);
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -87,6 +109,15 @@ impl LeaseCoordinator {
             self.renew_one(&key, &tenure, &state, permits, false).await;
         }))
         .await;
+    }
+
+    /// When the held lease `key` is next due for renewal (see `renewals_due`); `None`
+    /// when it is no longer held.
+    fn renewal_due(&self, key: &str, attempted: &BTreeMap<String, Instant>) -> Option<Instant> {
+        let interval = self.inner.config.renew_interval;
+        let last = self.inner.held.lock().unwrap().get(key)?.last_write.get();
+        let last = attempted.get(key).map_or(last, |a| last.max(*a));
+        Some(last + interval)
     }
 
     /// When each held lease is next due for renewal: `renew_interval` after its last successful
@@ -181,5 +212,50 @@ impl LeaseCoordinator {
             Duration::from_millis(50),
             self.inner.config.renew_interval / 4,
         )
+    }
+}
+
+/// The renewer's queue: held leases by due time (those being renewed are not in it), and when
+/// each was last attempted.
+#[derive(Debug, Default)]
+struct Schedule {
+    queue: BTreeSet<(Instant, String)>,
+    due_of: BTreeMap<String, Instant>,
+    attempted: BTreeMap<String, Instant>,
+    running: BTreeSet<String>,
+}
+
+impl Schedule {
+    /// Replace the queue with `due` (every held lease), keeping running renewals out.
+    fn rebuild(&mut self, due: Vec<(String, Instant)>) {
+        self.queue.clear();
+        self.due_of.clear();
+        let held: BTreeSet<&String> = due.iter().map(|(k, _)| k).collect();
+        self.attempted.retain(|k, _| held.contains(k));
+        for (key, at) in due {
+            if !self.running.contains(&key) {
+                self.insert(at, key);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len() + self.running.len()
+    }
+
+    fn first(&self) -> Option<(Instant, String)> {
+        self.queue.first().cloned()
+    }
+
+    fn insert(&mut self, at: Instant, key: String) {
+        if let Some(old) = self.due_of.insert(key.clone(), at) {
+            self.queue.remove(&(old, key.clone()));
+        }
+        self.queue.insert((at, key));
+    }
+
+    fn remove(&mut self, at: Instant, key: &str) {
+        self.queue.remove(&(at, key.to_string()));
+        self.due_of.remove(key);
     }
 }
