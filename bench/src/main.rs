@@ -220,6 +220,19 @@ Failover before → after (section 3, `--quick`: 20 simulated runs per F, 2 on t
 p99 1.27 F → 1.27 F at F = 10 s, 1.29 F → 1.29 F at F = 2 s, 1.23 F → 1.24 F on the local \
 services at F = 3 s. `cargo test -p kinesis-client --lib` and `cargo test -p kinesis-client --test integration` pass.
 
+**Scale** (section 7; `src/resharding/sync.rs`, `src/coordinator/take_round.rs`, \
+`src/coordinator/renewer.rs`). Shard sync looked for leased descendants of every closed shard \
+by walking every shard (quadratic); it now builds one child index per sync (linear: about 4 µs \
+of CPU per shard at 1,000 to 100,000 shards). Leases are created in waves of 64 concurrent \
+writes, parents before children, instead of one after another, and a take round takes in chunks \
+of 64 concurrent writes, publishing and scanning again after each chunk, instead of taking one \
+lease after another and publishing at the end: 10 workers on a new 1,000-shard application \
+were balanced after 30.6 s before, within one failover time after. The renewer recomputed \
+the due time of every held lease before each renewal start (a pass over all held leases per \
+start); it now keeps a queue by due time, rebuilt only when the held leases change: one worker \
+holding 10,000 idle leases (`kcl-bench __footprint 10000 idle 20` under `/usr/bin/time`) used \
+22.6 s of CPU over 23 s before, 15.5 s after; most of the rest is the 10,000 consumers' polling.
+
 Section 1's goal was met without changes. A profile of one run (`perf record -e cpu-clock` of \
 `kcl-bench __pipeline 1 100 3000000`, 122 ns per record) is dominated by the allocator \
 (malloc/free ≈ 60 % of the samples) and record copies: each record's three buffers (data, \
