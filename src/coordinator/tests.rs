@@ -475,3 +475,61 @@ async fn a_counter_moved_by_someone_else_still_means_loss() {
         "{err:?}"
     );
 }
+
+/// A worker holding thousands of idle leases renews each of them every renew interval, not
+/// as often as one renewal start per timer tick allows (tokio's timers tick every
+/// millisecond, so pacing starts one per wake-up capped a worker at 1,000 renewals a second:
+/// 10,000 leases at F = 10 s were renewed 6 times a minute instead of 18, and expired).
+#[tokio::test(start_paused = true)]
+async fn thousands_of_idle_leases_are_each_renewed_every_interval() {
+    // 2,000 leases renewed every second need 2,000 starts a second.
+    const N: usize = 2_000;
+    let store = store_with(N);
+    let mut cfg = CoordinatorConfig::new("a", Duration::from_secs(3));
+    cfg.rng_seed = Some(1);
+    let coordinator = LeaseCoordinator::new(Arc::new(store.clone()), cfg);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (c, s) = (coordinator.clone(), stop.clone());
+        async move { c.run(s).await }
+    });
+    let a = Worker {
+        coordinator,
+        stop,
+        task,
+    };
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == N)
+        .await
+        .is_some());
+    let tenures = a.coordinator.held();
+    let before: BTreeMap<String, u64> = store
+        .snapshot()
+        .into_iter()
+        .map(|(k, l)| (k, l.counter))
+        .collect();
+    let span = Duration::from_secs(12);
+    tokio::time::sleep(span).await;
+    let intervals =
+        (span.as_secs_f64() / a.coordinator.config().renew_interval.as_secs_f64()).floor() as u64;
+    let after = store.snapshot();
+    let mut short = Vec::new();
+    for (key, counter) in &before {
+        let renewals = after[key].counter - counter;
+        if renewals + 1 < intervals {
+            short.push((key.clone(), renewals));
+        }
+    }
+    assert!(
+        short.is_empty(),
+        "{} of {N} leases were renewed fewer than {} times in {span:?}, e.g. {:?}",
+        short.len(),
+        intervals - 1,
+        &short[..short.len().min(3)]
+    );
+    for (key, tenure) in tenures.iter() {
+        assert!(!tenure.lost.is_cancelled(), "{key} was lost");
+    }
+    assert_eq!(owners(&store).get("a"), Some(&N));
+    a.stop.cancel();
+    a.task.await.unwrap();
+}
