@@ -9,6 +9,7 @@ use crate::error::ErrorKind;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::event_stream::RawMessage;
 use std::sync::Arc;
 
 /// Endpoint overrides, one per service. `None` uses the SDK's regional endpoint.
@@ -102,8 +103,26 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let message = error_chain(&err);
         let status = err.raw_response().map(|r| r.status().as_u16());
+        Self::classify(err, status)
+    }
+
+    /// Classify the failure of an event stream (a SubscribeToShard subscription): an error
+    /// event from the service (e.g. `ResourceInUseException`), or the connection failing
+    /// mid-stream. There is no HTTP status: an error event without a known code is retryable.
+    pub fn from_event_stream<E>(err: SdkError<E, RawMessage>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        Self::classify(err, None)
+    }
+
+    fn classify<E, R>(err: SdkError<E, R>, status: Option<u16>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let message = error_chain(&err);
         let (kind, code, status) = match &err {
             SdkError::ConstructionFailure(_) => (ErrorKind::Fatal, None, None),
             SdkError::TimeoutError(_)
@@ -282,6 +301,29 @@ mod tests {
         let construction: SdkError<PutItemError, HttpResponse> =
             SdkError::construction_failure("bad input");
         assert_eq!(AwsError::from_sdk(construction).kind(), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn event_stream_errors_are_classified_by_code() {
+        use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+        let event = |code: &str| {
+            let meta = ErrorMetadata::builder().code(code).message("boom").build();
+            SdkError::service_error(
+                SubscribeToShardEventStreamError::generic(meta),
+                RawMessage::invalid(None),
+            )
+        };
+        let in_use = AwsError::from_event_stream(event("ResourceInUseException"));
+        assert!(in_use.is_resource_in_use());
+        assert_eq!(in_use.kind(), ErrorKind::Retryable);
+        let limit = AwsError::from_event_stream(event("LimitExceededException"));
+        assert_eq!(limit.kind(), ErrorKind::Throttled);
+        let reset: SdkError<SubscribeToShardEventStreamError, RawMessage> =
+            SdkError::response_error("connection reset", RawMessage::invalid(None));
+        assert_eq!(
+            AwsError::from_event_stream(reset).kind(),
+            ErrorKind::Retryable
+        );
     }
 
     #[test]

@@ -197,7 +197,9 @@ pub mod validation;
 
 pub use checkpoint::Checkpoint;
 pub use checkpointer::{CheckpointError, Checkpointer};
-pub use config::{Config, ConfigBuilder, ConfigError, InitialPosition};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, FanOutConfig, InitialPosition, RetrievalMode,
+};
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,

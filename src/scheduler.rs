@@ -2,7 +2,7 @@
 
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
 use crate::backoff::RetryPolicy;
-use crate::config::Config;
+use crate::config::{Config, RetrievalMode};
 use crate::consumer::{run_shard, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
@@ -10,8 +10,9 @@ use crate::processor::RecordProcessorFactory;
 use crate::resharding::{
     periodic_cleanup, periodic_shard_sync, sync_shards_within, ShardSyncError,
 };
-use crate::retrieval::fetcher::PrefetchBudget;
-use crate::retrieval::{KinesisStreamClient, StreamClient};
+use crate::retrieval::fanout::{ConsumerRegistration, RegistrationPolicy};
+use crate::retrieval::source::PrefetchBudget;
+use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -33,6 +34,10 @@ pub enum SchedulerError {
     /// The first shard sync failed for good (e.g. the stream does not exist).
     #[error("cannot list the stream's shards: {0}")]
     ShardSync(#[source] ShardSyncError),
+    /// Enhanced fan-out: the stream consumer could not be found, registered or seen `ACTIVE`
+    /// (e.g. no permission to RegisterStreamConsumer, or a consumer ARN that names nothing).
+    #[error("cannot use the enhanced fan-out consumer: {0}")]
+    FanOutConsumer(#[source] ConsumerRegistrationError),
 }
 
 /// Requests a graceful shutdown of a running [`Scheduler`], and tells which shards it holds.
@@ -65,6 +70,8 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     stream: Arc<dyn StreamClient>,
     graceful: CancellationToken,
     prefetch_budget: PrefetchBudget,
+    /// The enhanced fan-out consumer, in [`RetrievalMode::FanOut`].
+    fan_out: Option<Arc<ConsumerRegistration>>,
 }
 
 impl<F: RecordProcessorFactory> std::fmt::Debug for Scheduler<F> {
@@ -96,7 +103,20 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 rng_seed: config.rng_seed,
             },
         );
+        let fan_out = (config.retrieval_mode == RetrievalMode::FanOut).then(|| {
+            let f = &config.fan_out;
+            Arc::new(ConsumerRegistration::new(
+                stream.clone(),
+                config.fan_out_consumer(),
+                RegistrationPolicy {
+                    max_describe_stream_consumer_retries: f.max_describe_stream_consumer_retries,
+                    register_stream_consumer_retries: f.register_stream_consumer_retries,
+                    retry_backoff: f.retry_backoff,
+                },
+            ))
+        });
         Scheduler {
+            fan_out,
             prefetch_budget: PrefetchBudget::new(config.max_prefetch_bytes_per_worker),
             config: Arc::new(config),
             factory: Arc::new(factory),
@@ -256,8 +276,8 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             .await
             {
                 Ok(n) => {
-                    tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
-                    return Ok(());
+                    tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "shard sync done");
+                    break;
                 }
                 Err(e) if retry.may_retry() && !e.is_fatal() => {
                     tracing::warn!(error = %e, "shard sync failed; retrying");
@@ -266,6 +286,21 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 Err(e) => return Err(SchedulerError::ShardSync(e)),
             }
         }
+        if let Some(registration) = &self.fan_out {
+            let mut retry = STARTUP_RETRY.start();
+            loop {
+                match registration.arn().await {
+                    Ok(_) => break,
+                    Err(e) if e.kind().is_retryable() && retry.may_retry() => {
+                        tracing::warn!(error = %e, "enhanced fan-out consumer not ready; retrying");
+                        tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                    }
+                    Err(e) => return Err(SchedulerError::FanOutConsumer(e)),
+                }
+            }
+        }
+        tracing::info!(stream = %self.config.stream, table = %self.config.table_name, retrieval = ?self.config.retrieval_mode, "worker started");
+        Ok(())
     }
 
     /// Start a consumer for every held lease tenure that has none.
@@ -294,6 +329,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 stream: self.stream.clone(),
                 config: self.config.clone(),
                 prefetch_budget: self.prefetch_budget.clone(),
+                fan_out: self.fan_out.clone(),
             };
             let processor = self.factory.create(key);
             let stop = consumers_stop.child_token();

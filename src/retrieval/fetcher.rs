@@ -1,9 +1,10 @@
-//! Bounded prefetch of one shard's records (polling GetRecords, like the Java KCL's
-//! prefetching record publisher).
+//! Polling retrieval: one shard's records read ahead by GetRecords (like the Java KCL's
+//! prefetching record publisher), behind a [`RecordSource`] (see [`super::source`] for what
+//! every source shares: the byte bounds, the hand-off, filtering, shard end, resume positions).
 //!
 //! A task per shard calls GetRecords ahead of the processor, at most `max_pending_batches`
 //! batches and `max_pending_bytes` bytes ahead (and within the worker's shared
-//! [`PrefetchBudget`]), never more often than `idle_time_between_reads` (at least 200 ms:
+//! [`PrefetchBudget`](super::source::PrefetchBudget)), never more often than `idle_time_between_reads` (at least 200 ms:
 //! Kinesis allows 5 reads per second per shard, shared by every consumer of the shard).
 //!
 //! * The first iterator is `AT_SEQUENCE_NUMBER` of the checkpoint (the checkpointed record is
@@ -11,9 +12,8 @@
 //!   checkpoints work), or the initial position for a new lease.
 //! * A replacement iterator never skips a record: it is `AFTER_SEQUENCE_NUMBER` of the last
 //!   record fetched, or, before the first record, the start position again, except that
-//!   `LATEST` is never resolved twice (it would point past every record that arrived
-//!   meanwhile): a fetcher that started at `LATEST` resumes at `AT_TIMESTAMP` of the time
-//!   its first iterator was requested ([`StreamClient::now`], the stream's clock).
+//!   `LATEST` is never resolved twice: a fetcher that started at `LATEST` resumes at
+//!   `AT_TIMESTAMP` of the time its first iterator was requested.
 //! * An expired (or invalid) iterator is replaced at once.
 //! * Throttling backs off exponentially and retries the same iterator, logging a warning (an
 //!   error after 5 in a row).
@@ -23,22 +23,13 @@
 //! * The shard has ended when a response has no next iterator; Kinesis then lists the child
 //!   shards. A final response without children is re-read (up to 3 times) before it is
 //!   believed, as the Java KCL validates it.
-//!
-//! Read-ahead is bounded in bytes: a batch waits (in the fetcher, which stops reading) until
-//! the shard's buffered batches and the worker's [`PrefetchBudget`] have room for it; a batch
-//! larger than either bound takes the whole bound (it is delivered alone, never deadlocks).
-//! The bounds count batches fetched and not yet handed to the consumer; at most one more
-//! GetRecords response per shard (the one waiting for room) is held beyond them.
 
-use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
+use super::source::{BatchSink, BufferConfig, RecordSource, StartPosition};
+use super::{IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
-use crate::checkpoint::ExtendedSequenceNumber;
-use crate::record::Record;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub use crate::validation::MIN_IDLE_TIME_BETWEEN_READS;
 
@@ -46,243 +37,42 @@ pub use crate::validation::MIN_IDLE_TIME_BETWEEN_READS;
 /// replaced (from a position that skips nothing).
 pub const TRANSIENT_RETRIES_PER_ITERATOR: u32 = 3;
 
-/// A byte budget for read-ahead, shared by the fetchers that hold a clone (a worker's
-/// fetchers share one). Counted in KiB.
-#[derive(Debug, Clone)]
-pub struct PrefetchBudget {
-    permits: Arc<Semaphore>,
-    total_kib: u32,
-}
-
-impl PrefetchBudget {
-    /// A budget of `max_bytes` (rounded up to whole KiB, at least 1 KiB, at most 4 TiB).
-    pub fn new(max_bytes: usize) -> Self {
-        let kib = max_bytes.div_ceil(1024).clamp(1, u32::MAX as usize) as u32;
-        PrefetchBudget {
-            permits: Arc::new(Semaphore::new(kib as usize)),
-            total_kib: kib,
-        }
-    }
-
-    /// The budget, in bytes.
-    pub fn max_bytes(&self) -> usize {
-        self.total_kib as usize * 1024
-    }
-
-    /// Bytes of batches buffered now (rounded up to KiB per batch).
-    pub fn buffered_bytes(&self) -> usize {
-        (self.total_kib as usize - self.permits.available_permits()) * 1024
-    }
-
-    /// Wait until some of the budget is free.
-    async fn has_room(&self) {
-        drop(self.permits.acquire().await.expect("never closed"));
-    }
-
-    /// Take `bytes` of the budget (all of it, if `bytes` exceeds it), waiting for room.
-    async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
-        let kib = bytes.div_ceil(1024).min(self.total_kib as usize) as u32;
-        self.permits
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .expect("never closed")
-    }
-}
-
-/// The size of a record for the read-ahead bounds: data plus partition key.
-fn record_bytes(r: &Record) -> usize {
-    r.data.len() + r.partition_key.len()
-}
-
-/// Settings of a fetcher.
+/// Settings of a polling fetcher.
 #[derive(Debug, Clone)]
 pub struct FetcherConfig {
     /// `Limit` of each GetRecords call (1..=10 000).
     pub max_records: u32,
     /// Pause between calls (raised to 200 ms if lower).
     pub idle_time_between_reads: Duration,
-    /// Batches fetched ahead of the processor.
-    pub max_pending_batches: usize,
-    /// Bytes of records fetched ahead of the processor for this shard.
-    pub max_pending_bytes: usize,
-    /// The worker's read-ahead budget, shared with its other fetchers.
-    pub budget: PrefetchBudget,
 }
 
-/// Where a fetcher starts reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartPosition {
-    /// The first iterator's position.
-    pub position: IteratorPosition,
-    /// Records at or below this are dropped (already checkpointed).
-    pub skip_through: Option<ExtendedSequenceNumber>,
-}
-
-/// One batch for the processor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchedBatch {
-    /// Records not yet checkpointed, in order.
-    pub records: Vec<Record>,
-    /// How far behind the tip of the shard.
-    pub millis_behind_latest: Option<i64>,
-    /// `Some(children)` when this is the shard's last batch.
-    pub shard_end: Option<Vec<ChildShard>>,
-}
-
-/// A batch in the queue, holding its share of the byte bounds until it is taken.
-struct Buffered {
-    batch: FetchedBatch,
-    _shard: Option<OwnedSemaphorePermit>,
-    _worker: Option<OwnedSemaphorePermit>,
-}
-
-/// How far a fetcher got: where a replacement must start so as to skip nothing.
-#[derive(Debug, Default)]
-struct Progress {
-    /// The last record fetched.
-    last_sequence: Option<String>,
-    /// When the first `LATEST` iterator was requested (the stream's clock).
-    latest_requested_at: Option<SystemTime>,
-}
-
-/// Where to resume without skipping anything: after the last record fetched, else the start
-/// position, with `LATEST` replaced by `AT_TIMESTAMP` once it was resolved.
-fn resume_position(start: &IteratorPosition, progress: &Progress) -> IteratorPosition {
-    match (&progress.last_sequence, start, progress.latest_requested_at) {
-        (Some(s), _, _) => IteratorPosition::AfterSequenceNumber(s.clone()),
-        (None, IteratorPosition::Latest, Some(t)) => IteratorPosition::AtTimestamp(t),
-        (None, p, _) => p.clone(),
-    }
-}
-
-/// Handle to a running fetcher; dropping it stops the task.
-#[derive(Debug)]
-pub struct Fetcher {
-    rx: mpsc::Receiver<Buffered>,
-    stop: CancellationToken,
-    start: StartPosition,
-    progress: Arc<Mutex<Progress>>,
-}
-
-impl std::fmt::Debug for Buffered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.batch.fmt(f)
-    }
-}
-
-impl Fetcher {
-    /// Start fetching `shard_id` from `start`.
-    pub fn spawn(
-        stream: Arc<dyn StreamClient>,
-        shard_id: String,
-        start: StartPosition,
-        config: FetcherConfig,
-    ) -> Fetcher {
-        let (tx, rx) = mpsc::channel(config.max_pending_batches.max(1));
-        let stop = CancellationToken::new();
-        let progress = Arc::new(Mutex::new(Progress::default()));
-        let task = FetchTask {
-            stream,
-            shard_id,
-            start: start.clone(),
-            shard_budget: PrefetchBudget::new(config.max_pending_bytes),
-            config,
-            tx,
-            progress: progress.clone(),
-        };
-        let token = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => {}
-                _ = task.run() => {}
-            }
-        });
-        Fetcher {
-            rx,
-            stop,
-            start,
-            progress,
-        }
-    }
-
-    /// The next batch; `None` after the shard-end batch was delivered, or if the fetcher task
-    /// died (then [`Fetcher::resume_from`] says where a replacement starts).
-    pub async fn next(&mut self) -> Option<FetchedBatch> {
-        self.rx.recv().await.map(|b| b.batch)
-    }
-
-    /// Where a replacement fetcher starts so that it skips nothing and repeats nothing of what
-    /// this one fetched: after its last record, or where it started (`LATEST` replaced by
-    /// `AT_TIMESTAMP` of its first iterator, never resolved again).
-    pub fn resume_from(&self) -> StartPosition {
-        let progress = self.progress.lock().unwrap();
-        StartPosition {
-            position: resume_position(&self.start.position, &progress),
-            skip_through: self.start.skip_through.clone(),
-        }
-    }
-}
-
-impl Drop for Fetcher {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-struct FetchTask {
+/// Start polling `shard_id` of `stream` from `start`.
+pub fn spawn(
     stream: Arc<dyn StreamClient>,
     shard_id: String,
     start: StartPosition,
     config: FetcherConfig,
-    shard_budget: PrefetchBudget,
-    tx: mpsc::Sender<Buffered>,
-    progress: Arc<Mutex<Progress>>,
+    buffer: BufferConfig,
+) -> RecordSource {
+    RecordSource::spawn(shard_id, start, buffer, move |sink| {
+        FetchTask {
+            stream,
+            config,
+            sink,
+        }
+        .run()
+    })
+}
+
+struct FetchTask {
+    stream: Arc<dyn StreamClient>,
+    config: FetcherConfig,
+    sink: BatchSink,
 }
 
 impl FetchTask {
-    fn keep(&self, record: &Record) -> bool {
-        match &self.start.skip_through {
-            Some(cp) => ExtendedSequenceNumber::new(
-                record.sequence_number.clone(),
-                record.sub_sequence_number,
-            )
-            .is_ok_and(|esn| esn > *cp),
-            None => true,
-        }
-    }
-
-    /// Send `batch` once the byte bounds have room for it; false when the consumer is gone.
-    async fn send(&self, batch: FetchedBatch) -> bool {
-        let bytes: usize = batch.records.iter().map(record_bytes).sum();
-        let (shard, worker) = if bytes == 0 {
-            (None, None)
-        } else {
-            let shard = self.shard_budget.take(bytes).await;
-            (Some(shard), Some(self.config.budget.take(bytes).await))
-        };
-        self.tx
-            .send(Buffered {
-                batch,
-                _shard: shard,
-                _worker: worker,
-            })
-            .await
-            .is_ok()
-    }
-
-    async fn shard_gone(&self) {
-        self.send(FetchedBatch {
-            records: Vec::new(),
-            millis_behind_latest: None,
-            shard_end: Some(Vec::new()),
-        })
-        .await;
-    }
-
     async fn run(self) {
-        let shard = self.shard_id.as_str();
+        let shard = self.sink.shard_id();
         let idle = self
             .config
             .idle_time_between_reads
@@ -293,16 +83,12 @@ impl FetchTask {
         let (mut throttled, mut transient, mut unconfirmed_ends) = (0u32, 0u32, 0u32);
         loop {
             if iterator.is_none() {
-                let position = {
-                    let progress = self.progress.lock().unwrap();
-                    resume_position(&self.start.position, &progress)
-                };
+                let position = self.sink.resume_position();
                 let requested_at = self.stream.now();
                 match self.stream.get_shard_iterator(shard, &position).await {
                     Ok(Some(it)) => {
                         if position == IteratorPosition::Latest {
-                            let mut progress = self.progress.lock().unwrap();
-                            progress.latest_requested_at.get_or_insert(requested_at);
+                            self.sink.note_latest_requested(requested_at);
                         }
                         iterator = Some(it);
                     }
@@ -311,7 +97,7 @@ impl FetchTask {
                             shard_id = shard,
                             "shard no longer exists; treating it as ended with no children"
                         );
-                        self.shard_gone().await;
+                        self.sink.shard_gone().await;
                         return;
                     }
                     Err(e) => {
@@ -325,8 +111,7 @@ impl FetchTask {
                 tokio::time::sleep_until(t + idle).await;
             }
             // Read ahead only while the shard and the worker have room for more.
-            self.shard_budget.has_room().await;
-            self.config.budget.has_room().await;
+            self.sink.has_room().await;
             last_call = Some(Instant::now());
             let it = iterator.clone().expect("iterator set above");
             match self
@@ -338,10 +123,6 @@ impl FetchTask {
                     throttled = 0;
                     transient = 0;
                     backoff.reset();
-                    if let Some(last) = batch.records.last() {
-                        self.progress.lock().unwrap().last_sequence =
-                            Some(last.sequence_number.clone());
-                    }
                     let at_end = batch.next_iterator.is_none();
                     if at_end
                         && batch.child_shards.is_empty()
@@ -355,22 +136,24 @@ impl FetchTask {
                         );
                         continue;
                     }
-                    let records: Vec<Record> =
-                        batch.records.into_iter().filter(|r| self.keep(r)).collect();
-                    let out = FetchedBatch {
-                        records,
-                        millis_behind_latest: batch.millis_behind_latest,
-                        shard_end: at_end.then_some(batch.child_shards),
-                    };
-                    if !self.send(out).await || at_end {
+                    let last = batch.records.last().map(|r| r.sequence_number.clone());
+                    let delivered = self
+                        .sink
+                        .deliver(
+                            batch.records,
+                            batch.millis_behind_latest,
+                            at_end.then_some(batch.child_shards),
+                            last,
+                        )
+                        .await;
+                    if !delivered || at_end {
                         return;
                     }
                     iterator = batch.next_iterator;
                 }
                 Err(e) => match e.failure {
                     RetrievalFailure::ExpiredIterator => {
-                        let progress = format!("{:?}", self.progress.lock().unwrap());
-                        tracing::info!(shard_id = shard, %progress, "shard iterator expired; getting a new one");
+                        tracing::info!(shard_id = shard, progress = %self.sink.progress_text(), "shard iterator expired; getting a new one");
                         iterator = None;
                     }
                     RetrievalFailure::Throttled => {
@@ -384,7 +167,7 @@ impl FetchTask {
                     }
                     RetrievalFailure::ResourceNotFound => {
                         tracing::warn!(shard_id = shard, error = %e, "shard gone while reading; treating it as ended with no children");
-                        self.shard_gone().await;
+                        self.sink.shard_gone().await;
                         return;
                     }
                     _ => {
@@ -407,7 +190,9 @@ impl FetchTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::ExtendedSequenceNumber;
     use crate::retrieval::memory::{StreamFault, StreamOp};
+    use crate::retrieval::source::{record_bytes, PrefetchBudget};
     use crate::retrieval::InMemoryStream;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -415,13 +200,18 @@ mod tests {
         FetcherConfig {
             max_records: 10,
             idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+        }
+    }
+
+    fn buffer() -> BufferConfig {
+        BufferConfig {
             max_pending_batches: 2,
             max_pending_bytes: 8 << 20,
             budget: PrefetchBudget::new(64 << 20),
         }
     }
 
-    async fn drain(fetcher: &mut Fetcher, want: usize) -> Vec<String> {
+    async fn drain(fetcher: &mut RecordSource, want: usize) -> Vec<String> {
         let mut got = Vec::new();
         // One deadline for all: empty batches keep coming while records are missing.
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -463,7 +253,7 @@ mod tests {
             position: IteratorPosition::TrimHorizon,
             skip_through: None,
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream.clone()), shard, start, config(), buffer());
         assert_eq!(drain(&mut fetcher, 50).await, put);
         assert!(
             calls.load(Ordering::SeqCst) > 8,
@@ -484,7 +274,7 @@ mod tests {
             position: IteratorPosition::AtSequenceNumber(put[9].clone()),
             skip_through: Some(checkpoint),
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream), shard, start, config(), buffer());
         assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
     }
 
@@ -501,7 +291,7 @@ mod tests {
             position: IteratorPosition::TrimHorizon,
             skip_through: None,
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream.clone()), shard, start, config(), buffer());
         drain(&mut fetcher, 200).await;
         // n calls are n - 1 pauses of at least 200 ms.
         let calls = stream.get_records_calls() as u32;
@@ -525,7 +315,7 @@ mod tests {
                 None
             }
             StreamOp::GetRecords => outage(reads.fetch_add(1, Ordering::SeqCst)),
-            StreamOp::ListShards => None,
+            _ => None,
         })
     }
 
@@ -551,7 +341,7 @@ mod tests {
             position: IteratorPosition::Latest,
             skip_through: None,
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream.clone()), shard, start, config(), buffer());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut put = Vec::new();
         for i in 0..24 {
@@ -579,7 +369,7 @@ mod tests {
             position: IteratorPosition::Latest,
             skip_through: None,
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream.clone()), shard, start, config(), buffer());
         // Reads 0..=2 come back empty; records arrive just before the read that fails.
         tokio::time::sleep(Duration::from_millis(450)).await;
         let put: Vec<String> = (0..5)
@@ -614,7 +404,7 @@ mod tests {
             position: IteratorPosition::TrimHorizon,
             skip_through: None,
         };
-        let mut fetcher = Fetcher::spawn(Arc::new(stream.clone()), shard, start, config());
+        let mut fetcher = spawn(Arc::new(stream.clone()), shard, start, config(), buffer());
         assert_eq!(drain(&mut fetcher, 30).await, put);
         assert_eq!(iterators.load(Ordering::SeqCst), 1);
     }
@@ -680,6 +470,8 @@ mod tests {
         let cfg = FetcherConfig {
             max_records: 2,
             idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+        };
+        let buf = BufferConfig {
             max_pending_batches: 3,
             max_pending_bytes: 1024 * KIB,
             budget: budget.clone(),
@@ -688,9 +480,17 @@ mod tests {
             position: IteratorPosition::TrimHorizon,
             skip_through: None,
         };
-        let mut fetchers: Vec<Fetcher> = shards
+        let mut fetchers: Vec<RecordSource> = shards
             .iter()
-            .map(|s| Fetcher::spawn(client.clone(), s.clone(), start.clone(), cfg.clone()))
+            .map(|s| {
+                spawn(
+                    client.clone(),
+                    s.clone(),
+                    start.clone(),
+                    cfg.clone(),
+                    buf.clone(),
+                )
+            })
             .collect();
         let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
         let deadline = Instant::now() + Duration::from_secs(600);
