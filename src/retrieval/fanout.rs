@@ -311,3 +311,434 @@ fn describe_failure(e: &RetrievalError) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::ExtendedSequenceNumber;
+    use crate::config::{
+        DEFAULT_FAN_OUT_RETRY_BACKOFF, DEFAULT_MAX_DESCRIBE_STREAM_CONSUMER_RETRIES,
+        DEFAULT_REGISTER_STREAM_CONSUMER_RETRIES,
+    };
+    use crate::retrieval::memory::{StreamFault, StreamOp};
+    use crate::retrieval::source::{record_bytes, PrefetchBudget};
+    use crate::retrieval::{ConsumerRef, InMemoryStream, RecordBatch, Shard, StreamConsumer};
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    const S0: &str = "shardId-000000000000";
+
+    fn registration(stream: Arc<dyn StreamClient>) -> Arc<ConsumerRegistration> {
+        Arc::new(ConsumerRegistration::new(
+            stream,
+            ConsumerRef::Name("app".into()),
+            RegistrationPolicy {
+                max_describe_stream_consumer_retries: DEFAULT_MAX_DESCRIBE_STREAM_CONSUMER_RETRIES,
+                register_stream_consumer_retries: DEFAULT_REGISTER_STREAM_CONSUMER_RETRIES,
+                retry_backoff: DEFAULT_FAN_OUT_RETRY_BACKOFF,
+            },
+        ))
+    }
+
+    fn buffer() -> BufferConfig {
+        BufferConfig {
+            max_pending_batches: 3,
+            max_pending_bytes: 8 << 20,
+            budget: PrefetchBudget::new(64 << 20),
+        }
+    }
+
+    fn from(position: IteratorPosition) -> StartPosition {
+        StartPosition {
+            position,
+            skip_through: None,
+        }
+    }
+
+    fn start(stream: Arc<dyn StreamClient>, shard: &str, at: StartPosition) -> RecordSource {
+        spawn(
+            stream.clone(),
+            registration(stream),
+            shard.into(),
+            at,
+            buffer(),
+        )
+    }
+
+    /// Records (sequence numbers) until `want` arrived, or the shard ended (with its
+    /// children). Panics after 3 600 s of (paused) time.
+    async fn drain(source: &mut RecordSource, want: usize) -> (Vec<String>, Option<Vec<String>>) {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while got.len() < want {
+            let Ok(batch) = tokio::time::timeout_at(deadline, source.next()).await else {
+                panic!(
+                    "only {} of {want} records within 3 600 s: {got:?}",
+                    got.len()
+                );
+            };
+            let batch = batch.expect("the source task is alive");
+            got.extend(batch.records.into_iter().map(|r| r.sequence_number));
+            if let Some(children) = batch.shard_end {
+                return (
+                    got,
+                    Some(children.into_iter().map(|c| c.shard_id).collect()),
+                );
+            }
+        }
+        (got, None)
+    }
+
+    /// Puts a record on shard 0 every `every` for `count` records, in the background.
+    fn produce(
+        stream: &InMemoryStream,
+        count: usize,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut put = Vec::new();
+            for i in 0..count {
+                put.push(stream.put_with_hash(0, "pk", format!("r{i}").as_bytes()).1);
+                tokio::time::sleep(every).await;
+            }
+            put
+        })
+    }
+
+    /// Subscriptions that expire mid-shard (every 7 s here, 5 minutes on Kinesis) are renewed
+    /// from the last continuation: every record once, in order.
+    #[tokio::test(start_paused = true)]
+    async fn subscriptions_expiring_mid_shard_lose_and_repeat_nothing() {
+        let stream = InMemoryStream::new("s", 1);
+        stream.set_subscription_lifetime(Duration::from_secs(7));
+        let producer = produce(&stream, 200, Duration::from_millis(300));
+        let mut source = start(
+            Arc::new(stream.clone()),
+            S0,
+            from(IteratorPosition::TrimHorizon),
+        );
+        let (got, end) = drain(&mut source, 200).await;
+        assert_eq!(got, producer.await.unwrap());
+        assert_eq!(end, None);
+        assert!(
+            stream.subscribe_calls() >= 8,
+            "{} subscriptions",
+            stream.subscribe_calls()
+        );
+    }
+
+    /// Every kind of failure, on the call and mid-subscription: ResourceInUse,
+    /// LimitExceeded, throttling, timeouts, connection resets, silence, early ends. Every
+    /// record arrives once, in order.
+    #[tokio::test(start_paused = true)]
+    async fn every_subscription_failure_is_survived_without_loss_or_repeats() {
+        let stream = InMemoryStream::new("s", 1);
+        let (calls, events) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        stream.set_fault_injector(Some(Arc::new({
+            let (calls, events) = (calls.clone(), events.clone());
+            move |op: StreamOp, _: Option<&str>| match op {
+                StreamOp::SubscribeToShard => match calls.fetch_add(1, Ordering::SeqCst) {
+                    1 => Some(StreamFault::ResourceInUse),
+                    3 => Some(StreamFault::LimitExceeded),
+                    5 => Some(StreamFault::Throttle),
+                    7 => Some(StreamFault::Timeout),
+                    9 => Some(StreamFault::Silence),
+                    11 => Some(StreamFault::Reset),
+                    _ => None,
+                },
+                StreamOp::SubscribeToShardEvent => match events.fetch_add(1, Ordering::SeqCst) {
+                    3 => Some(StreamFault::Reset),
+                    6 => Some(StreamFault::ResourceInUse),
+                    9 => Some(StreamFault::Silence),
+                    12 => Some(StreamFault::LimitExceeded),
+                    15 => Some(StreamFault::Throttle),
+                    18 => Some(StreamFault::EndSubscription),
+                    21 => Some(StreamFault::Timeout),
+                    24 => Some(StreamFault::Delay(Duration::from_secs(3))),
+                    _ => None,
+                },
+                _ => None,
+            }
+        })));
+        let producer = produce(&stream, 150, Duration::from_millis(700));
+        let mut source = start(
+            Arc::new(stream.clone()),
+            S0,
+            from(IteratorPosition::TrimHorizon),
+        );
+        let (got, _) = drain(&mut source, 150).await;
+        assert_eq!(got, producer.await.unwrap());
+        assert!(
+            calls.load(Ordering::SeqCst) > 12,
+            "every call fault was injected"
+        );
+        assert!(
+            events.load(Ordering::SeqCst) > 25,
+            "every event fault was injected"
+        );
+    }
+
+    /// A split while subscribed: the rest of the parent, then its end with both children; a
+    /// merge while subscribed to one parent: its end with the merged child.
+    #[tokio::test(start_paused = true)]
+    async fn a_split_and_a_merge_during_a_subscription_end_the_shard_with_its_children() {
+        let stream = InMemoryStream::new("s", 1);
+        let client: Arc<dyn StreamClient> = Arc::new(stream.clone());
+        let mut source = start(client.clone(), S0, from(IteratorPosition::TrimHorizon));
+        let before: Vec<String> = (0..5)
+            .map(|i| stream.put_with_hash(7, "pk", &[i]).1)
+            .collect();
+        let (got, end) = drain(&mut source, 5).await;
+        assert_eq!((got, end), (before, None));
+        let last = stream.put_with_hash(7, "pk", b"last").1;
+        let (a, b) = stream.split(S0, 1 << 127).unwrap();
+        let (got, end) = drain(&mut source, 10).await;
+        assert_eq!(got, [last]);
+        assert_eq!(end, Some(vec![a.clone(), b.clone()]));
+        assert!(
+            source.next().await.is_none(),
+            "nothing after the shard's end"
+        );
+        let mut child = start(client, &a, from(IteratorPosition::TrimHorizon));
+        let in_a = stream.put_with_hash(7, "pk", b"in a").1;
+        assert_eq!(drain(&mut child, 1).await.0, [in_a]);
+        let merged = stream.merge(&a, &b).unwrap();
+        assert_eq!(drain(&mut child, 10).await, (vec![], Some(vec![merged])));
+    }
+
+    /// Counts the record bytes the service pushed (events pulled from the subscription).
+    #[derive(Debug)]
+    struct Observed {
+        inner: InMemoryStream,
+        pulled: Arc<AtomicUsize>,
+        positions: Arc<Mutex<Vec<IteratorPosition>>>,
+        /// The first this many subscriptions send one end without children, then end.
+        fake_ends: AtomicU32,
+    }
+
+    impl Observed {
+        fn new(inner: &InMemoryStream) -> Observed {
+            Observed {
+                inner: inner.clone(),
+                pulled: Arc::default(),
+                positions: Arc::default(),
+                fake_ends: AtomicU32::new(0),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StreamClient for Observed {
+        fn stream_name(&self) -> &str {
+            self.inner.stream_name()
+        }
+        fn now(&self) -> std::time::SystemTime {
+            self.inner.now()
+        }
+        async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
+            self.inner.list_shards().await
+        }
+        async fn get_shard_iterator(
+            &self,
+            shard_id: &str,
+            position: &IteratorPosition,
+        ) -> Result<Option<String>, RetrievalError> {
+            self.inner.get_shard_iterator(shard_id, position).await
+        }
+        async fn get_records(
+            &self,
+            shard_id: &str,
+            iterator: &str,
+            limit: u32,
+        ) -> Result<RecordBatch, RetrievalError> {
+            self.inner.get_records(shard_id, iterator, limit).await
+        }
+        async fn describe_stream_consumer(
+            &self,
+            consumer: &ConsumerRef,
+        ) -> Result<Option<StreamConsumer>, RetrievalError> {
+            self.inner.describe_stream_consumer(consumer).await
+        }
+        async fn register_stream_consumer(
+            &self,
+            consumer_name: &str,
+        ) -> Result<StreamConsumer, RetrievalError> {
+            self.inner.register_stream_consumer(consumer_name).await
+        }
+        async fn subscribe_to_shard(
+            &self,
+            consumer_arn: &str,
+            shard_id: &str,
+            position: &IteratorPosition,
+        ) -> Result<SubscribeToShardEvents, RetrievalError> {
+            self.positions.lock().unwrap().push(position.clone());
+            let fake = self
+                .fake_ends
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let events = self
+                .inner
+                .subscribe_to_shard(consumer_arn, shard_id, position)
+                .await?;
+            if fake {
+                drop(events);
+                let end = SubscribeToShardEvent::default();
+                return Ok(futures::stream::iter([Ok(end)]).boxed());
+            }
+            let pulled = self.pulled.clone();
+            Ok(events
+                .inspect(move |e| {
+                    if let Ok(e) = e {
+                        let bytes: usize = e.records.iter().map(record_bytes).sum();
+                        pulled.fetch_add(bytes, Ordering::SeqCst);
+                    }
+                })
+                .boxed())
+        }
+    }
+
+    /// A slow processor on two shards of large records (300 KiB, one of 3 MiB): the worker's
+    /// budget is never exceeded, at most one event per shard is held beyond it, everything
+    /// arrives.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_processor_keeps_read_ahead_bounded_in_bytes() {
+        const KIB: usize = 1024;
+        let stream = InMemoryStream::new("s", 2);
+        let observed = Arc::new(Observed::new(&stream));
+        let client: Arc<dyn StreamClient> = observed.clone();
+        let budget = PrefetchBudget::new(1536 * KIB);
+        let buf = BufferConfig {
+            max_pending_batches: 3,
+            max_pending_bytes: 1024 * KIB,
+            budget: budget.clone(),
+        };
+        let reg = registration(client.clone());
+        let mut sources: Vec<RecordSource> = ["shardId-000000000000", "shardId-000000000001"]
+            .into_iter()
+            .map(|s| {
+                let at = from(IteratorPosition::TrimHorizon);
+                spawn(client.clone(), reg.clone(), s.into(), at, buf.clone())
+            })
+            .collect();
+        let want = 40;
+        for i in 0..want {
+            let size = if i == 17 { 3072 * KIB } else { 300 * KIB };
+            let hash = if i % 2 == 0 { 0 } else { u128::MAX };
+            stream.put_with_hash(hash, "", &vec![0u8; size]);
+        }
+        let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got < want && Instant::now() < deadline {
+            // The processor takes 2 s per batch, alternating shards.
+            for s in sources.iter_mut() {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peak = peak.max(observed.pulled.load(Ordering::SeqCst) - taken);
+                assert!(budget.buffered_bytes() <= budget.max_bytes());
+                if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), s.next()).await
+                {
+                    got += b.records.len();
+                    taken += b.records.iter().map(record_bytes).sum::<usize>();
+                }
+            }
+        }
+        assert_eq!(got, want, "everything is delivered");
+        // The budget, plus one event per shard waiting for room (up to 2 MiB, or the 3 MiB
+        // record alone).
+        assert!(
+            peak <= 1536 * KIB + 3072 * KIB + 2048 * KIB,
+            "{} KiB held",
+            peak / KIB
+        );
+    }
+
+    /// A source at LATEST whose first subscriptions fail before any event resumes at
+    /// AT_TIMESTAMP of its first request, never at a new LATEST (records that arrived
+    /// meanwhile are delivered).
+    #[tokio::test(start_paused = true)]
+    async fn latest_is_never_resolved_twice() {
+        let stream = InMemoryStream::new("s", 1);
+        stream.put_with_hash(0, "pk", b"before the start");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let failed = Arc::new(AtomicU32::new(0));
+        stream.set_fault_injector(Some(Arc::new({
+            let failed = failed.clone();
+            move |op: StreamOp, _: Option<&str>| {
+                (op == StreamOp::SubscribeToShard && failed.fetch_add(1, Ordering::SeqCst) < 3)
+                    .then_some(StreamFault::ResourceInUse)
+            }
+        })));
+        let observed = Arc::new(Observed::new(&stream));
+        let mut source = start(observed.clone(), S0, from(IteratorPosition::Latest));
+        // Records put after the first request are wanted.
+        while observed.positions.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let producer = produce(&stream, 10, Duration::from_millis(500));
+        let (got, _) = drain(&mut source, 10).await;
+        assert_eq!(got, producer.await.unwrap());
+        let positions = observed.positions.lock().unwrap().clone();
+        assert_eq!(positions[0], IteratorPosition::Latest);
+        assert!(
+            positions[1..]
+                .iter()
+                .all(|p| matches!(p, IteratorPosition::AtTimestamp(_))),
+            "{positions:?}"
+        );
+    }
+
+    /// Starting at a checkpoint: AT_SEQUENCE_NUMBER, the checkpointed record filtered out.
+    #[tokio::test(start_paused = true)]
+    async fn starts_after_the_checkpoint() {
+        let stream = InMemoryStream::new("s", 1);
+        let put: Vec<String> = (0..10).map(|i| stream.put("pk", &[i]).1).collect();
+        let at = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(put[4].clone()),
+            skip_through: Some(ExtendedSequenceNumber::new(put[4].clone(), 0).unwrap()),
+        };
+        let mut source = start(Arc::new(stream), S0, at);
+        assert_eq!(drain(&mut source, 5).await.0, put[5..]);
+    }
+
+    /// A consumer deregistered while subscribed is registered again and reading goes on
+    /// where it was; a shard that disappears (aged out) ends with no children.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_consumer_is_registered_again_and_a_vanished_shard_ends() {
+        let stream = InMemoryStream::new("s", 1);
+        let client: Arc<dyn StreamClient> = Arc::new(stream.clone());
+        let mut source = start(client.clone(), S0, from(IteratorPosition::TrimHorizon));
+        let first: Vec<String> = (0..3).map(|i| stream.put("pk", &[i]).1).collect();
+        assert_eq!(drain(&mut source, 3).await.0, first);
+        let old = stream.consumers()[0].consumer_arn.clone();
+        assert!(stream.deregister_consumer("app"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second: Vec<String> = (0..3).map(|i| stream.put("pk", &[i]).1).collect();
+        assert_eq!(drain(&mut source, 3).await.0, second);
+        let consumers = stream.consumers();
+        assert_eq!(consumers.len(), 1);
+        assert_ne!(consumers[0].consumer_arn, old, "registered again");
+        // A closed shard that ages out while subscribed.
+        let (a, _) = stream.split(S0, 1 << 100).unwrap();
+        assert_eq!(drain(&mut source, 1).await.1.map(|c| c.len()), Some(2));
+        let mut child = start(client, &a, from(IteratorPosition::TrimHorizon));
+        let (_, _) = stream.split(&a, 1 << 90).unwrap();
+        assert!(stream.age_out(&a));
+        assert_eq!(drain(&mut child, 1).await, (vec![], Some(vec![])));
+    }
+
+    /// An end without child shards is checked by subscribing again: a spurious one is not
+    /// believed (reading goes on), a persistent one ends the shard with no children.
+    #[tokio::test(start_paused = true)]
+    async fn an_end_without_children_is_confirmed_before_it_is_believed() {
+        let stream = InMemoryStream::new("s", 1);
+        let put: Vec<String> = (0..4).map(|i| stream.put("pk", &[i]).1).collect();
+        let observed = Observed::new(&stream);
+        observed.fake_ends.store(2, Ordering::SeqCst);
+        let mut source = start(Arc::new(observed), S0, from(IteratorPosition::TrimHorizon));
+        assert_eq!(drain(&mut source, 4).await, (put, None));
+        let always = Observed::new(&stream);
+        always.fake_ends.store(u32::MAX, Ordering::SeqCst);
+        let mut source = start(Arc::new(always), S0, from(IteratorPosition::TrimHorizon));
+        assert_eq!(drain(&mut source, 4).await, (vec![], Some(vec![])));
+    }
+}

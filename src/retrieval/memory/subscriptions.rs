@@ -499,3 +499,246 @@ fn continuation(sh: &ShardState, next_from: u128) -> u128 {
     let start: u128 = sh.shard.starting_sequence_number.parse().unwrap_or(0);
     next_from.saturating_sub(1).max(start)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retrieval::{RetrievalFailure, StreamClient};
+    use std::sync::Arc;
+    use IteratorPosition::*;
+
+    const S0: &str = "shardId-000000000000";
+
+    async fn active_consumer(s: &InMemoryStream) -> String {
+        s.set_consumer_activation_delay(Duration::ZERO);
+        s.register_stream_consumer("app")
+            .await
+            .unwrap()
+            .consumer_arn
+    }
+
+    fn seqs(e: &SubscribeToShardEvent) -> Vec<String> {
+        e.records
+            .iter()
+            .map(|r| r.sequence_number.clone())
+            .collect()
+    }
+
+    async fn next(events: &mut SubscribeToShardEvents) -> SubscribeToShardEvent {
+        events
+            .next()
+            .await
+            .expect("an event")
+            .expect("not an error")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consumers_become_active_after_a_delay_and_names_are_unique() {
+        let s = InMemoryStream::new("s", 1);
+        let c = s.register_stream_consumer("app").await.unwrap();
+        assert_eq!(c.status, ConsumerStatus::Creating);
+        assert!(
+            c.consumer_arn.contains(":stream/s/consumer/app:"),
+            "{}",
+            c.consumer_arn
+        );
+        let dup = s.register_stream_consumer("app").await.unwrap_err();
+        assert_eq!(dup.failure, RetrievalFailure::ResourceInUse);
+        let early = s
+            .subscribe_to_shard(&c.consumer_arn, S0, &TrimHorizon)
+            .await;
+        assert_eq!(
+            early.err().unwrap().failure,
+            RetrievalFailure::ResourceInUse
+        );
+        tokio::time::advance(DEFAULT_CONSUMER_ACTIVATION_DELAY).await;
+        let by_arn = ConsumerRef::Arn(c.consumer_arn.clone());
+        let described = s.describe_stream_consumer(&by_arn).await.unwrap().unwrap();
+        assert_eq!(described.status, ConsumerStatus::Active);
+        assert_eq!(
+            s.describe_stream_consumer(&ConsumerRef::Name("other".into()))
+                .await
+                .unwrap(),
+            None
+        );
+        for i in 1..20 {
+            s.register_stream_consumer(&format!("c{i}")).await.unwrap();
+        }
+        let over = s.register_stream_consumer("c20").await.unwrap_err();
+        assert_eq!(over.failure, RetrievalFailure::Throttled);
+    }
+
+    /// Events push records as they arrive; continuation sequence numbers resume exactly; a
+    /// subscription completes after its lifetime.
+    #[tokio::test(start_paused = true)]
+    async fn events_carry_records_and_continuations_that_resume_exactly() {
+        let s = InMemoryStream::new("s", 1);
+        let arn = active_consumer(&s).await;
+        let put: Vec<String> = (0..3).map(|i| s.put("k", &[i]).1).collect();
+        let mut events = s.subscribe_to_shard(&arn, S0, &TrimHorizon).await.unwrap();
+        let first = next(&mut events).await;
+        assert_eq!(seqs(&first), put);
+        assert_eq!(first.continuation_sequence_number.as_ref(), Some(&put[2]));
+        assert_eq!(first.millis_behind_latest, Some(0));
+        // Nothing new: an empty event after the heartbeat, same continuation.
+        let started = Instant::now();
+        let idle = next(&mut events).await;
+        assert_eq!(started.elapsed(), SUBSCRIPTION_HEARTBEAT);
+        assert!(idle.records.is_empty());
+        assert_eq!(idle.continuation_sequence_number.as_ref(), Some(&put[2]));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let late = s.put("k", b"late").1;
+        let t = Instant::now();
+        assert_eq!(seqs(&next(&mut events).await), [late.clone()]);
+        assert_eq!(t.elapsed(), Duration::ZERO, "pushed at once");
+        // AFTER the continuation of an empty event on an empty shard skips nothing.
+        let e = InMemoryStream::new("e", 1);
+        let arn_e = active_consumer(&e).await;
+        let mut ev = e
+            .subscribe_to_shard(&arn_e, S0, &TrimHorizon)
+            .await
+            .unwrap();
+        let empty = next(&mut ev).await;
+        let c = empty.continuation_sequence_number.unwrap();
+        drop(ev);
+        let first_put = e.put("k", b"x").1;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut ev = e
+            .subscribe_to_shard(&arn_e, S0, &AfterSequenceNumber(c))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&next(&mut ev).await), [first_put]);
+        // The lifetime ends the subscription.
+        drop(events);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.set_subscription_lifetime(Duration::from_secs(12));
+        let mut events = s
+            .subscribe_to_shard(&arn, S0, &AfterSequenceNumber(late))
+            .await
+            .unwrap();
+        let t = Instant::now();
+        while let Some(e) = events.next().await {
+            assert!(e.unwrap().records.is_empty());
+        }
+        assert_eq!(t.elapsed(), Duration::from_secs(12));
+    }
+
+    /// One call per second; a second subscription within 5 s is refused, a later one takes
+    /// over and the first fails; a deregistered consumer's subscription fails.
+    #[tokio::test(start_paused = true)]
+    async fn limits_takeover_and_deregistration() {
+        let s = InMemoryStream::new("s", 2);
+        let arn = active_consumer(&s).await;
+        let mut first = s.subscribe_to_shard(&arn, S0, &Latest).await.unwrap();
+        next(&mut first).await;
+        let fast = s.subscribe_to_shard(&arn, S0, &Latest).await.err().unwrap();
+        assert_eq!(fast.failure, RetrievalFailure::Throttled);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let busy = s.subscribe_to_shard(&arn, S0, &Latest).await.err().unwrap();
+        assert_eq!(busy.failure, RetrievalFailure::ResourceInUse);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let _second = s.subscribe_to_shard(&arn, S0, &Latest).await.unwrap();
+        let taken = first.next().await.unwrap().unwrap_err();
+        assert_eq!(taken.failure, RetrievalFailure::ResourceInUse);
+        assert!(first.next().await.is_none(), "nothing after an error");
+        let mut other = s
+            .subscribe_to_shard(&arn, "shardId-000000000001", &Latest)
+            .await
+            .unwrap();
+        next(&mut other).await;
+        assert_eq!(s.subscribed_shards(&arn).len(), 2);
+        assert!(s.deregister_consumer("app"));
+        let gone = other.next().await.unwrap().unwrap_err();
+        assert_eq!(gone.failure, RetrievalFailure::ResourceNotFound);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let unknown = s.subscribe_to_shard(&arn, S0, &Latest).await.err().unwrap();
+        assert_eq!(unknown.failure, RetrievalFailure::ResourceNotFound);
+        assert_eq!(s.subscribe_calls(), 6);
+    }
+
+    /// A split while subscribed: the rest of the parent, then its last event with no
+    /// continuation and both children; a merge ends both parents the same way.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_shard_ends_with_its_children() {
+        let s = InMemoryStream::new("s", 2);
+        let arn = active_consumer(&s).await;
+        let mut events = s.subscribe_to_shard(&arn, S0, &TrimHorizon).await.unwrap();
+        assert!(next(&mut events).await.records.is_empty());
+        let before = s.put_with_hash(1, "k", b"a").1;
+        assert_eq!(seqs(&next(&mut events).await), [before]);
+        let last = s.put_with_hash(2, "k", b"b").1;
+        let (a, b) = s.split(S0, 1 << 100).unwrap();
+        let end = next(&mut events).await;
+        assert_eq!(seqs(&end), [last]);
+        assert_eq!(end.continuation_sequence_number, None);
+        let children: Vec<&str> = end
+            .child_shards
+            .iter()
+            .map(|c| c.shard_id.as_str())
+            .collect();
+        assert_eq!(children, [a.as_str(), b.as_str()]);
+        assert!(events.next().await.is_none());
+        // Merge the two children: each ends with the one merged child.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut ea = s.subscribe_to_shard(&arn, &a, &TrimHorizon).await.unwrap();
+        let child = s.merge(&a, &b).unwrap();
+        let end = next(&mut ea).await;
+        assert_eq!(end.continuation_sequence_number, None);
+        assert_eq!(end.child_shards[0].shard_id, child);
+        assert_eq!(end.child_shards[0].parent_shards, [a.clone(), b.clone()]);
+    }
+
+    /// The injector decides per event: a reset fails the subscription, silence stops it, an
+    /// early end completes it; a trimmed-away shard fails with ResourceNotFound.
+    #[tokio::test(start_paused = true)]
+    async fn injected_event_faults_and_a_vanished_shard() {
+        let s = InMemoryStream::new("s", 1);
+        let arn = active_consumer(&s).await;
+        let fault = Arc::new(std::sync::Mutex::new(None::<StreamFault>));
+        s.set_fault_injector(Some(Arc::new({
+            let fault = fault.clone();
+            move |op: StreamOp, _: Option<&str>| {
+                (op == StreamOp::SubscribeToShardEvent)
+                    .then(|| *fault.lock().unwrap())
+                    .flatten()
+            }
+        })));
+        let subscribe = |s: InMemoryStream, arn: String| async move {
+            tokio::time::advance(SUBSCRIPTION_TAKEOVER_AFTER).await;
+            s.subscribe_to_shard(&arn, S0, &Latest).await.unwrap()
+        };
+        *fault.lock().unwrap() = Some(StreamFault::Reset);
+        let mut ev = subscribe(s.clone(), arn.clone()).await;
+        assert_eq!(
+            ev.next().await.unwrap().unwrap_err().failure,
+            RetrievalFailure::Retryable
+        );
+        assert!(ev.next().await.is_none());
+        *fault.lock().unwrap() = Some(StreamFault::EndSubscription);
+        let mut ev = subscribe(s.clone(), arn.clone()).await;
+        assert!(ev.next().await.is_none());
+        *fault.lock().unwrap() = Some(StreamFault::Silence);
+        let mut ev = subscribe(s.clone(), arn.clone()).await;
+        s.put("k", b"never sent");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), ev.next())
+                .await
+                .is_err(),
+            "a silent subscription sends nothing"
+        );
+        drop(ev);
+        *fault.lock().unwrap() = None;
+        let closed = InMemoryStream::new("c", 1);
+        let arn_c = active_consumer(&closed).await;
+        closed.split(S0, 5).unwrap();
+        let mut ev = closed
+            .subscribe_to_shard(&arn_c, S0, &TrimHorizon)
+            .await
+            .unwrap();
+        assert!(closed.age_out(S0));
+        assert_eq!(
+            ev.next().await.unwrap().unwrap_err().failure,
+            RetrievalFailure::ResourceNotFound
+        );
+    }
+}
