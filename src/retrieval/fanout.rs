@@ -6,8 +6,8 @@
 //!   record filtered out as in polling) or at the initial position; every later one starts
 //!   `AFTER_SEQUENCE_NUMBER` of the continuation sequence number of the last event delivered,
 //!   so nothing is skipped or repeated across subscriptions. A source that started at
-//!   `LATEST` and must subscribe again before its first event resumes at `AT_TIMESTAMP` of its
-//!   first request, never at a new `LATEST`.
+//!   `LATEST` and must subscribe again before its first event resumes at `AT_TIMESTAMP` of the
+//!   time it first subscribed, never at a new `LATEST`.
 //! * Kinesis completes a subscription after 5 minutes: the source subscribes again at once.
 //! * The shard has ended when an event has no continuation sequence number; it lists the
 //!   child shards (the same parent/child handling as polling follows). An end without child
@@ -127,9 +127,7 @@ impl FanOutTask {
                 tokio::time::sleep_until(t + MIN_TIME_BETWEEN_SUBSCRIBES).await;
             }
             let position = self.sink.resume_position();
-            if position == IteratorPosition::Latest {
-                self.sink.note_latest_requested(self.stream.now());
-            }
+            let requested_at = self.stream.now();
             last_subscribe = Some(Instant::now());
             let subscribed = tokio::time::timeout(
                 SUBSCRIPTION_SILENCE_TIMEOUT,
@@ -141,6 +139,9 @@ impl FanOutTask {
                 Err(_) => Ended::Silent,
                 Ok(Err(e)) => Ended::Failed(e),
                 Ok(Ok(events)) => {
+                    if position == IteratorPosition::Latest {
+                        self.sink.note_latest_requested(requested_at);
+                    }
                     tracing::debug!(
                         shard_id = self.shard(),
                         ?position,
@@ -653,7 +654,7 @@ mod tests {
     }
 
     /// A source at LATEST whose first subscriptions fail before any event resumes at
-    /// AT_TIMESTAMP of its first request, never at a new LATEST (records that arrived
+    /// AT_TIMESTAMP of its first subscription, never at a new LATEST (records that arrived
     /// meanwhile are delivered).
     #[tokio::test(start_paused = true)]
     async fn latest_is_never_resolved_twice() {
@@ -664,8 +665,9 @@ mod tests {
         stream.set_fault_injector(Some(Arc::new({
             let failed = failed.clone();
             move |op: StreamOp, _: Option<&str>| {
-                (op == StreamOp::SubscribeToShard && failed.fetch_add(1, Ordering::SeqCst) < 3)
-                    .then_some(StreamFault::ResourceInUse)
+                (op == StreamOp::SubscribeToShardEvent
+                    && failed.fetch_add(1, Ordering::SeqCst) < 3)
+                    .then_some(StreamFault::Reset)
             }
         })));
         let observed = Arc::new(Observed::new(&stream));
