@@ -6,7 +6,7 @@ use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
 use kinesis_client::lease::DynamoDbLeaseStore;
 use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
-use kinesis_client::{Config, Scheduler};
+use kinesis_client::{Config, FanOutConfig, Scheduler};
 use std::sync::Arc;
 
 /// The `.properties` key for a library setting (for error messages).
@@ -22,6 +22,8 @@ fn property_key(setting: &str) -> &'static str {
         "shard_sync_interval" => "shardSyncIntervalMillis",
         "max_leases_for_worker" => "maxLeasesForWorker",
         "max_leases_to_steal_at_one_time" => "maxLeasesToStealAtOneTime",
+        "fan_out.consumer_name" => "fanoutConfig.consumerName (default: applicationName)",
+        "fan_out.consumer_arn" => "fanoutConfig.consumerArn",
         _ => "(derived setting)",
     }
 }
@@ -82,6 +84,20 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     if let Some(v) = s.shutdown_grace {
         b = b.graceful_shutdown_timeout(v);
     }
+    b = b.retrieval_mode(s.retrieval());
+    let f = &s.fan_out;
+    let defaults = FanOutConfig::default();
+    b = b.fan_out(FanOutConfig {
+        consumer_name: f.consumer_name.clone(),
+        consumer_arn: f.consumer_arn.clone(),
+        max_describe_stream_consumer_retries: f
+            .max_describe_stream_consumer_retries
+            .unwrap_or(defaults.max_describe_stream_consumer_retries),
+        register_stream_consumer_retries: f
+            .register_stream_consumer_retries
+            .unwrap_or(defaults.register_stream_consumer_retries),
+        retry_backoff: f.retry_backoff.unwrap_or(defaults.retry_backoff),
+    });
     b.build().map_err(|e| MappingError {
         key: property_key(e.setting),
         message: e.message,

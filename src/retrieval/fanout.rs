@@ -665,8 +665,7 @@ mod tests {
         stream.set_fault_injector(Some(Arc::new({
             let failed = failed.clone();
             move |op: StreamOp, _: Option<&str>| {
-                (op == StreamOp::SubscribeToShardEvent
-                    && failed.fetch_add(1, Ordering::SeqCst) < 3)
+                (op == StreamOp::SubscribeToShardEvent && failed.fetch_add(1, Ordering::SeqCst) < 3)
                     .then_some(StreamFault::Reset)
             }
         })));

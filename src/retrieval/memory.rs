@@ -148,8 +148,10 @@ struct State {
     get_records_calls: u64,
     /// Stream consumers and subscriptions (enhanced fan-out).
     fan_out: subscriptions::FanOutState,
-    /// Bumped on every change subscriptions may be waiting for (records, reshards, trims).
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Notified on every change subscriptions may be waiting for (records, reshards, trims).
+    /// (`Notify` wakes its waiters in a fixed order; `watch` would not, and the simulation
+    /// must replay exactly.)
+    changes: Arc<tokio::sync::Notify>,
 }
 
 struct ShardState {
@@ -186,7 +188,7 @@ pub fn hash_key(partition_key: &str) -> u128 {
 impl State {
     /// Wake the subscriptions waiting for records or shard changes.
     fn changed(&mut self) {
-        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.changes.notify_waiters();
     }
 
     fn now(&self) -> SystemTime {
@@ -319,7 +321,7 @@ impl InMemoryStream {
             read_limit: Some(DEFAULT_READ_LIMIT),
             get_records_calls: 0,
             fan_out: subscriptions::FanOutState::default(),
-            changes: tokio::sync::watch::Sender::new(0),
+            changes: Arc::new(tokio::sync::Notify::new()),
         };
         let width = u128::MAX / shard_count as u128;
         for i in 0..shard_count {

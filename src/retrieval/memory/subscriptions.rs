@@ -35,6 +35,7 @@ use crate::retrieval::{
 };
 use futures::StreamExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -272,7 +273,7 @@ impl InMemoryStream {
             expires: now + s.fan_out.lifetime,
             last_event: None,
             done: false,
-            changes: s.changes.subscribe(),
+            changes: s.changes.clone(),
         };
         drop(s);
         Ok(futures::stream::unfold(subscription, |mut sub| async move {
@@ -294,7 +295,7 @@ struct Subscription {
     expires: Instant,
     last_event: Option<Instant>,
     done: bool,
-    changes: tokio::sync::watch::Receiver<u64>,
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Subscription {
@@ -338,10 +339,12 @@ impl Subscription {
             if self.done {
                 return None;
             }
+            // Waiting from before the check: a change after it wakes the wait below.
+            let changes = self.changes.clone();
+            let changed = changes.notified();
+            tokio::pin!(changed);
             let ready = {
                 let mut s = self.stream.state.lock().unwrap();
-                // Seen: a change after this check wakes the wait below.
-                self.changes.borrow_and_update();
                 self.ready(&mut s)
             };
             match ready {
@@ -355,7 +358,8 @@ impl Subscription {
                 }
                 Ready::Wait(until) => {
                     tokio::select! {
-                        _ = self.changes.changed() => {}
+                        biased;
+                        _ = &mut changed => {}
                         _ = tokio::time::sleep_until(until) => {}
                     }
                 }
@@ -504,7 +508,6 @@ fn continuation(sh: &ShardState, next_from: u128) -> u128 {
 mod tests {
     use super::*;
     use crate::retrieval::{RetrievalFailure, StreamClient};
-    use std::sync::Arc;
     use IteratorPosition::*;
 
     const S0: &str = "shardId-000000000000";
