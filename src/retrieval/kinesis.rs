@@ -139,7 +139,7 @@ impl KinesisStreamClient {
             aws_smithy_types::event_stream::RawMessage,
         >,
     ) -> RetrievalError {
-        let info = AwsError::from_event_stream(err);
+        let info = AwsError::from_subscribe_to_shard_events(err);
         let failure = if info.is_resource_not_found() {
             RetrievalFailure::ResourceNotFound
         } else if info.is_resource_in_use() {
