@@ -490,6 +490,179 @@ mod tests {
         }
     }
 
+    /// Records each shard's deliveries (and the shard of every batch, in delivery order);
+    /// checkpoints every batch and at shard end.
+    #[derive(Clone, Default)]
+    struct Journal(
+        Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    );
+
+    struct Recording {
+        shard: String,
+        journal: Journal,
+    }
+
+    #[async_trait::async_trait]
+    impl RecordProcessor for Recording {
+        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+        async fn process_records(
+            &mut self,
+            input: ProcessRecordsInput,
+            cp: &mut Checkpointer,
+        ) -> Result<(), ProcessorError> {
+            {
+                let mut j = self.journal.0.lock().unwrap();
+                let log = j.entry(self.shard.clone()).or_default();
+                log.extend(input.records.iter().map(|r| r.sequence_number.clone()));
+                if !input.records.is_empty() {
+                    self.journal.1.lock().unwrap().push(self.shard.clone());
+                }
+            }
+            Ok(cp.checkpoint().await?)
+        }
+        async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+            if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } =
+                reason
+            {
+                checkpointer.checkpoint().await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A fan-out worker registers its consumer at start and reads every shard by
+    /// subscription (no GetRecords at all), through a split and a merge: every record once,
+    /// in order per shard, children after their parents.
+    #[tokio::test(start_paused = true)]
+    async fn a_fan_out_worker_reads_every_shard_by_subscription_through_reshards() {
+        let stream = InMemoryStream::new("s", 2);
+        let store = InMemoryLeaseStore::new();
+        let journal = Journal::default();
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .initial_position(crate::InitialPosition::TrimHorizon)
+            .retrieval_mode(RetrievalMode::FanOut)
+            .parent_shard_poll_interval(Duration::from_millis(500))
+            .shard_sync_interval(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let factory = {
+            let journal = journal.clone();
+            move |shard: &str| Recording {
+                shard: shard.to_string(),
+                journal: journal.clone(),
+            }
+        };
+        let scheduler = Scheduler::new(
+            config,
+            factory,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        );
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending()));
+        let mut put: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut produce = |n: usize| {
+            for i in 0..n {
+                let (shard, seq) = stream.put(&format!("k{i}"), b"x");
+                put.entry(shard).or_default().push(seq);
+            }
+        };
+        produce(40);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let shards = stream.shards();
+        let (a, b) = stream
+            .split(&shards[0].shard_id, shards[0].hash_key_range.end / 2)
+            .unwrap();
+        produce(40);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let merged = stream.merge(&a, &b).unwrap();
+        produce(40);
+        let delivered = || {
+            journal
+                .0
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while delivered() < 120 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            *journal.0.lock().unwrap(),
+            put,
+            "every record once, in order per shard"
+        );
+        assert!(
+            put.contains_key(&merged),
+            "records reached the merged child"
+        );
+        let order = journal.1.lock().unwrap().clone();
+        let first = |s: &str| order.iter().position(|x| x == s).unwrap();
+        let last = |s: &str| order.iter().rposition(|x| x == s).unwrap();
+        for (parent, child) in [
+            (&shards[0].shard_id, &a),
+            (&shards[0].shard_id, &b),
+            (&a, &merged),
+            (&b, &merged),
+        ] {
+            assert!(
+                last(parent) < first(child),
+                "{parent} finished before {child} started"
+            );
+        }
+        assert_eq!(stream.get_records_calls(), 0, "no polling");
+        let consumers = stream.consumers();
+        assert_eq!(consumers.len(), 1);
+        assert_eq!(consumers[0].consumer_name, "app");
+        handle.request_shutdown();
+        task.await.unwrap().unwrap();
+    }
+
+    /// A configured consumer ARN that names no consumer stops the worker at start with an
+    /// error saying so (no lease is taken).
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_consumer_arn_stops_the_worker_at_start() {
+        let stream = InMemoryStream::new("s", 1);
+        let store = InMemoryLeaseStore::new();
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .retrieval_mode(RetrievalMode::FanOut)
+            .fan_out(crate::FanOutConfig {
+                consumer_arn: Some(
+                    "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/nope:1".into(),
+                ),
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let scheduler = Scheduler::new(
+            config,
+            |_: &str| Noop,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        );
+        let err = tokio::time::timeout(
+            Duration::from_secs(600),
+            scheduler.run(std::future::pending()),
+        )
+        .await
+        .expect("the worker gives up")
+        .unwrap_err();
+        assert!(matches!(err, SchedulerError::FanOutConsumer(_)), "{err}");
+        assert!(
+            err.to_string().contains("no stream consumer has the ARN"),
+            "{err}"
+        );
+        assert!(store.snapshot().values().all(|l| l.owner.is_none()));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_during_the_first_shard_sync_stops_at_once() {
         for fault in [
