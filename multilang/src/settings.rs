@@ -437,7 +437,7 @@ impl<'a> Builder<'a> {
         }
         // Java counts a polling key as set when its value is not zero (the two Integer ones:
         // when present).
-        let nonzero = value.parse::<f64>().map_or(true, |v| v != 0.0);
+        let nonzero = value.parse::<f64>() != Ok(0.0);
         let integer_key = matches!(key, "retryGetRecordsInSeconds" | "maxGetRecordsThreadPool");
         if POLLING_KEYS.contains(&key) && (nonzero || integer_key) {
             self.polling_keys.push(format!("{key} (line {})", e.line));

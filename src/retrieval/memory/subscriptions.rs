@@ -592,7 +592,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(10)).await;
         let late = s.put("k", b"late").1;
         let t = Instant::now();
-        assert_eq!(seqs(&next(&mut events).await), [late.clone()]);
+        assert_eq!(seqs(&next(&mut events).await), std::slice::from_ref(&late));
         assert_eq!(t.elapsed(), Duration::ZERO, "pushed at once");
         // AFTER the continuation of an empty event on an empty shard skips nothing.
         let e = InMemoryStream::new("e", 1);
