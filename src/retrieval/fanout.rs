@@ -604,50 +604,24 @@ mod tests {
     /// arrives.
     #[tokio::test(start_paused = true)]
     async fn a_slow_processor_keeps_read_ahead_bounded_in_bytes() {
-        const KIB: usize = 1024;
+        use crate::retrieval::source::test_support::*;
         let stream = InMemoryStream::new("s", 2);
         let observed = Arc::new(Observed::new(&stream));
         let client: Arc<dyn StreamClient> = observed.clone();
-        let budget = PrefetchBudget::new(1536 * KIB);
-        let buf = BufferConfig {
-            max_pending_batches: 3,
-            max_pending_bytes: 1024 * KIB,
-            budget: budget.clone(),
-        };
+        let budget = PrefetchBudget::new(WORKER_BUDGET);
         let reg = registration(client.clone());
         let mut sources: Vec<RecordSource> = ["shardId-000000000000", "shardId-000000000001"]
             .into_iter()
             .map(|s| {
                 let at = from(IteratorPosition::TrimHorizon);
-                spawn(client.clone(), reg.clone(), s.into(), at, buf.clone())
+                spawn(client.clone(), reg.clone(), s.into(), at, bounded(&budget))
             })
             .collect();
-        let want = 40;
-        for i in 0..want {
-            let size = if i == 17 { 3072 * KIB } else { 300 * KIB };
-            let hash = if i % 2 == 0 { 0 } else { u128::MAX };
-            stream.put_with_hash(hash, "", &vec![0u8; size]);
-        }
-        let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while got < want && Instant::now() < deadline {
-            // The processor takes 2 s per batch, alternating shards.
-            for s in sources.iter_mut() {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                peak = peak.max(observed.pulled.load(Ordering::SeqCst) - taken);
-                assert!(budget.buffered_bytes() <= budget.max_bytes());
-                if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), s.next()).await
-                {
-                    got += b.records.len();
-                    taken += b.records.iter().map(record_bytes).sum::<usize>();
-                }
-            }
-        }
-        assert_eq!(got, want, "everything is delivered");
+        let peak = slow_processor(&stream, &observed.pulled, &budget, &mut sources).await;
         // The budget, plus one event per shard waiting for room (up to 2 MiB, or the 3 MiB
         // record alone).
         assert!(
-            peak <= 1536 * KIB + 3072 * KIB + 2048 * KIB,
+            peak <= WORKER_BUDGET + BIG_RECORD + 2048 * KIB,
             "{} KiB held",
             peak / KIB
         );

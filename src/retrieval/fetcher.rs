@@ -451,30 +451,18 @@ mod tests {
     /// shard is held beyond it, and everything is delivered (the big record too).
     #[tokio::test(start_paused = true)]
     async fn read_ahead_is_bounded_in_bytes_per_shard_and_per_worker() {
-        const KIB: usize = 1024;
+        use crate::retrieval::source::test_support::*;
         let stream = InMemoryStream::new("s", 2);
         let shards: Vec<String> = stream.shards().into_iter().map(|s| s.shard_id).collect();
-        let mut want = 0;
-        for i in 0..40 {
-            let size = if i == 17 { 3072 * KIB } else { 300 * KIB };
-            let hash = if i % 2 == 0 { 0 } else { u128::MAX };
-            stream.put_with_hash(hash, "", &vec![0u8; size]);
-            want += 1;
-        }
         let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let client: Arc<dyn StreamClient> = Arc::new(Counting {
             inner: stream.clone(),
             fetched: fetched.clone(),
         });
-        let budget = PrefetchBudget::new(1536 * KIB);
+        let budget = PrefetchBudget::new(WORKER_BUDGET);
         let cfg = FetcherConfig {
             max_records: 2,
             idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
-        };
-        let buf = BufferConfig {
-            max_pending_batches: 3,
-            max_pending_bytes: 1024 * KIB,
-            budget: budget.clone(),
         };
         let start = StartPosition {
             position: IteratorPosition::TrimHorizon,
@@ -483,40 +471,15 @@ mod tests {
         let mut fetchers: Vec<RecordSource> = shards
             .iter()
             .map(|s| {
-                spawn(
-                    client.clone(),
-                    s.clone(),
-                    start.clone(),
-                    cfg.clone(),
-                    buf.clone(),
-                )
+                let buf = bounded(&budget);
+                spawn(client.clone(), s.clone(), start.clone(), cfg.clone(), buf)
             })
             .collect();
-        let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while got < want && Instant::now() < deadline {
-            // The processor takes 2 s per batch, alternating shards.
-            for f in fetchers.iter_mut() {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let held = fetched.load(Ordering::SeqCst) - taken;
-                peak = peak.max(held);
-                assert!(
-                    budget.buffered_bytes() <= budget.max_bytes(),
-                    "{} buffered",
-                    budget.buffered_bytes()
-                );
-                if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), f.next()).await
-                {
-                    got += b.records.len();
-                    taken += b.records.iter().map(record_bytes).sum::<usize>();
-                }
-            }
-        }
-        assert_eq!(got, want, "everything is delivered");
+        let peak = slow_processor(&stream, &fetched, &budget, &mut fetchers).await;
         // The budget, plus one response per shard waiting for room (two 300 KiB records, or
         // the 3 MiB one).
         assert!(
-            peak <= 1536 * KIB + 3072 * KIB + 600 * KIB,
+            peak <= WORKER_BUDGET + BIG_RECORD + 600 * KIB,
             "{} KiB held",
             peak / KIB
         );

@@ -333,6 +333,72 @@ impl BatchSink {
     }
 }
 
+/// The slow-processor check both sources' tests run.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::retrieval::InMemoryStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// KiB.
+    pub const KIB: usize = 1024;
+    /// The worker budget of [`slow_processor`]'s sources.
+    pub const WORKER_BUDGET: usize = 1536 * KIB;
+    /// The largest record [`slow_processor`] puts.
+    pub const BIG_RECORD: usize = 3072 * KIB;
+
+    /// The buffer settings for [`slow_processor`]: 1 MiB per shard, [`WORKER_BUDGET`] per
+    /// worker (shared by the sources given `budget`).
+    pub fn bounded(budget: &PrefetchBudget) -> BufferConfig {
+        BufferConfig {
+            max_pending_batches: 3,
+            max_pending_bytes: 1024 * KIB,
+            budget: budget.clone(),
+        }
+    }
+
+    /// Puts 40 records of 300 KiB (one of [`BIG_RECORD`], larger than every bound) on the
+    /// two shards of `stream`, then takes from `sources` (one per shard, built with
+    /// [`bounded`]`(budget)`) as a processor that needs 2 s per batch, alternating shards.
+    /// Checks that everything arrives and the budget is never exceeded; returns the most
+    /// bytes the service had handed out (`handed_out`) and the processor had not taken.
+    pub async fn slow_processor(
+        stream: &InMemoryStream,
+        handed_out: &AtomicUsize,
+        budget: &PrefetchBudget,
+        sources: &mut [RecordSource],
+    ) -> usize {
+        let want = 40;
+        for i in 0..want {
+            let size = if i == 17 { BIG_RECORD } else { 300 * KIB };
+            let hash = if i % 2 == 0 { 0 } else { u128::MAX };
+            stream.put_with_hash(hash, "", &vec![0u8; size]);
+        }
+        let (mut got, mut taken, mut peak) = (0, 0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got < want && Instant::now() < deadline {
+            for s in sources.iter_mut() {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                peak = peak.max(handed_out.load(Ordering::SeqCst) - taken);
+                assert!(
+                    budget.buffered_bytes() <= budget.max_bytes(),
+                    "{} buffered",
+                    budget.buffered_bytes()
+                );
+                if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(1), s.next()).await
+                {
+                    got += b.records.len();
+                    taken += b.records.iter().map(record_bytes).sum::<usize>();
+                }
+            }
+        }
+        assert_eq!(got, want, "everything is delivered");
+        peak
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
