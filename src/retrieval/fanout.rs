@@ -181,14 +181,24 @@ impl FanOutTask {
                     tokio::time::sleep(delay).await;
                 }
                 Ended::Failed(e) => {
-                    if e.failure == RetrievalFailure::ResourceNotFound
-                        && self.shard_gone(&arn, &e).await
-                    {
-                        return;
+                    let mut what = describe_failure(&e);
+                    if e.failure == RetrievalFailure::ResourceNotFound {
+                        match self.what_is_gone().await {
+                            Gone::Shard => {
+                                tracing::warn!(shard_id = self.shard(), error = %e, "shard no longer exists; treating it as ended with no children");
+                                self.sink.shard_gone().await;
+                                return;
+                            }
+                            Gone::Consumer => {
+                                self.registration.forget(&arn).await;
+                                what = format!("the shard exists but the fan-out consumer {arn} does not (deregistered?), so it is registered again: {e}");
+                            }
+                            Gone::Unknown => {}
+                        }
                     }
                     failures += 1;
                     let delay = backoff.next().unwrap_or(RESUBSCRIBE_BACKOFF_MAX);
-                    self.log_failure(failures, delay, &describe_failure(&e));
+                    self.log_failure(failures, delay, &what);
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -255,27 +265,19 @@ impl FanOutTask {
         }
     }
 
-    /// After `ResourceNotFoundException`: true (and the shard's end delivered) when the shard
-    /// no longer exists; otherwise the consumer is gone and will be registered again.
-    async fn shard_gone(&self, arn: &str, e: &RetrievalError) -> bool {
+    /// After `ResourceNotFoundException`: whether the shard or the consumer is gone (the
+    /// shard is when GetShardIterator finds no shard).
+    async fn what_is_gone(&self) -> Gone {
         match self
             .stream
             .get_shard_iterator(self.shard(), &IteratorPosition::TrimHorizon)
             .await
         {
-            Ok(None) => {
-                tracing::warn!(shard_id = self.shard(), error = %e, "shard no longer exists; treating it as ended with no children");
-                self.sink.shard_gone().await;
-                true
-            }
-            Ok(Some(_)) => {
-                tracing::warn!(shard_id = self.shard(), consumer_arn = arn, error = %e, "the shard exists but the fan-out consumer does not (deregistered?); registering it again");
-                self.registration.forget(arn).await;
-                false
-            }
+            Ok(None) => Gone::Shard,
+            Ok(Some(_)) => Gone::Consumer,
             Err(check) => {
-                tracing::debug!(shard_id = self.shard(), error = %check, "cannot tell whether the shard still exists; subscribing again");
-                false
+                tracing::debug!(shard_id = self.shard(), error = %check, "cannot tell whether the shard still exists");
+                Gone::Unknown
             }
         }
     }
@@ -300,6 +302,16 @@ impl FanOutTask {
             );
         }
     }
+}
+
+/// What a `ResourceNotFoundException` was about.
+enum Gone {
+    /// The shard (it aged out of the stream): it has ended.
+    Shard,
+    /// The consumer (deregistered): register it again.
+    Consumer,
+    /// Cannot tell now: subscribe again.
+    Unknown,
 }
 
 /// A failure in words that say what it means for this shard.
