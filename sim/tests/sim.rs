@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// Seeds run by [`seed_batch`] (about 15 per second per core in a debug build).
 const CI_SEEDS: u64 = 1000;
 /// Seeds run by [`fan_out_seed_batch`] in enhanced fan-out mode.
-const CI_FAN_OUT_SEEDS: u64 = 300;
+const CI_FAN_OUT_SEEDS: u64 = 200;
 
 fn replay_seed() -> Option<u64> {
     std::env::var("SIM_SEED").ok().map(|s| {
