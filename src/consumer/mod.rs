@@ -16,6 +16,7 @@ use crate::lease::LeaseStore;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
 };
+use crate::record::Records;
 use crate::resharding::create_child_leases;
 use crate::retrieval::fetcher::{
     FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
@@ -106,11 +107,30 @@ struct Consumer<P> {
     fetcher: Option<Fetcher>,
     checkpointer: Option<Checkpointer>,
     /// A batch the processor has not accepted yet (redelivered after a failure).
-    batch: Option<FetchedBatch>,
+    batch: Option<Batch>,
     children: Option<Vec<ChildShard>>,
     waiting_logged: bool,
     /// Delays between restarts of a fetcher task that died (reset by a delivered batch).
     fetcher_restarts: Backoff,
+}
+
+/// A batch on its way to the processor. Its records are shared with the processor's input,
+/// so keeping it for redelivery copies nothing.
+#[derive(Debug)]
+struct Batch {
+    records: Records,
+    millis_behind_latest: Option<i64>,
+    shard_end: Option<Vec<ChildShard>>,
+}
+
+impl From<FetchedBatch> for Batch {
+    fn from(b: FetchedBatch) -> Self {
+        Batch {
+            records: b.records.into(),
+            millis_behind_latest: b.millis_behind_latest,
+            shard_end: b.shard_end,
+        }
+    }
 }
 
 /// The longest wait before restarting a fetcher task that died (the first wait is the task
@@ -325,7 +345,7 @@ impl<P: RecordProcessor> Consumer<P> {
                     return Ok(TaskOutcome::Failed);
                 };
                 self.fetcher_restarts.reset();
-                batch
+                Batch::from(batch)
             }
         };
         let checkpointer = self
