@@ -236,6 +236,8 @@ impl<P: RecordProcessor> Consumer<P> {
             max_pending_batches: cfg.max_pending_batches,
             max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
             budget: self.ctx.prefetch_budget.clone(),
+            deaggregate: cfg.deaggregate_records,
+            hash_key_range: self.tenure.lease.hash_key_range,
         };
         self.fetcher = Some(Fetcher::spawn(
             self.ctx.stream.clone(),
@@ -342,6 +344,7 @@ impl<P: RecordProcessor> Consumer<P> {
             let input = ProcessRecordsInput {
                 records: batch.records.clone(),
                 millis_behind_latest: batch.millis_behind_latest,
+                deaggregated: batch.deaggregated,
             };
             let count = input.records.len();
             match AssertUnwindSafe(self.processor.process_records(input, checkpointer))

@@ -9,6 +9,10 @@
 //! * The first iterator is `AT_SEQUENCE_NUMBER` of the checkpoint (the checkpointed record is
 //!   read again and filtered out, with everything at or below the checkpoint, so sub-sequence
 //!   checkpoints work), or the initial position for a new lease.
+//! * Every response becomes a batch in one place, [`BatchPreparer::prepare`]: KPL aggregates
+//!   are de-aggregated first ([`super::deaggregation`]), then what is at or below the
+//!   checkpoint is dropped, so a checkpoint inside an aggregate resumes right after its user
+//!   record. Any other record source (fan-out) goes through the same function.
 //! * A replacement iterator never skips a record: it is `AFTER_SEQUENCE_NUMBER` of the last
 //!   record fetched, or, before the first record, the start position again, except that
 //!   `LATEST` is never resolved twice (it would point past every record that arrived
@@ -30,10 +34,13 @@
 //! The bounds count batches fetched and not yet handed to the consumer; at most one more
 //! GetRecords response per shard (the one waiting for room) is held beyond them.
 
+use super::deaggregation::{deaggregate, Outcome};
 use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
+use crate::lease::HashKeyRange;
 use crate::record::Record;
+use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -108,6 +115,11 @@ pub struct FetcherConfig {
     pub max_pending_bytes: usize,
     /// The worker's read-ahead budget, shared with its other fetchers.
     pub budget: PrefetchBudget,
+    /// De-aggregate KPL aggregates (else they are delivered as they are).
+    pub deaggregate: bool,
+    /// The shard's hash key range, when known: user records of aggregates outside it are
+    /// counted (and delivered).
+    pub hash_key_range: Option<HashKeyRange>,
 }
 
 /// Where a fetcher starts reading.
@@ -124,6 +136,8 @@ pub struct StartPosition {
 pub struct FetchedBatch {
     /// Records not yet checkpointed, in order.
     pub records: Vec<Record>,
+    /// Some of `records` were de-aggregated from KPL aggregates.
+    pub deaggregated: bool,
     /// How far behind the tip of the shard.
     pub millis_behind_latest: Option<i64>,
     /// `Some(children)` when this is the shard's last batch.
@@ -231,6 +245,155 @@ impl Drop for Fetcher {
     }
 }
 
+/// The one point where a stream response becomes a batch for the consumer, for every record
+/// source (the polling fetcher here; a fan-out subscription too). For each record, in order:
+///
+/// 1. KPL aggregates are de-aggregated ([`deaggregate`]) unless turned off; a record with the
+///    magic bytes that is not a valid aggregate is passed on whole, with a warning naming the
+///    shard and sequence number; user records outside the shard's hash key range are passed
+///    on, counted, and logged once per shard;
+/// 2. records at or below the checkpoint the shard started from are dropped (after
+///    de-aggregation, so a checkpoint inside an aggregate resumes right after its user
+///    record). A record that was *not* de-aggregated at the sequence number of a checkpoint
+///    inside an aggregate (de-aggregation off here, on where the checkpoint was written) is
+///    delivered whole rather than dropped, with the checkpoint's sub-sequence number (so that
+///    checkpointing it keeps that checkpoint).
+#[derive(Debug)]
+pub(crate) struct BatchPreparer {
+    shard_id: String,
+    /// Records at or below this were processed already; `None` once a record above it passed
+    /// (records arrive in order: nothing after it can be at or below).
+    skip_through: Option<ExtendedSequenceNumber>,
+    deaggregate: bool,
+    hash_key_range: Option<HashKeyRange>,
+    /// User records outside the shard's range so far (delivered).
+    outside_hash_range: u64,
+    /// Records with the magic bytes that were not valid aggregates (delivered raw).
+    corrupt: u64,
+}
+
+impl BatchPreparer {
+    /// For `shard_id`, starting after `skip_through` (the checkpoint), de-aggregating unless
+    /// `deaggregate` is false; `hash_key_range` is the shard's, when known.
+    pub(crate) fn new(
+        shard_id: impl Into<String>,
+        skip_through: Option<ExtendedSequenceNumber>,
+        deaggregate: bool,
+        hash_key_range: Option<HashKeyRange>,
+    ) -> Self {
+        BatchPreparer {
+            shard_id: shard_id.into(),
+            skip_through,
+            deaggregate,
+            hash_key_range,
+            outside_hash_range: 0,
+            corrupt: 0,
+        }
+    }
+
+    /// The batch for the consumer made of one response's `records` (in sequence order).
+    pub(crate) fn prepare(
+        &mut self,
+        records: Vec<Record>,
+        millis_behind_latest: Option<i64>,
+        shard_end: Option<Vec<ChildShard>>,
+    ) -> FetchedBatch {
+        let mut out = Vec::with_capacity(records.len());
+        let mut deaggregated = false;
+        for record in records {
+            let first = out.len();
+            if self.deaggregate {
+                let outcome = deaggregate(record, self.hash_key_range, &mut out);
+                deaggregated |= matches!(outcome, Outcome::Aggregate { .. });
+                self.report(&outcome, &out[first..]);
+            } else {
+                out.push(record);
+            }
+            if self.skip_through.is_some() {
+                self.skip_checkpointed(&mut out, first);
+            }
+        }
+        FetchedBatch {
+            deaggregated: deaggregated && out.iter().any(|r| r.aggregated),
+            records: out,
+            millis_behind_latest,
+            shard_end,
+        }
+    }
+
+    fn report(&mut self, outcome: &Outcome, produced: &[Record]) {
+        let shard = self.shard_id.as_str();
+        let sequence_number = produced.first().map_or("", |r| r.sequence_number.as_str());
+        match outcome {
+            Outcome::Corrupt(why) => {
+                self.corrupt += 1;
+                tracing::warn!(shard_id = shard, sequence_number, reason = %why,
+                    "a record starting with the KPL aggregate magic bytes is not a valid aggregate; delivering it as it is");
+            }
+            Outcome::Aggregate {
+                outside_hash_range, ..
+            } if *outside_hash_range > 0 => {
+                if self.outside_hash_range == 0 {
+                    let range = self
+                        .hash_key_range
+                        .map(|r| format!("{}..={}", r.start, r.end));
+                    tracing::warn!(shard_id = shard, sequence_number, count = outside_hash_range, hash_key_range = ?range,
+                        "user records of a KPL aggregate have hash keys outside this shard's range (the producer's shard map was stale, or its aggregator ignores shards); \
+                         they exist only in this shard and are delivered (the Java KCL drops such aggregates whole); further ones on this shard are counted, not logged");
+                }
+                self.outside_hash_range += *outside_hash_range as u64;
+            }
+            _ => {}
+        }
+    }
+
+    /// Drop the records of `out[from..]` at or below the checkpoint.
+    fn skip_checkpointed(&mut self, out: &mut Vec<Record>, from: usize) {
+        let Some(cp) = &self.skip_through else {
+            return;
+        };
+        let mut keep_from = out.len();
+        for (i, r) in out.iter_mut().enumerate().skip(from) {
+            match cp.position_cmp(&r.sequence_number, r.sub_sequence_number) {
+                Some(Ordering::Greater) => {
+                    keep_from = i;
+                    break;
+                }
+                Some(Ordering::Less)
+                    if !r.aggregated
+                        && cp.sub_sequence_number() > 0
+                        && cp.position_cmp(&r.sequence_number, u64::MAX)
+                            == Some(Ordering::Greater) =>
+                {
+                    tracing::warn!(shard_id = %self.shard_id, sequence_number = %r.sequence_number, checkpoint = %cp,
+                        "the checkpoint lies inside this record, which was not de-aggregated here; delivering it whole (its user records up to the checkpoint again)");
+                    r.sub_sequence_number = cp.sub_sequence_number();
+                    keep_from = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.drain(from..keep_from);
+        if out.len() > from {
+            self.skip_through = None;
+        }
+    }
+}
+
+impl Drop for BatchPreparer {
+    fn drop(&mut self) {
+        if self.outside_hash_range > 0 || self.corrupt > 0 {
+            tracing::info!(
+                shard_id = %self.shard_id,
+                outside_hash_range = self.outside_hash_range,
+                corrupt_aggregates = self.corrupt,
+                "KPL de-aggregation on this shard: user records outside its hash key range and invalid aggregates, all delivered"
+            );
+        }
+    }
+}
+
 struct FetchTask {
     stream: Arc<dyn StreamClient>,
     shard_id: String,
@@ -242,17 +405,6 @@ struct FetchTask {
 }
 
 impl FetchTask {
-    fn keep(&self, record: &Record) -> bool {
-        match &self.start.skip_through {
-            Some(cp) => ExtendedSequenceNumber::new(
-                record.sequence_number.clone(),
-                record.sub_sequence_number,
-            )
-            .is_ok_and(|esn| esn > *cp),
-            None => true,
-        }
-    }
-
     /// Send `batch` once the byte bounds have room for it; false when the consumer is gone.
     async fn send(&self, batch: FetchedBatch) -> bool {
         let bytes: usize = batch.records.iter().map(record_bytes).sum();
@@ -275,6 +427,7 @@ impl FetchTask {
     async fn shard_gone(&self) {
         self.send(FetchedBatch {
             records: Vec::new(),
+            deaggregated: false,
             millis_behind_latest: None,
             shard_end: Some(Vec::new()),
         })
@@ -291,6 +444,12 @@ impl FetchTask {
         let mut iterator: Option<String> = None;
         let mut last_call: Option<Instant> = None;
         let (mut throttled, mut transient, mut unconfirmed_ends) = (0u32, 0u32, 0u32);
+        let mut preparer = BatchPreparer::new(
+            shard,
+            self.start.skip_through.clone(),
+            self.config.deaggregate,
+            self.config.hash_key_range,
+        );
         loop {
             if iterator.is_none() {
                 let position = {
@@ -355,13 +514,11 @@ impl FetchTask {
                         );
                         continue;
                     }
-                    let records: Vec<Record> =
-                        batch.records.into_iter().filter(|r| self.keep(r)).collect();
-                    let out = FetchedBatch {
-                        records,
-                        millis_behind_latest: batch.millis_behind_latest,
-                        shard_end: at_end.then_some(batch.child_shards),
-                    };
+                    let out = preparer.prepare(
+                        batch.records,
+                        batch.millis_behind_latest,
+                        at_end.then_some(batch.child_shards),
+                    );
                     if !self.send(out).await || at_end {
                         return;
                     }
@@ -418,6 +575,8 @@ mod tests {
             max_pending_batches: 2,
             max_pending_bytes: 8 << 20,
             budget: PrefetchBudget::new(64 << 20),
+            deaggregate: true,
+            hash_key_range: None,
         }
     }
 
@@ -683,6 +842,8 @@ mod tests {
             max_pending_batches: 3,
             max_pending_bytes: 1024 * KIB,
             budget: budget.clone(),
+            deaggregate: true,
+            hash_key_range: None,
         };
         let start = StartPosition {
             position: IteratorPosition::TrimHorizon,

@@ -242,6 +242,8 @@ impl StreamClient for KinesisStreamClient {
                 partition_key: r.partition_key().unwrap_or_default().to_string(),
                 sequence_number: r.sequence_number().to_string(),
                 sub_sequence_number: 0,
+                explicit_hash_key: None,
+                aggregated: false,
                 approximate_arrival_timestamp: r
                     .approximate_arrival_timestamp()
                     .and_then(to_system_time),

@@ -295,6 +295,8 @@ impl InMemoryStream {
             partition_key: partition_key.to_string(),
             sequence_number: seq.to_string(),
             sub_sequence_number: 0,
+            explicit_hash_key: None,
+            aggregated: false,
             approximate_arrival_timestamp: Some(now),
         };
         shard.records.push_back((seq, record));

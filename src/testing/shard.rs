@@ -101,13 +101,7 @@ impl TestShard {
             .into_iter()
             .map(|data| {
                 self.next_sequence += 1;
-                Record {
-                    data: data.as_ref().to_vec(),
-                    partition_key: "test".into(),
-                    sequence_number: self.next_sequence.to_string(),
-                    sub_sequence_number: 0,
-                    approximate_arrival_timestamp: None,
-                }
+                Record::new(data.as_ref(), "test", self.next_sequence.to_string())
             })
             .collect()
     }
@@ -141,6 +135,7 @@ impl TestShard {
             self.checkpointer.delivered(last.checkpoint());
         }
         let input = ProcessRecordsInput {
+            deaggregated: records.iter().any(|r| r.aggregated),
             records,
             millis_behind_latest: Some(0),
         };
