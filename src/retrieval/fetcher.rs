@@ -564,6 +564,7 @@ impl FetchTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
     use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::InMemoryStream;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -645,6 +646,190 @@ mod tests {
         };
         let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
         assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
+    }
+
+    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
+        (0..n)
+            .map(|i| UserRecordSpec {
+                partition_key: format!("{prefix}-pk-{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}-{i}").into_bytes(),
+            })
+            .collect()
+    }
+
+    /// (sequence number, sub-sequence number, payload) of everything delivered until `want`.
+    async fn drain_user_records(fetcher: &mut Fetcher, want: usize) -> Vec<(String, u64, String)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got.len() < want {
+            let Ok(Some(batch)) = tokio::time::timeout_at(deadline, fetcher.next()).await else {
+                panic!("only {} of {want} records: {got:?}", got.len());
+            };
+            assert_eq!(
+                batch.deaggregated,
+                batch.records.iter().any(|r| r.aggregated)
+            );
+            got.extend(batch.records.into_iter().map(|r| {
+                let data = String::from_utf8(r.data).unwrap();
+                (r.sequence_number, r.sub_sequence_number, data)
+            }));
+        }
+        got
+    }
+
+    /// The user's report: a Java worker checkpointed at (X, 3) inside an aggregate; resuming
+    /// at `AT_SEQUENCE_NUMBER X` delivers exactly X's user records 4.. and what follows
+    /// (filtering before de-aggregation dropped X whole).
+    #[tokio::test(start_paused = true)]
+    async fn resumes_inside_an_aggregate_right_after_the_checkpointed_user_record() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        let (_, before) = stream.put("pk", b"plain-before");
+        let (_, x) = stream.put_aggregate(&user_records("x", 10));
+        let (_, after) = stream.put("pk", b"plain-after");
+        let (_, y) = stream.put_aggregate(&user_records("y", 2));
+        let start = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(x.clone()),
+            skip_through: Some(ExtendedSequenceNumber::new(x.clone(), 3).unwrap()),
+        };
+        let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
+        let mut want: Vec<(String, u64, String)> =
+            (4..10).map(|i| (x.clone(), i, format!("x-{i}"))).collect();
+        want.push((after, 0, "plain-after".into()));
+        want.extend((0..2).map(|i| (y.clone(), i, format!("y-{i}"))));
+        assert_eq!(drain_user_records(&mut fetcher, want.len()).await, want);
+        let _ = before;
+    }
+
+    /// Captures log lines (for the tests that check what is logged).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        fn lines(&self, containing: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(containing))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// Records of aggregates outside the shard's hash key range are all delivered; the first
+    /// such aggregate is logged (once per shard), the total when the shard's fetcher stops.
+    /// A corrupt aggregate is delivered raw with a warning naming the shard and sequence number.
+    #[test]
+    fn outside_the_range_delivered_and_logged_once_corrupt_delivered_raw_with_a_warning() {
+        let logs = Logs::default();
+        let _guard = logs.capture();
+        let shard = "shardId-000000000007";
+        let range = HashKeyRange {
+            start: 0,
+            end: u128::MAX / 2,
+        };
+        let mut preparer = BatchPreparer::new(shard, None, true, Some(range));
+        let mut records = Vec::new();
+        let mut want = 0;
+        for a in 0..3u64 {
+            let specs = user_records(&format!("a{a}"), 20);
+            want += specs.len();
+            records.push(Record::new(
+                kpl_aggregate(&specs),
+                "pk",
+                format!("{}", 100 + a),
+            ));
+        }
+        let mut corrupt = kpl_aggregate(&user_records("c", 2));
+        *corrupt.last_mut().unwrap() ^= 1;
+        records.push(Record::new(corrupt.clone(), "pk", "200"));
+        let batch = preparer.prepare(records, None, None);
+        assert_eq!(batch.records.len(), want + 1, "everything is delivered");
+        assert!(batch.deaggregated);
+        assert_eq!(batch.records[want].data, corrupt, "the corrupt record, raw");
+        assert!(!batch.records[want].aggregated);
+        let outside = logs.lines("outside this shard's range");
+        assert_eq!(outside.len(), 1, "{outside:?}");
+        assert!(
+            outside[0].contains(shard) && outside[0].contains("sequence_number=\"100\""),
+            "{outside:?}"
+        );
+        let warned = logs.lines("not a valid aggregate");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("WARN")
+                && warned[0].contains(shard)
+                && warned[0].contains("sequence_number=\"200\"")
+                && warned[0].contains("MD5"),
+            "{warned:?}"
+        );
+        let counted = preparer.outside_hash_range;
+        assert!(
+            counted > 20,
+            "most of 60 random keys are outside half the range: {counted}"
+        );
+        drop(preparer);
+        let total = logs.lines("KPL de-aggregation on this shard");
+        assert_eq!(total.len(), 1, "{total:?}");
+        assert!(
+            total[0].contains(&format!("outside_hash_range={counted}"))
+                && total[0].contains("corrupt_aggregates=1"),
+            "{total:?}"
+        );
+    }
+
+    /// With de-aggregation off, an aggregate is one record; a checkpoint inside it (written
+    /// by a worker that de-aggregates) delivers it whole, with the checkpoint's sub-sequence
+    /// number, instead of dropping it. A checkpoint at (X, 0) still skips X.
+    #[test]
+    fn without_deaggregation_a_checkpoint_inside_an_aggregate_delivers_it_whole() {
+        let aggregate = kpl_aggregate(&user_records("x", 5));
+        let batch = |cp_sub: u64| {
+            let cp = ExtendedSequenceNumber::new("100", cp_sub).unwrap();
+            let mut preparer = BatchPreparer::new("shardId-0", Some(cp), false, None);
+            let records = vec![
+                Record::new(b"old".to_vec(), "pk", "99"),
+                Record::new(aggregate.clone(), "pk", "100"),
+                Record::new(b"new".to_vec(), "pk", "101"),
+            ];
+            preparer.prepare(records, None, None)
+        };
+        let inside = batch(3);
+        assert!(!inside.deaggregated);
+        let got: Vec<(&str, u64)> = inside
+            .records
+            .iter()
+            .map(|r| (r.sequence_number.as_str(), r.sub_sequence_number))
+            .collect();
+        assert_eq!(got, vec![("100", 3), ("101", 0)]);
+        assert_eq!(inside.records[0].data, aggregate);
+        let at = batch(0);
+        let got: Vec<&str> = at
+            .records
+            .iter()
+            .map(|r| r.sequence_number.as_str())
+            .collect();
+        assert_eq!(got, vec!["101"]);
     }
 
     /// Never more than 5 GetRecords per second on a shard, however fast the consumer is.
