@@ -195,6 +195,15 @@ pub fn start_worker(
         journal: journal.clone(),
         behavior: behavior.clone(),
     };
+    start_scheduler(aws, config, factory)
+}
+
+/// A worker running `factory`'s processors on the local services.
+pub fn start_scheduler<F: kinesis_client::RecordProcessorFactory>(
+    aws: &LocalAws,
+    config: Config,
+    factory: F,
+) -> Worker {
     let endpoints = kinesis_client::aws::Endpoints {
         kinesis: Some(aws.kinesis_endpoint().into()),
         dynamodb: Some(aws.dynamodb_endpoint().into()),
