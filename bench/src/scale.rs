@@ -82,6 +82,8 @@ struct Fleet {
     first_record: Option<Duration>,
     balanced: Option<Duration>,
     requests_per_lease_minute: Option<(f64, f64, f64)>,
+    /// Calls per lease per minute by lease-store method (those made at all).
+    by_method: Vec<(&'static str, f64)>,
 }
 
 fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: usize) -> Fleet {
@@ -110,6 +112,7 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut by_method = Vec::new();
         let requests_per_lease_minute = if balanced.is_some() && !window.is_zero() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             let counting = cluster.counting.clone().expect("counting store");
@@ -120,6 +123,11 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
             let per = |m: &str| get(&d, m) as f64 / shards as f64 / (window.as_secs_f64() / 60.0);
             // One in-memory `list_leases` is a whole table; DynamoDB reads it in `pages` pages.
             let scans = per("list_leases") * pages as f64;
+            by_method = crate::counting::METHODS
+                .iter()
+                .map(|m| (*m, per(m)))
+                .filter(|(_, n)| *n > 0.0)
+                .collect();
             let total: u64 = d.iter().sum();
             let total = total as f64 / shards as f64 / (window.as_secs_f64() / 60.0)
                 - per("list_leases")
@@ -133,6 +141,7 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
             first_record,
             balanced,
             requests_per_lease_minute,
+            by_method,
         }
     })
 }
@@ -183,7 +192,7 @@ pub fn section(scale: Scale) -> Section {
         let n = (c.open + c.closed) as f64;
         let (a, b) = (c.new_app.as_secs_f64(), c.steady.as_secs_f64());
         per_shard.push(a / n);
-        if c.open >= 10_000 && (a >= 0.5 || b >= 0.5) {
+        if c.open == 10_000 && (a >= 0.5 || b >= 0.5) {
             sync_ok = false;
         }
         sync.row([
@@ -260,6 +269,18 @@ pub fn section(scale: Scale) -> Section {
             t,
             if records { "—".into() } else { sig(jr + js) },
         ]);
+        if !f.by_method.is_empty() {
+            let calls: Vec<String> = f
+                .by_method
+                .iter()
+                .map(|(m, n)| format!("`{m}` {}", sig(*n)))
+                .collect();
+            fleet_notes.push(format!(
+                "{} workers, idle: lease-store calls per lease per minute: {}.",
+                f.workers,
+                calls.join(", ")
+            ));
+        }
         if f.balanced.is_none() {
             fleet_notes.push(format!("{} workers: not balanced within 30 F.", f.workers));
         }
