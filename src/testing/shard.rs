@@ -106,6 +106,27 @@ impl TestShard {
             .collect()
     }
 
+    /// The user records of one KPL aggregate, one per payload, as the library delivers them:
+    /// they share the next sequence number and have sub-sequence numbers 0, 1, 2, … and
+    /// `aggregated` set.
+    pub fn aggregated_records<I, D>(&mut self, payloads: I) -> Vec<Record>
+    where
+        I: IntoIterator<Item = D>,
+        D: AsRef<[u8]>,
+    {
+        self.next_sequence += 1;
+        let sequence = self.next_sequence.to_string();
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| Record {
+                sub_sequence_number: i as u64,
+                aggregated: true,
+                ..Record::new(data.as_ref(), "test", sequence.clone())
+            })
+            .collect()
+    }
+
     /// Call `initialize` as the scheduler does (with the lease's checkpoint).
     pub async fn initialize<P: RecordProcessor>(
         &self,
@@ -261,10 +282,17 @@ mod tests {
             "{err:?}"
         );
 
+        // A checkpoint inside an aggregate names the user record.
+        let users = shard.aggregated_records(["u0", "u1", "bad", "u3"]);
+        let u1 = users[1].checkpoint();
+        assert!(shard.process(&mut p, users).await.is_err());
+        assert_eq!(shard.stored_checkpoint(), u1);
+        assert_eq!(shard.lease().checkpoint.stored_sub_sequence_number(), 1);
+
         shard.lose_lease();
         let batch = shard.records(["c"]);
         let err = shard.process(&mut p, batch).await.unwrap_err();
         assert!(err.to_string().contains("cannot checkpoint"), "{err}");
-        assert_eq!(shard.stored_checkpoint(), ok);
+        assert_eq!(shard.stored_checkpoint(), u1);
     }
 }

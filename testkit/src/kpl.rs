@@ -21,13 +21,12 @@ use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_smithy_types::Blob;
 use base64::Engine as _;
 
-use crate::install::{self, acquire, tail};
+use crate::install::{self, tail, MARKER};
 
 /// The pinned `aws-kinesis-agg` version (PyPI).
 pub const AWS_KINESIS_AGG_VERSION: &str = "1.2.3";
 /// Its dependencies, pinned (it declares `protobuf` unpinned and imports `six`).
 const DEPENDENCIES: &[&str] = &["protobuf==7.36.2", "six==1.17.0"];
-const MARKER: &str = ".complete";
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The `PYTHONPATH` directory holding `aws_kinesis_agg` and its dependencies, installed on
@@ -51,103 +50,39 @@ fn has_packages(dir: &Path) -> bool {
 
 fn install() -> Result<PathBuf> {
     let python = crate::clients::python3()?;
-    let root = install::cache_root()?;
-    let target = root.join(format!("aws-kinesis-agg@{AWS_KINESIS_AGG_VERSION}"));
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
-    let lock_path = root.join(format!(".aws-kinesis-agg@{AWS_KINESIS_AGG_VERSION}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    acquire(&lock, &lock_path)?;
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
-    }
-    let prefix = format!(".install-aws-kinesis-agg@{AWS_KINESIS_AGG_VERSION}-");
-    for entry in fs::read_dir(&root)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
+    let name = format!("aws-kinesis-agg@{AWS_KINESIS_AGG_VERSION}");
+    install::install_once(&install::cache_root()?, &name, is_complete, |dir| {
+        pip_install(&python, dir)?;
+        if !has_packages(dir) {
+            bail!("pip finished but {} lacks aws_kinesis_agg or protobuf", dir.display());
         }
-    }
-    let tmp = root.join(format!(
-        "{prefix}{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir_all(&tmp)?;
-    let started = Instant::now();
-    tracing::info!(cache = %root.display(), "pip install aws-kinesis-agg=={AWS_KINESIS_AGG_VERSION} (first use)");
-    let outcome = pip_install(&python, &tmp).and_then(|()| {
-        if !has_packages(&tmp) {
-            bail!(
-                "pip finished but {} lacks aws_kinesis_agg or protobuf",
-                tmp.display()
-            );
-        }
-        fs::write(
-            tmp.join(MARKER),
-            format!("aws-kinesis-agg=={AWS_KINESIS_AGG_VERSION}\n"),
-        )?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = outcome {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    tracing::info!(took = ?started.elapsed(), "aws-kinesis-agg installed");
-    drop(lock);
-    Ok(target)
+        Ok(())
+    })
 }
 
 fn pip_install(python: &Path, dir: &Path) -> Result<()> {
     let log = dir.with_extension("log");
     let out = File::create(&log)?;
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--quiet",
-        "--target",
-    ])
-    .arg(dir)
-    .arg(format!("aws-kinesis-agg=={AWS_KINESIS_AGG_VERSION}"))
-    .args(DEPENDENCIES)
-    .stdin(Stdio::null())
-    .stdout(out.try_clone()?)
-    .stderr(out);
-    let mut child = cmd
+    let mut child = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--target",
+        ])
+        .arg(dir)
+        .arg(format!("aws-kinesis-agg=={AWS_KINESIS_AGG_VERSION}"))
+        .args(DEPENDENCIES)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
         .spawn()
         .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip install aws-kinesis-agg did not finish within {PIP_DEADLINE:?}\n{}",
-                tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip install aws-kinesis-agg", &log)?;
     let text = tail(&log);
     let _ = fs::remove_file(&log);
     if !status.success() {
