@@ -154,28 +154,40 @@ fn opt_secs(d: Option<Duration>) -> String {
 /// Run section 7.
 pub fn section(scale: Scale) -> Section {
     let started = std::time::Instant::now();
-    let (sync_sizes, shards, workers, window): (Vec<(usize, usize)>, usize, Vec<usize>, Duration) =
-        match scale {
-            Scale::Tiny => (vec![(100, 30)], 100, vec![1, 3], Duration::ZERO),
-            Scale::Quick => (
-                vec![(1_000, 300), (10_000, 3_000)],
-                1_000,
-                vec![10],
-                Duration::from_secs(60),
-            ),
-            Scale::Full => (
-                vec![
-                    (1_000, 300),
-                    (5_000, 1_500),
-                    (10_000, 3_000),
-                    (20_000, 6_000),
-                    (100_000, 30_000),
-                ],
-                10_000,
-                vec![1, 10, 50],
-                Duration::from_secs(120),
-            ),
-        };
+    // Idle fleets are (workers, shards).
+    type Sizes = (Vec<(usize, usize)>, usize, Vec<(usize, usize)>, Duration);
+    let (sync_sizes, shards, idle, window): Sizes = match scale {
+        Scale::Tiny => (
+            vec![(100, 30)],
+            100,
+            vec![(1, 100), (3, 100)],
+            Duration::ZERO,
+        ),
+        Scale::Quick => (
+            vec![(1_000, 300), (10_000, 3_000)],
+            1_000,
+            vec![(10, 1_000)],
+            Duration::from_secs(60),
+        ),
+        Scale::Full => (
+            vec![
+                (1_000, 300),
+                (5_000, 1_500),
+                (10_000, 3_000),
+                (20_000, 6_000),
+                (100_000, 30_000),
+            ],
+            10_000,
+            vec![
+                (1, 10_000),
+                (10, 10_000),
+                (50, 10_000),
+                (10, 100_000),
+                (50, 100_000),
+            ],
+            Duration::from_secs(120),
+        ),
+    };
     let mut sync = Table::new([
         "open shards",
         "closed ancestors",
@@ -220,12 +232,15 @@ pub fn section(scale: Scale) -> Section {
     let mut first_ok = true;
     let mut balance_ok = true;
     let mut cost_ok = true;
-    let pages = (shards * crate::counting::item_size(&crate::lease_cost::typical_lease()))
-        .div_ceil(crate::lease_cost::SCAN_PAGE_BYTES);
-    let runs: Vec<(usize, bool)> = std::iter::once((1, true))
-        .chain(workers.iter().map(|&w| (w, false)))
+    let pages_of = |shards: usize| {
+        (shards * crate::counting::item_size(&crate::lease_cost::typical_lease()))
+            .div_ceil(crate::lease_cost::SCAN_PAGE_BYTES)
+    };
+    let runs: Vec<(usize, usize, bool)> = std::iter::once((1, shards, true))
+        .chain(idle.iter().map(|&(w, l)| (w, l, false)))
         .collect();
-    for (w, records) in runs {
+    for (w, shards, records) in runs {
+        let pages = pages_of(shards);
         let f = fleet(
             w,
             shards,
@@ -276,7 +291,7 @@ pub fn section(scale: Scale) -> Section {
                 .map(|(m, n)| format!("`{m}` {}", sig(*n)))
                 .collect();
             fleet_notes.push(format!(
-                "{} workers, idle: lease-store calls per lease per minute: {}.",
+                "{} workers on {shards} shards, idle: lease-store calls per lease per minute: {}.",
                 f.workers,
                 calls.join(", ")
             ));
@@ -348,10 +363,10 @@ pub fn section(scale: Scale) -> Section {
              the first row puts one record per shard every second, the others none. *First record*: from \
              the start until any processor gets a record. *All balanced*: every lease owned, every worker holding ⌊L/W⌋ or ⌈L/W⌉. Requests \
              are counted over {} simulated minutes starting one minute after the balance; a scan counts \
-             as the {} DynamoDB Scan pages a table of L leases takes (1 MB each), as in Java's column.",
+             as the DynamoDB Scan pages a table of L leases takes (1 MB each: {} at 10,000 leases), as in Java's column.",
             STORE_LATENCY.as_millis(),
             window.as_secs() / 60,
-            pages,
+            pages_of(10_000),
         ),
         tables: if memory.rows.is_empty() { vec![sync, fleets] } else { vec![sync, fleets, memory] },
         goal,

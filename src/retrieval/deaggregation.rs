@@ -28,6 +28,8 @@
 //!   same for MD5 and protobuf failures, but drops the rest of an aggregate whose index is out
 //!   of range.
 //!
+//! The user records' payloads are slices of the aggregate's buffer (nothing is copied).
+//!
 //! A record without the magic bytes is not an aggregate and is delivered as it is.
 
 use crate::lease::HashKeyRange;
@@ -149,14 +151,14 @@ pub fn deaggregate(
         return Outcome::Corrupt(CorruptAggregate::DigestMismatch);
     }
     let mut record = record;
-    let buffer = Bytes::from(std::mem::take(&mut record.data));
+    let buffer = std::mem::take(&mut record.data);
     let decoded = AggregatedRecord::decode(buffer.slice(KPL_MAGIC.len()..body_end))
         .map_err(|e| CorruptAggregate::Protobuf(e.to_string()))
         .and_then(|message| check(&message).map(|()| message));
     let message = match decoded {
         Ok(m) => m,
         Err(why) => {
-            record.data = Vec::from(buffer);
+            record.data = buffer;
             out.push(record);
             return Outcome::Corrupt(why);
         }
@@ -176,7 +178,7 @@ pub fn deaggregate(
     } = message;
     for (i, user) in records.into_iter().enumerate() {
         out.push(Record {
-            data: user.data.to_vec(),
+            data: user.data,
             partition_key: partition_key_table[user.partition_key_index as usize].clone(),
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: i as u64,

@@ -671,7 +671,7 @@ mod tests {
                 batch.records.iter().any(|r| r.aggregated)
             );
             got.extend(batch.records.into_iter().map(|r| {
-                let data = String::from_utf8(r.data).unwrap();
+                let data = String::from_utf8(r.data.to_vec()).unwrap();
                 (r.sequence_number, r.sub_sequence_number, data)
             }));
         }

@@ -8,7 +8,7 @@ use crate::lease::Lease;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
 };
-use crate::record::Record;
+use crate::record::{Bytes, Record};
 use crate::retrieval::memory::FIRST_SEQUENCE_NUMBER;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +101,11 @@ impl TestShard {
             .into_iter()
             .map(|data| {
                 self.next_sequence += 1;
-                Record::new(data.as_ref(), "test", self.next_sequence.to_string())
+                Record::new(
+                    Bytes::copy_from_slice(data.as_ref()),
+                    "test",
+                    self.next_sequence.to_string(),
+                )
             })
             .collect()
     }
@@ -122,7 +126,11 @@ impl TestShard {
             .map(|(i, data)| Record {
                 sub_sequence_number: i as u64,
                 aggregated: true,
-                ..Record::new(data.as_ref(), "test", sequence.clone())
+                ..Record::new(
+                    Bytes::copy_from_slice(data.as_ref()),
+                    "test",
+                    sequence.clone(),
+                )
             })
             .collect()
     }
@@ -157,7 +165,7 @@ impl TestShard {
         }
         let input = ProcessRecordsInput {
             deaggregated: records.iter().any(|r| r.aggregated),
-            records,
+            records: records.into(),
             millis_behind_latest: Some(0),
         };
         let result = processor
@@ -244,7 +252,7 @@ mod tests {
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
             for r in &input.records {
-                if r.data == b"bad" {
+                if r.data == &b"bad"[..] {
                     return Err("bad record".into());
                 }
                 cp.checkpoint_record(r).await?;

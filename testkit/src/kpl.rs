@@ -54,7 +54,10 @@ fn install() -> Result<PathBuf> {
     install::install_once(&install::cache_root()?, &name, is_complete, |dir| {
         pip_install(&python, dir)?;
         if !has_packages(dir) {
-            bail!("pip finished but {} lacks aws_kinesis_agg or protobuf", dir.display());
+            bail!(
+                "pip finished but {} lacks aws_kinesis_agg or protobuf",
+                dir.display()
+            );
         }
         Ok(())
     })
@@ -82,7 +85,12 @@ fn pip_install(python: &Path, dir: &Path) -> Result<()> {
         .stderr(out)
         .spawn()
         .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip install aws-kinesis-agg", &log)?;
+    let status = install::wait_within(
+        &mut child,
+        PIP_DEADLINE,
+        "pip install aws-kinesis-agg",
+        &log,
+    )?;
     let text = tail(&log);
     let _ = fs::remove_file(&log);
     if !status.success() {

@@ -33,7 +33,7 @@ fn expected(specs: &[UserRecordSpec]) -> Vec<Record> {
         .iter()
         .enumerate()
         .map(|(i, s)| Record {
-            data: s.data.clone(),
+            data: s.data.clone().into(),
             partition_key: s.partition_key.clone(),
             sequence_number: SEQ.into(),
             sub_sequence_number: i as u64,
