@@ -352,10 +352,13 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
     assert_eq!(store.snapshot()[&child].checkpoint, Checkpoint::TrimHorizon);
 }
 
+/// (sequence number, sub-sequence number, payload, batch marked de-aggregated).
+type Seen = Arc<Mutex<Vec<(String, u64, String, bool)>>>;
+
 /// Records every user record it is given; at `stop_at` it checkpoints that very user record
 /// (inside its aggregate) and asks for a restart, as a crash would.
 struct CheckpointsMidAggregate {
-    seen: Arc<Mutex<Vec<(String, u64, String, bool)>>>,
+    seen: Seen,
     stop_at: Option<&'static str>,
 }
 
