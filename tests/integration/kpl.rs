@@ -12,7 +12,7 @@
 //!   inside an aggregate and Rust resumes right after it.
 
 use crate::common::aws;
-use crate::harness::{config, start_scheduler, wait_for, Worker};
+use crate::harness::{config, java_daemon_properties, start_scheduler, wait_for, Worker};
 use aws_sdk_dynamodb::types::AttributeValue;
 use kinesis_client::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
@@ -310,38 +310,13 @@ async fn start_java(
         !executable.contains("  ") && executable.split(' ').count() == 2,
         "the daemon splits executableName on spaces: {executable:?}"
     );
-    let region = aws
-        .sdk_config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "us-east-1".into());
     let properties = scratch.join(testkit::unique_name("java.properties"));
+    let worker = testkit::unique_name("java-worker");
     std::fs::write(
         &properties,
-        java_kcl::properties_text(&[
-            ("executableName", executable),
-            ("processingLanguage", "python/3".into()),
-            ("streamName", stream.into()),
-            ("applicationName", app.into()),
-            ("workerId", testkit::unique_name("java-worker")),
-            (
-                "AwsCredentialsProvider",
-                "EnvironmentVariableCredentialsProvider".into(),
-            ),
-            ("regionName", region),
-            ("kinesisEndpoint", aws.kinesis_endpoint().into()),
-            ("dynamoDBEndpoint", aws.dynamodb_endpoint().into()),
-            ("initialPositionInStream", "TRIM_HORIZON".into()),
-            ("failoverTimeMillis", "3000".into()),
-            ("idleTimeBetweenReadsInMillis", "200".into()),
-            ("retrievalMode", "POLLING".into()),
-            ("maxRecords", "100".into()),
-            ("metricsLevel", "NONE".into()),
-            (
-                "clientVersionConfig",
-                "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X".into(),
-            ),
-        ]),
+        java_kcl::properties_text(&java_daemon_properties(
+            aws, stream, app, &worker, executable,
+        )),
     )
     .unwrap();
     let mut env = java_kcl::credentials_env(aws.sdk_config()).await.unwrap();
