@@ -51,7 +51,7 @@ pub struct ProcessRecordsInput {
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
     /// Some records of this batch were de-aggregated from KPL aggregates (those with
-    /// [`Record::aggregated`]): the user records of one aggregate share its sequence number
+    /// [`Record::aggregated`](crate::Record::aggregated)): the user records of one aggregate share its sequence number
     /// and differ by sub-sequence number, so a checkpoint at one of them must name both
     /// ([`Checkpointer::checkpoint_record`] does; [`Checkpointer::checkpoint`] covers the
     /// whole batch).
