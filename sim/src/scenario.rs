@@ -113,6 +113,16 @@ pub struct FanOutPlan {
     pub faults: SubscriptionFaultRates,
 }
 
+/// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
+/// user records).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Aggregates {
+    /// The share of puts that are aggregates (0: none).
+    pub share: f64,
+    /// The most user records in one aggregate (at least 1).
+    pub max_user_records: usize,
+}
+
 /// An action at a simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
@@ -177,6 +187,8 @@ pub struct Scenario {
     pub prehistory: Prehistory,
     /// How records are read.
     pub retrieval: Retrieval,
+    /// KPL aggregates among the records put.
+    pub aggregates: Aggregates,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -198,23 +210,23 @@ impl Scenario {
     pub fn generate_in(seed: u64, mode: Mode) -> Scenario {
         let mut sc = Scenario::generate(seed);
         if mode == Mode::FanOut {
-            let mut r4 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
-            let faults = match r4.random_range(0..10) {
+            let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
+            let faults = match r5.random_range(0..10) {
                 0..=2 => SubscriptionFaultRates::default(),
                 n => {
                     let heavy = if n >= 7 { 3.0 } else { 1.0 };
                     SubscriptionFaultRates {
-                        resource_in_use: rate(&mut r4, 0.3, 0.05 * heavy),
-                        limit_exceeded: rate(&mut r4, 0.3, 0.05 * heavy),
-                        reset: rate(&mut r4, 0.3, 0.03 * heavy),
-                        silence: rate(&mut r4, 0.5, 0.01 * heavy),
-                        end: rate(&mut r4, 0.3, 0.03 * heavy),
+                        resource_in_use: rate(&mut r5, 0.3, 0.05 * heavy),
+                        limit_exceeded: rate(&mut r5, 0.3, 0.05 * heavy),
+                        reset: rate(&mut r5, 0.3, 0.03 * heavy),
+                        silence: rate(&mut r5, 0.5, 0.01 * heavy),
+                        end: rate(&mut r5, 0.3, 0.03 * heavy),
                     }
                 }
             };
             sc.retrieval = Retrieval::FanOut(FanOutPlan {
-                lifetime: Duration::from_secs(r4.random_range(5..=300)),
-                activation: ms(&mut r4, 0, 3000),
+                lifetime: Duration::from_secs(r5.random_range(5..=300)),
+                activation: ms(&mut r5, 0, 3000),
                 faults,
             });
         }
@@ -358,6 +370,16 @@ impl Scenario {
         } else {
             Prehistory::default()
         };
+        // And these from a fourth: KPL aggregates.
+        let mut r4 = StdRng::seed_from_u64(seed ^ 0x0C91_A66E);
+        let aggregates = if r4.random_bool(0.4) {
+            Aggregates {
+                share: r4.random_range(0.1..=1.0),
+                max_user_records: r4.random_range(1..=30),
+            }
+        } else {
+            Aggregates::default()
+        };
         Scenario {
             seed,
             initial_shards,
@@ -384,6 +406,7 @@ impl Scenario {
             stale_scans,
             prehistory,
             retrieval: Retrieval::Polling,
+            aggregates,
         }
     }
 
@@ -423,8 +446,8 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}",
-            self.hangs, self.stale_scans, self.prehistory
+            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
+            self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
         writeln!(f, "  processor: {:?}", self.processor)?;
         if let Retrieval::FanOut(plan) = &self.retrieval {

@@ -104,7 +104,7 @@ impl FanOutTask {
         self.sink.shard_id()
     }
 
-    async fn run(self) {
+    async fn run(mut self) {
         let mut backoff = Backoff::new(RESUBSCRIBE_BACKOFF_BASE, RESUBSCRIBE_BACKOFF_MAX);
         let mut last_subscribe: Option<Instant> = None;
         let (mut failures, mut unconfirmed_ends) = (0u32, 0u32);
@@ -207,7 +207,7 @@ impl FanOutTask {
 
     /// Deliver the events of one subscription until it ends.
     async fn consume(
-        &self,
+        &mut self,
         mut events: SubscribeToShardEvents,
         failures: &mut u32,
         unconfirmed_ends: &mut u32,
@@ -358,6 +358,8 @@ mod tests {
             max_pending_batches: 3,
             max_pending_bytes: 8 << 20,
             budget: PrefetchBudget::new(64 << 20),
+            deaggregate: true,
+            hash_key_range: None,
         }
     }
 
@@ -685,6 +687,46 @@ mod tests {
         };
         let mut source = start(Arc::new(stream), S0, at);
         assert_eq!(drain(&mut source, 5).await.0, put[5..]);
+    }
+
+    /// Fan-out events become batches through the same preparer as GetRecords responses: KPL
+    /// aggregates are de-aggregated, and a checkpoint inside one resumes right after its
+    /// user record.
+    #[tokio::test(start_paused = true)]
+    async fn aggregates_are_deaggregated_and_a_checkpoint_inside_one_resumes_after_it() {
+        use crate::retrieval::deaggregation::UserRecordSpec;
+        let user_records = |prefix: &str, n: usize| -> Vec<UserRecordSpec> {
+            (0..n)
+                .map(|i| UserRecordSpec {
+                    partition_key: format!("{prefix}-pk-{i}"),
+                    explicit_hash_key: None,
+                    data: format!("{prefix}-{i}").into_bytes(),
+                })
+                .collect()
+        };
+        let stream = InMemoryStream::new("s", 1);
+        let (_, x) = stream.put_aggregate(&user_records("x", 6));
+        let (_, after) = stream.put("pk", b"plain");
+        let at = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(x.clone()),
+            skip_through: Some(ExtendedSequenceNumber::new(x.clone(), 3).unwrap()),
+        };
+        let mut source = start(Arc::new(stream), S0, at);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let batch = source.next().await.expect("alive");
+            assert_eq!(
+                batch.deaggregated,
+                batch.records.iter().any(|r| r.aggregated)
+            );
+            got.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| (r.sequence_number, r.sub_sequence_number)),
+            );
+        }
+        assert_eq!(got, [(x.clone(), 4), (x, 5), (after, 0)]);
     }
 
     /// A consumer deregistered while subscribed is registered again and reading goes on

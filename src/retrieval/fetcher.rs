@@ -10,6 +10,10 @@
 //! * The first iterator is `AT_SEQUENCE_NUMBER` of the checkpoint (the checkpointed record is
 //!   read again and filtered out, with everything at or below the checkpoint, so sub-sequence
 //!   checkpoints work), or the initial position for a new lease.
+//! * Every response becomes a batch in the one place every source shares
+//!   ([`BatchSink::deliver`], its `BatchPreparer`): KPL aggregates are de-aggregated first,
+//!   then what is at or below the checkpoint is dropped, so a checkpoint inside an aggregate
+//!   resumes right after its user record.
 //! * A replacement iterator never skips a record: it is `AFTER_SEQUENCE_NUMBER` of the last
 //!   record fetched, or, before the first record, the start position again, except that
 //!   `LATEST` is never resolved twice: a fetcher that started at `LATEST` resumes at
@@ -71,8 +75,9 @@ struct FetchTask {
 }
 
 impl FetchTask {
-    async fn run(self) {
-        let shard = self.sink.shard_id();
+    async fn run(mut self) {
+        let shard = self.sink.shard_id().to_string();
+        let shard = shard.as_str();
         let idle = self
             .config
             .idle_time_between_reads
@@ -191,6 +196,7 @@ impl FetchTask {
 mod tests {
     use super::*;
     use crate::checkpoint::ExtendedSequenceNumber;
+    use crate::retrieval::deaggregation::UserRecordSpec;
     use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::source::{record_bytes, PrefetchBudget};
     use crate::retrieval::InMemoryStream;
@@ -208,6 +214,8 @@ mod tests {
             max_pending_batches: 2,
             max_pending_bytes: 8 << 20,
             budget: PrefetchBudget::new(64 << 20),
+            deaggregate: true,
+            hash_key_range: None,
         }
     }
 
@@ -276,6 +284,63 @@ mod tests {
         };
         let mut fetcher = spawn(Arc::new(stream), shard, start, config(), buffer());
         assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
+    }
+
+    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
+        (0..n)
+            .map(|i| UserRecordSpec {
+                partition_key: format!("{prefix}-pk-{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}-{i}").into_bytes(),
+            })
+            .collect()
+    }
+
+    /// (sequence number, sub-sequence number, payload) of everything delivered until `want`.
+    async fn drain_user_records(
+        fetcher: &mut RecordSource,
+        want: usize,
+    ) -> Vec<(String, u64, String)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got.len() < want {
+            let Ok(Some(batch)) = tokio::time::timeout_at(deadline, fetcher.next()).await else {
+                panic!("only {} of {want} records: {got:?}", got.len());
+            };
+            assert_eq!(
+                batch.deaggregated,
+                batch.records.iter().any(|r| r.aggregated)
+            );
+            got.extend(batch.records.into_iter().map(|r| {
+                let data = String::from_utf8(r.data.to_vec()).unwrap();
+                (r.sequence_number, r.sub_sequence_number, data)
+            }));
+        }
+        got
+    }
+
+    /// The user's report: a Java worker checkpointed at (X, 3) inside an aggregate; resuming
+    /// at `AT_SEQUENCE_NUMBER X` delivers exactly X's user records 4.. and what follows
+    /// (filtering before de-aggregation dropped X whole).
+    #[tokio::test(start_paused = true)]
+    async fn resumes_inside_an_aggregate_right_after_the_checkpointed_user_record() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        let (_, before) = stream.put("pk", b"plain-before");
+        let (_, x) = stream.put_aggregate(&user_records("x", 10));
+        let (_, after) = stream.put("pk", b"plain-after");
+        let (_, y) = stream.put_aggregate(&user_records("y", 2));
+        let start = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(x.clone()),
+            skip_through: Some(ExtendedSequenceNumber::new(x.clone(), 3).unwrap()),
+        };
+        let mut fetcher = spawn(Arc::new(stream), shard, start, config(), buffer());
+        let mut want: Vec<(String, u64, String)> =
+            (4..10).map(|i| (x.clone(), i, format!("x-{i}"))).collect();
+        want.push((after, 0, "plain-after".into()));
+        want.extend((0..2).map(|i| (y.clone(), i, format!("y-{i}"))));
+        assert_eq!(drain_user_records(&mut fetcher, want.len()).await, want);
+        let _ = before;
     }
 
     /// Never more than 5 GetRecords per second on a shard, however fast the consumer is.

@@ -215,14 +215,17 @@ fn consumer_status(s: &aws_sdk_kinesis::types::ConsumerStatus) -> ConsumerStatus
     }
 }
 
-/// A record as the SDK decoded it (GetRecords or a SubscribeToShard event).
-fn record(r: &aws_sdk_kinesis::types::Record) -> Record {
+/// A record as the SDK decoded it (GetRecords or a SubscribeToShard event): the buffers the
+/// SDK decoded the response into are handed through, not copied.
+fn record(r: aws_sdk_kinesis::types::Record) -> Record {
     Record {
-        data: r.data().as_ref().to_vec(),
-        partition_key: r.partition_key().unwrap_or_default().to_string(),
-        sequence_number: r.sequence_number().to_string(),
-        sub_sequence_number: 0,
         approximate_arrival_timestamp: r.approximate_arrival_timestamp().and_then(to_system_time),
+        data: r.data.into_bytes(),
+        partition_key: r.partition_key.unwrap_or_default(),
+        sequence_number: r.sequence_number,
+        sub_sequence_number: 0,
+        explicit_hash_key: None,
+        aggregated: false,
     }
 }
 
@@ -371,11 +374,16 @@ impl StreamClient for KinesisStreamClient {
         if let StreamRef::Arn(a) = &self.stream {
             req = req.stream_arn(a);
         }
-        let out = self
+        let mut out = self
             .call(StreamOp::GetRecords, Some(shard_id), req.send())
             .await?;
+        // The buffers the SDK decoded the response into are handed through, not copied.
+        let records = std::mem::take(&mut out.records)
+            .into_iter()
+            .map(record)
+            .collect();
         Ok(RecordBatch {
-            records: out.records().iter().map(record).collect(),
+            records,
             next_iterator: out.next_shard_iterator().map(str::to_string),
             millis_behind_latest: out.millis_behind_latest(),
             child_shards: child_shards(out.child_shards()),
@@ -453,9 +461,12 @@ impl StreamClient for KinesisStreamClient {
                 let mut receiver = receiver?;
                 loop {
                     match receiver.recv().await {
-                        Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => {
+                        Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(mut e))) => {
                             let event = SubscribeToShardEvent {
-                                records: e.records().iter().map(record).collect(),
+                                records: std::mem::take(&mut e.records)
+                                    .into_iter()
+                                    .map(record)
+                                    .collect(),
                                 continuation_sequence_number: Some(
                                     e.continuation_sequence_number().to_string(),
                                 )

@@ -27,6 +27,7 @@
 //! GetShardIterator fails with [`RetrievalFailure::Fatal`]. Sequence numbers are not checked
 //! to belong to the shard: one before the trim horizon starts at the first retained record.
 
+use super::deaggregation::{aggregate, UserRecordSpec};
 pub use super::StreamOp;
 use super::{
     ChildShard, ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure,
@@ -34,9 +35,8 @@ use super::{
 };
 use crate::error::Cause;
 use crate::lease::HashKeyRange;
-use crate::record::Record;
+use crate::record::{Bytes, Record};
 use async_trait::async_trait;
-use md5::{Digest, Md5};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -180,10 +180,23 @@ fn format_shard_id(index: usize) -> String {
     format!("shardId-{index:012}")
 }
 
-/// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
-pub fn hash_key(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+/// `record` as a client receives it: a real client decodes every record of a response into
+/// buffers of its own, so this copies the payload (rather than sharing the stored one) and
+/// benchmarks over this stream pay what a client pays.
+fn decoded(record: &Record) -> Record {
+    Record {
+        data: Bytes::copy_from_slice(&record.data),
+        partition_key: record.partition_key.clone(),
+        sequence_number: record.sequence_number.clone(),
+        sub_sequence_number: record.sub_sequence_number,
+        explicit_hash_key: record.explicit_hash_key.clone(),
+        aggregated: record.aggregated,
+        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+    }
 }
+
+/// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
+pub use super::deaggregation::partition_key_hash as hash_key;
 
 impl State {
     /// Wake the subscriptions waiting for records or shard changes.
@@ -349,6 +362,22 @@ impl InMemoryStream {
         self.put_with_hash(hash_key(partition_key), partition_key, data)
     }
 
+    /// Put a KPL aggregate of `user_records` (one Kinesis record, see
+    /// [`crate::retrieval::deaggregation`]), routed as `aws-kinesis-agg` routes it: by the
+    /// first user record's explicit hash key, else its partition key (the other user records
+    /// may belong to other shards). Returns (shard id, sequence number).
+    ///
+    /// # Panics
+    /// If `user_records` is empty, or the first explicit hash key is not a decimal `u128`.
+    pub fn put_aggregate(&self, user_records: &[UserRecordSpec]) -> (String, String) {
+        let first = user_records.first().expect("an aggregate has user records");
+        let hash = match &first.explicit_hash_key {
+            Some(k) => k.parse().expect("a decimal explicit hash key"),
+            None => hash_key(&first.partition_key),
+        };
+        self.put_with_hash(hash, &first.partition_key, &aggregate(user_records))
+    }
+
     /// Put a record routed by an explicit hash key; returns (shard id, sequence number).
     pub fn put_with_hash(
         &self,
@@ -369,10 +398,12 @@ impl InMemoryStream {
             })
             .expect("the open shards cover the hash key space");
         let record = Record {
-            data: data.to_vec(),
+            data: Bytes::copy_from_slice(data),
             partition_key: partition_key.to_string(),
             sequence_number: seq.to_string(),
             sub_sequence_number: 0,
+            explicit_hash_key: None,
+            aggregated: false,
             approximate_arrival_timestamp: Some(now),
         };
         shard.records.push_back((seq, record));
@@ -647,7 +678,7 @@ impl StreamClient for InMemoryStream {
         let at_end = first + taken.len() == sh.records.len();
         let millis_behind = millis_behind(sh, taken.last().map(|(_, r)| r));
         let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
-        let records: Vec<Record> = taken.into_iter().map(|(_, r)| r.clone()).collect();
+        let records: Vec<Record> = taken.into_iter().map(|(_, r)| decoded(r)).collect();
         let (next_iterator, child_shards) = if at_end && sh.shard.is_closed() {
             (None, sh.children.clone())
         } else {
@@ -798,7 +829,7 @@ mod tests {
             [3, 3, 3, 1, 0]
         );
         assert_eq!(seqs(&batches), put);
-        assert_eq!(batches[0].records[2].data, b"r2");
+        assert_eq!(batches[0].records[2].data, &b"r2"[..]);
         let tip = batches.last().unwrap();
         assert!(tip.next_iterator.is_some() && tip.child_shards.is_empty());
         assert_eq!(tip.millis_behind_latest, Some(0));

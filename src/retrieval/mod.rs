@@ -7,8 +7,9 @@
 //! fault injection. Inside the crate, one record source per shard turns it into a bounded
 //! prefetch of batches: the polling fetcher (GetRecords) or the fan-out source
 //! (SubscribeToShard), behind the same interface (`source`), so the shard consumer does not
-//! know which one runs.
+//! know which one runs; both de-aggregate KPL aggregates ([`deaggregation`]) on the way.
 
+pub mod deaggregation;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fanout;
 #[cfg_attr(not(test), allow(dead_code))]

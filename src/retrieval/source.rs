@@ -8,9 +8,10 @@
 //! task died. The task talks to its handle through a [`BatchSink`], which owns what the two
 //! sources have in common:
 //!
-//! * **The one point where a stream response becomes a batch** ([`BatchSink::deliver`]):
-//!   records at or below the checkpoint the source started from are dropped there (so
-//!   sub-sequence checkpoints work), and KPL de-aggregation belongs there, for every source.
+//! * **The one point where a stream response becomes a batch** ([`BatchSink::deliver`], with
+//!   its [`BatchPreparer`]): KPL aggregates are de-aggregated, then records at or below the
+//!   checkpoint the source started from are dropped (so a checkpoint inside an aggregate
+//!   resumes right after its user record), for every source.
 //! * **Read-ahead bounded in bytes**: a batch waits (in the source, which stops reading) until
 //!   the shard's buffered batches and the worker's [`PrefetchBudget`] have room for it; a
 //!   batch larger than either bound takes the whole bound (it is delivered alone, never
@@ -24,9 +25,12 @@
 //!   that started at `LATEST` resumes at `AT_TIMESTAMP` of the time it first asked for it
 //!   ([`super::StreamClient::now`], the stream's clock).
 
+use super::deaggregation::{deaggregate, Outcome};
 use super::{ChildShard, IteratorPosition};
 use crate::checkpoint::ExtendedSequenceNumber;
+use crate::lease::HashKeyRange;
 use crate::record::Record;
+use std::cmp::Ordering;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -82,7 +86,7 @@ pub(crate) fn record_bytes(r: &Record) -> usize {
     r.data.len() + r.partition_key.len()
 }
 
-/// How much a source may read ahead of its processor.
+/// How much a source may read ahead of its processor, and how its responses become batches.
 #[derive(Debug, Clone)]
 pub struct BufferConfig {
     /// Batches read ahead of the processor.
@@ -91,6 +95,11 @@ pub struct BufferConfig {
     pub max_pending_bytes: usize,
     /// The worker's read-ahead budget, shared with its other sources.
     pub budget: PrefetchBudget,
+    /// De-aggregate KPL aggregates (else they are delivered as they are).
+    pub deaggregate: bool,
+    /// The shard's hash key range, when known: user records of aggregates outside it are
+    /// counted (and delivered).
+    pub hash_key_range: Option<HashKeyRange>,
 }
 
 /// Where a source starts reading.
@@ -107,6 +116,8 @@ pub struct StartPosition {
 pub struct FetchedBatch {
     /// Records not yet checkpointed, in order.
     pub records: Vec<Record>,
+    /// Some of `records` were de-aggregated from KPL aggregates.
+    pub deaggregated: bool,
     /// How far behind the tip of the shard.
     pub millis_behind_latest: Option<i64>,
     /// `Some(children)` when this is the shard's last batch.
@@ -172,6 +183,12 @@ impl RecordSource {
         let stop = CancellationToken::new();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let sink = BatchSink {
+            preparer: BatchPreparer::new(
+                shard_id.clone(),
+                start.skip_through.clone(),
+                buffer.deaggregate,
+                buffer.hash_key_range,
+            ),
             shard_id,
             start: start.clone(),
             shard_budget: PrefetchBudget::new(buffer.max_pending_bytes),
@@ -223,6 +240,7 @@ impl Drop for RecordSource {
 /// The source task's side of a [`RecordSource`].
 pub struct BatchSink {
     shard_id: String,
+    preparer: BatchPreparer,
     start: StartPosition,
     shard_budget: PrefetchBudget,
     worker_budget: PrefetchBudget,
@@ -263,18 +281,6 @@ impl BatchSink {
         self.worker_budget.has_room().await;
     }
 
-    /// Keep a record unless the source started after it (it is at or below the checkpoint).
-    fn keep(&self, record: &Record) -> bool {
-        match &self.start.skip_through {
-            Some(cp) => ExtendedSequenceNumber::new(
-                record.sequence_number.clone(),
-                record.sub_sequence_number,
-            )
-            .is_ok_and(|esn| esn > *cp),
-            None => true,
-        }
-    }
-
     /// Hand one stream response (a GetRecords result or a SubscribeToShard event) to the
     /// consumer, once the byte bounds have room for it: its records become the batch here
     /// (every source goes through this point). `shard_end` is `Some(children)` for the
@@ -282,18 +288,15 @@ impl BatchSink {
     /// [`BatchSink::resume_position`]), `None` to keep the previous one. False when the
     /// consumer is gone.
     pub async fn deliver(
-        &self,
+        &mut self,
         records: Vec<Record>,
         millis_behind_latest: Option<i64>,
         shard_end: Option<Vec<ChildShard>>,
         resume_after: Option<String>,
     ) -> bool {
-        let records: Vec<Record> = records.into_iter().filter(|r| self.keep(r)).collect();
-        let batch = FetchedBatch {
-            records,
-            millis_behind_latest,
-            shard_end,
-        };
+        let batch = self
+            .preparer
+            .prepare(records, millis_behind_latest, shard_end);
         if !self.send(batch).await {
             return false;
         }
@@ -307,6 +310,7 @@ impl BatchSink {
     pub async fn shard_gone(&self) {
         self.send(FetchedBatch {
             records: Vec::new(),
+            deaggregated: false,
             millis_behind_latest: None,
             shard_end: Some(Vec::new()),
         })
@@ -333,6 +337,156 @@ impl BatchSink {
     }
 }
 
+/// The one point where a stream response becomes a batch for the consumer, for every record
+/// source (each [`BatchSink`] has one: GetRecords responses and fan-out events alike). For
+/// each record, in order:
+///
+/// 1. KPL aggregates are de-aggregated ([`deaggregate`]) unless turned off; a record with the
+///    magic bytes that is not a valid aggregate is passed on whole, with a warning naming the
+///    shard and sequence number; user records outside the shard's hash key range are passed
+///    on, counted, and logged once per shard;
+/// 2. records at or below the checkpoint the shard started from are dropped (after
+///    de-aggregation, so a checkpoint inside an aggregate resumes right after its user
+///    record). A record that was *not* de-aggregated at the sequence number of a checkpoint
+///    inside an aggregate (de-aggregation off here, on where the checkpoint was written) is
+///    delivered whole rather than dropped, with the checkpoint's sub-sequence number (so that
+///    checkpointing it keeps that checkpoint).
+#[derive(Debug)]
+pub(crate) struct BatchPreparer {
+    shard_id: String,
+    /// Records at or below this were processed already; `None` once a record above it passed
+    /// (records arrive in order: nothing after it can be at or below).
+    skip_through: Option<ExtendedSequenceNumber>,
+    deaggregate: bool,
+    hash_key_range: Option<HashKeyRange>,
+    /// User records outside the shard's range so far (delivered).
+    outside_hash_range: u64,
+    /// Records with the magic bytes that were not valid aggregates (delivered raw).
+    corrupt: u64,
+}
+
+impl BatchPreparer {
+    /// For `shard_id`, starting after `skip_through` (the checkpoint), de-aggregating unless
+    /// `deaggregate` is false; `hash_key_range` is the shard's, when known.
+    pub(crate) fn new(
+        shard_id: impl Into<String>,
+        skip_through: Option<ExtendedSequenceNumber>,
+        deaggregate: bool,
+        hash_key_range: Option<HashKeyRange>,
+    ) -> Self {
+        BatchPreparer {
+            shard_id: shard_id.into(),
+            skip_through,
+            deaggregate,
+            hash_key_range,
+            outside_hash_range: 0,
+            corrupt: 0,
+        }
+    }
+
+    /// The batch for the consumer made of one response's `records` (in sequence order).
+    pub(crate) fn prepare(
+        &mut self,
+        records: Vec<Record>,
+        millis_behind_latest: Option<i64>,
+        shard_end: Option<Vec<ChildShard>>,
+    ) -> FetchedBatch {
+        let mut out = Vec::with_capacity(records.len());
+        let mut deaggregated = false;
+        for record in records {
+            let first = out.len();
+            if self.deaggregate {
+                let outcome = deaggregate(record, self.hash_key_range, &mut out);
+                deaggregated |= matches!(outcome, Outcome::Aggregate { .. });
+                self.report(&outcome, &out[first..]);
+            } else {
+                out.push(record);
+            }
+            if self.skip_through.is_some() {
+                self.skip_checkpointed(&mut out, first);
+            }
+        }
+        FetchedBatch {
+            deaggregated: deaggregated && out.iter().any(|r| r.aggregated),
+            records: out,
+            millis_behind_latest,
+            shard_end,
+        }
+    }
+
+    fn report(&mut self, outcome: &Outcome, produced: &[Record]) {
+        let shard = self.shard_id.as_str();
+        let sequence_number = produced.first().map_or("", |r| r.sequence_number.as_str());
+        match outcome {
+            Outcome::Corrupt(why) => {
+                self.corrupt += 1;
+                tracing::warn!(shard_id = shard, sequence_number, reason = %why,
+                    "a record starting with the KPL aggregate magic bytes is not a valid aggregate; delivering it as it is");
+            }
+            Outcome::Aggregate {
+                outside_hash_range, ..
+            } if *outside_hash_range > 0 => {
+                if self.outside_hash_range == 0 {
+                    let range = self
+                        .hash_key_range
+                        .map(|r| format!("{}..={}", r.start, r.end));
+                    tracing::warn!(shard_id = shard, sequence_number, count = outside_hash_range, hash_key_range = ?range,
+                        "user records of a KPL aggregate have hash keys outside this shard's range (the producer's shard map was stale, or its aggregator ignores shards); \
+                         they exist only in this shard and are delivered (the Java KCL drops such aggregates whole); further ones on this shard are counted, not logged");
+                }
+                self.outside_hash_range += *outside_hash_range as u64;
+            }
+            _ => {}
+        }
+    }
+
+    /// Drop the records of `out[from..]` at or below the checkpoint.
+    fn skip_checkpointed(&mut self, out: &mut Vec<Record>, from: usize) {
+        let Some(cp) = &self.skip_through else {
+            return;
+        };
+        let mut keep_from = out.len();
+        for (i, r) in out.iter_mut().enumerate().skip(from) {
+            match cp.position_cmp(&r.sequence_number, r.sub_sequence_number) {
+                Some(Ordering::Greater) => {
+                    keep_from = i;
+                    break;
+                }
+                Some(Ordering::Less)
+                    if !r.aggregated
+                        && cp.sub_sequence_number() > 0
+                        && cp.position_cmp(&r.sequence_number, u64::MAX)
+                            == Some(Ordering::Greater) =>
+                {
+                    tracing::warn!(shard_id = %self.shard_id, sequence_number = %r.sequence_number, checkpoint = %cp,
+                        "the checkpoint lies inside this record, which was not de-aggregated here; delivering it whole (its user records up to the checkpoint again)");
+                    r.sub_sequence_number = cp.sub_sequence_number();
+                    keep_from = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.drain(from..keep_from);
+        if out.len() > from {
+            self.skip_through = None;
+        }
+    }
+}
+
+impl Drop for BatchPreparer {
+    fn drop(&mut self) {
+        if self.outside_hash_range > 0 || self.corrupt > 0 {
+            tracing::info!(
+                shard_id = %self.shard_id,
+                outside_hash_range = self.outside_hash_range,
+                corrupt_aggregates = self.corrupt,
+                "KPL de-aggregation on this shard: user records outside its hash key range and invalid aggregates, all delivered"
+            );
+        }
+    }
+}
+
 /// The slow-processor check both sources' tests run.
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -356,6 +510,8 @@ pub(crate) mod test_support {
             max_pending_batches: 3,
             max_pending_bytes: 1024 * KIB,
             budget: budget.clone(),
+            deaggregate: true,
+            hash_key_range: None,
         }
     }
 
@@ -402,6 +558,147 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
+
+    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
+        (0..n)
+            .map(|i| UserRecordSpec {
+                partition_key: format!("{prefix}-pk-{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}-{i}").into_bytes(),
+            })
+            .collect()
+    }
+
+    /// Captures log lines (for the tests that check what is logged).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        fn lines(&self, containing: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(containing))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// Records of aggregates outside the shard's hash key range are all delivered; the first
+    /// such aggregate is logged (once per shard), the total when the shard's fetcher stops.
+    /// A corrupt aggregate is delivered raw with a warning naming the shard and sequence number.
+    #[test]
+    fn outside_the_range_delivered_and_logged_once_corrupt_delivered_raw_with_a_warning() {
+        let logs = Logs::default();
+        let _guard = logs.capture();
+        let shard = "shardId-000000000007";
+        let range = HashKeyRange {
+            start: 0,
+            end: u128::MAX / 2,
+        };
+        let mut preparer = BatchPreparer::new(shard, None, true, Some(range));
+        let mut records = Vec::new();
+        let mut want = 0;
+        for a in 0..3u64 {
+            let specs = user_records(&format!("a{a}"), 20);
+            want += specs.len();
+            records.push(Record::new(
+                kpl_aggregate(&specs),
+                "pk",
+                format!("{}", 100 + a),
+            ));
+        }
+        let mut corrupt = kpl_aggregate(&user_records("c", 2));
+        *corrupt.last_mut().unwrap() ^= 1;
+        records.push(Record::new(corrupt.clone(), "pk", "200"));
+        let batch = preparer.prepare(records, None, None);
+        assert_eq!(batch.records.len(), want + 1, "everything is delivered");
+        assert!(batch.deaggregated);
+        assert_eq!(batch.records[want].data, corrupt, "the corrupt record, raw");
+        assert!(!batch.records[want].aggregated);
+        let outside = logs.lines("outside this shard's range");
+        assert_eq!(outside.len(), 1, "{outside:?}");
+        assert!(
+            outside[0].contains(shard) && outside[0].contains("sequence_number=\"100\""),
+            "{outside:?}"
+        );
+        let warned = logs.lines("not a valid aggregate");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("WARN")
+                && warned[0].contains(shard)
+                && warned[0].contains("sequence_number=\"200\"")
+                && warned[0].contains("MD5"),
+            "{warned:?}"
+        );
+        let counted = preparer.outside_hash_range;
+        assert!(
+            counted > 20,
+            "most of 60 random keys are outside half the range: {counted}"
+        );
+        drop(preparer);
+        let total = logs.lines("KPL de-aggregation on this shard");
+        assert_eq!(total.len(), 1, "{total:?}");
+        assert!(
+            total[0].contains(&format!("outside_hash_range={counted}"))
+                && total[0].contains("corrupt_aggregates=1"),
+            "{total:?}"
+        );
+    }
+
+    /// With de-aggregation off, an aggregate is one record; a checkpoint inside it (written
+    /// by a worker that de-aggregates) delivers it whole, with the checkpoint's sub-sequence
+    /// number, instead of dropping it. A checkpoint at (X, 0) still skips X.
+    #[test]
+    fn without_deaggregation_a_checkpoint_inside_an_aggregate_delivers_it_whole() {
+        let aggregate = kpl_aggregate(&user_records("x", 5));
+        let batch = |cp_sub: u64| {
+            let cp = ExtendedSequenceNumber::new("100", cp_sub).unwrap();
+            let mut preparer = BatchPreparer::new("shardId-0", Some(cp), false, None);
+            let records = vec![
+                Record::new(b"old".to_vec(), "pk", "99"),
+                Record::new(aggregate.clone(), "pk", "100"),
+                Record::new(b"new".to_vec(), "pk", "101"),
+            ];
+            preparer.prepare(records, None, None)
+        };
+        let inside = batch(3);
+        assert!(!inside.deaggregated);
+        let got: Vec<(&str, u64)> = inside
+            .records
+            .iter()
+            .map(|r| (r.sequence_number.as_str(), r.sub_sequence_number))
+            .collect();
+        assert_eq!(got, vec![("100", 3), ("101", 0)]);
+        assert_eq!(inside.records[0].data, aggregate);
+        let at = batch(0);
+        let got: Vec<&str> = at
+            .records
+            .iter()
+            .map(|r| r.sequence_number.as_str())
+            .collect();
+        assert_eq!(got, vec!["101"]);
+    }
 
     #[test]
     fn resume_skips_nothing_and_never_resolves_latest_twice() {

@@ -11,5 +11,6 @@ mod examples;
 mod fan_out;
 mod harness;
 mod java_compat;
+mod kpl;
 mod lease_store;
 mod stream_roundtrip;

@@ -17,6 +17,7 @@ mod child_failures;
 mod fan_out;
 mod graceful_shutdown;
 mod kclpy_sample;
+mod kpl;
 mod node_sample;
 mod properties;
 mod recording;
