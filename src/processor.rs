@@ -16,6 +16,9 @@ use crate::checkpointer::Checkpointer;
 use crate::record::Records;
 use async_trait::async_trait;
 
+mod from_fn;
+pub use from_fn::{from_fn, FnProcessor};
+
 /// The error type processors return: any error (it is logged, and the call is retried).
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -85,10 +88,39 @@ impl Shutdown<'_> {
 }
 
 /// Processes the records of one shard.
+///
+/// Only [`process_records`](Self::process_records) must be written:
+///
+/// ```
+/// use kinesis_client::{Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
+///
+/// struct Printer;
+///
+/// #[async_trait::async_trait]
+/// impl RecordProcessor for Printer {
+///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+///         for r in &input.records {
+///             println!("{}", String::from_utf8_lossy(&r.data));
+///         }
+///         Ok(cp.checkpoint().await?)
+///     }
+/// }
+/// ```
+///
+/// (Or without a type: [`from_fn`].) The default [`initialize`](Self::initialize) does
+/// nothing, and the default [`shutdown`](Self::shutdown) checkpoints everything delivered on
+/// [`Shutdown::ShardEnded`] and [`Shutdown::Requested`], which is right for a processor that
+/// finishes each batch inside `process_records`. A processor that buffers records past
+/// `process_records` (writes them later, in bulk) overrides `shutdown` to flush first: see
+/// the `batching_sink` example.
 #[async_trait]
 pub trait RecordProcessor: Send + 'static {
     /// Called once before any records. An `Err` is retried after the task backoff.
-    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError>;
+    /// Default: nothing.
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        let _ = input;
+        Ok(())
+    }
 
     /// Process one batch; checkpoint through `checkpointer` whenever suits the application.
     /// An `Err` redelivers the same batch after the task backoff.
@@ -98,8 +130,18 @@ pub trait RecordProcessor: Send + 'static {
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError>;
 
-    /// Called once at the end, with the reason.
-    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError>;
+    /// Called once at the end, with the reason. Default: on [`Shutdown::ShardEnded`] and
+    /// [`Shutdown::Requested`], [`Checkpointer::checkpoint`] (everything delivered; `SHARD_END`
+    /// at shard end); nothing on [`Shutdown::LeaseLost`].
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        match reason {
+            Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } => {
+                checkpointer.checkpoint().await?;
+            }
+            Shutdown::LeaseLost => {}
+        }
+        Ok(())
+    }
 }
 
 /// Makes one processor per shard.
