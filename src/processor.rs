@@ -9,27 +9,18 @@
 //! after the task backoff: records are never skipped without the processor's consent. A
 //! processor that wants to skip a batch checkpoints past it and returns `Ok`. A panic is
 //! contained to its shard: the shard restarts with a new processor from its last checkpoint,
-//! and so does returning [`RestartShard`].
+//! and so does returning [`RestartShard`] (which [`ProcessorError`] carries as
+//! [`OnError::RestartShard`], whatever wraps it).
 
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::record::Records;
 use async_trait::async_trait;
 
+mod error;
 mod from_fn;
+pub use error::{BoxError, OnError, ProcessorError, RestartShard};
 pub use from_fn::{from_fn, FnProcessor};
-
-/// The error type processors return: any error (it is logged, and the call is retried).
-pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Return this error (boxed) from any processor call to abandon the processor and restart
-/// the shard with a new one from its last checkpoint, after the task backoff.
-///
-/// Use it when the processor's own state is broken (e.g. the MultiLangDaemon's child process
-/// died): records delivered since the last checkpoint are delivered again, to the new processor.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("restart the shard from its last checkpoint: {0}")]
-pub struct RestartShard(pub String);
 
 /// What [`RecordProcessor::initialize`] is told.
 #[derive(Debug, Clone, PartialEq, Eq)]

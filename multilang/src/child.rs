@@ -116,10 +116,9 @@ impl ChildProcessor {
         checkpointer: Option<&mut Checkpointer>,
     ) -> Result<crate::driver::CallOutcome, ProcessorError> {
         let Some(child) = self.child.as_mut() else {
-            return Err(Box::new(RestartShard(format!(
-                "no child process for shard {}",
-                self.shard_id
-            ))));
+            return Err(
+                RestartShard(format!("no child process for shard {}", self.shard_id)).into(),
+            );
         };
         let mut handler = checkpointer.map(|c| Handler { checkpointer: c });
         let result = child
@@ -133,7 +132,7 @@ impl ChildProcessor {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 self.kill(&e).await;
-                Err(Box::new(RestartShard(e.to_string())))
+                Err(RestartShard(e.to_string()).into())
             }
         }
     }

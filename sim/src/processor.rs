@@ -161,7 +161,7 @@ impl RecordProcessor for SimProcessor {
                 .lock()
                 .unwrap()
                 .on_batch_done(self.id, records, false);
-            return Err(Box::new(RestartShard("injected restart".into())));
+            return Err(RestartShard("injected restart".into()).into());
         }
         if self.chance(self.profile.fail_before) {
             self.log(format!(

@@ -13,9 +13,7 @@ use crate::checkpointer::Checkpointer;
 use crate::config::{Config, InitialPosition};
 use crate::coordinator::{LeaseCoordinator, LeaseTenure};
 use crate::lease::LeaseStore;
-use crate::processor::{
-    InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
-};
+use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor, Shutdown};
 use crate::record::Records;
 use crate::resharding::create_child_leases;
 use crate::retrieval::fetcher::{
@@ -320,7 +318,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 self.initialized = true;
                 Ok(TaskOutcome::Succeeded)
             }
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked(e.to_string())),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
                 self.pause(self.ctx.config.task_backoff).await;
@@ -375,7 +373,7 @@ impl<P: RecordProcessor> Consumer<P> {
                     )))
                 }
                 Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
-                Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked(e.to_string())),
+                Ok(Err(e)) if e.is_restart() => return Err(Panicked(e.to_string())),
                 Ok(Err(e)) if self.tenure.lost.is_cancelled() => {
                     tracing::info!(error = %e, records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
                     return Ok(TaskOutcome::Failed);
@@ -443,7 +441,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 "record processor panicked: {}",
                 panic_message(p)
             ))),
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked(e.to_string())),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
                 Ok(())
@@ -499,5 +497,7 @@ impl<P: RecordProcessor> Consumer<P> {
     }
 }
 
+#[cfg(test)]
+mod retry_tests;
 #[cfg(test)]
 mod tests;
