@@ -453,10 +453,12 @@ impl<P: RecordProcessor> Consumer<P> {
     /// Create the children's leases, then let the processor record `SHARD_END`.
     async fn shard_end(&mut self) -> Result<TaskOutcome, Panicked> {
         let children = self.children.clone().unwrap_or_default();
-        let lost = &self.tenure.lost;
+        let (coordinator, token) = (&self.ctx.coordinator, self.tenure.token);
+        let key = self.key();
+        let holds = || coordinator.holds(key, token);
         let stream = self.ctx.stream.as_ref();
         if let Err(why) =
-            create_child_leases(self.ctx.store(), stream, self.key(), &children, lost).await
+            create_child_leases(self.ctx.store(), stream, key, &children, &holds).await
         {
             tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
             self.pause(self.ctx.config.task_backoff).await;
