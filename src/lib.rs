@@ -67,9 +67,17 @@
 //!   (after a crash, a failover, a rebalance or a restart) starts right after the last
 //!   checkpoint. So what repeats after a crash is exactly the records delivered since the last
 //!   successful checkpoint; nothing before it repeats and nothing is skipped.
-//! * A processor error redelivers the same batch after the task backoff (the Java KCL skips
-//!   it); a panic, or [`RestartShard`], restarts the shard from its last checkpoint. Records
-//!   are skipped only if the processor checkpoints past them.
+//! * A processor error redelivers the same batch (the Java KCL skips it), after a backoff
+//!   that doubles with each failure ([`Config::task_backoff`] up to
+//!   [`Config::max_task_backoff`], with jitter); [`ProcessRecordsInput::attempt`] numbers the
+//!   deliveries. A panic, or a [`RestartShard`] anywhere in the error's source chain, restarts
+//!   the shard from its last checkpoint (and counts as a failed delivery of those records).
+//! * Records are skipped only with the processor's consent: it checkpoints past them, or,
+//!   once the [`Config::retry_policy`] is exhausted, its
+//!   [`retries_exhausted`](RecordProcessor::retries_exhausted) hook returns
+//!   [`RetryDecision::Skip`](processor::RetryDecision::Skip) (e.g. after a dead-letter write).
+//!   Skips are logged with the shard and sequence numbers and counted
+//!   ([`SchedulerHandle::skipped_records`]). By default nothing is ever skipped.
 //! * A graceful shutdown gives every processor `Shutdown::Requested` while its lease is still
 //!   held, so it can checkpoint and nothing repeats; then the leases are released.
 //! * A child shard (after a split or merge) is processed only after every parent reached

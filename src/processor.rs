@@ -6,8 +6,10 @@
 //! then [`shutdown`](RecordProcessor::shutdown) once with the reason.
 //!
 //! Returning `Err` from `process_records` makes the scheduler deliver **the same batch again**
-//! after the task backoff: records are never skipped without the processor's consent. A
-//! processor that wants to skip a batch checkpoints past it and returns `Ok`. A panic is
+//! after a backoff that grows with each failure: records are never skipped without the
+//! processor's consent. A processor that wants to skip a batch checkpoints past it and returns
+//! `Ok`, or, with a [`RetryPolicy`], answers [`RecordProcessor::retries_exhausted`] with
+//! [`RetryDecision::Skip`] once the policy is exhausted. A panic is
 //! contained to its shard: the shard restarts with a new processor from its last checkpoint,
 //! and so does returning [`RestartShard`] (which [`ProcessorError`] carries as
 //! [`OnError::RestartShard`], whatever wraps it).
@@ -19,8 +21,10 @@ use async_trait::async_trait;
 
 mod error;
 mod from_fn;
+mod retry;
 pub use error::{BoxError, OnError, ProcessorError, RestartShard};
 pub use from_fn::{from_fn, FnProcessor};
+pub use retry::{RetriesExhausted, RetryDecision, RetryPolicy};
 
 /// What [`RecordProcessor::initialize`] is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct ProcessRecordsInput {
     pub records: Records,
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
+    /// 1 on the first delivery of these records, then 2, 3, … on each redelivery after the
+    /// processor failed them (or a restart of the processor on them).
+    pub attempt: u32,
 }
 
 /// Why a processor is being shut down.
@@ -114,12 +121,23 @@ pub trait RecordProcessor: Send + 'static {
     }
 
     /// Process one batch; checkpoint through `checkpointer` whenever suits the application.
-    /// An `Err` redelivers the same batch after the task backoff.
+    /// An `Err` redelivers the same batch after a backoff (see [`ProcessorError`] for a
+    /// restart instead).
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError>;
+
+    /// The [`RetryPolicy`] ([`Config::retry_policy`](crate::Config::retry_policy)) is
+    /// exhausted for `failure.records`: skip them ([`RetryDecision::Skip`], after e.g. writing
+    /// them to a dead-letter queue; they then count as processed) or keep redelivering them
+    /// ([`RetryDecision::KeepRetrying`]; not asked again for them). Called at most once for
+    /// the same records, before the redelivery that would exceed the policy.
+    /// Default: keep retrying (records are never skipped without the processor's consent).
+    async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
+        retry::keep_retrying(&failure)
+    }
 
     /// Called once at the end, with the reason. Default: on [`Shutdown::ShardEnded`] and
     /// [`Shutdown::Requested`], [`Checkpointer::checkpoint`] (everything delivered; `SHARD_END`

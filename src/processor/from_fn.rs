@@ -1,8 +1,12 @@
 //! [`from_fn`]: a record processor made of one async function, for the simplest programs.
 
-use super::{ProcessRecordsInput, ProcessorError, RecordProcessor, RecordProcessorFactory};
+use super::{
+    ProcessRecordsInput, ProcessorError, RecordProcessor, RecordProcessorFactory, RetriesExhausted,
+    RetryDecision,
+};
 use crate::checkpointer::Checkpointer;
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,23 +36,65 @@ use std::sync::Arc;
 /// [`RecordProcessor::process_records`]. Each successful batch costs one checkpoint write;
 /// shard end and graceful shutdown checkpoint as the default
 /// [`RecordProcessor::shutdown`] does. Log lines of the library carry the shard id; a
-/// function that needs per-shard state implements [`RecordProcessor`] instead.
+/// function that needs per-shard state implements [`RecordProcessor`] instead. For a
+/// dead-letter destination, see [`FnProcessor::on_retries_exhausted`].
 pub fn from_fn<F, Fut>(f: F) -> FnProcessor<F>
 where
     F: Fn(ProcessRecordsInput) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ProcessorError>> + Send + 'static,
 {
-    FnProcessor { f: Arc::new(f) }
+    FnProcessor {
+        f: Arc::new(f),
+        on_exhausted: None,
+    }
 }
+
+type ExhaustedHook =
+    Arc<dyn Fn(RetriesExhausted) -> BoxFuture<'static, RetryDecision> + Send + Sync>;
 
 /// The processor [`from_fn`] makes.
 pub struct FnProcessor<F> {
     f: Arc<F>,
+    on_exhausted: Option<ExhaustedHook>,
+}
+
+impl<F> FnProcessor<F> {
+    /// Call `hook` when the [`RetryPolicy`](super::RetryPolicy) of
+    /// [`Config::retry_policy`](crate::Config::retry_policy) is exhausted (see
+    /// [`RecordProcessor::retries_exhausted`]); without it, failing records are redelivered
+    /// until they succeed.
+    ///
+    /// ```
+    /// use kinesis_client::processor::{self, RetriesExhausted, RetryDecision};
+    /// use kinesis_client::ProcessRecordsInput;
+    ///
+    /// let processor = processor::from_fn(|input: ProcessRecordsInput| async move {
+    ///     for r in &input.records {
+    ///         std::str::from_utf8(&r.data)?; // a record that is not UTF-8 fails the batch
+    ///     }
+    ///     Ok(())
+    /// })
+    /// .on_retries_exhausted(|failed: RetriesExhausted| async move {
+    ///     eprintln!("dead letter: {} records of {}", failed.records.len(), failed.shard_id);
+    ///     RetryDecision::Skip
+    /// });
+    /// ```
+    pub fn on_retries_exhausted<H, HF>(mut self, hook: H) -> Self
+    where
+        H: Fn(RetriesExhausted) -> HF + Send + Sync + 'static,
+        HF: Future<Output = RetryDecision> + Send + 'static,
+    {
+        self.on_exhausted = Some(Arc::new(move |failure| Box::pin(hook(failure))));
+        self
+    }
 }
 
 impl<F> Clone for FnProcessor<F> {
     fn clone(&self) -> Self {
-        FnProcessor { f: self.f.clone() }
+        FnProcessor {
+            f: self.f.clone(),
+            on_exhausted: self.on_exhausted.clone(),
+        }
     }
 }
 
@@ -72,6 +118,13 @@ where
         (self.f)(input).await?;
         checkpointer.checkpoint().await?;
         Ok(())
+    }
+
+    async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
+        match &self.on_exhausted {
+            Some(hook) => hook(failure).await,
+            None => super::retry::keep_retrying(&failure),
+        }
     }
 }
 

@@ -143,6 +143,7 @@ impl TestShard {
         let input = ProcessRecordsInput {
             records: records.into(),
             millis_behind_latest: Some(0),
+            attempt: 1,
         };
         let result = processor
             .process_records(input, &mut self.checkpointer)
