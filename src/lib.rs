@@ -70,7 +70,9 @@
 //! * A processor error redelivers the same batch (the Java KCL skips it), after a backoff
 //!   that doubles with each failure ([`Config::task_backoff`] up to
 //!   [`Config::max_task_backoff`], with jitter); [`ProcessRecordsInput::attempt`] numbers the
-//!   deliveries. A panic, or a [`RestartShard`] anywhere in the error's source chain, restarts
+//!   deliveries. A processor that finished part of a failed batch reports it with
+//!   [`ProcessorError::done_through`]: the redelivery starts after that record (no checkpoint
+//!   write). A panic, or a [`RestartShard`] anywhere in the error's source chain, restarts
 //!   the shard from its last checkpoint (and counts as a failed delivery of those records).
 //! * Records are skipped only with the processor's consent: it checkpoints past them, or,
 //!   once the [`Config::retry_policy`] is exhausted, its

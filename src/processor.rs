@@ -49,7 +49,8 @@ pub struct ProcessRecordsInput {
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
     /// 1 on the first delivery of these records, then 2, 3, … on each redelivery after the
-    /// processor failed them (or a restart of the processor on them).
+    /// processor failed them (or a restart of the processor on them). After partial progress
+    /// ([`ProcessorError::done_through`]) the records not done are redelivered as attempt 2.
     pub attempt: u32,
 }
 

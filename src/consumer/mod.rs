@@ -553,6 +553,27 @@ impl<P: RecordProcessor> Consumer<P> {
             };
             let checkpointer = self.checkpointer.as_mut().expect("initialized");
             checkpointer.undeliver(accepted);
+            if let Some(through) = error.processed_through() {
+                // Partial progress: the records up to `through` are done.
+                let done = batch
+                    .records
+                    .partition_point(|r| r.extended_sequence_number() <= *through);
+                if done > 0 {
+                    let last_done = &batch.records[done - 1];
+                    checkpointer.delivered(last_done.checkpoint());
+                    self.redelivery.lock().unwrap().passed(last_done);
+                    if done == batch.records.len() {
+                        tracing::warn!(error = %format!("{error:#}"), records = count, "record processor failed the batch but reported every record of it done; the batch counts as processed");
+                        return Ok(self.accepted(batch));
+                    }
+                    tracing::debug!(
+                        done,
+                        records = count,
+                        "partial progress: redelivering the records after the last one done"
+                    );
+                    batch.records = batch.records.skip(done);
+                }
+            }
             if self.tenure.lost.is_cancelled() {
                 tracing::info!(error = %format!("{error:#}"), records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
                 return Ok(TaskOutcome::Failed);
@@ -563,9 +584,13 @@ impl<P: RecordProcessor> Consumer<P> {
                 self.ctx.config.task_backoff,
                 self.ctx.config.max_task_backoff,
             );
-            tracing::warn!(error = %format!("{error:#}"), records = count, attempt, backoff = ?delay,
-                "record processor failed; the same batch is delivered again after the backoff");
-            batch.attempt += 1;
+            tracing::warn!(error = %format!("{error:#}"), records = batch.records.len(), attempt, backoff = ?delay,
+                "record processor failed; the same batch (or the part not done) is delivered again after the backoff");
+            batch.attempt = if batch.records.is_empty() {
+                batch.attempt + 1
+            } else {
+                failures + 1
+            };
             self.pending.push_front(batch);
             self.pause(delay).await;
             return Ok(TaskOutcome::Failed);

@@ -551,3 +551,113 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
         )
     );
 }
+
+/// Fails at the first record whose payload starts with "bad", reporting the records before
+/// it done (partial progress).
+fn fail_at_bad(input: &ProcessRecordsInput) -> Option<ProcessorError> {
+    let i = input
+        .records
+        .iter()
+        .position(|r| r.data.starts_with(b"bad"))?;
+    let error = ProcessorError::new("bad record");
+    Some(match i {
+        0 => error,
+        _ => error.done_through(&input.records[i - 1]),
+    })
+}
+
+/// Partial progress: the redelivery starts right after the last record reported done, as
+/// attempt 2 of the rest, without any checkpoint write; a record that keeps failing then
+/// exhausts the policy, and the hook gets the records from it on.
+#[tokio::test(start_paused = true)]
+async fn partial_progress_redelivers_only_the_records_after_the_last_one_done() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let put: Vec<String> = ["r0", "r1", "bad2", "r3"]
+        .iter()
+        .map(|d| h.stream.put("pk", d.as_bytes()).1)
+        .collect();
+    let (mut p, seen) = Flaky::new(fail_at_bad, RetryDecision::Skip);
+    p.checkpoint = false;
+    let ctx =
+        h.ctx(config().retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(3)));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_shard(
+        ctx.clone(),
+        h.tenure.clone(),
+        p,
+        shutdown.clone(),
+    ));
+    while seen.lock().unwrap().deliveries.len() < 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stored(&h).await,
+        Checkpoint::TrimHorizon,
+        "partial progress writes no checkpoint"
+    );
+    while seen.lock().unwrap().exhausted.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    assert_eq!(task.await.unwrap(), ShardExit::Shutdown);
+    let seen = seen.lock().unwrap();
+    let deliveries: Vec<(u32, Vec<String>)> =
+        seen.deliveries.iter().map(|d| (d.1, d.2.clone())).collect();
+    assert_eq!(
+        deliveries,
+        [
+            (1, put.clone()),
+            (2, put[2..].to_vec()),
+            (3, put[2..].to_vec())
+        ]
+    );
+    assert_eq!(seen.exhausted.len(), 1);
+    assert_eq!(
+        (&seen.exhausted[0].1, seen.exhausted[0].2),
+        (&put[2..].to_vec(), 3)
+    );
+    // Skipped with consent, then the default shutdown checkpoints everything.
+    assert_eq!(
+        stored(&h).await,
+        Checkpoint::Sequence(ExtendedSequenceNumber::new(put[3].clone(), 0).unwrap())
+    );
+    h.stop().await;
+}
+
+/// Partial progress that covers the whole batch counts as success: no redelivery.
+#[tokio::test(start_paused = true)]
+async fn partial_progress_through_the_last_record_counts_as_done() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    h.stream.put("pk", b"r0");
+    h.stream.put("pk", b"r1");
+    let (p, seen) = Flaky::new(
+        |input| {
+            (input.attempt == 1).then(|| {
+                ProcessorError::new("late failure").done_through(input.records.last().unwrap())
+            })
+        },
+        RetryDecision::KeepRetrying,
+    );
+    let (s, stream) = (seen.clone(), h.stream.clone());
+    let mut next = None;
+    run_until(&h, config(), p, move || {
+        let seen = s.lock().unwrap();
+        if seen.deliveries.is_empty() {
+            return false;
+        }
+        let n = next
+            .get_or_insert_with(|| stream.put("pk", b"r2").1)
+            .clone();
+        seen.deliveries.iter().any(|d| d.2 == [n.clone()])
+    })
+    .await;
+    let attempts: Vec<u32> = seen
+        .lock()
+        .unwrap()
+        .deliveries
+        .iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(attempts, [1, 1]);
+    h.stop().await;
+}

@@ -1,5 +1,7 @@
 //! [`ProcessorError`]: what a processor call returns when it fails, and what happens next.
 
+use crate::checkpoint::ExtendedSequenceNumber;
+use crate::record::Record;
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -40,6 +42,7 @@ pub enum OnError {
 /// [`into_error`](Self::into_error) to pass it on as one.
 pub struct ProcessorError {
     on_error: OnError,
+    done_through: Option<ExtendedSequenceNumber>,
     error: BoxError,
 }
 
@@ -52,15 +55,55 @@ impl ProcessorError {
         } else {
             OnError::Retry
         };
-        ProcessorError { on_error, error }
+        ProcessorError {
+            on_error,
+            done_through: None,
+            error,
+        }
     }
 
     /// Restart the shard from its last checkpoint with a new processor, because of `reason`.
     pub fn restart_shard(reason: impl Into<BoxError>) -> Self {
         ProcessorError {
             on_error: OnError::RestartShard,
+            done_through: None,
             error: reason.into(),
         }
+    }
+
+    /// Partial progress: the records of the failed batch up to and including `record` are
+    /// done (as if the batch had succeeded that far), so only those after it are delivered
+    /// again, as Lambda's batch item failures do. Nothing is written to the lease table: the
+    /// processor's next checkpoint (or the default `shutdown`'s) may cover them. The
+    /// redelivery counts as attempt 2 of the records after `record` (this failure stopped at
+    /// them). A `record` at or after the end of the batch makes the batch done (the error is
+    /// logged); one before the batch changes nothing. Ignored for a restart, which starts
+    /// from the last checkpoint.
+    ///
+    /// ```
+    /// # use kinesis_client::{Checkpointer, ProcessRecordsInput, ProcessorError};
+    /// # async fn send(_: &[u8]) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn process_records(input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+    /// for (i, r) in input.records.iter().enumerate() {
+    ///     if let Err(e) = send(&r.data).await {
+    ///         let error = ProcessorError::new(e);
+    ///         return Err(match i {
+    ///             0 => error,
+    ///             _ => error.done_through(&input.records[i - 1]),
+    ///         });
+    ///     }
+    /// }
+    /// Ok(cp.checkpoint().await?)
+    /// # }
+    /// ```
+    pub fn done_through(mut self, record: &Record) -> Self {
+        self.done_through = Some(record.extended_sequence_number());
+        self
+    }
+
+    /// The last record done, if the processor reported partial progress.
+    pub fn processed_through(&self) -> Option<&ExtendedSequenceNumber> {
+        self.done_through.as_ref()
     }
 
     /// What the library does about this error.
@@ -121,6 +164,7 @@ impl fmt::Debug for ProcessorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessorError")
             .field("on_error", &self.on_error)
+            .field("done_through", &self.done_through)
             .field("error", &self.error)
             .finish()
     }
