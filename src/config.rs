@@ -134,8 +134,10 @@ pub struct Config {
     /// ([`DEFAULT_MAX_TASK_BACKOFF`]).
     pub max_task_backoff: Duration,
     /// When a failing batch stops being redelivered and the processor's
-    /// [`retries_exhausted`](crate::RecordProcessor::retries_exhausted) hook decides;
-    /// default [`RetryPolicy::UNLIMITED`] (redeliver until it succeeds).
+    /// [`retries_exhausted`](crate::RecordProcessor::retries_exhausted) hook decides
+    /// (properties: `skipFailingRecordsAfterAttempts`, `skipFailingRecordsAfterAgeSeconds`,
+    /// with which the daemon skips); default [`RetryPolicy::UNLIMITED`] (redeliver until it
+    /// succeeds).
     pub retry_policy: RetryPolicy,
     /// Delete a finished shard's lease once its children have started
     /// (properties: `cleanupLeasesUponShardCompletion`); default true.

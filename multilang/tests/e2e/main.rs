@@ -17,6 +17,7 @@ mod child_failures;
 mod graceful_shutdown;
 mod kclpy_sample;
 mod node_sample;
+mod poison;
 mod properties;
 mod recording;
 mod startup;
