@@ -132,6 +132,9 @@ pub struct Scenario {
     pub stale_scans: StaleScanRates,
     /// The table and stream before the start.
     pub prehistory: Prehistory,
+    /// The workers' retry policy: deliveries of failing records before the processor's
+    /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
+    pub retry_max_attempts: Option<u32>,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -206,6 +209,7 @@ impl Scenario {
                 partial_checkpoint: rate(r, 0.3, 1.0),
                 forget_shard_end: rate(r, 0.5, 0.7),
                 checkpoint_on_shutdown: r.random_range(0.0..=1.0),
+                ..ProcessorProfile::default()
             }
         };
         let active = Duration::from_secs(r.random_range(10..=90));
@@ -285,6 +289,21 @@ impl Scenario {
         } else {
             Prehistory::default()
         };
+        // And these from a fourth: the retry policy, partial progress, poison records.
+        let mut r4 = StdRng::seed_from_u64(seed ^ 0x5E7_A775);
+        let retry_max_attempts = r4.random_bool(0.5).then(|| r4.random_range(2..=5));
+        let mut processor = processor;
+        if r4.random_bool(0.5) {
+            processor.progress = r4.random_range(0.0..=1.0);
+        }
+        if retry_max_attempts.is_some() {
+            processor.skip = r4.random_range(0.0..=1.0);
+            // Poison records fail every delivery: only a skip gets past them, so there are
+            // none without a policy.
+            if r4.random_bool(0.5) {
+                processor.poison_per_mille = r4.random_range(1..=20);
+            }
+        }
         Scenario {
             seed,
             initial_shards,
@@ -310,6 +329,7 @@ impl Scenario {
             hangs,
             stale_scans,
             prehistory,
+            retry_max_attempts,
         }
     }
 
@@ -352,7 +372,11 @@ impl fmt::Display for Scenario {
             "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}",
             self.hangs, self.stale_scans, self.prehistory
         )?;
-        writeln!(f, "  processor: {:?}", self.processor)?;
+        writeln!(
+            f,
+            "  processor: {:?}; retry policy: max attempts {:?}",
+            self.processor, self.retry_max_attempts
+        )?;
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {
             write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;
