@@ -139,21 +139,40 @@ impl RecordProcessor for Flaky {
     }
 }
 
-/// Run `p` on the harness's shard (spawned) until `done` holds, then shut down gracefully.
-async fn run_until(
-    h: &Harness,
-    config: crate::ConfigBuilder,
-    p: impl RecordProcessor,
-    mut done: impl FnMut() -> bool,
-) -> ShardContext {
-    let ctx = h.ctx(config);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_shard(
-        ctx.clone(),
-        h.tenure.clone(),
-        p,
-        shutdown.clone(),
-    ));
+/// A consumer running in the background on the harness's shard.
+struct Running {
+    ctx: ShardContext,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<ShardExit>,
+}
+
+impl Running {
+    fn start(h: &Harness, config: crate::ConfigBuilder, p: impl RecordProcessor) -> Running {
+        let ctx = h.ctx(config);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_shard(
+            ctx.clone(),
+            h.tenure.clone(),
+            p,
+            shutdown.clone(),
+        ));
+        Running {
+            ctx,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful shutdown; the consumer must end with it.
+    async fn stop(self) -> ShardContext {
+        self.shutdown.cancel();
+        assert_eq!(self.task.await.unwrap(), ShardExit::Shutdown);
+        self.ctx
+    }
+}
+
+/// Poll `done` (on paused time) until it holds; fail after an hour of simulated time.
+async fn wait(mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
     while !done() {
         assert!(
@@ -162,9 +181,22 @@ async fn run_until(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    shutdown.cancel();
-    assert_eq!(task.await.unwrap(), ShardExit::Shutdown);
-    ctx
+}
+
+/// Run `p` on the harness's shard until `done` holds, then shut down gracefully.
+async fn run_until(
+    h: &Harness,
+    config: crate::ConfigBuilder,
+    p: impl RecordProcessor,
+    done: impl FnMut() -> bool,
+) -> ShardContext {
+    let running = Running::start(h, config, p);
+    wait(done).await;
+    running.stop().await
+}
+
+fn with_max_attempts(n: u32) -> crate::ConfigBuilder {
+    config().retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(n))
 }
 
 async fn stored(h: &Harness) -> Checkpoint {
@@ -195,7 +227,7 @@ async fn redeliveries_carry_the_attempt_and_back_off_exponentially() {
         s.lock().unwrap().deliveries.len() >= 6
     })
     .await;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let attempts: Vec<u32> = seen.deliveries.iter().map(|d| d.1).collect();
     assert_eq!(attempts, [1, 2, 3, 4, 5, 6]);
     assert!(
@@ -238,36 +270,21 @@ async fn an_exhausted_policy_asks_the_hook_once_and_skips_with_consent() {
     // The processor never checkpoints: the checkpoint past the skipped records is the
     // consumer's (nothing before them needed one).
     p.checkpoint = false;
-    let ctx =
-        h.ctx(config().retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(3)));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_shard(
-        ctx.clone(),
-        h.tenure.clone(),
-        p,
-        shutdown.clone(),
-    ));
-    while seen.lock().unwrap().exhausted.is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let running = Running::start(&h, with_max_attempts(3), p);
+    wait(|| !seen.lock().unwrap().exhausted.is_empty()).await;
     let later = h.stream.put("pk", b"d").1;
-    while !seen
-        .lock()
-        .unwrap()
-        .deliveries
-        .iter()
-        .any(|d| d.2.contains(&later))
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait(|| {
+        let seen = seen.lock().unwrap();
+        seen.deliveries.iter().any(|d| d.2.contains(&later))
+    })
+    .await;
     assert_eq!(
         stored(&h).await,
         Checkpoint::Sequence(ExtendedSequenceNumber::new(poison[2].clone(), 0).unwrap()),
         "checkpointed right past the skipped records"
     );
-    shutdown.cancel();
-    assert_eq!(task.await.unwrap(), ShardExit::Shutdown);
-    let seen = seen.lock().unwrap();
+    let ctx = running.stop().await;
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(seen.exhausted.len(), 1, "{:?}", seen.exhausted);
     let (shard, records, attempts, _) = &seen.exhausted[0];
     assert_eq!(
@@ -299,7 +316,7 @@ async fn keep_retrying_is_asked_once_and_no_policy_never_asks() {
             s.lock().unwrap().deliveries.len() >= 6
         })
         .await;
-        let seen = seen.lock().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
         let asked = if policy.is_unlimited() { 0 } else { 1 };
         assert_eq!(seen.exhausted.len(), asked, "{policy:?}");
         assert_eq!(seen.deliveries.last().unwrap().1, 6);
@@ -324,28 +341,21 @@ async fn a_skip_after_unchecked_records_writes_no_checkpoint() {
     p.checkpoint = false;
     let (s, stream) = (seen.clone(), h.stream.clone());
     let mut poison = None;
-    let ctx =
-        h.ctx(config().retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(2)));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_shard(
-        ctx.clone(),
-        h.tenure.clone(),
-        p,
-        shutdown.clone(),
-    ));
-    while s.lock().unwrap().exhausted.is_empty() {
-        if poison.is_none() && !s.lock().unwrap().deliveries.is_empty() {
+    let running = Running::start(&h, with_max_attempts(2), p);
+    wait(|| {
+        let seen = s.lock().unwrap();
+        if poison.is_none() && !seen.deliveries.is_empty() {
             poison = Some(stream.put("pk", b"poison").1);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        !seen.exhausted.is_empty()
+    })
+    .await;
     // Let the skip happen, then check nothing was written.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(stored(&h).await, Checkpoint::TrimHorizon);
-    assert_eq!(ctx.skipped_records.load(Ordering::Relaxed), 1);
+    assert_eq!(running.ctx.skipped_records.load(Ordering::Relaxed), 1);
     // The default shutdown checkpoints everything delivered: the skipped record included.
-    shutdown.cancel();
-    assert_eq!(task.await.unwrap(), ShardExit::Shutdown);
+    running.stop().await;
     let poison = poison.unwrap();
     assert_eq!(
         stored(&h).await,
@@ -372,7 +382,7 @@ async fn a_max_record_age_asks_the_hook_once_the_records_are_that_old() {
         move || !s.lock().unwrap().exhausted.is_empty(),
     )
     .await;
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let (_, _, attempts, age) = &seen.exhausted[0];
     let age = age.expect("the in-memory stream reports arrival times");
     assert!(
@@ -395,9 +405,11 @@ static BOOMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::ne
 /// (instance number, payloads, attempts).
 struct Crashing {
     instance: usize,
-    seen: Arc<Mutex<Vec<(usize, u32, Vec<String>)>>>,
-    exhausted: Arc<Mutex<Vec<(usize, Vec<String>, u32)>>>,
+    seen: Shared<(usize, u32, Vec<String>)>,
+    exhausted: Shared<(usize, Vec<String>, u32)>,
 }
+
+type Shared<T> = Arc<Mutex<Vec<T>>>;
 
 fn payloads(records: &[Record]) -> Vec<String> {
     records
@@ -474,48 +486,22 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
     );
     let handle = scheduler.handle();
     let run = tokio::spawn(scheduler.run(std::future::pending()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    while seen.lock().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait(|| !seen.lock().unwrap().is_empty()).await;
     stream.put("pk", b"poison");
     stream.put("pk", b"b");
-    while exhausted.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait(|| !exhausted.lock().unwrap().is_empty()).await;
     stream.put("pk", b"c");
-    while !seen.lock().unwrap().iter().any(|s| s.2 == ["c"]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait(|| seen.lock().unwrap().iter().any(|s| s.2 == ["c"])).await;
     // One more restart (on "boom", once): the skipped records are not delivered again.
     stream.put("pk", b"boom");
-    while !seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|s| s.1 == 2 && s.2 == ["boom"])
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait(|| {
+        let seen = seen.lock().unwrap();
+        seen.iter().any(|s| s.1 == 2 && s.2 == ["boom"])
+    })
+    .await;
     handle.request_shutdown();
     run.await.unwrap().unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let s = |d: &[&str]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let poison = s(&["poison", "b"]);
     assert_eq!(
@@ -578,29 +564,16 @@ async fn partial_progress_redelivers_only_the_records_after_the_last_one_done() 
         .collect();
     let (mut p, seen) = Flaky::new(fail_at_bad, RetryDecision::Skip);
     p.checkpoint = false;
-    let ctx =
-        h.ctx(config().retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(3)));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_shard(
-        ctx.clone(),
-        h.tenure.clone(),
-        p,
-        shutdown.clone(),
-    ));
-    while seen.lock().unwrap().deliveries.len() < 2 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let running = Running::start(&h, with_max_attempts(3), p);
+    wait(|| seen.lock().unwrap().deliveries.len() >= 2).await;
     assert_eq!(
         stored(&h).await,
         Checkpoint::TrimHorizon,
         "partial progress writes no checkpoint"
     );
-    while seen.lock().unwrap().exhausted.is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.cancel();
-    assert_eq!(task.await.unwrap(), ShardExit::Shutdown);
-    let seen = seen.lock().unwrap();
+    wait(|| !seen.lock().unwrap().exhausted.is_empty()).await;
+    running.stop().await;
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let deliveries: Vec<(u32, Vec<String>)> =
         seen.deliveries.iter().map(|d| (d.1, d.2.clone())).collect();
     assert_eq!(

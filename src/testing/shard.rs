@@ -229,7 +229,7 @@ mod tests {
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
             for r in &input.records {
-                if r.data == &b"bad"[..] {
+                if r.data == b"bad"[..] {
                     return Err("bad record".into());
                 }
                 cp.checkpoint_record(r).await?;

@@ -4,6 +4,56 @@ use crate::common::aws;
 use kinesis_client::lease::{DynamoDbLeaseStore, LeaseStore};
 use std::time::Duration;
 
+/// Start `examples/<name>` (built by `cargo test`) on `stream` as application `app`, against
+/// the local services, in `dir` (or the current directory).
+fn spawn_example(
+    name: &str,
+    aws: &testkit::LocalAws,
+    stream: &str,
+    app: &str,
+    dir: Option<&std::path::Path>,
+) -> tokio::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    let mut command = tokio::process::Command::new(&bin);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command
+        .args([stream, app])
+        .env("KCL_KINESIS_ENDPOINT", aws.kinesis_endpoint())
+        .env("KCL_DYNAMODB_ENDPOINT", aws.dynamodb_endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (built by `cargo test`): {e}", bin.display()))
+}
+
+/// Wait until the lease table has `n` leases, all held.
+async fn wait_for_leases(store: &DynamoDbLeaseStore, n: usize) {
+    for _ in 0..300 {
+        let held = store
+            .list_leases()
+            .await
+            .map(|l| l.len() == n && l.iter().all(|l| l.owner.is_some()))
+            .unwrap_or(false);
+        if held {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the example never took its {n} lease(s)");
+}
+
 #[tokio::test]
 async fn graceful_shutdown_example_checkpoints_and_releases_on_sigterm() {
     let aws = aws().await;
@@ -11,39 +61,10 @@ async fn graceful_shutdown_example_checkpoints_and_releases_on_sigterm() {
     let stream = testkit::unique_name("example");
     let app = testkit::unique_name("example-app");
     testkit::create_stream(&kinesis, &stream, 2).await.unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .join("examples")
-        .join("graceful_shutdown");
-    let child = tokio::process::Command::new(&bin)
-        .args([&stream, &app])
-        .env("KCL_KINESIS_ENDPOINT", aws.kinesis_endpoint())
-        .env("KCL_DYNAMODB_ENDPOINT", aws.dynamodb_endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let child = spawn_example("graceful_shutdown", &aws, &stream, &app, None);
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), &app);
     // The example starts at LATEST: wait until it holds both leases, then produce.
-    let mut held = false;
-    for _ in 0..300 {
-        held = store
-            .list_leases()
-            .await
-            .map(|l| l.len() == 2 && l.iter().all(|l| l.owner.is_some()))
-            .unwrap_or(false);
-        if held {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(held, "the example never took both leases");
+    wait_for_leases(&store, 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let put = testkit::put_records(&kinesis, &stream, testkit::numbered_records("ex", 20))
         .await
@@ -95,40 +116,9 @@ async fn dead_letter_example_skips_the_poison_record_after_three_attempts() {
     testkit::create_stream(&kinesis, &stream, 1).await.unwrap();
     let dir = std::env::temp_dir().join(testkit::unique_name("dead-letter"));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .join("examples")
-        .join("dead_letter");
-    let child = tokio::process::Command::new(&bin)
-        .args([&stream, &app])
-        .current_dir(&dir)
-        .env("KCL_KINESIS_ENDPOINT", aws.kinesis_endpoint())
-        .env("KCL_DYNAMODB_ENDPOINT", aws.dynamodb_endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let child = spawn_example("dead_letter", &aws, &stream, &app, Some(&dir));
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), &app);
-    let mut held = false;
-    for _ in 0..300 {
-        held = store
-            .list_leases()
-            .await
-            .map(|l| l.len() == 1 && l[0].owner.is_some())
-            .unwrap_or(false);
-        if held {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(held, "the example never took the lease");
+    wait_for_leases(&store, 1).await;
     // It starts at LATEST: let its first iterator exist before producing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = |data: &[&str]| {
