@@ -52,6 +52,12 @@ pub struct ProcessRecordsInput {
     /// processor failed them (or a restart of the processor on them). After partial progress
     /// ([`ProcessorError::done_through`]) the records not done are redelivered as attempt 2.
     pub attempt: u32,
+    /// Some records of this batch were de-aggregated from KPL aggregates (those with
+    /// [`Record::aggregated`](crate::Record::aggregated)): the user records of one aggregate share its sequence number
+    /// and differ by sub-sequence number, so a checkpoint at one of them must name both
+    /// ([`Checkpointer::checkpoint_record`] does; [`Checkpointer::checkpoint`] covers the
+    /// whole batch).
+    pub deaggregated: bool,
 }
 
 /// Why a processor is being shut down.

@@ -70,6 +70,16 @@ pub struct Prehistory {
     pub unfinished_per_mille: u32,
 }
 
+/// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
+/// user records).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Aggregates {
+    /// The share of puts that are aggregates (0: none).
+    pub share: f64,
+    /// The most user records in one aggregate (at least 1).
+    pub max_user_records: usize,
+}
+
 /// An action at a simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
@@ -132,6 +142,8 @@ pub struct Scenario {
     pub stale_scans: StaleScanRates,
     /// The table and stream before the start.
     pub prehistory: Prehistory,
+    /// KPL aggregates among the records put.
+    pub aggregates: Aggregates,
     /// The workers' retry policy: deliveries of failing records before the processor's
     /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
     pub retry_max_attempts: Option<u32>,
@@ -289,19 +301,29 @@ impl Scenario {
         } else {
             Prehistory::default()
         };
-        // And these from a fourth: the retry policy, partial progress, poison records.
-        let mut r4 = StdRng::seed_from_u64(seed ^ 0x5E7_A775);
-        let retry_max_attempts = r4.random_bool(0.5).then(|| r4.random_range(2..=5));
+        // And these from a fourth: KPL aggregates.
+        let mut r4 = StdRng::seed_from_u64(seed ^ 0x0C91_A66E);
+        let aggregates = if r4.random_bool(0.4) {
+            Aggregates {
+                share: r4.random_range(0.1..=1.0),
+                max_user_records: r4.random_range(1..=30),
+            }
+        } else {
+            Aggregates::default()
+        };
+        // And these from a fifth: the retry policy, partial progress, poison records.
+        let mut r5 = StdRng::seed_from_u64(seed ^ 0x5E7_A775);
+        let retry_max_attempts = r5.random_bool(0.5).then(|| r5.random_range(2..=5));
         let mut processor = processor;
-        if r4.random_bool(0.5) {
-            processor.progress = r4.random_range(0.0..=1.0);
+        if r5.random_bool(0.5) {
+            processor.progress = r5.random_range(0.0..=1.0);
         }
         if retry_max_attempts.is_some() {
-            processor.skip = r4.random_range(0.0..=1.0);
+            processor.skip = r5.random_range(0.0..=1.0);
             // Poison records fail every delivery: only a skip gets past them, so there are
             // none without a policy.
-            if r4.random_bool(0.5) {
-                processor.poison_per_mille = r4.random_range(1..=20);
+            if r5.random_bool(0.5) {
+                processor.poison_per_mille = r5.random_range(1..=20);
             }
         }
         Scenario {
@@ -329,6 +351,7 @@ impl Scenario {
             hangs,
             stale_scans,
             prehistory,
+            aggregates,
             retry_max_attempts,
         }
     }
@@ -369,8 +392,8 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}",
-            self.hangs, self.stale_scans, self.prehistory
+            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
+            self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
         writeln!(
             f,

@@ -148,6 +148,7 @@ struct Consumer<P> {
 #[derive(Debug)]
 struct Batch {
     records: Records,
+    deaggregated: bool,
     millis_behind_latest: Option<i64>,
     shard_end: Option<Vec<ChildShard>>,
     /// Which delivery of these records the next one is (1 = the first).
@@ -280,6 +281,8 @@ impl<P: RecordProcessor> Consumer<P> {
             max_pending_batches: cfg.max_pending_batches,
             max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
             budget: self.ctx.prefetch_budget.clone(),
+            deaggregate: cfg.deaggregate_records,
+            hash_key_range: self.tenure.lease.hash_key_range,
         };
         self.fetcher = Some(Fetcher::spawn(
             self.ctx.stream.clone(),
@@ -358,6 +361,7 @@ impl<P: RecordProcessor> Consumer<P> {
     fn enqueue(&mut self, fetched: FetchedBatch) {
         let FetchedBatch {
             mut records,
+            deaggregated,
             millis_behind_latest,
             shard_end,
         } = fetched;
@@ -379,6 +383,7 @@ impl<P: RecordProcessor> Consumer<P> {
         drop(redelivery);
         let batch = |records: Vec<Record>, attempt, shard_end| Batch {
             records: records.into(),
+            deaggregated,
             millis_behind_latest,
             shard_end,
             attempt,
@@ -525,6 +530,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 records: batch.records.clone(),
                 millis_behind_latest: batch.millis_behind_latest,
                 attempt: batch.attempt,
+                deaggregated: batch.deaggregated,
             };
             let count = input.records.len();
             let attempt = batch.attempt;

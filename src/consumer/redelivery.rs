@@ -178,13 +178,7 @@ mod tests {
     use bytes::Bytes;
 
     fn rec(seq: u32) -> Record {
-        Record {
-            data: Bytes::new(),
-            partition_key: "pk".into(),
-            sequence_number: seq.to_string(),
-            sub_sequence_number: 0,
-            approximate_arrival_timestamp: None,
-        }
+        Record::new(Bytes::new(), "pk", seq.to_string())
     }
 
     fn recs(seqs: std::ops::RangeInclusive<u32>) -> Vec<Record> {

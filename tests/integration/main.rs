@@ -10,5 +10,6 @@ mod demo;
 mod examples;
 mod harness;
 mod java_compat;
+mod kpl;
 mod lease_store;
 mod stream_roundtrip;
