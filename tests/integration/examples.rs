@@ -38,6 +38,20 @@ fn spawn_example(
         .unwrap_or_else(|e| panic!("cannot run {} (built by `cargo test`): {e}", bin.display()))
 }
 
+/// Send `signal` (e.g. `-TERM`) to the example and wait (at most 30 s) for it to exit.
+async fn signal_and_wait(child: tokio::process::Child, signal: &str) -> std::process::Output {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits within 30 s")
+        .unwrap()
+}
+
 /// Wait until the lease table has `n` leases, all held.
 async fn wait_for_leases(store: &DynamoDbLeaseStore, n: usize) {
     for _ in 0..300 {
@@ -70,16 +84,7 @@ async fn graceful_shutdown_example_checkpoints_and_releases_on_sigterm() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("exits within 30 s")
-        .unwrap();
+    let out = signal_and_wait(child, "-TERM").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {}: {stderr}", out.status);
     assert!(stderr.contains("leases released"), "{stderr}");
@@ -165,16 +170,7 @@ async fn dead_letter_example_skips_the_poison_record_after_three_attempts() {
         checkpointed,
         "the record after the poison one is processed and checkpointed"
     );
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("exits within 30 s")
-        .unwrap();
+    let out = signal_and_wait(child, "-INT").await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
