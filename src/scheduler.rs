@@ -3,7 +3,8 @@
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
 use crate::backoff::RetryPolicy;
 use crate::config::Config;
-use crate::consumer::{run_shard, ShardContext, ShardExit};
+use crate::consumer::redelivery::{Redelivery, SharedRedelivery};
+use crate::consumer::{run_shard_with, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
@@ -16,6 +17,7 @@ use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -41,6 +43,7 @@ pub enum SchedulerError {
 pub struct SchedulerHandle {
     graceful: CancellationToken,
     coordinator: LeaseCoordinator,
+    skipped_records: Arc<AtomicU64>,
 }
 
 impl SchedulerHandle {
@@ -55,6 +58,13 @@ impl SchedulerHandle {
     pub fn held_shards(&self) -> BTreeSet<String> {
         self.coordinator.held_keys()
     }
+
+    /// Records this worker skipped since it started, each with its processor's consent
+    /// ([`RetryDecision::Skip`](crate::processor::RetryDecision::Skip) after the retry policy
+    /// was exhausted). Each skip is also logged with the shard and the sequence numbers.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records.load(Ordering::Relaxed)
+    }
 }
 
 /// A worker of an application: holds leases and runs one processor per held shard.
@@ -65,6 +75,7 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     stream: Arc<dyn StreamClient>,
     graceful: CancellationToken,
     prefetch_budget: PrefetchBudget,
+    skipped_records: Arc<AtomicU64>,
 }
 
 impl<F: RecordProcessorFactory> std::fmt::Debug for Scheduler<F> {
@@ -103,6 +114,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             coordinator,
             stream,
             graceful: CancellationToken::new(),
+            skipped_records: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -130,6 +142,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         SchedulerHandle {
             graceful: self.graceful.clone(),
             coordinator: self.coordinator.clone(),
+            skipped_records: self.skipped_records.clone(),
         }
     }
 
@@ -203,7 +216,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 _ = &mut shutdown_signal => break,
                 _ = self.graceful.cancelled() => break,
                 changed = held_rx.changed() => if changed.is_err() { break },
-                Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff),
+                Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff, self.config.max_task_backoff),
                 _ = sleep_until_opt(next_restart) => {}
             }
         }
@@ -212,7 +225,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         consumers_stop.cancel();
         let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
             while let Some(done) = shards.tasks.join_next().await {
-                shards.finished(done, self.config.task_backoff);
+                shards.finished(done, self.config.task_backoff, self.config.max_task_backoff);
             }
         })
         .await;
@@ -294,17 +307,24 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 stream: self.stream.clone(),
                 config: self.config.clone(),
                 prefetch_budget: self.prefetch_budget.clone(),
+                skipped_records: self.skipped_records.clone(),
             };
+            let redelivery = shards
+                .redelivery
+                .entry(id.clone())
+                .or_insert_with(Redelivery::shared)
+                .clone();
             let processor = self.factory.create(key);
             let stop = consumers_stop.child_token();
             let tenure = tenure.clone();
             shards.running.insert(key.clone(), tenure.token);
             shards.tasks.spawn(async move {
                 let id = (tenure.lease.key.clone(), tenure.token);
-                let exit = AssertUnwindSafe(run_shard(ctx, tenure, processor, stop))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| ShardExit::Failed("shard consumer panicked".into()));
+                let exit =
+                    AssertUnwindSafe(run_shard_with(ctx, tenure, processor, stop, redelivery))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| ShardExit::Failed("shard consumer panicked".into()));
                 (id, exit)
             });
         }
@@ -313,6 +333,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         // A restart pending for a tenure that ended would stay due forever: the run loop would
         // wake at once, every time (a busy loop).
         shards.restart_at.retain(|id, _| current(id));
+        shards.redelivery.retain(|id, _| current(id));
     }
 }
 
@@ -340,6 +361,8 @@ struct Shards {
     ended: BTreeSet<ShardTaskId>,
     /// Tenures whose consumer failed: restart after the backoff.
     restart_at: BTreeMap<ShardTaskId, Instant>,
+    /// What failed in each tenure, handed from a failed consumer to its replacement.
+    redelivery: BTreeMap<ShardTaskId, SharedRedelivery>,
 }
 
 impl Shards {
@@ -347,6 +370,7 @@ impl Shards {
         &mut self,
         done: Result<(ShardTaskId, ShardExit), tokio::task::JoinError>,
         backoff: Duration,
+        max_backoff: Duration,
     ) {
         // Tasks catch their own panics, so an error here means the task was aborted.
         let Ok((id, exit)) = done else { return };
@@ -358,6 +382,10 @@ impl Shards {
                 self.ended.insert(id);
             }
             ShardExit::Failed(why) => {
+                // The backoff grows with each failure on the same records.
+                let backoff = self.redelivery.get(&id).map_or(backoff, |r| {
+                    r.lock().unwrap().restart_delay(backoff, max_backoff)
+                });
                 tracing::warn!(shard_id = %id.0, %why, ?backoff, "restarting shard from its last checkpoint");
                 self.restart_at.insert(id, Instant::now() + backoff);
             }

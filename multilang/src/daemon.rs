@@ -70,6 +70,9 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     if let Some(v) = s.task_backoff_time {
         b = b.task_backoff(v);
     }
+    if let Some(policy) = s.retry_policy() {
+        b = b.retry_policy(policy);
+    }
     if let Some(v) = s.cleanup_leases_upon_shard_completion {
         b = b.cleanup_leases_upon_shard_completion(v);
     }

@@ -114,6 +114,12 @@ pub struct DaemonSettings {
     pub cleanup_leases_upon_shard_completion: Option<bool>,
     /// `taskBackoffTimeMillis`: backoff after a failed task (0 allowed).
     pub task_backoff_time: Option<Duration>,
+    /// `skipFailingRecordsAfterAttempts` (>= 1): a batch the child failed on (it crashed,
+    /// hung or broke the protocol) this many times is skipped. Not a Java key.
+    pub skip_failing_records_after_attempts: Option<u32>,
+    /// `skipFailingRecordsAfterAgeSeconds` (>= 1): a batch the child failed on whose first
+    /// record is this old is skipped. Not a Java key.
+    pub skip_failing_records_after_age: Option<Duration>,
     /// `maxLeasesForWorker` (>= 1).
     pub max_leases_for_worker: Option<u32>,
     /// `maxLeasesToStealAtOneTime` (>= 1; the library requires at least one).
@@ -132,6 +138,24 @@ pub struct DaemonSettings {
 }
 
 impl DaemonSettings {
+    /// The retry policy from `skipFailingRecordsAfterAttempts` and
+    /// `skipFailingRecordsAfterAgeSeconds`; `None` (never skip) when neither is set.
+    pub fn retry_policy(&self) -> Option<kinesis_client::processor::RetryPolicy> {
+        if self.skip_failing_records_after_attempts.is_none()
+            && self.skip_failing_records_after_age.is_none()
+        {
+            return None;
+        }
+        let mut policy = kinesis_client::processor::RetryPolicy::default();
+        if let Some(n) = self.skip_failing_records_after_attempts {
+            policy = policy.with_max_attempts(n);
+        }
+        if let Some(age) = self.skip_failing_records_after_age {
+            policy = policy.with_max_record_age(age);
+        }
+        Some(policy)
+    }
+
     /// `executableName` split on runs of spaces, as Java's `split(" +")`: program then arguments.
     pub fn command(&self) -> Vec<String> {
         self.executable_name
@@ -309,6 +333,8 @@ const KNOWN_KEYS: &[&str] = &[
     "parentShardPollIntervalMillis",
     "cleanupLeasesUponShardCompletion",
     "taskBackoffTimeMillis",
+    "skipFailingRecordsAfterAttempts",
+    "skipFailingRecordsAfterAgeSeconds",
     "maxLeasesForWorker",
     "maxLeasesToStealAtOneTime",
     "timeoutInSeconds",
@@ -344,6 +370,8 @@ struct Builder<'a> {
     parent_shard_poll_interval: Option<Duration>,
     cleanup_leases_upon_shard_completion: Option<bool>,
     task_backoff_time: Option<Duration>,
+    skip_failing_records_after_attempts: Option<u32>,
+    skip_failing_records_after_age: Option<Duration>,
     max_leases_for_worker: Option<u32>,
     max_leases_to_steal_at_one_time: Option<u32>,
     timeout: Option<Duration>,
@@ -439,6 +467,14 @@ impl<'a> Builder<'a> {
                 self.cleanup_leases_upon_shard_completion = Some(boolean(e)?)
             }
             "taskBackoffTimeMillis" => self.task_backoff_time = Some(millis(e, 0)?),
+            "skipFailingRecordsAfterAttempts" => {
+                self.skip_failing_records_after_attempts =
+                    Some(int_in(e, 1, u32::MAX, "a number of attempts")?)
+            }
+            "skipFailingRecordsAfterAgeSeconds" => {
+                let secs = int_in(e, 1, u32::MAX, "a number of seconds")?;
+                self.skip_failing_records_after_age = Some(Duration::from_secs(secs.into()));
+            }
             "maxLeasesForWorker" => {
                 self.max_leases_for_worker = Some(int_in(e, 1, u32::MAX, "a number of leases")?)
             }
@@ -635,6 +671,8 @@ impl<'a> Builder<'a> {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             cleanup_leases_upon_shard_completion: self.cleanup_leases_upon_shard_completion,
             task_backoff_time: self.task_backoff_time,
+            skip_failing_records_after_attempts: self.skip_failing_records_after_attempts,
+            skip_failing_records_after_age: self.skip_failing_records_after_age,
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
             timeout: self.timeout,

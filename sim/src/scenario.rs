@@ -144,6 +144,9 @@ pub struct Scenario {
     pub prehistory: Prehistory,
     /// KPL aggregates among the records put.
     pub aggregates: Aggregates,
+    /// The workers' retry policy: deliveries of failing records before the processor's
+    /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
+    pub retry_max_attempts: Option<u32>,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -218,6 +221,7 @@ impl Scenario {
                 partial_checkpoint: rate(r, 0.3, 1.0),
                 forget_shard_end: rate(r, 0.5, 0.7),
                 checkpoint_on_shutdown: r.random_range(0.0..=1.0),
+                ..ProcessorProfile::default()
             }
         };
         let active = Duration::from_secs(r.random_range(10..=90));
@@ -307,6 +311,21 @@ impl Scenario {
         } else {
             Aggregates::default()
         };
+        // And these from a fifth: the retry policy, partial progress, poison records.
+        let mut r5 = StdRng::seed_from_u64(seed ^ 0x5E7_A775);
+        let retry_max_attempts = r5.random_bool(0.5).then(|| r5.random_range(2..=5));
+        let mut processor = processor;
+        if r5.random_bool(0.5) {
+            processor.progress = r5.random_range(0.0..=1.0);
+        }
+        if retry_max_attempts.is_some() {
+            processor.skip = r5.random_range(0.0..=1.0);
+            // Poison records fail every delivery: only a skip gets past them, so there are
+            // none without a policy.
+            if r5.random_bool(0.5) {
+                processor.poison_per_mille = r5.random_range(1..=20);
+            }
+        }
         Scenario {
             seed,
             initial_shards,
@@ -333,6 +352,7 @@ impl Scenario {
             stale_scans,
             prehistory,
             aggregates,
+            retry_max_attempts,
         }
     }
 
@@ -375,7 +395,11 @@ impl fmt::Display for Scenario {
             "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
             self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
-        writeln!(f, "  processor: {:?}", self.processor)?;
+        writeln!(
+            f,
+            "  processor: {:?}; retry policy: max attempts {:?}",
+            self.processor, self.retry_max_attempts
+        )?;
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {
             write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;

@@ -54,6 +54,7 @@ impl Harness {
             stream: Arc::new(self.stream.clone()),
             config: Arc::new(config.build().unwrap()),
             prefetch_budget: PrefetchBudget::new(64 << 20),
+            skipped_records: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -384,7 +385,7 @@ impl RecordProcessor for CheckpointsMidAggregate {
             ));
             if stop {
                 cp.checkpoint_record(r).await?;
-                return Err(Box::new(RestartShard("crash after the checkpoint".into())));
+                return Err(crate::RestartShard("crash after the checkpoint".into()).into());
             }
         }
         Ok(())

@@ -34,7 +34,7 @@
 //! The bounds count batches fetched and not yet handed to the consumer; at most one more
 //! GetRecords response per shard (the one waiting for room) is held beyond them.
 
-use super::deaggregation::{deaggregate, Outcome};
+use super::deaggregation::{deaggregate, Outcome, KPL_MAGIC};
 use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
@@ -298,6 +298,18 @@ impl BatchPreparer {
         millis_behind_latest: Option<i64>,
         shard_end: Option<Vec<ChildShard>>,
     ) -> FetchedBatch {
+        if !self.deaggregate || !records.iter().any(|r| r.data.starts_with(&KPL_MAGIC)) {
+            // No aggregate: the response's records as they are, in the response's own `Vec`
+            // (a new one per batch costs the pipeline more than de-aggregation itself).
+            let mut out = records;
+            self.skip_checkpointed(&mut out, 0);
+            return FetchedBatch {
+                records: out,
+                deaggregated: false,
+                millis_behind_latest,
+                shard_end,
+            };
+        }
         let mut out = Vec::with_capacity(records.len());
         let mut deaggregated = false;
         for record in records {

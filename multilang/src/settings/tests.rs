@@ -510,3 +510,44 @@ leaseAssignmentIntervalMillis = 20000
         Some(false)
     );
 }
+
+#[test]
+fn skip_failing_records_keys_make_a_retry_policy() {
+    use kinesis_client::processor::RetryPolicy;
+    assert_eq!(
+        parse("").settings.retry_policy(),
+        None,
+        "never skip by default"
+    );
+    let s = parse("skipFailingRecordsAfterAttempts = 3\nskipFailingRecordsAfterAgeSeconds = 600\n")
+        .settings;
+    assert_eq!(s.skip_failing_records_after_attempts, Some(3));
+    assert_eq!(
+        s.skip_failing_records_after_age,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        s.retry_policy(),
+        Some(
+            RetryPolicy::default()
+                .with_max_attempts(3)
+                .with_max_record_age(Duration::from_secs(600))
+        )
+    );
+    let only_age = parse("skipFailingRecordsAfterAgeSeconds = 60\n").settings;
+    assert_eq!(
+        only_age.retry_policy(),
+        Some(RetryPolicy::default().with_max_record_age(Duration::from_secs(60)))
+    );
+    for bad in [
+        "skipFailingRecordsAfterAttempts = 0\n",
+        "skipFailingRecordsAfterAttempts = many\n",
+        "skipFailingRecordsAfterAgeSeconds = 0\n",
+        "skipFailingRecordsAfterAgeSeconds = -1\n",
+    ] {
+        assert!(
+            matches!(err(bad), SettingsError::InvalidValue { .. }),
+            "{bad}"
+        );
+    }
+}

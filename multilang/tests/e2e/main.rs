@@ -18,6 +18,7 @@ mod graceful_shutdown;
 mod kclpy_sample;
 mod kpl;
 mod node_sample;
+mod poison;
 mod properties;
 mod recording;
 mod startup;
