@@ -165,7 +165,8 @@
 //! worker), [`lease`] (the lease table, and the [`LeaseStore`](lease::LeaseStore) trait for
 //! other backends), [`retrieval`] (the [`StreamClient`](retrieval::StreamClient) trait and
 //! its Kinesis implementation), [`aws`] (client construction and endpoints), [`error`], [`validation`] (the rules
-//! settings follow, shared with the MultiLangDaemon);
+//! settings follow, shared with the MultiLangDaemon), [`telemetry`] (metrics with the Java
+//! KCL's names, the Prometheus and CloudWatch exporters, worker health);
 //! `testing` with the `testing` feature.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -190,6 +191,7 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

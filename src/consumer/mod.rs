@@ -21,6 +21,7 @@ use crate::retrieval::fetcher::{
     FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
+use crate::telemetry::{self, names, ShardMetrics};
 use futures::FutureExt;
 use state::{initial_state, next_state, ShardState, ShutdownReason, TaskOutcome};
 use std::panic::AssertUnwindSafe;
@@ -79,6 +80,7 @@ pub async fn run_shard<P: RecordProcessor>(
     let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
+        metrics: ShardMetrics::new(&shard_id),
         ctx,
         tenure,
         processor,
@@ -98,6 +100,7 @@ pub async fn run_shard<P: RecordProcessor>(
 }
 
 struct Consumer<P> {
+    metrics: ShardMetrics,
     ctx: ShardContext,
     tenure: LeaseTenure,
     processor: P,
@@ -118,8 +121,22 @@ struct Consumer<P> {
 pub const FETCHER_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A processor call that panicked (or returned [`RestartShard`]): the consumer stops and the
-/// scheduler restarts the shard from its last checkpoint.
-struct Panicked(String);
+/// scheduler restarts the shard from its last checkpoint. The second field is the cause (a
+/// `Cause` dimension value of `ShardRestarts`).
+struct Panicked(String, &'static str);
+
+impl Panicked {
+    fn panic(p: Box<dyn std::any::Any + Send>) -> Self {
+        Panicked(
+            format!("record processor panicked: {}", panic_message(p)),
+            names::CAUSE_PROCESSOR_PANIC,
+        )
+    }
+
+    fn restart(e: &crate::ProcessorError) -> Self {
+        Panicked(e.to_string(), names::CAUSE_RESTART_REQUESTED)
+    }
+}
 
 impl<P: RecordProcessor> Consumer<P> {
     fn key(&self) -> &str {
@@ -168,7 +185,8 @@ impl<P: RecordProcessor> Consumer<P> {
             };
             let outcome = match outcome {
                 Ok(o) => o,
-                Err(Panicked(msg)) => {
+                Err(Panicked(msg, cause)) => {
+                    self.metrics.restart(cause);
                     tracing::error!(reason = %msg, "record processor failed for good; the shard restarts from its last checkpoint");
                     return ShardExit::Failed(msg);
                 }
@@ -287,20 +305,19 @@ impl<P: RecordProcessor> Consumer<P> {
             pending_checkpoint: lease.pending_checkpoint.clone(),
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
-        match AssertUnwindSafe(self.processor.initialize(input))
+        let started = tokio::time::Instant::now();
+        let result = AssertUnwindSafe(self.processor.initialize(input))
             .catch_unwind()
-            .await
-        {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
+            .await;
+        telemetry::initialize_time(started.elapsed());
+        match result {
+            Err(p) => Err(Panicked::panic(p)),
             Ok(Ok(())) => {
                 tracing::info!(checkpoint = %lease.checkpoint, "record processor initialized");
                 self.initialized = true;
                 Ok(TaskOutcome::Succeeded)
             }
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
                 self.pause(self.ctx.config.task_backoff).await;
@@ -325,9 +342,11 @@ impl<P: RecordProcessor> Consumer<P> {
                     return Ok(TaskOutcome::Failed);
                 };
                 self.fetcher_restarts.reset();
+                self.metrics.batch_received(batch.millis_behind_latest);
                 batch
             }
         };
+        let task_started = tokio::time::Instant::now();
         let checkpointer = self
             .checkpointer
             .as_mut()
@@ -344,18 +363,22 @@ impl<P: RecordProcessor> Consumer<P> {
                 millis_behind_latest: batch.millis_behind_latest,
             };
             let count = input.records.len();
-            match AssertUnwindSafe(self.processor.process_records(input, checkpointer))
+            let bytes: usize = input.records.iter().map(|r| r.data.len()).sum();
+            let started = tokio::time::Instant::now();
+            let result = AssertUnwindSafe(self.processor.process_records(input, checkpointer))
                 .catch_unwind()
-                .await
-            {
+                .await;
+            let ok = matches!(result, Ok(Ok(())));
+            self.metrics.processed(count, bytes, started.elapsed(), ok);
+            if !ok {
+                self.metrics.task(false, task_started.elapsed());
+            }
+            match result {
                 Err(p) => {
-                    return Err(Panicked(format!(
-                        "record processor panicked: {}",
-                        panic_message(p)
-                    )))
+                    return Err(Panicked::panic(p))
                 }
                 Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
-                Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked(e.to_string())),
+                Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked::restart(&e)),
                 Ok(Err(e)) if self.tenure.lost.is_cancelled() => {
                     tracing::info!(error = %e, records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
                     return Ok(TaskOutcome::Failed);
@@ -365,11 +388,13 @@ impl<P: RecordProcessor> Consumer<P> {
                         "record processor failed; the same batch is delivered again after the backoff");
                     checkpointer.undeliver(accepted);
                     self.batch = Some(batch);
+                    self.metrics.redelivery(names::CAUSE_PROCESSOR_ERROR);
                     self.pause(self.ctx.config.task_backoff).await;
                     return Ok(TaskOutcome::Failed);
                 }
             }
         }
+        self.metrics.task(true, task_started.elapsed());
         match batch.shard_end {
             Some(children) => {
                 tracing::info!(children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "reached the end of the shard");
@@ -393,13 +418,14 @@ impl<P: RecordProcessor> Consumer<P> {
             ShutdownReason::Requested => {
                 if self.initialized {
                     let checkpointer = self.checkpointer.as_mut().expect("initialized");
+                    let started = tokio::time::Instant::now();
                     let result = AssertUnwindSafe(
                         self.processor
                             .shutdown(Shutdown::Requested { checkpointer }),
                     )
                     .catch_unwind()
                     .await;
-                    Self::log_shutdown_result(result, "requested")?;
+                    Self::log_shutdown_result(result, "requested", started)?;
                 }
                 Ok(TaskOutcome::Succeeded)
             }
@@ -408,22 +434,22 @@ impl<P: RecordProcessor> Consumer<P> {
 
     async fn call_shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), Panicked> {
         let name = reason.name();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(self.processor.shutdown(reason))
             .catch_unwind()
             .await;
-        Self::log_shutdown_result(result, name)
+        Self::log_shutdown_result(result, name, started)
     }
 
     fn log_shutdown_result(
         result: std::thread::Result<Result<(), crate::ProcessorError>>,
         name: &str,
+        started: tokio::time::Instant,
     ) -> Result<(), Panicked> {
+        telemetry::shutdown_time(started.elapsed());
         match result {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Err(p) => Err(Panicked::panic(p)),
+            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
                 Ok(())
@@ -449,13 +475,14 @@ impl<P: RecordProcessor> Consumer<P> {
             .as_mut()
             .expect("processing implies initialized");
         checkpointer.set_shard_end();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(
             self.processor
                 .shutdown(Shutdown::ShardEnded { checkpointer }),
         )
         .catch_unwind()
         .await;
-        Self::log_shutdown_result(result, "shard_ended")?;
+        Self::log_shutdown_result(result, "shard_ended", started)?;
         let recorded = self
             .ctx
             .coordinator
