@@ -374,9 +374,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 self.metrics.task(false, task_started.elapsed());
             }
             match result {
-                Err(p) => {
-                    return Err(Panicked::panic(p))
-                }
+                Err(p) => return Err(Panicked::panic(p)),
                 Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
                 Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked::restart(&e)),
                 Ok(Err(e)) if self.tenure.lost.is_cancelled() => {

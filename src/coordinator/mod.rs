@@ -301,11 +301,6 @@ impl LeaseCoordinator {
         &self.inner.health
     }
 
-    /// This worker's metrics.
-    pub(crate) fn metrics(&self) -> &WorkerMetrics {
-        &self.inner.metrics
-    }
-
     /// Watch the set of held leases (it changes on take, loss and release).
     pub fn subscribe(&self) -> watch::Receiver<HeldLeases> {
         self.inner.tx.subscribe()
@@ -453,7 +448,10 @@ impl LeaseCoordinator {
         match held.get(key).filter(|s| s.tenure.token == token) {
             Some(slot) => {
                 slot.metrics.checkpoint_write(result.is_ok(), took);
-                if result.as_ref().is_ok_and(|l| l.pending_checkpoint.is_none()) {
+                if result
+                    .as_ref()
+                    .is_ok_and(|l| l.pending_checkpoint.is_none())
+                {
                     slot.checkpointed.set(Instant::now());
                 }
             }

@@ -4,9 +4,9 @@
 use super::taker::{
     choose_leases_to_take_with_stats, ObservedLease, TakeDecision, TakeReason, TakerConfig,
 };
-use crate::telemetry::TakeStats;
 use super::LeaseCoordinator;
 use crate::lease::{LeaseStoreError, WriteOutcome};
+use crate::telemetry::TakeStats;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

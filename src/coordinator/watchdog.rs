@@ -39,7 +39,8 @@ impl LeaseCoordinator {
         let held = self.inner.held.lock().unwrap();
         self.inner.metrics.current_leases(held.len());
         for slot in held.values() {
-            slot.metrics.since_last_checkpoint(slot.checkpointed.elapsed());
+            slot.metrics
+                .since_last_checkpoint(slot.checkpointed.elapsed());
         }
     }
 

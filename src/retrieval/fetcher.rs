@@ -336,8 +336,10 @@ impl FetchTask {
                 .stream
                 .get_records(shard, &it, self.config.max_records)
                 .await;
-            self.metrics
-                .get_records(result.is_ok(), last_call.map(|t| t.elapsed()).unwrap_or_default());
+            self.metrics.get_records(
+                result.is_ok(),
+                last_call.map(|t| t.elapsed()).unwrap_or_default(),
+            );
             match result {
                 Ok(batch) => {
                     throttled = 0;

@@ -109,7 +109,10 @@ impl ShardMetrics {
 
     /// The same batch will be delivered again because of `cause`.
     pub(crate) fn redelivery(&self, cause: &'static str) {
-        let labels = [self.shard.clone(), Label::from_static_parts(n::CAUSE, cause)];
+        let labels = [
+            self.shard.clone(),
+            Label::from_static_parts(n::CAUSE, cause),
+        ];
         record(&n::PT_BATCH_REDELIVERIES, &labels, 1.0);
     }
 
@@ -137,7 +140,10 @@ impl ShardMetrics {
 
     /// The consumer ends and the scheduler restarts the shard because of `cause`.
     pub(crate) fn restart(&self, cause: &'static str) {
-        let labels = [self.shard.clone(), Label::from_static_parts(n::CAUSE, cause)];
+        let labels = [
+            self.shard.clone(),
+            Label::from_static_parts(n::CAUSE, cause),
+        ];
         record(&n::CONSUMER_RESTARTS, &labels, 1.0);
     }
 }

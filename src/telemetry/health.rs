@@ -39,7 +39,11 @@ impl fmt::Display for Health {
         writeln!(f, "live: {}", yes(self.live))?;
         writeln!(f, "ready: {}", yes(self.ready))?;
         writeln!(f, "initialized: {}", yes(self.initialized))?;
-        writeln!(f, "lease_table_reachable: {}", yes(self.lease_table_reachable))?;
+        writeln!(
+            f,
+            "lease_table_reachable: {}",
+            yes(self.lease_table_reachable)
+        )?;
         writeln!(f, "renewals_succeeding: {}", yes(self.renewals_succeeding))?;
         writeln!(f, "shutting_down: {}", yes(self.shutting_down))?;
         writeln!(f, "stopped: {}", yes(self.stopped))

@@ -70,8 +70,8 @@ pub(crate) use emit::{
     initialize_time, scheduler_initialized, shard_sync, shutdown_time, ShardMetrics, TakeStats,
     WorkerMetrics,
 };
-pub(crate) use health::HealthState;
 pub use health::Health;
+pub(crate) use health::HealthState;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use prometheus::PrometheusEndpoint;

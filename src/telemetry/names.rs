@@ -207,87 +207,349 @@ use MetricsLevel::{Detailed, Summary};
 use Unit::{Bytes, Count, Milliseconds, Seconds};
 
 /// `OP_PROCESS_TASK` / `RECORDS_PROCESSED` (see the crate's metrics table).
-pub const PT_RECORDS_PROCESSED: MetricSpec = spec(OP_PROCESS_TASK, RECORDS_PROCESSED, SHARD, Counter, Count, Summary);
+pub const PT_RECORDS_PROCESSED: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    RECORDS_PROCESSED,
+    SHARD,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `DATA_BYTES_PROCESSED` (see the crate's metrics table).
-pub const PT_DATA_BYTES_PROCESSED: MetricSpec = spec(OP_PROCESS_TASK, DATA_BYTES_PROCESSED, SHARD, Counter, Bytes, Summary);
+pub const PT_DATA_BYTES_PROCESSED: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    DATA_BYTES_PROCESSED,
+    SHARD,
+    Counter,
+    Bytes,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `MILLIS_BEHIND_LATEST` (see the crate's metrics table).
-pub const PT_MILLIS_BEHIND_LATEST: MetricSpec = spec(OP_PROCESS_TASK, MILLIS_BEHIND_LATEST, SHARD, Gauge, Milliseconds, Summary);
+pub const PT_MILLIS_BEHIND_LATEST: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    MILLIS_BEHIND_LATEST,
+    SHARD,
+    Gauge,
+    Milliseconds,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `PROCESS_RECORDS_TIME` (see the crate's metrics table).
-pub const PT_PROCESS_RECORDS_TIME: MetricSpec = spec(OP_PROCESS_TASK, PROCESS_RECORDS_TIME, SHARD, Histogram, Milliseconds, Summary);
+pub const PT_PROCESS_RECORDS_TIME: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    PROCESS_RECORDS_TIME,
+    SHARD,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `SUCCESS` (see the crate's metrics table).
 pub const PT_SUCCESS: MetricSpec = spec(OP_PROCESS_TASK, SUCCESS, SHARD, Histogram, Count, Summary);
 /// `OP_PROCESS_TASK` / `TIME` (see the crate's metrics table).
-pub const PT_TIME: MetricSpec = spec(OP_PROCESS_TASK, TIME, SHARD, Histogram, Milliseconds, Summary);
+pub const PT_TIME: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    TIME,
+    SHARD,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `EXPIRED_ITERATOR` (see the crate's metrics table).
-pub const PT_EXPIRED_ITERATOR: MetricSpec = spec(OP_PROCESS_TASK, EXPIRED_ITERATOR, SHARD, Counter, Count, Summary);
+pub const PT_EXPIRED_ITERATOR: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    EXPIRED_ITERATOR,
+    SHARD,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `GET_RECORDS_SUCCESS` (see the crate's metrics table).
-pub const PT_GET_RECORDS_SUCCESS: MetricSpec = spec(OP_PROCESS_TASK, GET_RECORDS_SUCCESS, SHARD, Histogram, Count, Detailed);
+pub const PT_GET_RECORDS_SUCCESS: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    GET_RECORDS_SUCCESS,
+    SHARD,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_PROCESS_TASK` / `GET_RECORDS_TIME` (see the crate's metrics table).
-pub const PT_GET_RECORDS_TIME: MetricSpec = spec(OP_PROCESS_TASK, GET_RECORDS_TIME, SHARD, Histogram, Milliseconds, Detailed);
+pub const PT_GET_RECORDS_TIME: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    GET_RECORDS_TIME,
+    SHARD,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_PROCESS_TASK` / `UPDATE_LEASE_SUCCESS` (see the crate's metrics table).
-pub const PT_UPDATE_LEASE_SUCCESS: MetricSpec = spec(OP_PROCESS_TASK, UPDATE_LEASE_SUCCESS, SHARD, Histogram, Count, Detailed);
+pub const PT_UPDATE_LEASE_SUCCESS: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    UPDATE_LEASE_SUCCESS,
+    SHARD,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_PROCESS_TASK` / `UPDATE_LEASE_TIME` (see the crate's metrics table).
-pub const PT_UPDATE_LEASE_TIME: MetricSpec = spec(OP_PROCESS_TASK, UPDATE_LEASE_TIME, SHARD, Histogram, Milliseconds, Detailed);
+pub const PT_UPDATE_LEASE_TIME: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    UPDATE_LEASE_TIME,
+    SHARD,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_PROCESS_TASK` / `BATCH_REDELIVERIES` (see the crate's metrics table).
-pub const PT_BATCH_REDELIVERIES: MetricSpec = spec(OP_PROCESS_TASK, BATCH_REDELIVERIES, SHARD_CAUSE, Counter, Count, Summary);
+pub const PT_BATCH_REDELIVERIES: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    BATCH_REDELIVERIES,
+    SHARD_CAUSE,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_PROCESS_TASK` / `SECONDS_SINCE_LAST_CHECKPOINT` (see the crate's metrics table).
-pub const PT_SECONDS_SINCE_LAST_CHECKPOINT: MetricSpec = spec(OP_PROCESS_TASK, SECONDS_SINCE_LAST_CHECKPOINT, SHARD, Gauge, Seconds, Summary);
+pub const PT_SECONDS_SINCE_LAST_CHECKPOINT: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    SECONDS_SINCE_LAST_CHECKPOINT,
+    SHARD,
+    Gauge,
+    Seconds,
+    Summary,
+);
 /// `OP_INITIALIZE_TASK` / `INITIALIZE_TIME` (see the crate's metrics table).
-pub const INIT_TIME: MetricSpec = spec(OP_INITIALIZE_TASK, INITIALIZE_TIME, OP, Histogram, Milliseconds, Summary);
+pub const INIT_TIME: MetricSpec = spec(
+    OP_INITIALIZE_TASK,
+    INITIALIZE_TIME,
+    OP,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_SHUTDOWN_TASK` / `SHUTDOWN_TIME` (see the crate's metrics table).
-pub const SHUTDOWN_TIME_SPEC: MetricSpec = spec(OP_SHUTDOWN_TASK, SHUTDOWN_TIME, OP, Histogram, Milliseconds, Summary);
+pub const SHUTDOWN_TIME_SPEC: MetricSpec = spec(
+    OP_SHUTDOWN_TASK,
+    SHUTDOWN_TIME,
+    OP,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_SHARD_CONSUMER` / `SHARD_RESTARTS` (see the crate's metrics table).
-pub const CONSUMER_RESTARTS: MetricSpec = spec(OP_SHARD_CONSUMER, SHARD_RESTARTS, SHARD_CAUSE, Counter, Count, Summary);
+pub const CONSUMER_RESTARTS: MetricSpec = spec(
+    OP_SHARD_CONSUMER,
+    SHARD_RESTARTS,
+    SHARD_CAUSE,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_RENEW_ALL_LEASES` / `CURRENT_LEASES` (see the crate's metrics table).
-pub const RENEW_CURRENT_LEASES: MetricSpec = spec(OP_RENEW_ALL_LEASES, CURRENT_LEASES, WORKER, Gauge, Count, Summary);
+pub const RENEW_CURRENT_LEASES: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    CURRENT_LEASES,
+    WORKER,
+    Gauge,
+    Count,
+    Summary,
+);
 /// `OP_RENEW_ALL_LEASES` / `LOST_LEASES` (see the crate's metrics table).
-pub const RENEW_LOST_LEASES: MetricSpec = spec(OP_RENEW_ALL_LEASES, LOST_LEASES, WORKER, Counter, Count, Summary);
+pub const RENEW_LOST_LEASES: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    LOST_LEASES,
+    WORKER,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_RENEW_ALL_LEASES` / `SUCCESS` (see the crate's metrics table).
-pub const RENEW_SUCCESS: MetricSpec = spec(OP_RENEW_ALL_LEASES, SUCCESS, WORKER, Histogram, Count, Summary);
+pub const RENEW_SUCCESS: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    SUCCESS,
+    WORKER,
+    Histogram,
+    Count,
+    Summary,
+);
 /// `OP_RENEW_ALL_LEASES` / `TIME` (see the crate's metrics table).
-pub const RENEW_TIME: MetricSpec = spec(OP_RENEW_ALL_LEASES, TIME, WORKER, Histogram, Milliseconds, Summary);
+pub const RENEW_TIME: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    TIME,
+    WORKER,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_RENEW_ALL_LEASES` / `RENEW_LEASE_SUCCESS` (see the crate's metrics table).
-pub const RENEW_ONE_SUCCESS: MetricSpec = spec(OP_RENEW_ALL_LEASES, RENEW_LEASE_SUCCESS, WORKER, Histogram, Count, Detailed);
+pub const RENEW_ONE_SUCCESS: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    RENEW_LEASE_SUCCESS,
+    WORKER,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_RENEW_ALL_LEASES` / `RENEW_LEASE_TIME` (see the crate's metrics table).
-pub const RENEW_ONE_TIME: MetricSpec = spec(OP_RENEW_ALL_LEASES, RENEW_LEASE_TIME, WORKER, Histogram, Milliseconds, Detailed);
+pub const RENEW_ONE_TIME: MetricSpec = spec(
+    OP_RENEW_ALL_LEASES,
+    RENEW_LEASE_TIME,
+    WORKER,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `TAKEN_LEASES` (see the crate's metrics table).
-pub const TAKE_TAKEN: MetricSpec = spec(OP_TAKE_LEASES, TAKEN_LEASES, WORKER, Counter, Count, Summary);
+pub const TAKE_TAKEN: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    TAKEN_LEASES,
+    WORKER,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `UNTAKEN_LEASES` (see the crate's metrics table).
-pub const TAKE_UNTAKEN: MetricSpec = spec(OP_TAKE_LEASES, UNTAKEN_LEASES, WORKER, Counter, Count, Summary);
+pub const TAKE_UNTAKEN: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    UNTAKEN_LEASES,
+    WORKER,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `EXPIRED_LEASES` (see the crate's metrics table).
-pub const TAKE_EXPIRED_LEASES: MetricSpec = spec(OP_TAKE_LEASES, EXPIRED_LEASES, WORKER, Gauge, Count, Summary);
+pub const TAKE_EXPIRED_LEASES: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    EXPIRED_LEASES,
+    WORKER,
+    Gauge,
+    Count,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `LEASE_SPILLOVER` (see the crate's metrics table).
-pub const TAKE_LEASE_SPILLOVER: MetricSpec = spec(OP_TAKE_LEASES, LEASE_SPILLOVER, WORKER, Gauge, Count, Summary);
+pub const TAKE_LEASE_SPILLOVER: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    LEASE_SPILLOVER,
+    WORKER,
+    Gauge,
+    Count,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `NUM_WORKERS` (see the crate's metrics table).
-pub const TAKE_NUM_WORKERS: MetricSpec = spec(OP_TAKE_LEASES, NUM_WORKERS, WORKER, Gauge, Count, Summary);
+pub const TAKE_NUM_WORKERS: MetricSpec =
+    spec(OP_TAKE_LEASES, NUM_WORKERS, WORKER, Gauge, Count, Summary);
 /// `OP_TAKE_LEASES` / `UNOWNED_LEASES` (see the crate's metrics table).
-pub const TAKE_UNOWNED_LEASES: MetricSpec = spec(OP_TAKE_LEASES, UNOWNED_LEASES, WORKER, Gauge, Count, Summary);
+pub const TAKE_UNOWNED_LEASES: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    UNOWNED_LEASES,
+    WORKER,
+    Gauge,
+    Count,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `TOTAL_LEASES` (see the crate's metrics table).
-pub const TAKE_TOTAL_LEASES: MetricSpec = spec(OP_TAKE_LEASES, TOTAL_LEASES, WORKER, Gauge, Count, Detailed);
+pub const TAKE_TOTAL_LEASES: MetricSpec =
+    spec(OP_TAKE_LEASES, TOTAL_LEASES, WORKER, Gauge, Count, Detailed);
 /// `OP_TAKE_LEASES` / `NEEDED_LEASES` (see the crate's metrics table).
-pub const TAKE_NEEDED_LEASES: MetricSpec = spec(OP_TAKE_LEASES, NEEDED_LEASES, WORKER, Gauge, Count, Detailed);
+pub const TAKE_NEEDED_LEASES: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    NEEDED_LEASES,
+    WORKER,
+    Gauge,
+    Count,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `LEASES_TO_TAKE` (see the crate's metrics table).
-pub const TAKE_LEASES_TO_TAKE: MetricSpec = spec(OP_TAKE_LEASES, LEASES_TO_TAKE, WORKER, Gauge, Count, Detailed);
+pub const TAKE_LEASES_TO_TAKE: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    LEASES_TO_TAKE,
+    WORKER,
+    Gauge,
+    Count,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `SUCCESS` (see the crate's metrics table).
-pub const TAKE_SUCCESS: MetricSpec = spec(OP_TAKE_LEASES, SUCCESS, WORKER, Histogram, Count, Summary);
+pub const TAKE_SUCCESS: MetricSpec =
+    spec(OP_TAKE_LEASES, SUCCESS, WORKER, Histogram, Count, Summary);
 /// `OP_TAKE_LEASES` / `TIME` (see the crate's metrics table).
-pub const TAKE_TIME: MetricSpec = spec(OP_TAKE_LEASES, TIME, WORKER, Histogram, Milliseconds, Summary);
+pub const TAKE_TIME: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    TIME,
+    WORKER,
+    Histogram,
+    Milliseconds,
+    Summary,
+);
 /// `OP_TAKE_LEASES` / `LIST_LEASES_SUCCESS` (see the crate's metrics table).
-pub const TAKE_LIST_LEASES_SUCCESS: MetricSpec = spec(OP_TAKE_LEASES, LIST_LEASES_SUCCESS, WORKER, Histogram, Count, Detailed);
+pub const TAKE_LIST_LEASES_SUCCESS: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    LIST_LEASES_SUCCESS,
+    WORKER,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `LIST_LEASES_TIME` (see the crate's metrics table).
-pub const TAKE_LIST_LEASES_TIME: MetricSpec = spec(OP_TAKE_LEASES, LIST_LEASES_TIME, WORKER, Histogram, Milliseconds, Detailed);
+pub const TAKE_LIST_LEASES_TIME: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    LIST_LEASES_TIME,
+    WORKER,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `TAKE_LEASE_SUCCESS` (see the crate's metrics table).
-pub const TAKE_ONE_SUCCESS: MetricSpec = spec(OP_TAKE_LEASES, TAKE_LEASE_SUCCESS, WORKER, Histogram, Count, Detailed);
+pub const TAKE_ONE_SUCCESS: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    TAKE_LEASE_SUCCESS,
+    WORKER,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_TAKE_LEASES` / `TAKE_LEASE_TIME` (see the crate's metrics table).
-pub const TAKE_ONE_TIME: MetricSpec = spec(OP_TAKE_LEASES, TAKE_LEASE_TIME, WORKER, Histogram, Milliseconds, Detailed);
+pub const TAKE_ONE_TIME: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    TAKE_LEASE_TIME,
+    WORKER,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_RELEASE_LEASES` / `RELEASED_LEASES` (see the crate's metrics table).
-pub const RELEASE_RELEASED: MetricSpec = spec(OP_RELEASE_LEASES, RELEASED_LEASES, WORKER, Counter, Count, Summary);
+pub const RELEASE_RELEASED: MetricSpec = spec(
+    OP_RELEASE_LEASES,
+    RELEASED_LEASES,
+    WORKER,
+    Counter,
+    Count,
+    Summary,
+);
 /// `OP_SHARD_SYNC_TASK` / `SYNC_SHARDS_SUCCESS` (see the crate's metrics table).
-pub const SYNC_SUCCESS: MetricSpec = spec(OP_SHARD_SYNC_TASK, SYNC_SHARDS_SUCCESS, OP, Histogram, Count, Detailed);
+pub const SYNC_SUCCESS: MetricSpec = spec(
+    OP_SHARD_SYNC_TASK,
+    SYNC_SHARDS_SUCCESS,
+    OP,
+    Histogram,
+    Count,
+    Detailed,
+);
 /// `OP_SHARD_SYNC_TASK` / `SYNC_SHARDS_TIME` (see the crate's metrics table).
-pub const SYNC_TIME: MetricSpec = spec(OP_SHARD_SYNC_TASK, SYNC_SHARDS_TIME, OP, Histogram, Milliseconds, Detailed);
+pub const SYNC_TIME: MetricSpec = spec(
+    OP_SHARD_SYNC_TASK,
+    SYNC_SHARDS_TIME,
+    OP,
+    Histogram,
+    Milliseconds,
+    Detailed,
+);
 /// `OP_SCHEDULER_INITIALIZE` / `INITIALIZE_SUCCESS` (see the crate's metrics table).
-pub const SCHED_INITIALIZE: MetricSpec = spec(OP_SCHEDULER_INITIALIZE, INITIALIZE_SUCCESS, OP, Histogram, Count, Summary);
+pub const SCHED_INITIALIZE: MetricSpec = spec(
+    OP_SCHEDULER_INITIALIZE,
+    INITIALIZE_SUCCESS,
+    OP,
+    Histogram,
+    Count,
+    Summary,
+);
 
 /// Every metric the library emits (the CloudWatch exporter's synthesised
 /// `ApplicationTracker` `MillisBehindLatest` aside).

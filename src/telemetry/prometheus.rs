@@ -163,7 +163,11 @@ impl PrometheusEndpoint {
             ),
             "/healthz" => match self.health() {
                 Some(h) => text(status(h.live), PLAIN, h.to_string()),
-                None => text(StatusCode::OK, PLAIN, "live: yes (no worker attached)\n".into()),
+                None => text(
+                    StatusCode::OK,
+                    PLAIN,
+                    "live: yes (no worker attached)\n".into(),
+                ),
             },
             "/readyz" => match self.health() {
                 Some(h) => text(status(h.ready), PLAIN, h.to_string()),

@@ -122,12 +122,7 @@ fn to_cloudwatch(d: Datum) -> MetricDatum {
         .key
         .dimensions
         .into_iter()
-        .map(|(name, value)| {
-            Dimension::builder()
-                .name(name)
-                .value(value)
-                .build()
-        })
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
         .collect();
     let stats = StatisticSet::builder()
         .sample_count(d.stats.count)
@@ -283,12 +278,12 @@ async fn publish(
             let batch = queue.drain(BATCH_SIZE);
             let n = batch.len() as u64;
             counters.queued.store(queue.len() as u64, Ordering::Relaxed);
-            let sent = tokio::time::timeout(
-                config.request_timeout,
-                sink.put(&config.namespace, batch),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", config.request_timeout)));
+            let sent =
+                tokio::time::timeout(config.request_timeout, sink.put(&config.namespace, batch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("no answer within {:?}", config.request_timeout))
+                    });
             match sent {
                 Ok(()) => {
                     counters.published.fetch_add(n, Ordering::Relaxed);

@@ -130,7 +130,10 @@ mod tests {
         assert!(q.offer(datum("a", 1.0)));
         assert!(q.offer(datum("b", 5.0)));
         assert!(q.offer(datum("a", 3.0)), "same key merges even when full");
-        assert!(!q.offer(datum("c", 1.0)), "a new key beyond capacity is dropped");
+        assert!(
+            !q.offer(datum("c", 1.0)),
+            "a new key beyond capacity is dropped"
+        );
         assert_eq!(q.len(), 2);
         let out = q.drain(10);
         assert_eq!(out.len(), 2);

@@ -121,6 +121,12 @@ impl Registry {
         }
     }
 
+    /// Metrics known now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.cells.read().unwrap().len()
+    }
+
     fn cell(&self, key: DatumKey) -> Arc<Cell> {
         if let Some(c) = self.cells.read().unwrap().get(&key) {
             return c.clone();
