@@ -257,6 +257,69 @@ fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
     Ok(())
 }
 
+/// A directory `<root>/<name>` filled once by `populate` (into a temporary sibling, under the
+/// exclusive lock `<root>/.<name>.lock`, renamed into place when complete and marked with
+/// `.complete`), so that concurrent processes neither install twice nor see half an install.
+/// `check` says whether a finished directory is usable. Blocking.
+pub(crate) fn install_dir_once(
+    root: &Path,
+    name: &str,
+    check: impl Fn(&Path) -> bool,
+    populate: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let target = root.join(name);
+    let complete = |t: &Path| t.join(MARKER).is_file() && check(t);
+    if complete(&target) {
+        return Ok(target);
+    }
+    fs::create_dir_all(root)
+        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
+    let lock_path = root.join(format!(".{name}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    acquire(&lock, &lock_path)?;
+    if complete(&target) {
+        return Ok(target);
+    }
+    if target.exists() {
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
+    }
+    let prefix = format!(".install-{name}-");
+    for entry in fs::read_dir(root)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let tmp = root.join(format!(
+        "{prefix}{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    fs::create_dir_all(&tmp)?;
+    let outcome = populate(&tmp).and_then(|()| {
+        if !check(&tmp) {
+            bail!(
+                "installing {name} finished but its files are missing in {}",
+                tmp.display()
+            );
+        }
+        fs::write(tmp.join(MARKER), format!("{name}\n"))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
+    });
+    if let Err(e) = outcome {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    drop(lock);
+    Ok(target)
+}
+
 /// The last 30 lines of a log file (for error messages).
 pub(crate) fn tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();

@@ -59,6 +59,13 @@
 //! 2.3.2 (npm) into the same cache, for the MultiLangDaemon's end-to-end tests, and has the
 //! `/proc` and signal helpers those tests use ([`clients::procs`]).
 //!
+//! # CloudWatch, and cutting a service off
+//!
+//! [`LocalCloudWatch`] runs moto's server mode (PyPI `moto[server]` 5.2.5, installed into the
+//! same cache) for the metrics exporter's tests. [`TcpProxy`] sits in front of any service and
+//! can refuse or black-hole its connections ([`ProxyMode`]), to test what happens when a real
+//! service becomes unreachable.
+//!
 //! # Tokio runtimes
 //!
 //! `#[tokio::test]` gives each test its own runtime, and SDK clients must not be shared across
@@ -81,11 +88,13 @@
 
 mod aws;
 pub mod clients;
+mod cloudwatch;
 mod install;
 pub mod java_kcl;
 mod localstack;
 mod names;
 mod process;
+mod proxy;
 mod selection;
 mod services;
 mod stream;
@@ -99,7 +108,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use aws_config::SdkConfig;
 
+pub use cloudwatch::{LocalCloudWatch, MOTO_VERSION};
 pub use names::unique_name;
+pub use proxy::{ProxyMode, TcpProxy};
 pub use stream::{
     create_stream, numbered_records, put_records, wait_stream_active, PutRecord, PutResult,
 };

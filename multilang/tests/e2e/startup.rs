@@ -23,7 +23,8 @@ fn props(kinesis: &str, dynamodb: &str) -> String {
          AwsCredentialsProvider = KclStaticCredentialsProvider|test|test\n\
          regionName = us-east-1\n\
          kinesisEndpoint = {kinesis}\n\
-         dynamoDBEndpoint = {dynamodb}\n",
+         dynamoDBEndpoint = {dynamodb}\n\
+         metricsLevel = NONE\n",
         testkit::unique_name("e2e-startup-app")
     )
 }
