@@ -107,6 +107,13 @@ impl TcpProxy {
         self.addr
     }
 
+    /// Connections open now (forwarded or held).
+    pub fn open_connections(&self) -> usize {
+        let mut st = self.state.lock().unwrap();
+        while st.conns.try_join_next().is_some() {}
+        st.conns.len()
+    }
+
     /// Switch mode; open connections are closed (so that pooled ones cannot bypass it).
     pub fn set_mode(&self, mode: ProxyMode) {
         let mut st = self.state.lock().unwrap();

@@ -12,3 +12,4 @@ mod harness;
 mod java_compat;
 mod lease_store;
 mod stream_roundtrip;
+mod telemetry;
