@@ -12,6 +12,8 @@
 //! | 4. lease cost | [`lease_cost`] | nothing (in-memory, paused time) |
 //! | 5. MultiLangDaemon | [`multilang`] | local services, python3 + amazon-kclpy, `kcl-multilang` |
 //! | 6. end to end | [`e2e`] | local services |
+//! | 7. scale | [`scale`] | nothing (in-memory, paused time) |
+//! | 8. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5 and 6 ([`services`]).
@@ -24,6 +26,7 @@ pub mod footprint;
 pub mod lease_cost;
 pub mod machine;
 pub mod measure;
+pub mod metrics_cost;
 pub mod multilang;
 pub mod noop;
 pub mod pipeline;
