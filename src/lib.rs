@@ -149,6 +149,17 @@
 //!   aged out of the stream is created without waiting for that parent's lease. The Java KCL
 //!   2.3+ waits forever in both cases, and the children's records are never processed.
 //!
+//! ## Metrics and health
+//!
+//! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade with the Java
+//! KCL's names and dimensions (`RecordsProcessed`, `MillisBehindLatest`, `CurrentLeases`, ...,
+//! plus redeliveries and restarts by cause, seconds since the last checkpoint, released and
+//! unowned leases): nothing is recorded until the application installs a recorder. The
+//! cargo features `prometheus` (an endpoint with `/metrics`, `/healthz`, `/readyz`) and
+//! `cloudwatch` (`PutMetricData` batched as the Java KCL does) add exporters.
+//! [`SchedulerHandle::health`] says whether the worker is live and ready. See [`telemetry`]
+//! for the table of every metric.
+//!
 //! ## Scale
 //!
 //! Shard sync is linear in the number of shards (about 4–6 µs of CPU per shard: 56 ms for a

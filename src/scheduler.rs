@@ -155,7 +155,10 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         self,
         shutdown_signal: impl Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
-        let span = tracing::info_span!("worker", worker_id = %self.config.worker_id);
+        let span = tracing::info_span!(
+            names::SPAN_WORKER,
+            { names::FIELD_WORKER_ID } = %self.config.worker_id
+        );
         telemetry::describe();
         let health = self.coordinator.health_state().clone();
         let result = tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await;

@@ -196,13 +196,21 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!(application = %config.application_name, stream = %config.stream, table = %config.table_name,
         worker_id = %config.worker_id, command = ?s.command(), language = ?s.processing_language, "starting the MultiLangDaemon");
     let first_signal = signals.nth(1);
-    // Metrics first, so that every metric of the worker reaches the exporters.
-    let telemetry = match daemon::start_telemetry(&s, &config).await {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("kcl-multilang: metrics: {e}");
-            return ExitCode::from(1);
+    // Metrics first, so that every metric of the worker reaches the exporters. Loading the
+    // CloudWatch client's settings may wait on the region or credentials chain: a signal wins.
+    let telemetry = tokio::select! {
+        biased;
+        () = signals.nth(1) => {
+            tracing::info!("shutdown signal received during start-up: exiting");
+            return ExitCode::SUCCESS;
         }
+        telemetry = daemon::start_telemetry(&s, &config) => match telemetry {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("kcl-multilang: metrics: {e}");
+                return ExitCode::from(1);
+            }
+        },
     };
     if let Some(p) = &telemetry.prometheus {
         tracing::info!(url = %format!("http://{}/metrics", p.local_addr()), "Prometheus endpoint (also /healthz, /readyz)");

@@ -77,7 +77,11 @@ pub async fn run_shard<P: RecordProcessor>(
     shutdown: CancellationToken,
 ) -> ShardExit {
     let shard_id = tenure.lease.key.clone();
-    let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
+    let span = tracing::info_span!(
+        names::SPAN_SHARD,
+        { names::FIELD_WORKER_ID } = %ctx.coordinator.worker_id(),
+        { names::FIELD_SHARD_ID } = %shard_id
+    );
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
         metrics: ShardMetrics::new(&shard_id),

@@ -371,6 +371,7 @@ impl LeaseCoordinator {
         if let Some(slot) = removed {
             tracing::warn!(worker_id = %self.worker_id(), lease_key = key, reason, "lease lost");
             self.inner.metrics.lost_lease();
+            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
@@ -380,6 +381,7 @@ impl LeaseCoordinator {
     pub fn forget(&self, key: &str) {
         let removed = self.inner.held.lock().unwrap().remove(key);
         if let Some(slot) = removed {
+            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
@@ -414,6 +416,7 @@ impl LeaseCoordinator {
             })),
             last_write,
         };
+        self.inner.health.lease_gone(&key);
         if let Some(old) = self.inner.held.lock().unwrap().insert(key, slot) {
             old.tenure.lost.cancel();
         }
@@ -590,6 +593,7 @@ impl LeaseCoordinator {
         let mut held = self.inner.held.lock().unwrap();
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
             if let Some(s) = held.remove(key) {
+                self.inner.health.lease_gone(key);
                 s.tenure.lost.cancel();
             }
         }

@@ -180,7 +180,7 @@ impl LeaseCoordinator {
         // or it failed for good.
         let done = |ok: bool| {
             self.inner.metrics.renewal(ok, first.elapsed());
-            self.inner.health.renewal(ok);
+            self.inner.health.renewal(key, ok);
         };
         loop {
             let started = Instant::now();

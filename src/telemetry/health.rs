@@ -4,9 +4,10 @@
 //!   (it checks in at least every `lease_renew_interval`; a worker that has not checked in
 //!   for the failover time is stuck: its leases are expiring). A worker still starting is live.
 //! * **Ready**: initialised (lease table created, first shard sync done), the lease table
-//!   reachable (the last scan succeeded, within the failover time), renewals succeeding (the
-//!   last renewal write did not fail), and not shutting down.
+//!   reachable (the last scan succeeded, within the failover time), renewals succeeding (no
+//!   held lease's last renewal write failed), and not shutting down.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub struct Health {
     pub initialized: bool,
     /// The last lease-table scan succeeded, within the failover time.
     pub lease_table_reachable: bool,
-    /// The last lease renewal write did not fail (none yet counts as succeeding).
+    /// No held lease's last renewal write failed (none yet counts as succeeding).
     pub renewals_succeeding: bool,
     /// A graceful shutdown has begun.
     pub shutting_down: bool,
@@ -66,7 +67,8 @@ struct Inner {
     last_scan_ok: bool,
     /// When a scan (or the start-up) last reached the table.
     last_reached: Option<Instant>,
-    renewal_failures_in_a_row: u32,
+    /// Held leases whose last renewal failed.
+    failing_renewals: BTreeSet<String>,
     /// When the coordinator's watchdog loop last ran.
     heartbeat: Option<Instant>,
 }
@@ -102,14 +104,22 @@ impl HealthState {
         });
     }
 
-    /// A renewal write ended (`ok` = it landed or found the lease changed; false = it failed).
-    pub(crate) fn renewal(&self, ok: bool) {
+    /// A renewal write of `lease_key` ended (`ok` = it landed or found the lease changed;
+    /// false = it failed).
+    pub(crate) fn renewal(&self, lease_key: &str, ok: bool) {
         self.with(|i| {
-            i.renewal_failures_in_a_row = if ok {
-                0
+            if ok {
+                i.failing_renewals.remove(lease_key);
             } else {
-                i.renewal_failures_in_a_row + 1
+                i.failing_renewals.insert(lease_key.to_string());
             }
+        });
+    }
+
+    /// This worker no longer holds `lease_key` (lost, released, or a new tenure began).
+    pub(crate) fn lease_gone(&self, lease_key: &str) {
+        self.with(|i| {
+            i.failing_renewals.remove(lease_key);
         });
     }
 
@@ -138,7 +148,7 @@ impl HealthState {
         let stuck = i.heartbeat.is_some() && !recent(i.heartbeat);
         let live = !i.stopped && !stuck;
         let lease_table_reachable = i.last_scan_ok && recent(i.last_reached);
-        let renewals_succeeding = i.renewal_failures_in_a_row == 0;
+        let renewals_succeeding = i.failing_renewals.is_empty();
         Health {
             live,
             ready: live

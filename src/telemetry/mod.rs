@@ -50,9 +50,9 @@
 //!
 //! # Logs
 //!
-//! Log lines and spans use the fields [`names::FIELD_WORKER_ID`], [`names::FIELD_SHARD_ID`]
-//! and [`names::FIELD_LEASE_KEY`]; a worker runs in a `worker` span, each shard consumer in a
-//! `shard` span.
+//! A worker runs in a [`names::SPAN_WORKER`] span with the field [`names::FIELD_WORKER_ID`],
+//! each shard consumer in a [`names::SPAN_SHARD`] span with [`names::FIELD_WORKER_ID`] and
+//! [`names::FIELD_SHARD_ID`]; log lines about a lease carry [`names::FIELD_LEASE_KEY`].
 
 #[cfg(feature = "cloudwatch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]

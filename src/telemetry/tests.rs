@@ -621,6 +621,22 @@ async fn a_stuck_coordinator_is_not_live() {
     assert!(state.health().live);
 }
 
+/// A lease whose renewal failed makes the worker not ready until a renewal of it succeeds or
+/// the worker no longer holds it (a worker left with no lease must not stay not ready).
+#[test]
+fn only_held_leases_with_failing_renewals_make_the_worker_not_ready() {
+    let state = super::HealthState::new(Duration::from_secs(3));
+    state.initialized();
+    state.renewal("a", false);
+    state.renewal("b", true);
+    assert!(!state.health().ready && !state.health().renewals_succeeding);
+    state.renewal("a", true);
+    assert!(state.health().ready);
+    state.renewal("a", false);
+    state.lease_gone("a");
+    assert!(state.health().ready, "{}", state.health());
+}
+
 /// The crate docs' metrics table lists exactly the catalogue, in its order, with the same
 /// operation, dimensions, kind, unit and level.
 #[test]
