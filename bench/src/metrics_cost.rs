@@ -32,7 +32,9 @@ fn run_prometheus(shards: usize, records: u64) -> PipelineRun {
         .build()
         .expect("runtime");
     let (endpoint, recorder) = rt
-        .block_on(PrometheusEndpoint::bind("127.0.0.1:0".parse().expect("addr")))
+        .block_on(PrometheusEndpoint::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
         .expect("a Prometheus endpoint");
     let r = run_with(shards, 100, records, Some(&recorder));
     let page = endpoint.render();

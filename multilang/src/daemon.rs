@@ -183,7 +183,7 @@ pub async fn start_telemetry(
         }
         tracing::info!(namespace = %cw.namespace, level = ?cw.level, dimensions = ?cw.enabled_dimensions,
             buffer_time = ?cw.buffer_time, "publishing metrics to CloudWatch (metricsLevel = NONE turns this off)");
-        let (recorder, publisher) = CloudWatchExporter::new(client, cw);
+        let (recorder, publisher) = CloudWatchExporter::build(client, cw);
         recorders.push(Box::new(recorder));
         telemetry.cloudwatch = Some(publisher);
     }

@@ -149,6 +149,7 @@ impl LeaseCoordinator {
                 me, &observed, &held, seen_at, &config, &mut *rng, &mut stats,
             )
         };
+        stats.to_take = decisions.len();
         self.inner.metrics.take_decision(&stats);
         let next_expiry_check = observed
             .iter()

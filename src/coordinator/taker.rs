@@ -85,26 +85,20 @@ pub fn choose_leases_to_take(
     config: &TakerConfig,
     rng: &mut impl Rng,
 ) -> Vec<TakeDecision> {
-    let mut stats = TakeStats::default();
-    choose_leases_to_take_with_stats(worker_id, leases, held, now, config, rng, &mut stats)
+    choose_leases_to_take_with_stats(
+        worker_id,
+        leases,
+        held,
+        now,
+        config,
+        rng,
+        &mut TakeStats::default(),
+    )
 }
 
-/// [`choose_leases_to_take`], also filling in what the decision saw (the `TakeLeases` metrics).
+/// [`choose_leases_to_take`], also filling in what the decision saw (the `TakeLeases`
+/// metrics; `to_take` is the length of the result).
 pub fn choose_leases_to_take_with_stats(
-    worker_id: &str,
-    leases: &[ObservedLease],
-    held: &BTreeSet<String>,
-    now: Instant,
-    config: &TakerConfig,
-    rng: &mut impl Rng,
-    stats: &mut TakeStats,
-) -> Vec<TakeDecision> {
-    let decisions = decide(worker_id, leases, held, now, config, rng, stats);
-    stats.to_take = decisions.len();
-    decisions
-}
-
-fn decide(
     worker_id: &str,
     leases: &[ObservedLease],
     held: &BTreeSet<String>,

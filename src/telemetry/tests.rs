@@ -149,6 +149,37 @@ impl RecordProcessor for Scripted {
     }
 }
 
+/// Accepts every batch; checkpoints it while `checkpointing` is set.
+struct Checkpointing(Arc<AtomicBool>);
+
+impl Checkpointing {
+    fn factory(checkpointing: bool) -> (Arc<AtomicBool>, impl crate::RecordProcessorFactory) {
+        let flag = Arc::new(AtomicBool::new(checkpointing));
+        let f = flag.clone();
+        (flag, move |_: &str| Checkpointing(f.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordProcessor for Checkpointing {
+    async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+    async fn process_records(
+        &mut self,
+        _: ProcessRecordsInput,
+        cp: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        if self.0.load(Ordering::SeqCst) {
+            cp.checkpoint().await?;
+        }
+        Ok(())
+    }
+    async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+}
+
 fn config(worker: &str) -> Config {
     Config::builder("app", StreamRef::Name("s".into()))
         .worker_id(worker)
@@ -384,24 +415,6 @@ fn check_spec(spec: &MetricSpec, s: &Seen) {
 /// Records and bytes count what the processor accepted; the lag is the stream's.
 #[tokio::test(start_paused = true)]
 async fn records_bytes_and_lag_follow_what_was_delivered() {
-    struct Accept;
-    #[async_trait::async_trait]
-    impl RecordProcessor for Accept {
-        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-        async fn process_records(
-            &mut self,
-            _: ProcessRecordsInput,
-            cp: &mut Checkpointer,
-        ) -> Result<(), ProcessorError> {
-            cp.checkpoint().await?;
-            Ok(())
-        }
-        async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-    }
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let stream = InMemoryStream::new("s", 1);
@@ -412,7 +425,8 @@ async fn records_bytes_and_lag_follow_what_was_delivered() {
         stream.put("pk", data.as_bytes());
     }
     let store = InMemoryLeaseStore::new();
-    let (handle, task) = start(&stream, &store, "w", |_: &str| Accept);
+    let (_, factory) = Checkpointing::factory(true);
+    let (handle, task) = start(&stream, &store, "w", factory);
     wait_for("the shard held", || handle.held_shards().len() == 1).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     handle.request_shutdown();
@@ -480,33 +494,12 @@ async fn records_bytes_and_lag_follow_what_was_delivered() {
 /// checkpointing, and drops after a checkpoint.
 #[tokio::test(start_paused = true)]
 async fn seconds_since_the_last_checkpoint_grow_until_the_processor_checkpoints() {
-    let checkpoint_now = Arc::new(AtomicBool::new(false));
-    struct Lazy(Arc<AtomicBool>);
-    #[async_trait::async_trait]
-    impl RecordProcessor for Lazy {
-        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-        async fn process_records(
-            &mut self,
-            _: ProcessRecordsInput,
-            cp: &mut Checkpointer,
-        ) -> Result<(), ProcessorError> {
-            if self.0.load(Ordering::SeqCst) {
-                cp.checkpoint().await?;
-            }
-            Ok(())
-        }
-        async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-    }
     let recorder = DebuggingRecorder::new();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let stream = InMemoryStream::new("s", 1);
     let store = InMemoryLeaseStore::new();
-    let flag = checkpoint_now.clone();
-    let (handle, task) = start(&stream, &store, "w", move |_: &str| Lazy(flag.clone()));
+    let (checkpoint_now, factory) = Checkpointing::factory(false);
+    let (handle, task) = start(&stream, &store, "w", factory);
     wait_for("the shard held", || handle.held_shards().len() == 1).await;
     let gauge = |recorder: &DebuggingRecorder| {
         one(
@@ -550,26 +543,9 @@ async fn ready_follows_the_lease_table_and_live_ends_with_the_worker() {
             (failing.load(Ordering::SeqCst) && op != LeaseOp::CreateTable).then_some(Fault::Timeout)
         }
     })));
-    struct Noop;
-    #[async_trait::async_trait]
-    impl RecordProcessor for Noop {
-        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-        async fn process_records(
-            &mut self,
-            _: ProcessRecordsInput,
-            _: &mut Checkpointer,
-        ) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-        async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
-            Ok(())
-        }
-    }
     let scheduler = Scheduler::new(
         config("w"),
-        |_: &str| Noop,
+        Checkpointing::factory(false).1,
         Arc::new(stream.clone()),
         Arc::new(store.clone()),
     );

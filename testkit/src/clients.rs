@@ -15,7 +15,7 @@
 //! install. Missing `python3`, `pip` or `npm` is an error that says what to install; nothing
 //! is skipped silently.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, acquire, hex, tail, Package};
+use crate::install::{self, hex, install_dir_once, run_pip, tail, Package};
 
 /// The pinned amazon-kclpy version.
 pub const KCLPY_VERSION: &str = "3.2.0";
@@ -41,7 +41,6 @@ const AWS_KCL: Package = Package {
     check_file: "index.js",
 };
 
-const MARKER: &str = ".complete";
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// amazon-kclpy, unpacked from its sdist.
@@ -164,121 +163,47 @@ fn install_aws_kcl() -> Result<PathBuf> {
 fn install_kclpy() -> Result<KclPy> {
     let python = python3()?;
     let root = install::cache_root()?;
-    let target = root.join(format!("amazon-kclpy@{KCLPY_VERSION}"));
-    let sdist_dir = target.join(format!("amazon_kclpy-{KCLPY_VERSION}"));
-    let result = |python: PathBuf| KclPy {
+    let sdist = format!("amazon_kclpy-{KCLPY_VERSION}");
+    let target = install_dir_once(
+        &root,
+        &format!("amazon-kclpy@{KCLPY_VERSION}"),
+        |t| t.join(&sdist).join("amazon_kclpy").join("kcl.py").is_file(),
+        |tmp| {
+            let started = Instant::now();
+            tracing::info!(cache = %root.display(), "pip download amazon-kclpy=={KCLPY_VERSION} (first use)");
+            download_and_unpack(&python, tmp)?;
+            tracing::info!(took = ?started.elapsed(), "amazon-kclpy installed");
+            Ok(())
+        },
+    )?;
+    let sdist_dir = target.join(sdist);
+    Ok(KclPy {
         sample_app: sdist_dir.join("samples").join("sample_kclpy_app.py"),
-        pythonpath: sdist_dir.clone(),
+        pythonpath: sdist_dir,
         python,
-    };
-    let complete = |t: &Path| {
-        t.join(MARKER).is_file()
-            && t.join(format!("amazon_kclpy-{KCLPY_VERSION}"))
-                .join("amazon_kclpy")
-                .join("kcl.py")
-                .is_file()
-    };
-    if complete(&target) {
-        return Ok(result(python));
-    }
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
-    let lock_path = root.join(format!(".amazon-kclpy@{KCLPY_VERSION}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    acquire(&lock, &lock_path)?;
-    if complete(&target) {
-        return Ok(result(python));
-    }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
-    }
-    let prefix = format!(".install-amazon-kclpy@{KCLPY_VERSION}-");
-    for entry in fs::read_dir(&root)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let tmp = root.join(format!(
-        "{prefix}{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir_all(&tmp)?;
-    let started = Instant::now();
-    tracing::info!(cache = %root.display(), "pip download amazon-kclpy=={KCLPY_VERSION} (first use)");
-    let outcome = download_and_unpack(&python, &tmp).and_then(|()| {
-        fs::write(tmp.join(MARKER), format!("amazon-kclpy=={KCLPY_VERSION}\n"))?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = outcome {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    tracing::info!(took = ?started.elapsed(), "amazon-kclpy installed");
-    drop(lock);
-    Ok(result(python))
+    })
 }
 
 fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let dl = dir.join("dl");
     let log = dir.join("pip.log");
-    let out = File::create(&log)?;
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--quiet",
-    ])
-    .arg(format!("amazon-kclpy=={KCLPY_VERSION}"))
-    .arg("-d")
-    .arg(&dl)
-    .stdin(Stdio::null())
-    .stdout(out.try_clone()?)
-    .stderr(out);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip download did not finish within {PIP_DEADLINE:?}:\n{}",
-                tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if !status.success() {
-        let text = tail(&log);
-        let hint = if text.contains("No module named pip") {
-            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
-             or `python3 -m ensurepip`"
-        } else {
-            "it needs the PyPI registry"
-        };
-        bail!(
-            "`{} -m pip download` failed ({status}); {hint}:\n{text}",
-            python.display()
-        );
-    }
+    let spec = format!("amazon-kclpy=={KCLPY_VERSION}");
+    let args: [&std::ffi::OsStr; 7] = [
+        "download".as_ref(),
+        "--no-deps".as_ref(),
+        "--no-binary".as_ref(),
+        ":all:".as_ref(),
+        spec.as_ref(),
+        "-d".as_ref(),
+        dl.as_os_str(),
+    ];
+    run_pip(
+        python,
+        &args,
+        &log,
+        PIP_DEADLINE,
+        "pip download amazon-kclpy",
+    )?;
     let sdist = dl.join(format!("amazon_kclpy-{KCLPY_VERSION}.tar.gz"));
     let bytes = fs::read(&sdist).with_context(|| {
         format!(

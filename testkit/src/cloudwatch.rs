@@ -14,12 +14,12 @@
 //! does the CloudWatch work.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::install::{self, install_dir_once};
+use crate::install::{self, install_dir_once, run_pip};
 use crate::process::ServiceProcess;
 
 /// The pinned moto version.
@@ -184,53 +184,16 @@ fn install_moto() -> Result<PathBuf> {
 
 fn pip_install(python: &Path, dir: &Path) -> Result<()> {
     let log = dir.join("pip.log");
-    let out = std::fs::File::create(&log)?;
-    let mut child = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--quiet",
-            "--no-warn-conflicts",
-            "--target",
-        ])
-        .arg(dir.join("site"))
-        .arg(format!("moto[server]=={MOTO_VERSION}"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip install moto did not finish within {PIP_DEADLINE:?}:\n{}",
-                install::tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if !status.success() {
-        let text = install::tail(&log);
-        let hint = if text.contains("No module named pip") {
-            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
-             or `python3 -m ensurepip`"
-        } else {
-            "it needs the PyPI registry"
-        };
-        bail!(
-            "`{} -m pip install moto[server]=={MOTO_VERSION}` failed ({status}); {hint}:\n{text}",
-            python.display()
-        );
-    }
+    let site = dir.join("site");
+    let spec = format!("moto[server]=={MOTO_VERSION}");
+    let args: [&std::ffi::OsStr; 5] = [
+        "install".as_ref(),
+        "--no-warn-conflicts".as_ref(),
+        "--target".as_ref(),
+        site.as_os_str(),
+        spec.as_ref(),
+    ];
+    run_pip(python, &args, &log, PIP_DEADLINE, "pip install moto")?;
     let _ = std::fs::remove_file(&log);
     Ok(())
 }

