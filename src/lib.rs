@@ -215,7 +215,7 @@ pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,
 };
-pub use record::Record;
+pub use record::{Bytes, Record, Records};
 pub use resharding::ShardSyncError;
 pub use retrieval::StreamRef;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};

@@ -13,7 +13,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
-use crate::record::Record;
+use crate::record::Records;
 use async_trait::async_trait;
 
 /// The error type processors return: any error (it is logged, and the call is retried).
@@ -44,8 +44,10 @@ pub struct InitializationInput {
 /// One batch of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecordsInput {
-    /// The records, in sequence order (may be empty when empty batches are delivered).
-    pub records: Vec<Record>,
+    /// The records, in sequence order (may be empty when empty batches are delivered). Shared
+    /// with the consumer, which keeps them to deliver again if this batch fails: reading them
+    /// copies nothing ([`Records::into_vec`] for an owned `Vec`).
+    pub records: Records,
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
 }

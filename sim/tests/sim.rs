@@ -163,6 +163,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         "a consumer whose lease was lost during a stall re-created a finished child's lease",
     ),
     (
+        502480,
+        "a worker stalled past the failover time re-created a finished child's lease before its watchdog ran",
+    ),
+    (
         33446,
         "a shard sync that stalled re-created leases of shards finished meanwhile",
     ),

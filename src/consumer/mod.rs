@@ -16,6 +16,7 @@ use crate::lease::LeaseStore;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
 };
+use crate::record::Records;
 use crate::resharding::create_child_leases;
 use crate::retrieval::fetcher::{
     FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
@@ -113,11 +114,30 @@ struct Consumer<P> {
     fetcher: Option<Fetcher>,
     checkpointer: Option<Checkpointer>,
     /// A batch the processor has not accepted yet (redelivered after a failure).
-    batch: Option<FetchedBatch>,
+    batch: Option<Batch>,
     children: Option<Vec<ChildShard>>,
     waiting_logged: bool,
     /// Delays between restarts of a fetcher task that died (reset by a delivered batch).
     fetcher_restarts: Backoff,
+}
+
+/// A batch on its way to the processor. Its records are shared with the processor's input,
+/// so keeping it for redelivery copies nothing.
+#[derive(Debug)]
+struct Batch {
+    records: Records,
+    millis_behind_latest: Option<i64>,
+    shard_end: Option<Vec<ChildShard>>,
+}
+
+impl From<FetchedBatch> for Batch {
+    fn from(b: FetchedBatch) -> Self {
+        Batch {
+            records: b.records.into(),
+            millis_behind_latest: b.millis_behind_latest,
+            shard_end: b.shard_end,
+        }
+    }
 }
 
 /// The longest wait before restarting a fetcher task that died (the first wait is the task
@@ -347,7 +367,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 };
                 self.fetcher_restarts.reset();
                 self.metrics.batch_received(batch.millis_behind_latest);
-                batch
+                Batch::from(batch)
             }
         };
         let task_started = tokio::time::Instant::now();
@@ -463,10 +483,12 @@ impl<P: RecordProcessor> Consumer<P> {
     /// Create the children's leases, then let the processor record `SHARD_END`.
     async fn shard_end(&mut self) -> Result<TaskOutcome, Panicked> {
         let children = self.children.clone().unwrap_or_default();
-        let lost = &self.tenure.lost;
+        let (coordinator, token) = (&self.ctx.coordinator, self.tenure.token);
+        let key = self.key();
+        let holds = || coordinator.holds(key, token);
         let stream = self.ctx.stream.as_ref();
         if let Err(why) =
-            create_child_leases(self.ctx.store(), stream, self.key(), &children, lost).await
+            create_child_leases(self.ctx.store(), stream, key, &children, &holds).await
         {
             tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
             self.pause(self.ctx.config.task_backoff).await;

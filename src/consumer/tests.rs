@@ -336,7 +336,7 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
         .collect::<Vec<_>>();
     let lost = CancellationToken::new();
     // The other parent is still in the stream and has no lease: wait.
-    let why = create_child_leases(&store, &stream, a, &children, &lost)
+    let why = create_child_leases(&store, &stream, a, &children, &|| !lost.is_cancelled())
         .await
         .unwrap_err();
     assert!(
@@ -346,7 +346,7 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
     assert!(!store.snapshot().contains_key(&child));
     // Gone from the stream: nothing of it is left to wait for.
     assert!(stream.age_out(b));
-    create_child_leases(&store, &stream, a, &children, &lost)
+    create_child_leases(&store, &stream, a, &children, &|| !lost.is_cancelled())
         .await
         .unwrap();
     assert_eq!(store.snapshot()[&child].checkpoint, Checkpoint::TrimHorizon);

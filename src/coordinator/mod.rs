@@ -359,6 +359,29 @@ impl LeaseCoordinator {
             .map(|s| (s.tenure.clone(), s.state.clone()))
     }
 
+    /// Whether tenure `token` of `key` still holds: it was not lost, and its last successful
+    /// write started within the failover time. A worker that was stalled for longer (a paused
+    /// process, a starved runtime) has lost the lease whether or not the expiry watchdog has
+    /// run since: other workers may already have taken it. Such a tenure is ended here, at
+    /// once. Check this before acting on the lease's behalf outside a lease write (a lease
+    /// write checks it itself).
+    pub fn holds(&self, key: &str, token: Uuid) -> bool {
+        let since = {
+            let held = self.inner.held.lock().unwrap();
+            match held.get(key) {
+                Some(s) if s.tenure.token == token && !s.tenure.lost.is_cancelled() => {
+                    s.last_write.elapsed()
+                }
+                _ => return false,
+            }
+        };
+        if since > self.inner.config.failover_time {
+            self.lose_expired(key, token, since);
+            return false;
+        }
+        true
+    }
+
     /// End the tenure `token` of `key` (if it is still the current one) and tell its consumer.
     fn lose(&self, key: &str, token: Uuid, reason: &str) {
         let removed = {

@@ -344,6 +344,30 @@ async fn a_stalled_worker_stops_checkpointing_once_its_lease_expires_locally() {
     );
 }
 
+/// A worker stalled for longer than the failover time (here: no task of it ran, so its
+/// watchdog has not either) no longer holds its leases when it wakes: `holds` says so and ends
+/// the tenure at once, before anything acts on the lease's behalf.
+#[tokio::test(start_paused = true)]
+async fn a_tenure_stalled_past_the_failover_time_no_longer_holds() {
+    let store = store_with(1);
+    let mut cfg = CoordinatorConfig::new("a", F);
+    cfg.rng_seed = Some(1);
+    let c = LeaseCoordinator::new(Arc::new(store.clone()), cfg);
+    c.take_round().await.unwrap();
+    let key = "shardId-000000000000";
+    let tenure = c.held()[key].clone();
+    assert!(c.holds(key, tenure.token));
+    assert!(
+        !c.holds(key, uuid::Uuid::new_v4()),
+        "another tenure's token"
+    );
+    tokio::time::advance(F + Duration::from_millis(1)).await;
+    assert!(!tenure.lost.is_cancelled(), "nothing ran during the stall");
+    assert!(!c.holds(key, tenure.token));
+    assert!(tenure.lost.is_cancelled());
+    assert!(c.held_keys().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn released_leases_are_taken_at_once_by_others() {
     let store = store_with(6);

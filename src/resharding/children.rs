@@ -3,7 +3,6 @@
 use crate::checkpoint::Checkpoint;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use crate::retrieval::{ChildShard, IteratorPosition, RetrievalError, StreamClient};
-use tokio_util::sync::CancellationToken;
 
 /// Why the leases of a finished shard's children were not (all) created; the consumer tries
 /// again after the task backoff.
@@ -53,17 +52,18 @@ pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
 /// Create the leases of a finished shard's children (skipping existing ones) and record the
 /// children on the parent lease `key`.
 ///
-/// Nothing is created once `lost` (this tenure of `key`) is cancelled: a consumer whose worker
-/// stalled (a missing child lease may then mean "created, processed, finished and cleaned up
-/// meanwhile", not "never created") would otherwise bring a finished child back to life, to be
-/// processed all over again. While the tenure holds, `key` is not at `SHARD_END`, so its
-/// children cannot have finished.
+/// Nothing is created unless `holds()` (this tenure of `key` still holds: not lost, and not
+/// expired on the local clock, see `LeaseCoordinator::holds`), asked right before each
+/// create: a consumer whose worker stalled (a missing child lease may then mean "created,
+/// processed, finished and cleaned up meanwhile", not "never created") would otherwise bring a
+/// finished child back to life, to be processed all over again. While the tenure holds, `key`
+/// is not at `SHARD_END`, so its children cannot have finished.
 pub async fn create_child_leases(
     store: &dyn LeaseStore,
     stream: &dyn StreamClient,
     key: &str,
     children: &[ChildShard],
-    lost: &CancellationToken,
+    holds: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), ChildLeaseError> {
     for child in child_leases(children) {
         if store.get_lease(&child.key).await?.is_some() {
@@ -90,7 +90,7 @@ pub async fn create_child_leases(
             }
             tracing::info!(parent = %other, child = %child.key, "merge parent is gone from the stream (aged past retention): creating the child without waiting for it");
         }
-        if lost.is_cancelled() {
+        if !holds() {
             return Err(ChildLeaseError::LeaseLost {
                 lease_key: key.to_string(),
             });

@@ -231,20 +231,20 @@ impl StreamClient for KinesisStreamClient {
         if let StreamRef::Arn(a) = &self.stream {
             req = req.stream_arn(a);
         }
-        let out = self
+        let mut out = self
             .call(StreamOp::GetRecords, Some(shard_id), req.send())
             .await?;
-        let records = out
-            .records()
-            .iter()
+        // The buffers the SDK decoded the response into are handed through, not copied.
+        let records = std::mem::take(&mut out.records)
+            .into_iter()
             .map(|r| Record {
-                data: r.data().as_ref().to_vec(),
-                partition_key: r.partition_key().unwrap_or_default().to_string(),
-                sequence_number: r.sequence_number().to_string(),
-                sub_sequence_number: 0,
                 approximate_arrival_timestamp: r
                     .approximate_arrival_timestamp()
                     .and_then(to_system_time),
+                data: r.data.into_bytes(),
+                partition_key: r.partition_key.unwrap_or_default(),
+                sequence_number: r.sequence_number,
+                sub_sequence_number: 0,
             })
             .collect();
         let child_shards = out

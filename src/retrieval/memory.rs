@@ -27,7 +27,7 @@ use super::{
 };
 use crate::error::Cause;
 use crate::lease::HashKeyRange;
-use crate::record::Record;
+use crate::record::{Bytes, Record};
 use async_trait::async_trait;
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, VecDeque};
@@ -145,6 +145,19 @@ impl fmt::Debug for InMemoryStream {
 
 fn format_shard_id(index: usize) -> String {
     format!("shardId-{index:012}")
+}
+
+/// `record` as a client receives it: a real client decodes every record of a response into
+/// buffers of its own, so this copies the payload (rather than sharing the stored one) and
+/// benchmarks over this stream pay what a client pays.
+fn decoded(record: &Record) -> Record {
+    Record {
+        data: Bytes::copy_from_slice(&record.data),
+        partition_key: record.partition_key.clone(),
+        sequence_number: record.sequence_number.clone(),
+        sub_sequence_number: record.sub_sequence_number,
+        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+    }
 }
 
 /// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
@@ -291,7 +304,7 @@ impl InMemoryStream {
             })
             .expect("the open shards cover the hash key space");
         let record = Record {
-            data: data.to_vec(),
+            data: Bytes::copy_from_slice(data),
             partition_key: partition_key.to_string(),
             sequence_number: seq.to_string(),
             sub_sequence_number: 0,
@@ -585,7 +598,7 @@ impl StreamClient for InMemoryStream {
             _ => 0,
         };
         let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
-        let records: Vec<Record> = taken.into_iter().map(|(_, r)| r.clone()).collect();
+        let records: Vec<Record> = taken.into_iter().map(|(_, r)| decoded(r)).collect();
         let (next_iterator, child_shards) = if at_end && sh.shard.is_closed() {
             (None, sh.children.clone())
         } else {
@@ -709,7 +722,7 @@ mod tests {
             [3, 3, 3, 1, 0]
         );
         assert_eq!(seqs(&batches), put);
-        assert_eq!(batches[0].records[2].data, b"r2");
+        assert_eq!(batches[0].records[2].data, &b"r2"[..]);
         let tip = batches.last().unwrap();
         assert!(tip.next_iterator.is_some() && tip.child_shards.is_empty());
         assert_eq!(tip.millis_behind_latest, Some(0));

@@ -8,7 +8,7 @@ use crate::lease::Lease;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
 };
-use crate::record::Record;
+use crate::record::{Bytes, Record};
 use crate::retrieval::memory::FIRST_SEQUENCE_NUMBER;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +102,7 @@ impl TestShard {
             .map(|data| {
                 self.next_sequence += 1;
                 Record {
-                    data: data.as_ref().to_vec(),
+                    data: Bytes::copy_from_slice(data.as_ref()),
                     partition_key: "test".into(),
                     sequence_number: self.next_sequence.to_string(),
                     sub_sequence_number: 0,
@@ -141,7 +141,7 @@ impl TestShard {
             self.checkpointer.delivered(last.checkpoint());
         }
         let input = ProcessRecordsInput {
-            records,
+            records: records.into(),
             millis_behind_latest: Some(0),
         };
         let result = processor
@@ -228,7 +228,7 @@ mod tests {
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
             for r in &input.records {
-                if r.data == b"bad" {
+                if r.data == &b"bad"[..] {
                     return Err("bad record".into());
                 }
                 cp.checkpoint_record(r).await?;
