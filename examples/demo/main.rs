@@ -372,6 +372,10 @@ async fn run(args: Args) -> Result<bool> {
             ));
         }
         let leases = store.list_leases().await.unwrap_or_default();
+        let lag = lag_source.per_shard(&leases).await;
+        // Whether the producer was done before the snapshot of what it produced: then the
+        // snapshot holds every record (checked after it, a last put could slip in between).
+        let producer_done = producer.is_finished();
         let produced_now = produced.lock().unwrap().clone();
         let deliveries = journal.deliveries();
         let processed = produced_now
@@ -379,7 +383,6 @@ async fn run(args: Args) -> Result<bool> {
             .filter(|p| deliveries.iter().any(|d| &d.payload == *p))
             .count();
         let counts = journal.counts();
-        let lag = lag_source.per_shard(&leases).await;
         let frame = view::Frame {
             phase,
             elapsed,
@@ -400,7 +403,7 @@ async fn run(args: Args) -> Result<bool> {
         } else {
             print!("\x1b[H\x1b[2J{}", view::render(&frame));
         }
-        if phase == "draining" && producer.is_finished() && processed == produced_now.len() {
+        if phase == "draining" && producer_done && processed == produced_now.len() {
             break;
         }
         if elapsed > drain_deadline {
