@@ -55,6 +55,23 @@ impl ExtendedSequenceNumber {
     pub fn sub_sequence_number(&self) -> u64 {
         self.sub_sequence_number
     }
+
+    /// How the position (`sequence_number`, `sub_sequence_number`) compares with this one,
+    /// without building an [`ExtendedSequenceNumber`]; `None` when `sequence_number` is not
+    /// decimal.
+    pub(crate) fn position_cmp(
+        &self,
+        sequence_number: &str,
+        sub_sequence_number: u64,
+    ) -> Option<Ordering> {
+        if sequence_number.is_empty() || !sequence_number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(
+            cmp_decimal(sequence_number, &self.sequence_number)
+                .then(sub_sequence_number.cmp(&self.sub_sequence_number)),
+        )
+    }
 }
 
 fn cmp_decimal(a: &str, b: &str) -> Ordering {

@@ -116,6 +116,12 @@ pub struct Config {
     /// Call `process_records` for empty batches too (properties: `callProcessRecordsEvenForEmptyRecordList`);
     /// default false.
     pub call_process_records_even_for_empty_list: bool,
+    /// De-aggregate KPL aggregates into their user records (see
+    /// [`crate::retrieval::deaggregation`]); default true, as the Java KCL (which has no
+    /// setting for it). Turned off, aggregates reach the processor as they are (one record,
+    /// the packed bytes); a checkpoint inside an aggregate (written by a worker that
+    /// de-aggregates) then delivers that aggregate again whole instead of dropping it.
+    pub deaggregate_records: bool,
     /// How often a child shard checks whether its parents have finished
     /// (properties: `parentShardPollIntervalMillis`); default 10 s.
     pub parent_shard_poll_interval: Duration,
@@ -169,6 +175,7 @@ impl Config {
             max_prefetch_bytes_per_shard: DEFAULT_MAX_PREFETCH_BYTES_PER_SHARD,
             max_prefetch_bytes_per_worker: DEFAULT_MAX_PREFETCH_BYTES_PER_WORKER,
             call_process_records_even_for_empty_list: false,
+            deaggregate_records: true,
             parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
             shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
             task_backoff: DEFAULT_TASK_BACKOFF,
@@ -200,6 +207,7 @@ pub struct ConfigBuilder {
     max_prefetch_bytes_per_shard: usize,
     max_prefetch_bytes_per_worker: usize,
     call_process_records_even_for_empty_list: bool,
+    deaggregate_records: bool,
     parent_shard_poll_interval: Duration,
     shard_sync_interval: Duration,
     task_backoff: Duration,
@@ -265,6 +273,8 @@ impl ConfigBuilder {
         max_prefetch_bytes_per_worker: usize,
         /// Deliver empty batches too.
         call_process_records_even_for_empty_list: bool,
+        /// De-aggregate KPL aggregates (default true).
+        deaggregate_records: bool,
         /// Parent shard poll interval.
         parent_shard_poll_interval: Duration,
         /// Shard sync interval.
@@ -399,6 +409,7 @@ impl ConfigBuilder {
             max_prefetch_bytes_per_shard: self.max_prefetch_bytes_per_shard,
             max_prefetch_bytes_per_worker: self.max_prefetch_bytes_per_worker,
             call_process_records_even_for_empty_list: self.call_process_records_even_for_empty_list,
+            deaggregate_records: self.deaggregate_records,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shard_sync_interval: self.shard_sync_interval,
             task_backoff: self.task_backoff,

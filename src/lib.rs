@@ -11,7 +11,7 @@
 //!               │                                                              │
 //!               └── one shard consumer per held lease ◀────────────────────────┘
 //! shard consumer: WaitingOnParents → Initializing → Processing → ShuttingDown → Done
-//!    Fetcher (GetRecords, prefetched) ──▶ RecordProcessor ──▶ Checkpointer ──▶ LeaseStore
+//!    Fetcher (GetRecords, prefetched, KPL de-aggregated) ──▶ RecordProcessor ──▶ Checkpointer ──▶ LeaseStore
 //! each consumer returns why it ended (ShardEnded | LeaseLost | Shutdown | Failed)
 //! ```
 //!
@@ -71,6 +71,13 @@
 //!   with backoff right after the last record delivered, and read-ahead is bounded in bytes
 //!   per shard and per worker ([`Config::max_prefetch_bytes_per_shard`],
 //!   [`Config::max_prefetch_bytes_per_worker`]).
+//! * KPL aggregates are split into their user records before the processor sees them
+//!   ([`retrieval::deaggregation`]); a checkpoint names the user record (sequence and
+//!   sub-sequence number, stored as the Java KCL stores them), and a restart resumes right
+//!   after it, inside its aggregate. User records outside the shard's hash key range are
+//!   delivered (the Java KCL drops the whole aggregate), counted and logged once per shard; a
+//!   record with the magic bytes that is not a valid aggregate is delivered as it is, with a
+//!   warning.
 //! * A processor whose lease was lost cannot checkpoint (each tenure of a lease has its own
 //!   concurrency token), so a slow, stale worker never moves another worker's checkpoint.
 //!

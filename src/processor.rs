@@ -50,6 +50,12 @@ pub struct ProcessRecordsInput {
     pub records: Records,
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
+    /// Some records of this batch were de-aggregated from KPL aggregates (those with
+    /// [`Record::aggregated`](crate::Record::aggregated)): the user records of one aggregate share its sequence number
+    /// and differ by sub-sequence number, so a checkpoint at one of them must name both
+    /// ([`Checkpointer::checkpoint_record`] does; [`Checkpointer::checkpoint`] covers the
+    /// whole batch).
+    pub deaggregated: bool,
 }
 
 /// Why a processor is being shut down.

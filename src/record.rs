@@ -15,7 +15,13 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// One record of a shard.
+/// One record of a shard: a Kinesis record, or a user record de-aggregated from a KPL
+/// aggregate (see [`crate::retrieval::deaggregation`]).
+///
+/// The user records of one aggregate share the aggregate's sequence number and arrival time
+/// and are told apart by their sub-sequence numbers (0, 1, 2, … in the aggregate's order); a
+/// checkpoint at a user record ([`Record::checkpoint`], [`crate::Checkpointer::checkpoint_record`])
+/// names both, so a restart resumes right after that user record, inside the aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The payload (shared: cloning a record does not copy it; `&record.data[..]` is the bytes).
@@ -24,13 +30,39 @@ pub struct Record {
     pub partition_key: String,
     /// The sequence number Kinesis assigned (decimal digits).
     pub sequence_number: String,
-    /// The KPL sub-sequence number (0 for records that were not aggregated).
+    /// The KPL sub-sequence number: the user record's index in its aggregate (0 for records
+    /// that were not aggregated).
     pub sub_sequence_number: u64,
-    /// When Kinesis accepted the record (approximate), if known.
+    /// The explicit hash key the producer gave a de-aggregated user record, if it gave one
+    /// (a decimal 128-bit number; Kinesis does not return it for plain records).
+    pub explicit_hash_key: Option<String>,
+    /// True for a user record de-aggregated from a KPL aggregate (the Java KCL's
+    /// `KinesisClientRecord.aggregated()`).
+    pub aggregated: bool,
+    /// When Kinesis accepted the record (approximate), if known; the aggregate's for a
+    /// de-aggregated user record.
     pub approximate_arrival_timestamp: Option<SystemTime>,
 }
 
 impl Record {
+    /// A plain (not aggregated) record: sub-sequence number 0, no explicit hash key, no
+    /// arrival time.
+    pub fn new(
+        data: impl Into<Bytes>,
+        partition_key: impl Into<String>,
+        sequence_number: impl Into<String>,
+    ) -> Self {
+        Record {
+            data: data.into(),
+            partition_key: partition_key.into(),
+            sequence_number: sequence_number.into(),
+            sub_sequence_number: 0,
+            explicit_hash_key: None,
+            aggregated: false,
+            approximate_arrival_timestamp: None,
+        }
+    }
+
     /// The record's position as an extended sequence number.
     ///
     /// # Panics
@@ -172,13 +204,7 @@ mod tests {
     use super::*;
 
     fn record(seq: u32) -> Record {
-        Record {
-            data: Bytes::from(format!("r{seq}")),
-            partition_key: "pk".into(),
-            sequence_number: seq.to_string(),
-            sub_sequence_number: 0,
-            approximate_arrival_timestamp: None,
-        }
+        Record::new(format!("r{seq}"), "pk", seq.to_string())
     }
 
     #[test]

@@ -13,13 +13,15 @@
 //! | 5. MultiLangDaemon | [`multilang`] | local services, python3 + amazon-kclpy, `kcl-multilang` |
 //! | 6. end to end | [`e2e`] | local services |
 //! | 7. scale | [`scale`] | nothing (in-memory, paused time) |
-//! | 8. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
+//! | 8. KPL de-aggregation | [`deaggregation`] | nothing (one thread, pure function) |
+//! | 9. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5 and 6 ([`services`]).
 
 pub mod cluster;
 pub mod counting;
+pub mod deaggregation;
 pub mod e2e;
 pub mod failover;
 pub mod footprint;

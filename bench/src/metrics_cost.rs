@@ -1,4 +1,4 @@
-//! Section 8: what the library's metrics cost on the pipeline of section 1.
+//! Section 9: what the library's metrics cost on the pipeline of section 1.
 //!
 //! The same runs as section 1 (100-byte records), without a recorder (the `metrics` facade's
 //! no-op) and with the Prometheus recorder of `kinesis_client::telemetry::PrometheusEndpoint`
@@ -56,7 +56,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Run section 8.
+/// Run section 9.
 pub fn section(scale: Scale) -> Section {
     let started = Instant::now();
     let (shard_counts, records, repeats) = plan(scale);
@@ -106,7 +106,7 @@ pub fn section(scale: Scale) -> Section {
         ))
     };
     Section {
-        number: 8,
+        number: 9,
         title: "Cost of metrics (pipeline, Prometheus recorder on and off)".into(),
         method: format!(
             "Section 1's pipeline (one worker, a current-thread runtime on paused time, a pre-loaded \
@@ -115,7 +115,7 @@ pub fn section(scale: Scale) -> Section {
              `kinesis_client::telemetry::PrometheusEndpoint` (what `PrometheusEndpoint::start` installs), \
              alternately, {repeats} times each after an unmeasured warm-up; the median CPU time per record \
              of each is shown. The Prometheus runs check that the recorder counted every record \
-             (`RecordsProcessed`). Command: `cargo run --release -p kcl-bench -- --only 8`."
+             (`RecordsProcessed`). Command: `cargo run --release -p kcl-bench -- --only 9`."
         ),
         tables: vec![table],
         goal,

@@ -89,11 +89,8 @@ impl StreamClient for SyntheticStream {
         let now = SystemTime::now();
         let records = (0..n as u128)
             .map(|i| Record {
-                data: vec![b'x'; self.record_size].into(),
-                partition_key: "k".into(),
-                sequence_number: (from + i).to_string(),
-                sub_sequence_number: 0,
                 approximate_arrival_timestamp: Some(now),
+                ..Record::new(vec![b'x'; self.record_size], "k", (from + i).to_string())
             })
             .collect();
         Ok(RecordBatch {

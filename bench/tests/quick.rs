@@ -70,3 +70,17 @@ fn lease_cost_and_failover_sections_are_well_formed() {
     assert_eq!(parse_tables(&doc).unwrap().len(), 2);
     assert!(report::find_section(&doc, 3).is_some() && report::find_section(&doc, 4).is_some());
 }
+
+#[test]
+fn deaggregation_section_is_a_well_formed_table() {
+    let s = kcl_bench::deaggregation::section(Scale::Tiny);
+    let tables = check(&s, 4);
+    for row in &tables[0][2..] {
+        assert_eq!(
+            number(&row[3]),
+            2000.0,
+            "every user record produced: {row:?}"
+        );
+        assert!(number(&row[4]) > 0.0, "CPU ns / user record in {row:?}");
+    }
+}

@@ -1,8 +1,10 @@
 //! The ground truth of a run: every record produced, every delivery to a processor, every
 //! checkpoint written; and the event-time invariant checks over them.
 //!
-//! Records are identified by their (globally unique) sequence number and indexed by position
-//! in their shard, so checks do not depend on what the stream still retains.
+//! Records are identified by their position, (globally unique) sequence number and
+//! sub-sequence number (the user records of a KPL aggregate share its sequence number), and
+//! indexed by position in their shard, so checks do not depend on what the stream still
+//! retains. The ledger counts user records: an aggregate of n is n records.
 
 use crate::invariants::Violation;
 use crate::trace::{Source, Trace};
@@ -18,8 +20,8 @@ const MAX_VIOLATIONS: usize = 20;
 /// One shard as produced.
 #[derive(Debug, Clone, Default)]
 pub struct ShardLog {
-    /// Sequence numbers of the records, in order.
-    pub records: Vec<u128>,
+    /// Positions (sequence number, sub-sequence number) of the (user) records, in order.
+    pub records: Vec<Position>,
     /// Whether each record was processed at least once.
     pub processed: Vec<bool>,
     /// Records not processed yet.
@@ -34,10 +36,13 @@ pub struct ShardLog {
     pub finished: bool,
 }
 
+/// A (user) record's position: sequence number, sub-sequence number.
+pub type Position = (u128, u64);
+
 impl ShardLog {
-    /// The index of the record with sequence number `seq`.
-    pub fn index_of(&self, seq: u128) -> Option<usize> {
-        self.records.binary_search(&seq).ok()
+    /// The index of the record at `position`.
+    pub fn index_of(&self, position: Position) -> Option<usize> {
+        self.records.binary_search(&position).ok()
     }
 
     /// The number of records at or below `checkpoint`.
@@ -46,11 +51,17 @@ impl ShardLog {
             Checkpoint::ShardEnd => self.records.len(),
             Checkpoint::Sequence(esn) => {
                 let seq: u128 = esn.sequence_number().parse().unwrap_or(u128::MAX);
-                self.records.partition_point(|s| *s <= seq)
+                let at = (seq, esn.sub_sequence_number());
+                self.records.partition_point(|p| *p <= at)
             }
             _ => 0,
         }
     }
+}
+
+/// `seq/sub`, as checkpoints are displayed.
+pub fn show(p: &Position) -> String {
+    format!("{}/{}", p.0, p.1)
 }
 
 /// One processor instance: the consumer of one lease tenure (or a restart within it).
@@ -124,10 +135,12 @@ pub struct Ledger {
     pub deleted_at: BTreeMap<String, Duration>,
 }
 
-fn seq_of(r: &Record) -> u128 {
-    r.sequence_number
+fn seq_of(r: &Record) -> Position {
+    let seq = r
+        .sequence_number
         .parse()
-        .expect("the stream's sequence numbers are decimal")
+        .expect("the stream's sequence numbers are decimal");
+    (seq, r.sub_sequence_number)
 }
 
 impl Ledger {
@@ -184,15 +197,23 @@ impl Ledger {
 
     /// A record was put into `shard`.
     pub fn produced(&mut self, shard: &str, seq: &str) {
+        self.produced_user_records(shard, seq, 1);
+    }
+
+    /// A record holding `n` user records (a KPL aggregate, or a plain record when `n` is 1)
+    /// was put into `shard`.
+    pub fn produced_user_records(&mut self, shard: &str, seq: &str, n: usize) {
         let seq: u128 = seq.parse().expect("decimal sequence number");
         let log = self
             .shards
             .get_mut(shard)
             .expect("records go to known shards");
-        log.records.push(seq);
-        log.processed.push(false);
-        log.unprocessed += 1;
-        self.stats.produced += 1;
+        for sub in 0..n as u64 {
+            log.records.push((seq, sub));
+            log.processed.push(false);
+        }
+        log.unprocessed += n;
+        self.stats.produced += n as u64;
     }
 
     /// A processor instance was created; returns its id.
@@ -423,11 +444,7 @@ impl Ledger {
             } else {
                 "repeating"
             };
-            let seq = |i: usize| {
-                log.records
-                    .get(i)
-                    .map_or("<end>".to_string(), |s| s.to_string())
-            };
+            let seq = |i: usize| log.records.get(i).map_or("<end>".to_string(), show);
             self.violation(
                 "order",
                 format!(
@@ -443,8 +460,8 @@ impl Ledger {
                 self.violation(
                     "order",
                     format!(
-                        "processor #{id} of {} on {}: batch is not consecutive at position {i} (got seq {}, expected {:?})",
-                        inst.shard, inst.worker, r.sequence_number, log.records.get(start + i)
+                        "processor #{id} of {} on {}: batch is not consecutive at position {i} (got {}/{}, expected {:?})",
+                        inst.shard, inst.worker, r.sequence_number, r.sub_sequence_number, log.records.get(start + i).map(show)
                     ),
                     focus,
                 );
@@ -458,7 +475,7 @@ impl Ledger {
                     "parents-first",
                     format!(
                         "processor #{id} of child {} on {} got records while the last record (seq {}) of parent {parent} was never processed ({} of its {} records unprocessed)",
-                        inst.shard, inst.worker, p.records.last().unwrap(), p.unprocessed, p.records.len()
+                        inst.shard, inst.worker, show(p.records.last().unwrap()), p.unprocessed, p.records.len()
                     ),
                     vec![inst.worker.clone(), inst.shard.clone(), parent.clone()],
                 );
@@ -543,7 +560,7 @@ impl Ledger {
         let covered = log.covered_by(&new.checkpoint);
         let prefix = log.processed_prefix;
         if covered > prefix {
-            let first_missing = log.records[prefix];
+            let first_missing = show(&log.records[prefix]);
             self.violation(
                 "checkpoint-processed",
                 format!(

@@ -70,6 +70,16 @@ pub struct Prehistory {
     pub unfinished_per_mille: u32,
 }
 
+/// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
+/// user records).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Aggregates {
+    /// The share of puts that are aggregates (0: none).
+    pub share: f64,
+    /// The most user records in one aggregate (at least 1).
+    pub max_user_records: usize,
+}
+
 /// An action at a simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
@@ -132,6 +142,8 @@ pub struct Scenario {
     pub stale_scans: StaleScanRates,
     /// The table and stream before the start.
     pub prehistory: Prehistory,
+    /// KPL aggregates among the records put.
+    pub aggregates: Aggregates,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -285,6 +297,16 @@ impl Scenario {
         } else {
             Prehistory::default()
         };
+        // And these from a fourth: KPL aggregates.
+        let mut r4 = StdRng::seed_from_u64(seed ^ 0x0C91_A66E);
+        let aggregates = if r4.random_bool(0.4) {
+            Aggregates {
+                share: r4.random_range(0.1..=1.0),
+                max_user_records: r4.random_range(1..=30),
+            }
+        } else {
+            Aggregates::default()
+        };
         Scenario {
             seed,
             initial_shards,
@@ -310,6 +332,7 @@ impl Scenario {
             hangs,
             stale_scans,
             prehistory,
+            aggregates,
         }
     }
 
@@ -349,8 +372,8 @@ impl fmt::Display for Scenario {
         )?;
         writeln!(
             f,
-            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}",
-            self.hangs, self.stale_scans, self.prehistory
+            "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
+            self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
         writeln!(f, "  processor: {:?}", self.processor)?;
         write!(f, "  timeline (drain from {:?}):", self.active)?;

@@ -126,6 +126,7 @@ struct Consumer<P> {
 #[derive(Debug)]
 struct Batch {
     records: Records,
+    deaggregated: bool,
     millis_behind_latest: Option<i64>,
     shard_end: Option<Vec<ChildShard>>,
 }
@@ -134,6 +135,7 @@ impl From<FetchedBatch> for Batch {
     fn from(b: FetchedBatch) -> Self {
         Batch {
             records: b.records.into(),
+            deaggregated: b.deaggregated,
             millis_behind_latest: b.millis_behind_latest,
             shard_end: b.shard_end,
         }
@@ -278,6 +280,8 @@ impl<P: RecordProcessor> Consumer<P> {
             max_pending_batches: cfg.max_pending_batches,
             max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
             budget: self.ctx.prefetch_budget.clone(),
+            deaggregate: cfg.deaggregate_records,
+            hash_key_range: self.tenure.lease.hash_key_range,
         };
         self.fetcher = Some(Fetcher::spawn(
             self.ctx.stream.clone(),
@@ -385,6 +389,7 @@ impl<P: RecordProcessor> Consumer<P> {
             let input = ProcessRecordsInput {
                 records: batch.records.clone(),
                 millis_behind_latest: batch.millis_behind_latest,
+                deaggregated: batch.deaggregated,
             };
             let count = input.records.len();
             let bytes: usize = input.records.iter().map(|r| r.data.len()).sum();

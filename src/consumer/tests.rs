@@ -351,3 +351,110 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
         .unwrap();
     assert_eq!(store.snapshot()[&child].checkpoint, Checkpoint::TrimHorizon);
 }
+
+/// (sequence number, sub-sequence number, payload, batch marked de-aggregated).
+type Seen = Arc<Mutex<Vec<(String, u64, String, bool)>>>;
+
+/// Records every user record it is given; at `stop_at` it checkpoints that very user record
+/// (inside its aggregate) and asks for a restart, as a crash would.
+struct CheckpointsMidAggregate {
+    seen: Seen,
+    stop_at: Option<&'static str>,
+}
+
+#[async_trait::async_trait]
+impl RecordProcessor for CheckpointsMidAggregate {
+    async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        cp: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        for r in &input.records {
+            let data = String::from_utf8(r.data.to_vec()).unwrap();
+            let stop = self.stop_at == Some(data.as_str());
+            self.seen.lock().unwrap().push((
+                r.sequence_number.clone(),
+                r.sub_sequence_number,
+                data,
+                input.deaggregated,
+            ));
+            if stop {
+                cp.checkpoint_record(r).await?;
+                return Err(Box::new(RestartShard("crash after the checkpoint".into())));
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+}
+
+/// A processor checkpoints the 7th user record of an aggregate (sub-sequence 6) and crashes:
+/// the checkpoint is stored as (X, 6) and the next processor starts exactly at user record 7.
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_inside_an_aggregate_resumes_right_after_its_user_record() {
+    let h = Harness::new(Checkpoint::TrimHorizon).await;
+    let specs: Vec<_> = (0..10)
+        .map(|i| crate::retrieval::deaggregation::UserRecordSpec {
+            partition_key: format!("pk-{i}"),
+            explicit_hash_key: None,
+            data: format!("x-{i}").into_bytes(),
+        })
+        .collect();
+    let (_, x) = h.stream.put_aggregate(&specs);
+    let (_, plain) = h.stream.put("pk", b"plain");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let first = CheckpointsMidAggregate {
+        seen: seen.clone(),
+        stop_at: Some("x-6"),
+    };
+    let exit = run_shard(
+        h.ctx(config()),
+        h.tenure.clone(),
+        first,
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(matches!(exit, ShardExit::Failed(_)), "{exit:?}");
+    let stored = h.coordinator.current(KEY).await.unwrap().checkpoint;
+    assert_eq!(stored, Checkpoint::sequence(x.clone(), 6).unwrap());
+    assert!(seen.lock().unwrap().iter().all(|r| r.3), "deaggregated");
+
+    seen.lock().unwrap().clear();
+    let second = CheckpointsMidAggregate {
+        seen: seen.clone(),
+        stop_at: None,
+    };
+    let shard = tokio::spawn(run_shard(
+        h.ctx(config()),
+        h.tenure.clone(),
+        second,
+        CancellationToken::new(),
+    ));
+    while seen.lock().unwrap().len() < 4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shard.abort();
+    let got: Vec<(String, u64, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, sub, d, _)| (s.clone(), *sub, d.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (x.clone(), 7, "x-7".into()),
+            (x.clone(), 8, "x-8".into()),
+            (x, 9, "x-9".into()),
+            (plain, 0, "plain".into()),
+        ]
+    );
+    h.stop().await;
+}

@@ -9,6 +9,10 @@
 //! * The first iterator is `AT_SEQUENCE_NUMBER` of the checkpoint (the checkpointed record is
 //!   read again and filtered out, with everything at or below the checkpoint, so sub-sequence
 //!   checkpoints work), or the initial position for a new lease.
+//! * Every response becomes a batch in one place, [`BatchPreparer::prepare`]: KPL aggregates
+//!   are de-aggregated first ([`super::deaggregation`]), then what is at or below the
+//!   checkpoint is dropped, so a checkpoint inside an aggregate resumes right after its user
+//!   record. Any other record source (fan-out) goes through the same function.
 //! * A replacement iterator never skips a record: it is `AFTER_SEQUENCE_NUMBER` of the last
 //!   record fetched, or, before the first record, the start position again, except that
 //!   `LATEST` is never resolved twice (it would point past every record that arrived
@@ -30,11 +34,14 @@
 //! The bounds count batches fetched and not yet handed to the consumer; at most one more
 //! GetRecords response per shard (the one waiting for room) is held beyond them.
 
+use super::deaggregation::{deaggregate, Outcome};
 use super::{ChildShard, IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
+use crate::lease::HashKeyRange;
 use crate::record::Record;
 use crate::telemetry::ShardMetrics;
+use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -109,6 +116,11 @@ pub struct FetcherConfig {
     pub max_pending_bytes: usize,
     /// The worker's read-ahead budget, shared with its other fetchers.
     pub budget: PrefetchBudget,
+    /// De-aggregate KPL aggregates (else they are delivered as they are).
+    pub deaggregate: bool,
+    /// The shard's hash key range, when known: user records of aggregates outside it are
+    /// counted (and delivered).
+    pub hash_key_range: Option<HashKeyRange>,
 }
 
 /// Where a fetcher starts reading.
@@ -125,6 +137,8 @@ pub struct StartPosition {
 pub struct FetchedBatch {
     /// Records not yet checkpointed, in order.
     pub records: Vec<Record>,
+    /// Some of `records` were de-aggregated from KPL aggregates.
+    pub deaggregated: bool,
     /// How far behind the tip of the shard.
     pub millis_behind_latest: Option<i64>,
     /// `Some(children)` when this is the shard's last batch.
@@ -233,6 +247,155 @@ impl Drop for Fetcher {
     }
 }
 
+/// The one point where a stream response becomes a batch for the consumer, for every record
+/// source (the polling fetcher here; a fan-out subscription too). For each record, in order:
+///
+/// 1. KPL aggregates are de-aggregated ([`deaggregate`]) unless turned off; a record with the
+///    magic bytes that is not a valid aggregate is passed on whole, with a warning naming the
+///    shard and sequence number; user records outside the shard's hash key range are passed
+///    on, counted, and logged once per shard;
+/// 2. records at or below the checkpoint the shard started from are dropped (after
+///    de-aggregation, so a checkpoint inside an aggregate resumes right after its user
+///    record). A record that was *not* de-aggregated at the sequence number of a checkpoint
+///    inside an aggregate (de-aggregation off here, on where the checkpoint was written) is
+///    delivered whole rather than dropped, with the checkpoint's sub-sequence number (so that
+///    checkpointing it keeps that checkpoint).
+#[derive(Debug)]
+pub(crate) struct BatchPreparer {
+    shard_id: String,
+    /// Records at or below this were processed already; `None` once a record above it passed
+    /// (records arrive in order: nothing after it can be at or below).
+    skip_through: Option<ExtendedSequenceNumber>,
+    deaggregate: bool,
+    hash_key_range: Option<HashKeyRange>,
+    /// User records outside the shard's range so far (delivered).
+    outside_hash_range: u64,
+    /// Records with the magic bytes that were not valid aggregates (delivered raw).
+    corrupt: u64,
+}
+
+impl BatchPreparer {
+    /// For `shard_id`, starting after `skip_through` (the checkpoint), de-aggregating unless
+    /// `deaggregate` is false; `hash_key_range` is the shard's, when known.
+    pub(crate) fn new(
+        shard_id: impl Into<String>,
+        skip_through: Option<ExtendedSequenceNumber>,
+        deaggregate: bool,
+        hash_key_range: Option<HashKeyRange>,
+    ) -> Self {
+        BatchPreparer {
+            shard_id: shard_id.into(),
+            skip_through,
+            deaggregate,
+            hash_key_range,
+            outside_hash_range: 0,
+            corrupt: 0,
+        }
+    }
+
+    /// The batch for the consumer made of one response's `records` (in sequence order).
+    pub(crate) fn prepare(
+        &mut self,
+        records: Vec<Record>,
+        millis_behind_latest: Option<i64>,
+        shard_end: Option<Vec<ChildShard>>,
+    ) -> FetchedBatch {
+        let mut out = Vec::with_capacity(records.len());
+        let mut deaggregated = false;
+        for record in records {
+            let first = out.len();
+            if self.deaggregate {
+                let outcome = deaggregate(record, self.hash_key_range, &mut out);
+                deaggregated |= matches!(outcome, Outcome::Aggregate { .. });
+                self.report(&outcome, &out[first..]);
+            } else {
+                out.push(record);
+            }
+            if self.skip_through.is_some() {
+                self.skip_checkpointed(&mut out, first);
+            }
+        }
+        FetchedBatch {
+            deaggregated: deaggregated && out.iter().any(|r| r.aggregated),
+            records: out,
+            millis_behind_latest,
+            shard_end,
+        }
+    }
+
+    fn report(&mut self, outcome: &Outcome, produced: &[Record]) {
+        let shard = self.shard_id.as_str();
+        let sequence_number = produced.first().map_or("", |r| r.sequence_number.as_str());
+        match outcome {
+            Outcome::Corrupt(why) => {
+                self.corrupt += 1;
+                tracing::warn!(shard_id = shard, sequence_number, reason = %why,
+                    "a record starting with the KPL aggregate magic bytes is not a valid aggregate; delivering it as it is");
+            }
+            Outcome::Aggregate {
+                outside_hash_range, ..
+            } if *outside_hash_range > 0 => {
+                if self.outside_hash_range == 0 {
+                    let range = self
+                        .hash_key_range
+                        .map(|r| format!("{}..={}", r.start, r.end));
+                    tracing::warn!(shard_id = shard, sequence_number, count = outside_hash_range, hash_key_range = ?range,
+                        "user records of a KPL aggregate have hash keys outside this shard's range (the producer's shard map was stale, or its aggregator ignores shards); \
+                         they exist only in this shard and are delivered (the Java KCL drops such aggregates whole); further ones on this shard are counted, not logged");
+                }
+                self.outside_hash_range += *outside_hash_range as u64;
+            }
+            _ => {}
+        }
+    }
+
+    /// Drop the records of `out[from..]` at or below the checkpoint.
+    fn skip_checkpointed(&mut self, out: &mut Vec<Record>, from: usize) {
+        let Some(cp) = &self.skip_through else {
+            return;
+        };
+        let mut keep_from = out.len();
+        for (i, r) in out.iter_mut().enumerate().skip(from) {
+            match cp.position_cmp(&r.sequence_number, r.sub_sequence_number) {
+                Some(Ordering::Greater) => {
+                    keep_from = i;
+                    break;
+                }
+                Some(Ordering::Less)
+                    if !r.aggregated
+                        && cp.sub_sequence_number() > 0
+                        && cp.position_cmp(&r.sequence_number, u64::MAX)
+                            == Some(Ordering::Greater) =>
+                {
+                    tracing::warn!(shard_id = %self.shard_id, sequence_number = %r.sequence_number, checkpoint = %cp,
+                        "the checkpoint lies inside this record, which was not de-aggregated here; delivering it whole (its user records up to the checkpoint again)");
+                    r.sub_sequence_number = cp.sub_sequence_number();
+                    keep_from = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.drain(from..keep_from);
+        if out.len() > from {
+            self.skip_through = None;
+        }
+    }
+}
+
+impl Drop for BatchPreparer {
+    fn drop(&mut self) {
+        if self.outside_hash_range > 0 || self.corrupt > 0 {
+            tracing::info!(
+                shard_id = %self.shard_id,
+                outside_hash_range = self.outside_hash_range,
+                corrupt_aggregates = self.corrupt,
+                "KPL de-aggregation on this shard: user records outside its hash key range and invalid aggregates, all delivered"
+            );
+        }
+    }
+}
+
 struct FetchTask {
     metrics: ShardMetrics,
     stream: Arc<dyn StreamClient>,
@@ -245,17 +408,6 @@ struct FetchTask {
 }
 
 impl FetchTask {
-    fn keep(&self, record: &Record) -> bool {
-        match &self.start.skip_through {
-            Some(cp) => ExtendedSequenceNumber::new(
-                record.sequence_number.clone(),
-                record.sub_sequence_number,
-            )
-            .is_ok_and(|esn| esn > *cp),
-            None => true,
-        }
-    }
-
     /// Send `batch` once the byte bounds have room for it; false when the consumer is gone.
     async fn send(&self, batch: FetchedBatch) -> bool {
         let bytes: usize = batch.records.iter().map(record_bytes).sum();
@@ -278,6 +430,7 @@ impl FetchTask {
     async fn shard_gone(&self) {
         self.send(FetchedBatch {
             records: Vec::new(),
+            deaggregated: false,
             millis_behind_latest: None,
             shard_end: Some(Vec::new()),
         })
@@ -294,6 +447,12 @@ impl FetchTask {
         let mut iterator: Option<String> = None;
         let mut last_call: Option<Instant> = None;
         let (mut throttled, mut transient, mut unconfirmed_ends) = (0u32, 0u32, 0u32);
+        let mut preparer = BatchPreparer::new(
+            shard,
+            self.start.skip_through.clone(),
+            self.config.deaggregate,
+            self.config.hash_key_range,
+        );
         loop {
             if iterator.is_none() {
                 let position = {
@@ -362,13 +521,11 @@ impl FetchTask {
                         );
                         continue;
                     }
-                    let records: Vec<Record> =
-                        batch.records.into_iter().filter(|r| self.keep(r)).collect();
-                    let out = FetchedBatch {
-                        records,
-                        millis_behind_latest: batch.millis_behind_latest,
-                        shard_end: at_end.then_some(batch.child_shards),
-                    };
+                    let out = preparer.prepare(
+                        batch.records,
+                        batch.millis_behind_latest,
+                        at_end.then_some(batch.child_shards),
+                    );
                     if !self.send(out).await || at_end {
                         return;
                     }
@@ -415,6 +572,7 @@ impl FetchTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
     use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::InMemoryStream;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -426,6 +584,8 @@ mod tests {
             max_pending_batches: 2,
             max_pending_bytes: 8 << 20,
             budget: PrefetchBudget::new(64 << 20),
+            deaggregate: true,
+            hash_key_range: None,
         }
     }
 
@@ -494,6 +654,190 @@ mod tests {
         };
         let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
         assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
+    }
+
+    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
+        (0..n)
+            .map(|i| UserRecordSpec {
+                partition_key: format!("{prefix}-pk-{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}-{i}").into_bytes(),
+            })
+            .collect()
+    }
+
+    /// (sequence number, sub-sequence number, payload) of everything delivered until `want`.
+    async fn drain_user_records(fetcher: &mut Fetcher, want: usize) -> Vec<(String, u64, String)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while got.len() < want {
+            let Ok(Some(batch)) = tokio::time::timeout_at(deadline, fetcher.next()).await else {
+                panic!("only {} of {want} records: {got:?}", got.len());
+            };
+            assert_eq!(
+                batch.deaggregated,
+                batch.records.iter().any(|r| r.aggregated)
+            );
+            got.extend(batch.records.into_iter().map(|r| {
+                let data = String::from_utf8(r.data.to_vec()).unwrap();
+                (r.sequence_number, r.sub_sequence_number, data)
+            }));
+        }
+        got
+    }
+
+    /// The user's report: a Java worker checkpointed at (X, 3) inside an aggregate; resuming
+    /// at `AT_SEQUENCE_NUMBER X` delivers exactly X's user records 4.. and what follows
+    /// (filtering before de-aggregation dropped X whole).
+    #[tokio::test(start_paused = true)]
+    async fn resumes_inside_an_aggregate_right_after_the_checkpointed_user_record() {
+        let stream = InMemoryStream::new("s", 1);
+        let shard = stream.shards()[0].shard_id.clone();
+        let (_, before) = stream.put("pk", b"plain-before");
+        let (_, x) = stream.put_aggregate(&user_records("x", 10));
+        let (_, after) = stream.put("pk", b"plain-after");
+        let (_, y) = stream.put_aggregate(&user_records("y", 2));
+        let start = StartPosition {
+            position: IteratorPosition::AtSequenceNumber(x.clone()),
+            skip_through: Some(ExtendedSequenceNumber::new(x.clone(), 3).unwrap()),
+        };
+        let mut fetcher = Fetcher::spawn(Arc::new(stream), shard, start, config());
+        let mut want: Vec<(String, u64, String)> =
+            (4..10).map(|i| (x.clone(), i, format!("x-{i}"))).collect();
+        want.push((after, 0, "plain-after".into()));
+        want.extend((0..2).map(|i| (y.clone(), i, format!("y-{i}"))));
+        assert_eq!(drain_user_records(&mut fetcher, want.len()).await, want);
+        let _ = before;
+    }
+
+    /// Captures log lines (for the tests that check what is logged).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        fn lines(&self, containing: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(containing))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// Records of aggregates outside the shard's hash key range are all delivered; the first
+    /// such aggregate is logged (once per shard), the total when the shard's fetcher stops.
+    /// A corrupt aggregate is delivered raw with a warning naming the shard and sequence number.
+    #[test]
+    fn outside_the_range_delivered_and_logged_once_corrupt_delivered_raw_with_a_warning() {
+        let logs = Logs::default();
+        let _guard = logs.capture();
+        let shard = "shardId-000000000007";
+        let range = HashKeyRange {
+            start: 0,
+            end: u128::MAX / 2,
+        };
+        let mut preparer = BatchPreparer::new(shard, None, true, Some(range));
+        let mut records = Vec::new();
+        let mut want = 0;
+        for a in 0..3u64 {
+            let specs = user_records(&format!("a{a}"), 20);
+            want += specs.len();
+            records.push(Record::new(
+                kpl_aggregate(&specs),
+                "pk",
+                format!("{}", 100 + a),
+            ));
+        }
+        let mut corrupt = kpl_aggregate(&user_records("c", 2));
+        *corrupt.last_mut().unwrap() ^= 1;
+        records.push(Record::new(corrupt.clone(), "pk", "200"));
+        let batch = preparer.prepare(records, None, None);
+        assert_eq!(batch.records.len(), want + 1, "everything is delivered");
+        assert!(batch.deaggregated);
+        assert_eq!(batch.records[want].data, corrupt, "the corrupt record, raw");
+        assert!(!batch.records[want].aggregated);
+        let outside = logs.lines("outside this shard's range");
+        assert_eq!(outside.len(), 1, "{outside:?}");
+        assert!(
+            outside[0].contains(shard) && outside[0].contains("sequence_number=\"100\""),
+            "{outside:?}"
+        );
+        let warned = logs.lines("not a valid aggregate");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0].contains("WARN")
+                && warned[0].contains(shard)
+                && warned[0].contains("sequence_number=\"200\"")
+                && warned[0].contains("MD5"),
+            "{warned:?}"
+        );
+        let counted = preparer.outside_hash_range;
+        assert!(
+            counted > 20,
+            "most of 60 random keys are outside half the range: {counted}"
+        );
+        drop(preparer);
+        let total = logs.lines("KPL de-aggregation on this shard");
+        assert_eq!(total.len(), 1, "{total:?}");
+        assert!(
+            total[0].contains(&format!("outside_hash_range={counted}"))
+                && total[0].contains("corrupt_aggregates=1"),
+            "{total:?}"
+        );
+    }
+
+    /// With de-aggregation off, an aggregate is one record; a checkpoint inside it (written
+    /// by a worker that de-aggregates) delivers it whole, with the checkpoint's sub-sequence
+    /// number, instead of dropping it. A checkpoint at (X, 0) still skips X.
+    #[test]
+    fn without_deaggregation_a_checkpoint_inside_an_aggregate_delivers_it_whole() {
+        let aggregate = kpl_aggregate(&user_records("x", 5));
+        let batch = |cp_sub: u64| {
+            let cp = ExtendedSequenceNumber::new("100", cp_sub).unwrap();
+            let mut preparer = BatchPreparer::new("shardId-0", Some(cp), false, None);
+            let records = vec![
+                Record::new(b"old".to_vec(), "pk", "99"),
+                Record::new(aggregate.clone(), "pk", "100"),
+                Record::new(b"new".to_vec(), "pk", "101"),
+            ];
+            preparer.prepare(records, None, None)
+        };
+        let inside = batch(3);
+        assert!(!inside.deaggregated);
+        let got: Vec<(&str, u64)> = inside
+            .records
+            .iter()
+            .map(|r| (r.sequence_number.as_str(), r.sub_sequence_number))
+            .collect();
+        assert_eq!(got, vec![("100", 3), ("101", 0)]);
+        assert_eq!(inside.records[0].data, aggregate);
+        let at = batch(0);
+        let got: Vec<&str> = at
+            .records
+            .iter()
+            .map(|r| r.sequence_number.as_str())
+            .collect();
+        assert_eq!(got, vec!["101"]);
     }
 
     /// Never more than 5 GetRecords per second on a shard, however fast the consumer is.
@@ -691,6 +1035,8 @@ mod tests {
             max_pending_batches: 3,
             max_pending_bytes: 1024 * KIB,
             budget: budget.clone(),
+            deaggregate: true,
+            hash_key_range: None,
         };
         let start = StartPosition {
             position: IteratorPosition::TrimHorizon,

@@ -245,6 +245,8 @@ impl StreamClient for KinesisStreamClient {
                 partition_key: r.partition_key.unwrap_or_default(),
                 sequence_number: r.sequence_number,
                 sub_sequence_number: 0,
+                explicit_hash_key: None,
+                aggregated: false,
             })
             .collect();
         let child_shards = out

@@ -20,6 +20,7 @@
 //! GetShardIterator fails with [`RetrievalFailure::Fatal`]. Sequence numbers are not checked
 //! to belong to the shard: one before the trim horizon starts at the first retained record.
 
+use super::deaggregation::{aggregate, UserRecordSpec};
 pub use super::StreamOp;
 use super::{
     ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure, Shard,
@@ -29,7 +30,6 @@ use crate::error::Cause;
 use crate::lease::HashKeyRange;
 use crate::record::{Bytes, Record};
 use async_trait::async_trait;
-use md5::{Digest, Md5};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -156,14 +156,14 @@ fn decoded(record: &Record) -> Record {
         partition_key: record.partition_key.clone(),
         sequence_number: record.sequence_number.clone(),
         sub_sequence_number: record.sub_sequence_number,
+        explicit_hash_key: record.explicit_hash_key.clone(),
+        aggregated: record.aggregated,
         approximate_arrival_timestamp: record.approximate_arrival_timestamp,
     }
 }
 
 /// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
-pub fn hash_key(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
-}
+pub use super::deaggregation::partition_key_hash as hash_key;
 
 impl State {
     fn now(&self) -> SystemTime {
@@ -284,6 +284,22 @@ impl InMemoryStream {
         self.put_with_hash(hash_key(partition_key), partition_key, data)
     }
 
+    /// Put a KPL aggregate of `user_records` (one Kinesis record, see
+    /// [`crate::retrieval::deaggregation`]), routed as `aws-kinesis-agg` routes it: by the
+    /// first user record's explicit hash key, else its partition key (the other user records
+    /// may belong to other shards). Returns (shard id, sequence number).
+    ///
+    /// # Panics
+    /// If `user_records` is empty, or the first explicit hash key is not a decimal `u128`.
+    pub fn put_aggregate(&self, user_records: &[UserRecordSpec]) -> (String, String) {
+        let first = user_records.first().expect("an aggregate has user records");
+        let hash = match &first.explicit_hash_key {
+            Some(k) => k.parse().expect("a decimal explicit hash key"),
+            None => hash_key(&first.partition_key),
+        };
+        self.put_with_hash(hash, &first.partition_key, &aggregate(user_records))
+    }
+
     /// Put a record routed by an explicit hash key; returns (shard id, sequence number).
     pub fn put_with_hash(
         &self,
@@ -308,6 +324,8 @@ impl InMemoryStream {
             partition_key: partition_key.to_string(),
             sequence_number: seq.to_string(),
             sub_sequence_number: 0,
+            explicit_hash_key: None,
+            aggregated: false,
             approximate_arrival_timestamp: Some(now),
         };
         shard.records.push_back((seq, record));

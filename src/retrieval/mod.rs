@@ -4,8 +4,9 @@
 //! (ListShards, GetShardIterator, GetRecords); [`KinesisStreamClient`] implements it on the AWS
 //! SDK; implement it for another source. The `testing` feature has an in-memory stream with
 //! fault injection. Inside the crate, a fetcher turns it into a bounded prefetch of batches
-//! per shard.
+//! per shard, de-aggregating KPL aggregates ([`deaggregation`]) on the way.
 
+pub mod deaggregation;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fetcher;
 mod kinesis;

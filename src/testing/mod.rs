@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`TestShard`] | unit-testing your [`RecordProcessor`](crate::RecordProcessor) with a real [`Checkpointer`](crate::Checkpointer) |
 //! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection |
+//! | [`kpl_aggregate`], [`UserRecordSpec`], [`InMemoryStream::put_aggregate`] | KPL aggregates (the format `deaggregation` reads) for tests |
 //! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
 //! | [`FaultHooks`], [`CallCounter`] | ready-made hooks |
 //! | [`lease_store_contract`] | the checks every `LeaseStore` must pass (run it on your own backend) |
@@ -68,6 +69,7 @@ pub(crate) mod observe;
 mod shard;
 
 pub use crate::lease::memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+pub use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
 pub use crate::retrieval::memory::{
     hash_key, InMemoryStream, StreamFault, StreamFaultInjector, StreamOp, BASE_EPOCH,
     DEFAULT_READ_LIMIT, FIRST_SEQUENCE_NUMBER, ITERATOR_TTL, MAX_GET_RECORDS_LIMIT,

@@ -101,13 +101,36 @@ impl TestShard {
             .into_iter()
             .map(|data| {
                 self.next_sequence += 1;
-                Record {
-                    data: Bytes::copy_from_slice(data.as_ref()),
-                    partition_key: "test".into(),
-                    sequence_number: self.next_sequence.to_string(),
-                    sub_sequence_number: 0,
-                    approximate_arrival_timestamp: None,
-                }
+                Record::new(
+                    Bytes::copy_from_slice(data.as_ref()),
+                    "test",
+                    self.next_sequence.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The user records of one KPL aggregate, one per payload, as the library delivers them:
+    /// they share the next sequence number and have sub-sequence numbers 0, 1, 2, … and
+    /// `aggregated` set.
+    pub fn aggregated_records<I, D>(&mut self, payloads: I) -> Vec<Record>
+    where
+        I: IntoIterator<Item = D>,
+        D: AsRef<[u8]>,
+    {
+        self.next_sequence += 1;
+        let sequence = self.next_sequence.to_string();
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| Record {
+                sub_sequence_number: i as u64,
+                aggregated: true,
+                ..Record::new(
+                    Bytes::copy_from_slice(data.as_ref()),
+                    "test",
+                    sequence.clone(),
+                )
             })
             .collect()
     }
@@ -141,6 +164,7 @@ impl TestShard {
             self.checkpointer.delivered(last.checkpoint());
         }
         let input = ProcessRecordsInput {
+            deaggregated: records.iter().any(|r| r.aggregated),
             records: records.into(),
             millis_behind_latest: Some(0),
         };
@@ -228,7 +252,7 @@ mod tests {
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
             for r in &input.records {
-                if r.data == &b"bad"[..] {
+                if r.data == b"bad"[..] {
                     return Err("bad record".into());
                 }
                 cp.checkpoint_record(r).await?;
@@ -266,10 +290,17 @@ mod tests {
             "{err:?}"
         );
 
+        // A checkpoint inside an aggregate names the user record.
+        let users = shard.aggregated_records(["u0", "u1", "bad", "u3"]);
+        let u1 = users[1].checkpoint();
+        assert!(shard.process(&mut p, users).await.is_err());
+        assert_eq!(shard.stored_checkpoint(), u1);
+        assert_eq!(shard.lease().checkpoint.stored_sub_sequence_number(), 1);
+
         shard.lose_lease();
         let batch = shard.records(["c"]);
         let err = shard.process(&mut p, batch).await.unwrap_err();
         assert!(err.to_string().contains("cannot checkpoint"), "{err}");
-        assert_eq!(shard.stored_checkpoint(), ok);
+        assert_eq!(shard.stored_checkpoint(), u1);
     }
 }

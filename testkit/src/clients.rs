@@ -15,16 +15,16 @@
 //! install. Missing `python3`, `pip` or `npm` is an error that says what to install; nothing
 //! is skipped silently.
 
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, hex, install_dir_once, run_pip, tail, Package};
+use crate::install::{self, hex, tail, Package};
 
 /// The pinned amazon-kclpy version.
 pub const KCLPY_VERSION: &str = "3.2.0";
@@ -41,6 +41,7 @@ const AWS_KCL: Package = Package {
     check_file: "index.js",
 };
 
+const MARKER: &str = ".complete";
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// amazon-kclpy, unpacked from its sdist.
@@ -163,47 +164,68 @@ fn install_aws_kcl() -> Result<PathBuf> {
 fn install_kclpy() -> Result<KclPy> {
     let python = python3()?;
     let root = install::cache_root()?;
-    let sdist = format!("amazon_kclpy-{KCLPY_VERSION}");
-    let target = install_dir_once(
+    let target = root.join(format!("amazon-kclpy@{KCLPY_VERSION}"));
+    let sdist_dir = target.join(format!("amazon_kclpy-{KCLPY_VERSION}"));
+    let result = |python: PathBuf| KclPy {
+        sample_app: sdist_dir.join("samples").join("sample_kclpy_app.py"),
+        pythonpath: sdist_dir.clone(),
+        python,
+    };
+    let complete = |t: &Path| {
+        t.join(MARKER).is_file()
+            && t.join(format!("amazon_kclpy-{KCLPY_VERSION}"))
+                .join("amazon_kclpy")
+                .join("kcl.py")
+                .is_file()
+    };
+    install::install_once(
         &root,
         &format!("amazon-kclpy@{KCLPY_VERSION}"),
-        |t| t.join(&sdist).join("amazon_kclpy").join("kcl.py").is_file(),
-        |tmp| {
-            let started = Instant::now();
-            tracing::info!(cache = %root.display(), "pip download amazon-kclpy=={KCLPY_VERSION} (first use)");
-            download_and_unpack(&python, tmp)?;
-            tracing::info!(took = ?started.elapsed(), "amazon-kclpy installed");
-            Ok(())
-        },
+        complete,
+        |dir| download_and_unpack(&python, dir),
     )?;
-    let sdist_dir = target.join(sdist);
-    Ok(KclPy {
-        sample_app: sdist_dir.join("samples").join("sample_kclpy_app.py"),
-        pythonpath: sdist_dir,
-        python,
-    })
+    Ok(result(python))
 }
 
 fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let dl = dir.join("dl");
     let log = dir.join("pip.log");
-    let spec = format!("amazon-kclpy=={KCLPY_VERSION}");
-    let args: [&std::ffi::OsStr; 7] = [
-        "download".as_ref(),
-        "--no-deps".as_ref(),
-        "--no-binary".as_ref(),
-        ":all:".as_ref(),
-        spec.as_ref(),
-        "-d".as_ref(),
-        dl.as_os_str(),
-    ];
-    run_pip(
-        python,
-        &args,
-        &log,
-        PIP_DEADLINE,
-        "pip download amazon-kclpy",
-    )?;
+    let out = File::create(&log)?;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+    ])
+    .arg(format!("amazon-kclpy=={KCLPY_VERSION}"))
+    .arg("-d")
+    .arg(&dl)
+    .stdin(Stdio::null())
+    .stdout(out.try_clone()?)
+    .stderr(out);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip download", &log)?;
+    if !status.success() {
+        let text = tail(&log);
+        let hint = if text.contains("No module named pip") {
+            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
+             or `python3 -m ensurepip`"
+        } else {
+            "it needs the PyPI registry"
+        };
+        bail!(
+            "`{} -m pip download` failed ({status}); {hint}:\n{text}",
+            python.display()
+        );
+    }
     let sdist = dl.join(format!("amazon_kclpy-{KCLPY_VERSION}.tar.gz"));
     let bytes = fs::read(&sdist).with_context(|| {
         format!(

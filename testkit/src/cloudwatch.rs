@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::install::{self, install_dir_once, run_pip};
+use crate::install;
 use crate::process::ServiceProcess;
 
 /// The pinned moto version.
@@ -170,31 +170,52 @@ fn client_for(sdk: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_cloudwatch
 /// `<cache>/moto@5.2.5/site`: moto with its server dependencies (blocking).
 fn install_moto() -> Result<PathBuf> {
     let python = crate::clients::python3()?;
-    let root = install::cache_root()?;
-    let check = |dir: &Path| dir.join("site").join("moto").join("server.py").is_file();
-    let dir = install_dir_once(&root, &format!("moto@{MOTO_VERSION}"), check, |tmp| {
-        tracing::info!(cache = %root.display(), "pip install moto[server]=={MOTO_VERSION} (first use, about a minute)");
-        let started = Instant::now();
-        pip_install(&python, tmp)?;
-        tracing::info!(took = ?started.elapsed(), "moto installed");
-        Ok(())
-    })?;
+    let has_files = |dir: &Path| dir.join("site").join("moto").join("server.py").is_file();
+    let dir = install::install_once(
+        &install::cache_root()?,
+        &format!("moto@{MOTO_VERSION}"),
+        |dir| dir.join(install::MARKER).is_file() && has_files(dir),
+        |dir| {
+            pip_install(&python, dir)?;
+            if !has_files(dir) {
+                bail!("pip finished but {} lacks moto", dir.display());
+            }
+            Ok(())
+        },
+    )?;
     Ok(dir.join("site"))
 }
 
 fn pip_install(python: &Path, dir: &Path) -> Result<()> {
     let log = dir.join("pip.log");
-    let site = dir.join("site");
-    let spec = format!("moto[server]=={MOTO_VERSION}");
-    let args: [&std::ffi::OsStr; 5] = [
-        "install".as_ref(),
-        "--no-warn-conflicts".as_ref(),
-        "--target".as_ref(),
-        site.as_os_str(),
-        spec.as_ref(),
-    ];
-    run_pip(python, &args, &log, PIP_DEADLINE, "pip install moto")?;
+    let out = std::fs::File::create(&log)?;
+    let mut child = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--no-warn-conflicts",
+            "--target",
+        ])
+        .arg(dir.join("site"))
+        .arg(format!("moto[server]=={MOTO_VERSION}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip install moto", &log)?;
+    let text = install::tail(&log);
     let _ = std::fs::remove_file(&log);
+    if !status.success() {
+        bail!(
+            "pip install moto[server]=={MOTO_VERSION} failed ({status}); it needs PyPI and pip \
+             (`apt-get install python3-pip` on Debian/Ubuntu).\n{text}"
+        );
+    }
     Ok(())
 }
 

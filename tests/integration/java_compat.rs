@@ -120,38 +120,15 @@ async fn the_lease_table_round_trips_between_rust_and_the_java_kcl() {
     let java_worker = testkit::unique_name("java-worker");
     let output = scratch.join("java-records.txt");
     let properties = scratch.join("java.properties");
-    let region = aws
-        .sdk_config()
-        .region()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "us-east-1".into());
     std::fs::write(
         &properties,
-        java_kcl::properties_text(&[
-            ("executableName", executable),
-            ("processingLanguage", "python/3".into()),
-            ("streamName", stream.clone()),
-            ("applicationName", app.clone()),
-            ("workerId", java_worker.clone()),
-            (
-                "AwsCredentialsProvider",
-                "EnvironmentVariableCredentialsProvider".into(),
-            ),
-            ("regionName", region),
-            ("kinesisEndpoint", aws.kinesis_endpoint().into()),
-            ("dynamoDBEndpoint", aws.dynamodb_endpoint().into()),
-            ("initialPositionInStream", "TRIM_HORIZON".into()),
-            ("failoverTimeMillis", "3000".into()),
-            ("idleTimeBetweenReadsInMillis", "200".into()),
-            ("retrievalMode", "POLLING".into()),
-            ("maxRecords", "100".into()),
-            ("metricsLevel", "NONE".into()),
-            ("parentShardPollIntervalMillis", "500".into()),
-            (
-                "clientVersionConfig",
-                "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X".into(),
-            ),
-        ]),
+        java_kcl::properties_text(&java_daemon_properties(
+            &aws,
+            &stream,
+            &app,
+            &java_worker,
+            executable,
+        )),
     )
     .unwrap();
     let mut env = java_kcl::credentials_env(aws.sdk_config()).await.unwrap();

@@ -10,6 +10,7 @@ mod demo;
 mod examples;
 mod harness;
 mod java_compat;
+mod kpl;
 mod lease_store;
 mod stream_roundtrip;
 mod telemetry;

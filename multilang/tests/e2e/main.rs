@@ -16,6 +16,7 @@ mod harness;
 mod child_failures;
 mod graceful_shutdown;
 mod kclpy_sample;
+mod kpl;
 mod metrics;
 mod node_sample;
 mod properties;

@@ -11,6 +11,7 @@ use crate::scenario::{Action, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::sim_lease_store;
 use crate::stream::SimStream;
 use kinesis_client::retrieval::StreamRef;
+use kinesis_client::testing::UserRecordSpec;
 use kinesis_client::{Config, InitialPosition, Scheduler};
 use rand::Rng;
 use std::sync::Arc;
@@ -217,8 +218,33 @@ impl World {
         self.carry -= n;
         for _ in 0..n as u64 {
             let hash: u128 = self.rng.random();
-            let (shard, seq) = self.stream.put_with_hash(hash, "pk", b"");
-            self.ledger.lock().unwrap().produced(&shard, &seq);
+            let agg = self.sc.aggregates;
+            if agg.share > 0.0 && self.aggregate_rng.random_bool(agg.share) {
+                // Routed by the first user record; the others have random hash keys, most of
+                // them outside the shard (as `aws-kinesis-agg` packs them): all are delivered.
+                let n = self
+                    .aggregate_rng
+                    .random_range(1..=agg.max_user_records.max(1));
+                let users: Vec<UserRecordSpec> = (0..n)
+                    .map(|i| UserRecordSpec {
+                        partition_key: "pk".into(),
+                        explicit_hash_key: Some(if i == 0 {
+                            hash.to_string()
+                        } else {
+                            self.aggregate_rng.random::<u128>().to_string()
+                        }),
+                        data: Vec::new(),
+                    })
+                    .collect();
+                let (shard, seq) = self.stream.put_aggregate(&users);
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .produced_user_records(&shard, &seq, n);
+            } else {
+                let (shard, seq) = self.stream.put_with_hash(hash, "pk", b"");
+                self.ledger.lock().unwrap().produced(&shard, &seq);
+            }
         }
     }
 
@@ -313,7 +339,7 @@ impl World {
                 table.get(id).map(|l| &l.checkpoint),
                 holders.get(id).map_or(&[], Vec::as_slice),
             );
-            if let Some(&seq) = log.records.get(first) {
+            if let Some(&(seq, _)) = log.records.get(first) {
                 let needed = self
                     .stream
                     .records(id)

@@ -96,6 +96,8 @@ struct Worker {
 pub struct World {
     sc: Scenario,
     rng: StdRng,
+    /// Draws for KPL aggregates (their own, so scenarios without aggregates run as before).
+    aggregate_rng: StdRng,
     stream: InMemoryStream,
     table: InMemoryLeaseStore,
     ledger: Arc<Mutex<Ledger>>,
@@ -143,6 +145,7 @@ impl World {
         let bound = overlap_bound(sc.failover, TICK);
         World {
             rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
+            aggregate_rng: StdRng::seed_from_u64(seed ^ 0x0A66_C0DE),
             store_faults: Arc::new(
                 StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5).with_hangs(sc.hangs),
             ),
@@ -438,7 +441,7 @@ impl World {
                     format!(
                         "{shard}: {n} of {} unprocessed from #{first} (seq {}); {lease}; held by {:?}",
                         log.records.len(),
-                        log.records[*first],
+                        crate::ledger::show(&log.records[*first]),
                         holders.get(shard).cloned().unwrap_or_default()
                     )
                 })
