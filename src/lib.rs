@@ -177,6 +177,17 @@
 //!   aged out of the stream is created without waiting for that parent's lease. The Java KCL
 //!   2.3+ waits forever in both cases, and the children's records are never processed.
 //!
+//! ## Metrics and health
+//!
+//! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade with the Java
+//! KCL's names and dimensions (`RecordsProcessed`, `MillisBehindLatest`, `CurrentLeases`, ...,
+//! plus redeliveries and restarts by cause, seconds since the last checkpoint, released and
+//! unowned leases): nothing is recorded until the application installs a recorder. The
+//! cargo features `prometheus` (an endpoint with `/metrics`, `/healthz`, `/readyz`) and
+//! `cloudwatch` (`PutMetricData` batched as the Java KCL does) add exporters.
+//! [`SchedulerHandle::health`] says whether the worker is live and ready. See [`telemetry`]
+//! for the table of every metric.
+//!
 //! ## Scale
 //!
 //! Shard sync is linear in the number of shards (about 4–6 µs of CPU per shard: 56 ms for a
@@ -193,7 +204,8 @@
 //! worker), [`lease`] (the lease table, and the [`LeaseStore`](lease::LeaseStore) trait for
 //! other backends), [`retrieval`] (the [`StreamClient`](retrieval::StreamClient) trait and
 //! its Kinesis implementation), [`aws`] (client construction and endpoints), [`error`], [`validation`] (the rules
-//! settings follow, shared with the MultiLangDaemon);
+//! settings follow, shared with the MultiLangDaemon), [`telemetry`] (metrics with the Java
+//! KCL's names, the Prometheus and CloudWatch exporters, worker health);
 //! `testing` with the `testing` feature.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -218,6 +230,7 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -13,6 +13,7 @@ use crate::resharding::{
 };
 use crate::retrieval::fetcher::PrefetchBudget;
 use crate::retrieval::{KinesisStreamClient, StreamClient};
+use crate::telemetry::{self, names, Health};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -51,6 +52,11 @@ impl SchedulerHandle {
     /// their leases are still held, then the leases are released.
     pub fn request_shutdown(&self) {
         self.graceful.cancel();
+    }
+
+    /// Whether the worker is live and ready (for container orchestrators; see [`Health`]).
+    pub fn health(&self) -> Health {
+        self.coordinator.health_state().health()
     }
 
     /// The shards whose leases this worker holds now (for monitoring and tests; a lease can be
@@ -162,8 +168,15 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         self,
         shutdown_signal: impl Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
-        let span = tracing::info_span!("worker", worker_id = %self.config.worker_id);
-        tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await
+        let span = tracing::info_span!(
+            names::SPAN_WORKER,
+            { names::FIELD_WORKER_ID } = %self.config.worker_id
+        );
+        telemetry::describe();
+        let health = self.coordinator.health_state().clone();
+        let result = tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await;
+        health.stopped();
+        result
     }
 
     async fn run_inner(
@@ -178,7 +191,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             biased;
             _ = &mut shutdown_signal => return self.stopped_during_startup(),
             _ = self.graceful.cancelled() => return self.stopped_during_startup(),
-            started = self.initialize() => started?,
+            started = self.initialize() => {
+                telemetry::scheduler_initialized(started.is_ok());
+                started?;
+                self.coordinator.health_state().initialized();
+            }
         }
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -221,6 +238,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             }
         }
         tracing::info!(shards = shards.running.len(), timeout = ?self.config.graceful_shutdown_timeout, "graceful shutdown: asking processors to checkpoint");
+        self.coordinator.health_state().shutting_down();
         self.coordinator.stop_taking();
         consumers_stop.cancel();
         let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
@@ -324,7 +342,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                     AssertUnwindSafe(run_shard_with(ctx, tenure, processor, stop, redelivery))
                         .catch_unwind()
                         .await
-                        .unwrap_or_else(|_| ShardExit::Failed("shard consumer panicked".into()));
+                        .unwrap_or_else(|_| {
+                            telemetry::ShardMetrics::new(&id.0)
+                                .restart(names::CAUSE_CONSUMER_PANIC);
+                            ShardExit::Failed("shard consumer panicked".into())
+                        });
                 (id, exit)
             });
         }

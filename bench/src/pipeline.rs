@@ -56,11 +56,23 @@ fn shard_hash(i: usize, n: usize) -> u128 {
 
 /// Run the pipeline once.
 pub fn run(shards: usize, record_size: usize, records: u64) -> PipelineRun {
+    run_with(shards, record_size, records, None)
+}
+
+/// Run the pipeline once, recording the library's metrics into `recorder` (the runtime is
+/// single-threaded: every task records into it).
+pub fn run_with(
+    shards: usize,
+    record_size: usize,
+    records: u64,
+    recorder: Option<&dyn metrics::Recorder>,
+) -> PipelineRun {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .expect("runtime");
+    let _guard = recorder.map(metrics::set_default_local_recorder);
     rt.block_on(async move {
         let stream = InMemoryStream::new("bench", shards);
         stream.set_read_limit(None);

@@ -46,8 +46,7 @@ impl RecordProcessor for DemoProcessor {
                 payload: String::from_utf8_lossy(&r.data).into_owned(),
             })
             .collect();
-        self.journal
-            .record(deliveries, &self.shard, input.millis_behind_latest);
+        self.journal.record(deliveries);
         checkpointer.checkpoint().await?;
         Ok(())
     }

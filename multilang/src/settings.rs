@@ -13,8 +13,12 @@
 //!   (e.g. `taskBackoffTimeMillis = 0`, `shutdownGraceMillis = 0`), and an error where it
 //!   cannot work (e.g. `failoverTimeMillis = 0`, `maxLeasesForWorker = 0`, `timeoutInSeconds = 0`).
 //! * **Unknown keys are warnings** naming the key and line (Java ignores them silently).
-//!   Keys the Java daemon knows but this implementation does not use (metrics, KCL 3.x
+//!   Keys the Java daemon knows but this implementation does not use (KCL 3.x
 //!   worker-utilisation assignment, fan-out tuning, ...) are listed in [`Parsed::ignored`].
+//! * **Metrics**: the Java keys (`metricsLevel`, `metricsEnabledDimensions`,
+//!   `metricsBufferTimeMillis`, `metricsMaxQueueSize`) drive the CloudWatch exporter, as in
+//!   Java; `cloudWatchEndpoint`, `metricsPrometheusPort` and `metricsPrometheusBindAddress`
+//!   are this daemon's own (see [`MetricsSettings`]).
 //! * **An empty value means "not set"** (`workerId =` leaves the worker id to the library).
 //! * **Values are trimmed**; Java keeps trailing whitespace, which only ever causes surprises.
 //! * **A missing `AwsCredentialsProvider` is a warning**, not an error: the SDK default chain
@@ -22,12 +26,17 @@
 //! * Booleans accept what commons-beanutils accepts, case-insensitively: `true`/`false`,
 //!   `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`.
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
 use kinesis_client::config::InitialPositionError;
+use kinesis_client::telemetry::names::DIMENSIONS;
+/// `metricsLevel`.
+pub use kinesis_client::telemetry::MetricsLevel;
 use kinesis_client::validation::{
     is_valid_region, is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS,
     STREAM_NAME_RULE, TABLE_NAME_RULE,
@@ -56,7 +65,7 @@ pub struct CredentialsSettings {
     pub kinesis: Vec<CredentialsSpec>,
     /// `AwsCredentialsProviderDynamoDB`.
     pub dynamodb: Option<Vec<CredentialsSpec>>,
-    /// `AwsCredentialsProviderCloudWatch` (parsed and validated; metrics are not published).
+    /// `AwsCredentialsProviderCloudWatch`: for publishing metrics.
     pub cloudwatch: Option<Vec<CredentialsSpec>>,
 }
 
@@ -64,6 +73,52 @@ impl CredentialsSettings {
     /// The chain for DynamoDB: its own key, else the Kinesis one (as Java does).
     pub fn for_dynamodb(&self) -> &[CredentialsSpec] {
         self.dynamodb.as_deref().unwrap_or(&self.kinesis)
+    }
+
+    /// The chain for CloudWatch: its own key, else the Kinesis one (as Java does).
+    pub fn for_cloudwatch(&self) -> &[CredentialsSpec] {
+        self.cloudwatch.as_deref().unwrap_or(&self.kinesis)
+    }
+}
+
+/// The metrics settings: CloudWatch (the Java keys) and the Prometheus endpoint (this
+/// daemon's keys). `None` = not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `metricsLevel`: `NONE`, `SUMMARY` or `DETAILED` (Java's default); `NONE` turns the
+    /// CloudWatch exporter off.
+    pub level: Option<MetricsLevel>,
+    /// `metricsEnabledDimensions`: dimensions sent to CloudWatch besides `Operation`;
+    /// `Some(None)` for `ALL`.
+    pub enabled_dimensions: Option<Option<BTreeSet<String>>>,
+    /// `metricsBufferTimeMillis`: how often metrics are sent to CloudWatch.
+    pub buffer_time: Option<Duration>,
+    /// `metricsMaxQueueSize`: the most distinct metrics waiting to be sent.
+    pub max_queue_size: Option<u32>,
+    /// `cloudWatchRegionName`: region override for CloudWatch.
+    pub cloudwatch_region_name: Option<String>,
+    /// `cloudWatchEndpoint` (not a Java key): endpoint URL override for CloudWatch.
+    pub cloudwatch_endpoint: Option<String>,
+    /// `metricsPrometheusPort` (not a Java key): serve `/metrics`, `/healthz` and `/readyz`
+    /// on this port (0: any free port, logged).
+    pub prometheus_port: Option<u16>,
+    /// `metricsPrometheusBindAddress` (not a Java key): the endpoint's address (default
+    /// `127.0.0.1`).
+    pub prometheus_bind_address: Option<IpAddr>,
+}
+
+impl MetricsSettings {
+    /// The metrics level in effect (Java's default: `DETAILED`).
+    pub fn level(&self) -> MetricsLevel {
+        self.level.unwrap_or(MetricsLevel::Detailed)
+    }
+
+    /// Where the Prometheus endpoint listens, when it is enabled.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        let ip = self
+            .prometheus_bind_address
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        self.prometheus_port.map(|port| SocketAddr::new(ip, port))
     }
 }
 
@@ -135,6 +190,8 @@ pub struct DaemonSettings {
     pub processing_language: Option<String>,
     /// `retrievalMode`.
     pub retrieval_mode: Option<RetrievalMode>,
+    /// `metrics*` keys, `cloudWatch*` keys.
+    pub metrics: MetricsSettings,
 }
 
 impl DaemonSettings {
@@ -242,11 +299,6 @@ pub fn from_properties_bytes(bytes: &[u8]) -> Result<Parsed, SettingsError> {
 
 /// Keys the Java daemon accepts but this implementation does not use, with the reason.
 const IGNORED_KEYS: &[(&str, &str)] = &[
-    ("metricsBufferTimeMillis", METRICS),
-    ("metricsMaxQueueSize", METRICS),
-    ("metricsLevel", METRICS),
-    ("metricsEnabledDimensions", METRICS),
-    ("cloudWatchRegionName", METRICS),
     ("validateSequenceNumberBeforeCheckpointing", NO_EFFECT),
     ("retryGetRecordsInSeconds", NO_EFFECT),
     ("maxGetRecordsThreadPool", NO_EFFECT),
@@ -300,7 +352,6 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("coordinatorStateDeletionProtectionEnabled", KCL3),
     ("coordinatorStateTags", KCL3),
 ];
-const METRICS: &str = "CloudWatch metrics are not published";
 const NO_EFFECT: &str = "no effect since KCL 2.x";
 const NOT_IMPLEMENTED: &str = "not implemented by this KCL";
 const KCL3: &str = "KCL 3.x lease-assignment feature, not implemented";
@@ -342,6 +393,14 @@ const KNOWN_KEYS: &[&str] = &[
     "maxActiveThreads",
     "processingLanguage",
     "retrievalMode",
+    "metricsBufferTimeMillis",
+    "metricsMaxQueueSize",
+    "metricsLevel",
+    "metricsEnabledDimensions",
+    "cloudWatchRegionName",
+    "cloudWatchEndpoint",
+    "metricsPrometheusPort",
+    "metricsPrometheusBindAddress",
 ];
 
 /// Collects typed values while walking the entries.
@@ -379,6 +438,7 @@ struct Builder<'a> {
     max_active_threads: Option<i32>,
     processing_language: Option<String>,
     retrieval_mode: Option<RetrievalMode>,
+    metrics: MetricsSettings,
     warnings: Vec<String>,
     info: Vec<String>,
     ignored: Vec<String>,
@@ -508,6 +568,48 @@ impl<'a> Builder<'a> {
                     _ => return Err(invalid(e, "expected FANOUT, POLLING or DEFAULT")),
                 };
                 self.retrieval_mode = Some(mode);
+            }
+            "metricsLevel" => {
+                self.metrics.level = Some(
+                    MetricsLevel::from_name(value)
+                        .ok_or_else(|| invalid(e, "expected NONE, SUMMARY or DETAILED"))?,
+                )
+            }
+            "metricsEnabledDimensions" => {
+                let names: BTreeSet<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if names.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+                    self.metrics.enabled_dimensions = Some(None);
+                } else {
+                    for d in names.iter().filter(|d| !DIMENSIONS.contains(&d.as_str())) {
+                        self.warnings.push(format!(
+                            "properties line {}: metricsEnabledDimensions: no metric has the dimension {d} (known: {}, or ALL)",
+                            e.line,
+                            DIMENSIONS.join(", ")
+                        ));
+                    }
+                    self.metrics.enabled_dimensions = Some(Some(names));
+                }
+            }
+            "metricsBufferTimeMillis" => self.metrics.buffer_time = Some(millis(e, 1)?),
+            "metricsMaxQueueSize" => {
+                self.metrics.max_queue_size = Some(int_in(e, 1, u32::MAX, "a number of metrics")?)
+            }
+            "cloudWatchRegionName" => self.metrics.cloudwatch_region_name = Some(region(e)?),
+            "cloudWatchEndpoint" => self.metrics.cloudwatch_endpoint = Some(endpoint(e)?),
+            "metricsPrometheusPort" => {
+                let port = int_in(e, 0, u16::MAX.into(), "a TCP port")?;
+                self.metrics.prometheus_port = Some(port as u16);
+            }
+            "metricsPrometheusBindAddress" => {
+                self.metrics.prometheus_bind_address =
+                    Some(value.parse().map_err(|_| {
+                        invalid(e, "expected an IP address, e.g. 127.0.0.1 or 0.0.0.0")
+                    })?)
             }
             _ => self.unrecognised(e),
         }
@@ -680,6 +782,7 @@ impl<'a> Builder<'a> {
             max_active_threads: self.max_active_threads,
             processing_language: self.processing_language,
             retrieval_mode: self.retrieval_mode,
+            metrics: self.metrics,
         };
         Ok(Parsed {
             settings,

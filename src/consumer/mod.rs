@@ -22,6 +22,7 @@ use crate::retrieval::fetcher::{
     FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
+use crate::telemetry::{self, names, ShardMetrics};
 use futures::FutureExt;
 use redelivery::{backoff_delay, Plan, SharedRedelivery};
 use state::{initial_state, next_state, ShardState, ShutdownReason, TaskOutcome};
@@ -102,9 +103,14 @@ pub async fn run_shard_with<P: RecordProcessor>(
     redelivery: SharedRedelivery,
 ) -> ShardExit {
     let shard_id = tenure.lease.key.clone();
-    let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
+    let span = tracing::info_span!(
+        names::SPAN_SHARD,
+        { names::FIELD_WORKER_ID } = %ctx.coordinator.worker_id(),
+        { names::FIELD_SHARD_ID } = %shard_id
+    );
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
+        metrics: ShardMetrics::new(&shard_id),
         ctx,
         tenure,
         processor,
@@ -125,6 +131,7 @@ pub async fn run_shard_with<P: RecordProcessor>(
 }
 
 struct Consumer<P> {
+    metrics: ShardMetrics,
     ctx: ShardContext,
     tenure: LeaseTenure,
     processor: P,
@@ -163,8 +170,22 @@ pub const MAX_LOGGED_SEQUENCE_NUMBERS: usize = 100;
 pub const FETCHER_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A processor call that panicked (or returned [`RestartShard`]): the consumer stops and the
-/// scheduler restarts the shard from its last checkpoint.
-struct Panicked(String);
+/// scheduler restarts the shard from its last checkpoint. The second field is the cause (a
+/// `Cause` dimension value of `ShardRestarts`).
+struct Panicked(String, &'static str);
+
+impl Panicked {
+    fn panic(p: Box<dyn std::any::Any + Send>) -> Self {
+        Panicked(
+            format!("record processor panicked: {}", panic_message(p)),
+            names::CAUSE_PROCESSOR_PANIC,
+        )
+    }
+
+    fn restart(e: &crate::ProcessorError) -> Self {
+        Panicked(format!("{e:#}"), names::CAUSE_RESTART_REQUESTED)
+    }
+}
 
 impl<P: RecordProcessor> Consumer<P> {
     fn key(&self) -> &str {
@@ -213,7 +234,8 @@ impl<P: RecordProcessor> Consumer<P> {
             };
             let outcome = match outcome {
                 Ok(o) => o,
-                Err(Panicked(msg)) => {
+                Err(Panicked(msg, cause)) => {
+                    self.metrics.restart(cause);
                     tracing::error!(reason = %msg, "record processor failed for good; the shard restarts from its last checkpoint");
                     return ShardExit::Failed(msg);
                 }
@@ -334,20 +356,19 @@ impl<P: RecordProcessor> Consumer<P> {
             pending_checkpoint: lease.pending_checkpoint.clone(),
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
-        match AssertUnwindSafe(self.processor.initialize(input))
+        let started = tokio::time::Instant::now();
+        let result = AssertUnwindSafe(self.processor.initialize(input))
             .catch_unwind()
-            .await
-        {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
+            .await;
+        telemetry::initialize_time(started.elapsed());
+        match result {
+            Err(p) => Err(Panicked::panic(p)),
             Ok(Ok(())) => {
                 tracing::info!(checkpoint = %lease.checkpoint, "record processor initialized");
                 self.initialized = true;
                 Ok(TaskOutcome::Succeeded)
             }
-            Ok(Err(e)) if e.is_restart() => Err(Panicked(e.to_string())),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
                 self.pause(self.ctx.config.task_backoff).await;
@@ -434,10 +455,13 @@ impl<P: RecordProcessor> Consumer<P> {
             .catch_unwind()
             .await
         {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked in retries_exhausted: {}",
-                panic_message(p)
-            ))),
+            Err(p) => Err(Panicked(
+                format!(
+                    "record processor panicked in retries_exhausted: {}",
+                    panic_message(p)
+                ),
+                names::CAUSE_PROCESSOR_PANIC,
+            )),
             Ok(decision) => {
                 if decision == RetryDecision::KeepRetrying {
                     self.redelivery.lock().unwrap().keep_retrying();
@@ -508,12 +532,14 @@ impl<P: RecordProcessor> Consumer<P> {
                 return Ok(TaskOutcome::Failed);
             };
             self.fetcher_restarts.reset();
+            self.metrics.batch_received(fetched.millis_behind_latest);
             self.enqueue(fetched);
         }
+        let task_started = tokio::time::Instant::now();
         let mut batch = self.pending.pop_front().expect("a batch was queued");
         if batch.attempt > 1 && self.ask_if_exhausted(&batch).await? == RetryDecision::Skip {
             self.skip(&batch).await;
-            return Ok(self.accepted(batch));
+            return Ok(self.accepted(batch, task_started));
         }
         let checkpointer = self
             .checkpointer
@@ -534,26 +560,32 @@ impl<P: RecordProcessor> Consumer<P> {
             };
             let count = input.records.len();
             let attempt = batch.attempt;
+            let bytes: usize = input.records.iter().map(|r| r.data.len()).sum();
+            let started = tokio::time::Instant::now();
             let result = AssertUnwindSafe(self.processor.process_records(input, checkpointer))
                 .catch_unwind()
                 .await;
+            let ok = matches!(result, Ok(Ok(())));
+            self.metrics.processed(count, bytes, started.elapsed(), ok);
             let error = match result {
                 Ok(Ok(())) => {
                     tracing::trace!(records = count, attempt, "batch processed");
                     if let Some(last) = batch.records.last() {
                         self.redelivery.lock().unwrap().passed(last);
                     }
-                    return Ok(self.accepted(batch));
+                    return Ok(self.accepted(batch, task_started));
                 }
                 Err(p) => {
-                    let msg = format!("record processor panicked: {}", panic_message(p));
-                    self.failed(&batch, &msg);
-                    return Err(Panicked(msg));
+                    self.metrics.task(false, task_started.elapsed());
+                    let panicked = Panicked::panic(p);
+                    self.failed(&batch, &panicked.0);
+                    return Err(panicked);
                 }
                 Ok(Err(e)) if e.is_restart() => {
-                    let msg = format!("{e:#}");
-                    self.failed(&batch, &msg);
-                    return Err(Panicked(msg));
+                    self.metrics.task(false, task_started.elapsed());
+                    let restart = Panicked::restart(&e);
+                    self.failed(&batch, &restart.0);
+                    return Err(restart);
                 }
                 Ok(Err(e)) => e,
             };
@@ -570,7 +602,7 @@ impl<P: RecordProcessor> Consumer<P> {
                     self.redelivery.lock().unwrap().passed(last_done);
                     if done == batch.records.len() {
                         tracing::warn!(error = %format!("{error:#}"), records = count, "record processor failed the batch but reported every record of it done; the batch counts as processed");
-                        return Ok(self.accepted(batch));
+                        return Ok(self.accepted(batch, task_started));
                     }
                     tracing::debug!(
                         done,
@@ -580,6 +612,7 @@ impl<P: RecordProcessor> Consumer<P> {
                     batch.records = batch.records.skip(done);
                 }
             }
+            self.metrics.task(false, task_started.elapsed());
             if self.tenure.lost.is_cancelled() {
                 tracing::info!(error = %format!("{error:#}"), records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
                 return Ok(TaskOutcome::Failed);
@@ -598,10 +631,11 @@ impl<P: RecordProcessor> Consumer<P> {
                 failures + 1
             };
             self.pending.push_front(batch);
+            self.metrics.redelivery(names::CAUSE_PROCESSOR_ERROR);
             self.pause(delay).await;
             return Ok(TaskOutcome::Failed);
         }
-        Ok(self.accepted(batch))
+        Ok(self.accepted(batch, task_started))
     }
 
     /// A delivery of `batch` failed with `error`: count it; returns the failures so far of
@@ -617,8 +651,10 @@ impl<P: RecordProcessor> Consumer<P> {
         }
     }
 
-    /// `batch` is done: the next one follows, or the shard ends.
-    fn accepted(&mut self, batch: Batch) -> TaskOutcome {
+    /// `batch` is done (its task started at `task_started`): the next one follows, or the
+    /// shard ends.
+    fn accepted(&mut self, batch: Batch, task_started: tokio::time::Instant) -> TaskOutcome {
+        self.metrics.task(true, task_started.elapsed());
         match batch.shard_end {
             Some(children) => {
                 tracing::info!(children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "reached the end of the shard");
@@ -642,13 +678,14 @@ impl<P: RecordProcessor> Consumer<P> {
             ShutdownReason::Requested => {
                 if self.initialized {
                     let checkpointer = self.checkpointer.as_mut().expect("initialized");
+                    let started = tokio::time::Instant::now();
                     let result = AssertUnwindSafe(
                         self.processor
                             .shutdown(Shutdown::Requested { checkpointer }),
                     )
                     .catch_unwind()
                     .await;
-                    Self::log_shutdown_result(result, "requested")?;
+                    Self::log_shutdown_result(result, "requested", started)?;
                 }
                 Ok(TaskOutcome::Succeeded)
             }
@@ -657,22 +694,22 @@ impl<P: RecordProcessor> Consumer<P> {
 
     async fn call_shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), Panicked> {
         let name = reason.name();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(self.processor.shutdown(reason))
             .catch_unwind()
             .await;
-        Self::log_shutdown_result(result, name)
+        Self::log_shutdown_result(result, name, started)
     }
 
     fn log_shutdown_result(
         result: std::thread::Result<Result<(), crate::ProcessorError>>,
         name: &str,
+        started: tokio::time::Instant,
     ) -> Result<(), Panicked> {
+        telemetry::shutdown_time(started.elapsed());
         match result {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
-            Ok(Err(e)) if e.is_restart() => Err(Panicked(e.to_string())),
+            Err(p) => Err(Panicked::panic(p)),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
                 Ok(())
@@ -700,13 +737,14 @@ impl<P: RecordProcessor> Consumer<P> {
             .as_mut()
             .expect("processing implies initialized");
         checkpointer.set_shard_end();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(
             self.processor
                 .shutdown(Shutdown::ShardEnded { checkpointer }),
         )
         .catch_unwind()
         .await;
-        Self::log_shutdown_result(result, "shard_ended")?;
+        Self::log_shutdown_result(result, "shard_ended", started)?;
         let recorded = self
             .ctx
             .coordinator

@@ -40,6 +40,7 @@ use crate::backoff::Backoff;
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::HashKeyRange;
 use crate::record::Record;
+use crate::telemetry::ShardMetrics;
 use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -197,6 +198,7 @@ impl Fetcher {
         let stop = CancellationToken::new();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let task = FetchTask {
+            metrics: ShardMetrics::new(&shard_id),
             stream,
             shard_id,
             start: start.clone(),
@@ -407,6 +409,7 @@ impl Drop for BatchPreparer {
 }
 
 struct FetchTask {
+    metrics: ShardMetrics,
     stream: Arc<dyn StreamClient>,
     shard_id: String,
     start: StartPosition,
@@ -500,11 +503,15 @@ impl FetchTask {
             self.config.budget.has_room().await;
             last_call = Some(Instant::now());
             let it = iterator.clone().expect("iterator set above");
-            match self
+            let result = self
                 .stream
                 .get_records(shard, &it, self.config.max_records)
-                .await
-            {
+                .await;
+            self.metrics.get_records(
+                result.is_ok(),
+                last_call.map(|t| t.elapsed()).unwrap_or_default(),
+            );
+            match result {
                 Ok(batch) => {
                     throttled = 0;
                     transient = 0;
@@ -538,6 +545,7 @@ impl FetchTask {
                 }
                 Err(e) => match e.failure {
                     RetrievalFailure::ExpiredIterator => {
+                        self.metrics.expired_iterator();
                         let progress = format!("{:?}", self.progress.lock().unwrap());
                         tracing::info!(shard_id = shard, %progress, "shard iterator expired; getting a new one");
                         iterator = None;

@@ -17,6 +17,7 @@ mod child_failures;
 mod graceful_shutdown;
 mod kclpy_sample;
 mod kpl;
+mod metrics;
 mod node_sample;
 mod poison;
 mod properties;
