@@ -17,8 +17,8 @@
 use async_trait::async_trait;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::{
-    Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, Record,
-    RecordProcessor, Scheduler, Shutdown,
+    Checkpointer, Config, ProcessRecordsInput, ProcessorError, Record, RecordProcessor, Scheduler,
+    Shutdown,
 };
 use std::time::{Duration, Instant};
 
@@ -58,10 +58,6 @@ impl BatchingProcessor {
 
 #[async_trait]
 impl RecordProcessor for BatchingProcessor {
-    async fn initialize(&mut self, _input: InitializationInput) -> Result<(), ProcessorError> {
-        Ok(())
-    }
-
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -81,6 +77,7 @@ impl RecordProcessor for BatchingProcessor {
         Ok(())
     }
 
+    /// Not the default `shutdown`: the buffer must reach the sink before the checkpoint.
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
         match reason {
             Shutdown::ShardEnded { checkpointer } => {

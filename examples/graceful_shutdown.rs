@@ -16,8 +16,7 @@
 use async_trait::async_trait;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::{
-    Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError,
-    RecordProcessor, Scheduler, Shutdown,
+    Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown,
 };
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,10 +28,6 @@ struct CountingProcessor {
 
 #[async_trait]
 impl RecordProcessor for CountingProcessor {
-    async fn initialize(&mut self, _input: InitializationInput) -> Result<(), ProcessorError> {
-        Ok(())
-    }
-
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,

@@ -1,7 +1,10 @@
 //! # A minimal record processor
 //!
-//! What it teaches: the three calls of a [`RecordProcessor`] (`initialize`, `process_records`,
-//! `shutdown`), checkpointing after each batch, and what each shutdown reason means.
+//! What it teaches: a [`RecordProcessor`] is one method, `process_records`, which checkpoints
+//! after each batch. `initialize` and `shutdown` have defaults: nothing, and a checkpoint at
+//! shard end (so the shard's children may start) and on a graceful shutdown (so the next
+//! owner repeats nothing). Override them when the processor has something to open or flush.
+//! (Without a type at all: `kinesis_client::processor::from_fn`, see the crate docs.)
 //!
 //! ```sh
 //! # against AWS (credentials and region from the usual AWS environment):
@@ -17,8 +20,7 @@
 use async_trait::async_trait;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::{
-    Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError,
-    RecordProcessor, Scheduler, Shutdown,
+    Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler,
 };
 
 struct PrintingProcessor {
@@ -27,11 +29,6 @@ struct PrintingProcessor {
 
 #[async_trait]
 impl RecordProcessor for PrintingProcessor {
-    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
-        println!("{}: starting at {}", self.shard_id, input.checkpoint);
-        Ok(())
-    }
-
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -48,19 +45,6 @@ impl RecordProcessor for PrintingProcessor {
         // Everything delivered so far is done: record it. If this fails (e.g. the lease was
         // lost), returning the error makes the library deliver the batch again.
         checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-        println!("{}: shutting down ({})", self.shard_id, reason.name());
-        match reason {
-            // The shard was split or merged and fully read: checkpointing here lets its children start.
-            Shutdown::ShardEnded { checkpointer } => checkpointer.checkpoint().await?,
-            // This worker is stopping gracefully and still holds the lease.
-            Shutdown::Requested { checkpointer } => checkpointer.checkpoint().await?,
-            // Another worker has the shard now; it resumes from the last checkpoint.
-            Shutdown::LeaseLost => {}
-        }
         Ok(())
     }
 }

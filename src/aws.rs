@@ -46,6 +46,21 @@ pub fn dynamodb_client(
     aws_sdk_dynamodb::Client::from_conf(builder.build())
 }
 
+/// A CloudWatch client from `sdk_config`, with `endpoint` overriding the regional endpoint
+/// (for the [`CloudWatchExporter`](crate::telemetry::cloudwatch::CloudWatchExporter)).
+#[cfg(feature = "cloudwatch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]
+pub fn cloudwatch_client(
+    sdk_config: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_cloudwatch::Client {
+    let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk_config);
+    if let Some(url) = endpoint {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_cloudwatch::Client::from_conf(builder.build())
+}
+
 /// A failed AWS SDK call, classified: what it means to us, with the SDK's error as source.
 /// Cheap to clone (and one pointer in size).
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! Defaults are the Java KCL's unless noted. Each setting's `.properties` key (for the
 //! MultiLangDaemon) is given as "(properties: `key`)".
 
+use crate::processor::RetryPolicy;
 use crate::retrieval::{ConsumerRef, StreamRef};
 use crate::validation::{
     is_valid_consumer_name, is_valid_stream_name, is_valid_table_name, parse_consumer_arn,
@@ -23,6 +24,9 @@ pub const DEFAULT_PARENT_SHARD_POLL_INTERVAL: Duration = Duration::from_secs(10)
 pub const DEFAULT_SHARD_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// Default backoff after a failed task (properties: `taskBackoffTimeMillis`): 500 ms.
 pub const DEFAULT_TASK_BACKOFF: Duration = Duration::from_millis(500);
+/// Default longest wait between redeliveries of a failing batch (and restarts of a failing
+/// processor): 30 s. The wait starts at the task backoff and doubles with each failure.
+pub const DEFAULT_MAX_TASK_BACKOFF: Duration = Duration::from_secs(30);
 /// Default interval between clean-up passes over finished leases: 60 s (Java's `leaseCleanupIntervalMillis`).
 pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// Default bound on graceful shutdown (properties: `shutdownGraceMillis`): 30 s (Java's is 0, which
@@ -192,7 +196,18 @@ pub struct Config {
     /// (properties: `shardSyncIntervalMillis`); default 60 s.
     pub shard_sync_interval: Duration,
     /// Wait before retrying a failed processor call or task (properties: `taskBackoffTimeMillis`); default 500 ms.
+    /// Redeliveries of a failing batch (and restarts of a failing processor) start there and
+    /// double with each failure of the same records, up to `max_task_backoff`, with jitter.
     pub task_backoff: Duration,
+    /// The longest wait between redeliveries of a failing batch; default 30 s
+    /// ([`DEFAULT_MAX_TASK_BACKOFF`]).
+    pub max_task_backoff: Duration,
+    /// When a failing batch stops being redelivered and the processor's
+    /// [`retries_exhausted`](crate::RecordProcessor::retries_exhausted) hook decides
+    /// (properties: `skipFailingRecordsAfterAttempts`, `skipFailingRecordsAfterAgeSeconds`,
+    /// with which the daemon skips); default [`RetryPolicy::UNLIMITED`] (redeliver until it
+    /// succeeds).
+    pub retry_policy: RetryPolicy,
     /// Delete a finished shard's lease once its children have started
     /// (properties: `cleanupLeasesUponShardCompletion`); default true.
     pub cleanup_leases_upon_shard_completion: bool,
@@ -259,6 +274,8 @@ impl Config {
             parent_shard_poll_interval: DEFAULT_PARENT_SHARD_POLL_INTERVAL,
             shard_sync_interval: DEFAULT_SHARD_SYNC_INTERVAL,
             task_backoff: DEFAULT_TASK_BACKOFF,
+            max_task_backoff: DEFAULT_MAX_TASK_BACKOFF,
+            retry_policy: RetryPolicy::UNLIMITED,
             cleanup_leases_upon_shard_completion: true,
             lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
             max_leases_for_worker: usize::MAX,
@@ -293,6 +310,8 @@ pub struct ConfigBuilder {
     parent_shard_poll_interval: Duration,
     shard_sync_interval: Duration,
     task_backoff: Duration,
+    max_task_backoff: Duration,
+    retry_policy: RetryPolicy,
     cleanup_leases_upon_shard_completion: bool,
     lease_cleanup_interval: Duration,
     max_leases_for_worker: usize,
@@ -363,8 +382,12 @@ impl ConfigBuilder {
         parent_shard_poll_interval: Duration,
         /// Shard sync interval.
         shard_sync_interval: Duration,
-        /// Task backoff.
+        /// Task backoff (the first wait before a redelivery).
         task_backoff: Duration,
+        /// The longest wait between redeliveries.
+        max_task_backoff: Duration,
+        /// When a failing batch's records are handed to the processor's `retries_exhausted` hook.
+        retry_policy: RetryPolicy,
         /// Delete finished leases once their children started.
         cleanup_leases_upon_shard_completion: bool,
         /// Interval of the clean-up pass.
@@ -502,6 +525,8 @@ impl ConfigBuilder {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shard_sync_interval: self.shard_sync_interval,
             task_backoff: self.task_backoff,
+            max_task_backoff: self.max_task_backoff,
+            retry_policy: self.retry_policy,
             cleanup_leases_upon_shard_completion: self.cleanup_leases_upon_shard_completion,
             lease_cleanup_interval: self.lease_cleanup_interval,
             max_leases_for_worker: self.max_leases_for_worker,

@@ -18,33 +18,46 @@
 //!
 //! ## Example
 //!
+//! A processor is one async function of each batch ([`processor::from_fn`]; the batch is
+//! checkpointed when it returns `Ok`):
+//!
 //! ```no_run
-//! use kinesis_client::{Checkpointer, Config, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown};
-//! use kinesis_client::retrieval::StreamRef;
+//! use kinesis_client::{processor, Config, ProcessRecordsInput, Scheduler, StreamRef};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let printer = processor::from_fn(|input: ProcessRecordsInput| async move {
+//!     for r in &input.records { println!("{}", String::from_utf8_lossy(&r.data)); }
+//!     Ok(())
+//! });
+//! let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
+//! let sdk = aws_config::load_from_env().await;
+//! let scheduler = Scheduler::from_sdk_config(config, printer, &sdk, &Default::default());
+//! scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! or a type implementing [`RecordProcessor`], which needs only `process_records` (the default
+//! `initialize` does nothing; the default `shutdown` checkpoints at shard end and on a
+//! graceful shutdown) and chooses when to checkpoint:
+//!
+//! ```no_run
+//! use kinesis_client::{Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, StreamRef};
 //!
 //! struct Printer;
 //!
 //! #[async_trait::async_trait]
 //! impl RecordProcessor for Printer {
-//!     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
 //!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //!         for r in &input.records { println!("{}", String::from_utf8_lossy(&r.data)); }
-//!         cp.checkpoint().await?;
-//!         Ok(())
-//!     }
-//!     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-//!         if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } = reason {
-//!             checkpointer.checkpoint().await?;
-//!         }
-//!         Ok(())
+//!         Ok(cp.checkpoint().await?)
 //!     }
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
-//! let sdk = aws_config::load_from_env().await;
+//! # let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
+//! # let sdk = aws_config::load_from_env().await;
 //! let scheduler = Scheduler::from_sdk_config(config, |_shard: &str| Printer, &sdk, &Default::default());
-//! scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -55,9 +68,19 @@
 //!   (after a crash, a failover, a rebalance or a restart) starts right after the last
 //!   checkpoint. So what repeats after a crash is exactly the records delivered since the last
 //!   successful checkpoint; nothing before it repeats and nothing is skipped.
-//! * A processor error redelivers the same batch after the task backoff (the Java KCL skips
-//!   it); a panic, or [`RestartShard`], restarts the shard from its last checkpoint. Records
-//!   are skipped only if the processor checkpoints past them.
+//! * A processor error redelivers the same batch (the Java KCL skips it), after a backoff
+//!   that doubles with each failure ([`Config::task_backoff`] up to
+//!   [`Config::max_task_backoff`], with jitter); [`ProcessRecordsInput::attempt`] numbers the
+//!   deliveries. A processor that finished part of a failed batch reports it with
+//!   [`ProcessorError::done_through`]: the redelivery starts after that record (no checkpoint
+//!   write). A panic, or a [`RestartShard`] anywhere in the error's source chain, restarts
+//!   the shard from its last checkpoint (and counts as a failed delivery of those records).
+//! * Records are skipped only with the processor's consent: it checkpoints past them, or,
+//!   once the [`Config::retry_policy`] is exhausted, its
+//!   [`retries_exhausted`](RecordProcessor::retries_exhausted) hook returns
+//!   [`RetryDecision::Skip`](processor::RetryDecision::Skip) (e.g. after a dead-letter write).
+//!   Skips are logged with the shard and sequence numbers and counted
+//!   ([`SchedulerHandle::skipped_records`]). By default nothing is ever skipped.
 //! * A graceful shutdown gives every processor `Shutdown::Requested` while its lease is still
 //!   held, so it can checkpoint and nothing repeats; then the leases are released.
 //! * A child shard (after a split or merge) is processed only after every parent reached
@@ -116,16 +139,14 @@
 //! with a real [`Checkpointer`], so a unit test can assert what was checkpointed:
 //!
 //! ```
-//! # use kinesis_client::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//! # use kinesis_client::{Checkpoint, Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
 //! # struct Mine;
 //! # #[async_trait::async_trait]
 //! # impl RecordProcessor for Mine {
-//! #     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
 //! #     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //! #         if let Some(last) = input.records.last() { cp.checkpoint_record(last).await?; }
 //! #         Ok(())
 //! #     }
-//! #     async fn shutdown(&mut self, _: Shutdown<'_>) -> Result<(), ProcessorError> { Ok(()) }
 //! # }
 //! use kinesis_client::testing::TestShard;
 //!
@@ -173,6 +194,17 @@
 //!   aged out of the stream is created without waiting for that parent's lease. The Java KCL
 //!   2.3+ waits forever in both cases, and the children's records are never processed.
 //!
+//! ## Metrics and health
+//!
+//! Metrics are recorded through the [`metrics`](https://docs.rs/metrics) facade with the Java
+//! KCL's names and dimensions (`RecordsProcessed`, `MillisBehindLatest`, `CurrentLeases`, ...,
+//! plus redeliveries and restarts by cause, seconds since the last checkpoint, released and
+//! unowned leases): nothing is recorded until the application installs a recorder. The
+//! cargo features `prometheus` (an endpoint with `/metrics`, `/healthz`, `/readyz`) and
+//! `cloudwatch` (`PutMetricData` batched as the Java KCL does) add exporters.
+//! [`SchedulerHandle::health`] says whether the worker is live and ready. See [`telemetry`]
+//! for the table of every metric.
+//!
 //! ## Scale
 //!
 //! Shard sync is linear in the number of shards (about 4–6 µs of CPU per shard: 56 ms for a
@@ -189,7 +221,8 @@
 //! worker), [`lease`] (the lease table, and the [`LeaseStore`](lease::LeaseStore) trait for
 //! other backends), [`retrieval`] (the [`StreamClient`](retrieval::StreamClient) trait, for
 //! polling and enhanced fan-out, and its Kinesis implementation), [`aws`] (client construction and endpoints), [`error`], [`validation`] (the rules
-//! settings follow, shared with the MultiLangDaemon);
+//! settings follow, shared with the MultiLangDaemon), [`telemetry`] (metrics with the Java
+//! KCL's names, the Prometheus and CloudWatch exporters, worker health);
 //! `testing` with the `testing` feature.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -214,6 +247,7 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

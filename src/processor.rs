@@ -6,27 +6,25 @@
 //! then [`shutdown`](RecordProcessor::shutdown) once with the reason.
 //!
 //! Returning `Err` from `process_records` makes the scheduler deliver **the same batch again**
-//! after the task backoff: records are never skipped without the processor's consent. A
-//! processor that wants to skip a batch checkpoints past it and returns `Ok`. A panic is
+//! after a backoff that grows with each failure: records are never skipped without the
+//! processor's consent. A processor that wants to skip a batch checkpoints past it and returns
+//! `Ok`, or, with a [`RetryPolicy`], answers [`RecordProcessor::retries_exhausted`] with
+//! [`RetryDecision::Skip`] once the policy is exhausted. A panic is
 //! contained to its shard: the shard restarts with a new processor from its last checkpoint,
-//! and so does returning [`RestartShard`].
+//! and so does returning [`RestartShard`] (which [`ProcessorError`] carries as
+//! [`OnError::RestartShard`], whatever wraps it).
 
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::record::Records;
 use async_trait::async_trait;
 
-/// The error type processors return: any error (it is logged, and the call is retried).
-pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Return this error (boxed) from any processor call to abandon the processor and restart
-/// the shard with a new one from its last checkpoint, after the task backoff.
-///
-/// Use it when the processor's own state is broken (e.g. the MultiLangDaemon's child process
-/// died): records delivered since the last checkpoint are delivered again, to the new processor.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("restart the shard from its last checkpoint: {0}")]
-pub struct RestartShard(pub String);
+mod error;
+mod from_fn;
+mod retry;
+pub use error::{BoxError, OnError, ProcessorError, RestartShard};
+pub use from_fn::{from_fn, FnProcessor};
+pub use retry::{RetriesExhausted, RetryDecision, RetryPolicy};
 
 /// What [`RecordProcessor::initialize`] is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +48,10 @@ pub struct ProcessRecordsInput {
     pub records: Records,
     /// How far behind the tip of the shard the batch is, in milliseconds.
     pub millis_behind_latest: Option<i64>,
+    /// 1 on the first delivery of these records, then 2, 3, … on each redelivery after the
+    /// processor failed them (or a restart of the processor on them). After partial progress
+    /// ([`ProcessorError::done_through`]) the records not done are redelivered as attempt 2.
+    pub attempt: u32,
     /// Some records of this batch were de-aggregated from KPL aggregates (those with
     /// [`Record::aggregated`](crate::Record::aggregated)): the user records of one aggregate share its sequence number
     /// and differ by sub-sequence number, so a checkpoint at one of them must name both
@@ -91,21 +93,71 @@ impl Shutdown<'_> {
 }
 
 /// Processes the records of one shard.
+///
+/// Only [`process_records`](Self::process_records) must be written:
+///
+/// ```
+/// use kinesis_client::{Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
+///
+/// struct Printer;
+///
+/// #[async_trait::async_trait]
+/// impl RecordProcessor for Printer {
+///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+///         for r in &input.records {
+///             println!("{}", String::from_utf8_lossy(&r.data));
+///         }
+///         Ok(cp.checkpoint().await?)
+///     }
+/// }
+/// ```
+///
+/// (Or without a type: [`from_fn`].) The default [`initialize`](Self::initialize) does
+/// nothing, and the default [`shutdown`](Self::shutdown) checkpoints everything delivered on
+/// [`Shutdown::ShardEnded`] and [`Shutdown::Requested`], which is right for a processor that
+/// finishes each batch inside `process_records`. A processor that buffers records past
+/// `process_records` (writes them later, in bulk) overrides `shutdown` to flush first: see
+/// the `batching_sink` example.
 #[async_trait]
 pub trait RecordProcessor: Send + 'static {
     /// Called once before any records. An `Err` is retried after the task backoff.
-    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError>;
+    /// Default: nothing.
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        let _ = input;
+        Ok(())
+    }
 
     /// Process one batch; checkpoint through `checkpointer` whenever suits the application.
-    /// An `Err` redelivers the same batch after the task backoff.
+    /// An `Err` redelivers the same batch after a backoff (see [`ProcessorError`] for a
+    /// restart instead).
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError>;
 
-    /// Called once at the end, with the reason.
-    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError>;
+    /// The [`RetryPolicy`] ([`Config::retry_policy`](crate::Config::retry_policy)) is
+    /// exhausted for `failure.records`: skip them ([`RetryDecision::Skip`], after e.g. writing
+    /// them to a dead-letter queue; they then count as processed) or keep redelivering them
+    /// ([`RetryDecision::KeepRetrying`]; not asked again for them). Called at most once for
+    /// the same records, before the redelivery that would exceed the policy.
+    /// Default: keep retrying (records are never skipped without the processor's consent).
+    async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
+        retry::keep_retrying(&failure)
+    }
+
+    /// Called once at the end, with the reason. Default: on [`Shutdown::ShardEnded`] and
+    /// [`Shutdown::Requested`], [`Checkpointer::checkpoint`] (everything delivered; `SHARD_END`
+    /// at shard end); nothing on [`Shutdown::LeaseLost`].
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        match reason {
+            Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } => {
+                checkpointer.checkpoint().await?;
+            }
+            Shutdown::LeaseLost => {}
+        }
+        Ok(())
+    }
 }
 
 /// Makes one processor per shard.

@@ -3,7 +3,8 @@
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
 use crate::backoff::RetryPolicy;
 use crate::config::{Config, RetrievalMode};
-use crate::consumer::{run_shard, ShardContext, ShardExit};
+use crate::consumer::redelivery::{Redelivery, SharedRedelivery};
+use crate::consumer::{run_shard_with, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::processor::RecordProcessorFactory;
@@ -13,10 +14,12 @@ use crate::resharding::{
 use crate::retrieval::fanout::{ConsumerRegistration, RegistrationPolicy};
 use crate::retrieval::source::PrefetchBudget;
 use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient};
+use crate::telemetry::{self, names, Health};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -46,6 +49,7 @@ pub enum SchedulerError {
 pub struct SchedulerHandle {
     graceful: CancellationToken,
     coordinator: LeaseCoordinator,
+    skipped_records: Arc<AtomicU64>,
 }
 
 impl SchedulerHandle {
@@ -55,10 +59,22 @@ impl SchedulerHandle {
         self.graceful.cancel();
     }
 
+    /// Whether the worker is live and ready (for container orchestrators; see [`Health`]).
+    pub fn health(&self) -> Health {
+        self.coordinator.health_state().health()
+    }
+
     /// The shards whose leases this worker holds now (for monitoring and tests; a lease can be
     /// lost at any moment, so this is a snapshot, not a promise).
     pub fn held_shards(&self) -> BTreeSet<String> {
         self.coordinator.held_keys()
+    }
+
+    /// Records this worker skipped since it started, each with its processor's consent
+    /// ([`RetryDecision::Skip`](crate::processor::RetryDecision::Skip) after the retry policy
+    /// was exhausted). Each skip is also logged with the shard and the sequence numbers.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records.load(Ordering::Relaxed)
     }
 }
 
@@ -72,6 +88,7 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     prefetch_budget: PrefetchBudget,
     /// The enhanced fan-out consumer, in [`RetrievalMode::FanOut`].
     fan_out: Option<Arc<ConsumerRegistration>>,
+    skipped_records: Arc<AtomicU64>,
 }
 
 impl<F: RecordProcessorFactory> std::fmt::Debug for Scheduler<F> {
@@ -123,6 +140,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             coordinator,
             stream,
             graceful: CancellationToken::new(),
+            skipped_records: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -150,6 +168,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         SchedulerHandle {
             graceful: self.graceful.clone(),
             coordinator: self.coordinator.clone(),
+            skipped_records: self.skipped_records.clone(),
         }
     }
 
@@ -169,8 +188,15 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         self,
         shutdown_signal: impl Future<Output = ()>,
     ) -> Result<(), SchedulerError> {
-        let span = tracing::info_span!("worker", worker_id = %self.config.worker_id);
-        tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await
+        let span = tracing::info_span!(
+            names::SPAN_WORKER,
+            { names::FIELD_WORKER_ID } = %self.config.worker_id
+        );
+        telemetry::describe();
+        let health = self.coordinator.health_state().clone();
+        let result = tracing::Instrument::instrument(self.run_inner(shutdown_signal), span).await;
+        health.stopped();
+        result
     }
 
     async fn run_inner(
@@ -185,7 +211,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             biased;
             _ = &mut shutdown_signal => return self.stopped_during_startup(),
             _ = self.graceful.cancelled() => return self.stopped_during_startup(),
-            started = self.initialize() => started?,
+            started = self.initialize() => {
+                telemetry::scheduler_initialized(started.is_ok());
+                started?;
+                self.coordinator.health_state().initialized();
+            }
         }
         let stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -223,16 +253,17 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 _ = &mut shutdown_signal => break,
                 _ = self.graceful.cancelled() => break,
                 changed = held_rx.changed() => if changed.is_err() { break },
-                Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff),
+                Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff, self.config.max_task_backoff),
                 _ = sleep_until_opt(next_restart) => {}
             }
         }
         tracing::info!(shards = shards.running.len(), timeout = ?self.config.graceful_shutdown_timeout, "graceful shutdown: asking processors to checkpoint");
+        self.coordinator.health_state().shutting_down();
         self.coordinator.stop_taking();
         consumers_stop.cancel();
         let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
             while let Some(done) = shards.tasks.join_next().await {
-                shards.finished(done, self.config.task_backoff);
+                shards.finished(done, self.config.task_backoff, self.config.max_task_backoff);
             }
         })
         .await;
@@ -330,17 +361,28 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 config: self.config.clone(),
                 prefetch_budget: self.prefetch_budget.clone(),
                 fan_out: self.fan_out.clone(),
+                skipped_records: self.skipped_records.clone(),
             };
+            let redelivery = shards
+                .redelivery
+                .entry(id.clone())
+                .or_insert_with(Redelivery::shared)
+                .clone();
             let processor = self.factory.create(key);
             let stop = consumers_stop.child_token();
             let tenure = tenure.clone();
             shards.running.insert(key.clone(), tenure.token);
             shards.tasks.spawn(async move {
                 let id = (tenure.lease.key.clone(), tenure.token);
-                let exit = AssertUnwindSafe(run_shard(ctx, tenure, processor, stop))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| ShardExit::Failed("shard consumer panicked".into()));
+                let exit =
+                    AssertUnwindSafe(run_shard_with(ctx, tenure, processor, stop, redelivery))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            telemetry::ShardMetrics::new(&id.0)
+                                .restart(names::CAUSE_CONSUMER_PANIC);
+                            ShardExit::Failed("shard consumer panicked".into())
+                        });
                 (id, exit)
             });
         }
@@ -349,6 +391,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         // A restart pending for a tenure that ended would stay due forever: the run loop would
         // wake at once, every time (a busy loop).
         shards.restart_at.retain(|id, _| current(id));
+        shards.redelivery.retain(|id, _| current(id));
     }
 }
 
@@ -376,6 +419,8 @@ struct Shards {
     ended: BTreeSet<ShardTaskId>,
     /// Tenures whose consumer failed: restart after the backoff.
     restart_at: BTreeMap<ShardTaskId, Instant>,
+    /// What failed in each tenure, handed from a failed consumer to its replacement.
+    redelivery: BTreeMap<ShardTaskId, SharedRedelivery>,
 }
 
 impl Shards {
@@ -383,6 +428,7 @@ impl Shards {
         &mut self,
         done: Result<(ShardTaskId, ShardExit), tokio::task::JoinError>,
         backoff: Duration,
+        max_backoff: Duration,
     ) {
         // Tasks catch their own panics, so an error here means the task was aborted.
         let Ok((id, exit)) = done else { return };
@@ -394,6 +440,10 @@ impl Shards {
                 self.ended.insert(id);
             }
             ShardExit::Failed(why) => {
+                // The backoff grows with each failure on the same records.
+                let backoff = self.redelivery.get(&id).map_or(backoff, |r| {
+                    r.lock().unwrap().restart_delay(backoff, max_backoff)
+                });
                 tracing::warn!(shard_id = %id.0, %why, ?backoff, "restarting shard from its last checkpoint");
                 self.restart_at.insert(id, Instant::now() + backoff);
             }

@@ -14,6 +14,7 @@
 //! | 6. end to end | [`e2e`] | local services |
 //! | 7. scale | [`scale`] | nothing (in-memory, paused time) |
 //! | 8. KPL de-aggregation | [`deaggregation`] | nothing (one thread, pure function) |
+//! | 9. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5 and 6 ([`services`]).
@@ -27,6 +28,7 @@ pub mod footprint;
 pub mod lease_cost;
 pub mod machine;
 pub mod measure;
+pub mod metrics_cost;
 pub mod multilang;
 pub mod noop;
 pub mod pipeline;

@@ -160,6 +160,8 @@ fn properties(aws: &LocalAws, stream: &str, executable: &str) -> String {
         ("initialPositionInStream", "TRIM_HORIZON".into()),
         ("maxRecords", "10000".into()),
         ("idleTimeBetweenReadsInMillis", "200".into()),
+        // No CloudWatch on the local services.
+        ("metricsLevel", "NONE".into()),
     ]
     .iter()
     .map(|(k, v)| format!("{k} = {v}\n"))

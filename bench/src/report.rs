@@ -135,7 +135,7 @@ pub fn find_section(doc: &str, n: u8) -> Option<&str> {
     Some(&doc[start..end])
 }
 
-/// The whole document: `header`, then for each section 1..=6 the new one if given, else the
+/// The whole document: `header`, then for each section 1..=9 the new one if given, else the
 /// one in `previous` (if any), then `footer`.
 pub fn document(
     header: &str,
@@ -146,7 +146,7 @@ pub fn document(
     let mut out = String::new();
     out.push_str(header.trim_end());
     out.push_str("\n\n");
-    for n in 1..=8u8 {
+    for n in 1..=9u8 {
         if let Some(s) = sections.iter().find(|s| s.number == n) {
             out.push_str(&s.to_markdown());
         } else if let Some(old) = previous.and_then(|p| find_section(p, n)) {

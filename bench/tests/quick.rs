@@ -41,6 +41,16 @@ fn pipeline_section_is_a_well_formed_table() {
 }
 
 #[test]
+fn metrics_cost_section_is_a_well_formed_table() {
+    let s = kcl_bench::metrics_cost::section(Scale::Tiny);
+    let tables = check(&s, 2);
+    for row in &tables[0][2..] {
+        assert!(number(&row[2]) > 0.0, "CPU without a recorder in {row:?}");
+        assert!(number(&row[3]) > 0.0, "CPU with Prometheus in {row:?}");
+    }
+}
+
+#[test]
 fn lease_cost_and_failover_sections_are_well_formed() {
     let s = lease_cost::section(Scale::Tiny);
     let tables = check(&s, 4);

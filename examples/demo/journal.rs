@@ -21,7 +21,7 @@ pub struct Delivery {
     pub payload: String,
 }
 
-/// Deliveries and the latest lag per shard.
+/// Deliveries (the lag comes from the metrics: see `lag.rs`).
 #[derive(Debug, Default, Clone)]
 pub struct Journal {
     inner: Arc<Mutex<Inner>>,
@@ -30,7 +30,6 @@ pub struct Journal {
 #[derive(Debug, Default)]
 struct Inner {
     deliveries: Vec<Delivery>,
-    lag: BTreeMap<String, i64>,
     python_offset: u64,
 }
 
@@ -42,20 +41,12 @@ pub fn now_us() -> u64 {
 }
 
 impl Journal {
-    pub fn record(&self, deliveries: Vec<Delivery>, shard: &str, lag: Option<i64>) {
-        let mut j = self.inner.lock().unwrap();
-        j.deliveries.extend(deliveries);
-        if let Some(l) = lag {
-            j.lag.insert(shard.to_string(), l);
-        }
+    pub fn record(&self, deliveries: Vec<Delivery>) {
+        self.inner.lock().unwrap().deliveries.extend(deliveries);
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.inner.lock().unwrap().deliveries.clone()
-    }
-
-    pub fn lag(&self) -> BTreeMap<String, i64> {
-        self.inner.lock().unwrap().lag.clone()
     }
 
     /// Per shard: deliveries so far.
@@ -89,12 +80,10 @@ impl Journal {
             if parts.len() != 6 {
                 continue;
             }
-            let (Ok(at_us), Ok(lag)) = (parts[0].parse::<u64>(), parts[4].parse::<i64>()) else {
+            // parts[4] is the batch's lag: the view takes the lag from the metrics.
+            let Ok(at_us) = parts[0].parse::<u64>() else {
                 continue;
             };
-            if lag >= 0 {
-                j.lag.insert(parts[2].to_string(), lag);
-            }
             j.deliveries.push(Delivery {
                 at_us,
                 worker: "python".into(),

@@ -21,12 +21,18 @@
 //! the `kcl-multilang` binary runs). So the demo never builds or looks for another binary,
 //! and a second `cargo run` compiles nothing.
 //!
+//! Metrics: the Rust workers' metrics (the Java KCL's names) are served by a Prometheus
+//! endpoint of this process, the Python worker's by its daemon's (`metricsPrometheusPort`);
+//! the demo prints both addresses, and the live view's lag column is `MillisBehindLatest`
+//! from them.
+//!
 //! Order of events: the prerequisites are checked (node, npm, java, python3) before anything
 //! is installed; then the local services and amazon-kclpy are installed and started; then
 //! the three workers start, and the demo waits until every one of them holds a lease. Only
 //! then does the timeline (producer, split, merge, kill) start, at 0.0 s.
 
 mod journal;
+mod lag;
 mod processor;
 mod python;
 mod verdict;
@@ -240,10 +246,25 @@ async fn run(args: Args) -> Result<bool> {
     let kclpy = tokio::task::spawn_blocking(testkit::clients::kclpy)
         .await?
         .context("installing amazon-kclpy from PyPI")?;
+    // Metrics first, so that the workers' metrics reach it.
+    let metrics = kinesis_client::telemetry::PrometheusEndpoint::start("127.0.0.1:0".parse()?)
+        .await
+        .context("starting the Prometheus endpoint")?;
+    let python_metrics: std::net::SocketAddr =
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    println!(
+        "metrics (Prometheus): http://{}/metrics (rust-a, rust-b; also /readyz for rust-a), http://{python_metrics}/metrics (python)",
+        metrics.local_addr()
+    );
     println!("starting workers rust-a, rust-b (this process) and python (kcl-multilang + amazon-kclpy) ...");
     let ready_since = Instant::now();
     let a = start_rust_worker(&aws, "rust-a", &app, &stream, args.failover, &journal)?;
+    metrics.report_health_of(&a.handle);
     let b = start_rust_worker(&aws, "rust-b", &app, &stream, args.failover, &journal)?;
+    let lag_source = lag::Lag {
+        local: metrics.clone(),
+        python: python_metrics,
+    };
     let mut py = python::start(
         &aws,
         &kclpy,
@@ -252,6 +273,7 @@ async fn run(args: Args) -> Result<bool> {
             stream: &stream,
             failover: args.failover,
             dir: &dir,
+            metrics_port: python_metrics.port(),
         },
     )?;
     wait_until_every_worker_holds_a_lease(&store, &["rust-a", "rust-b", "python"], &mut py).await?;
@@ -350,6 +372,10 @@ async fn run(args: Args) -> Result<bool> {
             ));
         }
         let leases = store.list_leases().await.unwrap_or_default();
+        let lag = lag_source.per_shard(&leases).await;
+        // Whether the producer was done before the snapshot of what it produced: then the
+        // snapshot holds every record (checked after it, a last put could slip in between).
+        let producer_done = producer.is_finished();
         let produced_now = produced.lock().unwrap().clone();
         let deliveries = journal.deliveries();
         let processed = produced_now
@@ -357,7 +383,6 @@ async fn run(args: Args) -> Result<bool> {
             .filter(|p| deliveries.iter().any(|d| &d.payload == *p))
             .count();
         let counts = journal.counts();
-        let lag = journal.lag();
         let frame = view::Frame {
             phase,
             elapsed,
@@ -378,7 +403,7 @@ async fn run(args: Args) -> Result<bool> {
         } else {
             print!("\x1b[H\x1b[2J{}", view::render(&frame));
         }
-        if phase == "draining" && producer.is_finished() && processed == produced_now.len() {
+        if phase == "draining" && producer_done && processed == produced_now.len() {
             break;
         }
         if elapsed > drain_deadline {

@@ -2,10 +2,7 @@
 
 use crate::journal::{now_us, Delivery, Journal};
 use async_trait::async_trait;
-use kinesis_client::{
-    Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
-    Shutdown,
-};
+use kinesis_client::{Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
@@ -31,10 +28,6 @@ impl DemoProcessor {
 
 #[async_trait]
 impl RecordProcessor for DemoProcessor {
-    async fn initialize(&mut self, _input: InitializationInput) -> Result<(), ProcessorError> {
-        Ok(())
-    }
-
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput,
@@ -53,19 +46,8 @@ impl RecordProcessor for DemoProcessor {
                 payload: String::from_utf8_lossy(&r.data).into_owned(),
             })
             .collect();
-        self.journal
-            .record(deliveries, &self.shard, input.millis_behind_latest);
+        self.journal.record(deliveries);
         checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-        match reason {
-            Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } => {
-                checkpointer.checkpoint().await?
-            }
-            Shutdown::LeaseLost => {}
-        }
         Ok(())
     }
 }

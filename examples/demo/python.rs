@@ -17,6 +17,8 @@ pub struct Settings<'a> {
     pub stream: &'a str,
     pub failover: Duration,
     pub dir: &'a Path,
+    /// `metricsPrometheusPort` of the daemon.
+    pub metrics_port: u16,
 }
 
 /// Starts the daemon: this executable again, as `kcl-multilang` (see [`crate::DAEMON_FLAG`]).
@@ -44,7 +46,9 @@ pub fn start(aws: &LocalAws, kclpy: &KclPy, s: Settings<'_>) -> Result<PythonWor
          shardSyncIntervalMillis = 5000\n\
          taskBackoffTimeMillis = 500\n\
          timeoutInSeconds = 30\n\
-         shutdownGraceMillis = 20000\n",
+         shutdownGraceMillis = 20000\n\
+         metricsLevel = NONE\n\
+         metricsPrometheusPort = {metrics_port}\n",
         processor = processor.display(),
         app = s.app,
         stream = s.stream,
@@ -56,6 +60,7 @@ pub fn start(aws: &LocalAws, kclpy: &KclPy, s: Settings<'_>) -> Result<PythonWor
             "DefaultCredentialsProvider"
         },
         failover = s.failover.as_millis(),
+        metrics_port = s.metrics_port,
     );
     let props = s.dir.join("python-demo.properties");
     std::fs::write(&props, properties)?;

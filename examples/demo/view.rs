@@ -67,7 +67,7 @@ pub fn render(f: &Frame) -> String {
     let _ = writeln!(
         out,
         "\n{:<22} {:<8} {:>9} {:>9}  {:<14} parents",
-        "shard", "owner", "records", "lag ms", "checkpoint"
+        "shard", "owner", "records", "lag ms*", "checkpoint"
     );
     for l in f.leases {
         let _ = writeln!(
@@ -81,6 +81,10 @@ pub fn render(f: &Frame) -> String {
             l.parent_shard_ids.join(",")
         );
     }
+    let _ = writeln!(
+        out,
+        "* MillisBehindLatest from the owner's metrics (Prometheus endpoints printed at start)"
+    );
     let _ = writeln!(out, "\nevents:");
     for e in f.events.iter().rev().take(8).rev() {
         let _ = writeln!(out, "  {e}");
@@ -95,7 +99,7 @@ pub fn line(f: &Frame) -> String {
         *owners.entry(l.owner.as_deref().unwrap_or("-")).or_default() += 1;
     }
     format!(
-        "[{:>3}s {}] produced {} processed {} | leases {}",
+        "[{:>3}s {}] produced {} processed {} | leases {} | lag ms (MillisBehindLatest) {}",
         f.elapsed.as_secs(),
         f.phase,
         f.produced,
@@ -103,6 +107,11 @@ pub fn line(f: &Frame) -> String {
         owners
             .iter()
             .map(|(w, n)| format!("{w}={n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        f.lag
+            .iter()
+            .map(|(shard, ms)| format!("{}={ms}", shard.trim_start_matches("shardId-0000000")))
             .collect::<Vec<_>>()
             .join(" ")
     )

@@ -2,9 +2,12 @@
 //!
 //! One child per shard consumer. A child that cannot start, exits, hangs past
 //! `timeoutInSeconds` or breaks the protocol is killed, and the processor returns
-//! [`RestartShard`]: the shard restarts with a new child from its last checkpoint (after the
-//! task backoff), while every other shard goes on. The daemon itself never exits because of a
-//! child.
+//! [`RestartShard`]: the shard restarts with a new child from its last checkpoint (after a
+//! backoff that grows with each failure on the same records), while every other shard goes on.
+//! The daemon itself never exits because of a child. A child that fails on the same records
+//! again and again is restarted forever, unless the properties set a retry policy
+//! (`skipFailingRecordsAfterAttempts`, `skipFailingRecordsAfterAgeSeconds`): then those
+//! records are skipped (logged by shard and sequence number) once it is exhausted.
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches only the
 //! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`). On
@@ -15,6 +18,7 @@ use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
 use crate::stderr::spawn_stderr_drain;
 use async_trait::async_trait;
 use kinesis_client::error::ErrorKind;
+use kinesis_client::processor::{RetriesExhausted, RetryDecision};
 use kinesis_client::{
     CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, RestartShard, Shutdown,
@@ -116,10 +120,9 @@ impl ChildProcessor {
         checkpointer: Option<&mut Checkpointer>,
     ) -> Result<crate::driver::CallOutcome, ProcessorError> {
         let Some(child) = self.child.as_mut() else {
-            return Err(Box::new(RestartShard(format!(
-                "no child process for shard {}",
-                self.shard_id
-            ))));
+            return Err(
+                RestartShard(format!("no child process for shard {}", self.shard_id)).into(),
+            );
         };
         let mut handler = checkpointer.map(|c| Handler { checkpointer: c });
         let result = child
@@ -133,7 +136,7 @@ impl ChildProcessor {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 self.kill(&e).await;
-                Err(Box::new(RestartShard(e.to_string())))
+                Err(RestartShard(e.to_string()).into())
             }
         }
     }
@@ -257,6 +260,22 @@ impl RecordProcessor for ChildProcessor {
             millis_behind_latest: input.millis_behind_latest,
         };
         self.call(msg, Some(checkpointer)).await.map(|_| ())
+    }
+
+    /// Only called when the properties set a retry policy (`skipFailingRecordsAfterAttempts`,
+    /// `skipFailingRecordsAfterAgeSeconds`): that setting is the consent to skip. The library
+    /// logs the skipped records' sequence numbers and checkpoints past them when everything
+    /// before them is checkpointed; otherwise this worker does not deliver them again and the
+    /// child's next checkpoint covers them.
+    async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
+        tracing::error!(
+            shard_id = %self.shard_id,
+            records = failure.records.len(),
+            attempts = failure.attempts,
+            last_error = %failure.last_error,
+            "the child process keeps failing on these records; skipping them as the skipFailingRecordsAfter* properties say"
+        );
+        RetryDecision::Skip
     }
 
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {

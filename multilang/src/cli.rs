@@ -31,6 +31,9 @@ EXIT CODES:
     2    bad arguments or properties (the message names the key and the line)
     130  a second signal: stopped at once, child processes killed";
 
+/// The longest the daemon waits at exit for its last metrics to reach CloudWatch.
+const METRICS_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Args {
     properties: PathBuf,
     log_level: String,
@@ -193,6 +196,25 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!(application = %config.application_name, stream = %config.stream, table = %config.table_name,
         worker_id = %config.worker_id, command = ?s.command(), language = ?s.processing_language, "starting the MultiLangDaemon");
     let first_signal = signals.nth(1);
+    // Metrics first, so that every metric of the worker reaches the exporters. Loading the
+    // CloudWatch client's settings may wait on the region or credentials chain: a signal wins.
+    let telemetry = tokio::select! {
+        biased;
+        () = signals.nth(1) => {
+            tracing::info!("shutdown signal received during start-up: exiting");
+            return ExitCode::SUCCESS;
+        }
+        telemetry = daemon::start_telemetry(&s, &config) => match telemetry {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("kcl-multilang: metrics: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    if let Some(p) = &telemetry.prometheus {
+        tracing::info!(url = %format!("http://{}/metrics", p.local_addr()), "Prometheus endpoint (also /healthz, /readyz)");
+    }
     // Building the clients may wait on a credentials provider (IMDS, STS): a signal wins.
     let scheduler = tokio::select! {
         biased;
@@ -202,6 +224,9 @@ async fn run(args: Args) -> ExitCode {
         }
         scheduler = daemon::build_scheduler(&s, config) => scheduler,
     };
+    if let Some(p) = &telemetry.prometheus {
+        p.report_health_of(&scheduler.handle());
+    }
     tokio::spawn({
         let first = signals.nth(1);
         async move {
@@ -223,6 +248,8 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(130);
         }
     };
+    // The last metrics, bounded: a CloudWatch that does not answer must not hold the exit.
+    let _ = tokio::time::timeout(METRICS_FLUSH_LIMIT, telemetry.shutdown()).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

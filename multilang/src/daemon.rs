@@ -6,6 +6,10 @@ use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
 use kinesis_client::lease::DynamoDbLeaseStore;
 use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+use kinesis_client::telemetry::cloudwatch::{
+    CloudWatchConfig, CloudWatchExporter, CloudWatchPublisher,
+};
+use kinesis_client::telemetry::{MetricsLevel, PrometheusEndpoint, TelemetryError};
 use kinesis_client::{Config, FanOutConfig, Scheduler};
 use std::sync::Arc;
 
@@ -71,6 +75,9 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     }
     if let Some(v) = s.task_backoff_time {
         b = b.task_backoff(v);
+    }
+    if let Some(policy) = s.retry_policy() {
+        b = b.retry_policy(policy);
     }
     if let Some(v) = s.cleanup_leases_upon_shard_completion {
         b = b.cleanup_leases_upon_shard_completion(v);
@@ -140,4 +147,67 @@ pub async fn build_scheduler(
     });
     let factory = move |shard: &str| ChildProcessor::new(shard, spec.clone());
     Scheduler::new(config, factory, Arc::new(stream), Arc::new(store))
+}
+
+/// The daemon's metrics: the CloudWatch exporter (unless `metricsLevel = NONE`) and the
+/// Prometheus endpoint (when `metricsPrometheusPort` is set), installed together.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub prometheus: Option<PrometheusEndpoint>,
+    /// The CloudWatch publisher.
+    pub cloudwatch: Option<CloudWatchPublisher>,
+}
+
+impl Telemetry {
+    /// Send what is left to CloudWatch (bounded by its request timeout) when the worker stops.
+    pub async fn shutdown(self) {
+        if let Some(p) = self.cloudwatch {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// Start the exporters the settings ask for, and install their recorders (before the
+/// scheduler starts, so that every metric reaches them).
+pub async fn start_telemetry(
+    s: &DaemonSettings,
+    config: &Config,
+) -> Result<Telemetry, TelemetryError> {
+    let m = &s.metrics;
+    let mut recorders: Vec<Box<dyn metrics::Recorder + Send + Sync>> = Vec::new();
+    let mut telemetry = Telemetry::default();
+    if let Some(addr) = m.prometheus_addr() {
+        let (endpoint, recorder) = PrometheusEndpoint::bind(addr).await?;
+        recorders.push(Box::new(recorder));
+        telemetry.prometheus = Some(endpoint);
+    }
+    if m.level() != MetricsLevel::None {
+        let region = m
+            .cloudwatch_region_name
+            .as_deref()
+            .or(s.region_name.as_deref());
+        let sdk = sdk_config(region, s.credentials.for_cloudwatch()).await;
+        let client = kinesis_client::aws::cloudwatch_client(&sdk, m.cloudwatch_endpoint.as_deref());
+        let mut cw = CloudWatchConfig::new(config.application_name.clone());
+        cw.level = m.level();
+        if let Some(d) = &m.enabled_dimensions {
+            cw.enabled_dimensions = d.clone();
+        }
+        if let Some(t) = m.buffer_time {
+            cw.buffer_time = t;
+        }
+        if let Some(n) = m.max_queue_size {
+            cw.max_queue_size = n as usize;
+        }
+        tracing::info!(namespace = %cw.namespace, level = ?cw.level, dimensions = ?cw.enabled_dimensions,
+            buffer_time = ?cw.buffer_time, "publishing metrics to CloudWatch (metricsLevel = NONE turns this off)");
+        let (recorder, publisher) = CloudWatchExporter::build(client, cw);
+        recorders.push(Box::new(recorder));
+        telemetry.cloudwatch = Some(publisher);
+    }
+    if !recorders.is_empty() {
+        kinesis_client::telemetry::install(recorders)?;
+    }
+    Ok(telemetry)
 }

@@ -13,13 +13,17 @@
 //!   (e.g. `taskBackoffTimeMillis = 0`, `shutdownGraceMillis = 0`), and an error where it
 //!   cannot work (e.g. `failoverTimeMillis = 0`, `maxLeasesForWorker = 0`, `timeoutInSeconds = 0`).
 //! * **Unknown keys are warnings** naming the key and line (Java ignores them silently).
-//!   Keys the Java daemon knows but this implementation does not use (metrics, KCL 3.x
+//!   Keys the Java daemon knows but this implementation does not use (KCL 3.x
 //!   worker-utilisation assignment, ...) are listed in [`Parsed::ignored`].
 //! * **`retrievalMode`** follows Java: `FANOUT` reads by enhanced fan-out, `POLLING` polls,
 //!   and `DEFAULT` (or no key) polls when a polling key is set (`maxRecords`,
 //!   `idleTimeBetweenReadsInMillis`, `millisBehindLatestThresholdForReducedTps`,
 //!   `retryGetRecordsInSeconds`, `maxGetRecordsThreadPool`), else uses fan-out; an info line
 //!   says which and why. Settings of the mode not used are warnings.
+//! * **Metrics**: the Java keys (`metricsLevel`, `metricsEnabledDimensions`,
+//!   `metricsBufferTimeMillis`, `metricsMaxQueueSize`) drive the CloudWatch exporter, as in
+//!   Java; `cloudWatchEndpoint`, `metricsPrometheusPort` and `metricsPrometheusBindAddress`
+//!   are this daemon's own (see [`MetricsSettings`]).
 //! * **An empty value means "not set"** (`workerId =` leaves the worker id to the library).
 //! * **Values are trimmed**; Java keeps trailing whitespace, which only ever causes surprises.
 //! * **A missing `AwsCredentialsProvider` is a warning**, not an error: the SDK default chain
@@ -27,12 +31,17 @@
 //! * Booleans accept what commons-beanutils accepts, case-insensitively: `true`/`false`,
 //!   `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`.
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
 use kinesis_client::config::InitialPositionError;
+use kinesis_client::telemetry::names::DIMENSIONS;
+/// `metricsLevel`.
+pub use kinesis_client::telemetry::MetricsLevel;
 use kinesis_client::validation::{
     is_valid_consumer_name, is_valid_region, is_valid_stream_name, is_valid_table_name,
     parse_consumer_arn, CONSUMER_NAME_RULE, MIN_IDLE_TIME_BETWEEN_READS, STREAM_NAME_RULE,
@@ -79,7 +88,7 @@ pub struct CredentialsSettings {
     pub kinesis: Vec<CredentialsSpec>,
     /// `AwsCredentialsProviderDynamoDB`.
     pub dynamodb: Option<Vec<CredentialsSpec>>,
-    /// `AwsCredentialsProviderCloudWatch` (parsed and validated; metrics are not published).
+    /// `AwsCredentialsProviderCloudWatch`: for publishing metrics.
     pub cloudwatch: Option<Vec<CredentialsSpec>>,
 }
 
@@ -87,6 +96,52 @@ impl CredentialsSettings {
     /// The chain for DynamoDB: its own key, else the Kinesis one (as Java does).
     pub fn for_dynamodb(&self) -> &[CredentialsSpec] {
         self.dynamodb.as_deref().unwrap_or(&self.kinesis)
+    }
+
+    /// The chain for CloudWatch: its own key, else the Kinesis one (as Java does).
+    pub fn for_cloudwatch(&self) -> &[CredentialsSpec] {
+        self.cloudwatch.as_deref().unwrap_or(&self.kinesis)
+    }
+}
+
+/// The metrics settings: CloudWatch (the Java keys) and the Prometheus endpoint (this
+/// daemon's keys). `None` = not set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `metricsLevel`: `NONE`, `SUMMARY` or `DETAILED` (Java's default); `NONE` turns the
+    /// CloudWatch exporter off.
+    pub level: Option<MetricsLevel>,
+    /// `metricsEnabledDimensions`: dimensions sent to CloudWatch besides `Operation`;
+    /// `Some(None)` for `ALL`.
+    pub enabled_dimensions: Option<Option<BTreeSet<String>>>,
+    /// `metricsBufferTimeMillis`: how often metrics are sent to CloudWatch.
+    pub buffer_time: Option<Duration>,
+    /// `metricsMaxQueueSize`: the most distinct metrics waiting to be sent.
+    pub max_queue_size: Option<u32>,
+    /// `cloudWatchRegionName`: region override for CloudWatch.
+    pub cloudwatch_region_name: Option<String>,
+    /// `cloudWatchEndpoint` (not a Java key): endpoint URL override for CloudWatch.
+    pub cloudwatch_endpoint: Option<String>,
+    /// `metricsPrometheusPort` (not a Java key): serve `/metrics`, `/healthz` and `/readyz`
+    /// on this port (0: any free port, logged).
+    pub prometheus_port: Option<u16>,
+    /// `metricsPrometheusBindAddress` (not a Java key): the endpoint's address (default
+    /// `127.0.0.1`).
+    pub prometheus_bind_address: Option<IpAddr>,
+}
+
+impl MetricsSettings {
+    /// The metrics level in effect (Java's default: `DETAILED`).
+    pub fn level(&self) -> MetricsLevel {
+        self.level.unwrap_or(MetricsLevel::Detailed)
+    }
+
+    /// Where the Prometheus endpoint listens, when it is enabled.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        let ip = self
+            .prometheus_bind_address
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        self.prometheus_port.map(|port| SocketAddr::new(ip, port))
     }
 }
 
@@ -137,6 +192,12 @@ pub struct DaemonSettings {
     pub cleanup_leases_upon_shard_completion: Option<bool>,
     /// `taskBackoffTimeMillis`: backoff after a failed task (0 allowed).
     pub task_backoff_time: Option<Duration>,
+    /// `skipFailingRecordsAfterAttempts` (>= 1): a batch the child failed on (it crashed,
+    /// hung or broke the protocol) this many times is skipped. Not a Java key.
+    pub skip_failing_records_after_attempts: Option<u32>,
+    /// `skipFailingRecordsAfterAgeSeconds` (>= 1): a batch the child failed on whose first
+    /// record is this old is skipped. Not a Java key.
+    pub skip_failing_records_after_age: Option<Duration>,
     /// `maxLeasesForWorker` (>= 1).
     pub max_leases_for_worker: Option<u32>,
     /// `maxLeasesToStealAtOneTime` (>= 1; the library requires at least one).
@@ -157,6 +218,8 @@ pub struct DaemonSettings {
     pub polling_keys: Vec<String>,
     /// `fanoutConfig.*`.
     pub fan_out: FanOutSettings,
+    /// `metrics*` keys, `cloudWatch*` keys.
+    pub metrics: MetricsSettings,
 }
 
 impl DaemonSettings {
@@ -171,6 +234,24 @@ impl DaemonSettings {
             }
             Some(RetrievalMode::Default) | None => kinesis_client::RetrievalMode::Polling,
         }
+    }
+
+    /// The retry policy from `skipFailingRecordsAfterAttempts` and
+    /// `skipFailingRecordsAfterAgeSeconds`; `None` (never skip) when neither is set.
+    pub fn retry_policy(&self) -> Option<kinesis_client::processor::RetryPolicy> {
+        if self.skip_failing_records_after_attempts.is_none()
+            && self.skip_failing_records_after_age.is_none()
+        {
+            return None;
+        }
+        let mut policy = kinesis_client::processor::RetryPolicy::default();
+        if let Some(n) = self.skip_failing_records_after_attempts {
+            policy = policy.with_max_attempts(n);
+        }
+        if let Some(age) = self.skip_failing_records_after_age {
+            policy = policy.with_max_record_age(age);
+        }
+        Some(policy)
     }
 
     /// `executableName` split on runs of spaces, as Java's `split(" +")`: program then arguments.
@@ -259,11 +340,6 @@ pub fn from_properties_bytes(bytes: &[u8]) -> Result<Parsed, SettingsError> {
 
 /// Keys the Java daemon accepts but this implementation does not use, with the reason.
 const IGNORED_KEYS: &[(&str, &str)] = &[
-    ("metricsBufferTimeMillis", METRICS),
-    ("metricsMaxQueueSize", METRICS),
-    ("metricsLevel", METRICS),
-    ("metricsEnabledDimensions", METRICS),
-    ("cloudWatchRegionName", METRICS),
     ("validateSequenceNumberBeforeCheckpointing", NO_EFFECT),
     ("retryGetRecordsInSeconds", NO_EFFECT),
     ("maxGetRecordsThreadPool", NO_EFFECT),
@@ -321,7 +397,6 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("coordinatorStateDeletionProtectionEnabled", KCL3),
     ("coordinatorStateTags", KCL3),
 ];
-const METRICS: &str = "CloudWatch metrics are not published";
 const NO_EFFECT: &str = "no effect since KCL 2.x";
 const NOT_IMPLEMENTED: &str = "not implemented by this KCL";
 const KCL3: &str = "KCL 3.x lease-assignment feature, not implemented";
@@ -361,6 +436,8 @@ const KNOWN_KEYS: &[&str] = &[
     "parentShardPollIntervalMillis",
     "cleanupLeasesUponShardCompletion",
     "taskBackoffTimeMillis",
+    "skipFailingRecordsAfterAttempts",
+    "skipFailingRecordsAfterAgeSeconds",
     "maxLeasesForWorker",
     "maxLeasesToStealAtOneTime",
     "timeoutInSeconds",
@@ -373,6 +450,14 @@ const KNOWN_KEYS: &[&str] = &[
     "fanoutConfig.maxDescribeStreamConsumerRetries",
     "fanoutConfig.registerStreamConsumerRetries",
     "fanoutConfig.retryBackoffMillis",
+    "metricsBufferTimeMillis",
+    "metricsMaxQueueSize",
+    "metricsLevel",
+    "metricsEnabledDimensions",
+    "cloudWatchRegionName",
+    "cloudWatchEndpoint",
+    "metricsPrometheusPort",
+    "metricsPrometheusBindAddress",
 ];
 
 /// Collects typed values while walking the entries.
@@ -401,6 +486,8 @@ struct Builder<'a> {
     parent_shard_poll_interval: Option<Duration>,
     cleanup_leases_upon_shard_completion: Option<bool>,
     task_backoff_time: Option<Duration>,
+    skip_failing_records_after_attempts: Option<u32>,
+    skip_failing_records_after_age: Option<Duration>,
     max_leases_for_worker: Option<u32>,
     max_leases_to_steal_at_one_time: Option<u32>,
     timeout: Option<Duration>,
@@ -410,6 +497,7 @@ struct Builder<'a> {
     retrieval_mode: Option<(RetrievalMode, &'a Entry)>,
     polling_keys: Vec<String>,
     fan_out: FanOutSettings,
+    metrics: MetricsSettings,
     warnings: Vec<String>,
     info: Vec<String>,
     ignored: Vec<String>,
@@ -508,6 +596,14 @@ impl<'a> Builder<'a> {
                 self.cleanup_leases_upon_shard_completion = Some(boolean(e)?)
             }
             "taskBackoffTimeMillis" => self.task_backoff_time = Some(millis(e, 0)?),
+            "skipFailingRecordsAfterAttempts" => {
+                self.skip_failing_records_after_attempts =
+                    Some(int_in(e, 1, u32::MAX, "a number of attempts")?)
+            }
+            "skipFailingRecordsAfterAgeSeconds" => {
+                let secs = int_in(e, 1, u32::MAX, "a number of seconds")?;
+                self.skip_failing_records_after_age = Some(Duration::from_secs(secs.into()));
+            }
             "maxLeasesForWorker" => {
                 self.max_leases_for_worker = Some(int_in(e, 1, u32::MAX, "a number of leases")?)
             }
@@ -557,6 +653,48 @@ impl<'a> Builder<'a> {
                     Some(int_in(e, 0, u32::MAX, "a number of retries")?)
             }
             "fanoutConfig.retryBackoffMillis" => self.fan_out.retry_backoff = Some(millis(e, 0)?),
+            "metricsLevel" => {
+                self.metrics.level = Some(
+                    MetricsLevel::from_name(value)
+                        .ok_or_else(|| invalid(e, "expected NONE, SUMMARY or DETAILED"))?,
+                )
+            }
+            "metricsEnabledDimensions" => {
+                let names: BTreeSet<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if names.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+                    self.metrics.enabled_dimensions = Some(None);
+                } else {
+                    for d in names.iter().filter(|d| !DIMENSIONS.contains(&d.as_str())) {
+                        self.warnings.push(format!(
+                            "properties line {}: metricsEnabledDimensions: no metric has the dimension {d} (known: {}, or ALL)",
+                            e.line,
+                            DIMENSIONS.join(", ")
+                        ));
+                    }
+                    self.metrics.enabled_dimensions = Some(Some(names));
+                }
+            }
+            "metricsBufferTimeMillis" => self.metrics.buffer_time = Some(millis(e, 1)?),
+            "metricsMaxQueueSize" => {
+                self.metrics.max_queue_size = Some(int_in(e, 1, u32::MAX, "a number of metrics")?)
+            }
+            "cloudWatchRegionName" => self.metrics.cloudwatch_region_name = Some(region(e)?),
+            "cloudWatchEndpoint" => self.metrics.cloudwatch_endpoint = Some(endpoint(e)?),
+            "metricsPrometheusPort" => {
+                let port = int_in(e, 0, u16::MAX.into(), "a TCP port")?;
+                self.metrics.prometheus_port = Some(port as u16);
+            }
+            "metricsPrometheusBindAddress" => {
+                self.metrics.prometheus_bind_address =
+                    Some(value.parse().map_err(|_| {
+                        invalid(e, "expected an IP address, e.g. 127.0.0.1 or 0.0.0.0")
+                    })?)
+            }
             _ => self.unrecognised(e),
         }
         Ok(())
@@ -718,6 +856,8 @@ impl<'a> Builder<'a> {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             cleanup_leases_upon_shard_completion: self.cleanup_leases_upon_shard_completion,
             task_backoff_time: self.task_backoff_time,
+            skip_failing_records_after_attempts: self.skip_failing_records_after_attempts,
+            skip_failing_records_after_age: self.skip_failing_records_after_age,
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
             timeout: self.timeout,
@@ -727,6 +867,7 @@ impl<'a> Builder<'a> {
             retrieval_mode: self.retrieval_mode.map(|(m, _)| m),
             polling_keys: self.polling_keys,
             fan_out: self.fan_out,
+            metrics: self.metrics,
         };
         Ok(Parsed {
             settings,

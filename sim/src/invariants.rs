@@ -4,7 +4,9 @@
 //!
 //! * **order** — within one processor instance (one consumer of one lease tenure) records
 //!   arrive in the shard's sequence order, without gaps or repeats, starting right after the
-//!   checkpoint the instance was initialised with; a failed batch is delivered again as is.
+//!   checkpoint the instance was initialised with; a failed batch is delivered again as is,
+//!   or from after the records it reported done (partial progress). The only gaps allowed
+//!   are records a processor skipped with consent (its `retries_exhausted` hook said skip).
 //! * **parents-first** — no record of a child shard is delivered before the last record of
 //!   every parent was processed.
 //! * **checkpoint-monotonic** — a successful checkpoint write never moves the stored
@@ -20,7 +22,8 @@
 //!
 //! Checked after the drain (see [`crate::world`]):
 //!
-//! * **all-processed** — every produced record was processed at least once.
+//! * **all-processed** — every produced record was processed at least once, or skipped with
+//!   a processor's consent (counted apart).
 //! * **balanced** — the leases held by the live workers differ by at most one (finished
 //!   leases, which the taker never steals, excepted: see [`imbalance`]).
 //! * **cleaned-up** — no lease is left that needs no more processing: one whose shard aged

@@ -34,6 +34,9 @@ pub struct ShardLog {
     pub closed_at: Option<SystemTime>,
     /// True once `SHARD_END` was checkpointed.
     pub finished: bool,
+    /// Records a processor skipped with consent (its `retries_exhausted` hook said so): they
+    /// count as processed, and a consumer may leave them out of later deliveries.
+    pub consented: std::collections::BTreeSet<usize>,
 }
 
 /// A (user) record's position: sequence number, sub-sequence number.
@@ -112,6 +115,10 @@ pub struct Stats {
     pub pauses: u64,
     /// Leases created again by a call made before they were deleted (excused).
     pub late_creates: u64,
+    /// Records skipped with the processor's consent (retry policy exhausted, hook said skip).
+    pub skipped: u64,
+    /// Failed batches that reported partial progress.
+    pub partial: u64,
 }
 
 /// The shared ground truth of one run.
@@ -438,6 +445,11 @@ impl Ledger {
             );
             return;
         };
+        // Records skipped earlier with consent may be left out.
+        let mut expected = expected;
+        while expected < start && log.consented.contains(&expected) {
+            expected += 1;
+        }
         if start != expected {
             let what = if start > expected {
                 "skipping"
@@ -455,19 +467,26 @@ impl Ledger {
             );
             return;
         }
+        let mut at = start;
         for (i, r) in records.iter().enumerate() {
-            if log.records.get(start + i) != Some(&seq_of(r)) {
+            while log.records.get(at) != Some(&seq_of(r)) && log.consented.contains(&at) {
+                at += 1;
+            }
+            if log.records.get(at) != Some(&seq_of(r)) {
                 self.violation(
                     "order",
                     format!(
                         "processor #{id} of {} on {}: batch is not consecutive at position {i} (got {}/{}, expected {:?})",
-                        inst.shard, inst.worker, r.sequence_number, r.sub_sequence_number, log.records.get(start + i).map(show)
+                        inst.shard, inst.worker, r.sequence_number, r.sub_sequence_number, log.records.get(at).map(show)
                     ),
                     focus,
                 );
                 return;
             }
+            at += 1;
         }
+        // Where the batch really starts: `next` counts positions, skipped ones included.
+        self.instances[id as usize].next = Some(start);
         for parent in log.parents.clone() {
             let p = &self.shards[&parent];
             if p.records.last().is_some() && !p.processed.last().copied().unwrap_or(false) {
@@ -508,13 +527,59 @@ impl Ledger {
             self.stats.failed_batches += 1;
             return;
         }
-        if records.is_empty() {
+        self.after(id, records.last());
+    }
+
+    /// The next record instance `id` must receive comes after `last` (if any).
+    fn after(&mut self, id: u64, last: Option<&Record>) {
+        let Some(last) = last else { return };
+        let shard = self.instances[id as usize].shard.clone();
+        let Some(i) = self.shards[&shard].index_of(seq_of(last)) else {
+            return;
+        };
+        if let Some(next) = self.instances[id as usize].next.as_mut() {
+            *next = i + 1;
+        }
+    }
+
+    /// Instance `id` failed its batch but reported the first `done` records of it done
+    /// (partial progress): the redelivery starts after them.
+    pub fn on_progress(&mut self, id: u64, done: usize) {
+        if done == 0 {
             return;
         }
+        self.stats.partial += 1;
         let inst = &mut self.instances[id as usize];
         if let Some(next) = inst.next.as_mut() {
-            *next += records.len();
+            // `next` is the batch's first position (set on delivery); the batch's records are
+            // consecutive apart from consented skips, which the next delivery may leave out.
+            let shard = inst.shard.clone();
+            let log = &self.shards[&shard];
+            let mut at = *next;
+            let mut left = done;
+            while left > 0 {
+                if !log.consented.contains(&at) {
+                    left -= 1;
+                }
+                at += 1;
+            }
+            *next = at;
         }
+    }
+
+    /// Instance `id`'s `retries_exhausted` hook skipped `records`: they count as processed
+    /// (with consent), and the instance continues after them.
+    pub fn on_skipped(&mut self, id: u64, records: &[Record]) {
+        let shard = self.instances[id as usize].shard.clone();
+        self.stats.skipped += records.len() as u64;
+        let log = self.shards.get_mut(&shard).expect("known shard");
+        for r in records {
+            if let Some(i) = log.index_of(seq_of(r)) {
+                log.consented.insert(i);
+            }
+        }
+        self.on_processed(id, records);
+        self.after(id, records.last());
     }
 
     /// A checkpoint write by `worker` applied, changing `prior` into `new`.

@@ -6,11 +6,15 @@
 //! maybe checkpoint (everything, or at a random record of the batch), then maybe fail anyway
 //! (a failure after the side effects: the batch is redelivered and processed twice, which
 //! at-least-once allows). At shard end it checkpoints `SHARD_END`, except that a forgetful
-//! profile sometimes forgets, and remembers when the library asks again.
+//! profile sometimes forgets, and remembers when the library asks again. A batch that fails
+//! before processing may report partial progress (a prefix done); poison records fail every
+//! delivery; when the retry policy is exhausted, the processor skips the records (always when
+//! a poison record is among them), which the ledger records as consented skips.
 
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
 use async_trait::async_trait;
+use kinesis_client::processor::{RetriesExhausted, RetryDecision};
 use kinesis_client::{
     Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,
@@ -38,6 +42,21 @@ pub struct ProcessorProfile {
     pub forget_shard_end: f64,
     /// Checkpoint when a graceful shutdown is requested.
     pub checkpoint_on_shutdown: f64,
+    /// When a batch fails before processing, process a random prefix first and report it
+    /// done (`ProcessorError::done_through`); at a poison record, the records before it.
+    pub progress: f64,
+    /// When the retry policy is exhausted, skip the records (else keep retrying); records
+    /// with a poison record among them are always skipped.
+    pub skip: f64,
+    /// Records (per thousand, by sequence number) that fail every delivery.
+    pub poison_per_mille: u32,
+}
+
+/// Whether the record with this sequence number is poison at `per_mille` (a fixed function
+/// of the sequence number).
+pub fn is_poison(sequence_number: &str, per_mille: u32) -> bool {
+    let seq: u128 = sequence_number.parse().unwrap_or(0);
+    per_mille > 0 && (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 64) % 1000 < per_mille as u128
 }
 
 /// Makes one [`SimProcessor`] per consumer of one worker.
@@ -161,18 +180,47 @@ impl RecordProcessor for SimProcessor {
                 .lock()
                 .unwrap()
                 .on_batch_done(self.id, records, false);
-            return Err(Box::new(RestartShard("injected restart".into())));
+            return Err(RestartShard("injected restart".into()).into());
         }
-        if self.chance(self.profile.fail_before) {
+        let poison = records
+            .iter()
+            .position(|r| is_poison(&r.sequence_number, self.profile.poison_per_mille));
+        let fails = poison.is_some() || self.chance(self.profile.fail_before);
+        if fails {
+            // Partial progress: a prefix (before the poison record, if any) is done.
+            let done = match poison {
+                Some(p) if self.chance(self.profile.progress) => p,
+                None if records.len() > 1 && self.chance(self.profile.progress) => {
+                    self.rng.random_range(1..records.len())
+                }
+                _ => 0,
+            };
+            let mut error = ProcessorError::new(match poison {
+                Some(_) => "poison record",
+                None => "injected failure before processing",
+            });
+            if done > 0 {
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .on_processed(self.id, &records[..done]);
+                error = error.done_through(&records[done - 1]);
+            }
             self.log(format!(
-                "batch {span} ({}): fails before processing",
-                records.len()
+                "batch {span} ({}, attempt {}): fails before processing{}{}",
+                records.len(),
+                input.attempt,
+                if poison.is_some() { " (poison)" } else { "" },
+                if done > 0 {
+                    format!(", {done} done")
+                } else {
+                    String::new()
+                }
             ));
-            self.ledger
-                .lock()
-                .unwrap()
-                .on_batch_done(self.id, records, false);
-            return Err("injected failure before processing".into());
+            let mut ledger = self.ledger.lock().unwrap();
+            ledger.on_batch_done(self.id, records, false);
+            ledger.on_progress(self.id, done);
+            return Err(error);
         }
         self.ledger.lock().unwrap().on_processed(self.id, records);
         self.log(format!("batch {span} ({}): processed", records.len()));
@@ -202,6 +250,32 @@ impl RecordProcessor for SimProcessor {
             .unwrap()
             .on_batch_done(self.id, records, true);
         Ok(())
+    }
+
+    async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
+        let poisoned = failure
+            .records
+            .iter()
+            .any(|r| is_poison(&r.sequence_number, self.profile.poison_per_mille));
+        let skip = poisoned || self.chance(self.profile.skip);
+        self.log(format!(
+            "retries exhausted after {} attempts for {} records from {}: {}",
+            failure.attempts,
+            failure.records.len(),
+            failure
+                .records
+                .first()
+                .map_or("-", |r| r.sequence_number.as_str()),
+            if skip { "skip" } else { "keep retrying" }
+        ));
+        if !skip {
+            return RetryDecision::KeepRetrying;
+        }
+        self.ledger
+            .lock()
+            .unwrap()
+            .on_skipped(self.id, &failure.records);
+        RetryDecision::Skip
     }
 
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {

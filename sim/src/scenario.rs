@@ -189,6 +189,9 @@ pub struct Scenario {
     pub retrieval: Retrieval,
     /// KPL aggregates among the records put.
     pub aggregates: Aggregates,
+    /// The workers' retry policy: deliveries of failing records before the processor's
+    /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
+    pub retry_max_attempts: Option<u32>,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -291,6 +294,7 @@ impl Scenario {
                 partial_checkpoint: rate(r, 0.3, 1.0),
                 forget_shard_end: rate(r, 0.5, 0.7),
                 checkpoint_on_shutdown: r.random_range(0.0..=1.0),
+                ..ProcessorProfile::default()
             }
         };
         let active = Duration::from_secs(r.random_range(10..=90));
@@ -380,6 +384,21 @@ impl Scenario {
         } else {
             Aggregates::default()
         };
+        // And these from a fifth: the retry policy, partial progress, poison records.
+        let mut r5 = StdRng::seed_from_u64(seed ^ 0x5E7_A775);
+        let retry_max_attempts = r5.random_bool(0.5).then(|| r5.random_range(2..=5));
+        let mut processor = processor;
+        if r5.random_bool(0.5) {
+            processor.progress = r5.random_range(0.0..=1.0);
+        }
+        if retry_max_attempts.is_some() {
+            processor.skip = r5.random_range(0.0..=1.0);
+            // Poison records fail every delivery: only a skip gets past them, so there are
+            // none without a policy.
+            if r5.random_bool(0.5) {
+                processor.poison_per_mille = r5.random_range(1..=20);
+            }
+        }
         Scenario {
             seed,
             initial_shards,
@@ -407,6 +426,7 @@ impl Scenario {
             prehistory,
             retrieval: Retrieval::Polling,
             aggregates,
+            retry_max_attempts,
         }
     }
 
@@ -449,7 +469,11 @@ impl fmt::Display for Scenario {
             "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
             self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
-        writeln!(f, "  processor: {:?}", self.processor)?;
+        writeln!(
+            f,
+            "  processor: {:?}; retry policy: max attempts {:?}",
+            self.processor, self.retry_max_attempts
+        )?;
         if let Retrieval::FanOut(plan) = &self.retrieval {
             writeln!(f, "  retrieval: enhanced fan-out {plan:?}")?;
         }

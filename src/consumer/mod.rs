@@ -5,6 +5,7 @@
 //! the coordinator signals loss through the tenure's `lost` token, the scheduler signals
 //! graceful shutdown through `shutdown`.
 
+pub mod redelivery;
 pub mod state;
 
 use crate::backoff::Backoff;
@@ -13,10 +14,9 @@ use crate::checkpointer::Checkpointer;
 use crate::config::{Config, InitialPosition};
 use crate::coordinator::{LeaseCoordinator, LeaseTenure};
 use crate::lease::LeaseStore;
-use crate::processor::{
-    InitializationInput, ProcessRecordsInput, RecordProcessor, RestartShard, Shutdown,
-};
-use crate::record::Records;
+use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor, Shutdown};
+use crate::processor::{RetriesExhausted, RetryDecision};
+use crate::record::{Record, Records};
 use crate::resharding::create_child_leases;
 use crate::retrieval::fanout::{self, ConsumerRegistration};
 use crate::retrieval::fetcher::{self, FetcherConfig};
@@ -24,9 +24,13 @@ use crate::retrieval::source::{
     BufferConfig, FetchedBatch, PrefetchBudget, RecordSource, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
+use crate::telemetry::{self, names, ShardMetrics};
 use futures::FutureExt;
+use redelivery::{backoff_delay, Plan, SharedRedelivery};
 use state::{initial_state, next_state, ShardState, ShutdownReason, TaskOutcome};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +61,8 @@ pub struct ShardContext {
     pub prefetch_budget: PrefetchBudget,
     /// The worker's enhanced fan-out consumer: `Some` reads by SubscribeToShard, `None` polls.
     pub fan_out: Option<Arc<ConsumerRegistration>>,
+    /// Records this worker skipped with the processors' consent (retry policy exhausted).
+    pub skipped_records: Arc<AtomicU64>,
 }
 
 impl ShardContext {
@@ -74,16 +80,41 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Run `processor` on the shard of `tenure` until the shard ends, the lease is lost, or
 /// `shutdown` is cancelled (graceful shutdown).
+#[cfg(test)]
 pub async fn run_shard<P: RecordProcessor>(
     ctx: ShardContext,
     tenure: LeaseTenure,
     processor: P,
     shutdown: CancellationToken,
 ) -> ShardExit {
+    run_shard_with(
+        ctx,
+        tenure,
+        processor,
+        shutdown,
+        redelivery::Redelivery::shared(),
+    )
+    .await
+}
+
+/// [`run_shard`] with the tenure's `redelivery` state (shared with the consumers that ran
+/// before this one in the same tenure, and with the one after it).
+pub async fn run_shard_with<P: RecordProcessor>(
+    ctx: ShardContext,
+    tenure: LeaseTenure,
+    processor: P,
+    shutdown: CancellationToken,
+    redelivery: SharedRedelivery,
+) -> ShardExit {
     let shard_id = tenure.lease.key.clone();
-    let span = tracing::info_span!("shard", worker_id = %ctx.coordinator.worker_id(), shard_id = %shard_id);
+    let span = tracing::info_span!(
+        names::SPAN_SHARD,
+        { names::FIELD_WORKER_ID } = %ctx.coordinator.worker_id(),
+        { names::FIELD_SHARD_ID } = %shard_id
+    );
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
+        metrics: ShardMetrics::new(&shard_id),
         ctx,
         tenure,
         processor,
@@ -91,7 +122,8 @@ pub async fn run_shard<P: RecordProcessor>(
         initialized: false,
         fetcher: None,
         checkpointer: None,
-        batch: None,
+        pending: VecDeque::new(),
+        redelivery,
         children: None,
         waiting_logged: false,
         fetcher_restarts: Backoff::new(
@@ -103,6 +135,7 @@ pub async fn run_shard<P: RecordProcessor>(
 }
 
 struct Consumer<P> {
+    metrics: ShardMetrics,
     ctx: ShardContext,
     tenure: LeaseTenure,
     processor: P,
@@ -110,8 +143,11 @@ struct Consumer<P> {
     initialized: bool,
     fetcher: Option<RecordSource>,
     checkpointer: Option<Checkpointer>,
-    /// A batch the processor has not accepted yet (redelivered after a failure).
-    batch: Option<Batch>,
+    /// Batches fetched and not accepted by the processor yet (the first one is redelivered
+    /// after a failure).
+    pending: VecDeque<Batch>,
+    /// What failed before, in this tenure.
+    redelivery: SharedRedelivery,
     children: Option<Vec<ChildShard>>,
     waiting_logged: bool,
     /// Delays between restarts of a fetcher task that died (reset by a delivered batch).
@@ -126,26 +162,34 @@ struct Batch {
     deaggregated: bool,
     millis_behind_latest: Option<i64>,
     shard_end: Option<Vec<ChildShard>>,
+    /// Which delivery of these records the next one is (1 = the first).
+    attempt: u32,
 }
 
-impl From<FetchedBatch> for Batch {
-    fn from(b: FetchedBatch) -> Self {
-        Batch {
-            records: b.records.into(),
-            deaggregated: b.deaggregated,
-            millis_behind_latest: b.millis_behind_latest,
-            shard_end: b.shard_end,
-        }
-    }
-}
+/// A skip logs every sequence number up to this many records (beyond, the first and last).
+pub const MAX_LOGGED_SEQUENCE_NUMBERS: usize = 100;
 
 /// The longest wait before restarting a fetcher task that died (the first wait is the task
 /// backoff, doubling each time).
 pub const FETCHER_RESTART_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A processor call that panicked (or returned [`RestartShard`]): the consumer stops and the
-/// scheduler restarts the shard from its last checkpoint.
-struct Panicked(String);
+/// scheduler restarts the shard from its last checkpoint. The second field is the cause (a
+/// `Cause` dimension value of `ShardRestarts`).
+struct Panicked(String, &'static str);
+
+impl Panicked {
+    fn panic(p: Box<dyn std::any::Any + Send>) -> Self {
+        Panicked(
+            format!("record processor panicked: {}", panic_message(p)),
+            names::CAUSE_PROCESSOR_PANIC,
+        )
+    }
+
+    fn restart(e: &crate::ProcessorError) -> Self {
+        Panicked(format!("{e:#}"), names::CAUSE_RESTART_REQUESTED)
+    }
+}
 
 impl<P: RecordProcessor> Consumer<P> {
     fn key(&self) -> &str {
@@ -194,7 +238,8 @@ impl<P: RecordProcessor> Consumer<P> {
             };
             let outcome = match outcome {
                 Ok(o) => o,
-                Err(Panicked(msg)) => {
+                Err(Panicked(msg, cause)) => {
+                    self.metrics.restart(cause);
                     tracing::error!(reason = %msg, "record processor failed for good; the shard restarts from its last checkpoint");
                     return ShardExit::Failed(msg);
                 }
@@ -320,20 +365,19 @@ impl<P: RecordProcessor> Consumer<P> {
             pending_checkpoint: lease.pending_checkpoint.clone(),
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
-        match AssertUnwindSafe(self.processor.initialize(input))
+        let started = tokio::time::Instant::now();
+        let result = AssertUnwindSafe(self.processor.initialize(input))
             .catch_unwind()
-            .await
-        {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
+            .await;
+        telemetry::initialize_time(started.elapsed());
+        match result {
+            Err(p) => Err(Panicked::panic(p)),
             Ok(Ok(())) => {
                 tracing::info!(checkpoint = %lease.checkpoint, "record processor initialized");
                 self.initialized = true;
                 Ok(TaskOutcome::Succeeded)
             }
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, backoff = ?self.ctx.config.task_backoff, "record processor failed to initialize; retrying");
                 self.pause(self.ctx.config.task_backoff).await;
@@ -342,25 +386,170 @@ impl<P: RecordProcessor> Consumer<P> {
         }
     }
 
-    async fn process_batch(&mut self) -> Result<TaskOutcome, Panicked> {
-        let batch = match self.batch.take() {
-            Some(b) => b,
-            None => {
-                let fetcher = self.fetcher.as_mut().expect("fetcher starts in initialize");
-                let next = tokio::select! {
-                    biased;
-                    _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
-                    _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
-                    b = fetcher.next() => b,
-                };
-                let Some(batch) = next else {
-                    self.restart_fetcher().await;
-                    return Ok(TaskOutcome::Failed);
-                };
-                self.fetcher_restarts.reset();
-                Batch::from(batch)
-            }
+    /// Queue a fetched batch: without records skipped earlier with consent, and split where
+    /// the records that failed before start (after a restart re-read them).
+    fn enqueue(&mut self, fetched: FetchedBatch) {
+        let FetchedBatch {
+            mut records,
+            deaggregated,
+            millis_behind_latest,
+            shard_end,
+        } = fetched;
+        let checkpoint = self
+            .checkpointer
+            .as_ref()
+            .expect("checkpointer starts in initialize")
+            .last_checkpoint()
+            .clone();
+        let mut redelivery = self.redelivery.lock().unwrap();
+        let dropped = redelivery.drop_skipped(&mut records, &checkpoint);
+        if dropped > 0 {
+            tracing::info!(
+                records = dropped,
+                "not delivering again records skipped earlier with the processor's consent"
+            );
+        }
+        let plan = redelivery.plan(&records);
+        drop(redelivery);
+        let batch = |records: Vec<Record>, attempt, shard_end| Batch {
+            records: records.into(),
+            deaggregated,
+            millis_behind_latest,
+            shard_end,
+            attempt,
         };
+        match plan {
+            Plan::Whole(attempt) => self.pending.push_back(batch(records, attempt, shard_end)),
+            Plan::Split { at, attempt } => {
+                let failing = records.split_off(at);
+                self.pending.push_back(batch(records, 1, None));
+                self.pending.push_back(batch(failing, attempt, shard_end));
+            }
+        }
+    }
+
+    /// Call `retries_exhausted` if the retry policy is exhausted for `batch` (a redelivery)
+    /// and the processor was not asked about these records yet.
+    async fn ask_if_exhausted(&mut self, batch: &Batch) -> Result<RetryDecision, Panicked> {
+        let policy = self.ctx.config.retry_policy;
+        let (Some(first), false) = (batch.records.first(), policy.is_unlimited()) else {
+            return Ok(RetryDecision::KeepRetrying);
+        };
+        let (attempts, last_error) = match self.redelivery.lock().unwrap().failing() {
+            Some(f) if !f.asked && f.first == first.extended_sequence_number() => {
+                (f.failures, f.last_error.clone())
+            }
+            _ => return Ok(RetryDecision::KeepRetrying),
+        };
+        let age = first
+            .approximate_arrival_timestamp
+            .and_then(|t| self.ctx.stream.now().duration_since(t).ok());
+        if !policy.is_exhausted(attempts, age) {
+            return Ok(RetryDecision::KeepRetrying);
+        }
+        let failure = RetriesExhausted {
+            shard_id: self.key().to_string(),
+            records: batch.records.clone(),
+            attempts,
+            age,
+            last_error,
+        };
+        tracing::info!(
+            attempts,
+            ?age,
+            records = batch.records.len(),
+            "retry policy exhausted; asking the record processor (retries_exhausted)"
+        );
+        match AssertUnwindSafe(self.processor.retries_exhausted(failure))
+            .catch_unwind()
+            .await
+        {
+            Err(p) => Err(Panicked(
+                format!(
+                    "record processor panicked in retries_exhausted: {}",
+                    panic_message(p)
+                ),
+                names::CAUSE_PROCESSOR_PANIC,
+            )),
+            Ok(decision) => {
+                if decision == RetryDecision::KeepRetrying {
+                    self.redelivery.lock().unwrap().keep_retrying();
+                }
+                Ok(decision)
+            }
+        }
+    }
+
+    /// Skip `batch` with the processor's consent: log and count it, let checkpoints cover it,
+    /// and, when everything before it is checkpointed already, checkpoint past it (so that
+    /// nothing else is covered), which makes the skip last beyond this tenure.
+    async fn skip(&mut self, batch: &Batch) {
+        let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
+            return;
+        };
+        let count = batch.records.len();
+        let sequence_numbers = (count <= MAX_LOGGED_SEQUENCE_NUMBERS).then(|| {
+            batch
+                .records
+                .iter()
+                .map(|r| r.sequence_number.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        tracing::warn!(
+            records = count,
+            first_sequence_number = %first.sequence_number,
+            last_sequence_number = %last.sequence_number,
+            sequence_numbers = sequence_numbers.as_deref().unwrap_or("(first..=last)"),
+            attempts = batch.attempt - 1,
+            "SKIPPING records: the retry policy is exhausted and the record processor consented (retries_exhausted returned Skip)"
+        );
+        self.ctx
+            .skipped_records
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.redelivery.lock().unwrap().skipped(first, last);
+        let checkpointer = self
+            .checkpointer
+            .as_mut()
+            .expect("checkpointer starts in initialize");
+        let all_before_checkpointed =
+            checkpointer.last_checkpoint() >= checkpointer.largest_permitted();
+        checkpointer.delivered(last.checkpoint());
+        if all_before_checkpointed {
+            match checkpointer.checkpoint_record(last).await {
+                Ok(()) => {
+                    tracing::info!(checkpoint = %last.sequence_number, "checkpointed past the skipped records")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not checkpoint past the skipped records; this worker does not deliver them again, another owner would")
+                }
+            }
+        }
+    }
+
+    async fn process_batch(&mut self) -> Result<TaskOutcome, Panicked> {
+        if self.pending.is_empty() {
+            let fetcher = self.fetcher.as_mut().expect("fetcher starts in initialize");
+            let next = tokio::select! {
+                biased;
+                _ = self.tenure.lost.cancelled() => return Ok(TaskOutcome::Succeeded),
+                _ = self.shutdown.cancelled() => return Ok(TaskOutcome::Succeeded),
+                b = fetcher.next() => b,
+            };
+            let Some(fetched) = next else {
+                self.restart_fetcher().await;
+                return Ok(TaskOutcome::Failed);
+            };
+            self.fetcher_restarts.reset();
+            self.metrics.batch_received(fetched.millis_behind_latest);
+            self.enqueue(fetched);
+        }
+        let task_started = tokio::time::Instant::now();
+        let mut batch = self.pending.pop_front().expect("a batch was queued");
+        if batch.attempt > 1 && self.ask_if_exhausted(&batch).await? == RetryDecision::Skip {
+            self.skip(&batch).await;
+            return Ok(self.accepted(batch, task_started));
+        }
         let checkpointer = self
             .checkpointer
             .as_mut()
@@ -375,42 +564,113 @@ impl<P: RecordProcessor> Consumer<P> {
             let input = ProcessRecordsInput {
                 records: batch.records.clone(),
                 millis_behind_latest: batch.millis_behind_latest,
+                attempt: batch.attempt,
                 deaggregated: batch.deaggregated,
             };
             let count = input.records.len();
-            match AssertUnwindSafe(self.processor.process_records(input, checkpointer))
+            let attempt = batch.attempt;
+            let bytes: usize = input.records.iter().map(|r| r.data.len()).sum();
+            let started = tokio::time::Instant::now();
+            let result = AssertUnwindSafe(self.processor.process_records(input, checkpointer))
                 .catch_unwind()
-                .await
-            {
+                .await;
+            let ok = matches!(result, Ok(Ok(())));
+            self.metrics.processed(count, bytes, started.elapsed(), ok);
+            let error = match result {
+                Ok(Ok(())) => {
+                    tracing::trace!(records = count, attempt, "batch processed");
+                    if let Some(last) = batch.records.last() {
+                        self.redelivery.lock().unwrap().passed(last);
+                    }
+                    return Ok(self.accepted(batch, task_started));
+                }
                 Err(p) => {
-                    return Err(Panicked(format!(
-                        "record processor panicked: {}",
-                        panic_message(p)
-                    )))
+                    self.metrics.task(false, task_started.elapsed());
+                    let panicked = Panicked::panic(p);
+                    self.failed(&batch, &panicked.0);
+                    return Err(panicked);
                 }
-                Ok(Ok(())) => tracing::trace!(records = count, "batch processed"),
-                Ok(Err(e)) if e.is::<RestartShard>() => return Err(Panicked(e.to_string())),
-                Ok(Err(e)) if self.tenure.lost.is_cancelled() => {
-                    tracing::info!(error = %e, records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
-                    return Ok(TaskOutcome::Failed);
+                Ok(Err(e)) if e.is_restart() => {
+                    self.metrics.task(false, task_started.elapsed());
+                    let restart = Panicked::restart(&e);
+                    self.failed(&batch, &restart.0);
+                    return Err(restart);
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, records = count, backoff = ?self.ctx.config.task_backoff,
-                        "record processor failed; the same batch is delivered again after the backoff");
-                    checkpointer.undeliver(accepted);
-                    self.batch = Some(batch);
-                    self.pause(self.ctx.config.task_backoff).await;
-                    return Ok(TaskOutcome::Failed);
+                Ok(Err(e)) => e,
+            };
+            let checkpointer = self.checkpointer.as_mut().expect("initialized");
+            checkpointer.undeliver(accepted);
+            if let Some(through) = error.processed_through() {
+                // Partial progress: the records up to `through` are done.
+                let done = batch
+                    .records
+                    .partition_point(|r| r.extended_sequence_number() <= *through);
+                if done > 0 {
+                    let last_done = &batch.records[done - 1];
+                    checkpointer.delivered(last_done.checkpoint());
+                    self.redelivery.lock().unwrap().passed(last_done);
+                    if done == batch.records.len() {
+                        tracing::warn!(error = %format!("{error:#}"), records = count, "record processor failed the batch but reported every record of it done; the batch counts as processed");
+                        return Ok(self.accepted(batch, task_started));
+                    }
+                    tracing::debug!(
+                        done,
+                        records = count,
+                        "partial progress: redelivering the records after the last one done"
+                    );
+                    batch.records = batch.records.skip(done);
                 }
             }
+            self.metrics.task(false, task_started.elapsed());
+            if self.tenure.lost.is_cancelled() {
+                tracing::info!(error = %format!("{error:#}"), records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
+                return Ok(TaskOutcome::Failed);
+            }
+            let failures = self.failed(&batch, &format!("{error:#}"));
+            let delay = backoff_delay(
+                failures,
+                self.ctx.config.task_backoff,
+                self.ctx.config.max_task_backoff,
+            );
+            tracing::warn!(error = %format!("{error:#}"), records = batch.records.len(), attempt, backoff = ?delay,
+                "record processor failed; the same batch (or the part not done) is delivered again after the backoff");
+            batch.attempt = if batch.records.is_empty() {
+                batch.attempt + 1
+            } else {
+                failures + 1
+            };
+            self.pending.push_front(batch);
+            self.metrics.redelivery(names::CAUSE_PROCESSOR_ERROR);
+            self.pause(delay).await;
+            return Ok(TaskOutcome::Failed);
         }
+        Ok(self.accepted(batch, task_started))
+    }
+
+    /// A delivery of `batch` failed with `error`: count it; returns the failures so far of
+    /// the records at its head.
+    fn failed(&mut self, batch: &Batch, error: &str) -> u32 {
+        match batch.records.first() {
+            Some(first) => self
+                .redelivery
+                .lock()
+                .unwrap()
+                .failed(first, error.to_string()),
+            None => batch.attempt,
+        }
+    }
+
+    /// `batch` is done (its task started at `task_started`): the next one follows, or the
+    /// shard ends.
+    fn accepted(&mut self, batch: Batch, task_started: tokio::time::Instant) -> TaskOutcome {
+        self.metrics.task(true, task_started.elapsed());
         match batch.shard_end {
             Some(children) => {
                 tracing::info!(children = ?children.iter().map(|c| &c.shard_id).collect::<Vec<_>>(), "reached the end of the shard");
                 self.children = Some(children);
-                Ok(TaskOutcome::ShardEndReached)
+                TaskOutcome::ShardEndReached
             }
-            None => Ok(TaskOutcome::Succeeded),
+            None => TaskOutcome::Succeeded,
         }
     }
 
@@ -427,13 +687,14 @@ impl<P: RecordProcessor> Consumer<P> {
             ShutdownReason::Requested => {
                 if self.initialized {
                     let checkpointer = self.checkpointer.as_mut().expect("initialized");
+                    let started = tokio::time::Instant::now();
                     let result = AssertUnwindSafe(
                         self.processor
                             .shutdown(Shutdown::Requested { checkpointer }),
                     )
                     .catch_unwind()
                     .await;
-                    Self::log_shutdown_result(result, "requested")?;
+                    Self::log_shutdown_result(result, "requested", started)?;
                 }
                 Ok(TaskOutcome::Succeeded)
             }
@@ -442,22 +703,22 @@ impl<P: RecordProcessor> Consumer<P> {
 
     async fn call_shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), Panicked> {
         let name = reason.name();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(self.processor.shutdown(reason))
             .catch_unwind()
             .await;
-        Self::log_shutdown_result(result, name)
+        Self::log_shutdown_result(result, name, started)
     }
 
     fn log_shutdown_result(
         result: std::thread::Result<Result<(), crate::ProcessorError>>,
         name: &str,
+        started: tokio::time::Instant,
     ) -> Result<(), Panicked> {
+        telemetry::shutdown_time(started.elapsed());
         match result {
-            Err(p) => Err(Panicked(format!(
-                "record processor panicked: {}",
-                panic_message(p)
-            ))),
-            Ok(Err(e)) if e.is::<RestartShard>() => Err(Panicked(e.to_string())),
+            Err(p) => Err(Panicked::panic(p)),
+            Ok(Err(e)) if e.is_restart() => Err(Panicked::restart(&e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, reason = name, "record processor's shutdown failed");
                 Ok(())
@@ -485,13 +746,14 @@ impl<P: RecordProcessor> Consumer<P> {
             .as_mut()
             .expect("processing implies initialized");
         checkpointer.set_shard_end();
+        let started = tokio::time::Instant::now();
         let result = AssertUnwindSafe(
             self.processor
                 .shutdown(Shutdown::ShardEnded { checkpointer }),
         )
         .catch_unwind()
         .await;
-        Self::log_shutdown_result(result, "shard_ended")?;
+        Self::log_shutdown_result(result, "shard_ended", started)?;
         let recorded = self
             .ctx
             .coordinator
@@ -515,5 +777,7 @@ impl<P: RecordProcessor> Consumer<P> {
     }
 }
 
+#[cfg(test)]
+mod retry_tests;
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,7 @@ impl Harness {
             config: Arc::new(config.build().unwrap()),
             prefetch_budget: PrefetchBudget::new(64 << 20),
             fan_out: None,
+            skipped_records: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -385,7 +386,7 @@ impl RecordProcessor for CheckpointsMidAggregate {
             ));
             if stop {
                 cp.checkpoint_record(r).await?;
-                return Err(Box::new(RestartShard("crash after the checkpoint".into())));
+                return Err(crate::RestartShard("crash after the checkpoint".into()).into());
             }
         }
         Ok(())

@@ -58,6 +58,7 @@ pub(crate) use taker::ObservedLease;
 
 use crate::backoff::RetryPolicy;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+use crate::telemetry::{HealthState, ShardMetrics, WorkerMetrics};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,6 +165,9 @@ struct Slot {
     state: Arc<tokio::sync::Mutex<SlotState>>,
     /// The same as `state.last_write`, readable without waiting for the lease's lock.
     last_write: LastWrite,
+    /// When this tenure last checkpointed (or began), for `SecondsSinceLastCheckpoint`.
+    checkpointed: LastWrite,
+    metrics: ShardMetrics,
 }
 
 struct SlotState {
@@ -230,6 +234,8 @@ struct Inner {
     rng: Mutex<StdRng>,
     taking: AtomicBool,
     tx: watch::Sender<HeldLeases>,
+    health: Arc<HealthState>,
+    metrics: WorkerMetrics,
 }
 
 /// Holds, renews, takes and releases this worker's leases. Cheap to clone.
@@ -263,6 +269,8 @@ impl LeaseCoordinator {
         LeaseCoordinator {
             inner: Arc::new(Inner {
                 store,
+                health: Arc::new(HealthState::new(config.failover_time)),
+                metrics: WorkerMetrics::new(&config.worker_id),
                 config,
                 held: Mutex::new(BTreeMap::new()),
                 observed: Mutex::new(BTreeMap::new()),
@@ -286,6 +294,11 @@ impl LeaseCoordinator {
     /// The lease store.
     pub fn store(&self) -> &Arc<dyn LeaseStore> {
         &self.inner.store
+    }
+
+    /// What the worker's health is computed from (shared with the scheduler).
+    pub(crate) fn health_state(&self) -> &Arc<HealthState> {
+        &self.inner.health
     }
 
     /// Watch the set of held leases (it changes on take, loss and release).
@@ -322,6 +335,7 @@ impl LeaseCoordinator {
             .iter()
             .map(|(k, s)| (k.clone(), s.tenure.clone()))
             .collect();
+        self.inner.metrics.current_leases(snapshot.len());
         self.inner.tx.send_replace(Arc::new(snapshot));
     }
 
@@ -379,6 +393,8 @@ impl LeaseCoordinator {
         };
         if let Some(slot) = removed {
             tracing::warn!(worker_id = %self.worker_id(), lease_key = key, reason, "lease lost");
+            self.inner.metrics.lost_lease();
+            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
@@ -388,6 +404,7 @@ impl LeaseCoordinator {
     pub fn forget(&self, key: &str) {
         let removed = self.inner.held.lock().unwrap().remove(key);
         if let Some(slot) = removed {
+            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
@@ -408,6 +425,8 @@ impl LeaseCoordinator {
         let key = lease.key.clone();
         let last_write = LastWrite::new(written_at);
         let slot = Slot {
+            checkpointed: LastWrite::new(written_at),
+            metrics: ShardMetrics::new(&key),
             tenure: LeaseTenure {
                 lease: lease.clone(),
                 token: Uuid::new_v4(),
@@ -420,6 +439,7 @@ impl LeaseCoordinator {
             })),
             last_write,
         };
+        self.inner.health.lease_gone(&key);
         if let Some(old) = self.inner.held.lock().unwrap().insert(key, slot) {
             old.tenure.lost.cancel();
         }
@@ -429,6 +449,43 @@ impl LeaseCoordinator {
     /// fields; see [`LeaseStore::update_lease`]), retrying throttling and timeouts a bounded
     /// number of times. A conflict ends the tenure.
     pub async fn update_lease(
+        &self,
+        key: &str,
+        token: Uuid,
+        change: impl Fn(&mut Lease),
+    ) -> Result<Lease, LeaseUpdateError> {
+        let started = Instant::now();
+        let result = self.write_update(key, token, change).await;
+        self.update_written(key, token, &result, started);
+        result
+    }
+
+    /// Metrics of a checkpoint write; a committed checkpoint (not only a prepared one) also
+    /// restarts the shard's `SecondsSinceLastCheckpoint`.
+    fn update_written(
+        &self,
+        key: &str,
+        token: Uuid,
+        result: &Result<Lease, LeaseUpdateError>,
+        started: Instant,
+    ) {
+        let took = started.elapsed();
+        let held = self.inner.held.lock().unwrap();
+        match held.get(key).filter(|s| s.tenure.token == token) {
+            Some(slot) => {
+                slot.metrics.checkpoint_write(result.is_ok(), took);
+                if result
+                    .as_ref()
+                    .is_ok_and(|l| l.pending_checkpoint.is_none())
+                {
+                    slot.checkpointed.set(Instant::now());
+                }
+            }
+            None => ShardMetrics::new(key).checkpoint_write(result.is_ok(), took),
+        }
+    }
+
+    async fn write_update(
         &self,
         key: &str,
         token: Uuid,
@@ -541,7 +598,10 @@ impl LeaseCoordinator {
                 return;
             }
             match self.inner.store.evict_lease(&st.lease).await {
-                Ok(WriteOutcome::Applied(_)) => tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released"),
+                Ok(WriteOutcome::Applied(_)) => {
+                    tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released");
+                    self.inner.metrics.released(1);
+                }
                 Ok(WriteOutcome::Conflict) => tracing::info!(lease_key = %key, "lease had changed hands before release"),
                 Err(e) => tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires"),
             }
@@ -556,6 +616,7 @@ impl LeaseCoordinator {
         let mut held = self.inner.held.lock().unwrap();
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
             if let Some(s) = held.remove(key) {
+                self.inner.health.lease_gone(key);
                 s.tenure.lost.cancel();
             }
         }

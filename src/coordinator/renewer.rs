@@ -175,14 +175,23 @@ impl LeaseCoordinator {
             return;
         }
         let mut retry = self.renewal_retry().start();
+        let first = Instant::now();
+        // Metrics and health: the write landed or found the lease changed (the table answered),
+        // or it failed for good.
+        let done = |ok: bool| {
+            self.inner.metrics.renewal(ok, first.elapsed());
+            self.inner.health.renewal(key, ok);
+        };
         loop {
             let started = Instant::now();
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease, started);
+                    done(true);
                     return;
                 }
                 Ok(WriteOutcome::Conflict) => {
+                    done(true);
                     let expected = st.lease.counter + 1;
                     match self.confirm(&st.lease, |cur| cur.counter == expected).await {
                         Some(cur) => {
@@ -207,6 +216,7 @@ impl LeaseCoordinator {
                 }
                 Err(e) => {
                     st.failed_write(&e);
+                    done(false);
                     tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
                     return;
                 }

@@ -1,9 +1,12 @@
 //! The take round: scan the lease table, decide with [`choose_leases_to_take`] what to take,
 //! and take it in chunks.
 
-use super::taker::{choose_leases_to_take, ObservedLease, TakeDecision, TakeReason, TakerConfig};
+use super::taker::{
+    choose_leases_to_take_with_stats, ObservedLease, TakeDecision, TakeReason, TakerConfig,
+};
 use super::LeaseCoordinator;
 use crate::lease::{LeaseStoreError, WriteOutcome};
+use crate::telemetry::TakeStats;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -68,6 +71,18 @@ impl LeaseCoordinator {
 
     /// Scan the table, update observations, take what the taker decides.
     pub async fn take_round(&self) -> Result<TakeReport, LeaseStoreError> {
+        let started = Instant::now();
+        let result = self.take_chunks().await;
+        let (taken, missed) = result
+            .as_ref()
+            .map_or((0, 0), |r| (r.taken.len(), r.missed.len()));
+        self.inner
+            .metrics
+            .take_round(result.is_ok(), started.elapsed(), taken, missed);
+        result
+    }
+
+    async fn take_chunks(&self) -> Result<TakeReport, LeaseStoreError> {
         let mut report = TakeReport::default();
         loop {
             let (decisions, total_leases, next_expiry_check) = self.scan_and_decide().await?;
@@ -98,7 +113,13 @@ impl LeaseCoordinator {
     async fn scan_and_decide(
         &self,
     ) -> Result<(Vec<TakeDecision>, usize, Option<Instant>), LeaseStoreError> {
-        let leases = self.inner.store.list_leases().await?;
+        let scan_started = Instant::now();
+        let leases = self.inner.store.list_leases().await;
+        self.inner
+            .metrics
+            .list_leases(leases.is_ok(), scan_started.elapsed());
+        self.inner.health.scan(leases.is_ok());
+        let leases = leases?;
         let seen_at = Instant::now();
         let failover = self.inner.config.failover_time;
         let observed: Vec<ObservedLease> = {
@@ -121,10 +142,15 @@ impl LeaseCoordinator {
             max_leases_for_worker: self.inner.config.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.inner.config.max_leases_to_steal_at_one_time,
         };
+        let mut stats = TakeStats::default();
         let decisions = {
             let mut rng = self.inner.rng.lock().unwrap();
-            choose_leases_to_take(me, &observed, &held, seen_at, &config, &mut *rng)
+            choose_leases_to_take_with_stats(
+                me, &observed, &held, seen_at, &config, &mut *rng, &mut stats,
+            )
         };
+        stats.to_take = decisions.len();
+        self.inner.metrics.take_decision(&stats);
         let next_expiry_check = observed
             .iter()
             .filter(|o| {
@@ -143,11 +169,13 @@ impl LeaseCoordinator {
         }
         let me = self.worker_id();
         let started = Instant::now();
-        let outcomes = futures::future::join_all(
-            chunk
-                .iter()
-                .map(|d| self.inner.store.take_lease(&d.lease, me)),
-        )
+        let outcomes = futures::future::join_all(chunk.iter().map(|d| async move {
+            let started = Instant::now();
+            let outcome = self.inner.store.take_lease(&d.lease, me).await;
+            let landed = matches!(outcome, Ok(WriteOutcome::Applied(_)));
+            self.inner.metrics.take_lease(landed, started.elapsed());
+            outcome
+        }))
         .await;
         for (decision, outcome) in chunk.into_iter().zip(outcomes) {
             let key = decision.lease.key.clone();

@@ -20,6 +20,7 @@
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
 
 use crate::lease::Lease;
+use crate::telemetry::TakeStats;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +85,28 @@ pub fn choose_leases_to_take(
     config: &TakerConfig,
     rng: &mut impl Rng,
 ) -> Vec<TakeDecision> {
+    choose_leases_to_take_with_stats(
+        worker_id,
+        leases,
+        held,
+        now,
+        config,
+        rng,
+        &mut TakeStats::default(),
+    )
+}
+
+/// [`choose_leases_to_take`], also filling in what the decision saw (the `TakeLeases`
+/// metrics; `to_take` is the length of the result).
+pub fn choose_leases_to_take_with_stats(
+    worker_id: &str,
+    leases: &[ObservedLease],
+    held: &BTreeSet<String>,
+    now: Instant,
+    config: &TakerConfig,
+    rng: &mut impl Rng,
+    stats: &mut TakeStats,
+) -> Vec<TakeDecision> {
     let reason_available = |o: &ObservedLease| -> Option<TakeReason> {
         match o.lease.owner.as_deref() {
             None => Some(TakeReason::Unowned),
@@ -120,11 +143,20 @@ pub fn choose_leases_to_take(
     } else {
         total.div_ceil(workers)
     };
+    *stats = TakeStats {
+        total,
+        unowned: leases.iter().filter(|o| o.lease.owner.is_none()).count(),
+        available: available.len(),
+        workers,
+        spillover: target.saturating_sub(config.max_leases_for_worker),
+        ..TakeStats::default()
+    };
     let target = target.min(config.max_leases_for_worker);
     if my_count >= target {
         return Vec::new();
     }
     let needed = target - my_count;
+    stats.needed = needed;
 
     if !available.is_empty() {
         // Unowned and orphaned first, then the longest-unchanged; random among equals.

@@ -9,17 +9,38 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often the per-lease gauges are reported (at most).
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
+
 impl LeaseCoordinator {
     /// Lose overdue leases, looking again when the next one would expire, until `shutdown`
     /// is cancelled.
     pub(super) async fn run_watchdog(&self, shutdown: &CancellationToken) {
+        let mut gauges_due = Instant::now();
         loop {
             let next = self.expire_overdue();
+            self.inner.health.heartbeat();
+            if Instant::now() >= gauges_due {
+                self.report_gauges();
+                gauges_due = Instant::now() + GAUGE_PERIOD;
+            }
+            // Wake for the gauges too, so that they stay fresh.
+            let next = next.min(gauges_due);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
             }
+        }
+    }
+
+    /// `CurrentLeases`, and per held lease `SecondsSinceLastCheckpoint`.
+    fn report_gauges(&self) {
+        let held = self.inner.held.lock().unwrap();
+        self.inner.metrics.current_leases(held.len());
+        for slot in held.values() {
+            slot.metrics
+                .since_last_checkpoint(slot.checkpointed.elapsed());
         }
     }
 

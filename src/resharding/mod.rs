@@ -45,14 +45,16 @@ pub(crate) async fn periodic_shard_sync(
     stop: CancellationToken,
 ) {
     every(config.shard_sync_interval, &stop, || async {
-        match sync_shards_within(
+        let started = tokio::time::Instant::now();
+        let result = sync_shards_within(
             stream.as_ref(),
             coordinator.store().as_ref(),
             config.initial_position,
             config.failover_time,
         )
-        .await
-        {
+        .await;
+        crate::telemetry::shard_sync(result.is_ok(), started.elapsed());
+        match result {
             Ok(0) => tracing::debug!("shard sync: no new shards"),
             Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
             Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),

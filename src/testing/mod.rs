@@ -22,24 +22,17 @@
 //!
 //! ```
 //! use kinesis_client::testing::TestShard;
-//! use kinesis_client::{Checkpoint, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown};
+//! use kinesis_client::{Checkpoint, Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
 //!
-//! /// Checkpoints after every second batch.
+//! /// Checkpoints after every second batch (and, by the default `shutdown`, at shard end).
 //! #[derive(Default)]
 //! struct EveryOther { batches: usize }
 //!
 //! #[async_trait::async_trait]
 //! impl RecordProcessor for EveryOther {
-//!     async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> { Ok(()) }
 //!     async fn process_records(&mut self, _: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //!         self.batches += 1;
 //!         if self.batches % 2 == 0 { cp.checkpoint().await?; }
-//!         Ok(())
-//!     }
-//!     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-//!         if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } = reason {
-//!             checkpointer.checkpoint().await?;
-//!         }
 //!         Ok(())
 //!     }
 //! }

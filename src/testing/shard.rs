@@ -167,6 +167,7 @@ impl TestShard {
             deaggregated: records.iter().any(|r| r.aggregated),
             records: records.into(),
             millis_behind_latest: Some(0),
+            attempt: 1,
         };
         let result = processor
             .process_records(input, &mut self.checkpointer)

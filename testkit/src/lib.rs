@@ -60,6 +60,13 @@
 //! `/proc` and signal helpers those tests use ([`clients::procs`]). [`kpl`] installs
 //! `aws-kinesis-agg` 1.2.3 (PyPI), awslabs' KPL aggregator, and makes and puts real aggregates.
 //!
+//! # CloudWatch, and cutting a service off
+//!
+//! [`LocalCloudWatch`] runs moto's server mode (PyPI `moto[server]` 5.2.5, installed into the
+//! same cache) for the metrics exporter's tests. [`TcpProxy`] sits in front of any service and
+//! can refuse or black-hole its connections ([`ProxyMode`]), to test what happens when a real
+//! service becomes unreachable.
+//!
 //! # Tokio runtimes
 //!
 //! `#[tokio::test]` gives each test its own runtime, and SDK clients must not be shared across
@@ -82,12 +89,14 @@
 
 mod aws;
 pub mod clients;
+mod cloudwatch;
 mod install;
 pub mod java_kcl;
 pub mod kpl;
 mod localstack;
 mod names;
 mod process;
+mod proxy;
 mod selection;
 mod services;
 mod stream;
@@ -101,7 +110,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use aws_config::SdkConfig;
 
+pub use cloudwatch::{LocalCloudWatch, MOTO_VERSION};
 pub use names::unique_name;
+pub use proxy::{ProxyMode, TcpProxy};
 pub use stream::{
     create_stream, numbered_records, put_records, wait_stream_active, PutRecord, PutResult,
 };

@@ -68,6 +68,20 @@ async fn the_demo_reaches_a_passing_verdict() {
             "verdict line {check:?} missing:\n{stdout}"
         );
     }
+    // It says where its metrics are, and shows the lag per shard from them.
+    assert!(
+        stdout.contains("metrics (Prometheus): http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("lag ms (MillisBehindLatest)")
+                && l.split("(MillisBehindLatest)")
+                    .nth(1)
+                    .is_some_and(|v| v.contains('='))),
+        "no lag from the metrics in the live view:\n{stdout}"
+    );
     assert!(
         stdout.contains("split shardId")
             && stdout.contains("merged shardId")

@@ -14,3 +14,4 @@ mod java_compat;
 mod kpl;
 mod lease_store;
 mod stream_roundtrip;
+mod telemetry;

@@ -346,12 +346,13 @@ fn unknown_keys_warn_with_line_and_suggestion() {
 #[test]
 fn ignored_keys_are_listed() {
     let p = parse(
-        "metricsLevel = NONE\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.maxDescribeStreamSummaryRetries = 3\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
+        "millisBehindLatestThresholdForReducedTps = 0\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.maxDescribeStreamSummaryRetries = 3\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
     );
     assert_eq!(
         p.ignored,
         vec![
-            "metricsLevel (line 5: CloudWatch metrics are not published)".to_string(),
+            "millisBehindLatestThresholdForReducedTps (line 5: not implemented by this KCL)"
+                .to_string(),
             "validateSequenceNumberBeforeCheckpointing (line 6: no effect since KCL 2.x)"
                 .to_string(),
             "fanoutConfig.maxDescribeStreamSummaryRetries (line 7: the stream ARN is looked up once, within the start-up retries)".to_string(),
@@ -594,12 +595,128 @@ leaseAssignmentIntervalMillis = 20000
                 .to_string()
         ]
     );
-    // 52 keys: 18 typed (workerId's quotes are kept, as in Java), 34 accepted but unused.
-    assert_eq!(p.ignored.len(), 34, "{:#?}", p.ignored);
+    // 52 keys: 21 typed (workerId's quotes are kept, as in Java), 31 accepted but unused.
+    assert_eq!(p.ignored.len(), 31, "{:#?}", p.ignored);
+    assert_eq!(
+        p.settings.metrics.buffer_time,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(p.settings.metrics.max_queue_size, Some(10_000));
+    assert_eq!(
+        p.settings.metrics.enabled_dimensions,
+        Some(Some(["Operation", "ShardId"].map(String::from).into()))
+    );
     assert_eq!(p.settings.worker_id.as_deref(), Some("\"workerId\""));
     assert_eq!(p.settings.cleanup_leases_upon_shard_completion, Some(true));
     assert_eq!(
         p.settings.call_process_records_even_for_empty_record_list,
         Some(false)
     );
+}
+
+#[test]
+fn skip_failing_records_keys_make_a_retry_policy() {
+    use kinesis_client::processor::RetryPolicy;
+    assert_eq!(
+        parse("").settings.retry_policy(),
+        None,
+        "never skip by default"
+    );
+    let s = parse("skipFailingRecordsAfterAttempts = 3\nskipFailingRecordsAfterAgeSeconds = 600\n")
+        .settings;
+    assert_eq!(s.skip_failing_records_after_attempts, Some(3));
+    assert_eq!(
+        s.skip_failing_records_after_age,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        s.retry_policy(),
+        Some(
+            RetryPolicy::default()
+                .with_max_attempts(3)
+                .with_max_record_age(Duration::from_secs(600))
+        )
+    );
+    let only_age = parse("skipFailingRecordsAfterAgeSeconds = 60\n").settings;
+    assert_eq!(
+        only_age.retry_policy(),
+        Some(RetryPolicy::default().with_max_record_age(Duration::from_secs(60)))
+    );
+    for bad in [
+        "skipFailingRecordsAfterAttempts = 0\n",
+        "skipFailingRecordsAfterAttempts = many\n",
+        "skipFailingRecordsAfterAgeSeconds = 0\n",
+        "skipFailingRecordsAfterAgeSeconds = -1\n",
+    ] {
+        assert!(
+            matches!(err(bad), SettingsError::InvalidValue { .. }),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn metrics_keys_configure_cloudwatch_and_prometheus() {
+    let p = parse(
+        "metricsLevel = summary\nmetricsEnabledDimensions = Operation, WorkerIdentifier\nmetricsBufferTimeMillis = 2500\nmetricsMaxQueueSize = 50\ncloudWatchEndpoint = http://127.0.0.1:5000\ncloudWatchRegionName = eu-west-1\nmetricsPrometheusPort = 9464\n",
+    );
+    let m = &p.settings.metrics;
+    assert_eq!(m.level(), MetricsLevel::Summary);
+    assert_eq!(
+        m.enabled_dimensions,
+        Some(Some(
+            ["Operation", "WorkerIdentifier"].map(String::from).into()
+        ))
+    );
+    assert_eq!(m.buffer_time, Some(Duration::from_millis(2500)));
+    assert_eq!(m.max_queue_size, Some(50));
+    assert_eq!(
+        m.cloudwatch_endpoint.as_deref(),
+        Some("http://127.0.0.1:5000")
+    );
+    assert_eq!(m.cloudwatch_region_name.as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        m.prometheus_addr(),
+        Some("127.0.0.1:9464".parse().unwrap()),
+        "loopback by default"
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert!(p.ignored.is_empty(), "{:?}", p.ignored);
+
+    let p = parse("metricsEnabledDimensions = ALL\nmetricsPrometheusPort = 0\nmetricsPrometheusBindAddress = 0.0.0.0\nmetricsEnabledDimensions = ALL,Shard\n");
+    assert_eq!(p.settings.metrics.enabled_dimensions, Some(None));
+    assert_eq!(
+        p.settings.metrics.prometheus_addr(),
+        Some("0.0.0.0:0".parse().unwrap())
+    );
+    // Defaults: Java's DETAILED, no Prometheus endpoint.
+    let p = parse("");
+    assert_eq!(p.settings.metrics.level(), MetricsLevel::Detailed);
+    assert_eq!(p.settings.metrics.prometheus_addr(), None);
+}
+
+#[test]
+fn bad_metrics_values_name_the_key_and_line() {
+    for (text, key) in [
+        ("metricsLevel = VERBOSE\n", "metricsLevel"),
+        ("metricsPrometheusPort = 70000\n", "metricsPrometheusPort"),
+        (
+            "metricsPrometheusBindAddress = localhost\n",
+            "metricsPrometheusBindAddress",
+        ),
+        ("metricsMaxQueueSize = 0\n", "metricsMaxQueueSize"),
+        (
+            "cloudWatchEndpoint = 127.0.0.1:5000\n",
+            "cloudWatchEndpoint",
+        ),
+    ] {
+        let err = err(text);
+        assert!(
+            matches!(&err, SettingsError::InvalidValue { key: k, line: 5, .. } if k == key),
+            "{text}: {err}"
+        );
+    }
+    let p = parse("metricsEnabledDimensions = Operation,Shard\n");
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("Shard (known:"), "{:?}", p.warnings);
 }

@@ -109,7 +109,7 @@ pub struct Props {
 
 impl Props {
     /// The settings every e2e test uses: the local services, static test credentials, short
-    /// timings, TRIM_HORIZON.
+    /// timings, TRIM_HORIZON, no CloudWatch metrics.
     pub fn new(aws: &LocalAws, stream: &str, app: &str, executable: &str) -> Props {
         let region = aws
             .sdk_config()
@@ -134,6 +134,8 @@ impl Props {
             .set("shardSyncIntervalMillis", "1000")
             .set("taskBackoffTimeMillis", "200")
             .set("shutdownGraceMillis", "15000")
+            // No CloudWatch here (the metrics tests point the exporter at a local one).
+            .set("metricsLevel", "NONE")
     }
 
     /// `base` (the text of a properties file) followed by [`Props::new`]'s settings.

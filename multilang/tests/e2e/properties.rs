@@ -34,6 +34,8 @@ const SUPPORTED_KEYS: &[&str] = &[
     "parentShardPollIntervalMillis",
     "cleanupLeasesUponShardCompletion",
     "taskBackoffTimeMillis",
+    "skipFailingRecordsAfterAttempts",
+    "skipFailingRecordsAfterAgeSeconds",
     "maxLeasesForWorker",
     "maxLeasesToStealAtOneTime",
     "timeoutInSeconds",

@@ -23,7 +23,8 @@ fn props(kinesis: &str, dynamodb: &str) -> String {
          AwsCredentialsProvider = KclStaticCredentialsProvider|test|test\n\
          regionName = us-east-1\n\
          kinesisEndpoint = {kinesis}\n\
-         dynamoDBEndpoint = {dynamodb}\n",
+         dynamoDBEndpoint = {dynamodb}\n\
+         metricsLevel = NONE\n",
         testkit::unique_name("e2e-startup-app")
     )
 }
@@ -191,5 +192,23 @@ async fn secrets_are_never_echoed() -> anyhow::Result<()> {
     for (what, secret) in [("secret key", SECRET), ("session token", TOKEN)] {
         assert!(!log.contains(secret), "the {what} was logged:\n{log}");
     }
+    Ok(())
+}
+
+/// The Prometheus port is taken: the daemon cannot start (exit code 1) and says which address.
+#[tokio::test]
+async fn a_prometheus_port_in_use_is_an_error_at_start() -> anyhow::Result<()> {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let text = format!(
+        "{}metricsPrometheusPort = {port}\n",
+        props(&closed_port_url(), &closed_port_url()).replace("python3 app.py", "sh")
+    );
+    let (code, log) = run_to_exit("prometheus-port", text.as_bytes()).await?;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{log}"
+    );
     Ok(())
 }

@@ -70,6 +70,8 @@ struct Summary {
     pauses: u64,
     stops: u64,
     late_creates: u64,
+    skipped: u64,
+    partial: u64,
     violations: u64,
     failing: Vec<(u64, String)>,
     simulated: Duration,
@@ -92,6 +94,8 @@ impl Summary {
         self.pauses += o.stats.pauses;
         self.stops += o.stats.stops;
         self.late_creates += o.stats.late_creates;
+        self.skipped += o.stats.skipped;
+        self.partial += o.stats.partial;
         self.violations += o.violations.len() as u64;
         if let Some(v) = o.violations.first() {
             self.failing.push((o.seed, v.to_string()));
@@ -170,6 +174,8 @@ fn main() {
         format!("{} / {} / {}", sum.kills, sum.pauses, sum.stops)
     );
     println!("{:<28} {:>16}", "late creates (excused)", sum.late_creates);
+    println!("{:<28} {:>16}", "records skipped (consented)", sum.skipped);
+    println!("{:<28} {:>16}", "partial progress (batches)", sum.partial);
     println!("{:<28} {:>16}", "violations", sum.violations);
     println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
     println!(

@@ -10,6 +10,7 @@ use crate::processor::SimProcessorFactory;
 use crate::scenario::{Action, Retrieval, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::sim_lease_store;
 use crate::stream::SimStream;
+use kinesis_client::processor::RetryPolicy;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::testing::UserRecordSpec;
 use kinesis_client::{Config, InitialPosition, RetrievalMode, Scheduler};
@@ -41,6 +42,10 @@ impl World {
             .parent_shard_poll_interval(sc.parent_poll)
             .shard_sync_interval(sc.shard_sync_interval)
             .task_backoff(sc.task_backoff)
+            .retry_policy(match sc.retry_max_attempts {
+                Some(n) => RetryPolicy::default().with_max_attempts(n),
+                None => RetryPolicy::UNLIMITED,
+            })
             .cleanup_leases_upon_shard_completion(true)
             .lease_cleanup_interval(sc.cleanup_interval)
             .max_leases_to_steal_at_one_time(sc.steal_at_once)

@@ -1,0 +1,115 @@
+//! Poison records: a child that crashes on the same records again and again. With
+//! `skipFailingRecordsAfterAttempts`, the daemon skips the batch the child keeps failing on,
+//! logs it by shard and sequence number, and checkpoints past it; everything else is
+//! delivered.
+
+use crate::harness::*;
+use testkit::LocalAws;
+
+/// The recording processor, except that a batch holding the payload `poison` kills the
+/// child before it records or checkpoints anything.
+const POISONED: &str = r##"
+import os, sys
+sys.path.insert(0, SAMPLES_DIR)
+import recording_processor as rp
+from amazon_kclpy import kcl
+
+class Poisoned(rp.RecordingProcessor):
+    def process_records(self, process_records_input):
+        if any(r.binary_data == b"poison" for r in process_records_input.records):
+            rp.append(["#poison {} {}".format(self.shard_id, os.getpid())])
+            os._exit(1)
+        super().process_records(process_records_input)
+
+if __name__ == "__main__":
+    kcl.KCLProcess(Poisoned()).run()
+"##;
+
+#[tokio::test]
+async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_past(
+) -> anyhow::Result<()> {
+    let kclpy = kclpy().await?;
+    let aws = LocalAws::shared().await?;
+    let scratch = Scratch::new("poison")?;
+    let output = scratch.file("out.txt");
+    let script = scratch.file("poisoned.py");
+    let samples = recording_processor().parent().unwrap().to_path_buf();
+    std::fs::write(
+        &script,
+        format!(
+            "SAMPLES_DIR = {:?}\n{POISONED}",
+            samples.display().to_string()
+        ),
+    )?;
+    let kinesis = aws.kinesis_client();
+    let stream = testkit::unique_name("e2e-poison");
+    testkit::create_stream(&kinesis, &stream, 1).await?;
+    let mut records = testkit::numbered_records("p", 10);
+    records[5].data = b"poison".to_vec();
+    let put = testkit::put_records(&kinesis, &stream, records).await?;
+    let shard = "shardId-000000000000";
+    let all: Vec<(String, Vec<u8>)> = expected_by_shard(&put).remove(shard).unwrap();
+    let poison_at = all.iter().position(|r| r.1 == b"poison").unwrap();
+    let app = testkit::unique_name("e2e-poison-app");
+    let props = Props::new(
+        &aws,
+        &stream,
+        &app,
+        &command_line(&[&kclpy.python, &script]),
+    )
+    .set("maxRecords", "3")
+    .set("skipFailingRecordsAfterAttempts", "2")
+    .write(&scratch.file("app.properties"))?;
+    let mut daemon = Daemon::start(&scratch.path, &props, &python_env(&kclpy, &output))?;
+
+    let last = all.last().unwrap().0.clone();
+    daemon
+        .until(LIMIT, "the last record, after the skip", || {
+            let delivered = Output::read(&output).records().any(|r| r.2 == last);
+            std::future::ready(delivered.then_some(()))
+        })
+        .await;
+    daemon.assert_running();
+    let log = daemon.log();
+    let skip_line = log
+        .lines()
+        .find(|l| l.contains("SKIPPING records"))
+        .unwrap_or_else(|| panic!("no skip logged:\n{log}"));
+    assert!(skip_line.contains(shard), "{skip_line}");
+
+    let out = Output::read(&output);
+    let delivered: std::collections::BTreeSet<&str> = out.records().map(|r| r.2).collect();
+    let skipped: Vec<&(String, Vec<u8>)> = all
+        .iter()
+        .filter(|r| !delivered.contains(r.0.as_str()))
+        .collect();
+    // Exactly one batch is skipped: it starts at the poison record and holds at most
+    // maxRecords consecutive records; each of them is named in the log line.
+    assert!(
+        !skipped.is_empty() && skipped.len() <= 3,
+        "skipped {skipped:?}"
+    );
+    assert_eq!(skipped[0].1, b"poison");
+    let first = poison_at;
+    assert_eq!(
+        skipped.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        all[first..first + skipped.len()]
+            .iter()
+            .map(|r| &r.0)
+            .collect::<Vec<_>>(),
+        "the skipped records are consecutive, from the poison record on"
+    );
+    for (seq, _) in &skipped {
+        assert!(skip_line.contains(seq.as_str()), "{seq} not in {skip_line}");
+    }
+    assert!(
+        out.events("poison").len() >= 2,
+        "the child crashed on the poison record at least twice before the skip"
+    );
+    // Everything after the skip was processed and checkpointed: the checkpoint moved past.
+    let lease = leases(&aws, &app).await.remove(shard).unwrap();
+    assert_eq!(checkpoint_seq(&lease).as_deref(), Some(last.as_str()));
+    let (status, _) = daemon.terminate(LIMIT).await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
