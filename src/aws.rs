@@ -7,8 +7,10 @@
 
 use crate::error::ErrorKind;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::event_stream::RawMessage;
 use std::sync::Arc;
 
 /// Endpoint overrides, one per service. `None` uses the SDK's regional endpoint.
@@ -117,15 +119,52 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let message = error_chain(&err);
         let status = err.raw_response().map(|r| r.status().as_u16());
+        Self::classify(err, status, None)
+    }
+
+    /// Classify the failure of a SubscribeToShard subscription's event stream: an exception
+    /// event from the service (e.g. `ResourceInUseException`), or the connection failing
+    /// mid-stream. There is no HTTP status: an exception without a known code is retryable.
+    /// (The SDK decodes the modelled exceptions without an error code: it is taken from the
+    /// variant.)
+    pub fn from_subscribe_to_shard_events(
+        err: SdkError<SubscribeToShardEventStreamError, RawMessage>,
+    ) -> Self {
+        use SubscribeToShardEventStreamError as E;
+        let modelled = err.as_service_error().and_then(|e| match e {
+            E::ResourceInUseException(_) => Some("ResourceInUseException"),
+            E::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
+            E::InternalFailureException(_) => Some("InternalFailureException"),
+            E::KmsThrottlingException(_) => Some("KMSThrottlingException"),
+            E::KmsDisabledException(_) => Some("KMSDisabledException"),
+            E::KmsInvalidStateException(_) => Some("KMSInvalidStateException"),
+            E::KmsAccessDeniedException(_) => Some("KMSAccessDeniedException"),
+            E::KmsNotFoundException(_) => Some("KMSNotFoundException"),
+            E::KmsOptInRequired(_) => Some("KMSOptInRequired"),
+            _ => None,
+        });
+        Self::classify(err, None, modelled)
+    }
+
+    /// Classify; `modelled` is the error code when the SDK's error carries none.
+    fn classify<E, R>(
+        err: SdkError<E, R>,
+        status: Option<u16>,
+        modelled: Option<&'static str>,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let message = error_chain(&err);
         let (kind, code, status) = match &err {
             SdkError::ConstructionFailure(_) => (ErrorKind::Fatal, None, None),
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => (ErrorKind::Retryable, None, status),
             _ => {
-                let code = err.code().map(str::to_string);
+                let code = err.code().or(modelled).map(str::to_string);
                 (
                     classify_service_error(code.as_deref(), status),
                     code,
@@ -297,6 +336,40 @@ mod tests {
         let construction: SdkError<PutItemError, HttpResponse> =
             SdkError::construction_failure("bad input");
         assert_eq!(AwsError::from_sdk(construction).kind(), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn event_stream_errors_are_classified_by_code() {
+        let event = |code: &str| {
+            let meta = ErrorMetadata::builder().code(code).message("boom").build();
+            SdkError::service_error(
+                SubscribeToShardEventStreamError::generic(meta),
+                RawMessage::invalid(None),
+            )
+        };
+        let in_use = AwsError::from_subscribe_to_shard_events(event("ResourceInUseException"));
+        assert!(in_use.is_resource_in_use());
+        assert_eq!(in_use.kind(), ErrorKind::Retryable);
+        let limit = AwsError::from_subscribe_to_shard_events(event("LimitExceededException"));
+        assert_eq!(limit.kind(), ErrorKind::Throttled);
+        let reset: SdkError<SubscribeToShardEventStreamError, RawMessage> =
+            SdkError::response_error("connection reset", RawMessage::invalid(None));
+        assert_eq!(
+            AwsError::from_subscribe_to_shard_events(reset).kind(),
+            ErrorKind::Retryable
+        );
+        // A modelled exception as the SDK decodes it from an event stream: no code in its
+        // metadata (kinesis-mock's "another active subscription" arrives like this).
+        let typed = SubscribeToShardEventStreamError::ResourceNotFoundException(
+            aws_sdk_kinesis::types::error::ResourceNotFoundException::builder()
+                .message("gone")
+                .build(),
+        );
+        let gone = AwsError::from_subscribe_to_shard_events(SdkError::service_error(
+            typed,
+            RawMessage::invalid(None),
+        ));
+        assert!(gone.is_resource_not_found(), "{gone}");
     }
 
     #[test]

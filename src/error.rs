@@ -47,6 +47,9 @@ pub enum Cause {
     /// The service answered with something this library cannot use.
     #[error("unusable answer: {0}")]
     BadAnswer(String),
+    /// The call is not implemented by this backend.
+    #[error("{0}")]
+    Unsupported(String),
     /// An in-memory stand-in refused the call: a fault injected by a test or the simulation,
     /// or what the real service would answer (an expired iterator, a missing shard).
     #[error("{message}")]
@@ -73,7 +76,7 @@ impl Cause {
         match self {
             Cause::Timeout(_) => ErrorKind::Retryable,
             Cause::Aws(e) => e.kind(),
-            Cause::BadAnswer(_) => ErrorKind::Fatal,
+            Cause::BadAnswer(_) | Cause::Unsupported(_) => ErrorKind::Fatal,
             Cause::Simulated { kind, .. } => *kind,
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::aws::{dynamodb_client, kinesis_client, Endpoints};
 use crate::backoff::RetryPolicy;
-use crate::config::Config;
+use crate::config::{Config, RetrievalMode};
 use crate::consumer::redelivery::{Redelivery, SharedRedelivery};
 use crate::consumer::{run_shard_with, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
@@ -11,8 +11,9 @@ use crate::processor::RecordProcessorFactory;
 use crate::resharding::{
     periodic_cleanup, periodic_shard_sync, sync_shards_within, ShardSyncError,
 };
-use crate::retrieval::fetcher::PrefetchBudget;
-use crate::retrieval::{KinesisStreamClient, StreamClient};
+use crate::retrieval::fanout::{ConsumerRegistration, RegistrationPolicy};
+use crate::retrieval::source::PrefetchBudget;
+use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient};
 use crate::telemetry::{self, names, Health};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +37,10 @@ pub enum SchedulerError {
     /// The first shard sync failed for good (e.g. the stream does not exist).
     #[error("cannot list the stream's shards: {0}")]
     ShardSync(#[source] ShardSyncError),
+    /// Enhanced fan-out: the stream consumer could not be found, registered or seen `ACTIVE`
+    /// (e.g. no permission to RegisterStreamConsumer, or a consumer ARN that names nothing).
+    #[error("cannot use the enhanced fan-out consumer: {0}")]
+    FanOutConsumer(#[source] ConsumerRegistrationError),
 }
 
 /// Requests a graceful shutdown of a running [`Scheduler`], and tells which shards it holds.
@@ -81,6 +86,8 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     stream: Arc<dyn StreamClient>,
     graceful: CancellationToken,
     prefetch_budget: PrefetchBudget,
+    /// The enhanced fan-out consumer, in [`RetrievalMode::FanOut`].
+    fan_out: Option<Arc<ConsumerRegistration>>,
     skipped_records: Arc<AtomicU64>,
 }
 
@@ -113,7 +120,20 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 rng_seed: config.rng_seed,
             },
         );
+        let fan_out = (config.retrieval_mode == RetrievalMode::FanOut).then(|| {
+            let f = &config.fan_out;
+            Arc::new(ConsumerRegistration::new(
+                stream.clone(),
+                config.fan_out_consumer(),
+                RegistrationPolicy {
+                    max_describe_stream_consumer_retries: f.max_describe_stream_consumer_retries,
+                    register_stream_consumer_retries: f.register_stream_consumer_retries,
+                    retry_backoff: f.retry_backoff,
+                },
+            ))
+        });
         Scheduler {
+            fan_out,
             prefetch_budget: PrefetchBudget::new(config.max_prefetch_bytes_per_worker),
             config: Arc::new(config),
             factory: Arc::new(factory),
@@ -287,8 +307,8 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             .await
             {
                 Ok(n) => {
-                    tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "worker started");
-                    return Ok(());
+                    tracing::info!(created = n, stream = %self.config.stream, table = %self.config.table_name, "shard sync done");
+                    break;
                 }
                 Err(e) if retry.may_retry() && !e.is_fatal() => {
                     tracing::warn!(error = %e, "shard sync failed; retrying");
@@ -297,6 +317,21 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 Err(e) => return Err(SchedulerError::ShardSync(e)),
             }
         }
+        if let Some(registration) = &self.fan_out {
+            let mut retry = STARTUP_RETRY.start();
+            loop {
+                match registration.arn().await {
+                    Ok(_) => break,
+                    Err(e) if e.kind().is_retryable() && retry.may_retry() => {
+                        tracing::warn!(error = %e, "enhanced fan-out consumer not ready; retrying");
+                        tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                    }
+                    Err(e) => return Err(SchedulerError::FanOutConsumer(e)),
+                }
+            }
+        }
+        tracing::info!(stream = %self.config.stream, table = %self.config.table_name, retrieval = ?self.config.retrieval_mode, "worker started");
+        Ok(())
     }
 
     /// Start a consumer for every held lease tenure that has none.
@@ -325,6 +360,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 stream: self.stream.clone(),
                 config: self.config.clone(),
                 prefetch_budget: self.prefetch_budget.clone(),
+                fan_out: self.fan_out.clone(),
                 skipped_records: self.skipped_records.clone(),
             };
             let redelivery = shards
@@ -502,6 +538,179 @@ mod tests {
             );
             assert!(store.snapshot().is_empty(), "no lease may be created");
         }
+    }
+
+    /// Records each shard's deliveries (and the shard of every batch, in delivery order);
+    /// checkpoints every batch and at shard end.
+    #[derive(Clone, Default)]
+    struct Journal(
+        Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    );
+
+    struct Recording {
+        shard: String,
+        journal: Journal,
+    }
+
+    #[async_trait::async_trait]
+    impl RecordProcessor for Recording {
+        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+            Ok(())
+        }
+        async fn process_records(
+            &mut self,
+            input: ProcessRecordsInput,
+            cp: &mut Checkpointer,
+        ) -> Result<(), ProcessorError> {
+            {
+                let mut j = self.journal.0.lock().unwrap();
+                let log = j.entry(self.shard.clone()).or_default();
+                log.extend(input.records.iter().map(|r| r.sequence_number.clone()));
+                if !input.records.is_empty() {
+                    self.journal.1.lock().unwrap().push(self.shard.clone());
+                }
+            }
+            Ok(cp.checkpoint().await?)
+        }
+        async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+            if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } =
+                reason
+            {
+                checkpointer.checkpoint().await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A fan-out worker registers its consumer at start and reads every shard by
+    /// subscription (no GetRecords at all), through a split and a merge: every record once,
+    /// in order per shard, children after their parents.
+    #[tokio::test(start_paused = true)]
+    async fn a_fan_out_worker_reads_every_shard_by_subscription_through_reshards() {
+        let stream = InMemoryStream::new("s", 2);
+        let store = InMemoryLeaseStore::new();
+        let journal = Journal::default();
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .initial_position(crate::InitialPosition::TrimHorizon)
+            .retrieval_mode(RetrievalMode::FanOut)
+            .parent_shard_poll_interval(Duration::from_millis(500))
+            .shard_sync_interval(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let factory = {
+            let journal = journal.clone();
+            move |shard: &str| Recording {
+                shard: shard.to_string(),
+                journal: journal.clone(),
+            }
+        };
+        let scheduler = Scheduler::new(
+            config,
+            factory,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        );
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending()));
+        let mut put: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut produce = |n: usize| {
+            for i in 0..n {
+                let (shard, seq) = stream.put(&format!("k{i}"), b"x");
+                put.entry(shard).or_default().push(seq);
+            }
+        };
+        produce(40);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let shards = stream.shards();
+        let (a, b) = stream
+            .split(&shards[0].shard_id, shards[0].hash_key_range.end / 2)
+            .unwrap();
+        produce(40);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let merged = stream.merge(&a, &b).unwrap();
+        produce(40);
+        let delivered = || {
+            journal
+                .0
+                .lock()
+                .unwrap()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while delivered() < 120 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            *journal.0.lock().unwrap(),
+            put,
+            "every record once, in order per shard"
+        );
+        assert!(
+            put.contains_key(&merged),
+            "records reached the merged child"
+        );
+        let order = journal.1.lock().unwrap().clone();
+        let first = |s: &str| order.iter().position(|x| x == s).unwrap();
+        let last = |s: &str| order.iter().rposition(|x| x == s).unwrap();
+        for (parent, child) in [
+            (&shards[0].shard_id, &a),
+            (&shards[0].shard_id, &b),
+            (&a, &merged),
+            (&b, &merged),
+        ] {
+            assert!(
+                last(parent) < first(child),
+                "{parent} finished before {child} started"
+            );
+        }
+        assert_eq!(stream.get_records_calls(), 0, "no polling");
+        let consumers = stream.consumers();
+        assert_eq!(consumers.len(), 1);
+        assert_eq!(consumers[0].consumer_name, "app");
+        handle.request_shutdown();
+        task.await.unwrap().unwrap();
+    }
+
+    /// A configured consumer ARN that names no consumer stops the worker at start with an
+    /// error saying so (no lease is taken).
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_consumer_arn_stops_the_worker_at_start() {
+        let stream = InMemoryStream::new("s", 1);
+        let store = InMemoryLeaseStore::new();
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .retrieval_mode(RetrievalMode::FanOut)
+            .fan_out(crate::FanOutConfig {
+                consumer_arn: Some(
+                    "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/nope:1".into(),
+                ),
+                ..Default::default()
+            })
+            .build()
+            .unwrap();
+        let scheduler = Scheduler::new(
+            config,
+            |_: &str| Noop,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        );
+        let err = tokio::time::timeout(
+            Duration::from_secs(600),
+            scheduler.run(std::future::pending()),
+        )
+        .await
+        .expect("the worker gives up")
+        .unwrap_err();
+        assert!(matches!(err, SchedulerError::FanOutConsumer(_)), "{err}");
+        assert!(
+            err.to_string().contains("no stream consumer has the ARN"),
+            "{err}"
+        );
+        assert!(store.snapshot().values().all(|l| l.owner.is_none()));
     }
 
     #[tokio::test(start_paused = true)]

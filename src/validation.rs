@@ -36,6 +36,47 @@ pub fn is_valid_stream_name(s: &str) -> bool {
     (1..=128).contains(&s.len()) && name_chars_ok(s)
 }
 
+/// The rule of [`is_valid_consumer_name`], in words.
+pub const CONSUMER_NAME_RULE: &str =
+    "expected a Kinesis stream consumer name: 1 to 128 characters from a-z, A-Z, 0-9, '_', '-', '.'";
+
+/// True for a valid Kinesis stream consumer name (enhanced fan-out; see
+/// [`CONSUMER_NAME_RULE`]).
+pub fn is_valid_consumer_name(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && name_chars_ok(s)
+}
+
+/// The parts of a stream consumer ARN,
+/// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<creation>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerArn {
+    /// The stream it reads (its ARN).
+    pub stream: StreamArn,
+    /// The consumer's name.
+    pub consumer_name: String,
+}
+
+/// Validates a stream consumer ARN and extracts its parts; the error says what is wrong.
+pub fn parse_consumer_arn(arn: &str) -> Result<ConsumerArn, String> {
+    let (stream_part, rest) = arn
+        .split_once("/consumer/")
+        .ok_or_else(|| "not a stream consumer ARN: no \"/consumer/\" part".to_string())?;
+    let stream = parse_stream_arn(stream_part).map_err(|e| e.to_string())?;
+    let (name, created) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| "no \":<creation timestamp>\" after the consumer name".to_string())?;
+    if !is_valid_consumer_name(name) {
+        return Err(format!("consumer name {name:?}: {CONSUMER_NAME_RULE}"));
+    }
+    if created.is_empty() || !created.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("creation timestamp {created:?} is not a number"));
+    }
+    Ok(ConsumerArn {
+        stream,
+        consumer_name: name.to_string(),
+    })
+}
+
 /// True for something shaped like an AWS region name (`us-east-1`): non-empty, of a-z, 0-9
 /// and `-`.
 pub fn is_valid_region(s: &str) -> bool {
@@ -144,5 +185,22 @@ mod tests {
             parse_stream_arn("arn:aws:kinesis:us-east-1:1234:stream/x"),
             Err(StreamArnError::Account("1234".into()))
         );
+        assert!(is_valid_consumer_name("my-app.v2") && !is_valid_consumer_name(""));
+        let c = parse_consumer_arn(
+            "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/app:1700000000",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.stream.stream_name.as_str(), c.consumer_name.as_str()),
+            ("orders", "app")
+        );
+        for bad in [
+            "arn:aws:kinesis:us-east-1:123456789012:stream/orders",
+            "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/app",
+            "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/a b:1",
+            "arn:aws:s3:us-east-1:123456789012:stream/orders/consumer/app:1",
+        ] {
+            assert!(parse_consumer_arn(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! A [`StreamClient`] wrapper that measures the time spent inside each call (the emulator's
-//! share of a read, plus HTTP and decoding).
+//! A [`StreamClient`] wrapper that measures the time spent inside each GetRecords call (the
+//! emulator's share of a read, plus HTTP and decoding). The fan-out calls pass through
+//! unmeasured.
 
 use async_trait::async_trait;
 use kinesis_client::retrieval::{
-    IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+    ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+    StreamConsumer, SubscribeToShardEvents,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,5 +103,30 @@ impl StreamClient for TimedStream {
         }
         self.durations.lock().unwrap().push(took);
         result
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        consumer: &ConsumerRef,
+    ) -> Result<Option<StreamConsumer>, RetrievalError> {
+        self.inner.describe_stream_consumer(consumer).await
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, RetrievalError> {
+        self.inner.register_stream_consumer(consumer_name).await
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<SubscribeToShardEvents, RetrievalError> {
+        self.inner
+            .subscribe_to_shard(consumer_arn, shard_id, position)
+            .await
     }
 }

@@ -10,7 +10,7 @@ use kinesis_client::telemetry::cloudwatch::{
     CloudWatchConfig, CloudWatchExporter, CloudWatchPublisher,
 };
 use kinesis_client::telemetry::{MetricsLevel, PrometheusEndpoint, TelemetryError};
-use kinesis_client::{Config, Scheduler};
+use kinesis_client::{Config, FanOutConfig, Scheduler};
 use std::sync::Arc;
 
 /// The `.properties` key for a library setting (for error messages).
@@ -26,6 +26,8 @@ fn property_key(setting: &str) -> &'static str {
         "shard_sync_interval" => "shardSyncIntervalMillis",
         "max_leases_for_worker" => "maxLeasesForWorker",
         "max_leases_to_steal_at_one_time" => "maxLeasesToStealAtOneTime",
+        "fan_out.consumer_name" => "fanoutConfig.consumerName (default: applicationName)",
+        "fan_out.consumer_arn" => "fanoutConfig.consumerArn",
         _ => "(derived setting)",
     }
 }
@@ -89,6 +91,20 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     if let Some(v) = s.shutdown_grace {
         b = b.graceful_shutdown_timeout(v);
     }
+    b = b.retrieval_mode(s.retrieval());
+    let f = &s.fan_out;
+    let defaults = FanOutConfig::default();
+    b = b.fan_out(FanOutConfig {
+        consumer_name: f.consumer_name.clone(),
+        consumer_arn: f.consumer_arn.clone(),
+        max_describe_stream_consumer_retries: f
+            .max_describe_stream_consumer_retries
+            .unwrap_or(defaults.max_describe_stream_consumer_retries),
+        register_stream_consumer_retries: f
+            .register_stream_consumer_retries
+            .unwrap_or(defaults.register_stream_consumer_retries),
+        retry_backoff: f.retry_backoff.unwrap_or(defaults.retry_backoff),
+    });
     b.build().map_err(|e| MappingError {
         key: property_key(e.setting),
         message: e.message,

@@ -14,7 +14,12 @@
 //!   cannot work (e.g. `failoverTimeMillis = 0`, `maxLeasesForWorker = 0`, `timeoutInSeconds = 0`).
 //! * **Unknown keys are warnings** naming the key and line (Java ignores them silently).
 //!   Keys the Java daemon knows but this implementation does not use (KCL 3.x
-//!   worker-utilisation assignment, fan-out tuning, ...) are listed in [`Parsed::ignored`].
+//!   worker-utilisation assignment, ...) are listed in [`Parsed::ignored`].
+//! * **`retrievalMode`** follows Java: `FANOUT` reads by enhanced fan-out, `POLLING` polls,
+//!   and `DEFAULT` (or no key) polls when a polling key is set (`maxRecords`,
+//!   `idleTimeBetweenReadsInMillis`, `millisBehindLatestThresholdForReducedTps`,
+//!   `retryGetRecordsInSeconds`, `maxGetRecordsThreadPool`), else uses fan-out; an info line
+//!   says which and why. Settings of the mode not used are warnings.
 //! * **Metrics**: the Java keys (`metricsLevel`, `metricsEnabledDimensions`,
 //!   `metricsBufferTimeMillis`, `metricsMaxQueueSize`) drive the CloudWatch exporter, as in
 //!   Java; `cloudWatchEndpoint`, `metricsPrometheusPort` and `metricsPrometheusBindAddress`
@@ -38,8 +43,9 @@ use kinesis_client::telemetry::names::DIMENSIONS;
 /// `metricsLevel`.
 pub use kinesis_client::telemetry::MetricsLevel;
 use kinesis_client::validation::{
-    is_valid_region, is_valid_stream_name, is_valid_table_name, MIN_IDLE_TIME_BETWEEN_READS,
-    STREAM_NAME_RULE, TABLE_NAME_RULE,
+    is_valid_consumer_name, is_valid_region, is_valid_stream_name, is_valid_table_name,
+    parse_consumer_arn, CONSUMER_NAME_RULE, MIN_IDLE_TIME_BETWEEN_READS, STREAM_NAME_RULE,
+    TABLE_NAME_RULE,
 };
 pub use kinesis_client::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LIMIT};
 /// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
@@ -49,12 +55,29 @@ pub use kinesis_client::InitialPosition;
 /// `retrievalMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetrievalMode {
-    /// `DEFAULT`: Java picks fan-out unless a polling key is set; this daemon always polls.
+    /// `DEFAULT`: as Java, polling if a polling key is set, else enhanced fan-out.
     Default,
     /// `POLLING`: GetRecords polling.
     Polling,
-    /// `FANOUT`: enhanced fan-out; not implemented, polling is used (with a warning).
+    /// `FANOUT`: enhanced fan-out (SubscribeToShard).
     FanOut,
+}
+
+/// `fanoutConfig.*`: the enhanced fan-out settings (the Java daemon's `FanoutConfigBean`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanOutSettings {
+    /// `fanoutConfig.consumerName`: the stream consumer; default the application name.
+    pub consumer_name: Option<String>,
+    /// `fanoutConfig.consumerArn`: an existing consumer, used instead of the name.
+    pub consumer_arn: Option<String>,
+    /// `fanoutConfig.maxDescribeStreamConsumerRetries`.
+    pub max_describe_stream_consumer_retries: Option<u32>,
+    /// `fanoutConfig.registerStreamConsumerRetries`.
+    pub register_stream_consumer_retries: Option<u32>,
+    /// `fanoutConfig.retryBackoffMillis`.
+    pub retry_backoff: Option<Duration>,
+    /// The `fanoutConfig.*` keys set, as `"key (line N)"` (for warnings when polling).
+    pub keys: Vec<String>,
 }
 
 /// Credentials provider chains per AWS client.
@@ -188,13 +211,31 @@ pub struct DaemonSettings {
     pub max_active_threads: Option<i32>,
     /// `processingLanguage`: informational (Java logs it as a would-be User-Agent suffix).
     pub processing_language: Option<String>,
-    /// `retrievalMode`.
+    /// `retrievalMode`, as written.
     pub retrieval_mode: Option<RetrievalMode>,
+    /// The polling keys set (Java's `PollingConfigBean.anyPropertiesSet`: non-zero values),
+    /// as `"key (line N)"`: with `retrievalMode` `DEFAULT` or unset they select polling.
+    pub polling_keys: Vec<String>,
+    /// `fanoutConfig.*`.
+    pub fan_out: FanOutSettings,
     /// `metrics*` keys, `cloudWatch*` keys.
     pub metrics: MetricsSettings,
 }
 
 impl DaemonSettings {
+    /// How records are read, as the Java daemon decides: `FANOUT`, `POLLING`, or for
+    /// `DEFAULT` (and no key) polling if a polling key is set, else fan-out.
+    pub fn retrieval(&self) -> kinesis_client::RetrievalMode {
+        match self.retrieval_mode {
+            Some(RetrievalMode::FanOut) => kinesis_client::RetrievalMode::FanOut,
+            Some(RetrievalMode::Polling) => kinesis_client::RetrievalMode::Polling,
+            Some(RetrievalMode::Default) | None if self.polling_keys.is_empty() => {
+                kinesis_client::RetrievalMode::FanOut
+            }
+            Some(RetrievalMode::Default) | None => kinesis_client::RetrievalMode::Polling,
+        }
+    }
+
     /// The retry policy from `skipFailingRecordsAfterAttempts` and
     /// `skipFailingRecordsAfterAgeSeconds`; `None` (never skip) when neither is set.
     pub fn retry_policy(&self) -> Option<kinesis_client::processor::RetryPolicy> {
@@ -303,6 +344,10 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("retryGetRecordsInSeconds", NO_EFFECT),
     ("maxGetRecordsThreadPool", NO_EFFECT),
     ("millisBehindLatestThresholdForReducedTps", NOT_IMPLEMENTED),
+    (
+        "fanoutConfig.maxDescribeStreamSummaryRetries",
+        "the stream ARN is looked up once, within the start-up retries",
+    ),
     ("initialLeaseTableReadCapacity", NOT_IMPLEMENTED),
     ("initialLeaseTableWriteCapacity", NOT_IMPLEMENTED),
     ("leaseTableDeletionProtectionEnabled", NOT_IMPLEMENTED),
@@ -355,8 +400,15 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
 const NO_EFFECT: &str = "no effect since KCL 2.x";
 const NOT_IMPLEMENTED: &str = "not implemented by this KCL";
 const KCL3: &str = "KCL 3.x lease-assignment feature, not implemented";
-const FANOUT_PREFIX: &str = "fanoutConfig.";
-const FANOUT: &str = "enhanced fan-out is not implemented";
+/// Keys of the Java daemon's `PollingConfigBean`: setting one (non-zero) selects polling in
+/// `DEFAULT` mode.
+const POLLING_KEYS: &[&str] = &[
+    "maxRecords",
+    "idleTimeBetweenReadsInMillis",
+    "millisBehindLatestThresholdForReducedTps",
+    "retryGetRecordsInSeconds",
+    "maxGetRecordsThreadPool",
+];
 
 /// Keys with a typed field, for "did you mean" suggestions.
 const KNOWN_KEYS: &[&str] = &[
@@ -393,6 +445,11 @@ const KNOWN_KEYS: &[&str] = &[
     "maxActiveThreads",
     "processingLanguage",
     "retrievalMode",
+    "fanoutConfig.consumerName",
+    "fanoutConfig.consumerArn",
+    "fanoutConfig.maxDescribeStreamConsumerRetries",
+    "fanoutConfig.registerStreamConsumerRetries",
+    "fanoutConfig.retryBackoffMillis",
     "metricsBufferTimeMillis",
     "metricsMaxQueueSize",
     "metricsLevel",
@@ -437,7 +494,9 @@ struct Builder<'a> {
     shutdown_grace: Option<Duration>,
     max_active_threads: Option<i32>,
     processing_language: Option<String>,
-    retrieval_mode: Option<RetrievalMode>,
+    retrieval_mode: Option<(RetrievalMode, &'a Entry)>,
+    polling_keys: Vec<String>,
+    fan_out: FanOutSettings,
     metrics: MetricsSettings,
     warnings: Vec<String>,
     info: Vec<String>,
@@ -463,6 +522,16 @@ impl<'a> Builder<'a> {
         if value.is_empty() {
             // "not set", for every key (Java's empty KCL 3.x block in the samples, `workerId =`).
             return Ok(());
+        }
+        // Java counts a polling key as set when its value is not zero (the two Integer ones:
+        // when present).
+        let nonzero = value.parse::<f64>() != Ok(0.0);
+        let integer_key = matches!(key, "retryGetRecordsInSeconds" | "maxGetRecordsThreadPool");
+        if POLLING_KEYS.contains(&key) && (nonzero || integer_key) {
+            self.polling_keys.push(format!("{key} (line {})", e.line));
+        }
+        if key.starts_with("fanoutConfig.") && KNOWN_KEYS.contains(&key) {
+            self.fan_out.keys.push(format!("{key} (line {})", e.line));
         }
         match key {
             "executableName" => self.executable_name = Some(e),
@@ -558,17 +627,32 @@ impl<'a> Builder<'a> {
                 let mode = match value.to_ascii_uppercase().as_str() {
                     "DEFAULT" => RetrievalMode::Default,
                     "POLLING" => RetrievalMode::Polling,
-                    "FANOUT" => {
-                        self.warnings.push(format!(
-                            "properties line {}: retrievalMode = {value}: enhanced fan-out is not implemented; records are read by polling GetRecords",
-                            e.line
-                        ));
-                        RetrievalMode::FanOut
-                    }
+                    "FANOUT" => RetrievalMode::FanOut,
                     _ => return Err(invalid(e, "expected FANOUT, POLLING or DEFAULT")),
                 };
-                self.retrieval_mode = Some(mode);
+                self.retrieval_mode = Some((mode, e));
             }
+            "fanoutConfig.consumerName" => {
+                if !is_valid_consumer_name(value) {
+                    return Err(invalid(e, CONSUMER_NAME_RULE));
+                }
+                self.fan_out.consumer_name = Some(value.to_string());
+            }
+            "fanoutConfig.consumerArn" => {
+                parse_consumer_arn(value).map_err(|why| {
+                    invalid(e, format!("{why} (expected arn:aws:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<creation timestamp>)"))
+                })?;
+                self.fan_out.consumer_arn = Some(value.to_string());
+            }
+            "fanoutConfig.maxDescribeStreamConsumerRetries" => {
+                self.fan_out.max_describe_stream_consumer_retries =
+                    Some(int_in(e, 0, u32::MAX, "a number of retries")?)
+            }
+            "fanoutConfig.registerStreamConsumerRetries" => {
+                self.fan_out.register_stream_consumer_retries =
+                    Some(int_in(e, 0, u32::MAX, "a number of retries")?)
+            }
+            "fanoutConfig.retryBackoffMillis" => self.fan_out.retry_backoff = Some(millis(e, 0)?),
             "metricsLevel" => {
                 self.metrics.level = Some(
                     MetricsLevel::from_name(value)
@@ -645,9 +729,6 @@ impl<'a> Builder<'a> {
         if let Some((_, reason)) = IGNORED_KEYS.iter().find(|(k, _)| *k == key) {
             self.ignored
                 .push(format!("{key} (line {}: {reason})", e.line));
-        } else if key.starts_with(FANOUT_PREFIX) {
-            self.ignored
-                .push(format!("{key} (line {}: {FANOUT})", e.line));
         } else {
             let suggestion = KNOWN_KEYS
                 .iter()
@@ -735,6 +816,8 @@ impl<'a> Builder<'a> {
             (plain, extended) => extended.or(plain).map(|(p, _)| p),
         };
 
+        self.retrieval_notes();
+
         let kinesis_credentials = match self.credentials_kinesis {
             Some(specs) => specs,
             None => {
@@ -781,7 +864,9 @@ impl<'a> Builder<'a> {
             shutdown_grace: self.shutdown_grace,
             max_active_threads: self.max_active_threads,
             processing_language: self.processing_language,
-            retrieval_mode: self.retrieval_mode,
+            retrieval_mode: self.retrieval_mode.map(|(m, _)| m),
+            polling_keys: self.polling_keys,
+            fan_out: self.fan_out,
             metrics: self.metrics,
         };
         Ok(Parsed {
@@ -790,6 +875,47 @@ impl<'a> Builder<'a> {
             info: self.info,
             ignored: self.ignored,
         })
+    }
+}
+
+impl Builder<'_> {
+    /// Say how records will be read and why (for `DEFAULT`), and warn about settings of the
+    /// other mode.
+    fn retrieval_notes(&mut self) {
+        let mode = self.retrieval_mode.map(|(m, _)| m);
+        let polling = match mode {
+            Some(RetrievalMode::FanOut) => false,
+            Some(RetrievalMode::Polling) => true,
+            Some(RetrievalMode::Default) | None => !self.polling_keys.is_empty(),
+        };
+        let how = match self.retrieval_mode {
+            Some((_, e)) => format!("retrievalMode = {} (line {})", e.value.trim(), e.line),
+            None => "retrievalMode is not set (DEFAULT)".to_string(),
+        };
+        if matches!(mode, Some(RetrievalMode::Default) | None) {
+            self.info.push(if polling {
+                format!(
+                    "{how}: a polling key is set ({}), so records are read by polling GetRecords, as the Java daemon does; set retrievalMode = FANOUT for enhanced fan-out",
+                    self.polling_keys.join(", ")
+                )
+            } else {
+                format!(
+                    "{how}: no polling key is set, so records are read by enhanced fan-out (SubscribeToShard), as the Java daemon does; set retrievalMode = POLLING to poll"
+                )
+            });
+        }
+        if polling && !self.fan_out.keys.is_empty() {
+            self.warnings.push(format!(
+                "{} have no effect: records are read by polling ({how})",
+                self.fan_out.keys.join(", ")
+            ));
+        }
+        if !polling && !self.polling_keys.is_empty() {
+            self.warnings.push(format!(
+                "{} have no effect: records are read by enhanced fan-out ({how})",
+                self.polling_keys.join(", ")
+            ));
+        }
     }
 }
 

@@ -75,6 +75,23 @@ pub struct StreamFaultRates {
     pub max_delay: Duration,
 }
 
+/// Probabilities of the enhanced fan-out faults: per SubscribeToShard call
+/// (`resource_in_use`, `limit_exceeded`) and per subscription event (`reset`, `silence`,
+/// `end`). The stream's other rates (throttling, timeouts, delays) apply to the calls too.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SubscriptionFaultRates {
+    /// SubscribeToShard: ResourceInUseException (a previous subscription still open).
+    pub resource_in_use: f64,
+    /// SubscribeToShard: LimitExceededException.
+    pub limit_exceeded: f64,
+    /// An event: the connection resets (the subscription fails).
+    pub reset: f64,
+    /// An event: the subscription goes silent (sends nothing more).
+    pub silence: f64,
+    /// An event: the subscription completes early (as at its 5 minutes).
+    pub end: f64,
+}
+
 fn random_delay(rng: &mut StdRng, max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
@@ -197,8 +214,13 @@ pub struct StreamFaults {
     rates: StreamFaultRates,
     rng: Mutex<StdRng>,
     enabled: AtomicBool,
-    /// Windows of tokio time in which every GetRecords fails transiently (an HTTP 500).
+    /// Windows of tokio time in which every GetRecords fails transiently (an HTTP 500), and
+    /// every subscription attempt fails and every subscription is reset.
     outages: Vec<(tokio::time::Instant, tokio::time::Instant)>,
+    /// Enhanced fan-out faults, drawn from their own generator (the other draws, and what
+    /// polling seeds do, stay as they were).
+    subscriptions: SubscriptionFaultRates,
+    subscription_rng: Mutex<StdRng>,
 }
 
 impl StreamFaults {
@@ -209,7 +231,42 @@ impl StreamFaults {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             enabled: AtomicBool::new(true),
             outages: Vec::new(),
+            subscriptions: SubscriptionFaultRates::default(),
+            subscription_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5B5C_41BE)),
         }
+    }
+
+    /// Add enhanced fan-out faults.
+    pub fn with_subscription_faults(mut self, rates: SubscriptionFaultRates) -> Self {
+        self.subscriptions = rates;
+        self
+    }
+
+    /// The fan-out fault for a SubscribeToShard call or a subscription event, if any.
+    fn draw_subscription(&self, op: StreamOp) -> Option<StreamFault> {
+        let r = self.subscriptions;
+        let mut rng = self.subscription_rng.lock().unwrap();
+        let x: f64 = rng.random();
+        let choices: &[(f64, StreamFault)] = match op {
+            StreamOp::SubscribeToShard => &[
+                (r.resource_in_use, StreamFault::ResourceInUse),
+                (r.limit_exceeded, StreamFault::LimitExceeded),
+            ],
+            StreamOp::SubscribeToShardEvent => &[
+                (r.reset, StreamFault::Reset),
+                (r.silence, StreamFault::Silence),
+                (r.end, StreamFault::EndSubscription),
+            ],
+            _ => &[],
+        };
+        let mut edge = 0.0;
+        for (p, fault) in choices {
+            edge += p;
+            if x < edge {
+                return Some(*fault);
+            }
+        }
+        None
     }
 
     /// Add GetRecords outages: `(from, length)` after `start`.
@@ -237,8 +294,25 @@ impl StreamFaultInjector for StreamFaults {
             return None;
         }
         let now = tokio::time::Instant::now();
-        if op == StreamOp::GetRecords && self.outages.iter().any(|(a, b)| *a <= now && now < *b) {
-            return Some(StreamFault::Timeout);
+        if self.outages.iter().any(|(a, b)| *a <= now && now < *b) {
+            match op {
+                StreamOp::GetRecords | StreamOp::SubscribeToShard => {
+                    return Some(StreamFault::Timeout)
+                }
+                StreamOp::SubscribeToShardEvent => return Some(StreamFault::Reset),
+                _ => {}
+            }
+        }
+        if matches!(
+            op,
+            StreamOp::SubscribeToShard | StreamOp::SubscribeToShardEvent
+        ) {
+            if let Some(f) = self.draw_subscription(op) {
+                return Some(f);
+            }
+            if op == StreamOp::SubscribeToShardEvent {
+                return None;
+            }
         }
         let r = self.rates;
         let mut rng = self.rng.lock().unwrap();

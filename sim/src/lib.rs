@@ -21,6 +21,11 @@
 //! ([`trace`]) of scenario actions, audited store writes, processor calls and library events
 //! that led to it. `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed;
 //! `cargo run --release -p kcl-sim --bin soak -- --seeds 10000` runs many.
+//!
+//! Every seed runs in two modes ([`Mode`]): polling (GetRecords), and enhanced fan-out
+//! (SubscribeToShard), which plays the same world and timeline with subscriptions that
+//! expire mid-shard and fail (ResourceInUse, LimitExceeded, resets, silence, early ends);
+//! `SIM_RETRIEVAL=fanout` replays a seed in fan-out mode, `soak --fan-out` runs many.
 
 pub mod consistency;
 pub mod faults;
@@ -35,4 +40,7 @@ pub mod stream;
 pub mod trace;
 pub mod world;
 
-pub use run::{run_seed, run_seed_bounded, wall_limit, RunOutcome};
+pub use run::{
+    run_seed, run_seed_bounded, run_seed_bounded_in, run_seed_in, wall_limit, RunOutcome,
+};
+pub use scenario::Mode;

@@ -3,7 +3,7 @@
 
 use crate::invariants::Violation;
 use crate::ledger::Stats;
-use crate::scenario::Scenario;
+use crate::scenario::{Mode, Retrieval, Scenario};
 use crate::trace::{Counters, Trace, TraceLayer};
 use crate::world::{AbortSignal, World, WorldStats};
 use std::fmt::Write as _;
@@ -77,9 +77,13 @@ impl RunOutcome {
                     .trace
                     .render_focus(first.trace_len, &first.focus, REPORT_LINES),
             );
+            let (env, flag) = match self.scenario.retrieval {
+                Retrieval::Polling => ("", ""),
+                Retrieval::FanOut(_) => ("SIM_RETRIEVAL=fanout ", " --fan-out"),
+            };
             let _ = writeln!(
                 out,
-                "--- replay: SIM_SEED={} cargo test -p kcl-sim -- --nocapture   (full trace: cargo run -p kcl-sim --bin soak -- --seed {} --trace)",
+                "--- replay: {env}SIM_SEED={} cargo test -p kcl-sim -- --nocapture   (full trace: cargo run -p kcl-sim --bin soak -- --seed {}{flag} --trace)",
                 self.seed, self.seed
             );
         }
@@ -96,9 +100,15 @@ fn library_level() -> LevelFilter {
         .unwrap_or(LevelFilter::INFO)
 }
 
-/// Run the scenario of `seed` to completion. Deterministic: the same seed gives the same trace.
+/// Run the (polling) scenario of `seed` to completion. Deterministic: the same seed gives the
+/// same trace.
 pub fn run_seed(seed: u64) -> RunOutcome {
-    run_seed_into(seed, Trace::new(), Arc::default())
+    run_seed_in(seed, Mode::Polling)
+}
+
+/// Run the scenario of `seed` in `mode` to completion (see [`run_seed`]).
+pub fn run_seed_in(seed: u64, mode: Mode) -> RunOutcome {
+    run_seed_into(seed, mode, Trace::new(), Arc::default())
 }
 
 /// [`run_seed`] on a thread of its own, stopped after `wall_limit` of real time: a run whose
@@ -106,6 +116,11 @@ pub fn run_seed(seed: u64) -> RunOutcome {
 /// loop) would otherwise hang. Such a run is aborted (the world is woken from this thread and
 /// stops; dropping its runtime drops the spinning task) and reports a `liveness` violation.
 pub fn run_seed_bounded(seed: u64, wall_limit: Duration) -> RunOutcome {
+    run_seed_bounded_in(seed, Mode::Polling, wall_limit)
+}
+
+/// [`run_seed_bounded`] in `mode`.
+pub fn run_seed_bounded_in(seed: u64, mode: Mode, wall_limit: Duration) -> RunOutcome {
     let trace = Trace::new();
     let abort = Arc::new(AbortSignal::default());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -113,7 +128,7 @@ pub fn run_seed_bounded(seed: u64, wall_limit: Duration) -> RunOutcome {
     std::thread::Builder::new()
         .name(format!("sim-seed-{seed}"))
         .spawn(move || {
-            let _ = tx.send(run_seed_into(seed, t, a));
+            let _ = tx.send(run_seed_into(seed, mode, t, a));
         })
         .expect("spawn a simulation thread");
     if let Ok(outcome) = rx.recv_timeout(wall_limit) {
@@ -141,7 +156,7 @@ pub fn run_seed_bounded(seed: u64, wall_limit: Duration) -> RunOutcome {
         // Not even the world's own task gets polled any more: leave the thread behind.
         Err(_) => RunOutcome {
             seed,
-            scenario: Scenario::generate(seed),
+            scenario: Scenario::generate_in(seed, mode),
             violations: vec![liveness],
             stats: Stats::default(),
             counters: trace.counters(),
@@ -163,8 +178,8 @@ pub fn wall_limit() -> Duration {
         .map_or(Duration::from_secs(60), Duration::from_secs)
 }
 
-fn run_seed_into(seed: u64, trace: Trace, abort: Arc<AbortSignal>) -> RunOutcome {
-    let scenario = Scenario::generate(seed);
+fn run_seed_into(seed: u64, mode: Mode, trace: Trace, abort: Arc<AbortSignal>) -> RunOutcome {
+    let scenario = Scenario::generate_in(seed, mode);
     let filter = Targets::new()
         .with_target("kinesis_client", library_level())
         .with_default(LevelFilter::WARN);

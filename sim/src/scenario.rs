@@ -9,7 +9,7 @@
 //! what every seed does: the regression seeds in `tests/sim.rs` must then be found again.
 
 use crate::consistency::StaleScanRates;
-use crate::faults::{HangRates, StoreFaultRates, StreamFaultRates};
+use crate::faults::{HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates};
 use crate::processor::ProcessorProfile;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -68,6 +68,49 @@ pub struct Prehistory {
     /// Per mille of ancestors whose lease the old application had not finished (still at
     /// `TRIM_HORIZON`); the others are at `SHARD_END` without `childShardIds`.
     pub unfinished_per_mille: u32,
+}
+
+/// How the workers read records: the run's mode (the same seed gives the same world in both,
+/// and fan-out adds its own draws).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// GetRecords polling (every regression seed so far).
+    #[default]
+    Polling,
+    /// Enhanced fan-out (SubscribeToShard).
+    FanOut,
+}
+
+impl Mode {
+    /// The mode named by `SIM_RETRIEVAL` (`polling`, the default, or `fanout`).
+    pub fn from_env() -> Mode {
+        match std::env::var("SIM_RETRIEVAL").as_deref() {
+            Ok("fanout") | Ok("fan-out") | Ok("FANOUT") => Mode::FanOut,
+            Ok("polling") | Ok("POLLING") | Ok("") | Err(_) => Mode::Polling,
+            Ok(other) => panic!("SIM_RETRIEVAL must be polling or fanout, not {other:?}"),
+        }
+    }
+}
+
+/// How the workers read records, with what fan-out draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retrieval {
+    /// GetRecords polling.
+    Polling,
+    /// Enhanced fan-out.
+    FanOut(FanOutPlan),
+}
+
+/// The enhanced fan-out part of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FanOutPlan {
+    /// How long subscriptions last (Kinesis: 5 minutes; shorter here, so that runs renew
+    /// them mid-shard).
+    pub lifetime: Duration,
+    /// How long a registered consumer stays `CREATING`.
+    pub activation: Duration,
+    /// Subscription faults.
+    pub faults: SubscriptionFaultRates,
 }
 
 /// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
@@ -142,6 +185,8 @@ pub struct Scenario {
     pub stale_scans: StaleScanRates,
     /// The table and stream before the start.
     pub prehistory: Prehistory,
+    /// How records are read.
+    pub retrieval: Retrieval,
     /// KPL aggregates among the records put.
     pub aggregates: Aggregates,
     /// The workers' retry policy: deliveries of failing records before the processor's
@@ -163,7 +208,35 @@ fn rate(rng: &mut StdRng, p_zero: f64, max: f64) -> f64 {
 }
 
 impl Scenario {
-    /// The scenario of `seed`.
+    /// The scenario of `seed` in `mode`: fan-out runs the polling scenario's world and
+    /// timeline with the fan-out draws added (from their own generator).
+    pub fn generate_in(seed: u64, mode: Mode) -> Scenario {
+        let mut sc = Scenario::generate(seed);
+        if mode == Mode::FanOut {
+            let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
+            let faults = match r5.random_range(0..10) {
+                0..=2 => SubscriptionFaultRates::default(),
+                n => {
+                    let heavy = if n >= 7 { 3.0 } else { 1.0 };
+                    SubscriptionFaultRates {
+                        resource_in_use: rate(&mut r5, 0.3, 0.05 * heavy),
+                        limit_exceeded: rate(&mut r5, 0.3, 0.05 * heavy),
+                        reset: rate(&mut r5, 0.3, 0.03 * heavy),
+                        silence: rate(&mut r5, 0.5, 0.01 * heavy),
+                        end: rate(&mut r5, 0.3, 0.03 * heavy),
+                    }
+                }
+            };
+            sc.retrieval = Retrieval::FanOut(FanOutPlan {
+                lifetime: Duration::from_secs(r5.random_range(5..=300)),
+                activation: ms(&mut r5, 0, 3000),
+                faults,
+            });
+        }
+        sc
+    }
+
+    /// The scenario of `seed` (polling).
     pub fn generate(seed: u64) -> Scenario {
         let mut rng = StdRng::seed_from_u64(seed);
         let r = &mut rng;
@@ -351,6 +424,7 @@ impl Scenario {
             hangs,
             stale_scans,
             prehistory,
+            retrieval: Retrieval::Polling,
             aggregates,
             retry_max_attempts,
         }
@@ -400,6 +474,9 @@ impl fmt::Display for Scenario {
             "  processor: {:?}; retry policy: max attempts {:?}",
             self.processor, self.retry_max_attempts
         )?;
+        if let Retrieval::FanOut(plan) = &self.retrieval {
+            writeln!(f, "  retrieval: enhanced fan-out {plan:?}")?;
+        }
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {
             write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;
@@ -423,5 +500,13 @@ mod tests {
             assert!(a.actions.iter().all(|t| t.at <= a.active));
         }
         assert_ne!(Scenario::generate(1), Scenario::generate(2));
+        // Fan-out keeps the polling world and timeline.
+        let fan_out = Scenario::generate_in(7, Mode::FanOut);
+        assert!(matches!(fan_out.retrieval, Retrieval::FanOut(_)));
+        assert_eq!(fan_out.actions, Scenario::generate(7).actions);
+        assert_eq!(
+            Scenario::generate_in(7, Mode::Polling),
+            Scenario::generate(7)
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! One worker's view of the shared stream: the shared [`InMemoryStream`] (whose own fault
-//! injector carries the run's stream faults) behind the worker's [`Gate`].
+//! injector carries the run's stream faults) behind the worker's [`Gate`]. Every call passes
+//! the gate before and after; so does every event of a fan-out subscription.
 
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use async_trait::async_trait;
+use futures::StreamExt;
 use kinesis_client::retrieval::{
-    IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+    ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, Shard, StreamClient,
+    StreamConsumer, SubscribeToShardEvents,
 };
 use kinesis_client::testing::InMemoryStream;
 use std::fmt;
@@ -87,5 +90,57 @@ impl StreamClient for SimStream {
         let r = self.inner.get_records(shard_id, iterator, limit).await;
         self.gate.pass().await;
         r
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        consumer: &ConsumerRef,
+    ) -> Result<Option<StreamConsumer>, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.describe_stream_consumer(consumer).await;
+        self.gate.pass().await;
+        r
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.register_stream_consumer(consumer_name).await;
+        self.gate.pass().await;
+        r
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<SubscribeToShardEvents, RetrievalError> {
+        self.gate.pass().await;
+        let r = self
+            .inner
+            .subscribe_to_shard(consumer_arn, shard_id, position)
+            .await;
+        if matches!((position, &r), (IteratorPosition::Latest, Ok(_))) {
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_latest_iterator(&self.worker, shard_id);
+        }
+        self.gate.pass().await;
+        let gate = self.gate.clone();
+        r.map(|events| {
+            events
+                .then(move |event| {
+                    let gate = gate.clone();
+                    async move {
+                        gate.pass().await;
+                        event
+                    }
+                })
+                .boxed()
+        })
     }
 }

@@ -2,14 +2,17 @@
 //! the simulation found.
 //!
 //! `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed instead (printing
-//! its full trace and report); `SIM_SEEDS=<n>` changes the batch size.
+//! its full trace and report; `SIM_RETRIEVAL=fanout` in fan-out mode); `SIM_SEEDS=<n>` and
+//! `SIM_FAN_OUT_SEEDS=<n>` change the batch sizes.
 
-use kcl_sim::{run_seed, run_seed_bounded, wall_limit, RunOutcome};
+use kcl_sim::{run_seed, run_seed_bounded_in, run_seed_in, wall_limit, Mode, RunOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Seeds run by [`seed_batch`] (about 15 per second per core in a debug build).
 const CI_SEEDS: u64 = 1000;
+/// Seeds run by [`fan_out_seed_batch`] in enhanced fan-out mode.
+const CI_FAN_OUT_SEEDS: u64 = 200;
 
 fn replay_seed() -> Option<u64> {
     std::env::var("SIM_SEED").ok().map(|s| {
@@ -22,8 +25,13 @@ fn assert_passed(outcome: &RunOutcome) {
     assert!(outcome.passed(), "{}", outcome.report());
 }
 
-/// Run `seeds` on every core; panic with the reports of the failing ones.
+/// Run `seeds` (polling) on every core; panic with the reports of the failing ones.
 fn run_all(seeds: Vec<u64>) {
+    run_all_in(seeds, Mode::Polling)
+}
+
+/// Run `seeds` in `mode` on every core; panic with the reports of the failing ones.
+fn run_all_in(seeds: Vec<u64>, mode: Mode) {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
@@ -32,7 +40,7 @@ fn run_all(seeds: Vec<u64>) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst) as usize;
                 let Some(&seed) = seeds.get(i) else { return };
-                let outcome = run_seed_bounded(seed, wall_limit());
+                let outcome = run_seed_bounded_in(seed, mode, wall_limit());
                 if !outcome.passed() {
                     failures.lock().unwrap().push((seed, outcome.report()));
                 }
@@ -57,7 +65,7 @@ fn run_all(seeds: Vec<u64>) {
 #[test]
 fn replay() {
     let Some(seed) = replay_seed() else { return };
-    let outcome = run_seed_bounded(seed, wall_limit());
+    let outcome = run_seed_bounded_in(seed, Mode::from_env(), wall_limit());
     println!("{}", outcome.trace.render_all());
     println!("{}", outcome.report());
     assert_passed(&outcome);
@@ -86,6 +94,28 @@ fn one_seed_is_one_exact_run() {
         assert_eq!(a.world, b.world);
         assert_eq!(a.violations, b.violations);
     }
+    // And in fan-out mode (subscriptions, their faults and their notifications).
+    let (a, b) = (run_seed_in(17, Mode::FanOut), run_seed_in(17, Mode::FanOut));
+    assert!(a.trace.len() > 100, "a real fan-out run");
+    assert_eq!(
+        a.trace.lines(),
+        b.trace.lines(),
+        "fan-out seed 17 replays exactly"
+    );
+}
+
+/// A batch of seeds in enhanced fan-out mode (see [`CI_FAN_OUT_SEEDS`]; `SIM_FAN_OUT_SEEDS`
+/// overrides).
+#[test]
+fn fan_out_seed_batch() {
+    if replay_seed().is_some() {
+        return;
+    }
+    let n = std::env::var("SIM_FAN_OUT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_FAN_OUT_SEEDS);
+    run_all_in((0..n).collect(), Mode::FanOut);
 }
 
 /// A batch of seeds (see [`CI_SEEDS`]; `SIM_SEEDS` overrides).

@@ -18,8 +18,10 @@ use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor
 use crate::processor::{RetriesExhausted, RetryDecision};
 use crate::record::{Record, Records};
 use crate::resharding::create_child_leases;
-use crate::retrieval::fetcher::{
-    FetchedBatch, Fetcher, FetcherConfig, PrefetchBudget, StartPosition,
+use crate::retrieval::fanout::{self, ConsumerRegistration};
+use crate::retrieval::fetcher::{self, FetcherConfig};
+use crate::retrieval::source::{
+    BufferConfig, FetchedBatch, PrefetchBudget, RecordSource, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
 use crate::telemetry::{self, names, ShardMetrics};
@@ -55,8 +57,10 @@ pub struct ShardContext {
     pub stream: Arc<dyn StreamClient>,
     /// The worker's settings.
     pub config: Arc<Config>,
-    /// The worker's read-ahead byte budget, shared by its shards' fetchers.
+    /// The worker's read-ahead byte budget, shared by its shards' record sources.
     pub prefetch_budget: PrefetchBudget,
+    /// The worker's enhanced fan-out consumer: `Some` reads by SubscribeToShard, `None` polls.
+    pub fan_out: Option<Arc<ConsumerRegistration>>,
     /// Records this worker skipped with the processors' consent (retry policy exhausted).
     pub skipped_records: Arc<AtomicU64>,
 }
@@ -137,7 +141,7 @@ struct Consumer<P> {
     processor: P,
     shutdown: CancellationToken,
     initialized: bool,
-    fetcher: Option<Fetcher>,
+    fetcher: Option<RecordSource>,
     checkpointer: Option<Checkpointer>,
     /// Batches fetched and not accepted by the processor yet (the first one is redelivered
     /// after a failure).
@@ -295,23 +299,28 @@ impl<P: RecordProcessor> Consumer<P> {
         }
     }
 
+    /// Start the shard's record source: polling, or enhanced fan-out when the worker has a
+    /// fan-out consumer.
     fn spawn_fetcher(&mut self, start: StartPosition) {
         let cfg = &self.ctx.config;
-        let fetcher_config = FetcherConfig {
-            max_records: cfg.max_records,
-            idle_time_between_reads: cfg.idle_time_between_reads,
+        let buffer = BufferConfig {
             max_pending_batches: cfg.max_pending_batches,
             max_pending_bytes: cfg.max_prefetch_bytes_per_shard,
             budget: self.ctx.prefetch_budget.clone(),
             deaggregate: cfg.deaggregate_records,
             hash_key_range: self.tenure.lease.hash_key_range,
         };
-        self.fetcher = Some(Fetcher::spawn(
-            self.ctx.stream.clone(),
-            self.key().to_string(),
-            start,
-            fetcher_config,
-        ));
+        let (stream, shard) = (self.ctx.stream.clone(), self.key().to_string());
+        self.fetcher = Some(match &self.ctx.fan_out {
+            Some(registration) => fanout::spawn(stream, registration.clone(), shard, start, buffer),
+            None => {
+                let polling = FetcherConfig {
+                    max_records: cfg.max_records,
+                    idle_time_between_reads: cfg.idle_time_between_reads,
+                };
+                fetcher::spawn(stream, shard, start, polling, buffer)
+            }
+        });
     }
 
     /// The fetcher task died (it panicked): restart it after a growing backoff, right after

@@ -54,6 +54,7 @@ impl Harness {
             stream: Arc::new(self.stream.clone()),
             config: Arc::new(config.build().unwrap()),
             prefetch_budget: PrefetchBudget::new(64 << 20),
+            fan_out: None,
             skipped_records: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }

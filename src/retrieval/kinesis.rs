@@ -1,8 +1,9 @@
 //! [`StreamClient`] on the AWS SDK's Kinesis client.
 
 use super::{
-    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure, Shard,
-    StreamClient, StreamOp,
+    ChildShard, ConsumerRef, ConsumerStatus, IteratorPosition, RecordBatch, RetrievalError,
+    RetrievalFailure, Shard, StreamClient, StreamConsumer, StreamOp, SubscribeToShardEvent,
+    SubscribeToShardEvents,
 };
 use crate::aws::AwsError;
 use crate::error::{Cause, ErrorKind};
@@ -11,9 +12,11 @@ use crate::record::Record;
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use futures::StreamExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How a stream is named: by name, or by ARN (required for cross-account access).
@@ -47,12 +50,17 @@ impl std::fmt::Display for StreamRef {
 /// Default bound on one Kinesis request (the Java KCL's `kinesisRequestTimeout`).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads one stream through the AWS SDK.
+/// Reads one stream through the AWS SDK: polling (GetRecords) and enhanced fan-out
+/// (SubscribeToShard over the SDK's event stream; the SDK's default HTTP client negotiates
+/// HTTP/2, which Kinesis requires for it).
 #[derive(Debug, Clone)]
 pub struct KinesisStreamClient {
     client: aws_sdk_kinesis::Client,
     stream: StreamRef,
     request_timeout: Duration,
+    /// The stream's ARN, looked up once (DescribeStreamSummary) when it was given by name:
+    /// the consumer calls need it.
+    stream_arn: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl KinesisStreamClient {
@@ -62,6 +70,7 @@ impl KinesisStreamClient {
             client,
             stream,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stream_arn: Arc::default(),
         }
     }
 
@@ -107,6 +116,8 @@ impl KinesisStreamClient {
                     RetrievalFailure::ExpiredIterator
                 } else if info.is_resource_not_found() {
                     RetrievalFailure::ResourceNotFound
+                } else if info.is_resource_in_use() && is_fan_out(operation) {
+                    RetrievalFailure::ResourceInUse
                 } else {
                     match info.kind() {
                         ErrorKind::Throttled => RetrievalFailure::Throttled,
@@ -118,6 +129,138 @@ impl KinesisStreamClient {
             }
         }
     }
+
+    /// The failure of a subscription's event stream, classified.
+    fn event_stream_error(
+        stream: &str,
+        shard: &str,
+        err: SdkError<
+            aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+            aws_smithy_types::event_stream::RawMessage,
+        >,
+    ) -> RetrievalError {
+        let info = AwsError::from_subscribe_to_shard_events(err);
+        let failure = if info.is_resource_not_found() {
+            RetrievalFailure::ResourceNotFound
+        } else if info.is_resource_in_use() {
+            RetrievalFailure::ResourceInUse
+        } else {
+            match info.kind() {
+                ErrorKind::Throttled => RetrievalFailure::Throttled,
+                ErrorKind::Retryable => RetrievalFailure::Retryable,
+                _ => RetrievalFailure::Fatal,
+            }
+        };
+        RetrievalError::new(
+            failure,
+            StreamOp::SubscribeToShard,
+            stream,
+            Some(shard),
+            Cause::Aws(info),
+        )
+    }
+
+    /// The stream's ARN (the consumer calls need it), looked up once when only the name was
+    /// given.
+    async fn stream_arn(&self, operation: StreamOp) -> Result<String, RetrievalError> {
+        let name = match &self.stream {
+            StreamRef::Arn(a) => return Ok(a.clone()),
+            StreamRef::Name(n) => n,
+        };
+        self.stream_arn
+            .get_or_try_init(|| async {
+                let out = self
+                    .call(
+                        operation,
+                        None,
+                        self.client
+                            .describe_stream_summary()
+                            .stream_name(name)
+                            .send(),
+                    )
+                    .await?;
+                out.stream_description_summary()
+                    .map(|s| s.stream_arn().to_string())
+                    .ok_or_else(|| {
+                        self.error(
+                            operation,
+                            None,
+                            RetrievalFailure::Fatal,
+                            Cause::BadAnswer("DescribeStreamSummary without a stream ARN".into()),
+                        )
+                    })
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The calls of enhanced fan-out (where `ResourceInUseException` means "busy, retry").
+fn is_fan_out(operation: StreamOp) -> bool {
+    matches!(
+        operation,
+        StreamOp::DescribeStreamConsumer
+            | StreamOp::RegisterStreamConsumer
+            | StreamOp::SubscribeToShard
+    )
+}
+
+fn consumer_status(s: &aws_sdk_kinesis::types::ConsumerStatus) -> ConsumerStatus {
+    use aws_sdk_kinesis::types::ConsumerStatus as S;
+    match s {
+        S::Active => ConsumerStatus::Active,
+        S::Deleting => ConsumerStatus::Deleting,
+        // Creating, and whatever a newer service may add: not usable (yet).
+        _ => ConsumerStatus::Creating,
+    }
+}
+
+/// A record as the SDK decoded it (GetRecords or a SubscribeToShard event): the buffers the
+/// SDK decoded the response into are handed through, not copied.
+fn record(r: aws_sdk_kinesis::types::Record) -> Record {
+    Record {
+        approximate_arrival_timestamp: r.approximate_arrival_timestamp().and_then(to_system_time),
+        data: r.data.into_bytes(),
+        partition_key: r.partition_key.unwrap_or_default(),
+        sequence_number: r.sequence_number,
+        sub_sequence_number: 0,
+        explicit_hash_key: None,
+        aggregated: false,
+    }
+}
+
+/// Child shards as the SDK decoded them (those without a valid hash key range are dropped).
+fn child_shards(children: &[aws_sdk_kinesis::types::ChildShard]) -> Vec<ChildShard> {
+    children
+        .iter()
+        .filter_map(|c| {
+            let r = c.hash_key_range()?;
+            Some(ChildShard {
+                shard_id: c.shard_id().to_string(),
+                parent_shards: c.parent_shards().to_vec(),
+                hash_key_range: range(r.starting_hash_key(), r.ending_hash_key())?,
+            })
+        })
+        .collect()
+}
+
+/// SubscribeToShard's `StartingPosition` for `position`.
+fn starting_position(position: &IteratorPosition) -> StartingPosition {
+    let b = StartingPosition::builder();
+    let b = match position {
+        IteratorPosition::TrimHorizon => b.r#type(ShardIteratorType::TrimHorizon),
+        IteratorPosition::Latest => b.r#type(ShardIteratorType::Latest),
+        IteratorPosition::AtTimestamp(t) => b
+            .r#type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from(*t)),
+        IteratorPosition::AtSequenceNumber(s) => b
+            .r#type(ShardIteratorType::AtSequenceNumber)
+            .sequence_number(s),
+        IteratorPosition::AfterSequenceNumber(s) => b
+            .r#type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(s),
+    };
+    b.build().expect("the type is always set")
 }
 
 fn range(start: &str, end: &str) -> Option<HashKeyRange> {
@@ -237,35 +380,113 @@ impl StreamClient for KinesisStreamClient {
         // The buffers the SDK decoded the response into are handed through, not copied.
         let records = std::mem::take(&mut out.records)
             .into_iter()
-            .map(|r| Record {
-                approximate_arrival_timestamp: r
-                    .approximate_arrival_timestamp()
-                    .and_then(to_system_time),
-                data: r.data.into_bytes(),
-                partition_key: r.partition_key.unwrap_or_default(),
-                sequence_number: r.sequence_number,
-                sub_sequence_number: 0,
-                explicit_hash_key: None,
-                aggregated: false,
-            })
-            .collect();
-        let child_shards = out
-            .child_shards()
-            .iter()
-            .filter_map(|c| {
-                let r = c.hash_key_range()?;
-                Some(ChildShard {
-                    shard_id: c.shard_id().to_string(),
-                    parent_shards: c.parent_shards().to_vec(),
-                    hash_key_range: range(r.starting_hash_key(), r.ending_hash_key())?,
-                })
-            })
+            .map(record)
             .collect();
         Ok(RecordBatch {
             records,
             next_iterator: out.next_shard_iterator().map(str::to_string),
             millis_behind_latest: out.millis_behind_latest(),
-            child_shards,
+            child_shards: child_shards(out.child_shards()),
         })
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        consumer: &ConsumerRef,
+    ) -> Result<Option<StreamConsumer>, RetrievalError> {
+        let op = StreamOp::DescribeStreamConsumer;
+        let req = self.client.describe_stream_consumer();
+        let req = match consumer {
+            ConsumerRef::Name(n) => req.stream_arn(self.stream_arn(op).await?).consumer_name(n),
+            ConsumerRef::Arn(a) => req.consumer_arn(a),
+        };
+        match self.call(op, None, req.send()).await {
+            Ok(out) => Ok(out.consumer_description().map(|d| StreamConsumer {
+                consumer_name: d.consumer_name().to_string(),
+                consumer_arn: d.consumer_arn().to_string(),
+                status: consumer_status(d.consumer_status()),
+            })),
+            Err(e) if e.failure == RetrievalFailure::ResourceNotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, RetrievalError> {
+        let op = StreamOp::RegisterStreamConsumer;
+        let req = self
+            .client
+            .register_stream_consumer()
+            .stream_arn(self.stream_arn(op).await?)
+            .consumer_name(consumer_name);
+        let out = self.call(op, None, req.send()).await?;
+        let c = out.consumer().ok_or_else(|| {
+            self.error(
+                op,
+                None,
+                RetrievalFailure::Fatal,
+                Cause::BadAnswer("RegisterStreamConsumer without a consumer".into()),
+            )
+        })?;
+        Ok(StreamConsumer {
+            consumer_name: c.consumer_name().to_string(),
+            consumer_arn: c.consumer_arn().to_string(),
+            status: consumer_status(c.consumer_status()),
+        })
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<SubscribeToShardEvents, RetrievalError> {
+        let req = self
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer_arn)
+            .shard_id(shard_id)
+            .starting_position(starting_position(position));
+        // `send` returns once the first message arrived (the service's initial response, or,
+        // from emulators that send none, the first event, which the SDK keeps for `recv`).
+        let out = self
+            .call(StreamOp::SubscribeToShard, Some(shard_id), req.send())
+            .await?;
+        let (stream, shard) = (self.stream.name().to_string(), shard_id.to_string());
+        let events = futures::stream::unfold(Some(out.event_stream), move |receiver| {
+            let (stream, shard) = (stream.clone(), shard.clone());
+            async move {
+                let mut receiver = receiver?;
+                loop {
+                    match receiver.recv().await {
+                        Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(mut e))) => {
+                            let event = SubscribeToShardEvent {
+                                records: std::mem::take(&mut e.records)
+                                    .into_iter()
+                                    .map(record)
+                                    .collect(),
+                                continuation_sequence_number: Some(
+                                    e.continuation_sequence_number().to_string(),
+                                )
+                                .filter(|c| !c.is_empty()),
+                                millis_behind_latest: Some(e.millis_behind_latest()),
+                                child_shards: child_shards(e.child_shards()),
+                            };
+                            return Some((Ok(event), Some(receiver)));
+                        }
+                        // An event type this SDK does not know: nothing to deliver.
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return None,
+                        Err(err) => {
+                            let e = KinesisStreamClient::event_stream_error(&stream, &shard, err);
+                            return Some((Err(e), None));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(events.boxed())
     }
 }

@@ -8,6 +8,13 @@
 //! per-shard read limit (5 GetRecords per rolling second), retention trimming, and fault
 //! injection ([`StreamFaultInjector`]).
 //!
+//! Enhanced fan-out (the `subscriptions` submodule): stream consumers that become `ACTIVE`
+//! a while after registration, and SubscribeToShard subscriptions that push records as they
+//! arrive, end after 5 minutes, refuse a second subscription of the same consumer to the same
+//! shard within 5 seconds (a later one takes over), allow one call per second per consumer
+//! and shard, and end a closed shard with its child shards; fault injection covers the calls
+//! and each event ([`StreamOp::SubscribeToShardEvent`]).
+//!
 //! Time is tokio time only (never the wall clock): a record's arrival timestamp is
 //! `UNIX_EPOCH + BASE_EPOCH + (tokio::time::Instant::now() − the instant the stream was
 //! created)`, so runs on paused time are reproducible. [`InMemoryStream::now`] gives the
@@ -23,8 +30,8 @@
 use super::deaggregation::{aggregate, UserRecordSpec};
 pub use super::StreamOp;
 use super::{
-    ChildShard, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure, Shard,
-    StreamClient,
+    ChildShard, ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure,
+    Shard, StreamClient, StreamConsumer, SubscribeToShardEvents,
 };
 use crate::error::Cause;
 use crate::lease::HashKeyRange;
@@ -36,6 +43,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use RetrievalFailure as K;
+
+mod subscriptions;
+pub use subscriptions::{
+    DEFAULT_CONSUMER_ACTIVATION_DELAY, MAX_EVENT_BYTES, MIN_TIME_BETWEEN_SUBSCRIBES,
+    SUBSCRIPTION_HEARTBEAT, SUBSCRIPTION_LIFETIME, SUBSCRIPTION_TAKEOVER_AFTER,
+};
 
 /// Seconds after the Unix epoch of the stream clock's zero (the stream's creation):
 /// 2023-11-14T22:13:20Z.
@@ -86,6 +99,20 @@ pub enum StreamFault {
     ExpireIterator,
     /// Wait this long (tokio time), then proceed normally.
     Delay(Duration),
+    /// Fail with ResourceInUseException ([`RetrievalFailure::ResourceInUse`]): for
+    /// SubscribeToShard a previous subscription still open; for an event, the subscription
+    /// taken over by another.
+    ResourceInUse,
+    /// Fail with LimitExceededException ([`RetrievalFailure::Throttled`]).
+    LimitExceeded,
+    /// The connection is reset ([`RetrievalFailure::Retryable`]); on an event, the
+    /// subscription fails and ends.
+    Reset,
+    /// Nothing more arrives: a call never answers, a subscription sends no more events (it
+    /// stays open until the client drops it).
+    Silence,
+    /// The subscription completes now, as when its 5 minutes are up (events only).
+    EndSubscription,
 }
 
 /// Decides which calls fail. Called once per call, before anything else happens.
@@ -119,6 +146,12 @@ struct State {
     faults: Option<Arc<dyn StreamFaultInjector>>,
     read_limit: Option<u32>,
     get_records_calls: u64,
+    /// Stream consumers and subscriptions (enhanced fan-out).
+    fan_out: subscriptions::FanOutState,
+    /// Notified on every change subscriptions may be waiting for (records, reshards, trims).
+    /// (`Notify` wakes its waiters in a fixed order; `watch` would not, and the simulation
+    /// must replay exactly.)
+    changes: Arc<tokio::sync::Notify>,
 }
 
 struct ShardState {
@@ -160,6 +193,11 @@ fn shared_copy(data: &[u8]) -> Bytes {
 pub use super::deaggregation::partition_key_hash as hash_key;
 
 impl State {
+    /// Wake the subscriptions waiting for records or shard changes.
+    fn changed(&mut self) {
+        self.changes.notify_waiters();
+    }
+
     fn now(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + BASE_EPOCH + (Instant::now() - self.base)
     }
@@ -224,6 +262,44 @@ impl State {
     }
 }
 
+/// The first sequence number a read from `position` of `sh` may return (`next_seq`: the
+/// stream's next sequence number); an error message for a non-decimal sequence number.
+fn first_sequence(
+    sh: &ShardState,
+    next_seq: u128,
+    position: &IteratorPosition,
+) -> Result<u128, String> {
+    let parse = |seq: &str| {
+        seq.parse::<u128>()
+            .map_err(|_| format!("invalid sequence number {seq:?}"))
+    };
+    Ok(match position {
+        IteratorPosition::TrimHorizon => 0,
+        IteratorPosition::Latest => next_seq,
+        IteratorPosition::AtTimestamp(t) => sh
+            .records
+            .iter()
+            .find(|(_, r)| r.approximate_arrival_timestamp.is_some_and(|a| a >= *t))
+            .map_or(next_seq, |(seq, _)| *seq),
+        IteratorPosition::AtSequenceNumber(seq) => parse(seq)?,
+        IteratorPosition::AfterSequenceNumber(seq) => parse(seq)?.saturating_add(1),
+    })
+}
+
+/// How far behind the newest record of `sh` a read whose last record is `last` is.
+fn millis_behind(sh: &ShardState, last: Option<&Record>) -> i64 {
+    let arrival = |r: &Record| {
+        r.approximate_arrival_timestamp
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    match (last, sh.records.back()) {
+        (Some(last), Some((_, newest))) => arrival(newest)
+            .duration_since(arrival(last))
+            .map_or(0, |d| d.as_millis() as i64),
+        _ => 0,
+    }
+}
+
 /// The parts of an iterator: shard, next sequence number to return, issue time (ns since base).
 fn parse_iterator(it: &str) -> Option<(&str, u128, u128)> {
     let rest = it.strip_prefix("mem:")?;
@@ -251,6 +327,8 @@ impl InMemoryStream {
             faults: None,
             read_limit: Some(DEFAULT_READ_LIMIT),
             get_records_calls: 0,
+            fan_out: subscriptions::FanOutState::default(),
+            changes: Arc::new(tokio::sync::Notify::new()),
         };
         let width = u128::MAX / shard_count as u128;
         for i in 0..shard_count {
@@ -323,7 +401,9 @@ impl InMemoryStream {
             approximate_arrival_timestamp: Some(now),
         };
         shard.records.push_back((seq, record));
-        (shard.shard.shard_id.clone(), seq.to_string())
+        let shard_id = shard.shard.shard_id.clone();
+        s.changed();
+        (shard_id, seq.to_string())
     }
 
     /// Split an open shard: it closes, and two children cover `[start, new_starting_hash_key)`
@@ -353,6 +433,7 @@ impl InMemoryStream {
         let a = s.add_shard(low, &[shard_id]);
         let b = s.add_shard(high, &[shard_id]);
         s.close(shard_id, &[a.clone(), b.clone()]);
+        s.changed();
         Ok((a, b))
     }
 
@@ -377,6 +458,7 @@ impl InMemoryStream {
         let child = s.add_shard(range, &[shard_id, adjacent_shard_id]);
         s.close(shard_id, std::slice::from_ref(&child));
         s.close(adjacent_shard_id, std::slice::from_ref(&child));
+        s.changed();
         Ok(child)
     }
 
@@ -395,6 +477,7 @@ impl InMemoryStream {
                 sh.records.pop_front();
             }
         }
+        s.changed();
     }
 
     /// Retention, for one closed shard: it disappears with its records, as if it had aged
@@ -410,6 +493,7 @@ impl InMemoryStream {
             return false;
         }
         s.shards.remove(shard_id);
+        s.changed();
         true
     }
 
@@ -482,6 +566,13 @@ impl InMemoryStream {
                 tokio::time::sleep(d).await;
                 return Ok(false);
             }
+            Some(StreamFault::ResourceInUse) => {
+                (K::ResourceInUse, "injected ResourceInUseException")
+            }
+            Some(StreamFault::LimitExceeded) => (K::Throttled, "injected LimitExceededException"),
+            Some(StreamFault::Reset) => (K::Retryable, "injected connection reset"),
+            Some(StreamFault::Silence) => std::future::pending().await,
+            Some(StreamFault::EndSubscription) => return Ok(false),
         };
         Err(self.error(op, shard, kind, message))
     }
@@ -509,32 +600,12 @@ impl StreamClient for InMemoryStream {
     ) -> Result<Option<String>, RetrievalError> {
         self.inject(StreamOp::GetShardIterator, Some(shard_id))
             .await?;
-        let parse = |seq: &str| {
-            seq.parse::<u128>().map_err(|_| {
-                self.error(
-                    StreamOp::GetShardIterator,
-                    Some(shard_id),
-                    K::Fatal,
-                    format!("invalid sequence number {seq:?}"),
-                )
-            })
-        };
         let mut s = self.state.lock().unwrap();
-        let next_seq = s.next_seq;
         let Some(sh) = s.shards.get(shard_id) else {
             return Ok(None);
         };
-        let from_seq = match position {
-            IteratorPosition::TrimHorizon => 0,
-            IteratorPosition::Latest => next_seq,
-            IteratorPosition::AtTimestamp(t) => sh
-                .records
-                .iter()
-                .find(|(_, r)| r.approximate_arrival_timestamp.is_some_and(|a| a >= *t))
-                .map_or(next_seq, |(seq, _)| *seq),
-            IteratorPosition::AtSequenceNumber(seq) => parse(seq)?,
-            IteratorPosition::AfterSequenceNumber(seq) => parse(seq)?.saturating_add(1),
-        };
+        let from_seq = first_sequence(sh, s.next_seq, position)
+            .map_err(|m| self.error(StreamOp::GetShardIterator, Some(shard_id), K::Fatal, m))?;
         Ok(Some(s.iterator(shard_id, from_seq)))
     }
 
@@ -599,16 +670,7 @@ impl StreamClient for InMemoryStream {
         let first = sh.records.partition_point(|(seq, _)| *seq < from_seq);
         let taken: Vec<&(u128, Record)> = sh.records.range(first..).take(limit).collect();
         let at_end = first + taken.len() == sh.records.len();
-        let arrival = |r: &Record| {
-            r.approximate_arrival_timestamp
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        };
-        let millis_behind = match (taken.last(), sh.records.back()) {
-            (Some((_, last)), Some((_, newest))) => arrival(newest)
-                .duration_since(arrival(last))
-                .map_or(0, |d| d.as_millis() as i64),
-            _ => 0,
-        };
+        let millis_behind = millis_behind(sh, taken.last().map(|(_, r)| r));
         let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
         // Payloads are shared with the stored records (as the Kinesis client hands through the
         // SDK's buffers); partition keys and sequence numbers are copied.
@@ -624,6 +686,33 @@ impl StreamClient for InMemoryStream {
             millis_behind_latest: Some(millis_behind),
             child_shards,
         })
+    }
+
+    async fn describe_stream_consumer(
+        &self,
+        consumer: &ConsumerRef,
+    ) -> Result<Option<StreamConsumer>, RetrievalError> {
+        self.inject(StreamOp::DescribeStreamConsumer, None).await?;
+        Ok(self.consumer(consumer))
+    }
+
+    async fn register_stream_consumer(
+        &self,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, RetrievalError> {
+        self.inject(StreamOp::RegisterStreamConsumer, None).await?;
+        self.register(consumer_name)
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<SubscribeToShardEvents, RetrievalError> {
+        self.inject(StreamOp::SubscribeToShard, Some(shard_id))
+            .await?;
+        self.subscribe(consumer_arn, shard_id, position)
     }
 }
 
@@ -982,6 +1071,7 @@ mod tests {
                 (StreamOp::GetShardIterator, _) => Some(StreamFault::Timeout),
                 (StreamOp::GetRecords, Some(S0)) => Some(StreamFault::ExpireIterator),
                 (StreamOp::GetRecords, _) => Some(StreamFault::Delay(Duration::from_secs(3))),
+                _ => None,
             }
         })));
         assert_eq!(kind(s.list_shards().await), K::Throttled);

@@ -1,18 +1,26 @@
 //! Reading records from a stream.
 //!
 //! [`StreamClient`] is the small object-safe surface the library needs from Kinesis
-//! (ListShards, GetShardIterator, GetRecords); [`KinesisStreamClient`] implements it on the AWS
-//! SDK; implement it for another source. The `testing` feature has an in-memory stream with
-//! fault injection. Inside the crate, a fetcher turns it into a bounded prefetch of batches
-//! per shard, de-aggregating KPL aggregates ([`deaggregation`]) on the way.
+//! (ListShards, GetShardIterator, GetRecords; for enhanced fan-out DescribeStreamConsumer,
+//! RegisterStreamConsumer and SubscribeToShard); [`KinesisStreamClient`] implements it on the
+//! AWS SDK; implement it for another source. The `testing` feature has an in-memory stream with
+//! fault injection. Inside the crate, one record source per shard turns it into a bounded
+//! prefetch of batches: the polling fetcher (GetRecords) or the fan-out source
+//! (SubscribeToShard), behind the same interface (`source`), so the shard consumer does not
+//! know which one runs; both de-aggregate KPL aggregates ([`deaggregation`]) on the way.
 
 pub mod deaggregation;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod fanout;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fetcher;
 mod kinesis;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod memory;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod source;
 
+pub use fanout::ConsumerRegistrationError;
 pub use kinesis::{KinesisStreamClient, StreamRef, DEFAULT_REQUEST_TIMEOUT};
 #[cfg(test)]
 pub(crate) use memory::InMemoryStream;
@@ -21,6 +29,7 @@ use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;
 use crate::record::Record;
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -99,6 +108,78 @@ pub struct RecordBatch {
     pub child_shards: Vec<ChildShard>,
 }
 
+/// An enhanced fan-out consumer of a stream, as DescribeStreamConsumer and
+/// RegisterStreamConsumer report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConsumer {
+    /// The consumer's name (unique per stream).
+    pub consumer_name: String,
+    /// Its ARN (what SubscribeToShard needs).
+    pub consumer_arn: String,
+    /// Whether it can be subscribed with yet.
+    pub status: ConsumerStatus,
+}
+
+/// The status of a [`StreamConsumer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerStatus {
+    /// Registered, not usable yet (Kinesis takes a few seconds).
+    Creating,
+    /// Usable.
+    Active,
+    /// Being deregistered.
+    Deleting,
+}
+
+impl fmt::Display for ConsumerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConsumerStatus::Creating => "CREATING",
+            ConsumerStatus::Active => "ACTIVE",
+            ConsumerStatus::Deleting => "DELETING",
+        })
+    }
+}
+
+/// Which stream consumer: by name (on the client's stream) or by ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerRef {
+    /// The consumer's name on the stream.
+    Name(String),
+    /// The consumer's ARN.
+    Arn(String),
+}
+
+impl fmt::Display for ConsumerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsumerRef::Name(n) => f.write_str(n),
+            ConsumerRef::Arn(a) => f.write_str(a),
+        }
+    }
+}
+
+/// One event of a SubscribeToShard subscription (enhanced fan-out).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscribeToShardEvent {
+    /// The records, in sequence order (often none: the service also sends empty events).
+    pub records: Vec<Record>,
+    /// Where reading continues: a later subscription `AFTER_SEQUENCE_NUMBER` of it repeats
+    /// nothing and skips nothing. `None` (or empty, as the AWS SDK decodes a null) when the
+    /// shard is closed and every record was sent: this is its last event.
+    pub continuation_sequence_number: Option<String>,
+    /// How far behind the tip of the shard this event is.
+    pub millis_behind_latest: Option<i64>,
+    /// The child shards, in the last event of a closed shard.
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// The events of one subscription, in order. The stream ends (`None`) when the service
+/// completes the subscription (Kinesis does after 5 minutes) or after the shard's last event;
+/// an `Err` ends it too (nothing follows it).
+pub type SubscribeToShardEvents = BoxStream<'static, Result<SubscribeToShardEvent, RetrievalError>>;
+
 /// The [`StreamClient`] calls: what failed in a [`RetrievalError`], and what a
 /// stream fault injector of the `testing` feature is asked about. Displayed as the method name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +190,15 @@ pub enum StreamOp {
     GetShardIterator,
     /// `get_records`
     GetRecords,
+    /// `describe_stream_consumer`
+    DescribeStreamConsumer,
+    /// `register_stream_consumer`
+    RegisterStreamConsumer,
+    /// `subscribe_to_shard` (also: the failure of a subscription's event stream)
+    SubscribeToShard,
+    /// An event about to be sent on a subscription (not a call: what a stream fault injector
+    /// of the `testing` feature is asked before each event; errors name `SubscribeToShard`)
+    SubscribeToShardEvent,
 }
 
 impl fmt::Display for StreamOp {
@@ -117,6 +207,10 @@ impl fmt::Display for StreamOp {
             StreamOp::ListShards => "list_shards",
             StreamOp::GetShardIterator => "get_shard_iterator",
             StreamOp::GetRecords => "get_records",
+            StreamOp::DescribeStreamConsumer => "describe_stream_consumer",
+            StreamOp::RegisterStreamConsumer => "register_stream_consumer",
+            StreamOp::SubscribeToShard => "subscribe_to_shard",
+            StreamOp::SubscribeToShardEvent => "subscribe_to_shard_event",
         })
     }
 }
@@ -131,8 +225,11 @@ pub enum RetrievalFailure {
     Throttled,
     /// Transient: retry.
     Retryable,
-    /// The stream or shard does not exist (any more).
+    /// The stream or shard does not exist (any more); for fan-out calls also: the consumer.
     ResourceNotFound,
+    /// The resource is busy: a previous subscription to the shard is still open, or the
+    /// consumer being registered exists already. Retry after a pause.
+    ResourceInUse,
     /// Retrying will not help.
     Fatal,
 }
@@ -142,7 +239,9 @@ impl RetrievalFailure {
     pub fn kind(self) -> ErrorKind {
         match self {
             RetrievalFailure::Throttled => ErrorKind::Throttled,
-            RetrievalFailure::ExpiredIterator | RetrievalFailure::Retryable => ErrorKind::Retryable,
+            RetrievalFailure::ExpiredIterator
+            | RetrievalFailure::Retryable
+            | RetrievalFailure::ResourceInUse => ErrorKind::Retryable,
             RetrievalFailure::ResourceNotFound | RetrievalFailure::Fatal => ErrorKind::Fatal,
         }
     }
@@ -187,6 +286,24 @@ impl RetrievalError {
     pub fn kind(&self) -> ErrorKind {
         self.failure.kind()
     }
+
+    /// `operation` is not implemented by this [`StreamClient`] (the default of the fan-out
+    /// calls, for clients that only poll).
+    pub fn unsupported(
+        operation: StreamOp,
+        stream: impl Into<String>,
+        shard: Option<&str>,
+    ) -> Self {
+        RetrievalError::new(
+            RetrievalFailure::Fatal,
+            operation,
+            stream,
+            shard,
+            Cause::Unsupported(format!(
+                "this StreamClient does not implement {operation} (enhanced fan-out); use polling retrieval"
+            )),
+        )
+    }
 }
 
 /// The Kinesis calls a consumer needs (object-safe: used as `Arc<dyn StreamClient>`).
@@ -225,4 +342,51 @@ pub trait StreamClient: Send + Sync + fmt::Debug {
         iterator: &str,
         limit: u32,
     ) -> Result<RecordBatch, RetrievalError>;
+
+    /// Enhanced fan-out: the stream consumer `consumer` (DescribeStreamConsumer); `Ok(None)`
+    /// when there is none. The default fails with [`RetrievalError::unsupported`].
+    async fn describe_stream_consumer(
+        &self,
+        consumer: &ConsumerRef,
+    ) -> Result<Option<StreamConsumer>, RetrievalError> {
+        let _ = consumer;
+        Err(RetrievalError::unsupported(
+            StreamOp::DescribeStreamConsumer,
+            self.stream_name(),
+            None,
+        ))
+    }
+
+    /// Enhanced fan-out: register a consumer named `consumer_name` on the stream
+    /// (RegisterStreamConsumer; it starts `CREATING`). Fails with
+    /// [`RetrievalFailure::ResourceInUse`] when one of that name exists already. The default
+    /// fails with [`RetrievalError::unsupported`].
+    async fn register_stream_consumer(
+        &self,
+        consumer_name: &str,
+    ) -> Result<StreamConsumer, RetrievalError> {
+        let _ = consumer_name;
+        Err(RetrievalError::unsupported(
+            StreamOp::RegisterStreamConsumer,
+            self.stream_name(),
+            None,
+        ))
+    }
+
+    /// Enhanced fan-out: subscribe the consumer `consumer_arn` to `shard_id` from `position`
+    /// (SubscribeToShard). The events arrive as the service pushes them; dropping the stream
+    /// ends the subscription. The default fails with [`RetrievalError::unsupported`].
+    async fn subscribe_to_shard(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<SubscribeToShardEvents, RetrievalError> {
+        let _ = (consumer_arn, position);
+        Err(RetrievalError::unsupported(
+            StreamOp::SubscribeToShard,
+            self.stream_name(),
+            Some(shard_id),
+        ))
+    }
 }

@@ -7,7 +7,7 @@
 //! | what | for |
 //! |---|---|
 //! | [`TestShard`] | unit-testing your [`RecordProcessor`](crate::RecordProcessor) with a real [`Checkpointer`](crate::Checkpointer) |
-//! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection |
+//! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection (the stream also has enhanced fan-out: consumers and subscriptions) |
 //! | [`kpl_aggregate`], [`UserRecordSpec`], [`InMemoryStream::put_aggregate`] | KPL aggregates (the format `deaggregation` reads) for tests |
 //! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
 //! | [`FaultHooks`], [`CallCounter`] | ready-made hooks |
@@ -65,7 +65,9 @@ pub use crate::lease::memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp
 pub use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
 pub use crate::retrieval::memory::{
     hash_key, InMemoryStream, StreamFault, StreamFaultInjector, StreamOp, BASE_EPOCH,
-    DEFAULT_READ_LIMIT, FIRST_SEQUENCE_NUMBER, ITERATOR_TTL, MAX_GET_RECORDS_LIMIT,
+    DEFAULT_CONSUMER_ACTIVATION_DELAY, DEFAULT_READ_LIMIT, FIRST_SEQUENCE_NUMBER, ITERATOR_TTL,
+    MAX_EVENT_BYTES, MAX_GET_RECORDS_LIMIT, MIN_TIME_BETWEEN_SUBSCRIBES, SUBSCRIPTION_HEARTBEAT,
+    SUBSCRIPTION_LIFETIME, SUBSCRIPTION_TAKEOVER_AFTER,
 };
 pub use coordinator::TestCoordinator;
 pub use observe::{

@@ -9,23 +9,6 @@ use std::time::{Duration, SystemTime};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-async fn stream_with_records(
-    aws: &testkit::LocalAws,
-    prefix: &str,
-    shards: i32,
-    n: usize,
-) -> (String, Vec<testkit::PutResult>) {
-    let kinesis = aws.kinesis_client();
-    let name = testkit::unique_name(prefix);
-    testkit::create_stream(&kinesis, &name, shards)
-        .await
-        .unwrap();
-    let put = testkit::put_records(&kinesis, &name, testkit::numbered_records(prefix, n))
-        .await
-        .unwrap();
-    (name, put)
-}
-
 fn lease_store(aws: &testkit::LocalAws, table: &str) -> DynamoDbLeaseStore {
     DynamoDbLeaseStore::new(aws.dynamodb_client(), table)
 }

@@ -214,6 +214,24 @@ pub fn start_scheduler<F: kinesis_client::RecordProcessorFactory>(
     Worker { handle, task }
 }
 
+/// A new stream of `shards` shards named after `prefix`, with `n` numbered records put.
+pub async fn stream_with_records(
+    aws: &testkit::LocalAws,
+    prefix: &str,
+    shards: i32,
+    n: usize,
+) -> (String, Vec<testkit::PutResult>) {
+    let kinesis = aws.kinesis_client();
+    let name = testkit::unique_name(prefix);
+    testkit::create_stream(&kinesis, &name, shards)
+        .await
+        .unwrap();
+    let put = testkit::put_records(&kinesis, &name, testkit::numbered_records(prefix, n))
+        .await
+        .unwrap();
+    (name, put)
+}
+
 /// Poll `cond` every 100 ms until it holds, or panic with `what` after `limit`.
 pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();

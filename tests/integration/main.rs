@@ -8,6 +8,7 @@ mod consumer;
 mod coordinator;
 mod demo;
 mod examples;
+mod fan_out;
 mod harness;
 mod java_compat;
 mod kpl;

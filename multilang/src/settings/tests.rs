@@ -346,7 +346,7 @@ fn unknown_keys_warn_with_line_and_suggestion() {
 #[test]
 fn ignored_keys_are_listed() {
     let p = parse(
-        "millisBehindLatestThresholdForReducedTps = 0\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.consumerName = c\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
+        "millisBehindLatestThresholdForReducedTps = 0\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.maxDescribeStreamSummaryRetries = 3\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
     );
     assert_eq!(
         p.ignored,
@@ -355,7 +355,7 @@ fn ignored_keys_are_listed() {
                 .to_string(),
             "validateSequenceNumberBeforeCheckpointing (line 6: no effect since KCL 2.x)"
                 .to_string(),
-            "fanoutConfig.consumerName (line 7: enhanced fan-out is not implemented)".to_string(),
+            "fanoutConfig.maxDescribeStreamSummaryRetries (line 7: the stream ARN is looked up once, within the start-up retries)".to_string(),
             "clientVersionConfig (line 8: KCL 3.x lease-assignment feature, not implemented)"
                 .to_string(),
         ]
@@ -364,12 +364,100 @@ fn ignored_keys_are_listed() {
 }
 
 #[test]
-fn fanout_mode_warns() {
+fn retrieval_mode_follows_the_java_daemon() {
+    use kinesis_client::RetrievalMode as Used;
+    // Nothing set: fan-out, as Java's DEFAULT without polling keys; an info line says why.
+    let p = parse("");
+    assert_eq!(
+        (p.settings.retrieval_mode, p.settings.retrieval()),
+        (None, Used::FanOut)
+    );
+    assert!(
+        p.info.iter().any(|i| i.contains("no polling key is set")),
+        "{:?}",
+        p.info
+    );
+    // DEFAULT with a polling key: polling.
+    let p = parse("retrievalMode = default\nmaxRecords = 100\n");
+    assert_eq!(p.settings.retrieval(), Used::Polling);
+    assert!(
+        p.info.iter().any(|i| i.contains("maxRecords (line 6)")),
+        "{:?}",
+        p.info
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // A zero is not "set" (Java's primitive fields).
+    assert_eq!(
+        parse("idleTimeBetweenReadsInMillis = 0\n")
+            .settings
+            .retrieval(),
+        Used::FanOut
+    );
+    // FANOUT: no more fallback warning; polling keys beside it are warned about.
     let p = parse("retrievalMode = FANOUT\n");
     assert_eq!(p.settings.retrieval_mode, Some(RetrievalMode::FanOut));
-    assert_eq!(p.warnings.len(), 1);
-    assert!(p.warnings[0].contains("polling"));
+    assert_eq!(p.settings.retrieval(), Used::FanOut);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let p = parse("retrievalMode = FANOUT\nidleTimeBetweenReadsInMillis = 500\n");
+    assert_eq!(p.settings.retrieval(), Used::FanOut);
+    assert!(
+        p.warnings[0].contains("idleTimeBetweenReadsInMillis (line 6) have no effect"),
+        "{:?}",
+        p.warnings
+    );
+    // POLLING with fan-out keys: those are warned about.
+    let p = parse("retrievalMode = POLLING\nfanoutConfig.consumerName = c\n");
+    assert_eq!(p.settings.retrieval(), Used::Polling);
+    assert!(
+        p.warnings[0].contains("fanoutConfig.consumerName (line 6)"),
+        "{:?}",
+        p.warnings
+    );
     assert!(err("retrievalMode = turbo\n").is_invalid_value());
+}
+
+#[test]
+fn fanout_config_keys_are_typed_validated_and_mapped() {
+    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/my-stream/consumer/c1:1700000000";
+    let p = parse(&format!(
+        "retrievalMode = FANOUT\nfanoutConfig.consumerArn = {arn}\nfanoutConfig.maxDescribeStreamConsumerRetries = 20\nfanoutConfig.registerStreamConsumerRetries = 3\nfanoutConfig.retryBackoffMillis = 250\n"
+    ));
+    let f = &p.settings.fan_out;
+    assert_eq!(f.consumer_arn.as_deref(), Some(arn));
+    assert_eq!(f.max_describe_stream_consumer_retries, Some(20));
+    assert_eq!(f.register_stream_consumer_retries, Some(3));
+    assert_eq!(f.retry_backoff, Some(Duration::from_millis(250)));
+    let config = crate::daemon::kcl_config(&p.settings).unwrap();
+    assert_eq!(config.retrieval_mode, kinesis_client::RetrievalMode::FanOut);
+    assert_eq!(
+        config.fan_out_consumer(),
+        kinesis_client::retrieval::ConsumerRef::Arn(arn.into())
+    );
+    assert_eq!(config.fan_out.register_stream_consumer_retries, 3);
+    assert_eq!(config.fan_out.retry_backoff, Duration::from_millis(250));
+    // The name defaults to the application name.
+    let config = crate::daemon::kcl_config(&parse("").settings).unwrap();
+    assert_eq!(
+        config.fan_out_consumer(),
+        kinesis_client::retrieval::ConsumerRef::Name("MyApp".into())
+    );
+    let named = parse("fanoutConfig.consumerName = other-consumer\n");
+    let config = crate::daemon::kcl_config(&named.settings).unwrap();
+    assert_eq!(
+        config.fan_out_consumer(),
+        kinesis_client::retrieval::ConsumerRef::Name("other-consumer".into())
+    );
+    assert!(err("fanoutConfig.consumerName = a b\n").is_invalid_value());
+    assert!(err(
+        "fanoutConfig.consumerArn = arn:aws:kinesis:us-east-1:123456789012:stream/my-stream\n"
+    )
+    .is_invalid_value());
+    assert!(err("fanoutConfig.retryBackoffMillis = soon\n").is_invalid_value());
+    // A consumer of another stream: the mapping names the key.
+    let other = "arn:aws:kinesis:us-east-1:123456789012:stream/other/consumer/c1:1";
+    let p = parse(&format!("fanoutConfig.consumerArn = {other}\n"));
+    let e = crate::daemon::kcl_config(&p.settings).unwrap_err();
+    assert_eq!(e.key, "fanoutConfig.consumerArn");
 }
 
 #[test]
@@ -387,8 +475,13 @@ fn credentials_keys() {
         p.settings.credentials.kinesis,
         vec![CredentialsSpec::Default]
     );
-    assert_eq!(p.info.len(), 1);
-    assert!(p.info[0].starts_with("properties line 4: AWSCredentialsProvider: "));
+    let credentials_info: Vec<&String> = p
+        .info
+        .iter()
+        .filter(|i| i.contains("CredentialsProvider"))
+        .collect();
+    assert_eq!(credentials_info.len(), 1, "{:?}", p.info);
+    assert!(credentials_info[0].starts_with("properties line 4: AWSCredentialsProvider: "));
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert!(p.warnings[0].contains("SystemPropertyCredentialsProvider"));
 

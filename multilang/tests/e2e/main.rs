@@ -14,6 +14,7 @@
 mod harness;
 
 mod child_failures;
+mod fan_out;
 mod graceful_shutdown;
 mod kclpy_sample;
 mod kpl;

@@ -43,6 +43,11 @@ const SUPPORTED_KEYS: &[&str] = &[
     "maxActiveThreads",
     "processingLanguage",
     "retrievalMode",
+    "fanoutConfig.consumerName",
+    "fanoutConfig.consumerArn",
+    "fanoutConfig.maxDescribeStreamConsumerRetries",
+    "fanoutConfig.registerStreamConsumerRetries",
+    "fanoutConfig.retryBackoffMillis",
 ];
 
 /// Both sample files parse with no warning (so they cannot rot as the daemon changes), list
@@ -108,7 +113,8 @@ fn sample_properties_files_parse_without_warnings() {
             assert!(documented, "{file}: key {key} is not listed");
         }
         // (initialPositionInStreamExtended stays commented: it would override TRIM_HORIZON
-        // with a warning saying so.)
+        // with a warning saying so; so do the fanoutConfig keys, which warn beside the polling
+        // examples. They are checked with retrievalMode = FANOUT below.)
         let uncommented: String = text
             .lines()
             .map(|l| {
@@ -116,6 +122,7 @@ fn sample_properties_files_parse_without_warnings() {
                 let is_example = l.starts_with('#')
                     && SUPPORTED_KEYS.iter().any(|k| {
                         *k != "initialPositionInStreamExtended"
+                            && !k.starts_with("fanoutConfig.")
                             && rest
                                 .strip_prefix(k)
                                 .is_some_and(|r| r.trim_start().starts_with('='))
@@ -135,6 +142,30 @@ fn sample_properties_files_parse_without_warnings() {
             "{file} with every example uncommented: {:?}",
             all.warnings
         );
+        // The fan-out examples, with retrievalMode = FANOUT.
+        let fan_out: String = text
+            .lines()
+            .map(|l| {
+                let rest = l.trim_start_matches(['#', ' ']);
+                if l.starts_with('#') && rest.starts_with("fanoutConfig.") && rest.contains('=') {
+                    rest
+                } else {
+                    l
+                }
+            })
+            .chain(["retrievalMode = FANOUT"])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed = settings::from_properties_text(&fan_out)
+            .unwrap_or_else(|e| panic!("{file} with the fan-out examples: {e}"));
+        assert!(parsed.warnings.is_empty(), "{file}: {:?}", parsed.warnings);
+        assert_eq!(
+            parsed.settings.retrieval(),
+            kinesis_client::RetrievalMode::FanOut,
+            "{file}"
+        );
+        kinesis_client_multilang::daemon::kcl_config(&parsed.settings)
+            .unwrap_or_else(|e| panic!("{file} with the fan-out examples: {e}"));
     }
 }
 

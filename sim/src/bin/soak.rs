@@ -1,14 +1,14 @@
 //! Soak: run many simulation seeds in parallel and summarise.
 //!
 //! ```text
-//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J]
-//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace]    # one seed, its report (and full trace)
+//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J] [--fan-out]
+//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace] [--fan-out]   # one seed, its report (and full trace)
 //! ```
 //!
 //! Prints each failing seed's first violation as it is found, then a summary table and the
 //! list of failing seeds. Exits with status 1 when any seed failed.
 
-use kcl_sim::{run_seed, run_seed_bounded, wall_limit, RunOutcome};
+use kcl_sim::{run_seed_bounded_in, run_seed_in, wall_limit, Mode, RunOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,10 +19,11 @@ struct Args {
     jobs: usize,
     single: Option<u64>,
     trace: bool,
+    mode: Mode,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] | soak --seed N [--trace]");
+    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] [--fan-out] | soak --seed N [--trace] [--fan-out]");
     std::process::exit(2)
 }
 
@@ -33,6 +34,7 @@ fn parse_args() -> Args {
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         single: None,
         trace: false,
+        mode: Mode::Polling,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,6 +49,7 @@ fn parse_args() -> Args {
             "--jobs" => args.jobs = num().max(1) as usize,
             "--seed" => args.single = Some(num()),
             "--trace" => args.trace = true,
+            "--fan-out" => args.mode = Mode::FanOut,
             _ => usage(),
         }
     }
@@ -114,7 +117,7 @@ impl Summary {
 fn main() {
     let args = parse_args();
     if let Some(seed) = args.single {
-        let o = run_seed(seed);
+        let o = run_seed_in(seed, args.mode);
         if args.trace {
             print!("{}", o.trace.render_all());
         }
@@ -133,7 +136,7 @@ fn main() {
                     return;
                 }
                 let t = Instant::now();
-                let o = run_seed_bounded(seed, wall_limit());
+                let o = run_seed_bounded_in(seed, args.mode, wall_limit());
                 let wall = t.elapsed();
                 if let Some(v) = o.violations.first() {
                     eprintln!("seed {seed} FAILED: {v}");
@@ -154,7 +157,10 @@ fn main() {
     let wall = started.elapsed();
     let mut sum = summary.into_inner().unwrap();
     sum.failing.sort();
-    println!("seeds {}..{} on {} threads", args.start, end, args.jobs);
+    println!(
+        "seeds {}..{} ({:?}) on {} threads",
+        args.start, end, args.mode, args.jobs
+    );
     println!("{:<28} {:>16}", "scenarios", sum.scenarios);
     println!("{:<28} {:>16}", "trace events", sum.events);
     println!("{:<28} {:>16}", "records produced", sum.produced);

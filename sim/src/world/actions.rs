@@ -7,13 +7,13 @@ use crate::gate::Gate;
 #[cfg(doc)]
 use crate::ledger::Ledger;
 use crate::processor::SimProcessorFactory;
-use crate::scenario::{Action, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
+use crate::scenario::{Action, Retrieval, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::sim_lease_store;
 use crate::stream::SimStream;
 use kinesis_client::processor::RetryPolicy;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::testing::UserRecordSpec;
-use kinesis_client::{Config, InitialPosition, Scheduler};
+use kinesis_client::{Config, InitialPosition, RetrievalMode, Scheduler};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,6 +50,10 @@ impl World {
             .lease_cleanup_interval(sc.cleanup_interval)
             .max_leases_to_steal_at_one_time(sc.steal_at_once)
             .graceful_shutdown_timeout(sc.graceful_timeout)
+            .retrieval_mode(match sc.retrieval {
+                Retrieval::Polling => RetrievalMode::Polling,
+                Retrieval::FanOut(_) => RetrievalMode::FanOut,
+            })
             .rng_seed(Some(
                 sc.seed ^ self.incarnations.wrapping_mul(0x2545_F491_4F6C_DD1D),
             ))

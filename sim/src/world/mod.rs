@@ -19,7 +19,7 @@ use crate::faults::{StoreFaults, StreamFaults};
 use crate::gate::Gate;
 use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
-use crate::scenario::Scenario;
+use crate::scenario::{Retrieval, Scenario};
 use crate::trace::Trace;
 use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
 use kinesis_client::{SchedulerError, SchedulerHandle};
@@ -126,10 +126,14 @@ impl World {
         let seed = sc.seed;
         let stream = InMemoryStream::new("sim", sc.initial_shards);
         let started_at = stream.now();
-        let stream_faults = Arc::new(
-            StreamFaults::new(sc.stream_faults, seed ^ 0x57AE_A11F)
-                .with_outages(Instant::now(), &sc.outages),
-        );
+        let mut faults = StreamFaults::new(sc.stream_faults, seed ^ 0x57AE_A11F)
+            .with_outages(Instant::now(), &sc.outages);
+        if let Retrieval::FanOut(plan) = sc.retrieval {
+            stream.set_subscription_lifetime(plan.lifetime);
+            stream.set_consumer_activation_delay(plan.activation);
+            faults = faults.with_subscription_faults(plan.faults);
+        }
+        let stream_faults = Arc::new(faults);
         stream.set_fault_injector(Some(stream_faults.clone()));
         let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
         let table = InMemoryLeaseStore::new();
