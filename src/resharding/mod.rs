@@ -16,7 +16,9 @@ pub(crate) use children::create_child_leases;
 #[cfg(test)]
 pub(crate) use children::ChildLeaseError;
 pub use sync::ShardSyncError;
-pub(crate) use sync::{sync_shards, sync_shards_within};
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use sync::sync_shards;
+pub(crate) use sync::sync_shards_within;
 
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;
