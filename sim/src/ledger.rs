@@ -542,29 +542,18 @@ impl Ledger {
         }
     }
 
-    /// Instance `id` failed its batch but reported the first `done` records of it done
-    /// (partial progress): the redelivery starts after them.
-    pub fn on_progress(&mut self, id: u64, done: usize) {
-        if done == 0 {
+    /// Instance `id` failed its batch but reported `done` (the first records of it) done
+    /// (partial progress): the redelivery starts after the last of them.
+    ///
+    /// Counted from the records themselves, not from positions: a batch may hold records
+    /// that were skipped with consent meanwhile (by an earlier owner whose skip came after
+    /// this batch was read), and those are part of what was done.
+    pub fn on_progress(&mut self, id: u64, done: &[Record]) {
+        if done.is_empty() {
             return;
         }
         self.stats.partial += 1;
-        let inst = &mut self.instances[id as usize];
-        if let Some(next) = inst.next.as_mut() {
-            // `next` is the batch's first position (set on delivery); the batch's records are
-            // consecutive apart from consented skips, which the next delivery may leave out.
-            let shard = inst.shard.clone();
-            let log = &self.shards[&shard];
-            let mut at = *next;
-            let mut left = done;
-            while left > 0 {
-                if !log.consented.contains(&at) {
-                    left -= 1;
-                }
-                at += 1;
-            }
-            *next = at;
-        }
+        self.after(id, done.last());
     }
 
     /// Instance `id`'s `retries_exhausted` hook skipped `records`: they count as processed

@@ -219,7 +219,7 @@ impl RecordProcessor for SimProcessor {
             ));
             let mut ledger = self.ledger.lock().unwrap();
             ledger.on_batch_done(self.id, records, false);
-            ledger.on_progress(self.id, done);
+            ledger.on_progress(self.id, &records[..done]);
             return Err(error);
         }
         self.ledger.lock().unwrap().on_processed(self.id, records);

@@ -542,6 +542,13 @@ impl LeaseCoordinator {
                             st.confirmed(cur.clone(), started);
                             return Ok(cur);
                         }
+                        // Our tenure ended while this write was in flight (lost, expired,
+                        // or the lease was taken back by this worker under a new tenure,
+                        // which names this worker too): the counter moved for the new
+                        // tenure, and nothing of it is ours to write over.
+                        Some(_) if !self.holds(key, token) => {
+                            return Err(lost(LossReason::LostWhileRetrying));
+                        }
                         // Another write of ours (a renewal or an earlier checkpoint that
                         // reported a timeout) had landed: still ours; write again on top.
                         Some(cur) if st.explains(&cur, me) && retry.retry_now() => {

@@ -15,10 +15,10 @@ pub mod sync;
 pub(crate) use children::create_child_leases;
 #[cfg(test)]
 pub(crate) use children::ChildLeaseError;
-pub use sync::ShardSyncError;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use sync::sync_shards;
 pub(crate) use sync::sync_shards_within;
+pub use sync::ShardSyncError;
 
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;
