@@ -694,16 +694,7 @@ mod tests {
     /// user record.
     #[tokio::test(start_paused = true)]
     async fn aggregates_are_deaggregated_and_a_checkpoint_inside_one_resumes_after_it() {
-        use crate::retrieval::deaggregation::UserRecordSpec;
-        let user_records = |prefix: &str, n: usize| -> Vec<UserRecordSpec> {
-            (0..n)
-                .map(|i| UserRecordSpec {
-                    partition_key: format!("{prefix}-pk-{i}"),
-                    explicit_hash_key: None,
-                    data: format!("{prefix}-{i}").into_bytes(),
-                })
-                .collect()
-        };
+        use crate::retrieval::source::test_support::user_records;
         let stream = InMemoryStream::new("s", 1);
         let (_, x) = stream.put_aggregate(&user_records("x", 6));
         let (_, after) = stream.put("pk", b"plain");

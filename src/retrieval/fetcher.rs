@@ -204,8 +204,8 @@ impl FetchTask {
 mod tests {
     use super::*;
     use crate::checkpoint::ExtendedSequenceNumber;
-    use crate::retrieval::deaggregation::UserRecordSpec;
     use crate::retrieval::memory::{StreamFault, StreamOp};
+    use crate::retrieval::source::test_support::user_records;
     use crate::retrieval::source::{record_bytes, PrefetchBudget};
     use crate::retrieval::InMemoryStream;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -292,16 +292,6 @@ mod tests {
         };
         let mut fetcher = spawn(Arc::new(stream), shard, start, config(), buffer());
         assert_eq!(drain(&mut fetcher, 10).await, put[10..].to_vec());
-    }
-
-    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
-        (0..n)
-            .map(|i| UserRecordSpec {
-                partition_key: format!("{prefix}-pk-{i}"),
-                explicit_hash_key: None,
-                data: format!("{prefix}-{i}").into_bytes(),
-            })
-            .collect()
     }
 
     /// (sequence number, sub-sequence number, payload) of everything delivered until `want`.

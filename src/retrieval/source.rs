@@ -510,6 +510,21 @@ pub(crate) mod test_support {
 
     /// KiB.
     pub const KIB: usize = 1024;
+
+    /// `n` user records for a KPL aggregate: partition key `{prefix}-pk-{i}`, data
+    /// `{prefix}-{i}`.
+    pub fn user_records(
+        prefix: &str,
+        n: usize,
+    ) -> Vec<crate::retrieval::deaggregation::UserRecordSpec> {
+        (0..n)
+            .map(|i| crate::retrieval::deaggregation::UserRecordSpec {
+                partition_key: format!("{prefix}-pk-{i}"),
+                explicit_hash_key: None,
+                data: format!("{prefix}-{i}").into_bytes(),
+            })
+            .collect()
+    }
     /// The worker budget of [`slow_processor`]'s sources.
     pub const WORKER_BUDGET: usize = 1536 * KIB;
     /// The largest record [`slow_processor`] puts.
@@ -569,18 +584,9 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::user_records;
     use super::*;
-    use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
-
-    fn user_records(prefix: &str, n: usize) -> Vec<UserRecordSpec> {
-        (0..n)
-            .map(|i| UserRecordSpec {
-                partition_key: format!("{prefix}-pk-{i}"),
-                explicit_hash_key: None,
-                data: format!("{prefix}-{i}").into_bytes(),
-            })
-            .collect()
-    }
+    use crate::retrieval::deaggregation::aggregate as kpl_aggregate;
 
     /// Captures log lines (for the tests that check what is logged).
     #[derive(Clone, Default)]
