@@ -668,13 +668,18 @@ impl StreamClient for InMemoryStream {
         }
         let limit = limit.clamp(1, MAX_GET_RECORDS_LIMIT) as usize;
         let first = sh.records.partition_point(|(seq, _)| *seq < from_seq);
-        let taken: Vec<&(u128, Record)> = sh.records.range(first..).take(limit).collect();
-        let at_end = first + taken.len() == sh.records.len();
-        let millis_behind = millis_behind(sh, taken.last().map(|(_, r)| r));
-        let next_from = taken.last().map_or(from_seq, |(seq, _)| seq + 1);
+        let end = sh.records.len().min(first + limit);
+        let at_end = end == sh.records.len();
+        let last = (end > first).then(|| &sh.records[end - 1]);
+        let millis_behind = millis_behind(sh, last.map(|(_, r)| r));
+        let next_from = last.map_or(from_seq, |(seq, _)| seq + 1);
         // Payloads are shared with the stored records (as the Kinesis client hands through the
         // SDK's buffers); partition keys and sequence numbers are copied.
-        let records: Vec<Record> = taken.into_iter().map(|(_, r)| r.clone()).collect();
+        let records: Vec<Record> = sh
+            .records
+            .range(first..end)
+            .map(|(_, r)| r.clone())
+            .collect();
         let (next_iterator, child_shards) = if at_end && sh.shard.is_closed() {
             (None, sh.children.clone())
         } else {
