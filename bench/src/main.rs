@@ -120,10 +120,7 @@ fn main() -> Result<()> {
                 .parse()
                 .context("a number")
         };
-        let (shards, size, records) = (arg(2)? as usize, arg(3)? as usize, arg(4)?);
-        let _ = pipeline::run(shards, size, (records / 10).max(shards as u64));
-        pipeline::profile_next_runs();
-        let r = pipeline::run(shards, size, records);
+        let r = pipeline::row(arg(2)? as usize, arg(3)? as usize, arg(4)?);
         println!(
             "{} records in {:?} CPU: {:.0} ns/record ({:.0} records per CPU second)",
             r.records,

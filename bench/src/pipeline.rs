@@ -16,6 +16,7 @@ use crate::Scale;
 use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
 use kinesis_client::StreamRef;
 use kinesis_client::{Config, InitialPosition, Scheduler};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,10 +58,10 @@ fn shard_hash(i: usize, n: usize) -> u128 {
 /// For profiling the measured part alone: with `KCL_BENCH_PERF_CTL` naming the control FIFO
 /// of `perf record --control=fifo:FIFO -D -1`, the profile covers what the run measures: from
 /// the scheduler's start to the last delivery (not pre-loading the stream, not shutting down).
-/// Only runs after [`profile_next_runs`] are profiled (not warm-up runs).
+/// Only the measured run of a [`row`] is profiled (not its warm-up run).
 fn perf_control(command: &str) {
     use std::io::Write;
-    if !PROFILE.load(std::sync::atomic::Ordering::Relaxed) {
+    if !PROFILE.load(Ordering::Relaxed) {
         return;
     }
     if let Some(fifo) = std::env::var_os("KCL_BENCH_PERF_CTL") {
@@ -72,11 +73,17 @@ fn perf_control(command: &str) {
     }
 }
 
-static PROFILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set while the measured run of a [`row`] runs (see [`perf_control`]).
+static PROFILE: AtomicBool = AtomicBool::new(false);
 
-/// Profile the runs from now on (see [`perf_control`]).
-pub fn profile_next_runs() {
-    PROFILE.store(true, std::sync::atomic::Ordering::Relaxed);
+/// One row of the table: a warm-up run of a tenth of the size (so that the measured run does
+/// not pay for first-touch page faults of the allocator's arenas), then the measured run.
+pub fn row(shards: usize, record_size: usize, records: u64) -> PipelineRun {
+    let _ = run(shards, record_size, (records / 10).max(shards as u64));
+    PROFILE.store(true, Ordering::Relaxed);
+    let r = run(shards, record_size, records);
+    PROFILE.store(false, Ordering::Relaxed);
+    r
 }
 
 /// Run the pipeline once.
@@ -186,10 +193,7 @@ pub fn section(scale: Scale) -> Section {
     let mut runs = Vec::new();
     for &(size, records) in &sizes {
         for &shards in &shard_counts {
-            // A warm-up run of a tenth of the size, so that the first measured run does not
-            // pay for first-touch page faults of the allocator's arenas.
-            let _ = run(shards, size, (records / 10).max(shards as u64));
-            let r = run(shards, size, records);
+            let r = row(shards, size, records);
             table.row([
                 count(shards as u64),
                 if size >= 1024 {
