@@ -10,8 +10,13 @@
 //! records are skipped (logged by shard and sequence number) once it is exhausted.
 //!
 //! Children run in their own process group, so a Ctrl-C in the terminal reaches only the
-//! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`). On
-//! Linux they also die with the daemon if it is killed outright (`PR_SET_PDEATHSIG`).
+//! daemon, which then shuts them down gracefully (`shutdownRequested`, then `leaseLost`). A
+//! child that is killed (crash, hang, protocol error, or no exit within [`CHILD_EXIT_GRACE`]
+//! of its stdin closing) is killed with its whole process group, and a child that exits leaves
+//! no process of its group behind: a processor started through a wrapper (`sh -c`,
+//! `npm start`, a venv shim) goes with the wrapper. On Linux the direct child also dies with
+//! the daemon if the daemon is killed outright (`PR_SET_PDEATHSIG`); that signal does not reach
+//! a wrapper's children. The Java MultiLangDaemon destroys only the direct child process.
 
 use crate::driver::{CheckpointHandler, Driver, DriverError};
 use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
@@ -145,7 +150,8 @@ impl ChildProcessor {
         if let Some(mut child) = self.child.take() {
             let status = child.process.try_wait().ok().flatten();
             tracing::error!(shard_id = %self.shard_id, error = %why, exit_status = ?status,
-                "child process failed; killing it; the shard restarts from its last checkpoint");
+                "child process failed; killing it and its process group; the shard restarts from its last checkpoint");
+            kill_group(&child.process);
             let _ = child.process.kill().await;
         }
     }
@@ -160,6 +166,7 @@ impl ChildProcessor {
             driver,
         } = child;
         let shard_id = self.shard_id.clone();
+        let group = process.id();
         let done = tokio::time::timeout(CHILD_EXIT_GRACE, async {
             if let Ok(n) = driver.close_and_drain().await {
                 if n > 0 {
@@ -171,14 +178,37 @@ impl ChildProcessor {
         .await;
         match done {
             Ok(Ok(status)) => {
-                tracing::info!(shard_id = %self.shard_id, %status, "child process exited")
+                tracing::info!(shard_id = %self.shard_id, %status, "child process exited");
+                // What it started and left behind (a wrapper's real processor, say) goes too.
+                kill_group_of(group);
             }
             _ => {
-                tracing::warn!(shard_id = %self.shard_id, "child process did not exit after stdin closed; killing it");
+                tracing::warn!(shard_id = %self.shard_id, "child process did not exit after stdin closed; killing it and its process group");
+                kill_group(&process);
                 let _ = process.kill().await;
             }
         }
     }
+}
+
+/// SIGKILL to the process group of `process` (the child leads its own group: `spawn`), so
+/// that a processor started through a wrapper (`sh -c`, `npm start`, a venv shim) dies with
+/// the wrapper. Called while `process` is not reaped yet, so its group id is still ours.
+fn kill_group(process: &Child) {
+    kill_group_of(process.id());
+}
+
+/// SIGKILL to process group `group`, if any process of it is left.
+fn kill_group_of(group: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(group) = group.and_then(|g| libc::pid_t::try_from(g).ok()) {
+        // SAFETY: killpg only sends a signal; ESRCH (no process left) is fine.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = group;
 }
 
 /// Runs the child's checkpoint requests on the shard's checkpointer.
@@ -279,23 +309,11 @@ impl RecordProcessor for ChildProcessor {
     }
 
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-        if self.child.is_none() {
-            return Ok(());
-        }
         match reason {
+            Shutdown::ShardEnded { checkpointer } => self.shard_ended(checkpointer).await?,
+            _ if self.child.is_none() => {}
             Shutdown::LeaseLost => {
                 self.call(DaemonMessage::LeaseLost, None).await?;
-                self.finish().await;
-            }
-            Shutdown::ShardEnded { checkpointer } => {
-                let outcome = self
-                    .call(DaemonMessage::ShardEnded, Some(checkpointer))
-                    .await?;
-                if !outcome.checkpointed() {
-                    // Keep the child: the shard end is retried and asks it again.
-                    tracing::error!(shard_id = %self.shard_id, "the child answered shardEnded without checkpointing; its child shards stay blocked until it does (call checkpointer.checkpoint() in shard_ended)");
-                    return Ok(());
-                }
                 self.finish().await;
             }
             Shutdown::Requested { checkpointer } => {
@@ -306,6 +324,46 @@ impl RecordProcessor for ChildProcessor {
                 self.finish().await;
             }
         }
+        Ok(())
+    }
+}
+
+impl ChildProcessor {
+    /// Asks a live child to record `SHARD_END` (`shardEnded`); the child is ended only once
+    /// `SHARD_END` is stored. A child that answers with no checkpoint, or with a checkpoint
+    /// that is not `SHARD_END` (an earlier sequence number, or a KPL record's sequence number
+    /// without its sub-sequence), is kept, and the library asks it again after the task
+    /// backoff until it records `SHARD_END` or the lease is lost. If there is no child (it was
+    /// never started, or the last one ended), a new one is started and initialized at the
+    /// shard's checkpoint first.
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        if self.child.is_none() {
+            self.child = Some(self.spawn()?);
+            let at = checkpointer.last_checkpoint().clone();
+            let msg = DaemonMessage::Initialize {
+                shard_id: self.shard_id.clone(),
+                sequence_number: Some(at.stored_value().to_string()),
+                sub_sequence_number: Some(at.stored_sub_sequence_number()),
+            };
+            self.call(msg, None).await?;
+        }
+        let outcome = self
+            .call(DaemonMessage::ShardEnded, Some(&mut *checkpointer))
+            .await?;
+        let stored = checkpointer.last_checkpoint();
+        if !stored.is_shard_end() {
+            tracing::error!(
+                shard_id = %self.shard_id,
+                checkpoint = %stored,
+                checkpoint_requests = outcome.checkpoint_requests,
+                "the child answered shardEnded without checkpointing SHARD_END (call checkpointer.checkpoint() \
+                 with no sequence number in shard_ended); shard {} stays unfinished and its child shards \
+                 blocked; asking the same child again after the backoff",
+                self.shard_id
+            );
+            return Ok(());
+        }
+        self.finish().await;
         Ok(())
     }
 }

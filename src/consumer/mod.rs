@@ -393,7 +393,7 @@ impl<P: RecordProcessor> Consumer<P> {
             mut records,
             deaggregated,
             millis_behind_latest,
-            shard_end,
+            mut shard_end,
         } = fetched;
         let checkpoint = self
             .checkpointer
@@ -420,10 +420,21 @@ impl<P: RecordProcessor> Consumer<P> {
         };
         match plan {
             Plan::Whole(attempt) => self.pending.push_back(batch(records, attempt, shard_end)),
-            Plan::Split { at, attempt } => {
-                let failing = records.split_off(at);
-                self.pending.push_back(batch(records, 1, None));
-                self.pending.push_back(batch(failing, attempt, shard_end));
+            Plan::Split { from, to, attempt } => {
+                let after = records.split_off(to);
+                let failing = records.split_off(from);
+                let last = if after.is_empty() {
+                    shard_end.take()
+                } else {
+                    None
+                };
+                if !records.is_empty() {
+                    self.pending.push_back(batch(records, 1, None));
+                }
+                self.pending.push_back(batch(failing, attempt, last));
+                if !after.is_empty() {
+                    self.pending.push_back(batch(after, 1, shard_end));
+                }
             }
         }
     }
@@ -650,13 +661,14 @@ impl<P: RecordProcessor> Consumer<P> {
     /// A delivery of `batch` failed with `error`: count it; returns the failures so far of
     /// the records at its head.
     fn failed(&mut self, batch: &Batch, error: &str) -> u32 {
-        match batch.records.first() {
-            Some(first) => self
-                .redelivery
-                .lock()
-                .unwrap()
-                .failed(first, error.to_string()),
-            None => batch.attempt,
+        match (batch.records.first(), batch.records.last()) {
+            (Some(first), Some(last)) => {
+                self.redelivery
+                    .lock()
+                    .unwrap()
+                    .failed(first, last, error.to_string())
+            }
+            _ => batch.attempt,
         }
     }
 

@@ -23,10 +23,17 @@ pub struct Redelivery {
 }
 
 /// Deliveries starting at one record that failed.
+///
+/// Only the records of a failed delivery count as failed: `first..=last`. A restart re-reads
+/// from the checkpoint, and its first response also holds what arrived meanwhile; those
+/// records were never delivered and are a first delivery (attempt 1), never handed to
+/// `retries_exhausted` nor skipped with the failing ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failing {
     /// The first record of the failing deliveries.
     pub first: ExtendedSequenceNumber,
+    /// The last record of the latest failing delivery.
+    pub last: ExtendedSequenceNumber,
     /// How many deliveries starting at `first` failed.
     pub failures: u32,
     /// The processor's hook was asked and chose to keep retrying: not asked again.
@@ -40,11 +47,14 @@ pub struct Failing {
 pub enum Plan {
     /// As one batch, this attempt.
     Whole(u32),
-    /// The records before index `at` as a first delivery; the rest (starting at the failing
-    /// record, after a restart re-read it) as this attempt.
+    /// After a restart re-read the failing records: those before index `from` as a first
+    /// delivery, `from..to` (the records of the failed delivery) as this attempt, and those
+    /// from `to` on (they arrived after the failed delivery was read) as a first delivery.
     Split {
         /// Where the failing records start.
-        at: usize,
+        from: usize,
+        /// Where they end (exclusive).
+        to: usize,
         /// Their attempt.
         attempt: u32,
     },
@@ -105,33 +115,37 @@ impl Redelivery {
         if esn(tail) < f.first {
             return Plan::Whole(1);
         }
-        match records.iter().position(|r| esn(r) == f.first) {
-            Some(0) => Plan::Whole(f.failures + 1),
-            Some(at) => Plan::Split {
-                at,
-                attempt: f.failures + 1,
-            },
+        let Some(from) = records.iter().position(|r| esn(r) == f.first) else {
             // The batch spans the failing record without holding it: a checkpoint moved past
             // it (the batch starts after it), or it was trimmed: start over.
-            None => {
-                self.failing = None;
-                Plan::Whole(1)
-            }
+            self.failing = None;
+            return Plan::Whole(1);
+        };
+        let to = from + records[from..].partition_point(|r| esn(r) <= f.last);
+        let attempt = f.failures + 1;
+        if from == 0 && to == records.len() {
+            Plan::Whole(attempt)
+        } else {
+            Plan::Split { from, to, attempt }
         }
     }
 
-    /// A delivery starting at `first` failed with `error`; returns the failures so far.
-    pub fn failed(&mut self, first: &Record, error: String) -> u32 {
-        let first = esn(first);
+    /// A delivery of `first..=last` failed with `error`; returns the failures so far of the
+    /// deliveries starting at `first`.
+    pub fn failed(&mut self, first: &Record, last: &Record, error: String) -> u32 {
+        let (first, last) = (esn(first), esn(last));
         match &mut self.failing {
             Some(f) if f.first == first => {
                 f.failures += 1;
+                // The failing records are those of the latest failed delivery: never more.
+                f.last = last;
                 f.last_error = error;
                 f.failures
             }
             _ => {
                 self.failing = Some(Failing {
                     first,
+                    last,
                     failures: 1,
                     asked: false,
                     last_error: error,
@@ -189,12 +203,29 @@ mod tests {
     fn failures_count_per_head_record_and_survive_a_re_read() {
         let mut r = Redelivery::default();
         assert_eq!(r.plan(&recs(10..=19)), Plan::Whole(1));
-        assert_eq!(r.failed(&rec(10), "e1".into()), 1);
-        assert_eq!(r.failed(&rec(10), "e2".into()), 2);
-        // After a restart the same records are read again, with earlier ones before them.
+        assert_eq!(r.failed(&rec(10), &rec(19), "e1".into()), 1);
+        assert_eq!(r.failed(&rec(10), &rec(19), "e2".into()), 2);
+        // After a restart the same records are read again, with earlier ones before them and
+        // later ones (never delivered) after them.
         assert_eq!(r.plan(&recs(1..=9)), Plan::Whole(1));
-        assert_eq!(r.plan(&recs(5..=25)), Plan::Split { at: 5, attempt: 3 });
-        assert_eq!(r.plan(&recs(10..=25)), Plan::Whole(3));
+        assert_eq!(
+            r.plan(&recs(5..=25)),
+            Plan::Split {
+                from: 5,
+                to: 15,
+                attempt: 3
+            }
+        );
+        assert_eq!(
+            r.plan(&recs(10..=25)),
+            Plan::Split {
+                from: 0,
+                to: 10,
+                attempt: 3
+            }
+        );
+        assert_eq!(r.plan(&recs(10..=19)), Plan::Whole(3));
+        assert_eq!(r.plan(&recs(10..=14)), Plan::Whole(3));
         assert_eq!(r.failing().unwrap().last_error, "e2");
         r.passed(&rec(9));
         assert!(r.failing().is_some(), "a batch before the failing record");
@@ -203,9 +234,25 @@ mod tests {
     }
 
     #[test]
+    fn only_the_records_of_the_latest_failed_delivery_count_as_failed() {
+        let mut r = Redelivery::default();
+        r.failed(&rec(10), &rec(14), "e1".into());
+        // A narrower re-read failed: the records after it are failing no more.
+        r.failed(&rec(10), &rec(12), "e2".into());
+        assert_eq!(
+            r.plan(&recs(10..=30)),
+            Plan::Split {
+                from: 0,
+                to: 3,
+                attempt: 3
+            }
+        );
+    }
+
+    #[test]
     fn a_checkpoint_past_the_failing_record_forgets_it() {
         let mut r = Redelivery::default();
-        r.failed(&rec(10), "e".into());
+        r.failed(&rec(10), &rec(11), "e".into());
         assert_eq!(r.plan(&recs(12..=20)), Plan::Whole(1));
         assert!(r.failing().is_none());
     }
@@ -213,7 +260,7 @@ mod tests {
     #[test]
     fn skipped_records_are_dropped_until_a_checkpoint_covers_them() {
         let mut r = Redelivery::default();
-        r.failed(&rec(10), "e".into());
+        r.failed(&rec(10), &rec(12), "e".into());
         r.skipped(&rec(10), &rec(12));
         assert!(r.failing().is_none());
         let mut batch = recs(8..=14);

@@ -538,6 +538,84 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
     );
 }
 
+/// Only records that were in a failed delivery count as failed. A restart re-reads from the
+/// checkpoint, and the first response then also holds the records that arrived during the
+/// backoff: those are first deliveries, never handed to the hook nor skipped (before, the
+/// whole response took the failing attempt number and the skip covered records that never
+/// reached `process_records`: the daemon lost them).
+#[tokio::test(start_paused = true)]
+async fn records_arriving_during_a_restart_backoff_are_first_deliveries_and_never_skipped() {
+    use crate::lease::InMemoryLeaseStore;
+    use crate::retrieval::{InMemoryStream, StreamRef};
+    let stream = InMemoryStream::new("s", 1);
+    stream.put("pk", b"a");
+    let store = InMemoryLeaseStore::new();
+    let config = Config::builder("app", StreamRef::Name("s".into()))
+        .worker_id("w")
+        .initial_position(InitialPosition::TrimHorizon)
+        .idle_time_between_reads(Duration::from_millis(200))
+        .retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(2))
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let exhausted = Arc::new(Mutex::new(Vec::new()));
+    let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory = {
+        let (seen, exhausted, instances) = (seen.clone(), exhausted.clone(), instances.clone());
+        move |_: &str| Crashing {
+            instance: instances.fetch_add(1, Ordering::SeqCst),
+            seen: seen.clone(),
+            exhausted: exhausted.clone(),
+        }
+    };
+    let scheduler = crate::Scheduler::new(
+        config,
+        factory,
+        Arc::new(stream.clone()),
+        Arc::new(store.clone()),
+    );
+    let handle = scheduler.handle();
+    let run = tokio::spawn(scheduler.run(std::future::pending()));
+    wait(|| !seen.lock().unwrap().is_empty()).await;
+    stream.put("pk", b"poison");
+    stream.put("pk", b"b");
+    // The first failed delivery; then records arrive while the shard backs off.
+    wait(|| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.2.contains(&"poison".to_string()))
+    })
+    .await;
+    stream.put("pk", b"c");
+    stream.put("pk", b"d");
+    wait(|| !exhausted.lock().unwrap().is_empty()).await;
+    stream.put("pk", b"e");
+    wait(|| seen.lock().unwrap().iter().any(|s| s.2 == ["e"])).await;
+    handle.request_shutdown();
+    run.await.unwrap().unwrap();
+    let s = |d: &[&str]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        *exhausted.lock().unwrap(),
+        [(2, s(&["poison", "b"]), 2)],
+        "the hook gets exactly the records of the failed deliveries"
+    );
+    assert_eq!(handle.skipped_records(), 2);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let with = |x: &str| {
+        seen.iter()
+            .filter(|s| s.2.contains(&x.to_string()))
+            .map(|s| (s.1, s.2.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        with("poison"),
+        [(1, s(&["poison", "b"])), (2, s(&["poison", "b"]))]
+    );
+    let first_deliveries: Vec<(u32, Vec<String>)> = vec![(1, s(&["c", "d"]))];
+    assert_eq!(with("c")[..1], first_deliveries, "{seen:?}");
+}
+
 /// Fails at the first record whose payload starts with "bad", reporting the records before
 /// it done (partial progress).
 fn fail_at_bad(input: &ProcessRecordsInput) -> Option<ProcessorError> {

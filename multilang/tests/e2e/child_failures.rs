@@ -260,16 +260,18 @@ async fn protocol_violation_and_hang_cost_only_their_shards_a_restart() -> anyho
     let aws = LocalAws::shared().await?;
     let scratch = Scratch::new("garbage-hang")?;
     let output = scratch.file("out.txt");
-    let script = scratch.file("misbehaving.py");
-    let samples = recording_processor().parent().unwrap().to_path_buf();
-    std::fs::write(
-        &script,
-        format!(
-            "SAMPLES_DIR = {:?}\nMARKER_DIR = {:?}\n{MISBEHAVING}",
-            samples.display().to_string(),
+    let script = recording_variant(
+        &scratch,
+        "misbehaving.py",
+        &format!(
+            "MARKER_DIR = {:?}\n{MISBEHAVING}",
             scratch.path.display().to_string()
         ),
     )?;
+    // The processor runs under a wrapper that does not exec it (as `npm start` or a venv
+    // shim): killing the daemon's direct child must kill the real processor too.
+    let wrapper = scratch.file("wrapper.sh");
+    std::fs::write(&wrapper, "#!/bin/sh\n\"$@\"\nexit $?\n")?;
     let (stream, mut put) = stream_with_records(&aws, "e2e-garbage", 3, "g", 45).await?;
     let expected = expected_by_shard(&put);
     for shard in ["shardId-000000000000", "shardId-000000000001"] {
@@ -282,7 +284,7 @@ async fn protocol_violation_and_hang_cost_only_their_shards_a_restart() -> anyho
         &aws,
         &stream,
         &app,
-        &command_line(&[&kclpy.python, &script]),
+        &command_line(&[Path::new("sh"), &wrapper, &kclpy.python, &script]),
     )
     .set("maxRecords", "5")
     .set("timeoutInSeconds", &timeout_secs.to_string())
@@ -343,6 +345,19 @@ async fn protocol_violation_and_hang_cost_only_their_shards_a_restart() -> anyho
         shard2_during_hang > 0,
         "shard 2 kept delivering while shard 1 hung (no new record of shard 2 before shard 1 restarted)"
     );
+    // The killed children's real processes (under the wrapper) are gone too.
+    for (_, shard, args) in out.events("misbehave") {
+        let pid: u32 = args[1].parse()?;
+        assert!(
+            !procs::is_running(pid),
+            "{shard}: the processor under the wrapper (pid {pid}) still runs after its restart"
+        );
+    }
+    let processors: Vec<u32> = out
+        .events("initialize")
+        .iter()
+        .map(|(_, _, args)| args[1].parse())
+        .collect::<Result<_, _>>()?;
     let log = daemon.log();
     assert!(
         log.contains("protocol violation"),
@@ -362,5 +377,6 @@ async fn protocol_violation_and_hang_cost_only_their_shards_a_restart() -> anyho
     let (status, _) = daemon.terminate(LIMIT).await?;
     assert!(status.success(), "exit status {status}");
     assert_all_gone(&children);
+    assert_all_gone(&processors);
     Ok(())
 }

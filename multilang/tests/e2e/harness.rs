@@ -527,6 +527,65 @@ pub fn python_env(kclpy: &KclPy, output: &Path) -> Vec<(&'static str, OsString)>
     ]
 }
 
+/// Writes a kclpy processor script that has the recording processor imported as `rp`
+/// (`SAMPLES_DIR` is set before `body`, which imports it); returns its path.
+pub fn recording_variant(scratch: &Scratch, name: &str, body: &str) -> Result<PathBuf> {
+    let script = scratch.file(name);
+    let samples = recording_processor().parent().unwrap().to_path_buf();
+    std::fs::write(
+        &script,
+        format!("SAMPLES_DIR = {:?}\n{body}", samples.display().to_string()),
+    )?;
+    Ok(script)
+}
+
+/// Splits the stream's first shard at the middle of its hash key range and waits for the
+/// stream to be active again; returns the parent and its two children.
+pub async fn split_first_shard(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<(String, Vec<String>)> {
+    use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await?
+        .shards()
+        .to_vec();
+    let parent = shards[0].shard_id().to_string();
+    let range = shards[0].hash_key_range().context("hash key range")?;
+    let mid =
+        (range.starting_hash_key().parse::<u128>()? + range.ending_hash_key().parse::<u128>()?) / 2;
+    kinesis
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&parent)
+        .new_starting_hash_key(mid.to_string())
+        .send()
+        .await?;
+    testkit::wait_stream_active(kinesis, stream).await?;
+    let children: Vec<String> = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .shard_filter(
+            ShardFilter::builder()
+                .r#type(ShardFilterType::AtLatest)
+                .build()?,
+        )
+        .send()
+        .await?
+        .shards()
+        .iter()
+        .filter(|s| s.parent_shard_id() == Some(parent.as_str()))
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    if children.len() != 2 {
+        bail!("a split makes two children; found {children:?}");
+    }
+    Ok((parent, children))
+}
+
 /// Creates a stream with `shards` shards and puts `n` numbered records into it.
 pub async fn stream_with_records(
     aws: &LocalAws,

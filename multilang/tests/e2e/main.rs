@@ -23,4 +23,5 @@ mod node_sample;
 mod poison;
 mod properties;
 mod recording;
+mod shard_end;
 mod startup;

@@ -17,7 +17,8 @@ from amazon_kclpy import kcl
 class Poisoned(rp.RecordingProcessor):
     def process_records(self, process_records_input):
         if any(r.binary_data == b"poison" for r in process_records_input.records):
-            rp.append(["#poison {} {}".format(self.shard_id, os.getpid())])
+            seqs = ",".join(r.sequence_number for r in process_records_input.records)
+            rp.append(["#poison {} {} {}".format(self.shard_id, os.getpid(), seqs)])
             os._exit(1)
         super().process_records(process_records_input)
 
@@ -32,15 +33,7 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
     let aws = LocalAws::shared().await?;
     let scratch = Scratch::new("poison")?;
     let output = scratch.file("out.txt");
-    let script = scratch.file("poisoned.py");
-    let samples = recording_processor().parent().unwrap().to_path_buf();
-    std::fs::write(
-        &script,
-        format!(
-            "SAMPLES_DIR = {:?}\n{POISONED}",
-            samples.display().to_string()
-        ),
-    )?;
+    let script = recording_variant(&scratch, "poisoned.py", POISONED)?;
     let kinesis = aws.kinesis_client();
     let stream = testkit::unique_name("e2e-poison");
     testkit::create_stream(&kinesis, &stream, 1).await?;
@@ -109,6 +102,93 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
     // Everything after the skip was processed and checkpointed: the checkpoint moved past.
     let lease = leases(&aws, &app).await.remove(shard).unwrap();
     assert_eq!(checkpoint_seq(&lease).as_deref(), Some(last.as_str()));
+    let (status, _) = daemon.terminate(LIMIT).await?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+/// The skip covers exactly the records of the failed deliveries, while records keep arriving.
+/// A restart re-reads from the checkpoint, so its first response also holds whatever arrived
+/// during the backoff; before the fix the whole response counted as failed and the skip lost
+/// healthy records that never reached the child (7 of 130 in the issue's reproduction).
+#[tokio::test]
+async fn a_skip_under_steady_traffic_covers_only_the_failed_deliveries() -> anyhow::Result<()> {
+    let kclpy = kclpy().await?;
+    let aws = LocalAws::shared().await?;
+    let scratch = Scratch::new("poison-traffic")?;
+    let output = scratch.file("out.txt");
+    let script = recording_variant(&scratch, "poisoned.py", POISONED)?;
+    let kinesis = aws.kinesis_client();
+    let stream = testkit::unique_name("e2e-poison-traffic");
+    testkit::create_stream(&kinesis, &stream, 1).await?;
+    let app = testkit::unique_name("e2e-poison-traffic-app");
+    let props = Props::new(
+        &aws,
+        &stream,
+        &app,
+        &command_line(&[&kclpy.python, &script]),
+    )
+    .set("idleTimeBetweenReadsInMillis", "100")
+    .set("skipFailingRecordsAfterAttempts", "3")
+    .write(&scratch.file("app.properties"))?;
+    let mut daemon = Daemon::start(&scratch.path, &props, &python_env(&kclpy, &output))?;
+    let mut put =
+        testkit::put_records(&kinesis, &stream, testkit::numbered_records("a", 3)).await?;
+    let first_seq = put[0].sequence_number.clone();
+    daemon
+        .until(LIMIT, "the first record", || {
+            let delivered = Output::read(&output).records().any(|r| r.2 == first_seq);
+            std::future::ready(delivered.then_some(()))
+        })
+        .await;
+    // The poison record alone, then one healthy record every 0.2 s while the child crashes.
+    let mut poison = testkit::numbered_records("poison", 1);
+    poison[0].data = b"poison".to_vec();
+    put.extend(testkit::put_records(&kinesis, &stream, poison).await?);
+    for i in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let record = testkit::numbered_records(&format!("b{i}"), 1);
+        put.extend(testkit::put_records(&kinesis, &stream, record).await?);
+    }
+    let last = put.last().unwrap().sequence_number.clone();
+    daemon
+        .until(LIMIT, "the last record, after the skip", || {
+            let delivered = Output::read(&output).records().any(|r| r.2 == last);
+            std::future::ready(delivered.then_some(()))
+        })
+        .await;
+    daemon.assert_running();
+    let out = Output::read(&output);
+    let delivered: std::collections::BTreeSet<&str> = out.records().map(|r| r.2).collect();
+    let skipped: Vec<&str> = put
+        .iter()
+        .map(|p| p.sequence_number.as_str())
+        .filter(|s| !delivered.contains(s))
+        .collect();
+    let failed: Vec<Vec<String>> = out
+        .events("poison")
+        .into_iter()
+        .map(|(_, _, args)| args[1].split(',').map(str::to_string).collect())
+        .collect();
+    assert!(
+        failed.len() >= 3,
+        "three failed deliveries before the skip: {failed:?}"
+    );
+    let last_failed = failed.last().unwrap();
+    assert_eq!(
+        skipped,
+        last_failed.iter().map(String::as_str).collect::<Vec<_>>(),
+        "exactly the records of the failed delivery are skipped; every other record is delivered \
+         (failed deliveries: {failed:?})"
+    );
+    let log = daemon.log();
+    let skip_line = log
+        .lines()
+        .find(|l| l.contains("SKIPPING records"))
+        .unwrap_or_else(|| panic!("no skip logged:\n{log}"));
+    for seq in &skipped {
+        assert!(skip_line.contains(seq), "{seq} not in {skip_line}");
+    }
     let (status, _) = daemon.terminate(LIMIT).await?;
     assert!(status.success(), "exit status {status}");
     Ok(())

@@ -1,7 +1,6 @@
 //! The recording kclpy processor (`samples/python/recording_processor.py`): exact delivery,
 //! per-shard order, and a reshard while the daemon runs.
 
-use aws_sdk_kinesis::types::ShardFilterType;
 use kinesis_client::Checkpoint;
 
 use crate::harness::*;
@@ -38,41 +37,7 @@ async fn every_record_in_order_and_a_split_mid_run() -> anyhow::Result<()> {
 
     // Split shard 0 at the middle of its hash key range, while the daemon runs.
     let kinesis = aws.kinesis_client();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await?
-        .shards()
-        .to_vec();
-    let parent = shards[0].shard_id().to_string();
-    let range = shards[0].hash_key_range().expect("hash key range");
-    let mid =
-        (range.starting_hash_key().parse::<u128>()? + range.ending_hash_key().parse::<u128>()?) / 2;
-    kinesis
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key(mid.to_string())
-        .send()
-        .await?;
-    testkit::wait_stream_active(&kinesis, &stream).await?;
-    let children: Vec<String> = kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .shard_filter(
-            aws_sdk_kinesis::types::ShardFilter::builder()
-                .r#type(ShardFilterType::AtLatest)
-                .build()?,
-        )
-        .send()
-        .await?
-        .shards()
-        .iter()
-        .filter(|s| s.parent_shard_id() == Some(parent.as_str()))
-        .map(|s| s.shard_id().to_string())
-        .collect();
-    assert_eq!(children.len(), 2, "a split makes two children");
+    let (parent, children) = split_first_shard(&kinesis, &stream).await?;
 
     let after =
         testkit::put_records(&kinesis, &stream, testkit::numbered_records("after", 60)).await?;
