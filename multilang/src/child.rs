@@ -336,6 +336,11 @@ impl ChildProcessor {
     /// backoff until it records `SHARD_END` or the lease is lost. If there is no child (it was
     /// never started, or the last one ended), a new one is started and initialized at the
     /// shard's checkpoint first.
+    ///
+    /// The Java MultiLangDaemon has this flaw: it ends the child after its first `shardEnded`
+    /// answer whatever it checkpointed, and the retries of the shard end then find the
+    /// processor shut down and do nothing, so the shard never finishes and its children never
+    /// start.
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
         if self.child.is_none() {
             self.child = Some(self.spawn()?);

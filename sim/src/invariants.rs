@@ -9,6 +9,8 @@
 //!   are records a processor skipped with consent (its `retries_exhausted` hook said skip).
 //! * **parents-first** — no record of a child shard is delivered before the last record of
 //!   every parent was processed.
+//! * **skip-unfailed** — the records a processor's `retries_exhausted` hook is asked to skip
+//!   were all in a failed delivery (never records that merely arrived meanwhile).
 //! * **checkpoint-monotonic** — a successful checkpoint write never moves the stored
 //!   checkpoint backwards.
 //! * **checkpoint-owner** — a checkpoint write applies only while the stored owner is the

@@ -37,6 +37,9 @@ pub struct ShardLog {
     /// Records a processor skipped with consent (its `retries_exhausted` hook said so): they
     /// count as processed, and a consumer may leave them out of later deliveries.
     pub consented: std::collections::BTreeSet<usize>,
+    /// Records that were in a failed delivery: only these may be handed to
+    /// `retries_exhausted` (and so skipped).
+    pub failed: std::collections::BTreeSet<usize>,
 }
 
 /// A (user) record's position: sequence number, sub-sequence number.
@@ -525,6 +528,13 @@ impl Ledger {
     pub fn on_batch_done(&mut self, id: u64, records: &[Record], ok: bool) {
         if !ok {
             self.stats.failed_batches += 1;
+            let shard = &self.instances[id as usize].shard;
+            let log = self.shards.get_mut(shard).expect("known shard");
+            for r in records {
+                if let Some(i) = log.index_of(seq_of(r)) {
+                    log.failed.insert(i);
+                }
+            }
             return;
         }
         self.after(id, records.last());
@@ -558,14 +568,35 @@ impl Ledger {
 
     /// Instance `id`'s `retries_exhausted` hook skipped `records`: they count as processed
     /// (with consent), and the instance continues after them.
+    ///
+    /// Every one of them must have been in a failed delivery: a record that never failed
+    /// (one that arrived while the shard backed off, say) is not the hook's to skip.
     pub fn on_skipped(&mut self, id: u64, records: &[Record]) {
-        let shard = self.instances[id as usize].shard.clone();
+        let (shard, worker) = {
+            let i = &self.instances[id as usize];
+            (i.shard.clone(), i.worker.clone())
+        };
         self.stats.skipped += records.len() as u64;
         let log = self.shards.get_mut(&shard).expect("known shard");
+        let mut never_failed = Vec::new();
         for r in records {
             if let Some(i) = log.index_of(seq_of(r)) {
                 log.consented.insert(i);
+                if !log.failed.contains(&i) {
+                    never_failed.push(show(&seq_of(r)));
+                }
             }
+        }
+        if !never_failed.is_empty() {
+            self.violation(
+                "skip-unfailed",
+                format!(
+                    "processor #{id} of {shard} on {worker} was asked to skip {} records that were never in a failed delivery: {}",
+                    never_failed.len(),
+                    never_failed.join(", ")
+                ),
+                vec![worker, shard.clone()],
+            );
         }
         self.on_processed(id, records);
         self.after(id, records.last());

@@ -6,9 +6,11 @@
 //! maybe checkpoint (everything, or at a random record of the batch), then maybe fail anyway
 //! (a failure after the side effects: the batch is redelivered and processed twice, which
 //! at-least-once allows). At shard end it checkpoints `SHARD_END`, except that a forgetful
-//! profile sometimes forgets, and remembers when the library asks again. A batch that fails
+//! profile sometimes forgets or checkpoints its last record instead, and does it right when
+//! the library asks again. A batch that fails
 //! before processing may report partial progress (a prefix done); poison records fail every
-//! delivery; when the retry policy is exhausted, the processor skips the records (always when
+//! delivery (or make the processor ask for a restart, as a crashing daemon child); when the
+//! retry policy is exhausted, the processor skips the records (always when
 //! a poison record is among them), which the ledger records as consented skips.
 
 use crate::ledger::Ledger;
@@ -50,6 +52,14 @@ pub struct ProcessorProfile {
     pub skip: f64,
     /// Records (per thousand, by sequence number) that fail every delivery.
     pub poison_per_mille: u32,
+    /// At a poison record, ask for a restart of the shard (`RestartShard`, as a
+    /// MultiLangDaemon child that crashes on it) instead of failing the batch: the restarted
+    /// consumer re-reads from the checkpoint, with whatever arrived meanwhile.
+    pub poison_restarts: f64,
+    /// At shard end, checkpoint the last record delivered instead of `SHARD_END` (as a
+    /// MultiLangDaemon child answering `shardEnded` with a sequence number); the library asks
+    /// again after its backoff.
+    pub shard_end_early: f64,
 }
 
 /// Whether the record with this sequence number is poison at `per_mille` (a fixed function
@@ -89,6 +99,7 @@ impl RecordProcessorFactory for SimProcessorFactory {
             ledger: self.ledger.clone(),
             trace: self.trace.clone(),
             profile: self.profile,
+            last: None,
             rng: StdRng::seed_from_u64(
                 self.seed ^ 0x5EED_0000_0000 ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ),
@@ -104,6 +115,8 @@ pub struct SimProcessor {
     ledger: Arc<Mutex<Ledger>>,
     trace: Trace,
     profile: ProcessorProfile,
+    /// The last record delivered.
+    last: Option<kinesis_client::Record>,
     rng: StdRng,
 }
 
@@ -171,6 +184,24 @@ impl RecordProcessor for SimProcessor {
             _ => "empty".to_string(),
         };
         self.ledger.lock().unwrap().on_delivery(self.id, records);
+        if let Some(last) = records.last() {
+            self.last = Some(last.clone());
+        }
+        let poison = records
+            .iter()
+            .position(|r| is_poison(&r.sequence_number, self.profile.poison_per_mille));
+        if poison.is_some() && self.chance(self.profile.poison_restarts) {
+            self.log(format!(
+                "batch {span} ({}, attempt {}): poison; asks for a restart",
+                records.len(),
+                input.attempt
+            ));
+            self.ledger
+                .lock()
+                .unwrap()
+                .on_batch_done(self.id, records, false);
+            return Err(RestartShard("poison record: the child crashed".into()).into());
+        }
         if self.chance(self.profile.restart) {
             self.log(format!(
                 "batch {span} ({}): asks for a restart",
@@ -182,9 +213,6 @@ impl RecordProcessor for SimProcessor {
                 .on_batch_done(self.id, records, false);
             return Err(RestartShard("injected restart".into()).into());
         }
-        let poison = records
-            .iter()
-            .position(|r| is_poison(&r.sequence_number, self.profile.poison_per_mille));
         let fails = poison.is_some() || self.chance(self.profile.fail_before);
         if fails {
             // Partial progress: a prefix (before the poison record, if any) is done.
@@ -283,6 +311,17 @@ impl RecordProcessor for SimProcessor {
             Shutdown::ShardEnded { checkpointer } => {
                 if self.chance(self.profile.forget_shard_end) {
                     self.log("shard ended: forgets to checkpoint".into());
+                } else if let Some(last) = self
+                    .last
+                    .clone()
+                    .filter(|_| self.chance(self.profile.shard_end_early))
+                {
+                    let r = checkpointer.checkpoint_record(&last).await;
+                    self.log(format!(
+                        "shard ended: checkpoints the last record ({}) instead of SHARD_END: {}",
+                        last.sequence_number,
+                        r.map_or_else(|e| format!("refused: {e}"), |()| "ok".into())
+                    ));
                 } else {
                     self.checkpoint_all(checkpointer, "shard end").await;
                 }

@@ -399,6 +399,16 @@ impl Scenario {
                 processor.poison_per_mille = r5.random_range(1..=20);
             }
         }
+        // And these from a sixth: poison records that make the processor ask for a restart
+        // (as a MultiLangDaemon child that crashes on them), and shard-end answers that
+        // checkpoint a sequence number instead of SHARD_END.
+        let mut r6 = StdRng::seed_from_u64(seed ^ 0x6A5D_E11D);
+        if processor.poison_per_mille > 0 && r6.random_bool(0.5) {
+            processor.poison_restarts = r6.random_range(0.0..=1.0);
+        }
+        if r6.random_bool(0.3) {
+            processor.shard_end_early = rate(&mut r6, 1.0, 0.8);
+        }
         Scenario {
             seed,
             initial_shards,
