@@ -4,6 +4,59 @@
 //! chain, or whatever the application loaded) with optional per-service endpoint overrides for
 //! LocalStack, local emulators or VPC endpoints. Nothing outside this module looks inside an
 //! SDK error: other modules ask [`AwsError`] what a failure means.
+//!
+//! # Retries and timeouts: one layer decides
+//!
+//! The library retries every Kinesis and DynamoDB call itself, with its own bounds: lease
+//! renewals (3 attempts within a quarter of the renew interval), checkpoint writes (5
+//! attempts), lease takes (the next take round), GetRecords (backoff, and a new iterator
+//! after 3 transient failures in a row), the lease table's creation and the first shard
+//! sync; and it bounds every request
+//! ([`DynamoDbLeaseStore::with_request_timeout`](crate::lease::DynamoDbLeaseStore::with_request_timeout),
+//! 10 s, and [`KinesisStreamClient::with_request_timeout`](crate::retrieval::KinesisStreamClient::with_request_timeout),
+//! 30 s). An SDK client that also retries multiplies them: with the SDK's default (3
+//! attempts, backoff up to 20 s) one checkpoint could make 15 requests and outlast the
+//! failover time. So the clients this module builds ([`kinesis_client`], [`dynamodb_client`],
+//! and through them [`Scheduler::from_sdk_config`](crate::Scheduler::from_sdk_config) and the
+//! MultiLangDaemon) have:
+//!
+//! * `RetryConfig::disabled()`: one library attempt is one HTTP request;
+//! * the library's request timeout as the SDK's `operation_timeout` and
+//!   `operation_attempt_timeout` (the `with_request_timeout` of the store and of the stream
+//!   client change both); the connect and read timeouts of the `SdkConfig` are kept.
+//!
+//! **If you pass your own clients** to [`DynamoDbLeaseStore::new`](crate::lease::DynamoDbLeaseStore::new)
+//! or [`KinesisStreamClient::new`](crate::retrieval::KinesisStreamClient::new), build them the
+//! same way, or every library attempt becomes up to `max_attempts` requests:
+//!
+//! ```
+//! # fn f(sdk: &aws_config::SdkConfig) {
+//! use aws_config::{retry::RetryConfig, timeout::TimeoutConfig};
+//! use std::time::Duration;
+//! let timeouts = |t| TimeoutConfig::builder().operation_timeout(t).operation_attempt_timeout(t).build();
+//! let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+//!     aws_sdk_dynamodb::config::Builder::from(sdk)
+//!         .retry_config(RetryConfig::disabled())
+//!         .timeout_config(timeouts(Duration::from_secs(10))) // the store's request timeout
+//!         .build(),
+//! );
+//! let kinesis = aws_sdk_kinesis::Client::from_conf(
+//!     aws_sdk_kinesis::config::Builder::from(sdk)
+//!         .retry_config(RetryConfig::disabled())
+//!         .timeout_config(timeouts(Duration::from_secs(30))) // the stream client's
+//!         .build(),
+//! );
+//! # }
+//! ```
+//!
+//! The CloudWatch exporter is the other way round: it never retries a `PutMetricData`
+//! itself, so [`cloudwatch_client`] keeps the `SdkConfig`'s retries (the SDK's standard 3
+//! attempts by default), and the exporter bounds each request, retries included, by its
+//! `request_timeout` (also as the SDK's operation timeout of that request).
+//!
+//! The Java KCL has the same flaw: it builds its clients with the SDK's default retry policy
+//! (`KinesisClientUtil` only sets the HTTP client) under its own retries (e.g.
+//! `DynamoDBLeaseRenewer`'s `RENEWAL_RETRIES`) and its `dynamoDbRequestTimeout`.
 
 use crate::error::ErrorKind;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -11,7 +64,10 @@ use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::event_stream::RawMessage;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Endpoint overrides, one per service. `None` uses the SDK's regional endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,24 +78,34 @@ pub struct Endpoints {
     pub dynamodb: Option<String>,
 }
 
-/// A Kinesis client from `sdk_config`, with `endpoint` overriding the regional endpoint.
+/// A Kinesis client from `sdk_config`, with `endpoint` overriding the regional endpoint; no
+/// SDK retries, and the stream client's default request timeout as the SDK's operation
+/// timeout (see [Retries and timeouts](self#retries-and-timeouts-one-layer-decides)).
 pub fn kinesis_client(
     sdk_config: &aws_config::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_kinesis::Client {
-    let mut builder = aws_sdk_kinesis::config::Builder::from(sdk_config);
+    let mut builder = aws_sdk_kinesis::config::Builder::from(sdk_config)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(request_timeouts(crate::retrieval::DEFAULT_REQUEST_TIMEOUT));
     if let Some(url) = endpoint {
         builder = builder.endpoint_url(url);
     }
     aws_sdk_kinesis::Client::from_conf(builder.build())
 }
 
-/// A DynamoDB client from `sdk_config`, with `endpoint` overriding the regional endpoint.
+/// A DynamoDB client from `sdk_config`, with `endpoint` overriding the regional endpoint; no
+/// SDK retries, and the lease store's default request timeout as the SDK's operation
+/// timeout (see [Retries and timeouts](self#retries-and-timeouts-one-layer-decides)).
 pub fn dynamodb_client(
     sdk_config: &aws_config::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_dynamodb::Client {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk_config);
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk_config)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(request_timeouts(
+            crate::lease::dynamodb::DEFAULT_REQUEST_TIMEOUT,
+        ));
     if let Some(url) = endpoint {
         builder = builder.endpoint_url(url);
     }
@@ -47,18 +113,34 @@ pub fn dynamodb_client(
 }
 
 /// A CloudWatch client from `sdk_config`, with `endpoint` overriding the regional endpoint
-/// (for the [`CloudWatchExporter`](crate::telemetry::cloudwatch::CloudWatchExporter)).
+/// (for the [`CloudWatchExporter`](crate::telemetry::cloudwatch::CloudWatchExporter)): the
+/// `sdk_config`'s retries, within the exporter's default request timeout (see
+/// [Retries and timeouts](self#retries-and-timeouts-one-layer-decides)).
 #[cfg(feature = "cloudwatch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]
 pub fn cloudwatch_client(
     sdk_config: &aws_config::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_cloudwatch::Client {
-    let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk_config);
+    let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk_config).timeout_config(
+        TimeoutConfig::builder()
+            .operation_timeout(crate::telemetry::cloudwatch::DEFAULT_REQUEST_TIMEOUT)
+            .build(),
+    );
     if let Some(url) = endpoint {
         builder = builder.endpoint_url(url);
     }
     aws_sdk_cloudwatch::Client::from_conf(builder.build())
+}
+
+/// The SDK timeouts of a client whose every call the library bounds by `request_timeout` and
+/// retries itself: one attempt, bounded by the same time. Set on a client config builder,
+/// they keep the connect and read timeouts it has.
+pub(crate) fn request_timeouts(request_timeout: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_timeout(request_timeout)
+        .operation_attempt_timeout(request_timeout)
+        .build()
 }
 
 /// A failed AWS SDK call, classified: what it means to us, with the SDK's error as source.
@@ -259,6 +341,127 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// A loopback HTTP endpoint that answers every request with HTTP 500 and an AWS JSON
+/// `InternalServerError` (retryable for the SDK and for the library alike), counting the
+/// requests: how many HTTP calls one library-level call makes.
+#[cfg(test)]
+pub(crate) mod failing_endpoint {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The endpoint; it stops when dropped.
+    pub(crate) struct FailingEndpoint {
+        url: String,
+        requests: Arc<AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    const BODY: &str =
+        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#;
+
+    impl FailingEndpoint {
+        /// Listen on a free loopback port.
+        pub(crate) async fn start() -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let requests = Arc::new(AtomicUsize::new(0));
+            let task = tokio::spawn({
+                let requests = requests.clone();
+                async move {
+                    while let Ok((conn, _)) = listener.accept().await {
+                        tokio::spawn(answer(conn, requests.clone()));
+                    }
+                }
+            });
+            FailingEndpoint {
+                url,
+                requests,
+                task,
+            }
+        }
+
+        /// `http://127.0.0.1:<port>`.
+        pub(crate) fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// Requests answered so far.
+        pub(crate) fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for FailingEndpoint {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Answer every request of one (keep-alive) connection.
+    async fn answer(mut conn: tokio::net::TcpStream, requests: Arc<AtomicUsize>) {
+        let mut buf = Vec::new();
+        loop {
+            // The head, then as much body as it announces.
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let body_len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head_end + body_len {
+                let mut chunk = [0u8; 4096];
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..head_end + body_len);
+            requests.fetch_add(1, Ordering::SeqCst);
+            let response = format!(
+                "HTTP/1.1 500 Internal Server Error\r\n\
+                 content-type: application/x-amz-json-1.0\r\n\
+                 x-amzn-errortype: InternalServerError\r\n\
+                 content-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            );
+            if conn.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// An [`aws_config::SdkConfig`] as an application would load it (region, credentials, the
+/// SDK's standard retries and a connect timeout), with nothing read from the environment.
+#[cfg(test)]
+pub(crate) fn test_sdk_config() -> aws_config::SdkConfig {
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+    aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "test",
+        )))
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(3100))
+                .build(),
+        )
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +585,103 @@ mod tests {
         assert_eq!(k.config().region().map(|r| r.as_ref()), Some("us-east-1"));
         let d = dynamodb_client(&sdk, None);
         assert_eq!(d.config().region().map(|r| r.as_ref()), Some("us-east-1"));
+    }
+
+    /// One call of the lease store or of the stream client is one HTTP request: the library
+    /// retries (with its own bounds), the SDK clients it builds do not retry underneath.
+    #[tokio::test]
+    async fn one_library_call_is_one_http_request() {
+        use crate::lease::{DynamoDbLeaseStore, LeaseStore};
+        use crate::retrieval::{KinesisStreamClient, StreamClient, StreamRef};
+        let endpoint = failing_endpoint::FailingEndpoint::start().await;
+        let sdk = test_sdk_config();
+
+        let store = DynamoDbLeaseStore::new(dynamodb_client(&sdk, Some(endpoint.url())), "t");
+        let err = store.get_lease("shardId-0").await.unwrap_err();
+        assert!(err.kind().is_retryable(), "{err}");
+        assert_eq!(endpoint.requests(), 1, "GetItem: {err}");
+
+        let stream = KinesisStreamClient::new(
+            kinesis_client(&sdk, Some(endpoint.url())),
+            StreamRef::Name("s".into()),
+        );
+        let err = stream.get_records("shardId-0", "it", 10).await.unwrap_err();
+        assert!(err.kind().is_retryable(), "{err}");
+        assert_eq!(endpoint.requests(), 2, "GetRecords: {err}");
+    }
+
+    /// The clients the library builds: no SDK retries under the library's, the library's
+    /// request timeouts as the SDK's operation timeouts, the application's connect timeout
+    /// kept.
+    #[test]
+    fn the_clients_the_library_builds_have_the_library_bounds() {
+        let sdk = test_sdk_config();
+        let d = dynamodb_client(&sdk, None);
+        let k = kinesis_client(&sdk, None);
+        for (service, retry, timeouts, bound) in [
+            (
+                "dynamodb",
+                d.config().retry_config(),
+                d.config().timeout_config(),
+                crate::lease::dynamodb::DEFAULT_REQUEST_TIMEOUT,
+            ),
+            (
+                "kinesis",
+                k.config().retry_config(),
+                k.config().timeout_config(),
+                crate::retrieval::DEFAULT_REQUEST_TIMEOUT,
+            ),
+        ] {
+            assert_eq!(retry.map(|r| r.max_attempts()), Some(1), "{service}");
+            let t = timeouts.unwrap_or_else(|| panic!("{service}: no timeouts"));
+            assert_eq!(t.operation_timeout(), Some(bound), "{service}");
+            assert_eq!(t.operation_attempt_timeout(), Some(bound), "{service}");
+            assert_eq!(
+                t.connect_timeout(),
+                Some(Duration::from_millis(3100)),
+                "{service}"
+            );
+        }
+        // CloudWatch: the SDK retries (the exporter does not), within the exporter's bound.
+        #[cfg(feature = "cloudwatch")]
+        {
+            let c = cloudwatch_client(&sdk, None);
+            assert_eq!(c.config().retry_config().map(|r| r.max_attempts()), Some(3));
+            let t = c.config().timeout_config().unwrap();
+            assert_eq!(
+                t.operation_timeout(),
+                Some(crate::telemetry::cloudwatch::DEFAULT_REQUEST_TIMEOUT)
+            );
+            assert_eq!(t.connect_timeout(), Some(Duration::from_millis(3100)));
+        }
+    }
+
+    /// `with_request_timeout` moves the SDK's operation timeouts with the library's bound.
+    #[test]
+    fn a_longer_request_timeout_is_the_sdk_timeout_too() {
+        use crate::lease::DynamoDbLeaseStore;
+        use crate::retrieval::{KinesisStreamClient, StreamRef};
+        let sdk = test_sdk_config();
+        let minute = Duration::from_secs(60);
+        let store =
+            DynamoDbLeaseStore::new(dynamodb_client(&sdk, None), "t").with_request_timeout(minute);
+        let t = store.client.config().timeout_config().unwrap();
+        assert_eq!(t.operation_timeout(), Some(minute));
+        assert_eq!(t.operation_attempt_timeout(), Some(minute));
+        assert_eq!(t.connect_timeout(), Some(Duration::from_millis(3100)));
+        let stream =
+            KinesisStreamClient::new(kinesis_client(&sdk, None), StreamRef::Name("s".into()))
+                .with_request_timeout(minute);
+        let t = stream.client.config().timeout_config().unwrap();
+        assert_eq!(t.operation_timeout(), Some(minute));
+        assert_eq!(t.operation_attempt_timeout(), Some(minute));
+        assert_eq!(
+            stream
+                .client
+                .config()
+                .retry_config()
+                .map(|r| r.max_attempts()),
+            Some(1)
+        );
     }
 }

@@ -616,3 +616,103 @@ async fn a_write_of_an_ended_tenure_never_lands_on_the_next_tenure_of_the_same_w
     assert_eq!(stored.checkpoint, Checkpoint::TrimHorizon, "{stored:?}");
     assert!(c.holds(key, second.token));
 }
+
+/// The in-memory store, except that checkpoint writes go to DynamoDB (a client built as the
+/// library builds them) at `endpoint`.
+#[derive(Debug)]
+struct CheckpointsTo {
+    memory: InMemoryLeaseStore,
+    dynamodb: crate::lease::DynamoDbLeaseStore,
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for CheckpointsTo {
+    async fn create_table_if_not_exists(&self) -> Result<(), LeaseStoreError> {
+        self.memory.create_table_if_not_exists().await
+    }
+    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
+        self.memory.create_lease_if_not_exists(lease).await
+    }
+    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
+        self.memory.list_leases().await
+    }
+    async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
+        self.memory.get_lease(key).await
+    }
+    async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory.renew_lease(lease).await
+    }
+    async fn take_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory.take_lease(lease, owner).await
+    }
+    async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory.evict_lease(lease).await
+    }
+    async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
+        self.dynamodb.update_lease(lease).await
+    }
+    async fn update_child_shard_ids(
+        &self,
+        key: &str,
+        child_shard_ids: &[String],
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory
+            .update_child_shard_ids(key, child_shard_ids)
+            .await
+    }
+    async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
+        self.memory.delete_lease(key).await
+    }
+}
+
+/// A checkpoint write that DynamoDB keeps failing makes exactly as many requests as the
+/// checkpoint's retry policy has attempts: the SDK client under it does not multiply them.
+/// (Real time: the requests go to a loopback endpoint.)
+#[tokio::test]
+async fn a_failing_checkpoint_makes_one_request_per_attempt_of_its_retry_policy() {
+    let endpoint = crate::aws::failing_endpoint::FailingEndpoint::start().await;
+    let sdk = crate::aws::test_sdk_config();
+    let store = CheckpointsTo {
+        memory: store_with(1),
+        dynamodb: crate::lease::DynamoDbLeaseStore::new(
+            crate::aws::dynamodb_client(&sdk, Some(endpoint.url())),
+            "t",
+        ),
+    };
+    let mut cfg = CoordinatorConfig::new("a", Duration::from_secs(60));
+    cfg.rng_seed = Some(1);
+    let coordinator = LeaseCoordinator::new(Arc::new(store), cfg);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let c = coordinator.clone();
+        let s = stop.clone();
+        async move { c.run(s).await }
+    });
+    let key = "shardId-000000000000";
+    let tenure = loop {
+        if let Some(t) = coordinator.held().get(key) {
+            break t.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let result = coordinator
+        .update_lease(key, tenure.token, |l| {
+            l.checkpoint = Checkpoint::sequence("1", 0).unwrap()
+        })
+        .await;
+    assert!(
+        matches!(result, Err(LeaseUpdateError::Store(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        endpoint.requests(),
+        CHECKPOINT_RETRY.attempts as usize,
+        "HTTP requests of one checkpoint"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -81,7 +81,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// (KCL 3.5 single-table mode keeps worker metrics and locks in the same table) are skipped.
 #[derive(Debug, Clone)]
 pub struct DynamoDbLeaseStore {
-    client: aws_sdk_dynamodb::Client,
+    pub(crate) client: aws_sdk_dynamodb::Client,
     table: String,
     request_timeout: Duration,
     table_poll_interval: Duration,
@@ -102,9 +102,18 @@ impl DynamoDbLeaseStore {
         }
     }
 
-    /// Bound every request by `timeout` (a timed-out request is a retryable error).
+    /// Bound every request by `timeout` (a timed-out request is a retryable error): the
+    /// store waits at most this long, and the client's SDK operation and attempt timeouts
+    /// become the same (see [the `aws` module](crate::aws#retries-and-timeouts-one-layer-decides)).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self.client = aws_sdk_dynamodb::Client::from_conf(
+            self.client
+                .config()
+                .to_builder()
+                .timeout_config(crate::aws::request_timeouts(timeout))
+                .build(),
+        );
         self
     }
 

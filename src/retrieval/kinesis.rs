@@ -55,7 +55,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2, which Kinesis requires for it).
 #[derive(Debug, Clone)]
 pub struct KinesisStreamClient {
-    client: aws_sdk_kinesis::Client,
+    pub(crate) client: aws_sdk_kinesis::Client,
     stream: StreamRef,
     request_timeout: Duration,
     /// The stream's ARN, looked up once (DescribeStreamSummary) when it was given by name:
@@ -74,9 +74,19 @@ impl KinesisStreamClient {
         }
     }
 
-    /// Bound every request by `timeout` (a timed-out request is retryable).
+    /// Bound every request by `timeout` (a timed-out request is retryable): the client waits
+    /// at most this long, and the SDK client's operation and attempt timeouts become the same
+    /// (see [the `aws` module](crate::aws#retries-and-timeouts-one-layer-decides)). A
+    /// SubscribeToShard subscription is bounded only until its first response.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self.client = aws_sdk_kinesis::Client::from_conf(
+            self.client
+                .config()
+                .to_builder()
+                .timeout_config(crate::aws::request_timeouts(timeout))
+                .build(),
+        );
         self
     }
 

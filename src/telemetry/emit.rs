@@ -6,8 +6,8 @@
 
 use super::names::{self as n, MetricKind, MetricSpec};
 use super::MetricsLevel;
-use metrics::{Key, Label, Level, Metadata, SharedString};
-use std::sync::Arc;
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, SharedString};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const TARGET: &str = "kinesis_client";
@@ -22,19 +22,42 @@ pub(crate) fn metadata(level: MetricsLevel) -> &'static Metadata<'static> {
     }
 }
 
-/// One value for the metric `spec` (its operation, kind and level), with `extra` dimensions
-/// after `Operation`.
+/// A registered metric of any kind.
+#[derive(Clone)]
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+impl Handle {
+    /// The metric `spec` (its operation, kind and level), with `extra` dimensions after
+    /// `Operation`, registered with the current recorder.
+    fn register(spec: &MetricSpec, extra: &[Label]) -> Handle {
+        let mut labels = Vec::with_capacity(1 + extra.len());
+        labels.push(Label::from_static_parts(n::OPERATION, spec.operation));
+        labels.extend_from_slice(extra);
+        let key = Key::from_parts(spec.name, labels);
+        let meta = metadata(spec.level);
+        metrics::with_recorder(|r| match spec.kind {
+            MetricKind::Counter => Handle::Counter(r.register_counter(&key, meta)),
+            MetricKind::Gauge => Handle::Gauge(r.register_gauge(&key, meta)),
+            MetricKind::Histogram => Handle::Histogram(r.register_histogram(&key, meta)),
+        })
+    }
+
+    fn record(&self, value: f64) {
+        match self {
+            Handle::Counter(c) => c.increment(value as u64),
+            Handle::Gauge(g) => g.set(value),
+            Handle::Histogram(h) => h.record(value),
+        }
+    }
+}
+
+/// One value for the metric `spec`, with `extra` dimensions after `Operation`.
 fn record(spec: &MetricSpec, extra: &[Label], value: f64) {
-    let mut labels = Vec::with_capacity(1 + extra.len());
-    labels.push(Label::from_static_parts(n::OPERATION, spec.operation));
-    labels.extend_from_slice(extra);
-    let key = Key::from_parts(spec.name, labels);
-    let meta = metadata(spec.level);
-    metrics::with_recorder(|r| match spec.kind {
-        MetricKind::Counter => r.register_counter(&key, meta).increment(value as u64),
-        MetricKind::Gauge => r.register_gauge(&key, meta).set(value),
-        MetricKind::Histogram => r.register_histogram(&key, meta).record(value),
-    });
+    Handle::register(spec, extra).record(value);
 }
 
 fn millis(d: Duration) -> f64 {
@@ -67,10 +90,42 @@ pub fn describe() {
     }
 }
 
-/// Metrics of one shard consumer (`Operation=ProcessTask`, `ShardId`).
+/// Metrics of one shard (`Operation=ProcessTask`, `ShardId`), of a shard this worker holds.
+///
+/// Each metric is registered at its first value and its handle kept (shared by clones) until
+/// the last clone is dropped: the lease's slot in the coordinator, the shard consumer and its
+/// fetcher each have one, so a shard's handles live exactly while the worker holds (or still
+/// processes) the shard. That is how a recorder tells held shards from shards no longer held:
+/// the Prometheus recorder keeps a shard's series while any of its handles lives, and drops
+/// them a while after the last one went (the CloudWatch recorder forgets a metric not sampled
+/// for a buffer period and referenced by no handle).
 #[derive(Debug, Clone)]
 pub(crate) struct ShardMetrics {
     shard: Label,
+    handles: Arc<ShardHandles>,
+}
+
+/// The handles of one shard's metrics, registered on first use.
+#[derive(Default)]
+struct ShardHandles {
+    lag: OnceLock<Handle>,
+    process_records_time: OnceLock<Handle>,
+    records_processed: OnceLock<Handle>,
+    bytes_processed: OnceLock<Handle>,
+    success: OnceLock<Handle>,
+    time: OnceLock<Handle>,
+    update_lease_success: OnceLock<Handle>,
+    update_lease_time: OnceLock<Handle>,
+    since_last_checkpoint: OnceLock<Handle>,
+    get_records_success: OnceLock<Handle>,
+    get_records_time: OnceLock<Handle>,
+    expired_iterator: OnceLock<Handle>,
+}
+
+impl std::fmt::Debug for ShardHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardHandles").finish_non_exhaustive()
+    }
 }
 
 impl ShardMetrics {
@@ -78,33 +133,54 @@ impl ShardMetrics {
         let value: Arc<str> = Arc::from(shard_id);
         ShardMetrics {
             shard: Label::new(n::SHARD_ID, SharedString::from_shared(value)),
+            handles: Arc::default(),
         }
     }
 
-    fn shard(&self, spec: &MetricSpec, value: f64) {
-        record(spec, std::slice::from_ref(&self.shard), value);
+    /// One value of `spec`, through the handle in `slot` (registered now if it is not yet).
+    fn shard(
+        &self,
+        slot: impl FnOnce(&ShardHandles) -> &OnceLock<Handle>,
+        spec: &MetricSpec,
+        value: f64,
+    ) {
+        slot(&self.handles)
+            .get_or_init(|| Handle::register(spec, std::slice::from_ref(&self.shard)))
+            .record(value);
     }
 
     /// A batch reached the consumer: its lag (Java records it for every batch, empty or not).
     pub(crate) fn batch_received(&self, millis_behind_latest: Option<i64>) {
         if let Some(ms) = millis_behind_latest {
-            self.shard(&n::PT_MILLIS_BEHIND_LATEST, ms as f64);
+            self.shard(|h| &h.lag, &n::PT_MILLIS_BEHIND_LATEST, ms as f64);
         }
     }
 
     /// `process_records` returned after `took`; `records` and `bytes` were delivered.
     pub(crate) fn processed(&self, records: usize, bytes: usize, took: Duration, ok: bool) {
-        self.shard(&n::PT_PROCESS_RECORDS_TIME, millis(took));
+        self.shard(
+            |h| &h.process_records_time,
+            &n::PT_PROCESS_RECORDS_TIME,
+            millis(took),
+        );
         if ok {
-            self.shard(&n::PT_RECORDS_PROCESSED, records as f64);
-            self.shard(&n::PT_DATA_BYTES_PROCESSED, bytes as f64);
+            self.shard(
+                |h| &h.records_processed,
+                &n::PT_RECORDS_PROCESSED,
+                records as f64,
+            );
+            self.shard(
+                |h| &h.bytes_processed,
+                &n::PT_DATA_BYTES_PROCESSED,
+                bytes as f64,
+            );
         }
     }
 
     /// One batch's task (fetching it from the queue to done) ended after `took`.
     pub(crate) fn task(&self, ok: bool, took: Duration) {
-        self.shard(&n::PT_SUCCESS, outcome(ok));
-        self.shard(&n::PT_TIME, millis(took));
+        self.shard(|h| &h.success, &n::PT_SUCCESS, outcome(ok));
+        self.shard(|h| &h.time, &n::PT_TIME, millis(took));
     }
 
     /// The same batch will be delivered again because of `cause`.
@@ -118,24 +194,44 @@ impl ShardMetrics {
 
     /// A checkpoint write finished.
     pub(crate) fn checkpoint_write(&self, ok: bool, took: Duration) {
-        self.shard(&n::PT_UPDATE_LEASE_SUCCESS, outcome(ok));
-        self.shard(&n::PT_UPDATE_LEASE_TIME, millis(took));
+        self.shard(
+            |h| &h.update_lease_success,
+            &n::PT_UPDATE_LEASE_SUCCESS,
+            outcome(ok),
+        );
+        self.shard(
+            |h| &h.update_lease_time,
+            &n::PT_UPDATE_LEASE_TIME,
+            millis(took),
+        );
     }
 
     /// Seconds since this worker's last successful checkpoint of the shard.
     pub(crate) fn since_last_checkpoint(&self, since: Duration) {
-        self.shard(&n::PT_SECONDS_SINCE_LAST_CHECKPOINT, since.as_secs_f64());
+        self.shard(
+            |h| &h.since_last_checkpoint,
+            &n::PT_SECONDS_SINCE_LAST_CHECKPOINT,
+            since.as_secs_f64(),
+        );
     }
 
     /// A GetRecords call finished.
     pub(crate) fn get_records(&self, ok: bool, took: Duration) {
-        self.shard(&n::PT_GET_RECORDS_SUCCESS, outcome(ok));
-        self.shard(&n::PT_GET_RECORDS_TIME, millis(took));
+        self.shard(
+            |h| &h.get_records_success,
+            &n::PT_GET_RECORDS_SUCCESS,
+            outcome(ok),
+        );
+        self.shard(
+            |h| &h.get_records_time,
+            &n::PT_GET_RECORDS_TIME,
+            millis(took),
+        );
     }
 
     /// A shard iterator expired.
     pub(crate) fn expired_iterator(&self) {
-        self.shard(&n::PT_EXPIRED_ITERATOR, 1.0);
+        self.shard(|h| &h.expired_iterator, &n::PT_EXPIRED_ITERATOR, 1.0);
     }
 
     /// The consumer ends and the scheduler restarts the shard because of `cause`.

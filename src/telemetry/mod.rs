@@ -37,9 +37,15 @@
 //! Not emitted: Java's `VeryOldLeases` (this taker has no "very old lease" rule), the 3.x
 //! lease-assignment and migration metrics, and multi-stream metrics (`StreamId`).
 //!
-//! Prometheus renders names with `.` as `_` (`RecordProcessor_processRecords_Time`), and
-//! drops a per-shard gauge five minutes after its last update (a shard this worker no longer
-//! holds stops being reported).
+//! Prometheus renders names with `.` as `_` (`RecordProcessor_processRecords_Time`). The
+//! series of a shard (`ShardId`: counters, gauges and histograms) are reported while this
+//! worker holds the shard, however idle it is, and for five minutes
+//! ([`RELEASED_SHARD_TIMEOUT`]) after it let the shard go;
+//! then they are forgotten, so a worker's scrape and memory hold only the shards it has held
+//! lately. A shard taken again starts its counters from zero (a counter reset, which
+//! Prometheus' `rate` and `increase` handle). Gauges without a shard go five minutes after
+//! their last update. The CloudWatch exporter likewise forgets a metric that no held shard
+//! references and that had no sample for a buffer period.
 //!
 //! # Health
 //!
@@ -74,7 +80,7 @@ pub use health::Health;
 pub(crate) use health::HealthState;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
-pub use prometheus::PrometheusEndpoint;
+pub use prometheus::{PrometheusEndpoint, PrometheusRecorder, RELEASED_SHARD_TIMEOUT};
 
 /// The Java KCL's metrics levels: which metrics an exporter sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,25 +1,364 @@
-//! The Prometheus endpoint: `/metrics` (text format), `/healthz`, `/readyz`.
+//! The Prometheus endpoint: `/metrics` (text format), `/healthz`, `/readyz`, and its recorder,
+//! which forgets the series of shards this worker no longer holds.
 
-use super::{describe, Health, TelemetryError};
+use super::{describe, names, Health, TelemetryError};
 use crate::scheduler::SchedulerHandle;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// How long a gauge may go without an update before Prometheus stops reporting it (the lag of
-/// a shard this worker no longer holds, ...). Every gauge of a running worker is updated at
-/// least every `lease_take_interval`.
+/// How long a gauge without a `ShardId` may go without an update before Prometheus stops
+/// reporting it. Every gauge of a running worker is updated at least every
+/// `lease_take_interval`.
 pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often the recorder's upkeep runs (it drains histogram samples into their summaries).
+/// How long the series of a shard this worker no longer holds are still reported (counters,
+/// gauges and histograms alike): long enough for a few scrapes to see their last values. They
+/// go within 5 s after this (the recorder's upkeep interval).
+pub const RELEASED_SHARD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often the recorder's upkeep runs (it drains histogram samples into their summaries and
+/// forgets the shards released more than [`RELEASED_SHARD_TIMEOUT`] ago).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
+
+/// The `metrics` recorder of a [`PrometheusEndpoint`]: install it (alone with
+/// [`metrics::set_global_recorder`], or with others through [`install`](super::install)).
+///
+/// The series of each shard (`ShardId`) live in a recorder of their own, for as long as this
+/// worker holds the shard: while any handle of the shard's metrics lives (the library keeps
+/// them while it holds the lease and its consumer runs), however long the shard stays idle.
+/// Once the last handle is gone, the shard's series are still reported for
+/// [`RELEASED_SHARD_TIMEOUT`], then forgotten; if the worker takes the shard again, its
+/// counters start again from zero (a counter reset, which Prometheus' `rate` and `increase`
+/// handle), as do its summaries' `_sum` and `_count`.
+#[derive(Clone)]
+pub struct PrometheusRecorder {
+    series: Arc<Series>,
+}
+
+impl std::fmt::Debug for PrometheusRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusRecorder").finish_non_exhaustive()
+    }
+}
+
+/// Every series: those without a shard in one exporter recorder, each shard's in its own.
+struct Series {
+    rest: metrics_exporter_prometheus::PrometheusRecorder,
+    rest_handle: PrometheusHandle,
+    shards: RwLock<HashMap<String, ShardSeries>>,
+    /// Every metric's first description, for the recorders of shards seen later.
+    descriptions: Mutex<HashMap<String, Description>>,
+}
+
+#[derive(Clone)]
+struct Description {
+    kind: Kind,
+    name: KeyName,
+    unit: Option<Unit>,
+    text: SharedString,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One shard's series.
+struct ShardSeries {
+    recorder: metrics_exporter_prometheus::PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// Cloned into every handle of the shard's metrics: the shard is held while a clone lives.
+    held: Arc<()>,
+    /// When the upkeep first saw no handle alive (reset when one is registered again).
+    released: Mutex<Option<Instant>>,
+}
+
+/// A handle of a shard's metric: the exporter's, plus a mark that the shard is held.
+struct Held<T> {
+    inner: T,
+    _held: Arc<()>,
+}
+
+impl CounterFn for Held<Counter> {
+    fn increment(&self, value: u64) {
+        self.inner.increment(value);
+    }
+    fn absolute(&self, value: u64) {
+        self.inner.absolute(value);
+    }
+}
+
+impl GaugeFn for Held<Gauge> {
+    fn increment(&self, value: f64) {
+        self.inner.increment(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.inner.decrement(value);
+    }
+    fn set(&self, value: f64) {
+        self.inner.set(value);
+    }
+}
+
+impl HistogramFn for Held<Histogram> {
+    fn record(&self, value: f64) {
+        self.inner.record(value);
+    }
+}
+
+impl Series {
+    fn new() -> Self {
+        let rest = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
+            .build_recorder();
+        Series {
+            rest_handle: rest.handle(),
+            rest,
+            shards: RwLock::default(),
+            descriptions: Mutex::default(),
+        }
+    }
+
+    fn new_shard(&self) -> ShardSeries {
+        // No idle timeout: a shard's series live as long as the shard is held.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        for d in self.descriptions.lock().unwrap().values() {
+            d.apply(&recorder);
+        }
+        ShardSeries {
+            handle: recorder.handle(),
+            recorder,
+            held: Arc::default(),
+            released: Mutex::new(None),
+        }
+    }
+
+    /// `register` on the recorder of `shard` (created if new), with the shard marked held for
+    /// as long as the returned handle lives. Under the shards' lock, so that the upkeep never
+    /// forgets a shard between the lookup and the registration.
+    fn on_shard<T>(
+        &self,
+        shard: &str,
+        register: impl FnOnce(&metrics_exporter_prometheus::PrometheusRecorder) -> T,
+    ) -> Held<T> {
+        let held = |s: &ShardSeries| {
+            *s.released.lock().unwrap() = None;
+            Held {
+                inner: register(&s.recorder),
+                _held: s.held.clone(),
+            }
+        };
+        if let Some(s) = self.shards.read().unwrap().get(shard) {
+            return held(s);
+        }
+        let mut shards = self.shards.write().unwrap();
+        let s = shards
+            .entry(shard.to_string())
+            .or_insert_with(|| self.new_shard());
+        held(s)
+    }
+
+    /// Describe a metric to every recorder, now and to come (the first description of a
+    /// metric counts, as in the exporter; the scheduler describes every metric when it starts).
+    fn describe(&self, d: Description) {
+        // The lock order of `on_shard`: shards, then descriptions (in `new_shard`).
+        let shards = self.shards.read().unwrap();
+        let mut descriptions = self.descriptions.lock().unwrap();
+        if descriptions.contains_key(d.name.as_str()) {
+            return;
+        }
+        d.apply(&self.rest);
+        for s in shards.values() {
+            d.apply(&s.recorder);
+        }
+        descriptions.insert(d.name.as_str().to_string(), d);
+    }
+
+    /// Drain histogram samples; forget the shards no handle has marked held for
+    /// [`RELEASED_SHARD_TIMEOUT`].
+    fn upkeep(&self, now: Instant) {
+        self.rest_handle.run_upkeep();
+        let mut expired = Vec::new();
+        for (shard, s) in self.shards.read().unwrap().iter() {
+            s.handle.run_upkeep();
+            if Arc::strong_count(&s.held) > 1 {
+                *s.released.lock().unwrap() = None;
+                continue;
+            }
+            let released = *s.released.lock().unwrap().get_or_insert(now);
+            if now.duration_since(released) >= RELEASED_SHARD_TIMEOUT {
+                expired.push(shard.clone());
+            }
+        }
+        if expired.is_empty() {
+            return;
+        }
+        let mut shards = self.shards.write().unwrap();
+        for shard in expired {
+            // Registered again meanwhile: held, or released later.
+            if shards.get(&shard).is_some_and(|s| {
+                Arc::strong_count(&s.held) == 1 && s.released.lock().unwrap().is_some()
+            }) {
+                shards.remove(&shard);
+            }
+        }
+    }
+
+    /// Every series in the text format: the renders of the recorders merged by metric.
+    fn render(&self) -> String {
+        let mut pages = vec![self.rest_handle.render()];
+        pages.extend(
+            self.shards
+                .read()
+                .unwrap()
+                .values()
+                .map(|s| s.handle.render()),
+        );
+        merge_pages(&pages)
+    }
+}
+
+impl Description {
+    fn apply(&self, r: &metrics_exporter_prometheus::PrometheusRecorder) {
+        let (name, unit, text) = (self.name.clone(), self.unit, self.text.clone());
+        match self.kind {
+            Kind::Counter => r.describe_counter(name, unit, text),
+            Kind::Gauge => r.describe_gauge(name, unit, text),
+            Kind::Histogram => r.describe_histogram(name, unit, text),
+        }
+    }
+}
+
+/// The shard of a metric: its `ShardId` label.
+fn shard_of(key: &Key) -> Option<&str> {
+    key.labels()
+        .find(|l| l.key() == names::SHARD_ID)
+        .map(|l| l.value())
+}
+
+impl Recorder for PrometheusRecorder {
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.series.describe(Description {
+            kind: Kind::Counter,
+            name,
+            unit,
+            text,
+        });
+    }
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.series.describe(Description {
+            kind: Kind::Gauge,
+            name,
+            unit,
+            text,
+        });
+    }
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
+        self.series.describe(Description {
+            kind: Kind::Histogram,
+            name,
+            unit,
+            text,
+        });
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        match shard_of(key) {
+            None => self.series.rest.register_counter(key, metadata),
+            Some(shard) => Counter::from_arc(Arc::new(
+                self.series
+                    .on_shard(shard, |r| r.register_counter(key, metadata)),
+            )),
+        }
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        match shard_of(key) {
+            None => self.series.rest.register_gauge(key, metadata),
+            Some(shard) => Gauge::from_arc(Arc::new(
+                self.series
+                    .on_shard(shard, |r| r.register_gauge(key, metadata)),
+            )),
+        }
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        match shard_of(key) {
+            None => self.series.rest.register_histogram(key, metadata),
+            Some(shard) => Histogram::from_arc(Arc::new(
+                self.series
+                    .on_shard(shard, |r| r.register_histogram(key, metadata)),
+            )),
+        }
+    }
+}
+
+/// One metric family of a text-format page: its `# HELP` and `# TYPE` lines and its samples.
+#[derive(Default)]
+struct Family<'a> {
+    help: Option<&'a str>,
+    kind: Option<&'a str>,
+    samples: Vec<&'a str>,
+}
+
+/// Several text-format pages as one: each metric family once (the text format allows a
+/// family's `# TYPE` line only once), with the samples of every page, families by name.
+fn merge_pages(pages: &[String]) -> String {
+    let mut families: BTreeMap<&str, Family<'_>> = BTreeMap::new();
+    for page in pages {
+        let mut current: Option<&str> = None;
+        for line in page.lines() {
+            let header = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|rest| rest.split(' ').next())
+            };
+            if let Some(name) = header("# HELP ") {
+                families.entry(name).or_default().help.get_or_insert(line);
+                current = Some(name);
+            } else if let Some(name) = header("# TYPE ") {
+                families.entry(name).or_default().kind.get_or_insert(line);
+                current = Some(name);
+            } else if line.is_empty() || line.starts_with('#') {
+                continue;
+            } else {
+                // A sample belongs to the family announced before it (`x_sum` and `x_count`
+                // to `x`); the exporter announces every family.
+                let name = current.unwrap_or_else(|| line.split(['{', ' ']).next().unwrap_or(line));
+                families.entry(name).or_default().samples.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for family in families.values() {
+        if family.samples.is_empty() {
+            continue;
+        }
+        for line in family
+            .help
+            .iter()
+            .chain(&family.kind)
+            .chain(&family.samples)
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// A running Prometheus endpoint. It serves until the tokio runtime it was started on shuts
 /// down (dropping this value does not stop it). Cheap to clone.
@@ -29,11 +368,13 @@ type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
 ///   worker is attached ([`PrometheusEndpoint::report_health_of`]).
 /// * `GET /readyz`: 200 when the worker is ready, else 503 (also when no worker is attached).
 ///
-/// Both health answers list the checks in their body.
+/// Both health answers list the checks in their body. The series of a shard this worker no
+/// longer holds go [`RELEASED_SHARD_TIMEOUT`] after it let the shard go (see
+/// [`PrometheusRecorder`]).
 #[derive(Clone)]
 pub struct PrometheusEndpoint {
     addr: SocketAddr,
-    handle: PrometheusHandle,
+    series: Arc<Series>,
     health: HealthSource,
 }
 
@@ -60,10 +401,7 @@ impl PrometheusEndpoint {
     /// Serve on `addr` without installing the recorder: install the returned recorder
     /// yourself (with others: [`install`](super::install)), or use it as a local recorder.
     pub async fn bind(addr: SocketAddr) -> Result<(Self, PrometheusRecorder), TelemetryError> {
-        let recorder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
-            .build_recorder();
-        let handle = recorder.handle();
+        let series = Arc::new(Series::new());
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| TelemetryError::Bind { addr, source })?;
@@ -72,22 +410,22 @@ impl PrometheusEndpoint {
             .map_err(|source| TelemetryError::Bind { addr, source })?;
         let endpoint = PrometheusEndpoint {
             addr,
-            handle,
+            series: series.clone(),
             health: Arc::default(),
         };
         tokio::spawn(endpoint.clone().serve(listener));
         tokio::spawn({
-            let handle = endpoint.handle.clone();
+            let series = series.clone();
             async move {
                 let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
                 loop {
                     tick.tick().await;
-                    handle.run_upkeep();
+                    series.upkeep(Instant::now());
                 }
             }
         });
         tracing::info!(addr = %addr, "Prometheus endpoint: /metrics, /healthz, /readyz");
-        Ok((endpoint, recorder))
+        Ok((endpoint, PrometheusRecorder { series }))
     }
 
     /// Where it listens.
@@ -102,7 +440,7 @@ impl PrometheusEndpoint {
 
     /// The metrics in the Prometheus text format (what `/metrics` serves).
     pub fn render(&self) -> String {
-        self.handle.render()
+        self.series.render()
     }
 
     async fn serve(self, listener: tokio::net::TcpListener) {
@@ -183,5 +521,93 @@ impl PrometheusEndpoint {
                 "not found: try /metrics, /healthz or /readyz\n".into(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{Label, Level};
+
+    static META: Metadata<'static> = Metadata::new("test", Level::INFO, None);
+
+    fn shard_key(name: &'static str, shard: &'static str) -> Key {
+        Key::from_parts(
+            name,
+            vec![
+                Label::from_static_parts(names::OPERATION, names::OP_PROCESS_TASK),
+                Label::from_static_parts(names::SHARD_ID, shard),
+            ],
+        )
+    }
+
+    fn lines_of<'a>(page: &'a str, shard: &str) -> Vec<&'a str> {
+        page.lines()
+            .filter(|l| l.contains(&format!("ShardId=\"{shard}\"")))
+            .collect()
+    }
+
+    /// A shard's series stay while a handle of it lives, idle or not; once the last handle is
+    /// gone they stay for the grace time, then go (and a counter that comes back restarts).
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_is_reported_while_held_and_for_the_grace_time_after() {
+        let (endpoint, recorder) = PrometheusEndpoint::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let held = recorder.register_counter(&shard_key("RecordsProcessed", "a"), &META);
+        held.increment(1);
+        let held_time = recorder.register_histogram(&shard_key("Time", "a"), &META);
+        held_time.record(5.0);
+        let released = recorder.register_counter(&shard_key("RecordsProcessed", "b"), &META);
+        released.increment(2);
+        recorder
+            .register_histogram(&shard_key("Time", "b"), &META)
+            .record(7.0);
+        drop(released);
+        let worker = recorder.register_counter(&Key::from_name("LostLeases"), &META);
+        worker.increment(1);
+
+        tokio::time::sleep(RELEASED_SHARD_TIMEOUT - UPKEEP_INTERVAL).await;
+        let page = endpoint.render();
+        assert!(
+            lines_of(&page, "b")
+                .contains(&"RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"b\"} 2"),
+            "still within the grace time: {page}"
+        );
+        tokio::time::sleep(UPKEEP_INTERVAL * 3).await;
+        let page = endpoint.render();
+        assert!(lines_of(&page, "b").is_empty(), "{page}");
+        assert!(page.contains("RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"a\"} 1"));
+        assert!(page.contains("Time_count{Operation=\"ProcessTask\",ShardId=\"a\"} 1"));
+        assert!(page.contains("LostLeases 1"), "{page}");
+
+        // Hours later, still held and idle: still there.
+        tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+        assert_eq!(
+            lines_of(&endpoint.render(), "a").len(),
+            lines_of(&page, "a").len()
+        );
+
+        // Taken again: a fresh counter.
+        recorder
+            .register_counter(&shard_key("RecordsProcessed", "b"), &META)
+            .increment(1);
+        assert!(endpoint
+            .render()
+            .contains("RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"b\"} 1"));
+        drop((held, held_time));
+    }
+
+    #[test]
+    fn pages_merge_into_one_family_each() {
+        let a = "# HELP Time Time\n# TYPE Time summary\nTime{Operation=\"A\",quantile=\"0.5\"} 1\nTime_sum{Operation=\"A\"} 1\nTime_count{Operation=\"A\"} 1\n\n# TYPE LostLeases counter\nLostLeases 3\n\n";
+        let b = "# TYPE Time summary\nTime{Operation=\"B\",quantile=\"0.5\"} 2\nTime_sum{Operation=\"B\"} 2\nTime_count{Operation=\"B\"} 1\n\n# TYPE Empty gauge\n\n";
+        assert_eq!(
+            merge_pages(&[a.to_string(), b.to_string()]),
+            "# TYPE LostLeases counter\nLostLeases 3\n\n\
+             # HELP Time Time\n# TYPE Time summary\n\
+             Time{Operation=\"A\",quantile=\"0.5\"} 1\nTime_sum{Operation=\"A\"} 1\nTime_count{Operation=\"A\"} 1\n\
+             Time{Operation=\"B\",quantile=\"0.5\"} 2\nTime_sum{Operation=\"B\"} 2\nTime_count{Operation=\"B\"} 1\n\n"
+        );
     }
 }

@@ -671,3 +671,108 @@ fn metrics_levels_are_the_java_ones() {
         Detailed
     );
 }
+
+/// The lines of a Prometheus page that belong to `shard`.
+#[cfg(feature = "prometheus")]
+fn series_of<'a>(page: &'a str, shard: &str) -> Vec<&'a str> {
+    let label = format!("{}=\"{shard}\"", names::SHARD_ID);
+    page.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&label))
+        .collect()
+}
+
+/// Prometheus: every series of a shard this worker no longer holds (counters and histograms
+/// too, not only gauges) leaves the scrape within a bounded time; a shard the worker still
+/// holds keeps all its series however long it stays idle.
+#[cfg(feature = "prometheus")]
+#[tokio::test(start_paused = true)]
+async fn prometheus_forgets_the_shards_no_longer_held_and_keeps_the_idle_held_ones() {
+    let (endpoint, recorder) = super::PrometheusEndpoint::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let stream = InMemoryStream::new("s", 2);
+    let mut on = BTreeSet::new();
+    for i in 0.. {
+        on.insert(stream.put(&format!("pk-{i}"), b"x").0);
+        if on.len() == 2 {
+            break;
+        }
+    }
+    let store = InMemoryLeaseStore::new();
+    let (_, factory) = Checkpointing::factory(true);
+    let (handle, task) = start(&stream, &store, "w", factory);
+    let processed = |shard: &str| {
+        series_of(&endpoint.render(), shard)
+            .iter()
+            .any(|l| l.starts_with(&format!("{}{{", names::RECORDS_PROCESSED)))
+    };
+    wait_for("records processed on both shards", || {
+        processed(S0) && processed(S1)
+    })
+    .await;
+
+    // Another worker takes S0 and keeps it (its counter moves as a live owner's would).
+    let intruder = tokio::spawn({
+        let store = store.clone();
+        async move {
+            loop {
+                store.with_table(|t| {
+                    let l = t.get_mut(S0).unwrap();
+                    l.owner = Some("intruder".into());
+                    l.counter += 1;
+                });
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    wait_for("S0 lost", || !handle.held_shards().contains(S0)).await;
+    let held_before = series_of(&endpoint.render(), S1).len();
+
+    // Long past any bound, with no records at all: S1 is held but idle.
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    assert!(!handle.held_shards().contains(S0), "the intruder kept S0");
+    assert!(handle.held_shards().contains(S1));
+    let page = endpoint.render();
+    let gone = series_of(&page, S0);
+    assert!(
+        gone.is_empty(),
+        "series of a shard no longer held are still scraped: {gone:#?}"
+    );
+    let kept = series_of(&page, S1);
+    for (name, kind) in [
+        (names::RECORDS_PROCESSED, "counter"),
+        (names::DATA_BYTES_PROCESSED, "counter"),
+        ("Time_count", "histogram"),
+        ("RecordProcessor_processRecords_Time_count", "histogram"),
+        (names::MILLIS_BEHIND_LATEST, "gauge"),
+    ] {
+        assert!(
+            kept.iter().any(|l| l.starts_with(&format!("{name}{{"))),
+            "the idle held shard lost its {kind} {name}: {kept:#?}"
+        );
+    }
+    assert!(
+        kept.len() >= held_before,
+        "the held shard had {held_before} series, now {}",
+        kept.len()
+    );
+    // One page in the text format: every family announced once, with the samples of the
+    // shards and of the worker (`Time` of ProcessTask and of RenewAllLeases) together.
+    let mut families = BTreeSet::new();
+    for l in page.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(families.insert(l.split(' ').nth(2)), "announced twice: {l}");
+    }
+    let times: BTreeSet<_> = page
+        .lines()
+        .filter(|l| l.starts_with("Time_count{"))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert!(
+        times.contains(names::OP_PROCESS_TASK) && times.contains(names::OP_RENEW_ALL_LEASES),
+        "{times:?}"
+    );
+    intruder.abort();
+    handle.request_shutdown();
+    task.await.unwrap().unwrap();
+}

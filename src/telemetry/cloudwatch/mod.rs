@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 /// Datums per `PutMetricData` request (the Java KCL's batch size).
 pub const BATCH_SIZE: usize = 20;
 
+/// The default bound on one `PutMetricData` request, the SDK's retries included (5 s, as the
+/// Java KCL).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Settings of the CloudWatch exporter (defaults: the Java KCL's).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -53,7 +57,9 @@ pub struct CloudWatchConfig {
     pub buffer_time: Duration,
     /// The most distinct metrics waiting to be sent (Java `metricsMaxQueueSize`, 10 000).
     pub max_queue_size: usize,
-    /// The longest a `PutMetricData` request may take (5 s, as Java).
+    /// The longest a `PutMetricData` request may take, the SDK's retries included (5 s, as
+    /// Java). The exporter never retries a request itself: the client's SDK retries are the
+    /// only ones, and this becomes the client's SDK operation timeout.
     pub request_timeout: Duration,
 }
 
@@ -66,7 +72,7 @@ impl CloudWatchConfig {
             enabled_dimensions: None,
             buffer_time: Duration::from_secs(10),
             max_queue_size: 10_000,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -166,11 +172,23 @@ pub struct CloudWatchExporter;
 impl CloudWatchExporter {
     /// Start publishing to `client` what the returned recorder records (spawned on the
     /// current tokio runtime), without installing the recorder: install it yourself (with
-    /// others: [`telemetry::install`](crate::telemetry::install)).
+    /// others: [`telemetry::install`](crate::telemetry::install)). The client keeps its SDK
+    /// retries (the exporter does not retry), bounded by `config.request_timeout` as its SDK
+    /// operation timeout.
     pub fn build(
         client: aws_sdk_cloudwatch::Client,
         config: CloudWatchConfig,
     ) -> (CloudWatchRecorder, CloudWatchPublisher) {
+        let timeouts = aws_smithy_types::timeout::TimeoutConfig::builder()
+            .operation_timeout(config.request_timeout)
+            .build();
+        let client = aws_sdk_cloudwatch::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .timeout_config(timeouts)
+                .build(),
+        );
         Self::with_sink(Arc::new(CloudWatchSink(client)), config)
     }
 
