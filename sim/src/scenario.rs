@@ -9,7 +9,9 @@
 //! what every seed does: the regression seeds in `tests/sim.rs` must then be found again.
 
 use crate::consistency::StaleScanRates;
-use crate::faults::{HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates};
+use crate::faults::{
+    HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates, TableOutage,
+};
 use crate::processor::ProcessorProfile;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -180,6 +182,8 @@ pub struct Scenario {
     pub outages: Vec<(Duration, Duration)>,
     /// Rare long hangs of single lease-store calls.
     pub hangs: HangRates,
+    /// Lease-table outages (every call of a worker hangs, then times out).
+    pub table_outages: Vec<TableOutage>,
     /// Eventually consistent lease-table scans (kept through the drain: it is how the table
     /// behaves, not a fault).
     pub stale_scans: StaleScanRates,
@@ -193,6 +197,9 @@ pub struct Scenario {
     /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
     pub retry_max_attempts: Option<u32>,
 }
+
+/// Seeds the generator of lease-table outages (with the seed).
+const OUTAGE_SALT: u64 = 0x0074_AB72;
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo..=hi))
@@ -399,6 +406,23 @@ impl Scenario {
                 processor.poison_per_mille = r5.random_range(1..=20);
             }
         }
+        // And these from a sixth: lease-table outages. The salt was chosen so that none of the
+        // regression seeds (`tests/sim.rs`) draws one: their runs stay as they were.
+        let mut r6 = StdRng::seed_from_u64(seed ^ OUTAGE_SALT);
+        let table_outages = if r6.random_bool(0.25) {
+            (0..r6.random_range(1..=2))
+                .map(|_| TableOutage {
+                    from: ms(&mut r6, 0, active.as_millis() as u64),
+                    length: failover.mul_f64(r6.random_range(0.5..=3.0)),
+                    wait: failover.mul_f64(r6.random_range(0.25..=0.5)),
+                    worker: r6
+                        .random_bool(0.7)
+                        .then(|| format!("w{}", r6.random_range(0..initial_workers))),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Scenario {
             seed,
             initial_shards,
@@ -422,6 +446,7 @@ impl Scenario {
             start,
             outages,
             hangs,
+            table_outages,
             stale_scans,
             prehistory,
             retrieval: Retrieval::Polling,
@@ -469,6 +494,9 @@ impl fmt::Display for Scenario {
             "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
             self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
+        if !self.table_outages.is_empty() {
+            writeln!(f, "  lease-table outages: {:?}", self.table_outages)?;
+        }
         writeln!(
             f,
             "  processor: {:?}; retry policy: max attempts {:?}",
