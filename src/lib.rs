@@ -185,6 +185,12 @@
 //!   for all of them, and one stuck call can expire every lease of the worker.
 //! * A renewal or checkpoint whose retries all failed may still have landed: a conflict on the
 //!   next write re-reads the lease and keeps it when the owner is still this worker.
+//! * A renewal whose attempts outlive the lease (each hangs until its timeout in a lease-table
+//!   outage, while the lease expires locally) ends with the tenure it renewed: it is not
+//!   retried, and its result counts neither for the lease nor for readiness, so the worker is
+//!   ready again once the table answers, whichever leases it then holds. The Java KCL (which
+//!   has no readiness report) does use such a late result: a renewal landing after the lease
+//!   expired locally makes it held again, under the same tenure.
 //! * A finished lease whose `childShardIds` is empty (a Java KCL before 2.3 did not record
 //!   them) has its children looked up in the stream; a lease whose shard aged past retention is
 //!   deleted. The Java KCL keeps both forever, renewing them and counting them when balancing.

@@ -2,7 +2,9 @@
 //!
 //! Each plan draws from its own generator, so the faults of a run depend only on the seed and
 //! on the (deterministic) order of calls. Faults are switched off when the world starts to
-//! drain, so that convergence is judged on a healthy system.
+//! drain, so that convergence is judged on a healthy system. Besides per-call faults and rare
+//! long hangs, the lease store has outages ([`TableOutage`]): windows in which every call of a
+//! worker hangs until its timeout, so that renewals' attempts outlive the lease.
 
 use kinesis_client::testing::{
     Fault, FaultInjector, LeaseOp, StreamFault, StreamFaultInjector, StreamOp,
@@ -10,7 +12,7 @@ use kinesis_client::testing::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Probabilities of each lease-store fault, per call.
@@ -49,6 +51,26 @@ pub struct HangRates {
     pub min: Duration,
     /// The longest hang.
     pub max: Duration,
+}
+
+/// A lease-table outage (a network partition, an overloaded table): from `from` (after the
+/// start), for `length`, every lease-store call of the worker it hits hangs `wait` and then
+/// times out, nothing written (an SDK call reaching its timeout). A renewal retries such
+/// attempts; started a third of the failover time after the lease's last write, three attempts
+/// of `wait` outlive the lease when `wait` exceeds 2/9 of the failover time: the expiry
+/// watchdog drops the lease, another worker may take it, and only then does the renewal fail
+/// for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableOutage {
+    /// When it starts, from the start of the run.
+    pub from: Duration,
+    /// How long it lasts.
+    pub length: Duration,
+    /// How long each call hangs before it times out.
+    pub wait: Duration,
+    /// The worker it hits (by id; one of the initial workers, so it exists at the start), or
+    /// `None`: every worker.
+    pub worker: Option<String>,
 }
 
 /// A hang drawn for one call.
@@ -108,6 +130,13 @@ pub struct StoreFaults {
     /// Hangs draw from their own generator: the other faults' draws (and what older seeds
     /// do) stay as they were.
     hang_rng: Mutex<StdRng>,
+    /// Lease-table outages: (from, until, wait, worker) in tokio time.
+    outages: Vec<(
+        tokio::time::Instant,
+        tokio::time::Instant,
+        Duration,
+        Option<String>,
+    )>,
     enabled: AtomicBool,
 }
 
@@ -119,6 +148,7 @@ impl StoreFaults {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             hangs: HangRates::default(),
             hang_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x4A46_0000)),
+            outages: Vec::new(),
             enabled: AtomicBool::new(true),
         }
     }
@@ -129,9 +159,36 @@ impl StoreFaults {
         self
     }
 
+    /// Add lease-table outages, their times counted from `start`.
+    pub fn with_outages(mut self, start: tokio::time::Instant, outages: &[TableOutage]) -> Self {
+        self.outages = outages
+            .iter()
+            .map(|o| {
+                let from = start + o.from;
+                (from, from + o.length, o.wait, o.worker.clone())
+            })
+            .collect();
+        self
+    }
+
     /// Stop (or resume) injecting faults.
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// How long a call of `worker` made now hangs before it times out, when a lease-table
+    /// outage hits that worker now.
+    pub fn outage_wait(&self, worker: &str) -> Option<Duration> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        self.outages
+            .iter()
+            .find(|(from, until, _, w)| {
+                *from <= now && now < *until && w.as_deref().is_none_or(|w| w == worker)
+            })
+            .map(|(_, _, wait, _)| *wait)
     }
 
     /// A long hang for one call of `op`, if any (only writes hang after applying).
@@ -205,6 +262,35 @@ impl FaultInjector for StoreFaults {
 
     fn timeout_wait(&self) -> Duration {
         StoreFaults::timeout_wait(self)
+    }
+}
+
+/// The lease-table outages of one worker, as a [`FaultInjector`]: during an outage every
+/// call times out after the outage's wait.
+#[derive(Debug)]
+pub struct OutageFaults {
+    plan: Arc<StoreFaults>,
+    worker: String,
+}
+
+impl OutageFaults {
+    /// `worker`'s outages in `plan`.
+    pub fn new(plan: Arc<StoreFaults>, worker: &str) -> Self {
+        OutageFaults {
+            plan,
+            worker: worker.to_string(),
+        }
+    }
+}
+
+impl FaultInjector for OutageFaults {
+    fn fault(&self, _op: LeaseOp, _lease_key: Option<&str>) -> Option<Fault> {
+        self.plan.outage_wait(&self.worker).map(|_| Fault::Timeout)
+    }
+
+    /// Asked right after `fault`, in the same instant.
+    fn timeout_wait(&self) -> Duration {
+        self.plan.outage_wait(&self.worker).unwrap_or_default()
     }
 }
 

@@ -9,7 +9,9 @@
 //! what every seed does: the regression seeds in `tests/sim.rs` must then be found again.
 
 use crate::consistency::StaleScanRates;
-use crate::faults::{HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates};
+use crate::faults::{
+    HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates, TableOutage,
+};
 use crate::processor::ProcessorProfile;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -180,6 +182,8 @@ pub struct Scenario {
     pub outages: Vec<(Duration, Duration)>,
     /// Rare long hangs of single lease-store calls.
     pub hangs: HangRates,
+    /// Lease-table outages (every call of a worker hangs, then times out).
+    pub table_outages: Vec<TableOutage>,
     /// Eventually consistent lease-table scans (kept through the drain: it is how the table
     /// behaves, not a fault).
     pub stale_scans: StaleScanRates,
@@ -193,6 +197,13 @@ pub struct Scenario {
     /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
     pub retry_max_attempts: Option<u32>,
 }
+
+/// Seeds the generator of lease-table outages (with the seed).
+const OUTAGE_SALT: u64 = 0x0074_AB72;
+
+/// The salt of the generator of poison restarts and early shard-end answers, chosen (as
+/// [`OUTAGE_SALT`]) so that no regression seed found before them draws either.
+const CHILD_FAULT_SALT: u64 = 0x02E5;
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(rng.random_range(lo..=hi))
@@ -399,15 +410,32 @@ impl Scenario {
                 processor.poison_per_mille = r5.random_range(1..=20);
             }
         }
-        // And these from a sixth: poison records that make the processor ask for a restart
+        // And these from a sixth: lease-table outages. The salt was chosen so that none of the
+        // regression seeds (`tests/sim.rs`) draws one: their runs stay as they were.
+        let mut r6 = StdRng::seed_from_u64(seed ^ OUTAGE_SALT);
+        let table_outages = if r6.random_bool(0.25) {
+            (0..r6.random_range(1..=2))
+                .map(|_| TableOutage {
+                    from: ms(&mut r6, 0, active.as_millis() as u64),
+                    length: failover.mul_f64(r6.random_range(0.5..=3.0)),
+                    wait: failover.mul_f64(r6.random_range(0.25..=0.5)),
+                    worker: r6
+                        .random_bool(0.7)
+                        .then(|| format!("w{}", r6.random_range(0..initial_workers))),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // And these from a seventh (see [`CHILD_FAULT_SALT`]): poison records that make the processor ask for a restart
         // (as a MultiLangDaemon child that crashes on them), and shard-end answers that
         // checkpoint a sequence number instead of SHARD_END.
-        let mut r6 = StdRng::seed_from_u64(seed ^ 0x6A5D_E11D);
-        if processor.poison_per_mille > 0 && r6.random_bool(0.5) {
-            processor.poison_restarts = r6.random_range(0.0..=1.0);
+        let mut r7 = StdRng::seed_from_u64(seed ^ CHILD_FAULT_SALT);
+        if processor.poison_per_mille > 0 && r7.random_bool(0.5) {
+            processor.poison_restarts = r7.random_range(0.0..=1.0);
         }
-        if r6.random_bool(0.3) {
-            processor.shard_end_early = rate(&mut r6, 1.0, 0.8);
+        if r7.random_bool(0.3) {
+            processor.shard_end_early = rate(&mut r7, 1.0, 0.8);
         }
         Scenario {
             seed,
@@ -432,6 +460,7 @@ impl Scenario {
             start,
             outages,
             hangs,
+            table_outages,
             stale_scans,
             prehistory,
             retrieval: Retrieval::Polling,
@@ -479,6 +508,9 @@ impl fmt::Display for Scenario {
             "  hangs: {:?}; stale scans: {:?}; prehistory: {:?}; KPL aggregates: {:?}",
             self.hangs, self.stale_scans, self.prehistory, self.aggregates
         )?;
+        if !self.table_outages.is_empty() {
+            writeln!(f, "  lease-table outages: {:?}", self.table_outages)?;
+        }
         writeln!(
             f,
             "  processor: {:?}; retry policy: max attempts {:?}",

@@ -5,12 +5,14 @@
 //! kit's [`ObservedLeaseStore`] with [`SimHooks`], which add, per call:
 //!
 //! 1. the worker's [`Gate`] (a paused worker's calls hang, before and after the table sees them);
-//! 2. a fault drawn from the run's [`StoreFaults`] (through the kit's [`FaultHooks`]):
+//! 2. a lease-table outage hitting the worker ([`crate::faults::TableOutage`]): the call hangs,
+//!    then times out;
+//! 3. a fault drawn from the run's [`StoreFaults`] (through the kit's [`FaultHooks`]):
 //!    throttling, timeouts before or after the write applies, slow calls, spurious conflicts;
-//! 3. a rare long hang of a single call (see [`crate::faults::HangRates`]);
-//! 4. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
+//! 4. a rare long hang of a single call (see [`crate::faults::HangRates`]);
+//! 5. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
 //!    `list_leases` may show recently written items as they were;
-//! 5. an audit of every applied write against the table as it was just before the write:
+//! 6. an audit of every applied write against the table as it was just before the write:
 //!    creations, takes and checkpoint writes (`update_lease`: owner and monotonicity, see
 //!    [`Ledger::on_checkpoint_applied`]), deletions.
 //!
@@ -19,7 +21,7 @@
 //! fault hook turns the outcome into a timeout).
 
 use crate::consistency::EventualScans;
-use crate::faults::{Hang, StoreFaults};
+use crate::faults::{Hang, OutageFaults, StoreFaults};
 use crate::gate::Gate;
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
@@ -42,6 +44,8 @@ pub struct SimHooks {
     worker: String,
     gate: Gate,
     faults: FaultHooks,
+    /// The plan's lease-table outages that hit this worker.
+    outage: FaultHooks,
     /// The same plan as `faults` draws from: its long hangs.
     plan: Arc<StoreFaults>,
     scans: Arc<EventualScans>,
@@ -78,6 +82,7 @@ pub fn sim_lease_store(
         worker: worker.to_string(),
         gate,
         faults: FaultHooks::new(faults.clone()),
+        outage: FaultHooks::new(Arc::new(OutageFaults::new(faults.clone(), worker))),
         plan: faults,
         scans,
         ledger,
@@ -192,6 +197,17 @@ impl LeaseStoreHooks for SimHooks {
             self.called_at.lock().unwrap().insert(call.id, now);
         }
         self.gate.pass().await;
+        if let Some(wait) = self.plan.outage_wait(&self.worker) {
+            self.note_hang(
+                call,
+                format!("times out after {wait:?} (lease-table outage)"),
+            );
+        }
+        if let Some(answer) = self.outage.before(call).await {
+            self.called_at.lock().unwrap().remove(&call.id);
+            self.gate.pass().await;
+            return Some(answer);
+        }
         if let Some(answer) = self.faults.before(call).await {
             self.called_at.lock().unwrap().remove(&call.id);
             self.gate.pass().await;

@@ -387,24 +387,45 @@ impl LeaseCoordinator {
         let removed = {
             let mut held = self.inner.held.lock().unwrap();
             match held.get(key) {
-                Some(s) if s.tenure.token == token => held.remove(key),
+                Some(s) if s.tenure.token == token => self.remove_slot(&mut held, key),
                 _ => None,
             }
         };
         if let Some(slot) = removed {
             tracing::warn!(worker_id = %self.worker_id(), lease_key = key, reason, "lease lost");
             self.inner.metrics.lost_lease();
-            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
     }
 
+    /// Remove the slot of `key` from `held` (the locked map) and, under the same lock, forget
+    /// what the worker's health says about the lease: a renewal result is recorded only under
+    /// that lock for a tenure it finds held (see [`LeaseCoordinator::renewal_ended`]), so
+    /// nothing about this tenure can be recorded after this.
+    fn remove_slot(&self, held: &mut BTreeMap<String, Slot>, key: &str) -> Option<Slot> {
+        let slot = held.remove(key)?;
+        self.inner.health.lease_gone(key);
+        Some(slot)
+    }
+
+    /// Record in the worker's health how a renewal of tenure `token` of `key` ended (`ok`:
+    /// it landed or found the lease changed), but only while that tenure holds the lease. A renewal whose
+    /// attempts outlived its tenure (the watchdog dropped the lease, another worker took it, the
+    /// shard ended, this worker took the lease back under a new tenure) says nothing about the
+    /// leases held now, and a failure recorded for a lease no longer held would be cleared only
+    /// by holding it again: the worker would stay unready, perhaps for good.
+    fn renewal_ended(&self, key: &str, token: Uuid, ok: bool) {
+        let held = self.inner.held.lock().unwrap();
+        if held.get(key).is_some_and(|s| s.tenure.token == token) {
+            self.inner.health.renewal(key, ok);
+        }
+    }
+
     /// Stop holding `key` without writing anything (e.g. before deleting a finished lease).
     pub fn forget(&self, key: &str) {
-        let removed = self.inner.held.lock().unwrap().remove(key);
+        let removed = self.remove_slot(&mut self.inner.held.lock().unwrap(), key);
         if let Some(slot) = removed {
-            self.inner.health.lease_gone(key);
             slot.tenure.lost.cancel();
             self.publish();
         }
@@ -439,8 +460,15 @@ impl LeaseCoordinator {
             })),
             last_write,
         };
-        self.inner.health.lease_gone(&key);
-        if let Some(old) = self.inner.held.lock().unwrap().insert(key, slot) {
+        let old = {
+            let mut held = self.inner.held.lock().unwrap();
+            let old = held.insert(key.clone(), slot);
+            // Under the lock, after the new tenure is in: nothing of an earlier tenure (a
+            // renewal that failed) carries over, and nothing of it can be recorded after this.
+            self.inner.health.lease_gone(&key);
+            old
+        };
+        if let Some(old) = old {
             old.tenure.lost.cancel();
         }
     }
@@ -474,6 +502,11 @@ impl LeaseCoordinator {
         match held.get(key).filter(|s| s.tenure.token == token) {
             Some(slot) => {
                 slot.metrics.checkpoint_write(result.is_ok(), took);
+                if result.is_ok() {
+                    // The write renewed the lease: a renewal that failed before no longer
+                    // says anything (and a lease checkpointed this often is not renewed).
+                    self.inner.health.renewal(key, true);
+                }
                 if result
                     .as_ref()
                     .is_ok_and(|l| l.pending_checkpoint.is_none())
@@ -622,8 +655,7 @@ impl LeaseCoordinator {
     fn lose_quietly(&self, key: &str, token: Uuid) {
         let mut held = self.inner.held.lock().unwrap();
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
-            if let Some(s) = held.remove(key) {
-                self.inner.health.lease_gone(key);
+            if let Some(s) = self.remove_slot(&mut held, key) {
                 s.tenure.lost.cancel();
             }
         }

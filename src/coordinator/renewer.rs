@@ -4,6 +4,16 @@
 //! checkpoint) or its last renewal attempt, whichever is later. Each renewal runs on its own,
 //! under the lease's lock (shared with checkpoint writes), and retries throttling and timeouts
 //! with the coordinator's [`RetryPolicy`] for renewals.
+//!
+//! A renewal's outcome counts toward the worker's health (a failed renewal makes it unready)
+//! only while the tenure it renews holds the lease: attempts that hang until their timeouts
+//! (a lease-table outage) can outlive the lease, which the expiry watchdog drops meanwhile and
+//! another worker may take; the renewal's late failure then concerns no lease of this worker,
+//! and recorded, it kept the worker unready until it held that lease again (perhaps never).
+//! Nor does a renewal retry once its tenure ended. The Java KCL has no readiness report, but
+//! it does act on such late results: a renewal that lands after the lease expired locally
+//! sets the lease's `lastCounterIncrementNanos`, and the same tenure counts as held again
+//! (its consumer may already have been shut down for the loss).
 
 use super::{LeaseCoordinator, LeaseTenure, SlotState};
 use crate::backoff::RetryPolicy;
@@ -180,7 +190,7 @@ impl LeaseCoordinator {
         // or it failed for good.
         let done = |ok: bool| {
             self.inner.metrics.renewal(ok, first.elapsed());
-            self.inner.health.renewal(key, ok);
+            self.renewal_ended(key, tenure.token, ok);
         };
         loop {
             let started = Instant::now();
@@ -213,6 +223,13 @@ impl LeaseCoordinator {
                     st.failed_write(&e);
                     tracing::debug!(lease_key = key, error = %e, "renewal failed; retrying");
                     tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                    // The attempts outlived the tenure (the watchdog dropped the lease): a
+                    // further attempt could only land on a lease this worker no longer holds,
+                    // and make other workers wait another failover time for it.
+                    if tenure.lost.is_cancelled() {
+                        self.inner.metrics.renewal(false, first.elapsed());
+                        return;
+                    }
                 }
                 Err(e) => {
                     st.failed_write(&e);

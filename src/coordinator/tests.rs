@@ -3,8 +3,11 @@
 use super::*;
 use crate::checkpoint::Checkpoint;
 use crate::lease::{Fault, InMemoryLeaseStore, LeaseOp};
-use crate::testing::{Args, Call, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::testing::{
+    Args, Call, CallCounter, FaultHooks, FaultInjector, LeaseStoreHooks, ObservedLeaseStore,
+    Outcome, Reply,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const F: Duration = Duration::from_secs(10);
 
@@ -615,6 +618,190 @@ async fn a_write_of_an_ended_tenure_never_lands_on_the_next_tenure_of_the_same_w
     let stored = store.with_table(|t| t[key].clone());
     assert_eq!(stored.checkpoint, Checkpoint::TrimHorizon, "{stored:?}");
     assert!(c.holds(key, second.token));
+}
+
+/// A lease-table outage as one worker sees it: while `on`, every call (or only those of `op`)
+/// hangs `wait` and then times out, nothing written (an SDK call that times out).
+struct Outage {
+    on: AtomicBool,
+    op: Option<LeaseOp>,
+    wait: Duration,
+}
+
+impl Outage {
+    fn new(op: Option<LeaseOp>, wait: Duration) -> Arc<Self> {
+        Arc::new(Outage {
+            on: AtomicBool::new(false),
+            op,
+            wait,
+        })
+    }
+
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    /// `store` as the worker under this outage sees it.
+    fn view(self: &Arc<Self>, store: &InMemoryLeaseStore) -> Arc<dyn LeaseStore> {
+        Arc::new(ObservedLeaseStore::new(
+            Arc::new(store.clone()),
+            FaultHooks::new(self.clone()),
+        ))
+    }
+}
+
+impl FaultInjector for Outage {
+    fn fault(&self, op: LeaseOp, _key: Option<&str>) -> Option<Fault> {
+        (self.on.load(Ordering::SeqCst) && self.op.is_none_or(|o| o == op))
+            .then_some(Fault::Timeout)
+    }
+
+    fn timeout_wait(&self) -> Duration {
+        self.wait
+    }
+}
+
+/// The report: during a lease-table outage one renewal's attempts (each hanging until
+/// its timeout) outlived the lease; the watchdog dropped it, another worker took it, and the
+/// renewal's final failure was then recorded for a lease this worker no longer held. Nothing
+/// cleared it but holding that lease again: `/readyz` stayed 503 after the outage, forever.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_outliving_its_lease_in_an_outage_does_not_keep_the_worker_unready() {
+    let store = store_with(1);
+    let key = "shardId-000000000000";
+    let outage = Outage::new(None, F / 2);
+    let a = start_with(outage.view(&store), "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let health = a.coordinator.health_state().clone();
+    health.initialized();
+    // b joins and watches the lease (one lease, two workers: no steal).
+    let b = start(&store, "b", 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    outage.set(true);
+    // a's renewal: three attempts of F/2 each, starting F/3 after the last write: the watchdog
+    // drops the lease at F, b takes it once its counter stood still for F, and the renewal
+    // fails for good only after that.
+    assert!(
+        wait_until(F * 3, || b.coordinator.held_keys().contains(key))
+            .await
+            .is_some(),
+        "b never took the lease: {:?}",
+        owners(&store)
+    );
+    tokio::time::sleep(F).await;
+    outage.set(false);
+    // Scans answer again: a is ready, holding nothing (b keeps the only lease).
+    tokio::time::sleep(F).await;
+    let h = health.health();
+    assert!(
+        a.coordinator.held_keys().is_empty(),
+        "{owners:?}",
+        owners = owners(&store)
+    );
+    assert_eq!(owners(&store).get("b"), Some(&1));
+    assert!(h.ready && h.renewals_succeeding, "{h}");
+}
+
+/// A lease forgotten (its shard finished, before its deletion) while a renewal of it is still
+/// failing: the renewal makes no further attempt, and its failure is not recorded for a lease
+/// no longer held.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_of_a_forgotten_lease_stops_and_is_not_recorded() {
+    let store = store_with(1);
+    let key = "shardId-000000000000";
+    let outage = Outage::new(Some(LeaseOp::Renew), Duration::from_secs(1));
+    let counted = Arc::new(ObservedLeaseStore::new(
+        outage.view(&store),
+        CallCounter::default(),
+    ));
+    let mut cfg = CoordinatorConfig::new("a", F);
+    cfg.rng_seed = Some(1);
+    let c = LeaseCoordinator::new(counted.clone(), cfg);
+    c.take_round().await.unwrap();
+    outage.set(true);
+    let renewal = tokio::spawn({
+        let c = c.clone();
+        async move { c.renew_all().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.forget(key);
+    renewal.await.unwrap();
+    assert!(c.held_keys().is_empty());
+    assert_eq!(
+        counted.hooks().count(LeaseOp::Renew),
+        1,
+        "only the attempt in flight when the lease was forgotten"
+    );
+    let h = c.health_state().health();
+    assert!(h.renewals_succeeding, "{h}");
+}
+
+/// A renewal of an ended tenure (expired locally while its attempts hung) fails after this
+/// same worker took the lease back: the failure is the old tenure's, not the new one's.
+#[tokio::test(start_paused = true)]
+async fn a_stale_renewal_failure_is_not_recorded_against_the_next_tenure() {
+    let store = store_with(1);
+    let key = "shardId-000000000000";
+    let outage = Outage::new(Some(LeaseOp::Renew), F / 2);
+    let mut cfg = CoordinatorConfig::new("a", F);
+    cfg.rng_seed = Some(1);
+    let c = LeaseCoordinator::new(outage.view(&store), cfg);
+    c.take_round().await.unwrap();
+    let first = c.held()[key].clone();
+    outage.set(true);
+    let renewal = tokio::spawn({
+        let c = c.clone();
+        async move { c.renew_all().await }
+    });
+    tokio::time::sleep(F + Duration::from_millis(1)).await;
+    assert!(!c.holds(key, first.token), "expired locally");
+    // Takes are not affected: the lease names this worker, which takes it back.
+    c.take_round().await.unwrap();
+    let second = c.held()[key].clone();
+    assert_ne!(second.token, first.token);
+    renewal.await.unwrap();
+    assert!(c.holds(key, second.token));
+    let h = c.health_state().health();
+    assert!(h.renewals_succeeding, "{h}");
+}
+
+/// A renewal failed, then the table answered again: a lease its processor checkpoints more
+/// often than the renewal interval is never renewed (a checkpoint renews it just as well), so
+/// its successful checkpoint writes must clear the failure, or the worker stays unready for
+/// as long as the processor keeps checkpointing.
+#[tokio::test(start_paused = true)]
+async fn a_successful_checkpoint_clears_a_failed_renewal() {
+    let store = store_with(1);
+    let key = "shardId-000000000000";
+    let outage = Outage::new(Some(LeaseOp::Renew), Duration::ZERO);
+    let a = start_with(outage.view(&store), "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let tenure = a.coordinator.held()[key].clone();
+    let health = a.coordinator.health_state().clone();
+    health.initialized();
+    outage.set(true);
+    assert!(
+        wait_until(F, || !health.health().renewals_succeeding)
+            .await
+            .is_some(),
+        "the renewal never failed"
+    );
+    outage.set(false);
+    for i in 0..30 {
+        let cp = Checkpoint::sequence(i.to_string(), 0).unwrap();
+        a.coordinator
+            .update_lease(key, tenure.token, |l| l.checkpoint = cp.clone())
+            .await
+            .expect("checkpoint refused");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(!tenure.lost.is_cancelled());
+    let h = health.health();
+    assert!(h.ready && h.renewals_succeeding, "{h}");
 }
 
 /// The in-memory store, except that checkpoint writes go to DynamoDB (a client built as the

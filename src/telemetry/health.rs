@@ -5,7 +5,14 @@
 //!   for the failover time is stuck: its leases are expiring). A worker still starting is live.
 //! * **Ready**: initialised (lease table created, first shard sync done), the lease table
 //!   reachable (the last scan succeeded, within the failover time), renewals succeeding (no
-//!   held lease's last renewal write failed), and not shutting down.
+//!   held lease's last renewal write failed, unless a checkpoint write of it succeeded since),
+//!   and not shutting down.
+//!
+//! What the health says about a lease never outlives this worker's tenure of it: a failed
+//! renewal is forgotten when the tenure ends (the lease is lost, dropped by the expiry
+//! watchdog, released, or its shard finished), and a renewal result that comes in after its
+//! tenure ended is not recorded (see the coordinator's renewer). Otherwise a worker could stay
+//! unready for good after a lease-table outage, holding nothing that fails.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -26,7 +33,8 @@ pub struct Health {
     pub initialized: bool,
     /// The last lease-table scan succeeded, within the failover time.
     pub lease_table_reachable: bool,
-    /// No held lease's last renewal write failed (none yet counts as succeeding).
+    /// No held lease's last renewal write failed, unless a checkpoint write of it succeeded
+    /// since (none yet counts as succeeding).
     pub renewals_succeeding: bool,
     /// A graceful shutdown has begun.
     pub shutting_down: bool,
@@ -104,8 +112,9 @@ impl HealthState {
         });
     }
 
-    /// A renewal write of `lease_key` ended (`ok` = it landed or found the lease changed;
-    /// false = it failed).
+    /// A renewal write of the held lease `lease_key` ended (`ok` = it landed or found the
+    /// lease changed, or a checkpoint write landed; false = it failed). The coordinator calls
+    /// this only for the tenure holding the lease now.
     pub(crate) fn renewal(&self, lease_key: &str, ok: bool) {
         self.with(|i| {
             if ok {

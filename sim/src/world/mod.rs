@@ -151,7 +151,9 @@ impl World {
             rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
             aggregate_rng: StdRng::seed_from_u64(seed ^ 0x0A66_C0DE),
             store_faults: Arc::new(
-                StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5).with_hangs(sc.hangs),
+                StoreFaults::new(sc.store_faults, seed ^ 0x0057_04E5)
+                    .with_hangs(sc.hangs)
+                    .with_outages(Instant::now(), &sc.table_outages),
             ),
             stream_faults,
             scans: Arc::new(EventualScans::new(sc.stale_scans, seed ^ 0x05CA_1155)),
@@ -396,6 +398,7 @@ impl World {
                             None,
                             format!("converged after {:?} of drain", now - started),
                         );
+                        self.check_ready(now - since);
                         return;
                     }
                 } else {
@@ -414,6 +417,31 @@ impl World {
             }
             if self.tick().await {
                 return;
+            }
+        }
+    }
+
+    /// After the drain converged (faults stopped long before, every record processed, leases
+    /// spread and settled for `settled`), every running worker reports ready: what a worker
+    /// reports about a lease (a failed renewal) must not outlive its holding of that lease.
+    fn check_ready(&self, settled: Duration) {
+        for w in self
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Running)
+        {
+            let health = w.handle.health();
+            if !health.ready {
+                self.violation(
+                    "ready",
+                    format!(
+                        "{} is not ready with the world converged (settled for {settled:?}), holding {:?}: {}",
+                        w.id,
+                        w.handle.held_shards(),
+                        health.to_string().trim_end().replace('\n', ", ")
+                    ),
+                    vec![w.id.clone()],
+                );
             }
         }
     }
