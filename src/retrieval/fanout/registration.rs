@@ -223,15 +223,17 @@ impl ConsumerRegistration {
     }
 
     /// A configured consumer ARN must name a consumer of the stream read (when the client
-    /// knows the stream's ARN).
+    /// knows the stream's ARN: a failure to look it up that retrying does not fix, such as a
+    /// missing DescribeStreamSummary permission, skips the check with a warning).
     async fn check_stream(&self, arn: &str) -> Result<(), ConsumerRegistrationError> {
-        let Some(stream) = self
-            .stream
-            .stream_arn()
-            .await
-            .map_err(|e| self.call_error(e))?
-        else {
-            return Ok(());
+        let stream = match self.stream.stream_arn().await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind().is_retryable() => return Err(self.call_error(e)),
+            Err(e) => {
+                tracing::warn!(consumer = arn, error = %e, "cannot look up the stream's ARN; not checking that the configured consumer ARN is of the same account and region");
+                return Ok(());
+            }
         };
         // Both were validated already (the configuration, the service): unparsable ones are
         // left to the service to refuse.
@@ -525,6 +527,89 @@ mod tests {
         assert_eq!(again.to_string(), err.to_string());
         assert_eq!(describes.load(Ordering::SeqCst), asked, "not asked again");
         assert_eq!(stream.consumers().len(), 0, "never registered again");
+    }
+
+    /// The in-memory stream, except that looking up the stream's ARN is refused (a missing
+    /// DescribeStreamSummary permission).
+    #[derive(Debug)]
+    struct NoStreamArn(InMemoryStream);
+
+    #[async_trait::async_trait]
+    impl StreamClient for NoStreamArn {
+        fn stream_name(&self) -> &str {
+            self.0.stream_name()
+        }
+        async fn stream_arn(&self) -> Result<Option<String>, RetrievalError> {
+            Err(RetrievalError::new(
+                RetrievalFailure::Fatal,
+                StreamOp::DescribeStreamConsumer,
+                "s",
+                None,
+                crate::error::Cause::simulated(ErrorKind::Fatal, "AccessDeniedException"),
+            ))
+        }
+        async fn list_shards(&self) -> Result<Vec<crate::retrieval::Shard>, RetrievalError> {
+            self.0.list_shards().await
+        }
+        async fn get_shard_iterator(
+            &self,
+            shard_id: &str,
+            position: &crate::retrieval::IteratorPosition,
+        ) -> Result<Option<String>, RetrievalError> {
+            self.0.get_shard_iterator(shard_id, position).await
+        }
+        async fn get_records(
+            &self,
+            shard_id: &str,
+            iterator: &str,
+            limit: u32,
+        ) -> Result<crate::retrieval::RecordBatch, RetrievalError> {
+            self.0.get_records(shard_id, iterator, limit).await
+        }
+        async fn describe_stream_consumer(
+            &self,
+            consumer: &ConsumerRef,
+        ) -> Result<Option<crate::retrieval::StreamConsumer>, RetrievalError> {
+            self.0.describe_stream_consumer(consumer).await
+        }
+    }
+
+    /// A configured consumer ARN is checked against the stream's ARN when the client can
+    /// look it up; when that is refused for good, the check is skipped (the consumer is
+    /// used), not made a new reason to fail.
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_check_is_skipped_when_the_stream_arn_cannot_be_looked_up() {
+        let stream = InMemoryStream::new("s", 1);
+        let arn = registration(&stream, ConsumerRef::Name("ext".into()))
+            .arn()
+            .await
+            .unwrap();
+        let other = arn.replace(":us-east-1:", ":eu-west-1:");
+        let err = registration(&stream, ConsumerRef::Arn(other.clone()))
+            .arn()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConsumerRegistrationError::OtherStream {
+                    mismatch: "region",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let unchecked = |consumer| {
+            ConsumerRegistration::new(Arc::new(NoStreamArn(stream.clone())), consumer, policy())
+        };
+        let r = unchecked(ConsumerRef::Arn(arn.clone()));
+        assert_eq!(r.arn().await.unwrap(), arn);
+        // Unchecked, the other region's ARN is left to the service (here: not found).
+        let err = unchecked(ConsumerRef::Arn(other)).arn().await.unwrap_err();
+        assert!(
+            matches!(err, ConsumerRegistrationError::NotFound(_)),
+            "{err}"
+        );
     }
 
     /// A consumer that never becomes ACTIVE within the describe retries is a retryable error
