@@ -76,11 +76,15 @@ pub enum RetrievalMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanOutConfig {
     /// The stream consumer's name (properties: `fanoutConfig.consumerName`); registered when
-    /// missing. Default: the application name (as Java), resolved by
+    /// missing, and registered again when deleted while the worker runs. Default: the application name (as Java), resolved by
     /// [`ConfigBuilder::build`].
     pub consumer_name: Option<String>,
     /// An existing consumer's ARN (properties: `fanoutConfig.consumerArn`): used instead of
-    /// the name, never registered. It must be a consumer of the configured stream.
+    /// the name, never registered. It must be a consumer of the configured stream: the
+    /// stream name here, and at start also the account and region (against the stream's ARN).
+    /// If it is deleted while the worker runs, the worker stops with
+    /// [`SchedulerError::FanOutConsumerDeleted`](crate::SchedulerError::FanOutConsumerDeleted)
+    /// and releases its leases (a consumer configured by name is registered again instead).
     pub consumer_arn: Option<String>,
     /// DescribeStreamConsumer calls while waiting for the consumer to become `ACTIVE`;
     /// default 10.

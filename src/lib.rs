@@ -121,6 +121,24 @@
 //! repeated; the last event of a closed shard carries its children; read-ahead is bounded in
 //! bytes per shard and per worker (the next event is read only when there is room).
 //!
+//! When the stream consumer is deleted while workers read through it, every subscription
+//! fails with `ResourceNotFoundException`. A consumer configured by name
+//! ([`FanOutConfig::consumer_name`], the default) is registered again under the same name —
+//! once per worker, its shards waiting for that registration — and every shard goes on
+//! right after the last event it delivered, with the new consumer ARN: nothing is skipped or
+//! repeated. A consumer configured by ARN ([`FanOutConfig::consumer_arn`]) is never
+//! registered again (the application chose that consumer): the worker reports not ready,
+//! shuts down as if asked to (processors can checkpoint), releases its leases so that other
+//! workers take the shards at once, and [`Scheduler::run`] returns
+//! [`SchedulerError::FanOutConsumerDeleted`] naming the ARN; a worker that cannot register a
+//! deleted consumer again (a permission is missing) stops the same way. A configured
+//! consumer ARN must be a consumer of the stream read: a consumer of a stream of the same
+//! name in another account or region is refused at start. The Java KCL, as the reference
+//! describes it, looks the consumer ARN up once per worker and turns a SubscribeToShard
+//! `ResourceNotFoundException` into the end of the shard without child shards: a deleted
+//! consumer does not stall it, but every shard it was reading is ended there and the rest of
+//! its records skipped (not checked against the Java source here).
+//!
 //! ## Failover timing
 //!
 //! With failover time `F` ([`Config::failover_time`], default 10 s), each held lease is

@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The worker could not start (it never fails once running: failures there are retried).
+/// The worker could not start, or had to stop: once running, failures are retried, except
+/// that an enhanced fan-out worker whose stream consumer is gone for good stops
+/// ([`SchedulerError::FanOutConsumerDeleted`], [`SchedulerError::FanOutConsumer`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SchedulerError {
@@ -38,9 +40,32 @@ pub enum SchedulerError {
     #[error("cannot list the stream's shards: {0}")]
     ShardSync(#[source] ShardSyncError),
     /// Enhanced fan-out: the stream consumer could not be found, registered or seen `ACTIVE`
-    /// (e.g. no permission to RegisterStreamConsumer, or a consumer ARN that names nothing).
+    /// (e.g. no permission to RegisterStreamConsumer, or a consumer ARN that names nothing
+    /// or a consumer of another stream), at start, or after it was deleted while running
+    /// (registered by name, it could not be registered again: the worker stopped as for
+    /// [`SchedulerError::FanOutConsumerDeleted`]).
     #[error("cannot use the enhanced fan-out consumer: {0}")]
     FanOutConsumer(#[source] ConsumerRegistrationError),
+    /// Enhanced fan-out: the stream consumer configured by ARN was deleted while the worker
+    /// read through it. A consumer given by ARN is never registered again, so the worker
+    /// stopped: its processors were shut down as for a requested shutdown (they could
+    /// checkpoint) and its leases released, for other workers to take.
+    #[error("the enhanced fan-out consumer {consumer_arn} was deleted: the worker stopped and released its leases (a consumer configured by ARN is not registered again: register one and configure its ARN, or configure a consumer name instead, which is registered again when deleted)")]
+    FanOutConsumerDeleted {
+        /// The configured consumer ARN.
+        consumer_arn: String,
+    },
+}
+
+impl From<ConsumerRegistrationError> for SchedulerError {
+    fn from(e: ConsumerRegistrationError) -> Self {
+        match e {
+            ConsumerRegistrationError::Deleted(consumer_arn) => {
+                SchedulerError::FanOutConsumerDeleted { consumer_arn }
+            }
+            e => SchedulerError::FanOutConsumer(e),
+        }
+    }
 }
 
 /// Requests a graceful shutdown of a running [`Scheduler`], and tells which shards it holds.
@@ -184,6 +209,12 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
     /// A shutdown during start-up (lease table creation, the first shard sync, which retry for
     /// about a minute when the services are unreachable) returns `Ok(())` at once: no lease is
     /// held yet, so there is nothing to hand back.
+    ///
+    /// Enhanced fan-out: when the stream consumer is gone for good — a consumer configured by
+    /// ARN was deleted ([`SchedulerError::FanOutConsumerDeleted`]), or a consumer registered
+    /// by name was deleted and cannot be registered again ([`SchedulerError::FanOutConsumer`])
+    /// — the worker is no longer ready, shuts down gracefully as if asked to (processors can
+    /// checkpoint, leases are released for other workers) and returns that error.
     pub async fn run(
         self,
         shutdown_signal: impl Future<Output = ()>,
@@ -241,6 +272,8 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         let mut shards = Shards::default();
         let consumers_stop = CancellationToken::new();
         let mut held_rx = self.coordinator.subscribe();
+        // Why the worker stops on its own (its fan-out consumer is gone for good), if it does.
+        let mut failure = None;
         loop {
             self.reconcile(
                 &mut shards,
@@ -255,6 +288,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 changed = held_rx.changed() => if changed.is_err() { break },
                 Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff, self.config.max_task_backoff),
                 _ = sleep_until_opt(next_restart) => {}
+                e = fan_out_failed(self.fan_out.as_deref()) => {
+                    tracing::error!(error = %e, "the enhanced fan-out consumer is gone for good: stopping the worker (processors shut down as requested, leases released for other workers)");
+                    failure = Some(e);
+                    break;
+                }
             }
         }
         tracing::info!(shards = shards.running.len(), timeout = ?self.config.graceful_shutdown_timeout, "graceful shutdown: asking processors to checkpoint");
@@ -275,7 +313,10 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         stop.cancel();
         while background.join_next().await.is_some() {}
         tracing::info!("worker stopped");
-        Ok(())
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     fn stopped_during_startup(&self) -> Result<(), SchedulerError> {
@@ -326,7 +367,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                         tracing::warn!(error = %e, "enhanced fan-out consumer not ready; retrying");
                         tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                     }
-                    Err(e) => return Err(SchedulerError::FanOutConsumer(e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -399,6 +440,14 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
 /// from 500 ms doubling up to 10 s (about a minute in all).
 const STARTUP_RETRY: RetryPolicy =
     RetryPolicy::new(11, Duration::from_millis(500), Duration::from_secs(10));
+
+/// The fan-out consumer's lasting failure; never, without one.
+async fn fan_out_failed(registration: Option<&ConsumerRegistration>) -> ConsumerRegistrationError {
+    match registration {
+        Some(r) => r.failed().await,
+        None => std::future::pending().await,
+    }
+}
 
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -711,6 +760,290 @@ mod tests {
             "{err}"
         );
         assert!(store.snapshot().values().all(|l| l.owner.is_none()));
+    }
+
+    /// A fan-out worker (`app`, TRIM_HORIZON) on `stream` whose processors record into
+    /// `journal` and checkpoint every batch.
+    fn fan_out_worker(
+        stream: &InMemoryStream,
+        store: &InMemoryLeaseStore,
+        journal: &Journal,
+        fan_out: crate::FanOutConfig,
+    ) -> Scheduler<impl RecordProcessorFactory> {
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .initial_position(crate::InitialPosition::TrimHorizon)
+            .retrieval_mode(RetrievalMode::FanOut)
+            .fan_out(fan_out)
+            .build()
+            .unwrap();
+        let journal = journal.clone();
+        let factory = move |shard: &str| Recording {
+            shard: shard.to_string(),
+            journal: journal.clone(),
+        };
+        Scheduler::new(
+            config,
+            factory,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        )
+    }
+
+    /// Put `n` records (spread over the shards by key), adding their sequence numbers to
+    /// `put`, by shard.
+    fn put_records(stream: &InMemoryStream, put: &mut BTreeMap<String, Vec<String>>, n: usize) {
+        for i in 0..n {
+            let (shard, seq) = stream.put(&format!("k{i}"), b"x");
+            put.entry(shard).or_default().push(seq);
+        }
+    }
+
+    fn delivered(journal: &Journal) -> usize {
+        journal.0.lock().unwrap().values().map(Vec::len).sum()
+    }
+
+    /// Wait until `done`, at most `limit`; whether it happened.
+    async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
+    /// Wait until the worker's `task` ends (at most `limit`), checking its readiness every
+    /// 100 ms: once false it must stay false. The time it took.
+    async fn wait_for_the_worker_to_stop<T>(
+        task: &tokio::task::JoinHandle<T>,
+        handle: &SchedulerHandle,
+        limit: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        let mut not_ready = false;
+        while !task.is_finished() && start.elapsed() < limit {
+            let ready = handle.health().ready;
+            assert!(!(ready && not_ready), "ready again after it was not");
+            not_ready |= !ready;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            task.is_finished(),
+            "the worker still runs {limit:?} after its consumer was deleted, holding {:?}, health: {}",
+            handle.held_shards(),
+            handle.health()
+        );
+        start.elapsed()
+    }
+
+    /// After the worker stopped: it is neither ready nor live, its leases are released (so
+    /// other workers take them at once) and checkpointed at the last record each processor
+    /// got, which is every record `put`.
+    fn assert_stopped_cleanly(
+        handle: &SchedulerHandle,
+        store: &InMemoryLeaseStore,
+        journal: &Journal,
+        put: &BTreeMap<String, Vec<String>>,
+    ) {
+        let health = handle.health();
+        assert!(!health.ready && !health.live && health.stopped, "{health}");
+        assert_eq!(
+            *journal.0.lock().unwrap(),
+            *put,
+            "every record once, in order"
+        );
+        let leases = store.snapshot();
+        for (shard, seqs) in put {
+            let lease = &leases[shard];
+            assert_eq!(lease.owner, None, "{shard} released");
+            assert_eq!(
+                Some(lease.checkpoint.stored_value()),
+                seqs.last().map(String::as_str),
+                "{shard} checkpointed"
+            );
+        }
+    }
+
+    /// A stream consumer configured by ARN that is deleted while the worker reads through it
+    /// is not registered again (the worker was told to use that one): the worker stops, not
+    /// ready from when it noticed, with an error naming the ARN, after its processors
+    /// checkpointed and with its leases released, so that other workers take the shards at
+    /// once. (It used to retry every shard every 10 s forever, renewing its leases and ready.)
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_consumer_given_by_arn_stops_the_worker_and_releases_its_leases() {
+        let stream = InMemoryStream::new("s", 4);
+        stream.set_consumer_activation_delay(Duration::ZERO);
+        let arn = stream
+            .register_stream_consumer("external")
+            .await
+            .unwrap()
+            .consumer_arn;
+        let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
+        let fan_out = crate::FanOutConfig {
+            consumer_arn: Some(arn.clone()),
+            ..Default::default()
+        };
+        let scheduler = fan_out_worker(&stream, &store, &journal, fan_out);
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending()));
+        let mut put = BTreeMap::new();
+        put_records(&stream, &mut put, 40);
+        assert!(wait_for(Duration::from_secs(120), || delivered(&journal) == 40).await);
+        assert!(handle.health().ready, "{}", handle.health());
+        assert!(stream.deregister_consumer("external"));
+        let took = wait_for_the_worker_to_stop(&task, &handle, Duration::from_secs(600)).await;
+        assert!(
+            took < Duration::from_secs(30),
+            "stopped {took:?} after the deletion"
+        );
+        let err = task.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, SchedulerError::FanOutConsumerDeleted { consumer_arn } if *consumer_arn == arn),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&arn) && text.contains("deleted"), "{text}");
+        assert_stopped_cleanly(&handle, &store, &journal, &put);
+    }
+
+    /// A stream consumer registered by name that is deleted is registered again, once for
+    /// all the worker's shards, and every shard goes on where it was: every record once, in
+    /// order; the worker stays ready (it can read).
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_consumer_registered_by_name_is_registered_again_once_for_every_shard() {
+        let stream = InMemoryStream::new("s", 4);
+        let registers = Arc::new(AtomicU64::new(0));
+        stream.set_fault_injector(Some(Arc::new({
+            let registers = registers.clone();
+            move |op: StreamOp, _: Option<&str>| {
+                if op == StreamOp::RegisterStreamConsumer {
+                    registers.fetch_add(1, Ordering::SeqCst);
+                }
+                None
+            }
+        })));
+        let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
+        let scheduler = fan_out_worker(&stream, &store, &journal, Default::default());
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending()));
+        let mut put = BTreeMap::new();
+        put_records(&stream, &mut put, 40);
+        assert!(wait_for(Duration::from_secs(120), || delivered(&journal) == 40).await);
+        let first = stream.consumers()[0].consumer_arn.clone();
+        assert!(stream.deregister_consumer("app"));
+        // (A new registration in the same second would get the same ARN.)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        put_records(&stream, &mut put, 40);
+        assert!(wait_for(Duration::from_secs(120), || delivered(&journal) == 80).await);
+        assert_eq!(
+            *journal.0.lock().unwrap(),
+            put,
+            "every record once, in order"
+        );
+        let consumers = stream.consumers();
+        assert_eq!(consumers.len(), 1);
+        assert_ne!(consumers[0].consumer_arn, first, "registered again");
+        assert_eq!(registers.load(Ordering::SeqCst), 2, "registered again once");
+        assert_eq!(
+            stream.subscribed_shards(&consumers[0].consumer_arn).len(),
+            4,
+            "every shard subscribed with the new consumer"
+        );
+        assert!(handle.health().ready, "{}", handle.health());
+        handle.request_shutdown();
+        task.await.unwrap().unwrap();
+    }
+
+    /// A stream consumer registered by name that is deleted and cannot be registered again
+    /// (a permission is missing: retrying does not help) stops the worker as a deleted
+    /// consumer given by ARN does, with the registration's error.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_consumer_that_cannot_be_registered_again_stops_the_worker() {
+        let stream = InMemoryStream::new("s", 2);
+        let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
+        let scheduler = fan_out_worker(&stream, &store, &journal, Default::default());
+        let handle = scheduler.handle();
+        let task = tokio::spawn(scheduler.run(std::future::pending()));
+        let mut put = BTreeMap::new();
+        put_records(&stream, &mut put, 20);
+        assert!(wait_for(Duration::from_secs(120), || delivered(&journal) == 20).await);
+        stream.set_fault_injector(Some(Arc::new(|op: StreamOp, _: Option<&str>| {
+            (op == StreamOp::RegisterStreamConsumer).then_some(StreamFault::AccessDenied)
+        })));
+        assert!(stream.deregister_consumer("app"));
+        let took = wait_for_the_worker_to_stop(&task, &handle, Duration::from_secs(600)).await;
+        assert!(
+            took < Duration::from_secs(30),
+            "stopped {took:?} after the deletion"
+        );
+        let err = task.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SchedulerError::FanOutConsumer(ConsumerRegistrationError::Call { .. })
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("AccessDenied"), "{text}");
+        assert_stopped_cleanly(&handle, &store, &journal, &put);
+    }
+
+    /// A configured consumer ARN of another account or region than the stream's (the same
+    /// stream name: the configuration cannot tell) is refused at start, before any call
+    /// about the consumer, with an error saying which part differs.
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_arn_of_another_account_or_region_is_refused_at_start() {
+        for (arn, part) in [
+            (
+                "arn:aws:kinesis:us-east-1:111111111111:stream/s/consumer/app:1",
+                "account",
+            ),
+            (
+                "arn:aws:kinesis:eu-west-1:000000000000:stream/s/consumer/app:1",
+                "region",
+            ),
+        ] {
+            let stream = InMemoryStream::new("s", 1);
+            let describes = Arc::new(AtomicU64::new(0));
+            stream.set_fault_injector(Some(Arc::new({
+                let describes = describes.clone();
+                move |op: StreamOp, _: Option<&str>| {
+                    if op == StreamOp::DescribeStreamConsumer {
+                        describes.fetch_add(1, Ordering::SeqCst);
+                    }
+                    None
+                }
+            })));
+            let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
+            let fan_out = crate::FanOutConfig {
+                consumer_arn: Some(arn.into()),
+                ..Default::default()
+            };
+            let scheduler = fan_out_worker(&stream, &store, &journal, fan_out);
+            let err = tokio::time::timeout(
+                Duration::from_secs(600),
+                scheduler.run(std::future::pending()),
+            )
+            .await
+            .expect("the worker gives up")
+            .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    SchedulerError::FanOutConsumer(ConsumerRegistrationError::OtherStream { mismatch, .. })
+                        if *mismatch == part
+                ),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("{part} differs")), "{text}");
+            assert_eq!(describes.load(Ordering::SeqCst), 0, "{arn}");
+            assert!(store.snapshot().values().all(|l| l.owner.is_none()));
+        }
     }
 
     #[tokio::test(start_paused = true)]

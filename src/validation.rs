@@ -56,20 +56,59 @@ pub struct ConsumerArn {
     pub consumer_name: String,
 }
 
+impl ConsumerArn {
+    /// The first part of the consumer's stream ARN that differs from `stream`
+    /// (`"partition"`, `"account"`, `"region"` or `"stream name"`), or `None` when it is a
+    /// consumer of `stream`. A consumer of another account's or region's stream of the same
+    /// name reads another stream.
+    pub fn stream_mismatch(&self, stream: &StreamArn) -> Option<&'static str> {
+        let ours = &self.stream;
+        [
+            ("partition", ours.partition == stream.partition),
+            ("account", ours.account_id == stream.account_id),
+            ("region", ours.region == stream.region),
+            ("stream name", ours.stream_name == stream.stream_name),
+        ]
+        .into_iter()
+        .find_map(|(part, same)| (!same).then_some(part))
+    }
+}
+
+/// Which part of a stream consumer ARN is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerArnError {
+    /// There is no `/consumer/` part.
+    #[error("not a stream consumer ARN: no \"/consumer/\" part")]
+    NoConsumerPart,
+    /// The part before `/consumer/` is not a stream ARN.
+    #[error(transparent)]
+    Stream(#[from] StreamArnError),
+    /// Nothing like `:<creation timestamp>` after the consumer name.
+    #[error("no \":<creation timestamp>\" after the consumer name")]
+    NoCreationTimestamp,
+    /// The consumer name breaks [`CONSUMER_NAME_RULE`].
+    #[error("consumer name {0:?}: {CONSUMER_NAME_RULE}")]
+    ConsumerName(String),
+    /// The creation timestamp is not a number.
+    #[error("creation timestamp {0:?} is not a number")]
+    CreationTimestamp(String),
+}
+
 /// Validates a stream consumer ARN and extracts its parts; the error says what is wrong.
-pub fn parse_consumer_arn(arn: &str) -> Result<ConsumerArn, String> {
+pub fn parse_consumer_arn(arn: &str) -> Result<ConsumerArn, ConsumerArnError> {
     let (stream_part, rest) = arn
         .split_once("/consumer/")
-        .ok_or_else(|| "not a stream consumer ARN: no \"/consumer/\" part".to_string())?;
-    let stream = parse_stream_arn(stream_part).map_err(|e| e.to_string())?;
+        .ok_or(ConsumerArnError::NoConsumerPart)?;
+    let stream = parse_stream_arn(stream_part)?;
     let (name, created) = rest
         .rsplit_once(':')
-        .ok_or_else(|| "no \":<creation timestamp>\" after the consumer name".to_string())?;
+        .ok_or(ConsumerArnError::NoCreationTimestamp)?;
     if !is_valid_consumer_name(name) {
-        return Err(format!("consumer name {name:?}: {CONSUMER_NAME_RULE}"));
+        return Err(ConsumerArnError::ConsumerName(name.to_string()));
     }
     if created.is_empty() || !created.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("creation timestamp {created:?} is not a number"));
+        return Err(ConsumerArnError::CreationTimestamp(created.to_string()));
     }
     Ok(ConsumerArn {
         stream,
@@ -193,6 +232,39 @@ mod tests {
         assert_eq!(
             (c.stream.stream_name.as_str(), c.consumer_name.as_str()),
             ("orders", "app")
+        );
+        let orders = |arn: &str| parse_stream_arn(arn).unwrap();
+        assert_eq!(
+            c.stream_mismatch(&orders(
+                "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+            )),
+            None
+        );
+        for (stream, part) in [
+            (
+                "arn:aws:kinesis:us-east-1:210987654321:stream/orders",
+                "account",
+            ),
+            (
+                "arn:aws:kinesis:eu-west-1:123456789012:stream/orders",
+                "region",
+            ),
+            (
+                "arn:aws-cn:kinesis:us-east-1:123456789012:stream/orders",
+                "partition",
+            ),
+            (
+                "arn:aws:kinesis:us-east-1:123456789012:stream/other",
+                "stream name",
+            ),
+        ] {
+            assert_eq!(c.stream_mismatch(&orders(stream)), Some(part), "{stream}");
+        }
+        assert_eq!(
+            parse_consumer_arn("arn:aws:kinesis:us-east-1:1:stream/orders/consumer/app:1"),
+            Err(ConsumerArnError::Stream(StreamArnError::Account(
+                "1".into()
+            )))
         );
         for bad in [
             "arn:aws:kinesis:us-east-1:123456789012:stream/orders",

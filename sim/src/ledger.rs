@@ -122,6 +122,8 @@ pub struct Stats {
     pub skipped: u64,
     /// Failed batches that reported partial progress.
     pub partial: u64,
+    /// Fan-out: stream consumers deleted during the run.
+    pub consumer_deletions: u64,
 }
 
 /// The shared ground truth of one run.

@@ -113,6 +113,21 @@ pub struct FanOutPlan {
     pub activation: Duration,
     /// Subscription faults.
     pub faults: SubscriptionFaultRates,
+    /// How the workers name their stream consumer, and when it is deleted.
+    pub consumer: ConsumerPlan,
+}
+
+/// The stream consumer of a fan-out run: how the workers name it, and when it is deleted
+/// (by someone else, as an operator's mistake or a clean-up script would).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ConsumerPlan {
+    /// The workers are configured with a consumer's ARN (registered by the world before they
+    /// start, and again, under a new name, when a worker stopped because it was deleted: as
+    /// an operator would, the stopped workers are restarted with the new ARN); otherwise by
+    /// name (the library registers it, and again when it is deleted).
+    pub by_arn: bool,
+    /// When the consumer is deleted, from the start (before the drain).
+    pub deletions: [Option<Duration>; 2],
 }
 
 /// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
@@ -238,10 +253,25 @@ impl Scenario {
                     }
                 }
             };
+            let lifetime = Duration::from_secs(r5.random_range(5..=300));
+            let activation = ms(&mut r5, 0, 3000);
+            // The consumer's naming and deletions from their own generator: the draws above
+            // (and what the older fan-out seeds do, without deletions, by name) stay.
+            let mut r6 = StdRng::seed_from_u64(seed ^ 0xC0_75DE_1E7E);
+            let by_arn = r6.random_bool(0.3);
+            let mut deletions = [None; 2];
+            if r6.random_bool(0.35) {
+                let active = sc.active.as_millis() as u64;
+                deletions[0] = Some(ms(&mut r6, 0, active));
+                if r6.random_bool(0.3) {
+                    deletions[1] = Some(ms(&mut r6, 0, active));
+                }
+            }
             sc.retrieval = Retrieval::FanOut(FanOutPlan {
-                lifetime: Duration::from_secs(r5.random_range(5..=300)),
-                activation: ms(&mut r5, 0, 3000),
+                lifetime,
+                activation,
                 faults,
+                consumer: ConsumerPlan { by_arn, deletions },
             });
         }
         sc

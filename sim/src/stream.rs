@@ -56,6 +56,13 @@ impl StreamClient for SimStream {
         self.inner.now()
     }
 
+    async fn stream_arn(&self) -> Result<Option<String>, RetrievalError> {
+        self.gate.pass().await;
+        let r = self.inner.stream_arn().await;
+        self.gate.pass().await;
+        r
+    }
+
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
         self.gate.pass().await;
         let r = self.inner.list_shards().await;

@@ -142,6 +142,33 @@ fn regression_seeds() {
     run_all(REGRESSIONS.iter().map(|(seed, _)| *seed).collect());
 }
 
+/// Fan-out seeds that found bugs, run in enhanced fan-out mode (see [`REGRESSIONS`]).
+#[test]
+fn fan_out_regression_seeds() {
+    if replay_seed().is_some() {
+        return;
+    }
+    run_all_in(
+        FAN_OUT_REGRESSIONS.iter().map(|(seed, _)| *seed).collect(),
+        Mode::FanOut,
+    );
+}
+
+/// (seed, what it caught) in enhanced fan-out mode. Each failed with its fix reverted; tied to
+/// the scenario generator as [`REGRESSIONS`] are.
+const FAN_OUT_REGRESSIONS: &[(u64, &str)] = &[
+    // The consumer deletions of `ConsumerPlan`; both drain-stalled (300 s without progress)
+    // with the worker's stop on a deleted consumer disabled.
+    (
+        82,
+        "a consumer configured by ARN deleted mid-run: its workers retried every 10 s forever, holding their leases",
+    ),
+    (
+        31,
+        "a consumer configured by ARN deleted mid-run: its workers retried every 10 s forever, holding their leases",
+    ),
+];
+
 /// (seed, what it caught). Each failed with its fix reverted; seeds are tied to the scenario
 /// generator (`scenario.rs`): if that changes, find new ones (revert the fix, soak).
 const REGRESSIONS: &[(u64, &str)] = &[

@@ -23,9 +23,16 @@
 //!   [`MIN_TIME_BETWEEN_SUBSCRIBES`] apart (Kinesis allows one call per second per consumer
 //!   and shard).
 //! * `ResourceNotFoundException`: if the shard no longer exists (GetShardIterator says so),
-//!   it ended with no children; otherwise the consumer was deregistered, and it is found or
-//!   registered again ([`ConsumerRegistration`]) before the next subscription. (The Java KCL
-//!   ends the shard in both cases, which skips the rest of it when the consumer was deleted.)
+//!   it ended with no children; otherwise the consumer was deleted. A consumer registered by
+//!   name is found or registered again ([`ConsumerRegistration`]: once for all the worker's
+//!   shards, the others wait for it) before the next subscription, and every shard
+//!   subscribes with the new ARN right after its last event delivered. A consumer given by
+//!   ARN is not replaced (the application chose that one): the registration fails for good
+//!   ([`ConsumerRegistrationError::Deleted`]), the source reads nothing more, and the
+//!   scheduler stops the worker with that error, releasing its leases
+//!   ([`crate::SchedulerError::FanOutConsumerDeleted`]); so does any registration error
+//!   retrying cannot fix (a missing permission). (The Java KCL ends the shard in both cases,
+//!   which skips the rest of it when the consumer was deleted.)
 //! * Backpressure: the next event is read from the subscription only when the shard and the
 //!   worker have room in their read-ahead budgets; until then HTTP/2 flow control holds the
 //!   service back. At most one event beyond the bounds is held per shard.
@@ -40,6 +47,7 @@ use super::{
     SubscribeToShardEvents,
 };
 use crate::backoff::Backoff;
+use crate::error::ErrorKind;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +119,12 @@ impl FanOutTask {
         loop {
             let arn = match self.registration.arn().await {
                 Ok(arn) => arn,
+                Err(e) if e.kind() == ErrorKind::Fatal => {
+                    // Nothing to retry: the worker stops (the scheduler watches the
+                    // registration's failure); until then this shard reads nothing.
+                    tracing::error!(shard_id = self.shard(), position = ?self.sink.resume_position(), error = %e, "cannot read the shard by enhanced fan-out any more; waiting for the worker to stop");
+                    return std::future::pending().await;
+                }
                 Err(e) => {
                     failures += 1;
                     let delay = backoff.next().unwrap_or(RESUBSCRIBE_BACKOFF_MAX);

@@ -172,7 +172,7 @@ impl KinesisStreamClient {
 
     /// The stream's ARN (the consumer calls need it), looked up once when only the name was
     /// given.
-    async fn stream_arn(&self, operation: StreamOp) -> Result<String, RetrievalError> {
+    async fn resolved_stream_arn(&self, operation: StreamOp) -> Result<String, RetrievalError> {
         let name = match &self.stream {
             StreamRef::Arn(a) => return Ok(a.clone()),
             StreamRef::Name(n) => n,
@@ -288,6 +288,12 @@ fn to_system_time(t: &DateTime) -> Option<SystemTime> {
 impl StreamClient for KinesisStreamClient {
     fn stream_name(&self) -> &str {
         self.stream.name()
+    }
+
+    async fn stream_arn(&self) -> Result<Option<String>, RetrievalError> {
+        self.resolved_stream_arn(StreamOp::DescribeStreamConsumer)
+            .await
+            .map(Some)
     }
 
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {
@@ -407,7 +413,9 @@ impl StreamClient for KinesisStreamClient {
         let op = StreamOp::DescribeStreamConsumer;
         let req = self.client.describe_stream_consumer();
         let req = match consumer {
-            ConsumerRef::Name(n) => req.stream_arn(self.stream_arn(op).await?).consumer_name(n),
+            ConsumerRef::Name(n) => req
+                .stream_arn(self.resolved_stream_arn(op).await?)
+                .consumer_name(n),
             ConsumerRef::Arn(a) => req.consumer_arn(a),
         };
         match self.call(op, None, req.send()).await {
@@ -429,7 +437,7 @@ impl StreamClient for KinesisStreamClient {
         let req = self
             .client
             .register_stream_consumer()
-            .stream_arn(self.stream_arn(op).await?)
+            .stream_arn(self.resolved_stream_arn(op).await?)
             .consumer_name(consumer_name);
         let out = self.call(op, None, req.send()).await?;
         let c = out.consumer().ok_or_else(|| {

@@ -113,6 +113,9 @@ pub enum StreamFault {
     Silence,
     /// The subscription completes now, as when its 5 minutes are up (events only).
     EndSubscription,
+    /// Fail with AccessDeniedException ([`RetrievalFailure::Fatal`]: retrying does not help),
+    /// as when a permission is missing.
+    AccessDenied,
 }
 
 /// Decides which calls fail. Called once per call, before anything else happens.
@@ -346,6 +349,15 @@ impl InMemoryStream {
         }
     }
 
+    /// The stream's ARN: `arn:aws:kinesis:us-east-1:000000000000:stream/<name>` (its
+    /// consumers' ARNs start with it).
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:kinesis:us-east-1:000000000000:stream/{}",
+            self.name
+        )
+    }
+
     /// The current time on the stream's clock (see the module docs).
     pub fn now(&self) -> SystemTime {
         self.state.lock().unwrap().now()
@@ -573,6 +585,7 @@ impl InMemoryStream {
             Some(StreamFault::Reset) => (K::Retryable, "injected connection reset"),
             Some(StreamFault::Silence) => std::future::pending().await,
             Some(StreamFault::EndSubscription) => return Ok(false),
+            Some(StreamFault::AccessDenied) => (K::Fatal, "injected AccessDeniedException"),
         };
         Err(self.error(op, shard, kind, message))
     }
@@ -586,6 +599,10 @@ impl StreamClient for InMemoryStream {
 
     fn now(&self) -> SystemTime {
         InMemoryStream::now(self)
+    }
+
+    async fn stream_arn(&self) -> Result<Option<String>, RetrievalError> {
+        Ok(Some(self.arn()))
     }
 
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError> {

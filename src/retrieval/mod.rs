@@ -325,6 +325,14 @@ pub trait StreamClient: Send + Sync + fmt::Debug {
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
+    /// The stream's ARN, `arn:<partition>:kinesis:<region>:<account>:stream/<name>`, against
+    /// which a configured consumer ARN is checked (a consumer of a stream of the same name in
+    /// another account or region reads another stream); `Ok(None)` when this client cannot
+    /// tell (the default: the check is skipped).
+    async fn stream_arn(&self) -> Result<Option<String>, RetrievalError> {
+        Ok(None)
+    }
+
     /// Every shard of the stream, open and closed (within retention).
     async fn list_shards(&self) -> Result<Vec<Shard>, RetrievalError>;
 

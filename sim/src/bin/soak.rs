@@ -72,6 +72,7 @@ struct Summary {
     late_creates: u64,
     skipped: u64,
     partial: u64,
+    consumer_deletions: u64,
     violations: u64,
     failing: Vec<(u64, String)>,
     simulated: Duration,
@@ -96,6 +97,7 @@ impl Summary {
         self.late_creates += o.stats.late_creates;
         self.skipped += o.stats.skipped;
         self.partial += o.stats.partial;
+        self.consumer_deletions += o.stats.consumer_deletions;
         self.violations += o.violations.len() as u64;
         if let Some(v) = o.violations.first() {
             self.failing.push((o.seed, v.to_string()));
@@ -176,6 +178,10 @@ fn main() {
     println!("{:<28} {:>16}", "late creates (excused)", sum.late_creates);
     println!("{:<28} {:>16}", "records skipped (consented)", sum.skipped);
     println!("{:<28} {:>16}", "partial progress (batches)", sum.partial);
+    println!(
+        "{:<28} {:>16}",
+        "fan-out consumers deleted", sum.consumer_deletions
+    );
     println!("{:<28} {:>16}", "violations", sum.violations);
     println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
     println!(

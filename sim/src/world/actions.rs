@@ -13,7 +13,9 @@ use crate::stream::SimStream;
 use kinesis_client::processor::RetryPolicy;
 use kinesis_client::retrieval::StreamRef;
 use kinesis_client::testing::UserRecordSpec;
-use kinesis_client::{Config, InitialPosition, RetrievalMode, Scheduler};
+use kinesis_client::{
+    Config, FanOutConfig, InitialPosition, RetrievalMode, Scheduler, SchedulerError,
+};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -53,6 +55,10 @@ impl World {
             .retrieval_mode(match sc.retrieval {
                 Retrieval::Polling => RetrievalMode::Polling,
                 Retrieval::FanOut(_) => RetrievalMode::FanOut,
+            })
+            .fan_out(FanOutConfig {
+                consumer_arn: self.consumer.as_ref().map(|(_, arn)| arn.clone()),
+                ..FanOutConfig::default()
             })
             .rng_seed(Some(
                 sc.seed ^ self.incarnations.wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -199,9 +205,64 @@ impl World {
         self.say(Some(&id), "worker resumes".into());
     }
 
-    /// End due pauses; notice workers whose task ended.
+    /// Fan-out by ARN: register a consumer (a new name each time) for the workers to be
+    /// configured with.
+    pub(super) fn with_configured_consumer(mut self) -> Self {
+        if self.consumer_plan.by_arn {
+            self.register_configured_consumer();
+        }
+        self
+    }
+
+    fn register_configured_consumer(&mut self) {
+        let name = format!("sim-app-{}", self.consumers_registered);
+        self.consumers_registered += 1;
+        let arn = self
+            .stream
+            .register_consumer(&name)
+            .expect("fewer than 20 consumers")
+            .consumer_arn;
+        self.say(
+            None,
+            format!(
+                "the operator registers the stream consumer {arn}; workers are configured with it"
+            ),
+        );
+        self.consumer = Some((name, arn));
+    }
+
+    /// Delete the stream consumer when a deletion of the plan is due (`now` from the start).
+    pub(super) fn delete_consumer_when_due(&mut self, now: Duration) {
+        for i in 0..self.deletions_done.len() {
+            let due = self.consumer_plan.deletions[i].is_some_and(|t| t <= now);
+            if !due || self.deletions_done[i] {
+                continue;
+            }
+            self.deletions_done[i] = true;
+            let name = match &self.consumer {
+                Some((name, _)) => name.clone(),
+                None => "sim-app".to_string(),
+            };
+            let deleted = self.stream.deregister_consumer(&name);
+            if deleted {
+                self.ledger.lock().unwrap().stats.consumer_deletions += 1;
+            }
+            self.say(
+                None,
+                format!(
+                    "the stream consumer {name} is deleted{}",
+                    if deleted { "" } else { ": there was none" }
+                ),
+            );
+        }
+    }
+
+    /// End due pauses; notice workers whose task ended. A worker that stopped because its
+    /// fan-out consumer is gone is restarted with the same id (as an orchestrator would),
+    /// after the operator registered a new consumer if the configured one was deleted.
     pub(super) async fn housekeeping(&mut self) {
         let now = Instant::now();
+        let mut restart = Vec::new();
         for i in 0..self.workers.len() {
             if self.workers[i].paused_until.is_some_and(|t| t <= now) {
                 self.end_pause(i);
@@ -210,14 +271,48 @@ impl World {
             if w.state != WorkerState::Gone && w.task.is_finished() {
                 w.state = WorkerState::Gone;
                 let id = w.id.clone();
+                let stopping = w.stop_requested.is_some();
                 let result = (&mut w.task).await;
                 let text = match result {
                     Ok(Ok(())) => "worker stopped".to_string(),
-                    Ok(Err(e)) => format!("worker failed: {e}"),
+                    Ok(Err(e)) => {
+                        let consumer_gone = matches!(
+                            e,
+                            SchedulerError::FanOutConsumerDeleted { .. }
+                                | SchedulerError::FanOutConsumer(_)
+                        );
+                        if consumer_gone && !stopping {
+                            restart.push(id.clone());
+                        }
+                        format!("worker failed: {e}")
+                    }
                     Err(e) => format!("worker task ended: {e}"),
                 };
                 self.say(Some(&id), text);
             }
+        }
+        if restart.is_empty() {
+            return;
+        }
+        let configured_gone = self.consumer.as_ref().is_some_and(|(_, arn)| {
+            !self
+                .stream
+                .consumers()
+                .iter()
+                .any(|c| c.consumer_arn == *arn)
+        });
+        if configured_gone {
+            self.register_configured_consumer();
+        }
+        for id in restart {
+            if self.live().any(|w| w.id == id) || self.live().count() >= MAX_WORKERS {
+                continue;
+            }
+            self.say(
+                Some(&id),
+                "worker restarts with the same id (its fan-out consumer was gone)".into(),
+            );
+            self.add_worker(Some(id));
         }
     }
 

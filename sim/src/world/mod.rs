@@ -19,7 +19,7 @@ use crate::faults::{StoreFaults, StreamFaults};
 use crate::gate::Gate;
 use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
-use crate::scenario::{Retrieval, Scenario};
+use crate::scenario::{ConsumerPlan, Retrieval, Scenario};
 use crate::trace::Trace;
 use kinesis_client::testing::{InMemoryLeaseStore, InMemoryStream};
 use kinesis_client::{SchedulerError, SchedulerHandle};
@@ -116,6 +116,14 @@ pub struct World {
     /// The stream clock when the world started (the `AT_TIMESTAMP` of [`Start::AtTimestamp`]).
     started_at: std::time::SystemTime,
     abort: Arc<AbortSignal>,
+    /// Fan-out: how the workers name the stream consumer, and when it is deleted.
+    consumer_plan: ConsumerPlan,
+    /// Fan-out by ARN: the consumer the workers are configured with (name, ARN).
+    consumer: Option<(String, String)>,
+    /// Consumers registered by the world so far (their names are numbered).
+    consumers_registered: u32,
+    /// Deletions of [`ConsumerPlan::deletions`] done.
+    deletions_done: [bool; 2],
 }
 
 impl World {
@@ -133,6 +141,10 @@ impl World {
             stream.set_consumer_activation_delay(plan.activation);
             faults = faults.with_subscription_faults(plan.faults);
         }
+        let consumer_plan = match sc.retrieval {
+            Retrieval::FanOut(plan) => plan.consumer,
+            Retrieval::Polling => ConsumerPlan::default(),
+        };
         let stream_faults = Arc::new(faults);
         stream.set_fault_injector(Some(stream_faults.clone()));
         let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
@@ -172,7 +184,12 @@ impl World {
             started_at,
             abort,
             sc,
+            consumer_plan,
+            consumer: None,
+            consumers_registered: 0,
+            deletions_done: [false; 2],
         }
+        .with_configured_consumer()
     }
 
     /// The ground truth (for the outcome).
@@ -217,6 +234,7 @@ impl World {
                 self.act(actions[next].action);
                 next += 1;
             }
+            self.delete_consumer_when_due(now);
             self.housekeeping().await;
             self.produce();
             self.sample();

@@ -20,8 +20,8 @@
 //!   At the end of a closed shard the last event has no continuation and lists the child
 //!   shards; then the subscription ends.
 //! * Before each event the stream's fault injector is asked with
-//!   [`StreamOp::SubscribeToShardEvent`]: `Reset`, `Throttle`, `Timeout`, `ResourceInUse` and
-//!   `LimitExceeded` fail the subscription, `Silence` stops it sending anything (it stays open
+//!   [`StreamOp::SubscribeToShardEvent`]: `Reset`, `Throttle`, `Timeout`, `ResourceInUse`,
+//!   `LimitExceeded` and `AccessDenied` fail the subscription, `Silence` stops it sending anything (it stays open
 //!   until dropped), `EndSubscription` completes it, `Delay` holds the event back.
 
 use super::{
@@ -138,6 +138,12 @@ impl InMemoryStream {
         f.consumers.iter().map(|(n, c)| f.describe(n, c)).collect()
     }
 
+    /// Register a consumer named `name` as RegisterStreamConsumer does, without asking the
+    /// fault injector (for tests and simulations acting as an operator).
+    pub fn register_consumer(&self, name: &str) -> Result<StreamConsumer, RetrievalError> {
+        self.register(name)
+    }
+
     /// Deregister a consumer: its subscriptions fail with `ResourceNotFoundException` at
     /// their next event. False when there is none of that name.
     pub fn deregister_consumer(&self, name: &str) -> bool {
@@ -198,11 +204,7 @@ impl InMemoryStream {
             .now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let arn = format!(
-            "arn:aws:kinesis:us-east-1:000000000000:stream/{}/consumer/{name}:{}",
-            self.name,
-            created.as_secs()
-        );
+        let arn = format!("{}/consumer/{name}:{}", self.arn(), created.as_secs());
         let c = Consumer {
             arn,
             registered: Instant::now(),
@@ -416,6 +418,9 @@ impl Subscription {
             }
             Some(StreamFault::ResourceInUse) => {
                 fail(self, K::ResourceInUse, "injected ResourceInUseException")
+            }
+            Some(StreamFault::AccessDenied) => {
+                fail(self, K::Fatal, "injected AccessDeniedException")
             }
             Some(StreamFault::EndSubscription) => {
                 self.done = true;
