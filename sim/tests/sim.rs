@@ -167,6 +167,13 @@ const FAN_OUT_REGRESSIONS: &[(u64, &str)] = &[
         31,
         "a consumer configured by ARN deleted mid-run: its workers retried every 10 s forever, holding their leases",
     ),
+    // Found by the 10,000-seed fan-out soak from 811000: a take round stuck past the
+    // failover time adopted its takes all the same, and a consumer delivered a batch of a
+    // lease that had expired for the others meanwhile.
+    (
+        819788,
+        "a take answered after the failover time was adopted: a consumer ran on an expired lease",
+    ),
 ];
 
 /// (seed, what it caught). Each failed with its fix reverted; seeds are tied to the scenario

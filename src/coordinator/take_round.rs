@@ -168,6 +168,7 @@ impl LeaseCoordinator {
             return;
         }
         let me = self.worker_id();
+        let failover = self.inner.config.failover_time;
         let started = Instant::now();
         let outcomes = futures::future::join_all(chunk.iter().map(|d| async move {
             let started = Instant::now();
@@ -180,6 +181,15 @@ impl LeaseCoordinator {
         for (decision, outcome) in chunk.into_iter().zip(outcomes) {
             let key = decision.lease.key.clone();
             match outcome {
+                Ok(WriteOutcome::Applied(_)) if started.elapsed() >= failover => {
+                    // The write may have applied as soon as it was sent: for the other
+                    // workers the lease may have expired meanwhile, and been taken. Not
+                    // adopted; the table still names this worker, so a later round takes it
+                    // again (at once, if nobody else did), with a write of its own.
+                    tracing::warn!(worker_id = %me, lease_key = %key, answered_after = ?started.elapsed(),
+                        "lease taken, but the answer came after the failover time; not processing it on this take");
+                    report.missed.push(key);
+                }
                 Ok(WriteOutcome::Applied(lease)) => {
                     tracing::info!(worker_id = %me, lease_key = %key, reason = ?decision.reason,
                         previous_owner = ?decision.lease.owner, "lease taken");
