@@ -1,9 +1,25 @@
 //! AWS clients and the one place where AWS SDK errors are classified.
 //!
-//! Clients are built from an [`aws_config::SdkConfig`] (the default credential and region
-//! chain, or whatever the application loaded) with optional per-service endpoint overrides for
-//! LocalStack, local emulators or VPC endpoints. Nothing outside this module looks inside an
-//! SDK error: other modules ask [`AwsError`] what a failure means.
+//! Clients are built from an [`SdkConfig`](aws_types::SdkConfig) (the default credential and
+//! region chain, or whatever the application loaded) with optional per-service endpoint
+//! overrides for LocalStack, local emulators or VPC endpoints. Nothing outside this module looks
+//! inside an SDK error: other modules ask [`AwsError`] what a failure means.
+//!
+//! # Credentials and the HTTPS client: the application's aws-config decides
+//!
+//! The library takes the `SdkConfig` type from `aws-types` (it is `aws_config::SdkConfig`:
+//! aws-config re-exports it) and does not depend on `aws-config`, so the credential providers
+//! available are those of the `aws-config` the application loads its `SdkConfig` with. Its
+//! default features include `sso` (SSO profiles) and `credentials-process`
+//! (`credential_process` in a profile); with `default-features = false`, turn on the ones your
+//! profiles need.
+//!
+//! The SDK clients are built with `default-features = false` and only `default-https-client`
+//! (hyper 1, rustls 0.23, aws-lc-rs) and `rt-tokio`. The `aws-sdk-*` crates' own default
+//! features add their legacy HTTPS client (hyper 0.14, rustls 0.21, ring): an application that
+//! depends on `aws-sdk-kinesis` or `aws-sdk-dynamodb` itself should do so with
+//! `default-features = false, features = ["default-https-client", "rt-tokio"]` to keep one TLS
+//! stack in its build.
 //!
 //! # Retries and timeouts: one layer decides
 //!
@@ -82,7 +98,7 @@ pub struct Endpoints {
 /// SDK retries, and the stream client's default request timeout as the SDK's operation
 /// timeout (see [Retries and timeouts](self#retries-and-timeouts-one-layer-decides)).
 pub fn kinesis_client(
-    sdk_config: &aws_config::SdkConfig,
+    sdk_config: &aws_types::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_kinesis::Client {
     let mut builder = aws_sdk_kinesis::config::Builder::from(sdk_config)
@@ -98,7 +114,7 @@ pub fn kinesis_client(
 /// SDK retries, and the lease store's default request timeout as the SDK's operation
 /// timeout (see [Retries and timeouts](self#retries-and-timeouts-one-layer-decides)).
 pub fn dynamodb_client(
-    sdk_config: &aws_config::SdkConfig,
+    sdk_config: &aws_types::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_dynamodb::Client {
     let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk_config)
@@ -119,7 +135,7 @@ pub fn dynamodb_client(
 #[cfg(feature = "cloudwatch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]
 pub fn cloudwatch_client(
-    sdk_config: &aws_config::SdkConfig,
+    sdk_config: &aws_types::SdkConfig,
     endpoint: Option<&str>,
 ) -> aws_sdk_cloudwatch::Client {
     let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk_config).timeout_config(
@@ -442,7 +458,7 @@ pub(crate) mod failing_endpoint {
     }
 }
 
-/// An [`aws_config::SdkConfig`] as an application would load it (region, credentials, the
+/// An `aws_config::SdkConfig` as an application would load it (region, credentials, the
 /// SDK's standard retries and a connect timeout), with nothing read from the environment.
 #[cfg(test)]
 pub(crate) fn test_sdk_config() -> aws_config::SdkConfig {

