@@ -253,7 +253,7 @@ async fn run(args: Args) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "the daemon could not start");
+            tracing::error!(error = %e, "the daemon stopped: it could not start, or hit an error retrying does not fix");
             ExitCode::from(1)
         }
     }
