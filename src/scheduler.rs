@@ -916,16 +916,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_deleted_consumer_registered_by_name_is_registered_again_once_for_every_shard() {
         let stream = InMemoryStream::new("s", 4);
-        let registers = Arc::new(AtomicU64::new(0));
-        stream.set_fault_injector(Some(Arc::new({
-            let registers = registers.clone();
-            move |op: StreamOp, _: Option<&str>| {
-                if op == StreamOp::RegisterStreamConsumer {
-                    registers.fetch_add(1, Ordering::SeqCst);
-                }
-                None
-            }
-        })));
+        let registers = stream.count_calls(StreamOp::RegisterStreamConsumer);
         let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
         let scheduler = fan_out_worker(&stream, &store, &journal, Default::default());
         let handle = scheduler.handle();
@@ -1009,16 +1000,7 @@ mod tests {
             ),
         ] {
             let stream = InMemoryStream::new("s", 1);
-            let describes = Arc::new(AtomicU64::new(0));
-            stream.set_fault_injector(Some(Arc::new({
-                let describes = describes.clone();
-                move |op: StreamOp, _: Option<&str>| {
-                    if op == StreamOp::DescribeStreamConsumer {
-                        describes.fetch_add(1, Ordering::SeqCst);
-                    }
-                    None
-                }
-            })));
+            let describes = stream.count_calls(StreamOp::DescribeStreamConsumer);
             let (store, journal) = (InMemoryLeaseStore::new(), Journal::default());
             let fan_out = crate::FanOutConfig {
                 consumer_arn: Some(arn.into()),

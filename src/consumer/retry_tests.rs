@@ -448,6 +448,61 @@ impl RecordProcessor for Crashing {
     }
 }
 
+/// A worker whose processors are [`Crashing`], with a retry policy of `max_attempts`, on a
+/// one-shard in-memory stream that holds one record, "a".
+struct CrashingWorker {
+    stream: crate::retrieval::InMemoryStream,
+    store: crate::lease::InMemoryLeaseStore,
+    seen: Shared<(usize, u32, Vec<String>)>,
+    exhausted: Shared<(usize, Vec<String>, u32)>,
+    handle: crate::SchedulerHandle,
+    run: tokio::task::JoinHandle<Result<(), crate::SchedulerError>>,
+}
+
+impl CrashingWorker {
+    fn start(max_attempts: u32) -> CrashingWorker {
+        use crate::lease::InMemoryLeaseStore;
+        use crate::retrieval::{InMemoryStream, StreamRef};
+        let stream = InMemoryStream::new("s", 1);
+        stream.put("pk", b"a");
+        let store = InMemoryLeaseStore::new();
+        let config = Config::builder("app", StreamRef::Name("s".into()))
+            .worker_id("w")
+            .initial_position(InitialPosition::TrimHorizon)
+            .idle_time_between_reads(Duration::from_millis(200))
+            .retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(max_attempts))
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let exhausted = Arc::new(Mutex::new(Vec::new()));
+        let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let factory = {
+            let (seen, exhausted, instances) = (seen.clone(), exhausted.clone(), instances.clone());
+            move |_: &str| Crashing {
+                instance: instances.fetch_add(1, Ordering::SeqCst),
+                seen: seen.clone(),
+                exhausted: exhausted.clone(),
+            }
+        };
+        let scheduler = crate::Scheduler::new(
+            config,
+            factory,
+            Arc::new(stream.clone()),
+            Arc::new(store.clone()),
+        );
+        let handle = scheduler.handle();
+        let run = tokio::spawn(scheduler.run(std::future::pending()));
+        CrashingWorker {
+            stream,
+            store,
+            seen,
+            exhausted,
+            handle,
+            run,
+        }
+    }
+}
+
 /// Restarts count as failed deliveries across processor instances: records that were
 /// accepted before the failing ones are delivered again on their own (attempt 1), the
 /// failing ones with the next attempt; after 3 the new instance's hook skips them (no
@@ -455,37 +510,14 @@ impl RecordProcessor for Crashing {
 /// them again, and the worker counts them.
 #[tokio::test(start_paused = true)]
 async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instances() {
-    use crate::lease::InMemoryLeaseStore;
-    use crate::retrieval::{InMemoryStream, StreamRef};
-    let stream = InMemoryStream::new("s", 1);
-    stream.put("pk", b"a");
-    let store = InMemoryLeaseStore::new();
-    let config = Config::builder("app", StreamRef::Name("s".into()))
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .idle_time_between_reads(Duration::from_millis(200))
-        .retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(3))
-        .build()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let exhausted = Arc::new(Mutex::new(Vec::new()));
-    let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let factory = {
-        let (seen, exhausted, instances) = (seen.clone(), exhausted.clone(), instances.clone());
-        move |_: &str| Crashing {
-            instance: instances.fetch_add(1, Ordering::SeqCst),
-            seen: seen.clone(),
-            exhausted: exhausted.clone(),
-        }
-    };
-    let scheduler = crate::Scheduler::new(
-        config,
-        factory,
-        Arc::new(stream.clone()),
-        Arc::new(store.clone()),
-    );
-    let handle = scheduler.handle();
-    let run = tokio::spawn(scheduler.run(std::future::pending()));
+    let CrashingWorker {
+        stream,
+        store,
+        seen,
+        exhausted,
+        handle,
+        run,
+    } = CrashingWorker::start(3);
     wait(|| !seen.lock().unwrap().is_empty()).await;
     stream.put("pk", b"poison");
     stream.put("pk", b"b");
@@ -545,37 +577,14 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
 /// reached `process_records`: the daemon lost them).
 #[tokio::test(start_paused = true)]
 async fn records_arriving_during_a_restart_backoff_are_first_deliveries_and_never_skipped() {
-    use crate::lease::InMemoryLeaseStore;
-    use crate::retrieval::{InMemoryStream, StreamRef};
-    let stream = InMemoryStream::new("s", 1);
-    stream.put("pk", b"a");
-    let store = InMemoryLeaseStore::new();
-    let config = Config::builder("app", StreamRef::Name("s".into()))
-        .worker_id("w")
-        .initial_position(InitialPosition::TrimHorizon)
-        .idle_time_between_reads(Duration::from_millis(200))
-        .retry_policy(crate::processor::RetryPolicy::default().with_max_attempts(2))
-        .build()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let exhausted = Arc::new(Mutex::new(Vec::new()));
-    let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let factory = {
-        let (seen, exhausted, instances) = (seen.clone(), exhausted.clone(), instances.clone());
-        move |_: &str| Crashing {
-            instance: instances.fetch_add(1, Ordering::SeqCst),
-            seen: seen.clone(),
-            exhausted: exhausted.clone(),
-        }
-    };
-    let scheduler = crate::Scheduler::new(
-        config,
-        factory,
-        Arc::new(stream.clone()),
-        Arc::new(store.clone()),
-    );
-    let handle = scheduler.handle();
-    let run = tokio::spawn(scheduler.run(std::future::pending()));
+    let CrashingWorker {
+        stream,
+        seen,
+        exhausted,
+        handle,
+        run,
+        ..
+    } = CrashingWorker::start(2);
     wait(|| !seen.lock().unwrap().is_empty()).await;
     stream.put("pk", b"poison");
     stream.put("pk", b"b");

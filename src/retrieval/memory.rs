@@ -523,6 +523,23 @@ impl InMemoryStream {
         self.state.lock().unwrap().faults = injector;
     }
 
+    /// Count this stream's calls of `op` from now on (installs a fault injector that injects
+    /// nothing, in place of any other).
+    #[cfg(test)]
+    pub(crate) fn count_calls(&self, op: StreamOp) -> Arc<std::sync::atomic::AtomicU64> {
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.set_fault_injector(Some(Arc::new({
+            let calls = calls.clone();
+            move |called: StreamOp, _: Option<&str>| {
+                if called == op {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                None
+            }
+        })));
+        calls
+    }
+
     /// Set the per-shard limit of GetRecords calls per rolling second of tokio time (`None`:
     /// unlimited). Calls over the limit fail with `Throttled` (and do not count).
     pub fn set_read_limit(&self, per_second: Option<u32>) {

@@ -26,17 +26,69 @@ if __name__ == "__main__":
     kcl.KCLProcess(Poisoned()).run()
 "##;
 
+/// A one-shard stream and the poisoned processor, for one test.
+struct PoisonRun {
+    kclpy: testkit::clients::KclPy,
+    aws: std::sync::Arc<LocalAws>,
+    scratch: Scratch,
+    output: std::path::PathBuf,
+    script: std::path::PathBuf,
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
+}
+
+impl PoisonRun {
+    async fn new(name: &str) -> anyhow::Result<PoisonRun> {
+        let kclpy = kclpy().await?;
+        let aws = LocalAws::shared().await?;
+        let scratch = Scratch::new(name)?;
+        let output = scratch.file("out.txt");
+        let script = recording_variant(&scratch, "poisoned.py", POISONED)?;
+        let kinesis = aws.kinesis_client();
+        let stream = testkit::unique_name(&format!("e2e-{name}"));
+        testkit::create_stream(&kinesis, &stream, 1).await?;
+        Ok(PoisonRun {
+            kclpy,
+            aws,
+            scratch,
+            output,
+            script,
+            kinesis,
+            stream,
+        })
+    }
+
+    /// The daemon of application `app` on the stream, with the properties `set`.
+    fn daemon(&self, app: &str, set: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let mut props = Props::new(
+            &self.aws,
+            &self.stream,
+            app,
+            &command_line(&[&self.kclpy.python, &self.script]),
+        );
+        for (key, value) in set {
+            props = props.set(key, value);
+        }
+        let props = props.write(&self.scratch.file("app.properties"))?;
+        Daemon::start(
+            &self.scratch.path,
+            &props,
+            &python_env(&self.kclpy, &self.output),
+        )
+    }
+}
+
 #[tokio::test]
 async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_past(
 ) -> anyhow::Result<()> {
-    let kclpy = kclpy().await?;
-    let aws = LocalAws::shared().await?;
-    let scratch = Scratch::new("poison")?;
-    let output = scratch.file("out.txt");
-    let script = recording_variant(&scratch, "poisoned.py", POISONED)?;
-    let kinesis = aws.kinesis_client();
-    let stream = testkit::unique_name("e2e-poison");
-    testkit::create_stream(&kinesis, &stream, 1).await?;
+    let run = PoisonRun::new("poison").await?;
+    let PoisonRun {
+        aws,
+        output,
+        kinesis,
+        stream,
+        ..
+    } = &run;
     let mut records = testkit::numbered_records("p", 10);
     records[5].data = b"poison".to_vec();
     let put = testkit::put_records(&kinesis, &stream, records).await?;
@@ -44,16 +96,13 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
     let all: Vec<(String, Vec<u8>)> = expected_by_shard(&put).remove(shard).unwrap();
     let poison_at = all.iter().position(|r| r.1 == b"poison").unwrap();
     let app = testkit::unique_name("e2e-poison-app");
-    let props = Props::new(
-        &aws,
-        &stream,
+    let mut daemon = run.daemon(
         &app,
-        &command_line(&[&kclpy.python, &script]),
-    )
-    .set("maxRecords", "3")
-    .set("skipFailingRecordsAfterAttempts", "2")
-    .write(&scratch.file("app.properties"))?;
-    let mut daemon = Daemon::start(&scratch.path, &props, &python_env(&kclpy, &output))?;
+        &[
+            ("maxRecords", "3"),
+            ("skipFailingRecordsAfterAttempts", "2"),
+        ],
+    )?;
 
     let last = all.last().unwrap().0.clone();
     daemon
@@ -113,25 +162,21 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
 /// healthy records that never reached the child (7 of 130 in the issue's reproduction).
 #[tokio::test]
 async fn a_skip_under_steady_traffic_covers_only_the_failed_deliveries() -> anyhow::Result<()> {
-    let kclpy = kclpy().await?;
-    let aws = LocalAws::shared().await?;
-    let scratch = Scratch::new("poison-traffic")?;
-    let output = scratch.file("out.txt");
-    let script = recording_variant(&scratch, "poisoned.py", POISONED)?;
-    let kinesis = aws.kinesis_client();
-    let stream = testkit::unique_name("e2e-poison-traffic");
-    testkit::create_stream(&kinesis, &stream, 1).await?;
+    let run = PoisonRun::new("poison-traffic").await?;
+    let PoisonRun {
+        output,
+        kinesis,
+        stream,
+        ..
+    } = &run;
     let app = testkit::unique_name("e2e-poison-traffic-app");
-    let props = Props::new(
-        &aws,
-        &stream,
+    let mut daemon = run.daemon(
         &app,
-        &command_line(&[&kclpy.python, &script]),
-    )
-    .set("idleTimeBetweenReadsInMillis", "100")
-    .set("skipFailingRecordsAfterAttempts", "3")
-    .write(&scratch.file("app.properties"))?;
-    let mut daemon = Daemon::start(&scratch.path, &props, &python_env(&kclpy, &output))?;
+        &[
+            ("idleTimeBetweenReadsInMillis", "100"),
+            ("skipFailingRecordsAfterAttempts", "3"),
+        ],
+    )?;
     let mut put =
         testkit::put_records(&kinesis, &stream, testkit::numbered_records("a", 3)).await?;
     let first_seq = put[0].sequence_number.clone();

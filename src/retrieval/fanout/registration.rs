@@ -497,16 +497,7 @@ mod tests {
             .arn()
             .await
             .unwrap();
-        let describes = Arc::new(AtomicU32::new(0));
-        stream.set_fault_injector(Some(Arc::new({
-            let describes = describes.clone();
-            move |op: StreamOp, _: Option<&str>| {
-                if op == StreamOp::DescribeStreamConsumer {
-                    describes.fetch_add(1, Ordering::SeqCst);
-                }
-                None
-            }
-        })));
+        let describes = stream.count_calls(StreamOp::DescribeStreamConsumer);
         let r = registration(&stream, ConsumerRef::Arn(arn.clone()));
         assert_eq!(r.arn().await.unwrap(), arn);
         assert!(stream.deregister_consumer("ext"));
