@@ -91,7 +91,7 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
     } = &run;
     let mut records = testkit::numbered_records("p", 10);
     records[5].data = b"poison".to_vec();
-    let put = testkit::put_records(&kinesis, &stream, records).await?;
+    let put = testkit::put_records(kinesis, stream, records).await?;
     let shard = "shardId-000000000000";
     let all: Vec<(String, Vec<u8>)> = expected_by_shard(&put).remove(shard).unwrap();
     let poison_at = all.iter().position(|r| r.1 == b"poison").unwrap();
@@ -107,7 +107,7 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
     let last = all.last().unwrap().0.clone();
     daemon
         .until(LIMIT, "the last record, after the skip", || {
-            let delivered = Output::read(&output).records().any(|r| r.2 == last);
+            let delivered = Output::read(output).records().any(|r| r.2 == last);
             std::future::ready(delivered.then_some(()))
         })
         .await;
@@ -119,7 +119,7 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
         .unwrap_or_else(|| panic!("no skip logged:\n{log}"));
     assert!(skip_line.contains(shard), "{skip_line}");
 
-    let out = Output::read(&output);
+    let out = Output::read(output);
     let delivered: std::collections::BTreeSet<&str> = out.records().map(|r| r.2).collect();
     let skipped: Vec<&(String, Vec<u8>)> = all
         .iter()
@@ -149,7 +149,7 @@ async fn a_batch_the_child_keeps_crashing_on_is_skipped_logged_and_checkpointed_
         "the child crashed on the poison record at least twice before the skip"
     );
     // Everything after the skip was processed and checkpointed: the checkpoint moved past.
-    let lease = leases(&aws, &app).await.remove(shard).unwrap();
+    let lease = leases(aws, &app).await.remove(shard).unwrap();
     assert_eq!(checkpoint_seq(&lease).as_deref(), Some(last.as_str()));
     let (status, _) = daemon.terminate(LIMIT).await?;
     assert!(status.success(), "exit status {status}");
@@ -177,33 +177,32 @@ async fn a_skip_under_steady_traffic_covers_only_the_failed_deliveries() -> anyh
             ("skipFailingRecordsAfterAttempts", "3"),
         ],
     )?;
-    let mut put =
-        testkit::put_records(&kinesis, &stream, testkit::numbered_records("a", 3)).await?;
+    let mut put = testkit::put_records(kinesis, stream, testkit::numbered_records("a", 3)).await?;
     let first_seq = put[0].sequence_number.clone();
     daemon
         .until(LIMIT, "the first record", || {
-            let delivered = Output::read(&output).records().any(|r| r.2 == first_seq);
+            let delivered = Output::read(output).records().any(|r| r.2 == first_seq);
             std::future::ready(delivered.then_some(()))
         })
         .await;
     // The poison record alone, then one healthy record every 0.2 s while the child crashes.
     let mut poison = testkit::numbered_records("poison", 1);
     poison[0].data = b"poison".to_vec();
-    put.extend(testkit::put_records(&kinesis, &stream, poison).await?);
+    put.extend(testkit::put_records(kinesis, stream, poison).await?);
     for i in 0..40 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let record = testkit::numbered_records(&format!("b{i}"), 1);
-        put.extend(testkit::put_records(&kinesis, &stream, record).await?);
+        put.extend(testkit::put_records(kinesis, stream, record).await?);
     }
     let last = put.last().unwrap().sequence_number.clone();
     daemon
         .until(LIMIT, "the last record, after the skip", || {
-            let delivered = Output::read(&output).records().any(|r| r.2 == last);
+            let delivered = Output::read(output).records().any(|r| r.2 == last);
             std::future::ready(delivered.then_some(()))
         })
         .await;
     daemon.assert_running();
-    let out = Output::read(&output);
+    let out = Output::read(output);
     let delivered: std::collections::BTreeSet<&str> = out.records().map(|r| r.2).collect();
     let skipped: Vec<&str> = put
         .iter()
