@@ -14,8 +14,7 @@
 //! KCL_KINESIS_ENDPOINT=... KCL_DYNAMODB_ENDPOINT=... cargo run --example batching_sink -- STREAM APPLICATION
 //! ```
 
-use async_trait::async_trait;
-use kinesis_client::retrieval::StreamRef;
+use kinesis_client::async_trait;
 use kinesis_client::{
     Checkpointer, Config, ProcessRecordsInput, ProcessorError, Record, RecordProcessor, Scheduler,
     Shutdown,
@@ -85,9 +84,9 @@ impl RecordProcessor for BatchingProcessor {
                 checkpointer.checkpoint().await?; // SHARD_END: the children may start
             }
             Shutdown::Requested { checkpointer } => self.flush(checkpointer).await?,
-            // The buffer is dropped: those records were not checkpointed, so the next owner
-            // delivers them again.
-            Shutdown::LeaseLost => self.buffer.clear(),
+            // The lease was lost (or a reason a later version adds): the buffer is dropped;
+            // those records were not checkpointed, so the next owner delivers them again.
+            _ => self.buffer.clear(),
         }
         Ok(())
     }
@@ -100,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: batching_sink STREAM APPLICATION");
         std::process::exit(2);
     };
-    let config = Config::builder(app, StreamRef::Name(stream))
+    let config = Config::builder(app, stream)
         // Empty batches too, so a half-full buffer is flushed when its age limit passes.
         .call_process_records_even_for_empty_list(true)
         .build()?;

@@ -18,9 +18,8 @@
 //! KCL_KINESIS_ENDPOINT=... KCL_DYNAMODB_ENDPOINT=... cargo run --example dead_letter -- STREAM APPLICATION
 //! ```
 
-use async_trait::async_trait;
+use kinesis_client::async_trait;
 use kinesis_client::processor::{RetriesExhausted, RetryDecision, RetryPolicy};
-use kinesis_client::retrieval::StreamRef;
 use kinesis_client::{
     Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler,
 };
@@ -113,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: dead_letter STREAM APPLICATION");
         std::process::exit(2);
     };
-    let config = Config::builder(app, StreamRef::Name(stream))
+    let config = Config::builder(app, stream)
         .retry_policy(
             RetryPolicy::default()
                 .with_max_attempts(3)

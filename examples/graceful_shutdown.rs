@@ -13,8 +13,7 @@
 //! kill -TERM $!
 //! ```
 
-use async_trait::async_trait;
-use kinesis_client::retrieval::StreamRef;
+use kinesis_client::async_trait;
 use kinesis_client::{
     Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, Shutdown,
 };
@@ -48,7 +47,8 @@ impl RecordProcessor for CountingProcessor {
                     self.shard_id, self.seen
                 );
             }
-            Shutdown::LeaseLost => eprintln!(
+            // The lease was lost (or a reason a later version adds): no checkpoint is possible.
+            _ => eprintln!(
                 "{}: lease lost after {} records (not checkpointed)",
                 self.shard_id, self.seen
             ),
@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: graceful_shutdown STREAM APPLICATION");
         std::process::exit(2);
     };
-    let config = Config::builder(app, StreamRef::Name(stream))
+    let config = Config::builder(app, stream)
         .graceful_shutdown_timeout(Duration::from_secs(20))
         .build()?;
     let sdk = aws_config::load_from_env().await;

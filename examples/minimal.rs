@@ -17,8 +17,7 @@
 //! Delivery is at-least-once: after a crash, the next owner of a shard starts after the last
 //! checkpoint, so the records of the last unfinished batch are delivered again.
 
-use async_trait::async_trait;
-use kinesis_client::retrieval::StreamRef;
+use kinesis_client::async_trait;
 use kinesis_client::{
     Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler,
 };
@@ -56,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: minimal STREAM APPLICATION");
         std::process::exit(2);
     };
-    let config = Config::builder(app, StreamRef::Name(stream)).build()?;
+    let config = Config::builder(app, stream).build()?;
     let sdk = aws_config::load_from_env().await;
     let endpoints = kinesis_client::aws::Endpoints {
         kinesis: std::env::var("KCL_KINESIS_ENDPOINT").ok(),

@@ -18,17 +18,177 @@ pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
 /// The literal stored for [`Checkpoint::ShardEnd`].
 pub const SHARD_END: &str = "SHARD_END";
 
-/// A Kinesis sequence number (a decimal string of up to 128 digits) and a KPL sub-sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ExtendedSequenceNumber {
-    sequence_number: String,
-    sub_sequence_number: u64,
-}
+/// A Kinesis sequence number: a decimal number (Kinesis' have up to 129 digits), validated when made, so
+/// a checkpoint at it cannot fail for its form.
+///
+/// Make one with `"4959…".parse()`, [`SequenceNumber::new`], `TryFrom<String>` /
+/// `TryFrom<&str>`, or from an integer (`SequenceNumber::from(42u64)`). It reads as a `&str`
+/// ([`as_str`](Self::as_str), `Deref`, `Display`) and compares as a number (`"0099" <
+/// "100"`; leading zeros are kept as given but do not change equality).
+#[derive(Clone)]
+pub struct SequenceNumber(String);
 
 /// A sequence number that is not a decimal number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid sequence number {0:?}: expected decimal digits")]
 pub struct InvalidSequenceNumber(pub String);
+
+impl SequenceNumber {
+    /// `sequence_number`, if it is decimal digits (at least one; leading zeros are kept as
+    /// given).
+    pub fn new(sequence_number: impl Into<String>) -> Result<Self, InvalidSequenceNumber> {
+        let s = sequence_number.into();
+        if is_decimal(&s) {
+            Ok(SequenceNumber(s))
+        } else {
+            Err(InvalidSequenceNumber(s))
+        }
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits, as an owned `String`.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The digits without leading zeros (`"0"` for zero): what equality and hashing use.
+    fn significant(&self) -> &str {
+        let t = self.0.trim_start_matches('0');
+        if t.is_empty() {
+            "0"
+        } else {
+            t
+        }
+    }
+}
+
+/// Decimal digits, at least one (the Java KCL's rule; Kinesis' are up to 129 digits).
+fn is_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl std::str::FromStr for SequenceNumber {
+    type Err = InvalidSequenceNumber;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SequenceNumber::new(s)
+    }
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = InvalidSequenceNumber;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SequenceNumber::new(s)
+    }
+}
+
+impl TryFrom<&str> for SequenceNumber {
+    type Error = InvalidSequenceNumber;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        SequenceNumber::new(s)
+    }
+}
+
+impl From<u64> for SequenceNumber {
+    fn from(n: u64) -> Self {
+        SequenceNumber(n.to_string())
+    }
+}
+
+impl From<u128> for SequenceNumber {
+    fn from(n: u128) -> Self {
+        SequenceNumber(n.to_string())
+    }
+}
+
+impl From<SequenceNumber> for String {
+    fn from(s: SequenceNumber) -> String {
+        s.0
+    }
+}
+
+impl std::ops::Deref for SequenceNumber {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SequenceNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for SequenceNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.significant() == other.significant()
+    }
+}
+
+impl Eq for SequenceNumber {}
+
+impl std::hash::Hash for SequenceNumber {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.significant().hash(state);
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_decimal(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for SequenceNumber {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SequenceNumber {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for SequenceNumber {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+/// A Kinesis sequence number and a KPL sub-sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExtendedSequenceNumber {
+    sequence_number: SequenceNumber,
+    sub_sequence_number: u64,
+}
 
 impl ExtendedSequenceNumber {
     /// A validated sequence number (decimal digits only; leading zeros are kept as given).
@@ -36,18 +196,27 @@ impl ExtendedSequenceNumber {
         sequence_number: impl Into<String>,
         sub_sequence_number: u64,
     ) -> Result<Self, InvalidSequenceNumber> {
-        let sequence_number = sequence_number.into();
-        if sequence_number.is_empty() || !sequence_number.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidSequenceNumber(sequence_number));
-        }
         Ok(ExtendedSequenceNumber {
-            sequence_number,
+            sequence_number: SequenceNumber::new(sequence_number)?,
             sub_sequence_number,
         })
     }
 
+    /// The position of sub-record `sub_sequence_number` of `sequence_number`.
+    pub fn from_parts(sequence_number: SequenceNumber, sub_sequence_number: u64) -> Self {
+        ExtendedSequenceNumber {
+            sequence_number,
+            sub_sequence_number,
+        }
+    }
+
     /// The Kinesis sequence number.
     pub fn sequence_number(&self) -> &str {
+        self.sequence_number.as_str()
+    }
+
+    /// The Kinesis sequence number, as the validated type.
+    pub fn sequence(&self) -> &SequenceNumber {
         &self.sequence_number
     }
 
@@ -64,11 +233,11 @@ impl ExtendedSequenceNumber {
         sequence_number: &str,
         sub_sequence_number: u64,
     ) -> Option<Ordering> {
-        if sequence_number.is_empty() || !sequence_number.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_decimal(sequence_number) {
             return None;
         }
         Some(
-            cmp_decimal(sequence_number, &self.sequence_number)
+            cmp_decimal(sequence_number, self.sequence_number.as_str())
                 .then(sub_sequence_number.cmp(&self.sub_sequence_number)),
         )
     }
@@ -82,7 +251,8 @@ fn cmp_decimal(a: &str, b: &str) -> Ordering {
 
 impl Ord for ExtendedSequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        cmp_decimal(&self.sequence_number, &other.sequence_number)
+        self.sequence_number
+            .cmp(&other.sequence_number)
             .then(self.sub_sequence_number.cmp(&other.sub_sequence_number))
     }
 }
@@ -268,6 +438,28 @@ mod tests {
             let back = Checkpoint::from_stored(c.stored_value(), c.stored_sub_sequence_number());
             assert_eq!(back.unwrap(), c);
         }
+    }
+
+    #[test]
+    fn sequence_numbers_are_validated_when_made_and_compare_as_numbers() {
+        for bad in ["", "12a", "-1", " 1", "1.0", "１"] {
+            assert!(bad.parse::<SequenceNumber>().is_err(), "{bad:?}");
+            assert!(SequenceNumber::try_from(bad).is_err(), "{bad:?}");
+        }
+        let a: SequenceNumber = "0099".parse().unwrap();
+        let b = SequenceNumber::try_from("100".to_string()).unwrap();
+        assert!(a < b);
+        assert_eq!(SequenceNumber::from(100u64), b);
+        assert_eq!(SequenceNumber::new("0100").unwrap(), b, "equal as numbers");
+        assert_eq!(
+            SequenceNumber::new("0100").unwrap().as_str(),
+            "0100",
+            "kept as given"
+        );
+        assert_eq!(b, "100");
+        assert_eq!(b.len(), 3, "reads as a str");
+        assert_eq!(format!("{b} {b:?}"), "100 \"100\"");
+        assert!(SequenceNumber::new("9".repeat(129)).is_ok());
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub enum RetrievalMode {
 
 /// Enhanced fan-out settings (the Java KCL's `FanOutConfig`; properties: `fanoutConfig.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FanOutConfig {
     /// The stream consumer's name (properties: `fanoutConfig.consumerName`); registered when
     /// missing, and registered again when deleted while the worker runs. Default: the application name (as Java), resolved by
@@ -95,6 +96,20 @@ pub struct FanOutConfig {
     pub retry_backoff: Duration,
 }
 
+impl FanOutConfig {
+    /// Read through the stream consumer named `name` (registered when missing).
+    pub fn with_consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer_name = Some(name.into());
+        self
+    }
+
+    /// Read through the existing stream consumer `arn` (never registered).
+    pub fn with_consumer_arn(mut self, arn: impl Into<String>) -> Self {
+        self.consumer_arn = Some(arn.into());
+        self
+    }
+}
+
 impl Default for FanOutConfig {
     fn default() -> Self {
         FanOutConfig {
@@ -110,6 +125,7 @@ impl Default for FanOutConfig {
 /// Where processing of a shard with no checkpoint starts [`initialPositionInStream`,
 /// `initialPositionInStreamExtended`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InitialPosition {
     /// The oldest retained record.
     TrimHorizon,
@@ -150,89 +166,204 @@ pub enum InitialPositionError {
     Unknown(String),
 }
 
-/// Everything a worker needs to know. Build with [`Config::builder`].
+/// Everything a worker needs to know. Build with [`Config::builder`], which validates every
+/// setting; read them back with the accessors of the same names.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub(crate) application_name: String,
+    pub(crate) stream: StreamRef,
+    pub(crate) table_name: String,
+    pub(crate) worker_id: String,
+    pub(crate) initial_position: InitialPosition,
+    pub(crate) failover_time: Duration,
+    pub(crate) lease_renew_interval: Duration,
+    pub(crate) lease_take_interval: Duration,
+    pub(crate) max_records: u32,
+    pub(crate) idle_time_between_reads: Duration,
+    pub(crate) max_pending_batches: usize,
+    pub(crate) max_prefetch_bytes_per_shard: usize,
+    pub(crate) max_prefetch_bytes_per_worker: usize,
+    pub(crate) call_process_records_even_for_empty_list: bool,
+    pub(crate) deaggregate_records: bool,
+    pub(crate) parent_shard_poll_interval: Duration,
+    pub(crate) shard_sync_interval: Duration,
+    pub(crate) task_backoff: Duration,
+    pub(crate) max_task_backoff: Duration,
+    pub(crate) retry_policy: RetryPolicy,
+    pub(crate) cleanup_leases_upon_shard_completion: bool,
+    pub(crate) lease_cleanup_interval: Duration,
+    pub(crate) max_leases_for_worker: usize,
+    pub(crate) max_leases_to_steal_at_one_time: usize,
+    pub(crate) graceful_shutdown_timeout: Duration,
+    pub(crate) rng_seed: Option<u64>,
+    pub(crate) retrieval_mode: RetrievalMode,
+    pub(crate) fan_out: FanOutConfig,
+}
+
+impl Config {
     /// The application's name (properties: `applicationName`): identifies the group of workers sharing the
     /// stream's shards.
-    pub application_name: String,
+    pub fn application_name(&self) -> &str {
+        &self.application_name
+    }
+
     /// The stream (properties: `streamName` / `streamArn`).
-    pub stream: StreamRef,
+    pub fn stream(&self) -> &StreamRef {
+        &self.stream
+    }
+
     /// The lease table (properties: `tableName`); default: the application name.
-    pub table_name: String,
+    pub fn table_name(&self) -> &str {
+        &self.table_name
+    }
+
     /// This worker's id (properties: `workerId`); default: host name plus a random suffix. Must be unique
     /// among live workers.
-    pub worker_id: String,
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
     /// Where shards without a checkpoint start; default [`InitialPosition::Latest`].
-    pub initial_position: InitialPosition,
+    pub fn initial_position(&self) -> InitialPosition {
+        self.initial_position
+    }
+
     /// How long a lease may go unrenewed before other workers take it; default 10 s.
-    pub failover_time: Duration,
+    pub fn failover_time(&self) -> Duration {
+        self.failover_time
+    }
+
     /// Renewal interval of held leases; default `failover_time / 3`.
-    pub lease_renew_interval: Duration,
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_renew_interval
+    }
+
     /// Interval of lease-table scans for leases to take; default `failover_time / 3`.
-    pub lease_take_interval: Duration,
+    pub fn lease_take_interval(&self) -> Duration {
+        self.lease_take_interval
+    }
+
     /// GetRecords `Limit` (properties: `maxRecords`); 1..=10 000, default 10 000.
-    pub max_records: u32,
+    pub fn max_records(&self) -> u32 {
+        self.max_records
+    }
+
     /// Pause between GetRecords calls on a shard (properties: `idleTimeBetweenReadsInMillis`); default
     /// 1.5 s, at least 200 ms.
-    pub idle_time_between_reads: Duration,
+    pub fn idle_time_between_reads(&self) -> Duration {
+        self.idle_time_between_reads
+    }
+
     /// Batches read ahead per shard; default 3.
-    pub max_pending_batches: usize,
+    pub fn max_pending_batches(&self) -> usize {
+        self.max_pending_batches
+    }
+
     /// Bytes of records read ahead per shard (data plus partition keys); default 8 MiB
     /// ([`DEFAULT_MAX_PREFETCH_BYTES_PER_SHARD`]). A larger batch is still delivered, alone.
-    pub max_prefetch_bytes_per_shard: usize,
+    pub fn max_prefetch_bytes_per_shard(&self) -> usize {
+        self.max_prefetch_bytes_per_shard
+    }
+
     /// Bytes of records read ahead by this worker, all shards together; default 256 MiB
     /// ([`DEFAULT_MAX_PREFETCH_BYTES_PER_WORKER`]). A larger batch is still delivered, alone.
-    pub max_prefetch_bytes_per_worker: usize,
+    pub fn max_prefetch_bytes_per_worker(&self) -> usize {
+        self.max_prefetch_bytes_per_worker
+    }
+
     /// Call `process_records` for empty batches too (properties: `callProcessRecordsEvenForEmptyRecordList`);
     /// default false.
-    pub call_process_records_even_for_empty_list: bool,
+    pub fn call_process_records_even_for_empty_list(&self) -> bool {
+        self.call_process_records_even_for_empty_list
+    }
+
     /// De-aggregate KPL aggregates into their user records (see
     /// [`crate::retrieval::deaggregation`]); default true, as the Java KCL (which has no
     /// setting for it). Turned off, aggregates reach the processor as they are (one record,
     /// the packed bytes); a checkpoint inside an aggregate (written by a worker that
     /// de-aggregates) then delivers that aggregate again whole instead of dropping it.
-    pub deaggregate_records: bool,
+    pub fn deaggregate_records(&self) -> bool {
+        self.deaggregate_records
+    }
+
     /// How often a child shard checks whether its parents have finished
     /// (properties: `parentShardPollIntervalMillis`); default 10 s.
-    pub parent_shard_poll_interval: Duration,
+    pub fn parent_shard_poll_interval(&self) -> Duration {
+        self.parent_shard_poll_interval
+    }
+
     /// Interval of the periodic shard sync that creates leases for new shards
     /// (properties: `shardSyncIntervalMillis`); default 60 s.
-    pub shard_sync_interval: Duration,
+    pub fn shard_sync_interval(&self) -> Duration {
+        self.shard_sync_interval
+    }
+
     /// Wait before retrying a failed processor call or task (properties: `taskBackoffTimeMillis`); default 500 ms.
     /// Redeliveries of a failing batch (and restarts of a failing processor) start there and
     /// double with each failure of the same records, up to `max_task_backoff`, with jitter.
-    pub task_backoff: Duration,
+    pub fn task_backoff(&self) -> Duration {
+        self.task_backoff
+    }
+
     /// The longest wait between redeliveries of a failing batch; default 30 s
     /// ([`DEFAULT_MAX_TASK_BACKOFF`]).
-    pub max_task_backoff: Duration,
+    pub fn max_task_backoff(&self) -> Duration {
+        self.max_task_backoff
+    }
+
     /// When a failing batch stops being redelivered and the processor's
     /// [`retries_exhausted`](crate::RecordProcessor::retries_exhausted) hook decides
     /// (properties: `skipFailingRecordsAfterAttempts`, `skipFailingRecordsAfterAgeSeconds`,
     /// with which the daemon skips); default [`RetryPolicy::UNLIMITED`] (redeliver until it
     /// succeeds).
-    pub retry_policy: RetryPolicy,
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry_policy
+    }
+
     /// Delete a finished shard's lease once its children have started
     /// (properties: `cleanupLeasesUponShardCompletion`); default true.
-    pub cleanup_leases_upon_shard_completion: bool,
+    pub fn cleanup_leases_upon_shard_completion(&self) -> bool {
+        self.cleanup_leases_upon_shard_completion
+    }
+
     /// Interval of the clean-up pass over finished leases; default 60 s.
-    pub lease_cleanup_interval: Duration,
+    pub fn lease_cleanup_interval(&self) -> Duration {
+        self.lease_cleanup_interval
+    }
+
     /// The most leases this worker holds (properties: `maxLeasesForWorker`); default unlimited.
-    pub max_leases_for_worker: usize,
+    pub fn max_leases_for_worker(&self) -> usize {
+        self.max_leases_for_worker
+    }
+
     /// The most leases taken from another worker in one round (properties: `maxLeasesToStealAtOneTime`);
     /// default 1.
-    pub max_leases_to_steal_at_one_time: usize,
+    pub fn max_leases_to_steal_at_one_time(&self) -> usize {
+        self.max_leases_to_steal_at_one_time
+    }
+
     /// How long graceful shutdown waits for processors to checkpoint (properties: `shutdownGraceMillis`);
     /// default 30 s.
-    pub graceful_shutdown_timeout: Duration,
+    pub fn graceful_shutdown_timeout(&self) -> Duration {
+        self.graceful_shutdown_timeout
+    }
+
     /// Seed for the lease taker's random choices (deterministic tests); default from entropy.
-    pub rng_seed: Option<u64>,
+    pub fn rng_seed(&self) -> Option<u64> {
+        self.rng_seed
+    }
+
     /// How records are read (properties: `retrievalMode`); default
     /// [`RetrievalMode::Polling`] (see there why).
-    pub retrieval_mode: RetrievalMode,
+    pub fn retrieval_mode(&self) -> RetrievalMode {
+        self.retrieval_mode
+    }
+
     /// Enhanced fan-out settings, used in [`RetrievalMode::FanOut`]; after `build` the
     /// consumer name is always set.
-    pub fan_out: FanOutConfig,
+    pub fn fan_out(&self) -> &FanOutConfig {
+        &self.fan_out
+    }
 }
 
 impl Config {
@@ -249,6 +380,7 @@ impl Config {
 /// A setting that is out of range, or a required one that is missing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {setting}: {message}")]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The setting's name.
     pub setting: &'static str,
@@ -257,11 +389,15 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// A builder for the application `application_name` reading `stream`.
-    pub fn builder(application_name: impl Into<String>, stream: StreamRef) -> ConfigBuilder {
+    /// A builder for the application `application_name` reading `stream` (a [`StreamRef`], or
+    /// a stream name or ARN as a string).
+    pub fn builder(
+        application_name: impl Into<String>,
+        stream: impl Into<StreamRef>,
+    ) -> ConfigBuilder {
         ConfigBuilder {
             application_name: application_name.into(),
-            stream,
+            stream: stream.into(),
             table_name: None,
             worker_id: None,
             initial_position: InitialPosition::Latest,

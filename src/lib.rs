@@ -22,14 +22,14 @@
 //! checkpointed when it returns `Ok`):
 //!
 //! ```no_run
-//! use kinesis_client::{processor, Config, ProcessRecordsInput, Scheduler, StreamRef};
+//! use kinesis_client::{processor, Config, ProcessRecordsInput, Scheduler};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let printer = processor::from_fn(|input: ProcessRecordsInput| async move {
 //!     for r in &input.records { println!("{}", String::from_utf8_lossy(&r.data)); }
 //!     Ok(())
 //! });
-//! let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
+//! let config = Config::builder("my-app", "my-stream").build()?;
 //! let sdk = aws_config::load_from_env().await;
 //! let scheduler = Scheduler::from_sdk_config(config, printer, &sdk, &Default::default());
 //! scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
@@ -41,11 +41,11 @@
 //! graceful shutdown) and chooses when to checkpoint:
 //!
 //! ```no_run
-//! use kinesis_client::{Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler, StreamRef};
+//! use kinesis_client::{Checkpointer, Config, ProcessRecordsInput, ProcessorError, RecordProcessor, Scheduler};
 //!
 //! struct Printer;
 //!
-//! #[async_trait::async_trait]
+//! #[kinesis_client::async_trait]
 //! impl RecordProcessor for Printer {
 //!     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //!         for r in &input.records { println!("{}", String::from_utf8_lossy(&r.data)); }
@@ -54,7 +54,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! # let config = Config::builder("my-app", StreamRef::Name("my-stream".into())).build()?;
+//! # let config = Config::builder("my-app", "my-stream").build()?;
 //! # let sdk = aws_config::load_from_env().await;
 //! let scheduler = Scheduler::from_sdk_config(config, |_shard: &str| Printer, &sdk, &Default::default());
 //! # scheduler.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
@@ -159,7 +159,7 @@
 //! ```
 //! # use kinesis_client::{Checkpoint, Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
 //! # struct Mine;
-//! # #[async_trait::async_trait]
+//! # #[kinesis_client::async_trait]
 //! # impl RecordProcessor for Mine {
 //! #     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 //! #         if let Some(last) = input.records.last() { cp.checkpoint_record(last).await?; }
@@ -271,14 +271,19 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub(crate) mod sync;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod validation;
 
-pub use checkpoint::Checkpoint;
-pub use checkpointer::{CheckpointError, Checkpointer};
+/// The `#[async_trait]` attribute that [`RecordProcessor`] implementations need, re-exported
+/// so that an application does not depend on `async-trait` itself:
+/// `#[kinesis_client::async_trait]`.
+pub use async_trait::async_trait;
+pub use checkpoint::{Checkpoint, SequenceNumber};
+pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
 pub use config::{
     Config, ConfigBuilder, ConfigError, FanOutConfig, InitialPosition, RetrievalMode,
 };

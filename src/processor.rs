@@ -24,10 +24,11 @@ mod from_fn;
 mod retry;
 pub use error::{BoxError, OnError, ProcessorError, RestartShard};
 pub use from_fn::{from_fn, FnProcessor};
-pub use retry::{RetriesExhausted, RetryDecision, RetryPolicy};
+pub use retry::{ProcessorPanicked, RetriesExhausted, RetryDecision, RetryPolicy, SharedError};
 
 /// What [`RecordProcessor::initialize`] is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InitializationInput {
     /// The shard this processor handles.
     pub shard_id: String,
@@ -39,8 +40,22 @@ pub struct InitializationInput {
     pub pending_checkpoint_state: Option<Vec<u8>>,
 }
 
+impl InitializationInput {
+    /// The input of a processor for `shard_id` resuming at `checkpoint`, with no prepared
+    /// checkpoint (for unit tests of a processor; the library makes these itself).
+    pub fn new(shard_id: impl Into<String>, checkpoint: Checkpoint) -> Self {
+        InitializationInput {
+            shard_id: shard_id.into(),
+            checkpoint,
+            pending_checkpoint: None,
+            pending_checkpoint_state: None,
+        }
+    }
+}
+
 /// One batch of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessRecordsInput {
     /// The records, in sequence order (may be empty when empty batches are delivered). Shared
     /// with the consumer, which keeps them to deliver again if this batch fails: reading them
@@ -60,8 +75,22 @@ pub struct ProcessRecordsInput {
     pub deaggregated: bool,
 }
 
+impl ProcessRecordsInput {
+    /// The first delivery of `records` (for unit tests of a processor; the library makes
+    /// these itself): attempt 1, lag unknown, nothing de-aggregated.
+    pub fn new(records: impl Into<Records>) -> Self {
+        ProcessRecordsInput {
+            records: records.into(),
+            millis_behind_latest: None,
+            attempt: 1,
+            deaggregated: false,
+        }
+    }
+}
+
 /// Why a processor is being shut down.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Shutdown<'a> {
     /// Every record of the shard was delivered. The processor **must** call
     /// [`Checkpointer::checkpoint`] (which records `SHARD_END`): the shard's children start
@@ -101,7 +130,7 @@ impl Shutdown<'_> {
 ///
 /// struct Printer;
 ///
-/// #[async_trait::async_trait]
+/// #[kinesis_client::async_trait]
 /// impl RecordProcessor for Printer {
 ///     async fn process_records(&mut self, input: ProcessRecordsInput, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
 ///         for r in &input.records {

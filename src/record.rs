@@ -4,11 +4,11 @@
 //! Records are cheap to pass around: a record's payload is the [`Bytes`] buffer the AWS SDK
 //! decoded the response into (handed through, never copied), and a batch is shared between
 //! the shard consumer (which keeps it to deliver again if the processor fails it) and the
-//! processor, so delivering a batch copies nothing. The partition key and sequence number stay
-//! `String`s: the SDK decodes them as `String`s (a shared form would cost a copy per record)
-//! and, with the batch shared, nothing on the way clones them.
+//! processor, so delivering a batch copies nothing. The partition key is the `String` the SDK
+//! decoded, and the sequence number a [`SequenceNumber`] around the SDK's `String` (checked
+//! once, when the response is read); with the batch shared, nothing on the way clones them.
 
-use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber};
+use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber, SequenceNumber};
 pub use bytes::Bytes;
 use std::fmt;
 use std::ops::Deref;
@@ -23,13 +23,14 @@ use std::time::SystemTime;
 /// checkpoint at a user record ([`Record::checkpoint`], [`crate::Checkpointer::checkpoint_record`])
 /// names both, so a restart resumes right after that user record, inside the aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// The payload (shared: cloning a record does not copy it; `&record.data[..]` is the bytes).
     pub data: Bytes,
     /// The partition key the producer gave.
     pub partition_key: String,
-    /// The sequence number Kinesis assigned (decimal digits).
-    pub sequence_number: String,
+    /// The sequence number Kinesis assigned.
+    pub sequence_number: SequenceNumber,
     /// The KPL sub-sequence number: the user record's index in its aggregate (0 for records
     /// that were not aggregated).
     pub sub_sequence_number: u64,
@@ -46,11 +47,12 @@ pub struct Record {
 
 impl Record {
     /// A plain (not aggregated) record: sub-sequence number 0, no explicit hash key, no
-    /// arrival time.
+    /// arrival time (set the public fields for others). The sequence number is a
+    /// [`SequenceNumber`] (`"42".parse()?`) or an integer (`42u64`).
     pub fn new(
         data: impl Into<Bytes>,
         partition_key: impl Into<String>,
-        sequence_number: impl Into<String>,
+        sequence_number: impl Into<SequenceNumber>,
     ) -> Self {
         Record {
             data: data.into(),
@@ -64,12 +66,8 @@ impl Record {
     }
 
     /// The record's position as an extended sequence number.
-    ///
-    /// # Panics
-    /// If the sequence number is not decimal (Kinesis never produces one).
     pub fn extended_sequence_number(&self) -> ExtendedSequenceNumber {
-        ExtendedSequenceNumber::new(self.sequence_number.clone(), self.sub_sequence_number)
-            .expect("Kinesis sequence numbers are decimal")
+        ExtendedSequenceNumber::from_parts(self.sequence_number.clone(), self.sub_sequence_number)
     }
 
     /// The checkpoint that covers this record and everything before it.
@@ -204,7 +202,7 @@ mod tests {
     use super::*;
 
     fn record(seq: u32) -> Record {
-        Record::new(format!("r{seq}"), "pk", seq.to_string())
+        Record::new(format!("r{seq}"), "pk", u64::from(seq))
     }
 
     #[test]
@@ -229,7 +227,7 @@ mod tests {
         let seqs: Vec<String> = Records::from(all)
             .skip(2)
             .into_iter()
-            .map(|r| r.sequence_number)
+            .map(|r| r.sequence_number.into_string())
             .collect();
         assert_eq!(seqs, ["3", "4"]);
     }

@@ -491,9 +491,10 @@ impl Shards {
             }
             ShardExit::Failed(why) => {
                 // The backoff grows with each failure on the same records.
-                let backoff = self.redelivery.get(&id).map_or(backoff, |r| {
-                    r.lock().unwrap().restart_delay(backoff, max_backoff)
-                });
+                let backoff = self
+                    .redelivery
+                    .get(&id)
+                    .map_or(backoff, |r| r.lock().restart_delay(backoff, max_backoff));
                 tracing::warn!(shard_id = %id.0, %why, ?backoff, "restarting shard from its last checkpoint");
                 self.restart_at.insert(id, Instant::now() + backoff);
             }
@@ -506,12 +507,12 @@ impl Shards {
 mod tests {
     use super::*;
     use crate::checkpointer::Checkpointer;
-    use crate::lease::memory::{Fault, InMemoryLeaseStore, LeaseOp};
     use crate::processor::{
         InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
     };
-    use crate::retrieval::memory::{InMemoryStream, StreamFault, StreamOp};
     use crate::retrieval::StreamRef;
+    use crate::testing::lease_store::{Fault, InMemoryLeaseStore, LeaseOp};
+    use crate::testing::stream::{InMemoryStream, StreamFault, StreamOp};
 
     struct Noop;
 
@@ -594,8 +595,8 @@ mod tests {
     /// checkpoints every batch and at shard end.
     #[derive(Clone, Default)]
     struct Journal(
-        Arc<std::sync::Mutex<BTreeMap<String, Vec<String>>>>,
-        Arc<std::sync::Mutex<Vec<String>>>,
+        Arc<crate::sync::Mutex<BTreeMap<String, Vec<String>>>>,
+        Arc<crate::sync::Mutex<Vec<String>>>,
     );
 
     struct Recording {
@@ -614,11 +615,11 @@ mod tests {
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
             {
-                let mut j = self.journal.0.lock().unwrap();
+                let mut j = self.journal.0.lock();
                 let log = j.entry(self.shard.clone()).or_default();
-                log.extend(input.records.iter().map(|r| r.sequence_number.clone()));
+                log.extend(input.records.iter().map(|r| r.sequence_number.to_string()));
                 if !input.records.is_empty() {
-                    self.journal.1.lock().unwrap().push(self.shard.clone());
+                    self.journal.1.lock().push(self.shard.clone());
                 }
             }
             Ok(cp.checkpoint().await?)
@@ -681,21 +682,13 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let merged = stream.merge(&a, &b).unwrap();
         produce(40);
-        let delivered = || {
-            journal
-                .0
-                .lock()
-                .unwrap()
-                .values()
-                .map(Vec::len)
-                .sum::<usize>()
-        };
+        let delivered = || journal.0.lock().values().map(Vec::len).sum::<usize>();
         let deadline = Instant::now() + Duration::from_secs(600);
         while delivered() < 120 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(
-            *journal.0.lock().unwrap(),
+            *journal.0.lock(),
             put,
             "every record once, in order per shard"
         );
@@ -703,7 +696,7 @@ mod tests {
             put.contains_key(&merged),
             "records reached the merged child"
         );
-        let order = journal.1.lock().unwrap().clone();
+        let order = journal.1.lock().clone();
         let first = |s: &str| order.iter().position(|x| x == s).unwrap();
         let last = |s: &str| order.iter().rposition(|x| x == s).unwrap();
         for (parent, child) in [
@@ -801,7 +794,7 @@ mod tests {
     }
 
     fn delivered(journal: &Journal) -> usize {
-        journal.0.lock().unwrap().values().map(Vec::len).sum()
+        journal.0.lock().values().map(Vec::len).sum()
     }
 
     /// Wait until `done`, at most `limit`; whether it happened.
@@ -851,11 +844,7 @@ mod tests {
     ) {
         let health = handle.health();
         assert!(!health.ready && !health.live && health.stopped, "{health}");
-        assert_eq!(
-            *journal.0.lock().unwrap(),
-            *put,
-            "every record once, in order"
-        );
+        assert_eq!(*journal.0.lock(), *put, "every record once, in order");
         let leases = store.snapshot();
         for (shard, seqs) in put {
             let lease = &leases[shard];
@@ -930,11 +919,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         put_records(&stream, &mut put, 40);
         assert!(wait_for(Duration::from_secs(120), || delivered(&journal) == 80).await);
-        assert_eq!(
-            *journal.0.lock().unwrap(),
-            put,
-            "every record once, in order"
-        );
+        assert_eq!(*journal.0.lock(), put, "every record once, in order");
         let consumers = stream.consumers();
         assert_eq!(consumers.len(), 1);
         assert_ne!(consumers[0].consumer_arn, first, "registered again");

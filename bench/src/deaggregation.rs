@@ -59,14 +59,14 @@ pub fn run(
         })
         .collect();
     let aggregate = kpl_aggregate(&specs);
-    let template = Record {
-        approximate_arrival_timestamp: Some(std::time::SystemTime::now()),
-        ..Record::new(
-            aggregate,
-            "partition-key-0",
-            "49590338271490256608559692538361571095921575989136588801",
-        )
-    };
+    let mut template = Record::new(
+        aggregate,
+        "partition-key-0",
+        "49590338271490256608559692538361571095921575989136588801"
+            .parse::<kinesis_client::SequenceNumber>()
+            .expect("decimal"),
+    );
+    template.approximate_arrival_timestamp = Some(std::time::SystemTime::now());
     let aggregates = (user_records as usize).div_ceil(per_aggregate);
     let parents: Vec<Record> = (0..aggregates).map(|_| template.clone()).collect();
     let body = template.data.slice(4..template.data.len() - 16);

@@ -92,9 +92,9 @@ fn start_worker(
     .build()?;
     let timed = Arc::new(TimedStream::new(Arc::new(KinesisStreamClient::new(
         aws.kinesis_client(),
-        config.stream.clone(),
+        config.stream().clone(),
     ))));
-    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name.clone());
+    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name().to_string());
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
     let scheduler = Scheduler::new(config, factory, timed.clone(), Arc::new(store));
     let handle = scheduler.handle();

@@ -26,20 +26,16 @@ impl SyntheticStream {
     pub fn new(shards: usize, per_read: usize, record_size: usize) -> Self {
         let width = u128::MAX / shards as u128;
         let shards = (0..shards)
-            .map(|i| Shard {
-                shard_id: format!("shardId-{i:012}"),
-                parent_shard_id: None,
-                adjacent_parent_shard_id: None,
-                hash_key_range: HashKeyRange {
+            .map(|i| {
+                let range = HashKeyRange {
                     start: width * i as u128,
                     end: if i + 1 == shards {
                         u128::MAX
                     } else {
                         width * (i as u128 + 1) - 1
                     },
-                },
-                starting_sequence_number: BASE.to_string(),
-                ending_sequence_number: None,
+                };
+                Shard::new(format!("shardId-{i:012}"), range, BASE.to_string())
             })
             .collect();
         SyntheticStream {
@@ -88,16 +84,16 @@ impl StreamClient for SyntheticStream {
         let n = self.per_read.min(limit as usize);
         let now = SystemTime::now();
         let records = (0..n as u128)
-            .map(|i| Record {
-                approximate_arrival_timestamp: Some(now),
-                ..Record::new(vec![b'x'; self.record_size], "k", (from + i).to_string())
+            .map(|i| {
+                let mut r = Record::new(vec![b'x'; self.record_size], "k", from + i);
+                r.approximate_arrival_timestamp = Some(now);
+                r
             })
             .collect();
-        Ok(RecordBatch {
-            records,
-            next_iterator: Some(format!("{shard_id}:{}", from + n as u128)),
-            millis_behind_latest: Some(0),
-            child_shards: Vec::new(),
-        })
+        let mut batch = RecordBatch::default();
+        batch.records = records;
+        batch.next_iterator = Some(format!("{shard_id}:{}", from + n as u128));
+        batch.millis_behind_latest = Some(0);
+        Ok(batch)
     }
 }

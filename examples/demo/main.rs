@@ -176,7 +176,7 @@ fn start_rust_worker(
     failover: Duration,
     journal: &Journal,
 ) -> Result<RustWorker> {
-    let config = Config::builder(app, StreamRef::Name(stream.into()))
+    let config = Config::builder(app, stream)
         .worker_id(id)
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(failover)

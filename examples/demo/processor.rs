@@ -1,7 +1,7 @@
 //! The demo's Rust record processor: journals every record and checkpoints after each batch.
 
 use crate::journal::{now_us, Delivery, Journal};
-use async_trait::async_trait;
+use kinesis_client::async_trait;
 use kinesis_client::{Checkpointer, ProcessRecordsInput, ProcessorError, RecordProcessor};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,7 +42,7 @@ impl RecordProcessor for DemoProcessor {
                 worker: self.worker.clone(),
                 instance: self.instance.clone(),
                 shard: self.shard.clone(),
-                seq: r.sequence_number.clone(),
+                seq: r.sequence_number.to_string(),
                 payload: String::from_utf8_lossy(&r.data).into_owned(),
             })
             .collect();

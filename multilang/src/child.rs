@@ -312,14 +312,15 @@ impl RecordProcessor for ChildProcessor {
         match reason {
             Shutdown::ShardEnded { checkpointer } => self.shard_ended(checkpointer).await?,
             _ if self.child.is_none() => {}
-            Shutdown::LeaseLost => {
-                self.call(DaemonMessage::LeaseLost, None).await?;
-                self.finish().await;
-            }
             Shutdown::Requested { checkpointer } => {
                 self.call(DaemonMessage::ShutdownRequested, Some(checkpointer))
                     .await?;
                 // As the Java KCL, a requested shutdown is followed by leaseLost, which ends the child.
+                self.call(DaemonMessage::LeaseLost, None).await?;
+                self.finish().await;
+            }
+            // The lease was lost (or a reason a later library version adds): no checkpoint.
+            _ => {
                 self.call(DaemonMessage::LeaseLost, None).await?;
                 self.finish().await;
             }

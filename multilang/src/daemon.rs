@@ -93,18 +93,19 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     }
     b = b.retrieval_mode(s.retrieval());
     let f = &s.fan_out;
-    let defaults = FanOutConfig::default();
-    b = b.fan_out(FanOutConfig {
-        consumer_name: f.consumer_name.clone(),
-        consumer_arn: f.consumer_arn.clone(),
-        max_describe_stream_consumer_retries: f
-            .max_describe_stream_consumer_retries
-            .unwrap_or(defaults.max_describe_stream_consumer_retries),
-        register_stream_consumer_retries: f
-            .register_stream_consumer_retries
-            .unwrap_or(defaults.register_stream_consumer_retries),
-        retry_backoff: f.retry_backoff.unwrap_or(defaults.retry_backoff),
-    });
+    let mut fan_out = FanOutConfig::default();
+    fan_out.consumer_name = f.consumer_name.clone();
+    fan_out.consumer_arn = f.consumer_arn.clone();
+    if let Some(v) = f.max_describe_stream_consumer_retries {
+        fan_out.max_describe_stream_consumer_retries = v;
+    }
+    if let Some(v) = f.register_stream_consumer_retries {
+        fan_out.register_stream_consumer_retries = v;
+    }
+    if let Some(v) = f.retry_backoff {
+        fan_out.retry_backoff = v;
+    }
+    b = b.fan_out(fan_out);
     b.build().map_err(|e| MappingError {
         key: property_key(e.setting),
         message: e.message,
@@ -139,8 +140,8 @@ pub async fn build_scheduler(
     let kinesis = kinesis_client::aws::kinesis_client(&kinesis_sdk, s.kinesis_endpoint.as_deref());
     let dynamodb =
         kinesis_client::aws::dynamodb_client(&dynamodb_sdk, s.dynamodb_endpoint.as_deref());
-    let stream = KinesisStreamClient::new(kinesis, config.stream.clone());
-    let store = DynamoDbLeaseStore::new(dynamodb, config.table_name.clone());
+    let stream = KinesisStreamClient::new(kinesis, config.stream().clone());
+    let store = DynamoDbLeaseStore::new(dynamodb, config.table_name().to_string());
     let spec = Arc::new(ChildSpec {
         argv: s.command(),
         timeout: s.timeout,
@@ -189,7 +190,7 @@ pub async fn start_telemetry(
             .or(s.region_name.as_deref());
         let sdk = sdk_config(region, s.credentials.for_cloudwatch()).await;
         let client = kinesis_client::aws::cloudwatch_client(&sdk, m.cloudwatch_endpoint.as_deref());
-        let mut cw = CloudWatchConfig::new(config.application_name.clone());
+        let mut cw = CloudWatchConfig::new(config.application_name().to_string());
         cw.level = m.level();
         if let Some(d) = &m.enabled_dimensions {
             cw.enabled_dimensions = d.clone();

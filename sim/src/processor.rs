@@ -335,6 +335,7 @@ impl RecordProcessor for SimProcessor {
                 }
             }
             Shutdown::LeaseLost => self.log("lease lost".into()),
+            other => self.log(format!("shutdown: {}", other.name())),
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::config::{Config, InitialPosition};
 use crate::coordinator::{LeaseCoordinator, LeaseTenure};
 use crate::lease::LeaseStore;
 use crate::processor::{InitializationInput, ProcessRecordsInput, RecordProcessor, Shutdown};
-use crate::processor::{RetriesExhausted, RetryDecision};
+use crate::processor::{ProcessorPanicked, RetriesExhausted, RetryDecision, SharedError};
 use crate::record::{Record, Records};
 use crate::resharding::create_child_leases;
 use crate::retrieval::fanout::{self, ConsumerRegistration};
@@ -180,14 +180,25 @@ struct Panicked(String, &'static str);
 
 impl Panicked {
     fn panic(p: Box<dyn std::any::Any + Send>) -> Self {
-        Panicked(
-            format!("record processor panicked: {}", panic_message(p)),
-            names::CAUSE_PROCESSOR_PANIC,
-        )
+        Self::panic_with_error(p).0
     }
 
     fn restart(e: &crate::ProcessorError) -> Self {
         Panicked(format!("{e:#}"), names::CAUSE_RESTART_REQUESTED)
+    }
+
+    /// A panic: the message to log, and the typed error for the retry hook.
+    fn panic_with_error(p: Box<dyn std::any::Any + Send>) -> (Self, SharedError) {
+        let panicked = ProcessorPanicked::new(panic_message(p));
+        (
+            Panicked(panicked.to_string(), names::CAUSE_PROCESSOR_PANIC),
+            Arc::new(panicked),
+        )
+    }
+
+    /// A restart the processor asked for: the message to log, and its error for the hook.
+    fn restart_with_error(e: crate::ProcessorError) -> (Self, SharedError) {
+        (Self::restart(&e), Arc::from(e.into_error()))
     }
 }
 
@@ -357,6 +368,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 self.ctx.coordinator.clone(),
                 self.tenure.token,
                 lease.checkpoint.clone(),
+                lease.pending_checkpoint.is_some(),
             ));
         }
         let input = InitializationInput {
@@ -401,7 +413,7 @@ impl<P: RecordProcessor> Consumer<P> {
             .expect("checkpointer starts in initialize")
             .last_checkpoint()
             .clone();
-        let mut redelivery = self.redelivery.lock().unwrap();
+        let mut redelivery = self.redelivery.lock();
         let dropped = redelivery.drop_skipped(&mut records, &checkpoint);
         if dropped > 0 {
             tracing::info!(
@@ -446,7 +458,7 @@ impl<P: RecordProcessor> Consumer<P> {
         let (Some(first), false) = (batch.records.first(), policy.is_unlimited()) else {
             return Ok(RetryDecision::KeepRetrying);
         };
-        let (attempts, last_error) = match self.redelivery.lock().unwrap().failing() {
+        let (attempts, last_error) = match self.redelivery.lock().failing() {
             Some(f) if !f.asked && f.first == first.extended_sequence_number() => {
                 (f.failures, f.last_error.clone())
             }
@@ -484,7 +496,7 @@ impl<P: RecordProcessor> Consumer<P> {
             )),
             Ok(decision) => {
                 if decision == RetryDecision::KeepRetrying {
-                    self.redelivery.lock().unwrap().keep_retrying();
+                    self.redelivery.lock().keep_retrying();
                 }
                 Ok(decision)
             }
@@ -518,7 +530,7 @@ impl<P: RecordProcessor> Consumer<P> {
         self.ctx
             .skipped_records
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.redelivery.lock().unwrap().skipped(first, last);
+        self.redelivery.lock().skipped(first, last);
         let checkpointer = self
             .checkpointer
             .as_mut()
@@ -591,20 +603,20 @@ impl<P: RecordProcessor> Consumer<P> {
                 Ok(Ok(())) => {
                     tracing::trace!(records = count, attempt, "batch processed");
                     if let Some(last) = batch.records.last() {
-                        self.redelivery.lock().unwrap().passed(last);
+                        self.redelivery.lock().passed(last);
                     }
                     return Ok(self.accepted(batch, task_started));
                 }
                 Err(p) => {
                     self.metrics.task(false, task_started.elapsed());
-                    let panicked = Panicked::panic(p);
-                    self.failed(&batch, &panicked.0);
+                    let (panicked, error) = Panicked::panic_with_error(p);
+                    self.failed(&batch, error);
                     return Err(panicked);
                 }
                 Ok(Err(e)) if e.is_restart() => {
                     self.metrics.task(false, task_started.elapsed());
-                    let restart = Panicked::restart(&e);
-                    self.failed(&batch, &restart.0);
+                    let (restart, error) = Panicked::restart_with_error(e);
+                    self.failed(&batch, error);
                     return Err(restart);
                 }
                 Ok(Err(e)) => e,
@@ -619,7 +631,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 if done > 0 {
                     let last_done = &batch.records[done - 1];
                     checkpointer.delivered(last_done.checkpoint());
-                    self.redelivery.lock().unwrap().passed(last_done);
+                    self.redelivery.lock().passed(last_done);
                     if done == batch.records.len() {
                         tracing::warn!(error = %format!("{error:#}"), records = count, "record processor failed the batch but reported every record of it done; the batch counts as processed");
                         return Ok(self.accepted(batch, task_started));
@@ -637,13 +649,14 @@ impl<P: RecordProcessor> Consumer<P> {
                 tracing::info!(error = %format!("{error:#}"), records = count, "batch not finished: the lease was lost meanwhile; the next owner resumes from the last checkpoint");
                 return Ok(TaskOutcome::Failed);
             }
-            let failures = self.failed(&batch, &format!("{error:#}"));
+            let message = format!("{error:#}");
+            let failures = self.failed(&batch, Arc::from(error.into_error()));
             let delay = backoff_delay(
                 failures,
                 self.ctx.config.task_backoff,
                 self.ctx.config.max_task_backoff,
             );
-            tracing::warn!(error = %format!("{error:#}"), records = batch.records.len(), attempt, backoff = ?delay,
+            tracing::warn!(error = %message, records = batch.records.len(), attempt, backoff = ?delay,
                 "record processor failed; the same batch (or the part not done) is delivered again after the backoff");
             batch.attempt = if batch.records.is_empty() {
                 batch.attempt + 1
@@ -660,14 +673,9 @@ impl<P: RecordProcessor> Consumer<P> {
 
     /// A delivery of `batch` failed with `error`: count it; returns the failures so far of
     /// the records at its head.
-    fn failed(&mut self, batch: &Batch, error: &str) -> u32 {
+    fn failed(&mut self, batch: &Batch, error: SharedError) -> u32 {
         match (batch.records.first(), batch.records.last()) {
-            (Some(first), Some(last)) => {
-                self.redelivery
-                    .lock()
-                    .unwrap()
-                    .failed(first, last, error.to_string())
-            }
+            (Some(first), Some(last)) => self.redelivery.lock().failed(first, last, error),
             _ => batch.attempt,
         }
     }

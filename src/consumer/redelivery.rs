@@ -6,8 +6,10 @@
 
 use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber};
+use crate::processor::SharedError;
 use crate::record::Record;
-use std::sync::{Arc, Mutex};
+use crate::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One tenure's redelivery state, shared by its successive consumers.
@@ -28,7 +30,7 @@ pub struct Redelivery {
 /// from the checkpoint, and its first response also holds what arrived meanwhile; those
 /// records were never delivered and are a first delivery (attempt 1), never handed to
 /// `retries_exhausted` nor skipped with the failing ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Failing {
     /// The first record of the failing deliveries.
     pub first: ExtendedSequenceNumber,
@@ -39,7 +41,7 @@ pub struct Failing {
     /// The processor's hook was asked and chose to keep retrying: not asked again.
     pub asked: bool,
     /// The last failure, for the hook.
-    pub last_error: String,
+    pub last_error: SharedError,
 }
 
 /// How a fetched batch is delivered, given what failed before.
@@ -132,7 +134,7 @@ impl Redelivery {
 
     /// A delivery of `first..=last` failed with `error`; returns the failures so far of the
     /// deliveries starting at `first`.
-    pub fn failed(&mut self, first: &Record, last: &Record, error: String) -> u32 {
+    pub fn failed(&mut self, first: &Record, last: &Record, error: SharedError) -> u32 {
         let (first, last) = (esn(first), esn(last));
         match &mut self.failing {
             Some(f) if f.first == first => {
@@ -192,7 +194,11 @@ mod tests {
     use bytes::Bytes;
 
     fn rec(seq: u32) -> Record {
-        Record::new(Bytes::new(), "pk", seq.to_string())
+        Record::new(Bytes::new(), "pk", u64::from(seq))
+    }
+
+    fn err(message: &str) -> SharedError {
+        Arc::from(crate::processor::BoxError::from(message))
     }
 
     fn recs(seqs: std::ops::RangeInclusive<u32>) -> Vec<Record> {
@@ -203,8 +209,8 @@ mod tests {
     fn failures_count_per_head_record_and_survive_a_re_read() {
         let mut r = Redelivery::default();
         assert_eq!(r.plan(&recs(10..=19)), Plan::Whole(1));
-        assert_eq!(r.failed(&rec(10), &rec(19), "e1".into()), 1);
-        assert_eq!(r.failed(&rec(10), &rec(19), "e2".into()), 2);
+        assert_eq!(r.failed(&rec(10), &rec(19), err("e1")), 1);
+        assert_eq!(r.failed(&rec(10), &rec(19), err("e2")), 2);
         // After a restart the same records are read again, with earlier ones before them and
         // later ones (never delivered) after them.
         assert_eq!(r.plan(&recs(1..=9)), Plan::Whole(1));
@@ -226,7 +232,7 @@ mod tests {
         );
         assert_eq!(r.plan(&recs(10..=19)), Plan::Whole(3));
         assert_eq!(r.plan(&recs(10..=14)), Plan::Whole(3));
-        assert_eq!(r.failing().unwrap().last_error, "e2");
+        assert_eq!(r.failing().unwrap().last_error.to_string(), "e2");
         r.passed(&rec(9));
         assert!(r.failing().is_some(), "a batch before the failing record");
         r.passed(&rec(25));
@@ -236,9 +242,9 @@ mod tests {
     #[test]
     fn only_the_records_of_the_latest_failed_delivery_count_as_failed() {
         let mut r = Redelivery::default();
-        r.failed(&rec(10), &rec(14), "e1".into());
+        r.failed(&rec(10), &rec(14), err("e1"));
         // A narrower re-read failed: the records after it are failing no more.
-        r.failed(&rec(10), &rec(12), "e2".into());
+        r.failed(&rec(10), &rec(12), err("e2"));
         assert_eq!(
             r.plan(&recs(10..=30)),
             Plan::Split {
@@ -252,7 +258,7 @@ mod tests {
     #[test]
     fn a_checkpoint_past_the_failing_record_forgets_it() {
         let mut r = Redelivery::default();
-        r.failed(&rec(10), &rec(11), "e".into());
+        r.failed(&rec(10), &rec(11), err("e"));
         assert_eq!(r.plan(&recs(12..=20)), Plan::Whole(1));
         assert!(r.failing().is_none());
     }
@@ -260,7 +266,7 @@ mod tests {
     #[test]
     fn skipped_records_are_dropped_until_a_checkpoint_covers_them() {
         let mut r = Redelivery::default();
-        r.failed(&rec(10), &rec(12), "e".into());
+        r.failed(&rec(10), &rec(12), err("e"));
         r.skipped(&rec(10), &rec(12));
         assert!(r.failing().is_none());
         let mut batch = recs(8..=14);

@@ -4,8 +4,8 @@
 use super::tests::{config, Harness};
 use super::*;
 use crate::checkpoint::ExtendedSequenceNumber;
+use crate::sync::Mutex;
 use crate::ProcessorError;
-use std::sync::Mutex;
 
 /// Fails the first batch with a `RestartShard` wrapped in `anyhow::Context` (through `?`).
 struct WrappedRestart {
@@ -20,7 +20,7 @@ impl RecordProcessor for WrappedRestart {
         _: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
         use anyhow::Context;
-        *self.batches.lock().unwrap() += 1;
+        *self.batches.lock() += 1;
         let broken: Result<(), crate::RestartShard> =
             Err(crate::RestartShard("state is broken".into()));
         broken.context("while writing to the sink")?;
@@ -53,11 +53,7 @@ async fn a_restart_wrapped_in_anyhow_context_still_restarts_the_shard() {
         matches!(&exit, ShardExit::Failed(why) if why.contains("while writing to the sink")),
         "{exit:?}"
     );
-    assert_eq!(
-        *batches.lock().unwrap(),
-        1,
-        "no redelivery to this processor"
-    );
+    assert_eq!(*batches.lock(), 1, "no redelivery to this processor");
     h.stop().await;
 }
 
@@ -100,7 +96,10 @@ impl Flaky {
 }
 
 fn seqs(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| r.sequence_number.clone()).collect()
+    records
+        .iter()
+        .map(|r| r.sequence_number.to_string())
+        .collect()
 }
 
 fn has(input: &ProcessRecordsInput, data: &str) -> bool {
@@ -114,7 +113,7 @@ impl RecordProcessor for Flaky {
         input: ProcessRecordsInput,
         cp: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        self.seen.lock().unwrap().deliveries.push((
+        self.seen.lock().deliveries.push((
             tokio::time::Instant::now(),
             input.attempt,
             seqs(&input.records),
@@ -129,7 +128,7 @@ impl RecordProcessor for Flaky {
     }
 
     async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
-        self.seen.lock().unwrap().exhausted.push((
+        self.seen.lock().exhausted.push((
             failure.shard_id,
             seqs(&failure.records),
             failure.attempts,
@@ -223,11 +222,8 @@ async fn redeliveries_carry_the_attempt_and_back_off_exponentially() {
         RetryDecision::KeepRetrying,
     );
     let s = seen.clone();
-    run_until(&h, config(), p, move || {
-        s.lock().unwrap().deliveries.len() >= 6
-    })
-    .await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    run_until(&h, config(), p, move || s.lock().deliveries.len() >= 6).await;
+    let seen = std::mem::take(&mut *seen.lock());
     let attempts: Vec<u32> = seen.deliveries.iter().map(|d| d.1).collect();
     assert_eq!(attempts, [1, 2, 3, 4, 5, 6]);
     assert!(
@@ -271,10 +267,10 @@ async fn an_exhausted_policy_asks_the_hook_once_and_skips_with_consent() {
     // consumer's (nothing before them needed one).
     p.checkpoint = false;
     let running = Running::start(&h, with_max_attempts(3), p);
-    wait(|| !seen.lock().unwrap().exhausted.is_empty()).await;
+    wait(|| !seen.lock().exhausted.is_empty()).await;
     let later = h.stream.put("pk", b"d").1;
     wait(|| {
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock();
         seen.deliveries.iter().any(|d| d.2.contains(&later))
     })
     .await;
@@ -284,7 +280,7 @@ async fn an_exhausted_policy_asks_the_hook_once_and_skips_with_consent() {
         "checkpointed right past the skipped records"
     );
     let ctx = running.stop().await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = std::mem::take(&mut *seen.lock());
     assert_eq!(seen.exhausted.len(), 1, "{:?}", seen.exhausted);
     let (shard, records, attempts, _) = &seen.exhausted[0];
     assert_eq!(
@@ -313,10 +309,10 @@ async fn keep_retrying_is_asked_once_and_no_policy_never_asks() {
         );
         let s = seen.clone();
         run_until(&h, config().retry_policy(policy), p, move || {
-            s.lock().unwrap().deliveries.len() >= 6
+            s.lock().deliveries.len() >= 6
         })
         .await;
-        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let seen = std::mem::take(&mut *seen.lock());
         let asked = if policy.is_unlimited() { 0 } else { 1 };
         assert_eq!(seen.exhausted.len(), asked, "{policy:?}");
         assert_eq!(seen.deliveries.last().unwrap().1, 6);
@@ -343,7 +339,7 @@ async fn a_skip_after_unchecked_records_writes_no_checkpoint() {
     let mut poison = None;
     let running = Running::start(&h, with_max_attempts(2), p);
     wait(|| {
-        let seen = s.lock().unwrap();
+        let seen = s.lock();
         if poison.is_none() && !seen.deliveries.is_empty() {
             poison = Some(stream.put("pk", b"poison").1);
         }
@@ -361,7 +357,7 @@ async fn a_skip_after_unchecked_records_writes_no_checkpoint() {
         stored(&h).await,
         Checkpoint::Sequence(ExtendedSequenceNumber::new(poison, 0).unwrap())
     );
-    assert_eq!(seen.lock().unwrap().exhausted.len(), 1);
+    assert_eq!(seen.lock().exhausted.len(), 1);
     h.stop().await;
 }
 
@@ -379,10 +375,10 @@ async fn a_max_record_age_asks_the_hook_once_the_records_are_that_old() {
             crate::processor::RetryPolicy::default().with_max_record_age(Duration::from_secs(10)),
         ),
         p,
-        move || !s.lock().unwrap().exhausted.is_empty(),
+        move || !s.lock().exhausted.is_empty(),
     )
     .await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = std::mem::take(&mut *seen.lock());
     let (_, _, attempts, age) = &seen.exhausted[0];
     let age = age.expect("the in-memory stream reports arrival times");
     assert!(
@@ -428,10 +424,7 @@ impl RecordProcessor for Crashing {
         let data = payloads(&input.records);
         let poisoned = data.iter().any(|d| d == "poison")
             || data.iter().any(|d| d == "boom") && !BOOMED.swap(true, Ordering::SeqCst);
-        self.seen
-            .lock()
-            .unwrap()
-            .push((self.instance, input.attempt, data));
+        self.seen.lock().push((self.instance, input.attempt, data));
         if poisoned {
             return Err(ProcessorError::restart_shard("the child died"));
         }
@@ -439,11 +432,9 @@ impl RecordProcessor for Crashing {
     }
 
     async fn retries_exhausted(&mut self, failure: RetriesExhausted) -> RetryDecision {
-        self.exhausted.lock().unwrap().push((
-            self.instance,
-            payloads(&failure.records),
-            failure.attempts,
-        ));
+        self.exhausted
+            .lock()
+            .push((self.instance, payloads(&failure.records), failure.attempts));
         RetryDecision::Skip
     }
 }
@@ -518,22 +509,22 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
         handle,
         run,
     } = CrashingWorker::start(3);
-    wait(|| !seen.lock().unwrap().is_empty()).await;
+    wait(|| !seen.lock().is_empty()).await;
     stream.put("pk", b"poison");
     stream.put("pk", b"b");
-    wait(|| !exhausted.lock().unwrap().is_empty()).await;
+    wait(|| !exhausted.lock().is_empty()).await;
     stream.put("pk", b"c");
-    wait(|| seen.lock().unwrap().iter().any(|s| s.2 == ["c"])).await;
+    wait(|| seen.lock().iter().any(|s| s.2 == ["c"])).await;
     // One more restart (on "boom", once): the skipped records are not delivered again.
     stream.put("pk", b"boom");
     wait(|| {
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock();
         seen.iter().any(|s| s.1 == 2 && s.2 == ["boom"])
     })
     .await;
     handle.request_shutdown();
     run.await.unwrap().unwrap();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = std::mem::take(&mut *seen.lock());
     let s = |d: &[&str]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let poison = s(&["poison", "b"]);
     assert_eq!(
@@ -552,7 +543,7 @@ async fn restarts_on_the_same_records_exhaust_the_policy_across_processor_instan
             (4, 2, s(&["boom"])),
         ]
     );
-    assert_eq!(*exhausted.lock().unwrap(), [(3, poison, 3)]);
+    assert_eq!(*exhausted.lock(), [(3, poison, 3)]);
     assert_eq!(handle.skipped_records(), 2);
     // The graceful shutdown's checkpoint covers everything, the skipped records included.
     let lease = store.snapshot()["shardId-000000000000"].clone();
@@ -585,32 +576,31 @@ async fn records_arriving_during_a_restart_backoff_are_first_deliveries_and_neve
         run,
         ..
     } = CrashingWorker::start(2);
-    wait(|| !seen.lock().unwrap().is_empty()).await;
+    wait(|| !seen.lock().is_empty()).await;
     stream.put("pk", b"poison");
     stream.put("pk", b"b");
     // The first failed delivery; then records arrive while the shard backs off.
     wait(|| {
         seen.lock()
-            .unwrap()
             .iter()
             .any(|s| s.2.contains(&"poison".to_string()))
     })
     .await;
     stream.put("pk", b"c");
     stream.put("pk", b"d");
-    wait(|| !exhausted.lock().unwrap().is_empty()).await;
+    wait(|| !exhausted.lock().is_empty()).await;
     stream.put("pk", b"e");
-    wait(|| seen.lock().unwrap().iter().any(|s| s.2 == ["e"])).await;
+    wait(|| seen.lock().iter().any(|s| s.2 == ["e"])).await;
     handle.request_shutdown();
     run.await.unwrap().unwrap();
     let s = |d: &[&str]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        *exhausted.lock().unwrap(),
+        *exhausted.lock(),
         [(2, s(&["poison", "b"]), 2)],
         "the hook gets exactly the records of the failed deliveries"
     );
     assert_eq!(handle.skipped_records(), 2);
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = std::mem::take(&mut *seen.lock());
     let with = |x: &str| {
         seen.iter()
             .filter(|s| s.2.contains(&x.to_string()))
@@ -652,15 +642,15 @@ async fn partial_progress_redelivers_only_the_records_after_the_last_one_done() 
     let (mut p, seen) = Flaky::new(fail_at_bad, RetryDecision::Skip);
     p.checkpoint = false;
     let running = Running::start(&h, with_max_attempts(3), p);
-    wait(|| seen.lock().unwrap().deliveries.len() >= 2).await;
+    wait(|| seen.lock().deliveries.len() >= 2).await;
     assert_eq!(
         stored(&h).await,
         Checkpoint::TrimHorizon,
         "partial progress writes no checkpoint"
     );
-    wait(|| !seen.lock().unwrap().exhausted.is_empty()).await;
+    wait(|| !seen.lock().exhausted.is_empty()).await;
     running.stop().await;
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = std::mem::take(&mut *seen.lock());
     let deliveries: Vec<(u32, Vec<String>)> =
         seen.deliveries.iter().map(|d| (d.1, d.2.clone())).collect();
     assert_eq!(
@@ -701,7 +691,7 @@ async fn partial_progress_through_the_last_record_counts_as_done() {
     let (s, stream) = (seen.clone(), h.stream.clone());
     let mut next = None;
     run_until(&h, config(), p, move || {
-        let seen = s.lock().unwrap();
+        let seen = s.lock();
         if seen.deliveries.is_empty() {
             return false;
         }
@@ -711,13 +701,7 @@ async fn partial_progress_through_the_last_record_counts_as_done() {
         seen.deliveries.iter().any(|d| d.2 == [n.clone()])
     })
     .await;
-    let attempts: Vec<u32> = seen
-        .lock()
-        .unwrap()
-        .deliveries
-        .iter()
-        .map(|d| d.1)
-        .collect();
+    let attempts: Vec<u32> = seen.lock().deliveries.iter().map(|d| d.1).collect();
     assert_eq!(attempts, [1, 1]);
     h.stop().await;
 }

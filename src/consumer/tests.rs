@@ -5,8 +5,8 @@ use crate::coordinator::CoordinatorConfig;
 use crate::lease::{InMemoryLeaseStore, Lease};
 use crate::resharding::ChildLeaseError;
 use crate::retrieval::{InMemoryStream, StreamRef};
+use crate::sync::Mutex;
 use crate::ProcessorError;
-use std::sync::Mutex;
 
 pub(super) const KEY: &str = "shardId-000000000000";
 
@@ -94,7 +94,7 @@ impl Recorder {
 
     fn note(&mut self, call: String) {
         (self.hook)(&call);
-        self.calls.lock().unwrap().push(call);
+        self.calls.lock().push(call);
     }
 }
 
@@ -142,7 +142,7 @@ async fn shutdown_requested_right_after_initialize_reaches_the_processor() {
     });
     let exit = run_shard(h.ctx(config()), h.tenure.clone(), p, shutdown).await;
     assert_eq!(exit, ShardExit::Shutdown);
-    assert_eq!(*calls.lock().unwrap(), ["initialize", "shutdown requested"]);
+    assert_eq!(*calls.lock(), ["initialize", "shutdown requested"]);
     h.stop().await;
 }
 
@@ -166,10 +166,7 @@ async fn lease_lost_right_after_initialize_reaches_the_processor() {
     )
     .await;
     assert_eq!(exit, ShardExit::LeaseLost);
-    assert_eq!(
-        *calls.lock().unwrap(),
-        ["initialize", "shutdown lease_lost"]
-    );
+    assert_eq!(*calls.lock(), ["initialize", "shutdown lease_lost"]);
     h.stop().await;
 }
 
@@ -187,7 +184,7 @@ async fn lease_lost_during_a_requested_shutdown_gets_no_second_shutdown() {
         }
     });
     run_shard(h.ctx(config()), h.tenure.clone(), p, shutdown).await;
-    assert_eq!(*calls.lock().unwrap(), ["initialize", "shutdown requested"]);
+    assert_eq!(*calls.lock(), ["initialize", "shutdown requested"]);
     h.stop().await;
 }
 
@@ -279,7 +276,6 @@ async fn run_dying(records: usize, dies: fn(u32) -> bool, period: Duration) -> (
     h.stop().await;
     let delivered: Vec<String> = calls
         .lock()
-        .unwrap()
         .iter()
         .filter_map(|c| c.strip_prefix("records "))
         .flat_map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>())
@@ -378,8 +374,8 @@ impl RecordProcessor for CheckpointsMidAggregate {
         for r in &input.records {
             let data = String::from_utf8(r.data.to_vec()).unwrap();
             let stop = self.stop_at == Some(data.as_str());
-            self.seen.lock().unwrap().push((
-                r.sequence_number.clone(),
+            self.seen.lock().push((
+                r.sequence_number.to_string(),
                 r.sub_sequence_number,
                 data,
                 input.deaggregated,
@@ -403,7 +399,7 @@ impl RecordProcessor for CheckpointsMidAggregate {
 async fn a_checkpoint_inside_an_aggregate_resumes_right_after_its_user_record() {
     let h = Harness::new(Checkpoint::TrimHorizon).await;
     let specs: Vec<_> = (0..10)
-        .map(|i| crate::retrieval::deaggregation::UserRecordSpec {
+        .map(|i| crate::testing::UserRecordSpec {
             partition_key: format!("pk-{i}"),
             explicit_hash_key: None,
             data: format!("x-{i}").into_bytes(),
@@ -426,9 +422,9 @@ async fn a_checkpoint_inside_an_aggregate_resumes_right_after_its_user_record() 
     assert!(matches!(exit, ShardExit::Failed(_)), "{exit:?}");
     let stored = h.coordinator.current(KEY).await.unwrap().checkpoint;
     assert_eq!(stored, Checkpoint::sequence(x.clone(), 6).unwrap());
-    assert!(seen.lock().unwrap().iter().all(|r| r.3), "deaggregated");
+    assert!(seen.lock().iter().all(|r| r.3), "deaggregated");
 
-    seen.lock().unwrap().clear();
+    seen.lock().clear();
     let second = CheckpointsMidAggregate {
         seen: seen.clone(),
         stop_at: None,
@@ -439,13 +435,12 @@ async fn a_checkpoint_inside_an_aggregate_resumes_right_after_its_user_record() 
         second,
         CancellationToken::new(),
     ));
-    while seen.lock().unwrap().len() < 4 {
+    while seen.lock().len() < 4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shard.abort();
     let got: Vec<(String, u64, String)> = seen
         .lock()
-        .unwrap()
         .iter()
         .map(|(s, sub, d, _)| (s.clone(), *sub, d.clone()))
         .collect();

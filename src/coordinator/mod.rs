@@ -58,12 +58,13 @@ pub(crate) use taker::ObservedLease;
 
 use crate::backoff::RetryPolicy;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+use crate::sync::Mutex;
 use crate::telemetry::{HealthState, ShardMetrics, WorkerMetrics};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -214,11 +215,11 @@ impl LastWrite {
     }
 
     fn set(&self, at: Instant) {
-        *self.0.lock().unwrap() = at;
+        *self.0.lock() = at;
     }
 
     fn get(&self) -> Instant {
-        *self.0.lock().unwrap()
+        *self.0.lock()
     }
 
     fn elapsed(&self) -> Duration {
@@ -313,7 +314,7 @@ impl LeaseCoordinator {
 
     /// Keys of the held leases now.
     pub fn held_keys(&self) -> BTreeSet<String> {
-        self.inner.held.lock().unwrap().keys().cloned().collect()
+        self.inner.held.lock().keys().cloned().collect()
     }
 
     /// Renew and take until `shutdown` is cancelled. Taking stops early after
@@ -331,7 +332,6 @@ impl LeaseCoordinator {
             .inner
             .held
             .lock()
-            .unwrap()
             .iter()
             .map(|(k, s)| (k.clone(), s.tenure.clone()))
             .collect();
@@ -344,7 +344,6 @@ impl LeaseCoordinator {
         self.inner
             .held
             .lock()
-            .unwrap()
             .iter()
             .map(|(k, s)| (k.clone(), s.tenure.clone(), s.state.clone()))
             .collect()
@@ -354,7 +353,6 @@ impl LeaseCoordinator {
         self.inner
             .held
             .lock()
-            .unwrap()
             .get(key)
             .map(|s| (s.tenure.clone(), s.state.clone()))
     }
@@ -367,7 +365,7 @@ impl LeaseCoordinator {
     /// write checks it itself).
     pub fn holds(&self, key: &str, token: Uuid) -> bool {
         let since = {
-            let held = self.inner.held.lock().unwrap();
+            let held = self.inner.held.lock();
             match held.get(key) {
                 Some(s) if s.tenure.token == token && !s.tenure.lost.is_cancelled() => {
                     s.last_write.elapsed()
@@ -385,7 +383,7 @@ impl LeaseCoordinator {
     /// End the tenure `token` of `key` (if it is still the current one) and tell its consumer.
     fn lose(&self, key: &str, token: Uuid, reason: &str) {
         let removed = {
-            let mut held = self.inner.held.lock().unwrap();
+            let mut held = self.inner.held.lock();
             match held.get(key) {
                 Some(s) if s.tenure.token == token => self.remove_slot(&mut held, key),
                 _ => None,
@@ -416,7 +414,7 @@ impl LeaseCoordinator {
     /// leases held now, and a failure recorded for a lease no longer held would be cleared only
     /// by holding it again: the worker would stay unready, perhaps for good.
     fn renewal_ended(&self, key: &str, token: Uuid, ok: bool) {
-        let held = self.inner.held.lock().unwrap();
+        let held = self.inner.held.lock();
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
             self.inner.health.renewal(key, ok);
         }
@@ -424,7 +422,7 @@ impl LeaseCoordinator {
 
     /// Stop holding `key` without writing anything (e.g. before deleting a finished lease).
     pub fn forget(&self, key: &str) {
-        let removed = self.remove_slot(&mut self.inner.held.lock().unwrap(), key);
+        let removed = self.remove_slot(&mut self.inner.held.lock(), key);
         if let Some(slot) = removed {
             slot.tenure.lost.cancel();
             self.publish();
@@ -461,7 +459,7 @@ impl LeaseCoordinator {
             last_write,
         };
         let old = {
-            let mut held = self.inner.held.lock().unwrap();
+            let mut held = self.inner.held.lock();
             let old = held.insert(key.clone(), slot);
             // Under the lock, after the new tenure is in: nothing of an earlier tenure (a
             // renewal that failed) carries over, and nothing of it can be recorded after this.
@@ -498,7 +496,7 @@ impl LeaseCoordinator {
         started: Instant,
     ) {
         let took = started.elapsed();
-        let held = self.inner.held.lock().unwrap();
+        let held = self.inner.held.lock();
         match held.get(key).filter(|s| s.tenure.token == token) {
             Some(slot) => {
                 slot.metrics.checkpoint_write(result.is_ok(), took);
@@ -653,7 +651,7 @@ impl LeaseCoordinator {
     }
 
     fn lose_quietly(&self, key: &str, token: Uuid) {
-        let mut held = self.inner.held.lock().unwrap();
+        let mut held = self.inner.held.lock();
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
             if let Some(s) = self.remove_slot(&mut held, key) {
                 s.tenure.lost.cancel();

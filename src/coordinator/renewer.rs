@@ -135,7 +135,7 @@ impl LeaseCoordinator {
     /// when it is no longer held.
     fn renewal_due(&self, key: &str, attempted: &BTreeMap<String, Instant>) -> Option<Instant> {
         let interval = self.inner.config.renew_interval;
-        let last = self.inner.held.lock().unwrap().get(key)?.last_write.get();
+        let last = self.inner.held.lock().get(key)?.last_write.get();
         let last = attempted.get(key).map_or(last, |a| last.max(*a));
         Some(last + interval)
     }
@@ -147,7 +147,6 @@ impl LeaseCoordinator {
         self.inner
             .held
             .lock()
-            .unwrap()
             .iter()
             .map(|(k, s)| {
                 let last = s.last_write.get();

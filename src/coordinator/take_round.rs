@@ -60,7 +60,7 @@ impl LeaseCoordinator {
     }
 
     fn jittered(&self, d: Duration) -> Duration {
-        let f: f64 = self.inner.rng.lock().unwrap().random_range(0.9..=1.0);
+        let f: f64 = self.inner.rng.lock().random_range(0.9..=1.0);
         d.mul_f64(f)
     }
 
@@ -123,7 +123,7 @@ impl LeaseCoordinator {
         let seen_at = Instant::now();
         let failover = self.inner.config.failover_time;
         let observed: Vec<ObservedLease> = {
-            let mut obs = self.inner.observed.lock().unwrap();
+            let mut obs = self.inner.observed.lock();
             let mut fresh = BTreeMap::new();
             for lease in leases {
                 let last_change = match obs.remove(&lease.key) {
@@ -144,7 +144,7 @@ impl LeaseCoordinator {
         };
         let mut stats = TakeStats::default();
         let decisions = {
-            let mut rng = self.inner.rng.lock().unwrap();
+            let mut rng = self.inner.rng.lock();
             choose_leases_to_take_with_stats(
                 me, &observed, &held, seen_at, &config, &mut *rng, &mut stats,
             )

@@ -181,7 +181,7 @@ struct Auditing {
 
 impl Auditing {
     fn record(&self, lease: &Lease, by: &str) {
-        let mut g = self.generations.lock().unwrap();
+        let mut g = self.generations.lock();
         if let Some(prev) = g.insert((lease.key.clone(), lease.counter), by.to_string()) {
             if prev != by {
                 self.violations.fetch_add(1, Ordering::SeqCst);

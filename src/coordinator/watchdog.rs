@@ -36,7 +36,7 @@ impl LeaseCoordinator {
 
     /// `CurrentLeases`, and per held lease `SecondsSinceLastCheckpoint`.
     fn report_gauges(&self) {
-        let held = self.inner.held.lock().unwrap();
+        let held = self.inner.held.lock();
         self.inner.metrics.current_leases(held.len());
         for slot in held.values() {
             slot.metrics
@@ -51,7 +51,7 @@ impl LeaseCoordinator {
         let now = Instant::now();
         let mut next = now + self.inner.config.renew_interval;
         let mut overdue = Vec::new();
-        for (key, slot) in self.inner.held.lock().unwrap().iter() {
+        for (key, slot) in self.inner.held.lock().iter() {
             let written = slot.last_write.get();
             if now.saturating_duration_since(written) > failover {
                 overdue.push((key.clone(), slot.tenure.token, now - written));

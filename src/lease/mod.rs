@@ -12,13 +12,11 @@
 
 pub(crate) mod dynamodb;
 mod error;
-#[cfg(any(test, feature = "testing"))]
-pub(crate) mod memory;
 
+#[cfg(test)]
+pub(crate) use crate::testing::{Fault, InMemoryLeaseStore};
 pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
-#[cfg(test)]
-pub(crate) use memory::{Fault, InMemoryLeaseStore};
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;
@@ -35,6 +33,7 @@ pub struct HashKeyRange {
 
 /// One lease: a shard, its owner, its optimistic-lock counter and its checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// The `leaseKey`: the shard id (single-stream mode).
     pub key: String,
@@ -142,6 +141,7 @@ where
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 #[allow(clippy::large_enum_variant)] // a short-lived return value; boxing would only add an allocation per write
+#[non_exhaustive]
 pub enum WriteOutcome {
     /// The write happened; this is the lease as it now stands.
     Applied(Lease),
@@ -206,13 +206,10 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError>;
 }
 
-#[cfg(any(test, feature = "testing"))]
-pub(crate) mod contract;
-
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn in_memory_store_passes_the_contract() {
-        super::contract::run(&super::InMemoryLeaseStore::new(), "").await;
+        crate::testing::contract::run(&super::InMemoryLeaseStore::new(), "").await;
     }
 }

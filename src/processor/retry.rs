@@ -2,6 +2,8 @@
 //! [`retries_exhausted`](super::RecordProcessor::retries_exhausted) hook is told and decides.
 
 use crate::record::Records;
+use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a failing batch is redelivered before the processor is asked what to do with it
@@ -81,12 +83,39 @@ pub struct RetriesExhausted {
     pub attempts: u32,
     /// How old the first of them is, if Kinesis reported its arrival time.
     pub age: Option<Duration>,
-    /// The last failure (with its causes).
-    pub last_error: String,
+    /// The last failure, typed: the error `process_records` returned (its
+    /// [`ProcessorError::into_error`](super::ProcessorError::into_error), so
+    /// `last_error.downcast_ref::<MyError>()` finds the application's own error type), or a
+    /// [`ProcessorPanicked`] when the processor panicked on these records.
+    pub last_error: SharedError,
+}
+
+/// An error shared between the shard's redelivery state and the
+/// [`retries_exhausted`](super::RecordProcessor::retries_exhausted) hook.
+pub type SharedError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// The record processor panicked on the records (the panic was contained to its shard, which
+/// restarted from its last checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record processor panicked: {message}")]
+#[non_exhaustive]
+pub struct ProcessorPanicked {
+    /// The panic's message (its payload, when that is a string).
+    pub message: String,
+}
+
+impl ProcessorPanicked {
+    /// A panic with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        ProcessorPanicked {
+            message: message.into(),
+        }
+    }
 }
 
 /// What to do with records whose retries are exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RetryDecision {
     /// Skip them: they count as processed (the processor has taken care of them, e.g. written
     /// them to a dead-letter queue). The skip is logged (shard, sequence numbers) and counted
@@ -101,7 +130,7 @@ pub(crate) fn keep_retrying(failure: &RetriesExhausted) -> RetryDecision {
     tracing::warn!(
         attempts = failure.attempts,
         records = failure.records.len(),
-        last_error = %failure.last_error,
+        last_error = %format!("{:#}", failure.last_error),
         "retry policy exhausted, but the record processor has no retries_exhausted hook to skip (dead-letter) the records; redelivering them"
     );
     RetryDecision::KeepRetrying

@@ -249,51 +249,5 @@ fn count_outside(message: &AggregatedRecord, range: HashKeyRange) -> usize {
         .count()
 }
 
-/// One user record to aggregate with [`aggregate`].
-#[cfg(any(test, feature = "testing"))]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecordSpec {
-    /// The partition key.
-    pub partition_key: String,
-    /// The explicit hash key (decimal), if any.
-    pub explicit_hash_key: Option<String>,
-    /// The payload.
-    pub data: Vec<u8>,
-}
-
-/// A KPL aggregate of `records`, in the format above (partition keys and explicit hash keys
-/// de-duplicated into their tables, as the KPL writes them).
-#[cfg(any(test, feature = "testing"))]
-pub fn aggregate(records: &[UserRecordSpec]) -> Vec<u8> {
-    fn index(table: &mut Vec<String>, key: &str) -> u64 {
-        match table.iter().position(|k| k == key) {
-            Some(i) => i as u64,
-            None => {
-                table.push(key.to_string());
-                table.len() as u64 - 1
-            }
-        }
-    }
-    let mut message = AggregatedRecord::default();
-    for r in records {
-        let partition_key_index = index(&mut message.partition_key_table, &r.partition_key);
-        let explicit_hash_key_index = r
-            .explicit_hash_key
-            .as_deref()
-            .map(|k| index(&mut message.explicit_hash_key_table, k));
-        message.records.push(UserRecord {
-            partition_key_index,
-            explicit_hash_key_index,
-            data: Bytes::copy_from_slice(&r.data),
-        });
-    }
-    let body = message.encode_to_vec();
-    let mut out = Vec::with_capacity(KPL_MAGIC.len() + body.len() + DIGEST_LEN);
-    out.extend_from_slice(&KPL_MAGIC);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&Md5::digest(&body));
-    out
-}
-
 #[cfg(test)]
 mod tests;

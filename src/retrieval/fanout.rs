@@ -253,7 +253,7 @@ impl FanOutTask {
             let at_end = continuation.is_none();
             if at_end && event.child_shards.is_empty() {
                 // Deliver its records, then check the end with a new subscription after them.
-                let last = event.records.last().map(|r| r.sequence_number.clone());
+                let last = event.records.last().map(|r| r.sequence_number.to_string());
                 if !self
                     .sink
                     .deliver(event.records, event.millis_behind_latest, None, last)
@@ -347,11 +347,11 @@ mod tests {
         DEFAULT_FAN_OUT_RETRY_BACKOFF, DEFAULT_MAX_DESCRIBE_STREAM_CONSUMER_RETRIES,
         DEFAULT_REGISTER_STREAM_CONSUMER_RETRIES,
     };
-    use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::source::{record_bytes, PrefetchBudget};
     use crate::retrieval::{ConsumerRef, InMemoryStream, RecordBatch, Shard, StreamConsumer};
+    use crate::sync::Mutex;
+    use crate::testing::stream::{StreamFault, StreamOp};
     use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-    use std::sync::Mutex;
 
     const S0: &str = "shardId-000000000000";
 
@@ -407,7 +407,12 @@ mod tests {
                 );
             };
             let batch = batch.expect("the source task is alive");
-            got.extend(batch.records.into_iter().map(|r| r.sequence_number));
+            got.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| r.sequence_number.into_string()),
+            );
             if let Some(children) = batch.shard_end {
                 return (
                     got,
@@ -601,7 +606,7 @@ mod tests {
             shard_id: &str,
             position: &IteratorPosition,
         ) -> Result<SubscribeToShardEvents, RetrievalError> {
-            self.positions.lock().unwrap().push(position.clone());
+            self.positions.lock().push(position.clone());
             let fake = self
                 .fake_ends
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -674,13 +679,13 @@ mod tests {
         let observed = Arc::new(Observed::new(&stream));
         let mut source = start(observed.clone(), S0, from(IteratorPosition::Latest));
         // Records put after the first request are wanted.
-        while observed.positions.lock().unwrap().is_empty() {
+        while observed.positions.lock().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let producer = produce(&stream, 10, Duration::from_millis(500));
         let (got, _) = drain(&mut source, 10).await;
         assert_eq!(got, producer.await.unwrap());
-        let positions = observed.positions.lock().unwrap().clone();
+        let positions = observed.positions.lock().clone();
         assert_eq!(positions[0], IteratorPosition::Latest);
         assert!(
             positions[1..]
@@ -728,7 +733,7 @@ mod tests {
                 batch
                     .records
                     .into_iter()
-                    .map(|r| (r.sequence_number, r.sub_sequence_number)),
+                    .map(|r| (r.sequence_number.into_string(), r.sub_sequence_number)),
             );
         }
         assert_eq!(got, [(x.clone(), 4), (x, 5), (after, 0)]);

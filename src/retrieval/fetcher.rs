@@ -148,7 +148,7 @@ impl FetchTask {
                         );
                         continue;
                     }
-                    let last = batch.records.last().map(|r| r.sequence_number.clone());
+                    let last = batch.records.last().map(|r| r.sequence_number.to_string());
                     let delivered = self
                         .sink
                         .deliver(
@@ -204,10 +204,10 @@ impl FetchTask {
 mod tests {
     use super::*;
     use crate::checkpoint::ExtendedSequenceNumber;
-    use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::source::test_support::user_records;
     use crate::retrieval::source::{record_bytes, PrefetchBudget};
     use crate::retrieval::InMemoryStream;
+    use crate::testing::stream::{StreamFault, StreamOp};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn config() -> FetcherConfig {
@@ -236,7 +236,12 @@ mod tests {
                 panic!("only {} of {want} records within 600 s: {got:?}", got.len());
             };
             let batch = batch.expect("open shard");
-            got.extend(batch.records.into_iter().map(|r| r.sequence_number));
+            got.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| r.sequence_number.into_string()),
+            );
         }
         got
     }
@@ -311,7 +316,7 @@ mod tests {
             );
             got.extend(batch.records.into_iter().map(|r| {
                 let data = String::from_utf8(r.data.to_vec()).unwrap();
-                (r.sequence_number, r.sub_sequence_number, data)
+                (r.sequence_number.into_string(), r.sub_sequence_number, data)
             }));
         }
         got
@@ -370,7 +375,7 @@ mod tests {
     fn outage_injector(
         iterators: Arc<AtomicU32>,
         outage: impl Fn(u32) -> Option<StreamFault> + Send + Sync + 'static,
-    ) -> Arc<dyn crate::retrieval::memory::StreamFaultInjector> {
+    ) -> Arc<dyn crate::testing::stream::StreamFaultInjector> {
         let reads = AtomicU32::new(0);
         Arc::new(move |op: StreamOp, _: Option<&str>| match op {
             StreamOp::GetShardIterator => {

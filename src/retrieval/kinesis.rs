@@ -6,6 +6,7 @@ use super::{
     SubscribeToShardEvents,
 };
 use crate::aws::AwsError;
+use crate::checkpoint::SequenceNumber;
 use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;
 use crate::record::Record;
@@ -20,7 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How a stream is named: by name, or by ARN (required for cross-account access).
+///
+/// From a string: `"my-stream".into()`, `"arn:aws:kinesis:…:stream/my-stream".into()` or
+/// `.parse()`: a string that starts with `arn:` is an ARN, anything else a name (both are
+/// validated by [`ConfigBuilder::build`](crate::ConfigBuilder::build)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StreamRef {
     /// The stream name.
     Name(String),
@@ -35,6 +41,30 @@ impl StreamRef {
             StreamRef::Name(n) => n,
             StreamRef::Arn(a) => a.rsplit_once("stream/").map_or(a.as_str(), |(_, n)| n),
         }
+    }
+}
+
+impl From<String> for StreamRef {
+    fn from(s: String) -> Self {
+        if s.starts_with("arn:") {
+            StreamRef::Arn(s)
+        } else {
+            StreamRef::Name(s)
+        }
+    }
+}
+
+impl From<&str> for StreamRef {
+    fn from(s: &str) -> Self {
+        StreamRef::from(s.to_string())
+    }
+}
+
+impl std::str::FromStr for StreamRef {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(StreamRef::from(s))
     }
 }
 
@@ -225,18 +255,38 @@ fn consumer_status(s: &aws_sdk_kinesis::types::ConsumerStatus) -> ConsumerStatus
     }
 }
 
-/// A record as the SDK decoded it (GetRecords or a SubscribeToShard event): the buffers the
-/// SDK decoded the response into are handed through, not copied.
-fn record(r: aws_sdk_kinesis::types::Record) -> Record {
-    Record {
-        approximate_arrival_timestamp: r.approximate_arrival_timestamp().and_then(to_system_time),
-        data: r.data.into_bytes(),
-        partition_key: r.partition_key.unwrap_or_default(),
-        sequence_number: r.sequence_number,
-        sub_sequence_number: 0,
-        explicit_hash_key: None,
-        aggregated: false,
-    }
+/// The records of a response as the SDK decoded them (GetRecords or a SubscribeToShard
+/// event): the buffers the SDK decoded the response into are handed through, not copied. A
+/// record whose sequence number is not decimal (Kinesis never sends one) makes the response
+/// unusable.
+fn records(
+    records: Vec<aws_sdk_kinesis::types::Record>,
+    operation: StreamOp,
+    stream: &str,
+    shard: &str,
+) -> Result<Vec<Record>, RetrievalError> {
+    records
+        .into_iter()
+        .map(|r| {
+            let arrival = r.approximate_arrival_timestamp().and_then(to_system_time);
+            let sequence_number = SequenceNumber::new(r.sequence_number).map_err(|bad| {
+                RetrievalError::new(
+                    RetrievalFailure::Fatal,
+                    operation,
+                    stream,
+                    Some(shard),
+                    Cause::BadAnswer(format!("a record with an {bad}")),
+                )
+            })?;
+            let mut record = Record::new(
+                r.data.into_bytes(),
+                r.partition_key.unwrap_or_default(),
+                sequence_number,
+            );
+            record.approximate_arrival_timestamp = arrival;
+            Ok(record)
+        })
+        .collect()
 }
 
 /// Child shards as the SDK decoded them (those without a valid hash key range are dropped).
@@ -394,10 +444,12 @@ impl StreamClient for KinesisStreamClient {
             .call(StreamOp::GetRecords, Some(shard_id), req.send())
             .await?;
         // The buffers the SDK decoded the response into are handed through, not copied.
-        let records = std::mem::take(&mut out.records)
-            .into_iter()
-            .map(record)
-            .collect();
+        let records = records(
+            std::mem::take(&mut out.records),
+            StreamOp::GetRecords,
+            self.stream.name(),
+            shard_id,
+        )?;
         Ok(RecordBatch {
             records,
             next_iterator: out.next_shard_iterator().map(str::to_string),
@@ -480,11 +532,17 @@ impl StreamClient for KinesisStreamClient {
                 loop {
                     match receiver.recv().await {
                         Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(mut e))) => {
+                            let records = match records(
+                                std::mem::take(&mut e.records),
+                                StreamOp::SubscribeToShard,
+                                &stream,
+                                &shard,
+                            ) {
+                                Ok(records) => records,
+                                Err(e) => return Some((Err(e), None)),
+                            };
                             let event = SubscribeToShardEvent {
-                                records: std::mem::take(&mut e.records)
-                                    .into_iter()
-                                    .map(record)
-                                    .collect(),
+                                records,
                                 continuation_sequence_number: Some(
                                     e.continuation_sequence_number().to_string(),
                                 )

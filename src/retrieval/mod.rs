@@ -15,15 +15,13 @@ pub(crate) mod fanout;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fetcher;
 mod kinesis;
-#[cfg(any(test, feature = "testing"))]
-pub(crate) mod memory;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod source;
 
+#[cfg(test)]
+pub(crate) use crate::testing::InMemoryStream;
 pub use fanout::ConsumerRegistrationError;
 pub use kinesis::{KinesisStreamClient, StreamRef, DEFAULT_REQUEST_TIMEOUT};
-#[cfg(test)]
-pub(crate) use memory::InMemoryStream;
 
 use crate::error::{Cause, ErrorKind};
 use crate::lease::HashKeyRange;
@@ -38,6 +36,7 @@ pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(2);
 
 /// A shard as listed by ListShards.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Shard {
     /// The shard id, e.g. `shardId-000000000003`.
     pub shard_id: String,
@@ -54,6 +53,22 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// An open shard without parents (set the other fields as needed).
+    pub fn new(
+        shard_id: impl Into<String>,
+        hash_key_range: HashKeyRange,
+        starting_sequence_number: impl Into<String>,
+    ) -> Self {
+        Shard {
+            shard_id: shard_id.into(),
+            parent_shard_id: None,
+            adjacent_parent_shard_id: None,
+            hash_key_range,
+            starting_sequence_number: starting_sequence_number.into(),
+            ending_sequence_number: None,
+        }
+    }
+
     /// The parent shard ids (0, 1 or 2).
     pub fn parents(&self) -> Vec<String> {
         self.parent_shard_id
@@ -71,6 +86,7 @@ impl Shard {
 
 /// A child shard, as reported by GetRecords at the end of a closed shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChildShard {
     /// The child's id.
     pub shard_id: String,
@@ -80,8 +96,24 @@ pub struct ChildShard {
     pub hash_key_range: HashKeyRange,
 }
 
+impl ChildShard {
+    /// A child shard of `parent_shards`.
+    pub fn new(
+        shard_id: impl Into<String>,
+        parent_shards: Vec<String>,
+        hash_key_range: HashKeyRange,
+    ) -> Self {
+        ChildShard {
+            shard_id: shard_id.into(),
+            parent_shards,
+            hash_key_range,
+        }
+    }
+}
+
 /// Where a shard iterator starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IteratorPosition {
     /// The oldest retained record.
     TrimHorizon,
@@ -97,6 +129,7 @@ pub enum IteratorPosition {
 
 /// One GetRecords response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RecordBatch {
     /// The records, in sequence order.
     pub records: Vec<Record>,
@@ -111,6 +144,7 @@ pub struct RecordBatch {
 /// An enhanced fan-out consumer of a stream, as DescribeStreamConsumer and
 /// RegisterStreamConsumer report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamConsumer {
     /// The consumer's name (unique per stream).
     pub consumer_name: String,
@@ -118,6 +152,21 @@ pub struct StreamConsumer {
     pub consumer_arn: String,
     /// Whether it can be subscribed with yet.
     pub status: ConsumerStatus,
+}
+
+impl StreamConsumer {
+    /// A consumer as DescribeStreamConsumer reports it.
+    pub fn new(
+        consumer_name: impl Into<String>,
+        consumer_arn: impl Into<String>,
+        status: ConsumerStatus,
+    ) -> Self {
+        StreamConsumer {
+            consumer_name: consumer_name.into(),
+            consumer_arn: consumer_arn.into(),
+            status,
+        }
+    }
 }
 
 /// The status of a [`StreamConsumer`].
@@ -144,6 +193,7 @@ impl fmt::Display for ConsumerStatus {
 
 /// Which stream consumer: by name (on the client's stream) or by ARN.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConsumerRef {
     /// The consumer's name on the stream.
     Name(String),
@@ -162,6 +212,7 @@ impl fmt::Display for ConsumerRef {
 
 /// One event of a SubscribeToShard subscription (enhanced fan-out).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SubscribeToShardEvent {
     /// The records, in sequence order (often none: the service also sends empty events).
     pub records: Vec<Record>,
@@ -183,6 +234,7 @@ pub type SubscribeToShardEvents = BoxStream<'static, Result<SubscribeToShardEven
 /// The [`StreamClient`] calls: what failed in a [`RetrievalError`], and what a
 /// stream fault injector of the `testing` feature is asked about. Displayed as the method name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum StreamOp {
     /// `list_shards`
     ListShards,

@@ -30,9 +30,10 @@ use super::{ChildShard, IteratorPosition};
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::HashKeyRange;
 use crate::record::Record;
+use crate::sync::Mutex;
 use std::cmp::Ordering;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -223,7 +224,7 @@ impl RecordSource {
     /// this one delivered: after its last position, or where it started (`LATEST` replaced by
     /// `AT_TIMESTAMP` of its first request, never resolved again).
     pub fn resume_from(&self) -> StartPosition {
-        let progress = self.progress.lock().unwrap();
+        let progress = self.progress.lock();
         StartPosition {
             position: resume_position(&self.start.position, &progress),
             skip_through: self.start.skip_through.clone(),
@@ -257,22 +258,18 @@ impl BatchSink {
     /// Where the next read starts so as to skip nothing and repeat nothing (see the module
     /// docs).
     pub fn resume_position(&self) -> IteratorPosition {
-        resume_position(&self.start.position, &self.progress.lock().unwrap())
+        resume_position(&self.start.position, &self.progress.lock())
     }
 
     /// Note that `LATEST` was asked for at `at` (the stream's clock): a later read that has
     /// no position yet starts at `AT_TIMESTAMP` of the first such time instead.
     pub fn note_latest_requested(&self, at: SystemTime) {
-        self.progress
-            .lock()
-            .unwrap()
-            .latest_requested_at
-            .get_or_insert(at);
+        self.progress.lock().latest_requested_at.get_or_insert(at);
     }
 
     /// How far the source got, for logs.
     pub fn progress_text(&self) -> String {
-        format!("{:?}", self.progress.lock().unwrap())
+        format!("{:?}", self.progress.lock())
     }
 
     /// Wait until the shard and the worker have room for more read-ahead.
@@ -301,7 +298,7 @@ impl BatchSink {
             return false;
         }
         if let Some(after) = resume_after {
-            self.progress.lock().unwrap().resume_after = Some(after);
+            self.progress.lock().resume_after = Some(after);
         }
         true
     }
@@ -513,12 +510,9 @@ pub(crate) mod test_support {
 
     /// `n` user records for a KPL aggregate: partition key `{prefix}-pk-{i}`, data
     /// `{prefix}-{i}`.
-    pub fn user_records(
-        prefix: &str,
-        n: usize,
-    ) -> Vec<crate::retrieval::deaggregation::UserRecordSpec> {
+    pub fn user_records(prefix: &str, n: usize) -> Vec<crate::testing::UserRecordSpec> {
         (0..n)
-            .map(|i| crate::retrieval::deaggregation::UserRecordSpec {
+            .map(|i| crate::testing::UserRecordSpec {
                 partition_key: format!("{prefix}-pk-{i}"),
                 explicit_hash_key: None,
                 data: format!("{prefix}-{i}").into_bytes(),
@@ -586,7 +580,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::user_records;
     use super::*;
-    use crate::retrieval::deaggregation::aggregate as kpl_aggregate;
+    use crate::testing::kpl_aggregate;
 
     /// Captures log lines (for the tests that check what is logged).
     #[derive(Clone, Default)]
@@ -594,7 +588,7 @@ mod tests {
 
     impl std::io::Write for Logs {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
+            self.0.lock().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -614,7 +608,7 @@ mod tests {
         }
 
         fn lines(&self, containing: &str) -> Vec<String> {
-            String::from_utf8_lossy(&self.0.lock().unwrap())
+            String::from_utf8_lossy(&self.0.lock())
                 .lines()
                 .filter(|l| l.contains(containing))
                 .map(str::to_string)
@@ -640,15 +634,11 @@ mod tests {
         for a in 0..3u64 {
             let specs = user_records(&format!("a{a}"), 20);
             want += specs.len();
-            records.push(Record::new(
-                kpl_aggregate(&specs),
-                "pk",
-                format!("{}", 100 + a),
-            ));
+            records.push(Record::new(kpl_aggregate(&specs), "pk", 100 + a));
         }
         let mut corrupt = kpl_aggregate(&user_records("c", 2));
         *corrupt.last_mut().unwrap() ^= 1;
-        records.push(Record::new(corrupt.clone(), "pk", "200"));
+        records.push(Record::new(corrupt.clone(), "pk", 200u64));
         let batch = preparer.prepare(records, None, None);
         assert_eq!(batch.records.len(), want + 1, "everything is delivered");
         assert!(batch.deaggregated);
@@ -694,9 +684,9 @@ mod tests {
             let cp = ExtendedSequenceNumber::new("100", cp_sub).unwrap();
             let mut preparer = BatchPreparer::new("shardId-0", Some(cp), false, None);
             let records = vec![
-                Record::new(b"old".to_vec(), "pk", "99"),
-                Record::new(aggregate.clone(), "pk", "100"),
-                Record::new(b"new".to_vec(), "pk", "101"),
+                Record::new(b"old".to_vec(), "pk", 99u64),
+                Record::new(aggregate.clone(), "pk", 100u64),
+                Record::new(b"new".to_vec(), "pk", 101u64),
             ];
             preparer.prepare(records, None, None)
         };

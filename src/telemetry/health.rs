@@ -14,9 +14,9 @@
 //! tenure ended is not recorded (see the coordinator's renewer). Otherwise a worker could stay
 //! unready for good after a lease-table outage, holding nothing that fails.
 
+use crate::sync::Mutex;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -90,7 +90,7 @@ impl HealthState {
     }
 
     fn with(&self, f: impl FnOnce(&mut Inner)) {
-        f(&mut self.inner.lock().unwrap());
+        f(&mut self.inner.lock());
     }
 
     /// Start-up finished: the lease table and the stream answered.
@@ -149,7 +149,7 @@ impl HealthState {
 
     /// The health now.
     pub(crate) fn health(&self) -> Health {
-        let i = self.inner.lock().unwrap();
+        let i = self.inner.lock();
         let now = Instant::now();
         let recent = |t: Option<Instant>| {
             t.is_some_and(|t| now.saturating_duration_since(t) <= self.failover_time)

@@ -84,6 +84,7 @@ pub use prometheus::{PrometheusEndpoint, PrometheusRecorder, RELEASED_SHARD_TIME
 
 /// The Java KCL's metrics levels: which metrics an exporter sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum MetricsLevel {
     /// Nothing.
     None,

@@ -3,6 +3,7 @@
 
 use super::{describe, names, Health, TelemetryError};
 use crate::scheduler::SchedulerHandle;
+use crate::sync::{Mutex, RwLock};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -14,7 +15,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -138,7 +139,7 @@ impl Series {
     fn new_shard(&self) -> ShardSeries {
         // No idle timeout: a shard's series live as long as the shard is held.
         let recorder = PrometheusBuilder::new().build_recorder();
-        for d in self.descriptions.lock().unwrap().values() {
+        for d in self.descriptions.lock().values() {
             d.apply(&recorder);
         }
         ShardSeries {
@@ -158,16 +159,16 @@ impl Series {
         register: impl FnOnce(&metrics_exporter_prometheus::PrometheusRecorder) -> T,
     ) -> Held<T> {
         let held = |s: &ShardSeries| {
-            *s.released.lock().unwrap() = None;
+            *s.released.lock() = None;
             Held {
                 inner: register(&s.recorder),
                 _held: s.held.clone(),
             }
         };
-        if let Some(s) = self.shards.read().unwrap().get(shard) {
+        if let Some(s) = self.shards.read().get(shard) {
             return held(s);
         }
-        let mut shards = self.shards.write().unwrap();
+        let mut shards = self.shards.write();
         let s = shards
             .entry(shard.to_string())
             .or_insert_with(|| self.new_shard());
@@ -178,8 +179,8 @@ impl Series {
     /// metric counts, as in the exporter; the scheduler describes every metric when it starts).
     fn describe(&self, d: Description) {
         // The lock order of `on_shard`: shards, then descriptions (in `new_shard`).
-        let shards = self.shards.read().unwrap();
-        let mut descriptions = self.descriptions.lock().unwrap();
+        let shards = self.shards.read();
+        let mut descriptions = self.descriptions.lock();
         if descriptions.contains_key(d.name.as_str()) {
             return;
         }
@@ -195,13 +196,13 @@ impl Series {
     fn upkeep(&self, now: Instant) {
         self.rest_handle.run_upkeep();
         let mut expired = Vec::new();
-        for (shard, s) in self.shards.read().unwrap().iter() {
+        for (shard, s) in self.shards.read().iter() {
             s.handle.run_upkeep();
             if Arc::strong_count(&s.held) > 1 {
-                *s.released.lock().unwrap() = None;
+                *s.released.lock() = None;
                 continue;
             }
-            let released = *s.released.lock().unwrap().get_or_insert(now);
+            let released = *s.released.lock().get_or_insert(now);
             if now.duration_since(released) >= RELEASED_SHARD_TIMEOUT {
                 expired.push(shard.clone());
             }
@@ -209,12 +210,13 @@ impl Series {
         if expired.is_empty() {
             return;
         }
-        let mut shards = self.shards.write().unwrap();
+        let mut shards = self.shards.write();
         for shard in expired {
             // Registered again meanwhile: held, or released later.
-            if shards.get(&shard).is_some_and(|s| {
-                Arc::strong_count(&s.held) == 1 && s.released.lock().unwrap().is_some()
-            }) {
+            if shards
+                .get(&shard)
+                .is_some_and(|s| Arc::strong_count(&s.held) == 1 && s.released.lock().is_some())
+            {
                 shards.remove(&shard);
             }
         }
@@ -223,13 +225,7 @@ impl Series {
     /// Every series in the text format: the renders of the recorders merged by metric.
     fn render(&self) -> String {
         let mut pages = vec![self.rest_handle.render()];
-        pages.extend(
-            self.shards
-                .read()
-                .unwrap()
-                .values()
-                .map(|s| s.handle.render()),
-        );
+        pages.extend(self.shards.read().values().map(|s| s.handle.render()));
         merge_pages(&pages)
     }
 }
@@ -435,7 +431,7 @@ impl PrometheusEndpoint {
 
     /// `/healthz` and `/readyz` answer for this worker from now on.
     pub fn report_health_of(&self, worker: &SchedulerHandle) {
-        *self.health.lock().unwrap() = Some(worker.clone());
+        *self.health.lock() = Some(worker.clone());
     }
 
     /// The metrics in the Prometheus text format (what `/metrics` serves).
@@ -471,7 +467,7 @@ impl PrometheusEndpoint {
     }
 
     fn health(&self) -> Option<Health> {
-        self.health.lock().unwrap().as_ref().map(|h| h.health())
+        self.health.lock().as_ref().map(|h| h.health())
     }
 
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -4,20 +4,21 @@
 use super::names::{self, MetricKind, MetricSpec, CATALOGUE};
 use super::MetricsLevel;
 use crate::checkpointer::Checkpointer;
-use crate::lease::memory::{Fault, InMemoryLeaseStore};
 use crate::lease::LeaseOp;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, RestartShard,
     Shutdown,
 };
-use crate::retrieval::memory::{InMemoryStream, StreamFault, StreamOp};
 use crate::retrieval::StreamRef;
+use crate::sync::Mutex;
+use crate::testing::lease_store::{Fault, InMemoryLeaseStore};
+use crate::testing::stream::{InMemoryStream, StreamFault, StreamOp};
 use crate::{Config, InitialPosition, Scheduler, SchedulerHandle};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind as Kind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One metric as the test recorder saw it.
@@ -123,7 +124,7 @@ impl RecordProcessor for Scripted {
         cp: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
         let n = {
-            let mut calls = self.calls.lock().unwrap();
+            let mut calls = self.calls.lock();
             let n = calls.entry(self.shard.clone()).or_default();
             *n += 1;
             *n

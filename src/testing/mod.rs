@@ -57,23 +57,27 @@
 //! # }
 //! ```
 
+pub(crate) mod contract;
 mod coordinator;
+pub(crate) mod kpl;
+pub(crate) mod lease_store;
 pub(crate) mod observe;
 mod shard;
+pub(crate) mod stream;
 
-pub use crate::lease::memory::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
-pub use crate::retrieval::deaggregation::{aggregate as kpl_aggregate, UserRecordSpec};
-pub use crate::retrieval::memory::{
+pub use coordinator::TestCoordinator;
+pub use kpl::{aggregate as kpl_aggregate, UserRecordSpec};
+pub use lease_store::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
+pub use observe::{
+    Args, Call, CallCounter, FaultHooks, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
+};
+pub use shard::TestShard;
+pub use stream::{
     hash_key, InMemoryStream, StreamFault, StreamFaultInjector, StreamOp, BASE_EPOCH,
     DEFAULT_CONSUMER_ACTIVATION_DELAY, DEFAULT_READ_LIMIT, FIRST_SEQUENCE_NUMBER, ITERATOR_TTL,
     MAX_EVENT_BYTES, MAX_GET_RECORDS_LIMIT, MIN_TIME_BETWEEN_SUBSCRIBES, SUBSCRIPTION_HEARTBEAT,
     SUBSCRIPTION_LIFETIME, SUBSCRIPTION_TAKEOVER_AFTER,
 };
-pub use coordinator::TestCoordinator;
-pub use observe::{
-    Args, Call, CallCounter, FaultHooks, LeaseStoreHooks, ObservedLeaseStore, Outcome, Reply,
-};
-pub use shard::TestShard;
 
 use crate::config::InitialPosition;
 use crate::lease::{Lease, LeaseStore};
@@ -84,7 +88,7 @@ use crate::ShardSyncError;
 /// names what diverged. Lease keys are prefixed with `prefix`, so several runs can share a
 /// table. Both built-in stores pass it; run it against your own [`LeaseStore`].
 pub async fn lease_store_contract(store: &dyn LeaseStore, prefix: &str) {
-    crate::lease::contract::run(store, prefix).await
+    crate::testing::contract::run(store, prefix).await
 }
 
 /// Make the jitter of every retry backoff on this thread come from a generator seeded with

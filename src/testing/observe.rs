@@ -24,13 +24,14 @@
 //! ```
 
 use crate::error::ErrorKind;
-use crate::lease::memory::{Fault, FaultInjector, LeaseOp};
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+use crate::sync::Mutex;
+use crate::testing::lease_store::{Fault, FaultInjector, LeaseOp};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One call of [`LeaseStore`], with its arguments.
 #[derive(Debug, Clone, Copy)]
@@ -349,7 +350,7 @@ pub struct FaultHooks {
 
 impl fmt::Debug for FaultHooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on = self.injector.lock().unwrap().is_some();
+        let on = self.injector.lock().is_some();
         f.debug_struct("FaultHooks")
             .field("installed", &on)
             .finish()
@@ -366,12 +367,12 @@ impl FaultHooks {
 
     /// Install (or with `None`, remove) the injector.
     pub fn set_injector(&self, injector: Option<Arc<dyn FaultInjector>>) {
-        *self.injector.lock().unwrap() = injector;
+        *self.injector.lock() = injector;
     }
 
     /// True when `before` let `call` through to fail it in `after` ([`Fault::TimeoutAfterApply`]).
     pub fn fails_after(&self, call: &Call<'_>) -> bool {
-        self.fail_after.lock().unwrap().contains(&call.id)
+        self.fail_after.lock().contains(&call.id)
     }
 
     fn error(call: &Call<'_>, kind: ErrorKind, message: &str) -> LeaseStoreError {
@@ -389,7 +390,7 @@ impl FaultHooks {
 #[async_trait]
 impl LeaseStoreHooks for FaultHooks {
     async fn before(&self, call: &Call<'_>) -> Option<Outcome> {
-        let injector = self.injector.lock().unwrap().clone()?;
+        let injector = self.injector.lock().clone()?;
         let fault = injector.fault(call.op(), call.lease_key())?;
         match fault {
             Fault::Throttle => Some(Err(Self::error(
@@ -407,7 +408,7 @@ impl LeaseStoreHooks for FaultHooks {
             }
             Fault::TimeoutAfterApply => {
                 if !matches!(call.args, Args::CreateTable | Args::List | Args::Get(_)) {
-                    self.fail_after.lock().unwrap().insert(call.id);
+                    self.fail_after.lock().insert(call.id);
                 }
                 None
             }
@@ -425,10 +426,10 @@ impl LeaseStoreHooks for FaultHooks {
     }
 
     async fn after(&self, call: &Call<'_>, outcome: &mut Outcome) {
-        if !self.fail_after.lock().unwrap().remove(&call.id) {
+        if !self.fail_after.lock().remove(&call.id) {
             return;
         }
-        let injector = self.injector.lock().unwrap().clone();
+        let injector = self.injector.lock().clone();
         if let Some(injector) = injector {
             Self::wait(&injector).await;
         }
@@ -479,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn an_observed_in_memory_store_passes_the_contract() {
         let store = ObservedLeaseStore::new(Arc::new(InMemoryLeaseStore::new()), ());
-        crate::lease::contract::run(&store, "").await;
+        crate::testing::contract::run(&store, "").await;
     }
 
     #[tokio::test]

@@ -3,13 +3,13 @@
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::coordinator::{CoordinatorConfig, LeaseCoordinator};
-use crate::lease::memory::InMemoryLeaseStore;
 use crate::lease::Lease;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
 };
 use crate::record::{Bytes, Record};
-use crate::retrieval::memory::FIRST_SEQUENCE_NUMBER;
+use crate::testing::lease_store::InMemoryLeaseStore;
+use crate::testing::stream::FIRST_SEQUENCE_NUMBER;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -76,6 +76,7 @@ impl TestShard {
             coordinator,
             tenure.token,
             tenure.lease.checkpoint.clone(),
+            tenure.lease.pending_checkpoint.is_some(),
         );
         TestShard {
             shard_id,
@@ -104,7 +105,7 @@ impl TestShard {
                 Record::new(
                     Bytes::copy_from_slice(data.as_ref()),
                     "test",
-                    self.next_sequence.to_string(),
+                    self.next_sequence,
                 )
             })
             .collect()
@@ -119,7 +120,7 @@ impl TestShard {
         D: AsRef<[u8]>,
     {
         self.next_sequence += 1;
-        let sequence = self.next_sequence.to_string();
+        let sequence = crate::SequenceNumber::from(self.next_sequence);
         payloads
             .into_iter()
             .enumerate()

@@ -117,7 +117,7 @@ impl RecordProcessor for TestProcessor {
                 let i = self.journal.next_index();
                 l.deliveries.push((
                     self.worker.clone(),
-                    r.sequence_number.clone(),
+                    r.sequence_number.to_string(),
                     String::from_utf8_lossy(&r.data).into_owned(),
                     i,
                 ));
@@ -188,7 +188,7 @@ pub fn start_worker(
     behavior: Behavior,
 ) -> Worker {
     let journal = journal.clone();
-    let worker = config.worker_id.clone();
+    let worker = config.worker_id().to_string();
     let factory = move |shard: &str| TestProcessor {
         shard: shard.to_string(),
         worker: worker.clone(),

@@ -54,7 +54,7 @@ impl RecordProcessor for KplProcessor {
             let payload = String::from_utf8_lossy(&r.data).into_owned();
             self.log.lock().unwrap().push((
                 self.shard.clone(),
-                r.sequence_number.clone(),
+                r.sequence_number.to_string(),
                 r.sub_sequence_number,
                 payload.clone(),
             ));

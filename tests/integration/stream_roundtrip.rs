@@ -41,7 +41,7 @@ async fn a_thousand_records_across_four_shards_read_back_in_order() {
                 batch
                     .records
                     .into_iter()
-                    .map(|r| (r.sequence_number, r.data.to_vec())),
+                    .map(|r| (r.sequence_number.into_string(), r.data.to_vec())),
             );
             if got.len() >= want.len() || batch.next_iterator.is_none() {
                 break;

@@ -428,13 +428,16 @@ fn fanout_config_keys_are_typed_validated_and_mapped() {
     assert_eq!(f.register_stream_consumer_retries, Some(3));
     assert_eq!(f.retry_backoff, Some(Duration::from_millis(250)));
     let config = crate::daemon::kcl_config(&p.settings).unwrap();
-    assert_eq!(config.retrieval_mode, kinesis_client::RetrievalMode::FanOut);
+    assert_eq!(
+        config.retrieval_mode(),
+        kinesis_client::RetrievalMode::FanOut
+    );
     assert_eq!(
         config.fan_out_consumer(),
         kinesis_client::retrieval::ConsumerRef::Arn(arn.into())
     );
-    assert_eq!(config.fan_out.register_stream_consumer_retries, 3);
-    assert_eq!(config.fan_out.retry_backoff, Duration::from_millis(250));
+    assert_eq!(config.fan_out().register_stream_consumer_retries, 3);
+    assert_eq!(config.fan_out().retry_backoff, Duration::from_millis(250));
     // The name defaults to the application name.
     let config = crate::daemon::kcl_config(&parse("").settings).unwrap();
     assert_eq!(

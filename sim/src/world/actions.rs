@@ -56,9 +56,10 @@ impl World {
                 Retrieval::Polling => RetrievalMode::Polling,
                 Retrieval::FanOut(_) => RetrievalMode::FanOut,
             })
-            .fan_out(FanOutConfig {
-                consumer_arn: self.consumer.as_ref().map(|(_, arn)| arn.clone()),
-                ..FanOutConfig::default()
+            .fan_out({
+                let mut f = FanOutConfig::default();
+                f.consumer_arn = self.consumer.as_ref().map(|(_, arn)| arn.clone());
+                f
             })
             .rng_seed(Some(
                 sc.seed ^ self.incarnations.wrapping_mul(0x2545_F491_4F6C_DD1D),

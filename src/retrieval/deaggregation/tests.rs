@@ -1,15 +1,20 @@
 use super::*;
+use crate::testing::kpl::{aggregate, UserRecordSpec};
 use proptest::prelude::*;
 use std::time::{Duration, SystemTime};
 
 const SEQ: &str = "49590338271490256608559692538361571095921575989136588801";
+
+fn seq() -> crate::SequenceNumber {
+    SEQ.parse().unwrap()
+}
 
 fn parent(data: Vec<u8>) -> Record {
     Record {
         approximate_arrival_timestamp: Some(
             SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         ),
-        ..Record::new(data, "aggregate-pk", SEQ)
+        ..Record::new(data, "aggregate-pk", seq())
     }
 }
 
@@ -35,7 +40,7 @@ fn expected(specs: &[UserRecordSpec]) -> Vec<Record> {
         .map(|(i, s)| Record {
             data: s.data.clone().into(),
             partition_key: s.partition_key.clone(),
-            sequence_number: SEQ.into(),
+            sequence_number: seq(),
             sub_sequence_number: i as u64,
             explicit_hash_key: s.explicit_hash_key.clone(),
             aggregated: true,

@@ -375,8 +375,8 @@ impl ConsumerRegistration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retrieval::memory::{StreamFault, StreamOp};
     use crate::retrieval::InMemoryStream;
+    use crate::testing::stream::{StreamFault, StreamOp};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn policy() -> RegistrationPolicy {
@@ -407,7 +407,7 @@ mod tests {
         for arn in arns {
             assert_eq!(arn.unwrap(), consumers[0].consumer_arn);
         }
-        assert!(started.elapsed() >= crate::retrieval::memory::DEFAULT_CONSUMER_ACTIVATION_DELAY);
+        assert!(started.elapsed() >= crate::testing::stream::DEFAULT_CONSUMER_ACTIVATION_DELAY);
         // Registered already: the next worker describes it and is done at once.
         let t = tokio::time::Instant::now();
         let late = registration(&stream, ConsumerRef::Name("app".into()));

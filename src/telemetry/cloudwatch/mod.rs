@@ -98,13 +98,24 @@ struct Counters {
     queued: AtomicU64,
 }
 
+/// Why a batch of datums was not published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// PutMetricData failed.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+    /// PutMetricData did not answer within the request timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Where datums go (CloudWatch; something else in tests).
 pub(crate) trait Sink: Send + Sync + 'static {
     fn put<'a>(
         &'a self,
         namespace: &'a str,
         data: Vec<Datum>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>>;
 }
 
 struct CloudWatchSink(aws_sdk_cloudwatch::Client);
@@ -150,7 +161,7 @@ impl Sink for CloudWatchSink {
         &'a self,
         namespace: &'a str,
         data: Vec<Datum>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>> {
         Box::pin(async move {
             let data: Vec<MetricDatum> = data.into_iter().map(to_cloudwatch).collect();
             self.0
@@ -160,7 +171,7 @@ impl Sink for CloudWatchSink {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| crate::aws::AwsError::from_sdk(e).to_string())
+                .map_err(|e| crate::aws::AwsError::from_sdk(e).into())
         })
     }
 }
@@ -299,9 +310,7 @@ async fn publish(
             let sent =
                 tokio::time::timeout(config.request_timeout, sink.put(&config.namespace, batch))
                     .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("no answer within {:?}", config.request_timeout))
-                    });
+                    .unwrap_or(Err(PublishError::Timeout(config.request_timeout)));
             match sent {
                 Ok(()) => {
                     counters.published.fetch_add(n, Ordering::Relaxed);

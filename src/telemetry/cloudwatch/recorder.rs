@@ -4,6 +4,7 @@
 //! CloudWatch.
 
 use super::queue::{Datum, DatumKey, Stats};
+use crate::sync::{Mutex, RwLock};
 use crate::telemetry::names;
 use crate::telemetry::MetricsLevel;
 use metrics::{
@@ -11,7 +12,7 @@ use metrics::{
     SharedString, Unit,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// One metric's samples since the last flush.
@@ -29,7 +30,7 @@ struct CellState {
 
 impl Cell {
     fn sample(&self, v: f64) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         s.last = v;
         match &mut s.stats {
             Some(st) => st.add(v),
@@ -38,12 +39,12 @@ impl Cell {
     }
 
     fn adjust(&self, delta: f64) {
-        let v = self.state.lock().unwrap().last + delta;
+        let v = self.state.lock().last + delta;
         self.sample(v);
     }
 
     fn take(&self) -> Option<Stats> {
-        self.state.lock().unwrap().stats.take()
+        self.state.lock().stats.take()
     }
 }
 
@@ -124,14 +125,14 @@ impl Registry {
     /// Metrics known now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.cells.read().unwrap().len()
+        self.cells.read().len()
     }
 
     fn cell(&self, key: DatumKey) -> Arc<Cell> {
-        if let Some(c) = self.cells.read().unwrap().get(&key) {
+        if let Some(c) = self.cells.read().get(&key) {
             return c.clone();
         }
-        self.cells.write().unwrap().entry(key).or_default().clone()
+        self.cells.write().entry(key).or_default().clone()
     }
 
     fn datum_key(&self, key: &Key) -> DatumKey {
@@ -171,7 +172,7 @@ impl Registry {
     }
 
     fn unit_of(&self, name: &str) -> Option<Unit> {
-        if let Some(u) = self.units.read().unwrap().get(name) {
+        if let Some(u) = self.units.read().get(name) {
             return Some(*u);
         }
         names::kind_and_unit(name).map(|(_, u)| u)
@@ -182,7 +183,7 @@ impl Registry {
     pub(crate) fn take(&self, now: SystemTime) -> Vec<Datum> {
         let mut out = Vec::new();
         let mut idle = Vec::new();
-        for (key, cell) in self.cells.read().unwrap().iter() {
+        for (key, cell) in self.cells.read().iter() {
             match cell.take() {
                 Some(stats) => out.push(Datum {
                     key: key.clone(),
@@ -195,7 +196,7 @@ impl Registry {
             }
         }
         if !idle.is_empty() {
-            let mut cells = self.cells.write().unwrap();
+            let mut cells = self.cells.write();
             for k in idle {
                 if cells.get(&k).is_some_and(|c| Arc::strong_count(c) == 1) {
                     cells.remove(&k);
@@ -221,7 +222,6 @@ impl CloudWatchRecorder {
             self.registry
                 .units
                 .write()
-                .unwrap()
                 .insert(key.as_str().to_string(), u);
         }
     }

@@ -1,8 +1,8 @@
 //! The exporter on paused time with a sink in place of CloudWatch.
 
 use super::*;
+use crate::sync::Mutex;
 use crate::telemetry::{names, ShardMetrics, WorkerMetrics};
-use std::sync::Mutex;
 
 /// Keeps every request; or never answers.
 #[derive(Default)]
@@ -16,15 +16,12 @@ impl Sink for Recording {
         &'a self,
         namespace: &'a str,
         data: Vec<Datum>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>> {
         Box::pin(async move {
             if self.hang {
                 std::future::pending::<()>().await;
             }
-            self.requests
-                .lock()
-                .unwrap()
-                .push((namespace.to_string(), data));
+            self.requests.lock().push((namespace.to_string(), data));
             Ok(())
         })
     }
@@ -34,7 +31,6 @@ impl Recording {
     fn data(&self) -> Vec<Datum> {
         self.requests
             .lock()
-            .unwrap()
             .iter()
             .flat_map(|(_, d)| d.clone())
             .collect()
@@ -86,7 +82,7 @@ async fn sends_java_names_dimensions_and_statistic_sets_every_buffer_time() {
     assert!(sink.data().is_empty(), "nothing before the buffer time");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let requests = sink.requests.lock().unwrap().clone();
+    let requests = sink.requests.lock().clone();
     assert!(requests
         .iter()
         .all(|(ns, d)| ns == "my-app" && d.len() <= BATCH_SIZE));

@@ -27,19 +27,21 @@
 //! GetShardIterator fails with [`RetrievalFailure::Fatal`]. Sequence numbers are not checked
 //! to belong to the shard: one before the trim horizon starts at the first retained record.
 
-use super::deaggregation::{aggregate, UserRecordSpec};
-pub use super::StreamOp;
-use super::{
-    ChildShard, ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure,
-    Shard, StreamClient, StreamConsumer, SubscribeToShardEvents,
-};
+use crate::checkpoint::{InvalidSequenceNumber, SequenceNumber};
 use crate::error::Cause;
 use crate::lease::HashKeyRange;
 use crate::record::{Bytes, Record};
+pub use crate::retrieval::StreamOp;
+use crate::retrieval::{
+    ChildShard, ConsumerRef, IteratorPosition, RecordBatch, RetrievalError, RetrievalFailure,
+    Shard, StreamClient, StreamConsumer, SubscribeToShardEvents,
+};
+use crate::sync::Mutex;
+use crate::testing::kpl::{aggregate, UserRecordSpec};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use RetrievalFailure as K;
@@ -169,7 +171,7 @@ struct ShardState {
 
 impl fmt::Debug for InMemoryStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         let records: usize = s.shards.values().map(|sh| sh.records.len()).sum();
         f.debug_struct("InMemoryStream")
             .field("name", &self.name)
@@ -193,7 +195,7 @@ fn shared_copy(data: &[u8]) -> Bytes {
 }
 
 /// The Kinesis hash key of a partition key: MD5 of its UTF-8 bytes as a big-endian u128.
-pub use super::deaggregation::partition_key_hash as hash_key;
+pub use crate::retrieval::deaggregation::partition_key_hash as hash_key;
 
 impl State {
     /// Wake the subscriptions waiting for records or shard changes.
@@ -266,15 +268,15 @@ impl State {
 }
 
 /// The first sequence number a read from `position` of `sh` may return (`next_seq`: the
-/// stream's next sequence number); an error message for a non-decimal sequence number.
+/// stream's next sequence number); an error for a non-decimal sequence number.
 fn first_sequence(
     sh: &ShardState,
     next_seq: u128,
     position: &IteratorPosition,
-) -> Result<u128, String> {
+) -> Result<u128, InvalidSequenceNumber> {
     let parse = |seq: &str| {
         seq.parse::<u128>()
-            .map_err(|_| format!("invalid sequence number {seq:?}"))
+            .map_err(|_| InvalidSequenceNumber(seq.to_string()))
     };
     Ok(match position {
         IteratorPosition::TrimHorizon => 0,
@@ -360,7 +362,7 @@ impl InMemoryStream {
 
     /// The current time on the stream's clock (see the module docs).
     pub fn now(&self) -> SystemTime {
-        self.state.lock().unwrap().now()
+        self.state.lock().now()
     }
 
     /// Put a record, routed by MD5 of the partition key; returns (shard id, sequence number).
@@ -391,7 +393,7 @@ impl InMemoryStream {
         partition_key: &str,
         data: &[u8],
     ) -> (String, String) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let now = s.now();
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -406,7 +408,7 @@ impl InMemoryStream {
         let record = Record {
             data: shared_copy(data),
             partition_key: partition_key.to_string(),
-            sequence_number: seq.to_string(),
+            sequence_number: SequenceNumber::from(seq),
             sub_sequence_number: 0,
             explicit_hash_key: None,
             aggregated: false,
@@ -425,7 +427,7 @@ impl InMemoryStream {
         shard_id: &str,
         new_starting_hash_key: u128,
     ) -> Result<(String, String), ReshardError> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let range = s.open_shard(shard_id)?.shard.hash_key_range;
         if new_starting_hash_key <= range.start || new_starting_hash_key > range.end {
             return Err(ReshardError::SplitOutsideRange {
@@ -452,7 +454,7 @@ impl InMemoryStream {
     /// Merge two open shards with adjacent hash ranges into a new one (its
     /// `parent_shard_id` is `shard_id`, its `adjacent_parent_shard_id` is `adjacent_shard_id`).
     pub fn merge(&self, shard_id: &str, adjacent_shard_id: &str) -> Result<String, ReshardError> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let a = s.open_shard(shard_id)?.shard.hash_key_range;
         let b = s.open_shard(adjacent_shard_id)?.shard.hash_key_range;
         let adjacent =
@@ -478,7 +480,7 @@ impl InMemoryStream {
     /// before `before` (so all its records are gone) disappears: ListShards no longer lists
     /// it, GetShardIterator returns `None` and GetRecords fails with `ResourceNotFound`.
     pub fn trim(&self, before: SystemTime) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         s.shards
             .retain(|_, sh| sh.closed_at.is_none_or(|closed| closed >= before));
         for sh in s.shards.values_mut() {
@@ -496,7 +498,7 @@ impl InMemoryStream {
     /// past retention (see [`InMemoryStream::trim`]). Returns false (and changes nothing) when
     /// `shard_id` is not a closed shard of the stream.
     pub fn age_out(&self, shard_id: &str) -> bool {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         if !s
             .shards
             .get(shard_id)
@@ -520,7 +522,7 @@ impl InMemoryStream {
 
     /// Install (or with `None`, remove) a fault injector.
     pub fn set_fault_injector(&self, injector: Option<Arc<dyn StreamFaultInjector>>) {
-        self.state.lock().unwrap().faults = injector;
+        self.state.lock().faults = injector;
     }
 
     /// Count this stream's calls of `op` from now on (installs a fault injector that injects
@@ -543,18 +545,18 @@ impl InMemoryStream {
     /// Set the per-shard limit of GetRecords calls per rolling second of tokio time (`None`:
     /// unlimited). Calls over the limit fail with `Throttled` (and do not count).
     pub fn set_read_limit(&self, per_second: Option<u32>) {
-        self.state.lock().unwrap().read_limit = per_second;
+        self.state.lock().read_limit = per_second;
     }
 
     /// Every shard (open, closed, not yet trimmed away), sorted by id.
     pub fn shards(&self) -> Vec<Shard> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.shards.values().map(|sh| sh.shard.clone()).collect()
     }
 
     /// The retained records of a shard, in order (empty for an unknown shard).
     pub fn records(&self, shard_id: &str) -> Vec<Record> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.shards
             .get(shard_id)
             .map(|sh| sh.records.iter().map(|(_, r)| r.clone()).collect())
@@ -563,13 +565,13 @@ impl InMemoryStream {
 
     /// The number of retained records in the whole stream.
     pub fn total_records(&self) -> usize {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.shards.values().map(|sh| sh.records.len()).sum()
     }
 
     /// How many times `get_records` was called (every call, failed ones included).
     pub fn get_records_calls(&self) -> u64 {
-        self.state.lock().unwrap().get_records_calls
+        self.state.lock().get_records_calls
     }
 
     fn error(
@@ -585,7 +587,7 @@ impl InMemoryStream {
 
     /// Apply the injected fault, if any; `Ok(true)` means "treat the iterator as expired".
     async fn inject(&self, op: StreamOp, shard: Option<&str>) -> Result<bool, RetrievalError> {
-        let injector = self.state.lock().unwrap().faults.clone();
+        let injector = self.state.lock().faults.clone();
         let (kind, message) = match injector.and_then(|i| i.fault(op, shard)) {
             None => return Ok(false),
             Some(StreamFault::Throttle) => (K::Throttled, "injected throughput exceeded"),
@@ -634,12 +636,18 @@ impl StreamClient for InMemoryStream {
     ) -> Result<Option<String>, RetrievalError> {
         self.inject(StreamOp::GetShardIterator, Some(shard_id))
             .await?;
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let Some(sh) = s.shards.get(shard_id) else {
             return Ok(None);
         };
-        let from_seq = first_sequence(sh, s.next_seq, position)
-            .map_err(|m| self.error(StreamOp::GetShardIterator, Some(shard_id), K::Fatal, m))?;
+        let from_seq = first_sequence(sh, s.next_seq, position).map_err(|e| {
+            self.error(
+                StreamOp::GetShardIterator,
+                Some(shard_id),
+                K::Fatal,
+                e.to_string(),
+            )
+        })?;
         Ok(Some(s.iterator(shard_id, from_seq)))
     }
 
@@ -649,7 +657,7 @@ impl StreamClient for InMemoryStream {
         iterator: &str,
         limit: u32,
     ) -> Result<RecordBatch, RetrievalError> {
-        self.state.lock().unwrap().get_records_calls += 1;
+        self.state.lock().get_records_calls += 1;
         let expire = self.inject(StreamOp::GetRecords, Some(shard_id)).await?;
         let fail =
             |kind, msg: String| Err(self.error(StreamOp::GetRecords, Some(shard_id), kind, msg));
@@ -671,7 +679,7 @@ impl StreamClient for InMemoryStream {
                 format!("the iterator is for shard {it_shard}"),
             );
         }
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let now = Instant::now();
         let age = (now - s.base).as_nanos().saturating_sub(issued);
         let read_limit = s.read_limit;
@@ -805,7 +813,7 @@ mod tests {
     fn seqs(batches: &[RecordBatch]) -> Vec<String> {
         batches
             .iter()
-            .flat_map(|b| b.records.iter().map(|r| r.sequence_number.clone()))
+            .flat_map(|b| b.records.iter().map(|r| r.sequence_number.to_string()))
             .collect()
     }
 

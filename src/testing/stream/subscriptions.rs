@@ -123,17 +123,17 @@ impl InMemoryStream {
     /// How long newly registered consumers stay `CREATING` (default
     /// [`DEFAULT_CONSUMER_ACTIVATION_DELAY`]).
     pub fn set_consumer_activation_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().fan_out.activation_delay = delay;
+        self.state.lock().fan_out.activation_delay = delay;
     }
 
     /// How long new subscriptions last (default [`SUBSCRIPTION_LIFETIME`], as Kinesis).
     pub fn set_subscription_lifetime(&self, lifetime: Duration) {
-        self.state.lock().unwrap().fan_out.lifetime = lifetime;
+        self.state.lock().fan_out.lifetime = lifetime;
     }
 
     /// Every registered consumer, by name.
     pub fn consumers(&self) -> Vec<StreamConsumer> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         let f = &s.fan_out;
         f.consumers.iter().map(|(n, c)| f.describe(n, c)).collect()
     }
@@ -147,7 +147,7 @@ impl InMemoryStream {
     /// Deregister a consumer: its subscriptions fail with `ResourceNotFoundException` at
     /// their next event. False when there is none of that name.
     pub fn deregister_consumer(&self, name: &str) -> bool {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let Some(c) = s.fan_out.consumers.remove(name) else {
             return false;
         };
@@ -158,12 +158,12 @@ impl InMemoryStream {
 
     /// How many SubscribeToShard calls were made (failed ones included, injected faults not).
     pub fn subscribe_calls(&self) -> u64 {
-        self.state.lock().unwrap().fan_out.subscribe_calls
+        self.state.lock().fan_out.subscribe_calls
     }
 
     /// The shards with an open subscription of the consumer `consumer_arn`.
     pub fn subscribed_shards(&self, consumer_arn: &str) -> Vec<String> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         s.fan_out
             .active
             .keys()
@@ -173,7 +173,7 @@ impl InMemoryStream {
     }
 
     pub(super) fn consumer(&self, consumer: &ConsumerRef) -> Option<StreamConsumer> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock();
         let f = &s.fan_out;
         match consumer {
             ConsumerRef::Name(n) => f.consumers.get(n).map(|c| f.describe(n, c)),
@@ -183,7 +183,7 @@ impl InMemoryStream {
 
     pub(super) fn register(&self, name: &str) -> Result<StreamConsumer, RetrievalError> {
         let op = StreamOp::RegisterStreamConsumer;
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         if s.fan_out.consumers.contains_key(name) {
             return Err(self.error(
                 op,
@@ -222,7 +222,7 @@ impl InMemoryStream {
     ) -> Result<SubscribeToShardEvents, RetrievalError> {
         let op = StreamOp::SubscribeToShard;
         let fail = |kind, msg: String| Err(self.error(op, Some(shard_id), kind, msg));
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock();
         let now = Instant::now();
         let key = (consumer_arn.to_string(), shard_id.to_string());
         s.fan_out.subscribe_calls += 1;
@@ -253,7 +253,7 @@ impl InMemoryStream {
             return fail(K::ResourceNotFound, format!("shard {shard_id} not found"));
         };
         let from_seq = first_sequence(sh, s.next_seq, position)
-            .map_err(|m| self.error(op, Some(shard_id), K::Fatal, m))?;
+            .map_err(|e| self.error(op, Some(shard_id), K::Fatal, e.to_string()))?;
         if let Some(a) = s.fan_out.active.get(&key) {
             if now - a.started < SUBSCRIPTION_TAKEOVER_AFTER {
                 return fail(
@@ -302,7 +302,7 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut s = self.stream.state.lock().unwrap();
+        let mut s = self.stream.state.lock();
         if s.fan_out
             .active
             .get(&self.key)
@@ -346,7 +346,7 @@ impl Subscription {
             let changed = changes.notified();
             tokio::pin!(changed);
             let ready = {
-                let mut s = self.stream.state.lock().unwrap();
+                let mut s = self.stream.state.lock();
                 self.ready(&mut s)
             };
             match ready {
@@ -386,7 +386,7 @@ impl Subscription {
     /// consumer exist and it has not expired (so an event prepared before an injected delay
     /// is still the one to send).
     fn still_current(&self) -> bool {
-        let s = self.stream.state.lock().unwrap();
+        let s = self.stream.state.lock();
         s.fan_out
             .active
             .get(&self.key)
@@ -397,7 +397,7 @@ impl Subscription {
 
     /// Ask the fault injector about the event about to be sent: `Some` to send that instead.
     async fn inject(&mut self) -> Option<Option<Result<SubscribeToShardEvent, RetrievalError>>> {
-        let injector = self.stream.state.lock().unwrap().faults.clone();
+        let injector = self.stream.state.lock().faults.clone();
         let fault =
             injector.and_then(|i| i.fault(StreamOp::SubscribeToShardEvent, Some(self.shard())));
         let fail = |this: &mut Self, kind, message: &str| {
@@ -528,7 +528,7 @@ mod tests {
     fn seqs(e: &SubscribeToShardEvent) -> Vec<String> {
         e.records
             .iter()
-            .map(|r| r.sequence_number.clone())
+            .map(|r| r.sequence_number.to_string())
             .collect()
     }
 
@@ -702,12 +702,12 @@ mod tests {
     async fn injected_event_faults_and_a_vanished_shard() {
         let s = InMemoryStream::new("s", 1);
         let arn = active_consumer(&s).await;
-        let fault = Arc::new(std::sync::Mutex::new(None::<StreamFault>));
+        let fault = Arc::new(crate::sync::Mutex::new(None::<StreamFault>));
         s.set_fault_injector(Some(Arc::new({
             let fault = fault.clone();
             move |op: StreamOp, _: Option<&str>| {
                 (op == StreamOp::SubscribeToShardEvent)
-                    .then(|| *fault.lock().unwrap())
+                    .then(|| *fault.lock())
                     .flatten()
             }
         })));
@@ -715,17 +715,17 @@ mod tests {
             tokio::time::advance(SUBSCRIPTION_TAKEOVER_AFTER).await;
             s.subscribe_to_shard(&arn, S0, &Latest).await.unwrap()
         };
-        *fault.lock().unwrap() = Some(StreamFault::Reset);
+        *fault.lock() = Some(StreamFault::Reset);
         let mut ev = subscribe(s.clone(), arn.clone()).await;
         assert_eq!(
             ev.next().await.unwrap().unwrap_err().failure,
             RetrievalFailure::Retryable
         );
         assert!(ev.next().await.is_none());
-        *fault.lock().unwrap() = Some(StreamFault::EndSubscription);
+        *fault.lock() = Some(StreamFault::EndSubscription);
         let mut ev = subscribe(s.clone(), arn.clone()).await;
         assert!(ev.next().await.is_none());
-        *fault.lock().unwrap() = Some(StreamFault::Silence);
+        *fault.lock() = Some(StreamFault::Silence);
         let mut ev = subscribe(s.clone(), arn.clone()).await;
         s.put("k", b"never sent");
         assert!(
@@ -735,7 +735,7 @@ mod tests {
             "a silent subscription sends nothing"
         );
         drop(ev);
-        *fault.lock().unwrap() = None;
+        *fault.lock() = None;
         let closed = InMemoryStream::new("c", 1);
         let arn_c = active_consumer(&closed).await;
         closed.split(S0, 5).unwrap();

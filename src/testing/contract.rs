@@ -1,12 +1,12 @@
 //! The lease store contract: one suite of checks every [`LeaseStore`] must pass.
 //!
 //! Run against [`super::InMemoryLeaseStore`] in unit tests and against
-//! [`super::DynamoDbLeaseStore`] on DynamoDB Local in the integration tests, so the in-memory
+//! [`crate::lease::DynamoDbLeaseStore`] on DynamoDB Local in the integration tests, so the in-memory
 //! store cannot drift from DynamoDB's conditional-write semantics. Each check panics with a
 //! message naming what diverged.
 
-use super::{HashKeyRange, Lease, LeaseStore, WriteOutcome};
 use crate::checkpoint::Checkpoint;
+use crate::lease::{HashKeyRange, Lease, LeaseStore, WriteOutcome};
 
 fn applied(outcome: WriteOutcome, what: &str) -> Lease {
     match outcome {

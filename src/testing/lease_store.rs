@@ -2,8 +2,9 @@
 //! injection (throttling, timeouts before or after the write applies, slow calls, forced
 //! conflicts) for deterministic tests and simulation.
 
-pub use super::LeaseOp;
-use super::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+pub use crate::lease::LeaseOp;
+use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
+use crate::sync::Mutex;
 use crate::testing::observe::{
     into_created, into_done, into_write, observe, Args, Call, FaultHooks, Outcome, Reply,
 };
@@ -11,7 +12,7 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A fault to inject into one call.
@@ -64,7 +65,7 @@ struct Inner {
 
 impl fmt::Debug for InMemoryLeaseStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.inner.leases.lock().map(|l| l.len()).unwrap_or(0);
+        let n = self.inner.leases.lock().len();
         f.debug_struct("InMemoryLeaseStore")
             .field("leases", &n)
             .finish()
@@ -84,12 +85,12 @@ impl InMemoryLeaseStore {
 
     /// A copy of every lease, by key (for assertions).
     pub fn snapshot(&self) -> BTreeMap<String, Lease> {
-        self.inner.leases.lock().unwrap().clone()
+        self.inner.leases.lock().clone()
     }
 
     /// Run `f` on the table directly, bypassing conditions and faults (test set-up).
     pub fn with_table<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Lease>) -> R) -> R {
-        f(&mut self.inner.leases.lock().unwrap())
+        f(&mut self.inner.leases.lock())
     }
 
     /// Run `run` behind the injected faults.
@@ -110,7 +111,7 @@ impl InMemoryLeaseStore {
             .unwrap_or_default()
             .to_string();
         self.faulty(args, || {
-            let mut table = self.inner.leases.lock().unwrap();
+            let mut table = self.inner.leases.lock();
             Ok(Reply::Write(match apply(table.get(&key)) {
                 Some(new) => {
                     table.insert(key.clone(), new.clone());
@@ -147,7 +148,7 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
         let out = self
             .faulty(Args::List, || {
-                let table = self.inner.leases.lock().unwrap();
+                let table = self.inner.leases.lock();
                 Ok(Reply::Leases(table.values().cloned().collect()))
             })
             .await;
@@ -160,9 +161,7 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
         let out = self
             .faulty(Args::Get(key), || {
-                Ok(Reply::Lease(
-                    self.inner.leases.lock().unwrap().get(key).cloned(),
-                ))
+                Ok(Reply::Lease(self.inner.leases.lock().get(key).cloned()))
             })
             .await;
         match out? {
@@ -236,7 +235,7 @@ impl LeaseStore for InMemoryLeaseStore {
         let out = self
             .write(Args::UpdateChildren(key, child_shard_ids), |current| {
                 let mut new = current?.clone();
-                new.child_shard_ids = super::sorted(child_shard_ids.iter().cloned());
+                new.child_shard_ids = crate::lease::sorted(child_shard_ids.iter().cloned());
                 Some(new)
             })
             .await;
@@ -246,7 +245,7 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
         let out = self
             .faulty(Args::Delete(key), || {
-                self.inner.leases.lock().unwrap().remove(key);
+                self.inner.leases.lock().remove(key);
                 Ok(Reply::Done)
             })
             .await;
