@@ -370,7 +370,8 @@ def listing():
     root = doc["root"]
     api.emit(f"pub mod {CRATE}")
     api.module(root, CRATE)
-    return "\n".join(sorted(api.lines)) + "\n"
+    # By path (an attribute such as `#[non_exhaustive]` does not move a line).
+    return "\n".join(sorted(api.lines, key=lambda l: (l.replace("#[non_exhaustive] ", ""), l))) + "\n"
 
 
 def main():

@@ -49,6 +49,7 @@ pub fn is_valid_consumer_name(s: &str) -> bool {
 /// The parts of a stream consumer ARN,
 /// `arn:<partition>:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<creation>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumerArn {
     /// The stream it reads (its ARN).
     pub stream: StreamArn,
@@ -126,6 +127,7 @@ pub fn is_valid_region(s: &str) -> bool {
 
 /// The parts of a Kinesis stream ARN, `arn:<partition>:kinesis:<region>:<account>:stream/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamArn {
     /// AWS partition (`aws`, `aws-cn`, `aws-us-gov`, ...).
     pub partition: String,

@@ -9,6 +9,7 @@ use std::time::Duration;
 /// The operations of [`super::LeaseStore`]: what failed in a [`LeaseStoreError`], and what a
 /// fault injector of the `testing` feature is asked about. Displayed as the method name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LeaseOp {
     /// `create_table_if_not_exists`
     CreateTable,

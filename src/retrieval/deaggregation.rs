@@ -68,6 +68,7 @@ pub(crate) struct UserRecord {
 
 /// What [`deaggregate`] found in one Kinesis record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Not an aggregate (no KPL magic bytes): the record was passed on as it is.
     Plain,

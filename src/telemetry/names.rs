@@ -153,6 +153,7 @@ pub const SPAN_SHARD: &str = "shard";
 
 /// How a metric is recorded through the `metrics` facade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetricKind {
     /// A monotonic count (`metrics::counter!`): one sample per increment.
     Counter,
@@ -164,6 +165,7 @@ pub enum MetricKind {
 
 /// One metric of the catalogue.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct MetricSpec {
     /// The metric name.
     pub name: &'static str,

@@ -79,6 +79,7 @@ impl CloudWatchConfig {
 
 /// What the publisher did so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublisherStats {
     /// Datums CloudWatch accepted.
     pub published: u64,
