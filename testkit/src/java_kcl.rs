@@ -124,7 +124,7 @@ pub fn java() -> Result<PathBuf> {
     Ok(java)
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -451,7 +451,7 @@ impl Drop for MultiLangDaemon {
 }
 
 /// SIGKILL to process group `pgid` (a no-op if it has no members left).
-fn kill_group(pgid: u32) {
+pub(crate) fn kill_group(pgid: u32) {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return;
     };
@@ -464,7 +464,7 @@ fn kill_group(pgid: u32) {
 }
 
 /// Running (non-zombie) processes whose process group is `pgid`, except `pgid` itself.
-fn group_members(pgid: u32) -> Vec<u32> {
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;

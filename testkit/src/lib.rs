@@ -72,6 +72,14 @@
 //! `/proc` and signal helpers those tests use ([`clients::procs`]). [`kpl`] installs
 //! `aws-kinesis-agg` 1.2.3 (PyPI), awslabs' KPL aggregator, and makes and puts real aggregates.
 //!
+//! # The Java KCL as a library
+//!
+//! [`java_kcl`] gets the real Java KCL 3.1.3 jars (PyPI `kclpy-ext`) and runs its
+//! MultiLangDaemon. [`java_app`] compiles and runs a small Java KCL *library* application
+//! (`testkit/java/PendingCheckpointApp.java`, needs a JDK's `javac`) for what the daemon's
+//! protocol cannot do: it prepares (two-phase) checkpoints and reports what its processors'
+//! `initialize` received, as JSON lines.
+//!
 //! # CloudWatch, and cutting a service off
 //!
 //! [`LocalCloudWatch`] runs moto's server mode (PyPI `moto[server]` 5.2.5, installed into the
@@ -103,6 +111,7 @@ mod aws;
 pub mod clients;
 mod cloudwatch;
 mod install;
+pub mod java_app;
 pub mod java_kcl;
 pub mod kpl;
 #[cfg(feature = "localstack")]

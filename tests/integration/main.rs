@@ -11,6 +11,7 @@ mod examples;
 mod fan_out;
 mod harness;
 mod java_compat;
+mod java_pending;
 mod kpl;
 mod lease_store;
 mod stream_roundtrip;
