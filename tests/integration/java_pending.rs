@@ -15,6 +15,16 @@
 //!   app's `initialize` must receive exactly those pending values, and its processing must
 //!   resume from the committed checkpoint, not from the prepared one.
 //!
+//! And through the processor API, both ways:
+//!
+//! * after Java prepared (first test), a Rust worker takes the expired lease: its processor's
+//!   `InitializationInput` carries Java's prepared checkpoint and state, it resumes from the
+//!   committed checkpoint, and its first checkpoint removes the `pending*` attributes;
+//! * a Rust processor commits one record and prepares a later one with
+//!   `Checkpointer::prepare_checkpoint_record` (third test), stops gracefully without
+//!   committing it, and the Java processor's `initialize` gets both, resuming after the
+//!   committed one.
+//!
 //! Measured on a loaded 2-core machine, both tests together: the app prepares 8-9 s after its
 //! spawn (JVM start, the 3.x migration set-up: `-CoordinatorState` and `-WorkerMetricStats`
 //! tables and the lease GSI, lease take, first GetRecords) and initializes both processors of
@@ -154,12 +164,265 @@ async fn a_checkpoint_the_java_kcl_prepared_is_read_by_the_rust_lease_store() {
 
     assert_no_java_complaints(&java);
     java.kill_group();
+
+    // A Rust worker takes the lease over once it expires (Java died without releasing it):
+    // its processor is told what Java prepared, resumes from the committed checkpoint
+    // (TRIM_HORIZON: every record), and its first checkpoint clears the prepared one.
+    let seen = Seen::default();
+    let config = crate::harness::config(&app, &stream, &testkit::unique_name("rust-after-java"))
+        .build()
+        .unwrap();
+    let worker = crate::harness::start_scheduler(&aws, config, {
+        let seen = seen.clone();
+        move |_: &str| Preparer::observe(seen.clone())
+    });
+    crate::harness::wait_for(LIMIT, "the Rust worker delivers every record", || {
+        seen.records().len() >= put.len()
+    })
+    .await;
+    let init = seen.initialized();
+    assert_eq!(init.len(), 1, "{init:?}");
+    assert_eq!(init[0].checkpoint, Checkpoint::TrimHorizon);
+    assert_eq!(
+        init[0].pending_checkpoint,
+        Some(Checkpoint::sequence(&prepared.sequence_number, 0).unwrap()),
+        "the Rust processor is told what Java prepared"
+    );
+    assert_eq!(
+        init[0].pending_checkpoint_state.as_deref(),
+        Some(JAVA_STATE)
+    );
+    let want: Vec<String> = put.iter().map(|p| p.sequence_number.clone()).collect();
+    assert_eq!(
+        seen.records(),
+        want,
+        "resumed from the committed checkpoint"
+    );
+    let lease = until_lease(&store, &shard, |l| l.pending_checkpoint.is_none()).await;
+    assert_eq!(
+        (lease.checkpoint, lease.pending_checkpoint_state),
+        (Checkpoint::sequence(want.last().unwrap(), 0).unwrap(), None),
+        "the Rust processor's checkpoint cleared Java's prepared one"
+    );
+    let item = raw_item(&aws, &app, &shard).await;
+    for gone in [
+        "pendingCheckpoint",
+        "pendingCheckpointSubSequenceNumber",
+        "pendingCheckpointState",
+    ] {
+        assert!(!item.contains_key(gone), "{gone} left in {item:?}");
+    }
+    worker.stop().await;
     eprintln!(
         "Java prepared {} after {:.2} s (from its spawn); whole test {:.2} s",
         prepared.sequence_number,
         java_prepared_after.as_secs_f64(),
         test_started.elapsed().as_secs_f64()
     );
+}
+
+/// A Rust record processor prepares a checkpoint through the `Checkpointer` (after
+/// committing an earlier one) and stops without committing it; the Java KCL's processor is
+/// told both in `initialize` and resumes from the committed checkpoint.
+#[tokio::test]
+async fn a_checkpoint_a_rust_processor_prepared_reaches_the_java_kcl_processor() {
+    let aws = aws().await;
+    let kcl = java_kcl_app().await;
+    let (stream, put) =
+        crate::harness::stream_with_records(&aws, "rust-processor-prepare", 1, 6).await;
+    let shard = put[0].shard_id.clone();
+    let seqs: Vec<String> = put.iter().map(|p| p.sequence_number.clone()).collect();
+    let app = testkit::unique_name("app-rust-processor-prepare");
+    let seen = Seen::default();
+    let config = crate::harness::config(&app, &stream, &testkit::unique_name("rust-preparer"))
+        .build()
+        .unwrap();
+    let worker = crate::harness::start_scheduler(&aws, config, {
+        let seen = seen.clone();
+        move |_: &str| Preparer::prepare_at(seen.clone(), 1, 3, RUST_STATE)
+    });
+    crate::harness::wait_for(LIMIT, "the Rust processor prepares a checkpoint", || {
+        seen.prepared()
+    })
+    .await;
+    // Graceful: the lease is released at once, and the processor's shutdown does not commit.
+    worker.stop().await;
+    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), &app);
+    let lease = store.get_lease(&shard).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &lease.checkpoint,
+            &lease.pending_checkpoint,
+            lease.pending_checkpoint_state.as_deref()
+        ),
+        (
+            &Checkpoint::sequence(&seqs[1], 0).unwrap(),
+            &Some(Checkpoint::sequence(&seqs[3], 0).unwrap()),
+            Some(RUST_STATE)
+        ),
+        "what the Rust processor left"
+    );
+
+    let scratch = Scratch::new("kcl-rust-processor-prepare");
+    let worker = testkit::unique_name("java-after-rust");
+    let mut java = start_java(
+        &aws,
+        &kcl,
+        &scratch,
+        JavaAppMode::Report,
+        &stream,
+        &app,
+        &worker,
+    )
+    .await;
+    let init = java
+        .wait_for_initialize(&shard, LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        init,
+        InitializeEvent {
+            shard_id: shard.clone(),
+            checkpoint: seqs[1].clone(),
+            checkpoint_sub_sequence_number: 0,
+            pending_checkpoint: Some(seqs[3].clone()),
+            pending_checkpoint_sub_sequence_number: Some(0),
+            pending_checkpoint_state: Some(RUST_STATE.to_vec()),
+        },
+        "the Java processor is told what the Rust processor prepared and committed"
+    );
+    let batch = java
+        .wait_for_records(&shard, LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        batch.first_sequence_number, seqs[2],
+        "Java resumes after the committed checkpoint, not after the prepared one"
+    );
+    assert_no_java_complaints(&java);
+    java.kill_group();
+}
+
+/// Application state with bytes that are not UTF-8.
+const RUST_STATE: &[u8] = b"prepared by Rust \x00\xfe\xff";
+
+/// What the [`Preparer`]s of one test saw.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<SeenInner>>);
+
+#[derive(Default)]
+struct SeenInner {
+    initialized: Vec<kinesis_client::InitializationInput>,
+    records: Vec<String>,
+    prepared: bool,
+}
+
+impl Seen {
+    fn initialized(&self) -> Vec<kinesis_client::InitializationInput> {
+        self.0.lock().unwrap().initialized.clone()
+    }
+    fn records(&self) -> Vec<String> {
+        self.0.lock().unwrap().records.clone()
+    }
+    fn prepared(&self) -> bool {
+        self.0.lock().unwrap().prepared
+    }
+}
+
+/// Records what it is told; either checkpoints every batch, or commits the record at index
+/// `commit` and prepares the one at `prepare` (with `state`), and never checkpoints after.
+struct Preparer {
+    seen: Seen,
+    plan: Option<(usize, usize, &'static [u8])>,
+    delivered: Vec<kinesis_client::Record>,
+}
+
+impl Preparer {
+    fn observe(seen: Seen) -> Self {
+        Preparer {
+            seen,
+            plan: None,
+            delivered: Vec::new(),
+        }
+    }
+
+    fn prepare_at(seen: Seen, commit: usize, prepare: usize, state: &'static [u8]) -> Self {
+        Preparer {
+            seen,
+            plan: Some((commit, prepare, state)),
+            delivered: Vec::new(),
+        }
+    }
+}
+
+#[kinesis_client::async_trait]
+impl kinesis_client::RecordProcessor for Preparer {
+    async fn initialize(
+        &mut self,
+        input: kinesis_client::InitializationInput,
+    ) -> Result<(), kinesis_client::ProcessorError> {
+        self.seen.0.lock().unwrap().initialized.push(input);
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: kinesis_client::ProcessRecordsInput,
+        checkpointer: &mut kinesis_client::Checkpointer,
+    ) -> Result<(), kinesis_client::ProcessorError> {
+        self.seen
+            .0
+            .lock()
+            .unwrap()
+            .records
+            .extend(input.records.iter().map(|r| r.sequence_number.to_string()));
+        self.delivered.extend(input.records.iter().cloned());
+        match self.plan {
+            None => checkpointer.checkpoint().await?,
+            Some((commit, prepare, state)) if self.delivered.len() > prepare => {
+                if self.seen.prepared() {
+                    return Ok(());
+                }
+                checkpointer
+                    .checkpoint_record(&self.delivered[commit])
+                    .await?;
+                let prepared = checkpointer
+                    .prepare_checkpoint_record(&self.delivered[prepare], Some(state.to_vec()))
+                    .await?;
+                assert_eq!(
+                    prepared.pending_checkpoint(),
+                    &self.delivered[prepare].checkpoint()
+                );
+                self.seen.0.lock().unwrap().prepared = true;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// No checkpoint at shutdown: the prepared checkpoint stays in the lease.
+    async fn shutdown(
+        &mut self,
+        _: kinesis_client::Shutdown<'_>,
+    ) -> Result<(), kinesis_client::ProcessorError> {
+        Ok(())
+    }
+}
+
+/// The lease once `cond` holds of it (checked every 100 ms, up to [`LIMIT`]).
+async fn until_lease(
+    store: &DynamoDbLeaseStore,
+    key: &str,
+    cond: impl Fn(&Lease) -> bool,
+) -> Lease {
+    let started = Instant::now();
+    loop {
+        let lease = store.get_lease(key).await.unwrap().unwrap();
+        if cond(&lease) || started.elapsed() > LIMIT {
+            return lease;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
