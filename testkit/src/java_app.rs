@@ -55,7 +55,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::install::{self, hex, tail};
-use crate::java_kcl::{self, JavaKcl, DEFAULT_JVM_OPTIONS};
+use crate::java_kcl::{self, JavaKcl, JavaProcess, DEFAULT_JVM_OPTIONS};
 use crate::LocalAws;
 
 /// The Java source of the app (`testkit/java/PendingCheckpointApp.java`).
@@ -535,12 +535,8 @@ pub fn read_events(path: &Path) -> Result<Vec<JavaAppEvent>> {
 /// Dropping it kills the group and, while a thread is panicking, prints the last lines of the
 /// log.
 pub struct JavaKclApp {
-    child: tokio::process::Child,
-    pid: u32,
-    log: PathBuf,
+    process: JavaProcess,
     output: PathBuf,
-    started: Instant,
-    status: Option<ExitStatus>,
 }
 
 impl JavaKclApp {
@@ -562,11 +558,6 @@ impl JavaKclApp {
         let mut classpath = classes.into_os_string();
         classpath.push(":");
         classpath.push(kcl.classpath());
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
         let dir = args
             .output
             .parent()
@@ -580,53 +571,16 @@ impl JavaKclApp {
             .arg(PENDING_CHECKPOINT_APP_CLASS)
             .args(args.to_args())
             .current_dir(&dir)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .kill_on_drop(true);
-        crate::clients::procs::die_with_spawning_thread(&mut cmd);
-        let started = Instant::now();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", kcl.java.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("the Java KCL app exited at once"))?;
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let process = JavaProcess::spawn(
+            format!("the Java KCL app {PENDING_CHECKPOINT_APP_CLASS}"),
+            cmd,
+            log,
+        )?;
         Ok(JavaKclApp {
-            child,
-            pid,
-            log: log.to_path_buf(),
+            process,
             output: args.output.clone(),
-            started,
-            status: None,
         })
-    }
-
-    /// The process id (also the process group id).
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// When it was spawned.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
-    /// The log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Everything the app logged so far.
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last `n` lines of the log.
-    pub fn log_tail(&self, n: usize) -> String {
-        crate::process::log_tail(&self.log, n)
     }
 
     /// The JSON event file.
@@ -637,19 +591,6 @@ impl JavaKclApp {
     /// The events so far (see [`read_events`]).
     pub fn events(&self) -> Result<Vec<JavaAppEvent>> {
         read_events(&self.output)
-    }
-
-    /// The exit status, once the app has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    /// Running processes of the app's process group other than the app itself.
-    pub fn group_members(&self) -> Vec<u32> {
-        java_kcl::group_members(self.pid)
     }
 
     /// Polls the events every 100 ms until `find` returns `Some`. Fails, quoting the log's
@@ -769,48 +710,23 @@ impl JavaKclApp {
         anyhow!(
             "the Java KCL app {PENDING_CHECKPOINT_APP_CLASS} (pid {}) failed while waiting for \
              {what}: {problem}\n{}",
-            self.pid,
+            self.pid(),
             self.log_tail(ERROR_LOG_LINES)
         )
     }
+}
 
-    /// SIGTERM (the app starts the scheduler's graceful shutdown, at most 5 s), then waits for
-    /// the exit; returns the status and how long the exit took.
-    pub async fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
-        let sent = Instant::now();
-        if self.exited().is_none() && !crate::clients::procs::sigterm(self.pid) {
-            bail!("cannot send SIGTERM to the Java KCL app (pid {})", self.pid);
-        }
-        let status = match self.status {
-            Some(s) => s,
-            None => tokio::time::timeout(within, self.child.wait())
-                .await
-                .map_err(|_| anyhow!("the Java KCL app did not exit within {within:?}"))??,
-        };
-        self.status = Some(status);
-        Ok((status, sent.elapsed()))
-    }
+impl std::ops::Deref for JavaKclApp {
+    type Target = JavaProcess;
 
-    /// SIGKILL to the whole process group (no shutdown: its leases stay owned until they
-    /// expire).
-    pub fn kill_group(&mut self) {
-        java_kcl::kill_group(self.pid);
-        if self.exited().is_none() {
-            let _ = self.child.start_kill();
-        }
+    fn deref(&self) -> &JavaProcess {
+        &self.process
     }
 }
 
-impl Drop for JavaKclApp {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- Java KCL app {PENDING_CHECKPOINT_APP_CLASS} (pid {}) ----\n{}\n---- end ----",
-                self.pid,
-                self.log_tail(150)
-            );
-        }
-        self.kill_group();
+impl std::ops::DerefMut for JavaKclApp {
+    fn deref_mut(&mut self) -> &mut JavaProcess {
+        &mut self.process
     }
 }
 

@@ -311,16 +311,138 @@ pub fn properties_text(pairs: &[(&str, String)]) -> String {
 pub const DEFAULT_JVM_OPTIONS: &[&str] =
     &["-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"];
 
-/// A running Java MultiLangDaemon: its own process group, output in a log file. Dropping it
-/// kills the group (SIGKILL to the daemon and its record-processor children) and, while a
-/// thread is panicking, prints the last lines of the log.
-pub struct MultiLangDaemon {
+/// A running Java process in its own process group, output in a log file: the base of
+/// [`MultiLangDaemon`] and [`crate::java_app::JavaKclApp`]. Dropping it kills the group
+/// (SIGKILL to the JVM and its children) and, while a thread is panicking, prints the last
+/// lines of the log.
+pub struct JavaProcess {
+    /// What it is, for messages ("the Java MultiLangDaemon").
+    name: String,
     child: tokio::process::Child,
     pid: u32,
     log: PathBuf,
     started: Instant,
     status: Option<ExitStatus>,
 }
+
+impl JavaProcess {
+    /// Spawns `cmd` (a `java` command line) with stdout/stderr appended to `log`, stdin
+    /// closed, in a new process group that dies with the spawning thread (see
+    /// [`crate::clients::procs::die_with_spawning_thread`]); `name` says what it is.
+    pub fn spawn(
+        name: impl Into<String>,
+        mut cmd: tokio::process::Command,
+        log: &Path,
+    ) -> Result<JavaProcess> {
+        let name = name.into();
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .kill_on_drop(true);
+        crate::clients::procs::die_with_spawning_thread(&mut cmd);
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{name} exited at once"))?;
+        Ok(JavaProcess {
+            name,
+            child,
+            pid,
+            log: log.to_path_buf(),
+            started,
+            status: None,
+        })
+    }
+
+    /// The process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// When it was spawned.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        crate::process::log_tail(&self.log, n)
+    }
+
+    /// The exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Running processes of its process group other than itself (e.g. the daemon's record
+    /// processors), from `/proc`.
+    pub fn group_members(&self) -> Vec<u32> {
+        group_members(self.pid)
+    }
+
+    /// SIGTERM (the JVM's shutdown hooks run), then waits for the exit; returns the status and
+    /// how long the exit took.
+    pub async fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
+        let sent = Instant::now();
+        if self.exited().is_none() && !crate::clients::procs::sigterm(self.pid) {
+            bail!("cannot send SIGTERM to {} (pid {})", self.name, self.pid);
+        }
+        let status = match self.status {
+            Some(s) => s,
+            None => tokio::time::timeout(within, self.child.wait())
+                .await
+                .map_err(|_| anyhow!("{} did not exit within {within:?}", self.name))??,
+        };
+        self.status = Some(status);
+        Ok((status, sent.elapsed()))
+    }
+
+    /// SIGKILL to the whole process group (no shutdown: leases it owns stay owned until they
+    /// expire).
+    pub fn kill_group(&mut self) {
+        kill_group(self.pid);
+        if self.exited().is_none() {
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+impl Drop for JavaProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} (pid {}) ----\n{}\n---- end ----",
+                self.name,
+                self.pid,
+                self.log_tail(150)
+            );
+        }
+        self.kill_group();
+    }
+}
+
+/// A running Java MultiLangDaemon (a [`JavaProcess`]: its methods through `Deref`).
+pub struct MultiLangDaemon(JavaProcess);
 
 impl MultiLangDaemon {
     /// Starts `java <DEFAULT_JVM_OPTIONS> -cp <jars>/* MultiLangDaemon --properties-file
@@ -336,11 +458,6 @@ impl MultiLangDaemon {
         env: &[(String, String)],
         log: &Path,
     ) -> Result<MultiLangDaemon> {
-        let out = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
         let mut cmd = tokio::process::Command::new(&kcl.java);
         cmd.args(DEFAULT_JVM_OPTIONS)
             .arg("-cp")
@@ -349,104 +466,22 @@ impl MultiLangDaemon {
             .arg("--properties-file")
             .arg(properties)
             .current_dir(dir)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .kill_on_drop(true);
-        crate::clients::procs::die_with_spawning_thread(&mut cmd);
-        let started = Instant::now();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", kcl.java.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("the Java MultiLangDaemon exited at once"))?;
-        Ok(MultiLangDaemon {
-            child,
-            pid,
-            log: log.to_path_buf(),
-            started,
-            status: None,
-        })
-    }
-
-    /// The daemon's process id (also its process group id).
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// When it was spawned.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
-    /// The log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Everything the daemon logged so far.
-    pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last `n` lines of the log.
-    pub fn log_tail(&self, n: usize) -> String {
-        crate::process::log_tail(&self.log, n)
-    }
-
-    /// The exit status, once the daemon has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    /// Running processes of the daemon's process group other than the daemon itself (its
-    /// record processors), from `/proc`.
-    pub fn group_members(&self) -> Vec<u32> {
-        group_members(self.pid)
-    }
-
-    /// SIGTERM (the daemon's shutdown hook runs), then waits for the exit; returns the status
-    /// and how long the exit took.
-    pub async fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
-        let sent = Instant::now();
-        if self.exited().is_none() && !crate::clients::procs::sigterm(self.pid) {
-            bail!("cannot send SIGTERM to the Java daemon (pid {})", self.pid);
-        }
-        let status = match self.status {
-            Some(s) => s,
-            None => tokio::time::timeout(within, self.child.wait())
-                .await
-                .map_err(|_| anyhow!("the Java daemon did not exit within {within:?}"))??,
-        };
-        self.status = Some(status);
-        Ok((status, sent.elapsed()))
-    }
-
-    /// SIGKILL to the whole process group (daemon and record processors).
-    pub fn kill_group(&mut self) {
-        kill_group(self.pid);
-        if self.exited().is_none() {
-            let _ = self.child.start_kill();
-        }
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        JavaProcess::spawn("the Java MultiLangDaemon", cmd, log).map(MultiLangDaemon)
     }
 }
 
-impl Drop for MultiLangDaemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- Java MultiLangDaemon (pid {}) ----\n{}\n---- end ----",
-                self.pid,
-                self.log_tail(150)
-            );
-        }
-        self.kill_group();
+impl std::ops::Deref for MultiLangDaemon {
+    type Target = JavaProcess;
+
+    fn deref(&self) -> &JavaProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MultiLangDaemon {
+    fn deref_mut(&mut self) -> &mut JavaProcess {
+        &mut self.0
     }
 }
 

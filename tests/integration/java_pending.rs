@@ -263,18 +263,8 @@ async fn a_checkpoint_a_rust_processor_prepared_reaches_the_java_kcl_processor()
         "what the Rust processor left"
     );
 
-    let scratch = Scratch::new("kcl-rust-processor-prepare");
-    let worker = testkit::unique_name("java-after-rust");
-    let mut java = start_java(
-        &aws,
-        &kcl,
-        &scratch,
-        JavaAppMode::Report,
-        &stream,
-        &app,
-        &worker,
-    )
-    .await;
+    let (mut java, _scratch, _) =
+        start_reporter(&aws, &kcl, &stream, &app, "java-after-rust").await;
     let init = java
         .wait_for_initialize(&shard, LIMIT)
         .await
@@ -506,18 +496,8 @@ async fn a_checkpoint_prepared_through_the_rust_lease_store_reaches_the_java_kcl
         );
     }
 
-    let worker = testkit::unique_name("java-reporter");
-    let scratch = Scratch::new("kcl-rust-prepare");
-    let mut java = start_java(
-        &aws,
-        &kcl,
-        &scratch,
-        JavaAppMode::Report,
-        &stream,
-        &app,
-        &worker,
-    )
-    .await;
+    let (mut java, _scratch, worker) =
+        start_reporter(&aws, &kcl, &stream, &app, "java-reporter").await;
     let mut initialized = Vec::new();
     for shard in [&created, &updated] {
         initialized.push(
@@ -630,6 +610,30 @@ async fn start_java(
         java.output_path().display()
     );
     java
+}
+
+/// The Java app in `Report` mode on `stream` for `app`, as a new worker named after `label`
+/// (returned with its scratch directory and worker id).
+async fn start_reporter(
+    aws: &LocalAws,
+    kcl: &JavaKcl,
+    stream: &str,
+    app: &str,
+    label: &str,
+) -> (JavaKclApp, Scratch, String) {
+    let worker = testkit::unique_name(label);
+    let scratch = Scratch::new(&format!("kcl-{label}"));
+    let java = start_java(
+        aws,
+        kcl,
+        &scratch,
+        JavaAppMode::Report,
+        stream,
+        app,
+        &worker,
+    )
+    .await;
+    (java, scratch, worker)
 }
 
 /// No warnings or errors in the Java log but the one every local set-up gets.
