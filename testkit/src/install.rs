@@ -351,6 +351,41 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// For tests of install-once functions: runs `install` from 3 threads into one new scratch
+/// root named after `label`, asserts that they all return the same directory and leave no
+/// `.install-*` temporary behind, and returns that directory with the root (remove it after).
+#[cfg(test)]
+pub(crate) fn concurrent_installs<F>(label: &str, install: F) -> (PathBuf, PathBuf)
+where
+    F: Fn(&Path) -> anyhow::Result<PathBuf> + Send + Sync + 'static,
+{
+    let root = std::env::temp_dir().join(format!(
+        "testkit-{label}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let install = std::sync::Arc::new(install);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (root, install) = (root.clone(), install.clone());
+            std::thread::spawn(move || install(&root))
+        })
+        .collect();
+    let dirs: Vec<PathBuf> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert!(dirs.iter().all(|d| d == &dirs[0]), "{dirs:?}");
+    let leftovers: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".install-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    (dirs[0].clone(), root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -875,39 +875,17 @@ mod tests {
     #[test]
     fn concurrent_compiles_agree_and_the_class_is_there() {
         let kcl = java_kcl::java_kcl().unwrap();
-        let root = std::env::temp_dir().join(format!(
-            "testkit-java-app-compile-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let (root, kcl) = (root.clone(), kcl.clone());
-                std::thread::spawn(move || {
-                    compile_into(
-                        &root,
-                        &kcl,
-                        PENDING_CHECKPOINT_APP_CLASS,
-                        PENDING_CHECKPOINT_APP_SOURCE,
-                    )
-                })
-            })
-            .collect();
-        let dirs: Vec<PathBuf> = threads
-            .into_iter()
-            .map(|t| t.join().unwrap().unwrap())
-            .collect();
-        assert!(dirs.iter().all(|d| d == &dirs[0]), "{dirs:?}");
-        assert!(dirs[0]
+        let (dir, root) = crate::install::concurrent_installs("java-app-compile", move |root| {
+            compile_into(
+                root,
+                &kcl,
+                PENDING_CHECKPOINT_APP_CLASS,
+                PENDING_CHECKPOINT_APP_SOURCE,
+            )
+        });
+        assert!(dir
             .join(format!("{PENDING_CHECKPOINT_APP_CLASS}.class"))
             .is_file());
-        let leftovers: Vec<_> = fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".install-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -549,30 +549,8 @@ mod tests {
     /// Needs PyPI (or pip's cache, after the first run).
     #[test]
     fn concurrent_installs_agree_and_leave_nothing_behind() {
-        let root = std::env::temp_dir().join(format!(
-            "testkit-java-kcl-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let root = root.clone();
-                std::thread::spawn(move || install_kclpy_ext_into(&root))
-            })
-            .collect();
-        let dirs: Vec<PathBuf> = threads
-            .into_iter()
-            .map(|t| t.join().unwrap().unwrap())
-            .collect();
-        assert!(dirs.iter().all(|d| d == &dirs[0]));
-        assert!(is_complete(&dirs[0]));
-        let leftovers: Vec<_> = fs::read_dir(&root)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".install-"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let (dir, root) = crate::install::concurrent_installs("java-kcl", install_kclpy_ext_into);
+        assert!(is_complete(&dir));
         fs::remove_dir_all(&root).unwrap();
     }
 
