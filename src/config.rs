@@ -428,7 +428,8 @@ impl Config {
     }
 }
 
-/// Builds a (properties: `Config`); every setter documents its default on (properties: `Config`)'s field.
+/// Builds a [`Config`]; each setting's default and properties key are documented on its
+/// accessor of the same name on [`Config`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ConfigBuilder {
