@@ -1,15 +1,14 @@
 //! The library's blocking locks: [`Mutex`] and [`RwLock`], `std::sync`'s without poisoning.
 //!
-//! Every critical section in the library is short and does not call user code (processors
-//! run outside every lock), so a panic while a lock is held can only come from a bug in the
-//! library itself. `std`'s answer to such a panic is to poison the lock, after which every
-//! `lock().unwrap()` panics too: one bug would take down every task that touches the lock
-//! (the whole worker, through the lease coordinator's). These wrappers instead hand out the
-//! guard of a poisoned lock as if it were not, as `parking_lot`'s locks do: the data is as the
-//! panicking section left it, which for the library's state (maps of leases, counters,
-//! recorder registries) is a consistent value (each section's writes are single
-//! assignments or map inserts/removes). So no library path panics on a lock, and there is one
-//! place that says why.
+//! The library's critical sections are short and never call user code (processors run
+//! outside every lock), so a panic while one of these locks is held can only come from a bug
+//! in the library itself. `std`'s answer to such a panic is to poison the lock, after which
+//! every `lock().unwrap()` panics too: one bug would spread to every task that touches the
+//! lock (through the lease coordinator's, to the whole worker). These wrappers hand out the
+//! guard of a poisoned lock as if it were not poisoned, as `parking_lot`'s locks do: the data
+//! is as the panicking section left it, and the panic itself is still reported where it
+//! happened (a contained task panic, logged). So no library path panics on a lock, and this
+//! is the one place that says why.
 
 use std::sync::PoisonError;
 
