@@ -4,10 +4,12 @@
 # (cargo fetch, not timed); nothing else should run meanwhile.
 #
 #   bench/build-times/build-times.sh BEFORE AFTER [OUT_DIR]
+#   ONLY="b-after c-after" bench/build-times/build-times.sh ...   # only the named builds
 #
 # (a) a new binary crate that depends on kinesis-client (by path) and runs examples/minimal.rs,
 #     with aws-config as a new user adds it; release build
-# (b) the README's demo command, build only: cargo build --release --example demo
+# (b) the README's demo command, build only: cargo build --release -p demo (the demo's package;
+#     before it had one, cargo build --release --example demo)
 # (c) the README's test command, build only: cargo test --workspace --no-run
 # and the floor: a crate with only aws-config, aws-sdk-kinesis, aws-sdk-dynamodb and tokio
 # (no kinesis-client), release and debug, and the same with ring as the crypto provider.
@@ -58,6 +60,7 @@ done
 
 t() { # name dir cmd...
   local name=$1 dir=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   rm -rf "$dir/target"
   ( cd "$dir" && /usr/bin/time -f "%e s wall, %U s user, %S s sys" -o "$M/$name.time" "$@" ) > "$M/$name.log" 2>&1
   local rc=$?
@@ -72,8 +75,13 @@ for v in before after; do
 done
 t a-before "$M/before-app" cargo build --release
 t a-after "$M/after-app" cargo build --release
-t b-before "$M/before" cargo build --release --example demo
-t b-after "$M/after" cargo build --release --example demo
+demo() { # the demo build command of checkout $1
+  if [ -f "$M/$1/demo/Cargo.toml" ]; then echo "-p demo"; else echo "--example demo"; fi
+}
+# shellcheck disable=SC2046
+t b-before "$M/before" cargo build --release $(demo before)
+# shellcheck disable=SC2046
+t b-after "$M/after" cargo build --release $(demo after)
 t c-before "$M/before" cargo test --workspace --no-run
 t c-after "$M/after" cargo test --workspace --no-run
 t floor-release "$M/floor" cargo build --release

@@ -407,10 +407,12 @@ pub async fn build_provider(
 }
 
 async fn build_one(spec: &CredentialsSpec, region: Option<Region>) -> SharedCredentialsProvider {
-    let provider_config = ProviderConfig::default().with_region(region.clone());
+    let provider_config = ProviderConfig::default()
+        .with_http_client(crate::https::https_client())
+        .with_region(region.clone());
     match spec {
         CredentialsSpec::Default => {
-            let mut builder = DefaultCredentialsChain::builder();
+            let mut builder = DefaultCredentialsChain::builder().configure(provider_config);
             if let Some(region) = region {
                 builder = builder.region(region);
             }
@@ -437,7 +439,8 @@ async fn build_one(spec: &CredentialsSpec, region: Option<Region>) -> SharedCred
                 .as_ref()
                 .map(|r| Region::new(r.clone()))
                 .or(region);
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(crate::https::https_client());
             if let Some(r) = sts_region {
                 loader = loader.region(r);
             }

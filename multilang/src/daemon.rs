@@ -6,6 +6,7 @@ use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
 use kinesis_client::lease::DynamoDbLeaseStore;
 use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+#[cfg(feature = "cloudwatch")]
 use kinesis_client::telemetry::cloudwatch::{
     CloudWatchConfig, CloudWatchExporter, CloudWatchPublisher,
 };
@@ -117,6 +118,7 @@ async fn sdk_config(
     creds: &[crate::credentials::CredentialsSpec],
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::https::https_client())
         .credentials_provider(build_provider(creds, region).await);
     if let Some(r) = region {
         loader = loader.region(Region::new(r.to_string()));
@@ -157,16 +159,43 @@ pub struct Telemetry {
     /// `/metrics`, `/healthz`, `/readyz`.
     pub prometheus: Option<PrometheusEndpoint>,
     /// The CloudWatch publisher.
+    #[cfg(feature = "cloudwatch")]
     pub cloudwatch: Option<CloudWatchPublisher>,
 }
 
 impl Telemetry {
     /// Send what is left to CloudWatch (bounded by its request timeout) when the worker stops.
     pub async fn shutdown(self) {
+        #[cfg(feature = "cloudwatch")]
         if let Some(p) = self.cloudwatch {
             p.shutdown().await;
         }
     }
+}
+
+/// Why the daemon's metrics could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The Prometheus endpoint or the recorders could not start.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    /// The settings ask for CloudWatch metrics, and this build has no CloudWatch exporter.
+    #[error(
+        "metricsLevel = {0} publishes metrics to CloudWatch (the default is DETAILED), and this \
+         kcl-multilang was built without its `cloudwatch` feature: set metricsLevel = NONE, or \
+         build it with that feature (one of its defaults)"
+    )]
+    CloudWatchNotBuilt(String),
+}
+
+/// CloudWatch metrics (any level but `NONE`) need a build with the `cloudwatch` feature.
+fn check_cloudwatch_built(level: MetricsLevel, built: bool) -> Result<(), MetricsError> {
+    if level == MetricsLevel::None || built {
+        return Ok(());
+    }
+    Err(MetricsError::CloudWatchNotBuilt(
+        format!("{level:?}").to_uppercase(),
+    ))
 }
 
 /// Start the exporters the settings ask for, and install their recorders (before the
@@ -174,7 +203,7 @@ impl Telemetry {
 pub async fn start_telemetry(
     s: &DaemonSettings,
     config: &Config,
-) -> Result<Telemetry, TelemetryError> {
+) -> Result<Telemetry, MetricsError> {
     let m = &s.metrics;
     let mut recorders: Vec<Box<dyn metrics::Recorder + Send + Sync>> = Vec::new();
     let mut telemetry = Telemetry::default();
@@ -183,6 +212,10 @@ pub async fn start_telemetry(
         recorders.push(Box::new(recorder));
         telemetry.prometheus = Some(endpoint);
     }
+    check_cloudwatch_built(m.level(), cfg!(feature = "cloudwatch"))?;
+    #[cfg(not(feature = "cloudwatch"))]
+    let _ = config; // the CloudWatch namespace is the application name
+    #[cfg(feature = "cloudwatch")]
     if m.level() != MetricsLevel::None {
         let region = m
             .cloudwatch_region_name
@@ -211,4 +244,26 @@ pub async fn start_telemetry(
         kinesis_client::telemetry::install(recorders)?;
     }
     Ok(telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloudwatch_metrics_without_the_cloudwatch_feature_are_refused_by_name() {
+        assert!(check_cloudwatch_built(MetricsLevel::None, false).is_ok());
+        assert!(check_cloudwatch_built(MetricsLevel::Detailed, true).is_ok());
+        for level in [MetricsLevel::Summary, MetricsLevel::Detailed] {
+            let e = check_cloudwatch_built(level, false)
+                .unwrap_err()
+                .to_string();
+            let name = format!("{level:?}").to_uppercase();
+            assert!(e.contains(&format!("metricsLevel = {name}")), "{e}");
+            assert!(
+                e.contains("metricsLevel = NONE") && e.contains("`cloudwatch` feature"),
+                "{e}"
+            );
+        }
+    }
 }

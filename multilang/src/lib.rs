@@ -36,6 +36,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod driver;
 pub mod executable;
+pub mod https;
 mod lines;
 pub mod properties;
 pub mod protocol;

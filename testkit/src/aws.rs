@@ -18,6 +18,7 @@ pub(crate) fn static_credentials() -> SharedCredentialsProvider {
 pub(crate) fn sdk_config(region: &str, credentials: SharedCredentialsProvider) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(crate::https::https_client())
         .region(Region::new(region.to_string()))
         .credentials_provider(credentials)
         .retry_config(RetryConfig::standard())

@@ -109,7 +109,9 @@
 
 mod aws;
 pub mod clients;
+#[cfg(feature = "cloudwatch")]
 mod cloudwatch;
+mod https;
 mod install;
 pub mod java_app;
 pub mod java_kcl;
@@ -132,6 +134,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use aws_config::SdkConfig;
 
+#[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{LocalCloudWatch, MOTO_VERSION};
 pub use names::unique_name;
 pub use proxy::{ProxyMode, TcpProxy};

@@ -66,9 +66,10 @@ async fn the_lease_table_round_trips_between_rust_and_the_java_kcl() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let python = testkit::clients::python3().unwrap_or_else(|e| panic!("{e:#}"));
     let processor = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
         .join("demo")
+        .join("src")
         .join("demo_processor.py");
+    assert!(processor.is_file(), "{} is missing", processor.display());
     let executable = format!("{} {}", python.display(), processor.display());
     assert!(
         !python.display().to_string().contains(' ')

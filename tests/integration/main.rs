@@ -6,7 +6,6 @@
 mod common;
 mod consumer;
 mod coordinator;
-mod demo;
 mod examples;
 mod fan_out;
 mod harness;

@@ -23,7 +23,7 @@ pub struct Settings<'a> {
 
 /// Starts the daemon: this executable again, as `kcl-multilang` (see [`crate::DAEMON_FLAG`]).
 pub fn start(aws: &LocalAws, kclpy: &KclPy, s: Settings<'_>) -> Result<PythonWorker> {
-    let processor = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/demo_processor.py");
+    let processor = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/demo_processor.py");
     let output = s.dir.join("python-deliveries.txt");
     let log = s.dir.join("kcl-multilang.log");
     let local = aws.backend() == Backend::LocalProcesses;

@@ -1,31 +1,21 @@
-//! The demo runs to a passing verdict (short mode, on this test run's services), in the order a
+//! The demo runs to a passing verdict (short mode, on this test's local services), in the order a
 //! newcomer meets it: the demo's executable alone, with no `kcl-multilang` binary built.
 
-use crate::common::aws;
 use std::path::PathBuf;
-
-fn demo_binary() -> PathBuf {
-    // target/<profile>/deps/integration-<hash> → target/<profile>/examples/demo
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(|p| p.parent()).unwrap();
-    let bin = profile.join("examples").join("demo");
-    assert!(
-        bin.exists(),
-        "the demo example was not built at {} (cargo test builds examples)",
-        bin.display()
-    );
-    bin
-}
+use testkit::LocalAws;
 
 #[tokio::test]
 async fn the_demo_reaches_a_passing_verdict() {
-    let aws = aws().await;
-    // A newcomer's first `cargo run --example demo` has built the demo and nothing else: run a
+    let aws = match LocalAws::shared().await {
+        Ok(aws) => aws,
+        Err(e) => panic!("the demo's test needs a Kinesis and a DynamoDB endpoint: {e:#}"),
+    };
+    // A newcomer's first `cargo run --release -p demo` has built the demo and nothing else: run a
     // copy of it from a directory where no `kcl-multilang` exists (the demo must not need one).
     let alone = std::env::temp_dir().join(format!("kcl-demo-alone-{}", std::process::id()));
     std::fs::create_dir_all(&alone).unwrap();
     let demo = alone.join("demo");
-    std::fs::copy(demo_binary(), &demo).expect("copy the demo executable");
+    std::fs::copy(env!("CARGO_BIN_EXE_demo"), &demo).expect("copy the demo executable");
     assert!(!alone.join("kcl-multilang").exists());
     let out = tokio::process::Command::new(&demo)
         .args([

@@ -1,8 +1,8 @@
 //! # The demo: the whole library working, in one command
 //!
 //! ```sh
-//! cargo run --release --example demo            # 60 s, 4 shards, 50 records/s
-//! cargo run --release --example demo -- --help
+//! cargo run --release -p demo            # 60 s, 4 shards, 50 records/s
+//! cargo run --release -p demo -- --help
 //! ```
 //!
 //! What it teaches: three workers of one application share a stream through the lease table:
@@ -57,7 +57,7 @@ kcl demo: three workers (two Rust, one Python via kcl-multilang) share a stream 
 Kinesis + DynamoDB; mid-run a shard is split, two are merged and a worker is killed; at the end
 the demo checks that every record was processed, in order, parents before children.
 
-USAGE: cargo run --release --example demo -- [OPTIONS]
+USAGE: cargo run --release -p demo -- [OPTIONS]
 
 OPTIONS:
     --duration SECS    how long records are produced (default 60, at least 15)

@@ -1,0 +1,42 @@
+//! The daemon's HTTPS client (hyper 1 + rustls), shared by every AWS client it builds (Kinesis,
+//! DynamoDB, CloudWatch, STS and the credential providers), with the crypto provider its build
+//! chose: aws-lc-rs (feature `rustls-aws-lc`, the default) or ring (`rustls-ring`).
+
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_smithy_http_client::Builder;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use std::sync::OnceLock;
+
+#[cfg(not(any(feature = "rustls-aws-lc", feature = "rustls-ring")))]
+compile_error!(
+    "kinesis-client-multilang needs a TLS crypto provider: enable its `rustls-aws-lc` (default) \
+     or `rustls-ring` feature"
+);
+
+/// The crypto provider of this build (aws-lc-rs when both features are on).
+#[cfg(feature = "rustls-aws-lc")]
+const CRYPTO: CryptoMode = CryptoMode::AwsLc;
+#[cfg(all(feature = "rustls-ring", not(feature = "rustls-aws-lc")))]
+const CRYPTO: CryptoMode = CryptoMode::Ring;
+
+/// The daemon's HTTPS client, with this build's crypto provider: one per process, so that every
+/// AWS client shares its connection pool (as the SDK's default client does).
+pub fn https_client() -> SharedHttpClient {
+    static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Builder::new()
+                .tls_provider(Provider::Rustls(CRYPTO))
+                .build_https()
+        })
+        .clone()
+}
+
+/// The name of this build's crypto provider, for the start-up log.
+pub fn crypto_provider() -> &'static str {
+    if cfg!(feature = "rustls-aws-lc") {
+        "aws-lc-rs"
+    } else {
+        "ring"
+    }
+}
