@@ -14,11 +14,16 @@
 //! (`credential_process` in a profile); with `default-features = false`, turn on the ones your
 //! profiles need.
 //!
-//! The SDK clients are built with `default-features = false` and only `default-https-client`
-//! (hyper 1, rustls 0.23, aws-lc-rs) and `rt-tokio`. The `aws-sdk-*` crates' own default
-//! features add their legacy HTTPS client (hyper 0.14, rustls 0.21, ring): an application that
-//! depends on `aws-sdk-kinesis` or `aws-sdk-dynamodb` itself should do so with
-//! `default-features = false, features = ["default-https-client", "rt-tokio"]` to keep one TLS
+//! The HTTPS client, and with it the TLS crypto provider, is the `SdkConfig`'s too: the library
+//! turns on no HTTPS client of the SDK crates (`default-features = false`, only `rt-tokio`).
+//! `aws_config::load_from_env` (aws-config's default `default-https-client`: hyper 1,
+//! rustls 0.23, aws-lc-rs) sets one. An `SdkConfig` made otherwise needs
+//! `.http_client(..)`, for instance built with `aws-smithy-http-client` and its `rustls-ring`
+//! feature for ring; without one (and no crate of the build turning on the SDK's
+//! `default-https-client`), every request fails with the SDK's "no HTTP client" error.
+//! The `aws-sdk-*` crates' own default features add their legacy HTTPS client (hyper 0.14,
+//! rustls 0.21, ring): an application that depends on `aws-sdk-kinesis` or `aws-sdk-dynamodb`
+//! itself should do so with `default-features = false, features = ["rt-tokio"]` to keep one TLS
 //! stack in its build.
 //!
 //! # Retries and timeouts: one layer decides
