@@ -278,6 +278,7 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod stream;
 pub(crate) mod sync;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
@@ -302,3 +303,4 @@ pub use record::{Bytes, Record, Records};
 pub use resharding::ShardSyncError;
 pub use retrieval::StreamRef;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};
+pub use stream::{StreamIdentifier, StreamIdentifierError};

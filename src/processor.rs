@@ -17,7 +17,9 @@
 use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::record::Records;
+use crate::stream::StreamIdentifier;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 mod error;
 mod from_fn;
@@ -30,6 +32,9 @@ pub use retry::{ProcessorPanicked, RetriesExhausted, RetryDecision, RetryPolicy,
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InitializationInput {
+    /// The stream of the shard: its name, and in a multi-stream application its account and
+    /// creation epoch too.
+    pub stream: StreamIdentifier,
     /// The shard this processor handles.
     pub shard_id: String,
     /// Where processing resumes: the last checkpoint, or the initial position for a new lease.
@@ -42,21 +47,41 @@ pub struct InitializationInput {
 
 impl InitializationInput {
     /// The input of a processor for `shard_id` resuming at `checkpoint`, with no prepared
-    /// checkpoint (for unit tests of a processor; the library makes these itself).
+    /// checkpoint, on a stream named [`TEST_STREAM`] (for unit tests of a processor; the
+    /// library makes these itself). [`with_stream`](Self::with_stream) names another stream.
     pub fn new(shard_id: impl Into<String>, checkpoint: Checkpoint) -> Self {
         InitializationInput {
+            stream: StreamIdentifier::single(TEST_STREAM),
             shard_id: shard_id.into(),
             checkpoint,
             pending_checkpoint: None,
             pending_checkpoint_state: None,
         }
     }
+
+    /// The same input on `stream`.
+    pub fn with_stream(mut self, stream: StreamIdentifier) -> Self {
+        self.stream = stream;
+        self
+    }
 }
+
+/// The stream of the inputs made by [`InitializationInput::new`] and
+/// [`ProcessRecordsInput::new`] (for unit tests of a processor).
+pub const TEST_STREAM: &str = "test-stream";
+
+/// The shard of the inputs made by [`ProcessRecordsInput::new`].
+pub const TEST_SHARD_ID: &str = "shardId-000000000000";
 
 /// One batch of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProcessRecordsInput {
+    /// The stream the records come from: its name, and in a multi-stream application its
+    /// account and creation epoch too.
+    pub stream: StreamIdentifier,
+    /// The shard the records come from.
+    pub shard_id: Arc<str>,
     /// The records, in sequence order (may be empty when empty batches are delivered). Shared
     /// with the consumer, which keeps them to deliver again if this batch fails: reading them
     /// copies nothing ([`Records::into_vec`] for an owned `Vec`).
@@ -77,14 +102,25 @@ pub struct ProcessRecordsInput {
 
 impl ProcessRecordsInput {
     /// The first delivery of `records` (for unit tests of a processor; the library makes
-    /// these itself): attempt 1, lag unknown, nothing de-aggregated.
+    /// these itself): attempt 1, lag unknown, nothing de-aggregated, from shard
+    /// [`TEST_SHARD_ID`] of a stream named [`TEST_STREAM`] ([`with_shard`](Self::with_shard)
+    /// names others).
     pub fn new(records: impl Into<Records>) -> Self {
         ProcessRecordsInput {
+            stream: StreamIdentifier::single(TEST_STREAM),
+            shard_id: TEST_SHARD_ID.into(),
             records: records.into(),
             millis_behind_latest: None,
             attempt: 1,
             deaggregated: false,
         }
+    }
+
+    /// The same input from `shard_id` of `stream`.
+    pub fn with_shard(mut self, stream: StreamIdentifier, shard_id: impl Into<Arc<str>>) -> Self {
+        self.stream = stream;
+        self.shard_id = shard_id.into();
+        self
     }
 }
 

@@ -14,6 +14,7 @@ use crate::resharding::{
 use crate::retrieval::fanout::{ConsumerRegistration, RegistrationPolicy};
 use crate::retrieval::source::PrefetchBudget;
 use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient};
+use crate::stream::StreamIdentifier;
 use crate::telemetry::{self, names, Health};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +110,8 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     factory: Arc<F>,
     coordinator: LeaseCoordinator,
     stream: Arc<dyn StreamClient>,
+    /// The stream, as the processors are told it.
+    stream_id: StreamIdentifier,
     graceful: CancellationToken,
     prefetch_budget: PrefetchBudget,
     /// The enhanced fan-out consumer, in [`RetrievalMode::FanOut`].
@@ -159,6 +162,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         });
         Scheduler {
             fan_out,
+            stream_id: StreamIdentifier::single(config.stream().name()),
             prefetch_budget: PrefetchBudget::new(config.max_prefetch_bytes_per_worker),
             config: Arc::new(config),
             factory: Arc::new(factory),
@@ -400,6 +404,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             let ctx = ShardContext {
                 coordinator: self.coordinator.clone(),
                 stream: self.stream.clone(),
+                stream_id: self.stream_id.clone(),
                 config: self.config.clone(),
                 prefetch_budget: self.prefetch_budget.clone(),
                 fan_out: self.fan_out.clone(),
@@ -606,7 +611,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl RecordProcessor for Recording {
-        async fn initialize(&mut self, _: InitializationInput) -> Result<(), ProcessorError> {
+        async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+            // The processor is told its stream (from the configuration) and its shard; a
+            // panic here fails every delivery, and with it the test.
+            assert_eq!(input.stream, StreamIdentifier::single("s"));
+            assert_eq!(input.shard_id, self.shard);
             Ok(())
         }
         async fn process_records(
@@ -614,6 +623,8 @@ mod tests {
             input: ProcessRecordsInput,
             cp: &mut Checkpointer,
         ) -> Result<(), ProcessorError> {
+            assert_eq!(input.stream.name(), "s");
+            assert_eq!(&*input.shard_id, self.shard);
             {
                 let mut j = self.journal.0.lock();
                 let log = j.entry(self.shard.clone()).or_default();

@@ -283,6 +283,7 @@ pub fn protocol_lines(batches: &[u64]) -> Vec<u8> {
         shard_id: "shardId-000000000000".into(),
         sequence_number: Some("TRIM_HORIZON".into()),
         sub_sequence_number: Some(0),
+        stream_name: None,
     }
     .to_line();
     let data = vec![b'x'; 100];

@@ -24,6 +24,7 @@ use crate::stderr::spawn_stderr_drain;
 use async_trait::async_trait;
 use kinesis_client::error::ErrorKind;
 use kinesis_client::processor::{RetriesExhausted, RetryDecision};
+use kinesis_client::StreamIdentifier;
 use kinesis_client::{
     CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, ProcessorError,
     RecordProcessor, RestartShard, Shutdown,
@@ -37,6 +38,10 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// How long a child may take to exit after its stdin is closed before it is killed.
 pub const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// The environment variable that names the shard's stream to the child (amazon-kclpy does not
+/// pass the initialize message's `streamName` on to the processor).
+pub const STREAM_NAME_ENV: &str = "KCL_STREAM_NAME";
+
 /// What to run for each shard.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
@@ -49,6 +54,8 @@ pub struct ChildSpec {
 /// The record processor of one shard: drives one child process.
 pub struct ChildProcessor {
     shard_id: String,
+    /// The shard's stream, known from `initialize`.
+    stream: Option<StreamIdentifier>,
     spec: Arc<ChildSpec>,
     child: Option<RunningChild>,
 }
@@ -63,9 +70,14 @@ impl ChildProcessor {
     pub fn new(shard_id: &str, spec: Arc<ChildSpec>) -> Self {
         ChildProcessor {
             shard_id: shard_id.to_string(),
+            stream: None,
             spec,
             child: None,
         }
+    }
+
+    fn stream_name(&self) -> Option<String> {
+        self.stream.as_ref().map(|s| s.name().to_string())
     }
 
     fn spawn(&self) -> Result<RunningChild, RestartShard> {
@@ -81,6 +93,9 @@ impl ChildProcessor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(stream) = &self.stream {
+            command.env(STREAM_NAME_ENV, stream.name());
+        }
         #[cfg(unix)]
         command.process_group(0);
         // If the daemon itself is killed (SIGKILL, OOM), its children go too, even one that
@@ -256,6 +271,7 @@ fn failure(e: &CheckpointError) -> CheckpointFailure {
 #[async_trait]
 impl RecordProcessor for ChildProcessor {
     async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        self.stream = Some(input.stream);
         if self.child.is_none() {
             self.child = Some(self.spawn()?);
         }
@@ -263,6 +279,7 @@ impl RecordProcessor for ChildProcessor {
             shard_id: input.shard_id,
             sequence_number: Some(input.checkpoint.stored_value().to_string()),
             sub_sequence_number: Some(input.checkpoint.stored_sub_sequence_number()),
+            stream_name: self.stream_name(),
         };
         self.call(msg, None).await.map(|_| ())
     }
@@ -350,6 +367,7 @@ impl ChildProcessor {
                 shard_id: self.shard_id.clone(),
                 sequence_number: Some(at.stored_value().to_string()),
                 sub_sequence_number: Some(at.stored_sub_sequence_number()),
+                stream_name: self.stream_name(),
             };
             self.call(msg, None).await?;
         }

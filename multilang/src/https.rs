@@ -5,7 +5,6 @@
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use aws_smithy_http_client::Builder;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use std::sync::OnceLock;
 
 #[cfg(not(any(feature = "rustls-aws-lc", feature = "rustls-ring")))]
 compile_error!(
@@ -19,17 +18,13 @@ const CRYPTO: CryptoMode = CryptoMode::AwsLc;
 #[cfg(all(feature = "rustls-ring", not(feature = "rustls-aws-lc")))]
 const CRYPTO: CryptoMode = CryptoMode::Ring;
 
-/// The daemon's HTTPS client, with this build's crypto provider: one per process, so that every
-/// AWS client shares its connection pool (as the SDK's default client does).
+/// A new HTTPS client with this build's crypto provider, with its own connection pool (as the
+/// SDK's default client, one per AWS client: a pool's connections live on the tokio runtime
+/// that opened them).
 pub fn https_client() -> SharedHttpClient {
-    static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            Builder::new()
-                .tls_provider(Provider::Rustls(CRYPTO))
-                .build_https()
-        })
-        .clone()
+    Builder::new()
+        .tls_provider(Provider::Rustls(CRYPTO))
+        .build_https()
 }
 
 /// The name of this build's crypto provider, for the start-up log.

@@ -38,6 +38,12 @@ pub enum DaemonMessage {
         sequence_number: Option<String>,
         /// The checkpoint's sub-sequence number; `null` when unknown.
         sub_sequence_number: Option<u64>,
+        /// The shard's stream (an extension of this daemon, absent when unknown): aws-kcl
+        /// hands it to the processor as `streamName`; amazon-kclpy drops keys it does not
+        /// know, so a Python processor reads the `KCL_STREAM_NAME` environment variable
+        /// instead, set for every child.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_name: Option<String>,
     },
     /// A batch of records (possibly empty with `callProcessRecordsEvenForEmptyRecordList`).
     ProcessRecords {
@@ -341,6 +347,7 @@ mod tests {
             shard_id: "shardId-000000000001".into(),
             sequence_number: Some("TRIM_HORIZON".into()),
             sub_sequence_number: Some(0),
+            stream_name: None,
         };
         assert_eq!(
             line(&msg),
@@ -349,12 +356,28 @@ mod tests {
         assert_eq!(msg.action(), "initialize");
     }
 
+    /// The stream's name comes last, after the keys the Java daemon sends.
+    #[test]
+    fn initialize_names_the_stream_last() {
+        let msg = DaemonMessage::Initialize {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: Some("TRIM_HORIZON".into()),
+            sub_sequence_number: Some(0),
+            stream_name: Some("orders".into()),
+        };
+        assert_eq!(
+            line(&msg),
+            "{\"action\":\"initialize\",\"shardId\":\"shardId-000000000001\",\"sequenceNumber\":\"TRIM_HORIZON\",\"subSequenceNumber\":0,\"streamName\":\"orders\"}\n"
+        );
+    }
+
     #[test]
     fn initialize_with_nulls_keeps_the_keys() {
         let msg = DaemonMessage::Initialize {
             shard_id: "shardId-000000000000".into(),
             sequence_number: None,
             sub_sequence_number: None,
+            stream_name: None,
         };
         assert_eq!(
             line(&msg),
@@ -523,6 +546,7 @@ mod tests {
             shard_id: "a\nb\u{2028}é".into(),
             sequence_number: None,
             sub_sequence_number: None,
+            stream_name: None,
         };
         let bytes = msg.to_line();
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);

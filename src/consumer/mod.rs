@@ -24,6 +24,7 @@ use crate::retrieval::source::{
     BufferConfig, FetchedBatch, PrefetchBudget, RecordSource, StartPosition,
 };
 use crate::retrieval::{ChildShard, IteratorPosition, StreamClient};
+use crate::stream::StreamIdentifier;
 use crate::telemetry::{self, names, ShardMetrics};
 use futures::FutureExt;
 use redelivery::{backoff_delay, Plan, SharedRedelivery};
@@ -55,6 +56,8 @@ pub struct ShardContext {
     pub coordinator: LeaseCoordinator,
     /// Reads the stream.
     pub stream: Arc<dyn StreamClient>,
+    /// The stream, as the processors are told it.
+    pub stream_id: StreamIdentifier,
     /// The worker's settings.
     pub config: Arc<Config>,
     /// The worker's read-ahead byte budget, shared by its shards' record sources.
@@ -115,6 +118,7 @@ pub async fn run_shard_with<P: RecordProcessor>(
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
         metrics: ShardMetrics::new(&shard_id),
+        shard_id: shard_id.as_str().into(),
         ctx,
         tenure,
         processor,
@@ -136,6 +140,8 @@ pub async fn run_shard_with<P: RecordProcessor>(
 
 struct Consumer<P> {
     metrics: ShardMetrics,
+    /// The lease's shard id, shared by every batch's input.
+    shard_id: Arc<str>,
     ctx: ShardContext,
     tenure: LeaseTenure,
     processor: P,
@@ -372,6 +378,7 @@ impl<P: RecordProcessor> Consumer<P> {
             ));
         }
         let input = InitializationInput {
+            stream: self.ctx.stream_id.clone(),
             shard_id: self.key().to_string(),
             checkpoint: lease.checkpoint.clone(),
             pending_checkpoint: lease.pending_checkpoint.clone(),
@@ -585,6 +592,8 @@ impl<P: RecordProcessor> Consumer<P> {
         }
         if !batch.records.is_empty() || self.ctx.config.call_process_records_even_for_empty_list {
             let input = ProcessRecordsInput {
+                stream: self.ctx.stream_id.clone(),
+                shard_id: self.shard_id.clone(),
                 records: batch.records.clone(),
                 millis_behind_latest: batch.millis_behind_latest,
                 attempt: batch.attempt,

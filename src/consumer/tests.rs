@@ -52,6 +52,7 @@ impl Harness {
         ShardContext {
             coordinator: self.coordinator.clone(),
             stream: Arc::new(self.stream.clone()),
+            stream_id: crate::StreamIdentifier::single("s"),
             config: Arc::new(config.build().unwrap()),
             prefetch_budget: PrefetchBudget::new(64 << 20),
             fan_out: None,

@@ -4,10 +4,12 @@ use crate::checkpoint::Checkpoint;
 use crate::checkpointer::Checkpointer;
 use crate::coordinator::{CoordinatorConfig, LeaseCoordinator};
 use crate::lease::Lease;
+use crate::processor::TEST_STREAM;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
 };
 use crate::record::{Bytes, Record};
+use crate::stream::StreamIdentifier;
 use crate::testing::lease_store::InMemoryLeaseStore;
 use crate::testing::stream::FIRST_SEQUENCE_NUMBER;
 use std::sync::Arc;
@@ -144,6 +146,7 @@ impl TestShard {
         let lease = self.lease();
         processor
             .initialize(InitializationInput {
+                stream: StreamIdentifier::single(TEST_STREAM),
                 shard_id: self.shard_id.clone(),
                 checkpoint: lease.checkpoint,
                 pending_checkpoint: lease.pending_checkpoint,
@@ -165,6 +168,8 @@ impl TestShard {
             self.checkpointer.delivered(last.checkpoint());
         }
         let input = ProcessRecordsInput {
+            stream: StreamIdentifier::single(TEST_STREAM),
+            shard_id: self.shard_id.as_str().into(),
             deaggregated: records.iter().any(|r| r.aggregated),
             records: records.into(),
             millis_behind_latest: Some(0),

@@ -18,7 +18,6 @@ pub(crate) fn static_credentials() -> SharedCredentialsProvider {
 pub(crate) fn sdk_config(region: &str, credentials: SharedCredentialsProvider) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .http_client(crate::https::https_client())
         .region(Region::new(region.to_string()))
         .credentials_provider(credentials)
         .retry_config(RetryConfig::standard())
@@ -58,9 +57,17 @@ pub(crate) async fn env_credentials() -> (SharedCredentialsProvider, &'static st
     }
 }
 
+/// `sdk` with a new HTTPS client of its own (see [`crate::https::https_client`]).
+pub(crate) fn with_own_http_client(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder()
+        .http_client(crate::https::https_client())
+        .build()
+}
+
 /// A Kinesis client for `endpoint`.
 pub(crate) fn kinesis_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_kinesis::Client {
     let conf = aws_sdk_kinesis::config::Builder::from(sdk)
+        .http_client(crate::https::https_client())
         .endpoint_url(endpoint)
         .build();
     aws_sdk_kinesis::Client::from_conf(conf)
@@ -69,6 +76,7 @@ pub(crate) fn kinesis_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_kinesis
 /// A DynamoDB client for `endpoint`.
 pub(crate) fn dynamodb_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_dynamodb::Client {
     let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .http_client(crate::https::https_client())
         .endpoint_url(endpoint)
         .build();
     aws_sdk_dynamodb::Client::from_conf(conf)
@@ -84,6 +92,7 @@ fn probe_timeouts() -> TimeoutConfig {
 /// One ListStreams call without retries: `Ok` once Kinesis answers.
 pub(crate) async fn probe_kinesis(sdk: &SdkConfig, endpoint: &str) -> Result<(), String> {
     let conf = aws_sdk_kinesis::config::Builder::from(sdk)
+        .http_client(crate::https::https_client())
         .endpoint_url(endpoint)
         .retry_config(RetryConfig::disabled())
         .timeout_config(probe_timeouts())
@@ -99,6 +108,7 @@ pub(crate) async fn probe_kinesis(sdk: &SdkConfig, endpoint: &str) -> Result<(),
 /// One ListTables call without retries: `Ok` once DynamoDB answers.
 pub(crate) async fn probe_dynamodb(sdk: &SdkConfig, endpoint: &str) -> Result<(), String> {
     let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .http_client(crate::https::https_client())
         .endpoint_url(endpoint)
         .retry_config(RetryConfig::disabled())
         .timeout_config(probe_timeouts())

@@ -137,9 +137,10 @@ impl LocalCloudWatch {
         &self.moto_endpoint
     }
 
-    /// Region (`us-east-1`) and static test credentials for it.
-    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
-        &self.sdk_config
+    /// Region (`us-east-1`) and static test credentials for it, with an HTTPS client of its
+    /// own (a new one per call, as [`crate::LocalAws::sdk_config`]).
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        crate::aws::with_own_http_client(&self.sdk_config)
     }
 
     /// A new CloudWatch client for it (a new one per call: clients must not outlive the tokio
@@ -162,6 +163,7 @@ impl Drop for LocalCloudWatch {
 
 fn client_for(sdk: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_cloudwatch::Client {
     let conf = aws_sdk_cloudwatch::config::Builder::from(sdk)
+        .http_client(crate::https::https_client())
         .endpoint_url(endpoint)
         .build();
     aws_sdk_cloudwatch::Client::from_conf(conf)

@@ -42,7 +42,7 @@
 //!     "java-worker",
 //!     dir.join("events.jsonl"),
 //! );
-//! let env = java_kcl::credentials_env(aws.sdk_config()).await?;
+//! let env = java_kcl::credentials_env(&aws.sdk_config()).await?;
 //! let mut java = JavaKclApp::start(&kcl, &args, &env, &dir.join("java.log"))?;
 //! let prepared = java
 //!     .wait_for_prepared("shardId-000000000000", std::time::Duration::from_secs(60))

@@ -399,8 +399,13 @@ impl LocalAws {
     /// Region, credentials, retry and timeout settings suitable for these endpoints. It has no
     /// endpoint URL: set [`LocalAws::kinesis_endpoint`] / [`LocalAws::dynamodb_endpoint`] per
     /// client (or use [`LocalAws::kinesis_client`] / [`LocalAws::dynamodb_client`]).
-    pub fn sdk_config(&self) -> &SdkConfig {
-        &self.sdk_config
+    ///
+    /// Each call returns a config with a new HTTPS client (testkit's crypto provider): the
+    /// clients built from one share its connection pool, whose connections live on the tokio
+    /// runtime that opened them, so one config must not serve several tests (each
+    /// `#[tokio::test]` has its own runtime).
+    pub fn sdk_config(&self) -> SdkConfig {
+        aws::with_own_http_client(&self.sdk_config)
     }
 
     /// A new Kinesis client for [`LocalAws::kinesis_endpoint`] (a new one per call: clients

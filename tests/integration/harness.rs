@@ -208,7 +208,7 @@ pub fn start_scheduler<F: kinesis_client::RecordProcessorFactory>(
         kinesis: Some(aws.kinesis_endpoint().into()),
         dynamodb: Some(aws.dynamodb_endpoint().into()),
     };
-    let scheduler = Scheduler::from_sdk_config(config, factory, aws.sdk_config(), &endpoints);
+    let scheduler = Scheduler::from_sdk_config(config, factory, &aws.sdk_config(), &endpoints);
     let handle = scheduler.handle();
     let task = tokio::spawn(scheduler.run(std::future::pending()));
     Worker { handle, task }

@@ -132,7 +132,7 @@ async fn the_lease_table_round_trips_between_rust_and_the_java_kcl() {
         )),
     )
     .unwrap();
-    let mut env = java_kcl::credentials_env(aws.sdk_config()).await.unwrap();
+    let mut env = java_kcl::credentials_env(&aws.sdk_config()).await.unwrap();
     env.push(("PYTHONPATH".into(), kcl.root.display().to_string()));
     env.push(("KCL_DEMO_OUTPUT".into(), output.display().to_string()));
     let mut daemon =

@@ -600,7 +600,7 @@ async fn start_java(
         worker,
         scratch.0.join("events.jsonl"),
     );
-    let env = java_kcl::credentials_env(aws.sdk_config()).await.unwrap();
+    let env = java_kcl::credentials_env(&aws.sdk_config()).await.unwrap();
     let java = JavaKclApp::start(kcl, &args, &env, &scratch.0.join("java.log"))
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(

@@ -319,7 +319,7 @@ async fn start_java(
         )),
     )
     .unwrap();
-    let mut env = java_kcl::credentials_env(aws.sdk_config()).await.unwrap();
+    let mut env = java_kcl::credentials_env(&aws.sdk_config()).await.unwrap();
     env.push(("PYTHONPATH".into(), kcl.root.display().to_string()));
     env.push(("KPL_OUTPUT".into(), output.display().to_string()));
     env.push(("KPL_CHECKPOINT_AT".into(), checkpoint_at.join(",")));

@@ -17,7 +17,7 @@ async fn an_unreachable_cloudwatch_does_not_hold_up_processing() {
     let black_hole = TcpProxy::start_in("127.0.0.1:9", ProxyMode::BlackHole)
         .await
         .unwrap();
-    let client = kinesis_client::aws::cloudwatch_client(aws.sdk_config(), Some(&black_hole.url()));
+    let client = kinesis_client::aws::cloudwatch_client(&aws.sdk_config(), Some(&black_hole.url()));
     let app = testkit::unique_name("app-cw-down");
     let mut cw = CloudWatchConfig::new(&app);
     cw.buffer_time = Duration::from_millis(200);

@@ -22,7 +22,7 @@
  *
  * For tests and demos: if the environment variable KCL_SAMPLE_OUTPUT names a file, one line
  * per record is appended to it, `<shardId> <sequenceNumber> <base64 data>`, plus event lines
- * starting with `#` (`#initialize <shardId> <startingSequenceNumber> <pid>`,
+ * starting with `#` (`#initialize <shardId> <startingSequenceNumber> <pid> <stream>`,
  * `#shard_ended <shardId>`, `#shutdown_requested <shardId>`, `#lease_lost <shardId>`,
  * `#checkpoint_error <shardId> <error>`, `#exit <shardId> <pid>`). Each batch is appended with
  * one synchronous write, so lines of the children of different shards never interleave.
@@ -50,8 +50,12 @@ function log(message) {
 const recordProcessor = {
   initialize: function (input, completeCallback) {
     shardId = input.shardId;
-    log(`initialize at ${input.sequenceNumber}`);
-    record([`#initialize ${shardId} ${input.sequenceNumber} ${process.pid}`]);
+    // The shard's stream: kcl-multilang adds `streamName` to the initialize message (aws-kcl
+    // passes it on; the Java daemon sends none). It also names it in the KCL_STREAM_NAME
+    // environment variable of every child.
+    const stream = input.streamName || '-';
+    log(`initialize at ${input.sequenceNumber} on stream ${stream}`);
+    record([`#initialize ${shardId} ${input.sequenceNumber} ${process.pid} ${stream}`]);
     completeCallback();
   },
 

@@ -15,9 +15,14 @@ Behaviour:
   * lease_lost: records the event (no checkpointer: the lease belongs to someone else now).
 
 Environment:
+  KCL_STREAM_NAME              set by kcl-multilang for every child: the name of the shard's
+                               stream (amazon-kclpy passes only the keys it knows of the
+                               initialize message on to initialize_input, so the daemon's
+                               `streamName` key does not reach a Python processor).
   KCL_SAMPLE_OUTPUT            file to append to (nothing is written without it): one line per
                                record, `<shardId> <sequenceNumber> <base64 data>`, and event lines
-                               starting with '#': `#initialize <shardId> <startingSeq> <pid>`,
+                               starting with '#': `#initialize <shardId> <startingSeq> <pid>
+                               <stream>`,
                                `#shard_ended <shardId>`, `#shutdown_requested <shardId>`,
                                `#lease_lost <shardId>`, `#checkpoint_error <shardId> <error>`,
                                `#crash <shardId> <pid>`, `#exit <shardId> <pid>` (stdin closed,
@@ -92,8 +97,10 @@ class RecordingProcessor(processor.RecordProcessorBase):
 
     def initialize(self, initialize_input):
         self.shard_id = initialize_input.shard_id
-        log("[{}] initialize at {}".format(self.shard_id, initialize_input.sequence_number))
-        append(["#initialize {} {} {}".format(self.shard_id, initialize_input.sequence_number, os.getpid())])
+        # The shard's stream: kcl-multilang names it in the environment of every child.
+        self.stream = os.environ.get("KCL_STREAM_NAME", "-")
+        log("[{}] initialize at {} on stream {}".format(self.shard_id, initialize_input.sequence_number, self.stream))
+        append(["#initialize {} {} {} {}".format(self.shard_id, initialize_input.sequence_number, os.getpid(), self.stream)])
 
     def checkpoint(self, checkpointer, sequence_number=None, sub_sequence_number=None):
         """Checkpoints, retrying throttling; True on success."""

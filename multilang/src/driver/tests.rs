@@ -85,6 +85,7 @@ fn initialize() -> DaemonMessage {
         shard_id: SHARD.into(),
         sequence_number: Some("TRIM_HORIZON".into()),
         sub_sequence_number: Some(0),
+        stream_name: None,
     }
 }
 

@@ -76,10 +76,13 @@ async fn node_processor_consumes_four_shards_and_checkpoints() -> anyhow::Result
     assert_all_gone(&children);
     let out = Output::read(&output);
     for shard in expected.keys() {
+        let inits = out.shard_events("initialize", shard);
+        assert_eq!(inits.len(), 1, "{shard} restarted");
+        // aws-kcl hands the initialize message's `streamName` (this daemon's extension) on.
         assert_eq!(
-            out.shard_events("initialize", shard).len(),
-            1,
-            "{shard} restarted"
+            inits[0].1.get(2),
+            Some(&stream),
+            "{shard}: the processor is told its stream"
         );
         assert_eq!(
             out.shard_events("shutdown_requested", shard).len(),
