@@ -42,6 +42,7 @@ pub struct StreamIdentifier {
 
 /// Why a string or parts are not a stream identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 #[error("{input:?} is not a stream identifier: {reason}")]
 pub struct StreamIdentifierError {
     /// What was given.
