@@ -3,11 +3,13 @@
 //! The item format is documented on [`DynamoDbLeaseStore`].
 
 use super::{
-    HashKeyRange, Lease, LeaseOp, LeaseStore, LeaseStoreCause, LeaseStoreError, WriteOutcome,
+    HashKeyRange, Lease, LeaseOp, LeaseStore, LeaseStoreCause, LeaseStoreError, StreamShard,
+    WriteOutcome,
 };
 use crate::aws::AwsError;
 use crate::checkpoint::{Checkpoint, InvalidSequenceNumber};
 use crate::error::Cause;
+use crate::stream::{StreamIdentifier, StreamIdentifierError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -53,6 +55,11 @@ pub mod attr {
     pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
     /// KCL 3.5: entity discriminator (`LEASE` for leases).
     pub const ENTITY_TYPE: &str = "entityType";
+    /// Multi-stream leases: the stream, serialized `account:name:creationEpoch` (the Java
+    /// KCL's name, kept "for legacy reasons").
+    pub const STREAM_NAME: &str = "streamName";
+    /// Multi-stream leases: the bare shard id.
+    pub const SHARD_ID: &str = "shardId";
 }
 
 /// Default bound on one DynamoDB request (the Java KCL's is one minute; a lease renewal that
@@ -228,6 +235,10 @@ pub fn lease_to_item(lease: &Lease) -> Item {
         item.insert(attr::STARTING_HASH_KEY.into(), s(r.start.to_string()));
         item.insert(attr::ENDING_HASH_KEY.into(), s(r.end.to_string()));
     }
+    if let Some(m) = &lease.multi_stream {
+        item.insert(attr::STREAM_NAME.into(), s(m.stream.to_string()));
+        item.insert(attr::SHARD_ID.into(), s(&m.shard_id));
+    }
     item
 }
 
@@ -268,6 +279,15 @@ pub enum ItemError {
         /// Why the value is not a checkpoint.
         #[source]
         source: InvalidSequenceNumber,
+    },
+    /// A multi-stream lease's `streamName` is not `account:name:creationEpoch`, or it has
+    /// only one of `streamName` and `shardId` (the Java KCL skips such items too).
+    #[error("item {key:?}: {reason}")]
+    BadStream {
+        /// The item's `leaseKey`.
+        key: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A hash key attribute is not a 128-bit decimal.
     #[error("item {key:?}: {attribute} = {value:?} is not a 128-bit decimal")]
@@ -358,6 +378,41 @@ pub fn item_to_lease(item: &Item) -> Result<Lease, ItemError> {
         (Some(start), Some(end)) => Some(HashKeyRange { start, end }),
         _ => None,
     };
+    let multi_stream = match (get_s(item, attr::STREAM_NAME), get_s(item, attr::SHARD_ID)) {
+        (None, None) => None,
+        (Some(stream), Some(shard_id)) => {
+            let stream: StreamIdentifier =
+                stream
+                    .parse()
+                    .map_err(|e: StreamIdentifierError| ItemError::BadStream {
+                        key: key.into(),
+                        reason: format!("{}: {e}", attr::STREAM_NAME),
+                    })?;
+            if !stream.is_multi_stream() {
+                return Err(ItemError::BadStream {
+                    key: key.into(),
+                    reason: format!(
+                        "{} = {stream:?} is not account:name:creationEpoch",
+                        attr::STREAM_NAME
+                    ),
+                });
+            }
+            Some(StreamShard {
+                stream,
+                shard_id: shard_id.to_string(),
+            })
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ItemError::BadStream {
+                key: key.into(),
+                reason: format!(
+                    "a multi-stream lease needs both {} and {}",
+                    attr::STREAM_NAME,
+                    attr::SHARD_ID
+                ),
+            })
+        }
+    };
     Ok(Lease {
         key: key.to_string(),
         owner: get_s(item, attr::LEASE_OWNER).map(str::to_string),
@@ -372,6 +427,7 @@ pub fn item_to_lease(item: &Item) -> Result<Lease, ItemError> {
         parent_shard_ids: get_ss(item, attr::PARENT_SHARD_ID),
         child_shard_ids: get_ss(item, attr::CHILD_SHARD_IDS),
         hash_key_range,
+        multi_stream,
     })
 }
 
@@ -738,6 +794,115 @@ impl LeaseStore for DynamoDbLeaseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lease item as the Java KCL's `DynamoDBMultiStreamLeaseSerializer.toDynamoRecord`
+    /// writes it: the single-stream attributes, the key `MultiStreamLease.getLeaseKey`
+    /// (`<serialized StreamIdentifier>:<shardId>`), `streamName` (the serialized identifier)
+    /// and `shardId`; parents and children are bare shard ids.
+    fn java_multi_stream_item() -> Item {
+        let mut item = Item::new();
+        item.insert(
+            "leaseKey".into(),
+            s("123456789012:orders:1700000000000:shardId-000000000003"),
+        );
+        item.insert("leaseOwner".into(), s("worker-1"));
+        item.insert("leaseCounter".into(), AttributeValue::N("4".into()));
+        item.insert(
+            "checkpoint".into(),
+            s("49590338271490256608559692538361571095921575989136588898"),
+        );
+        item.insert(
+            "checkpointSubSequenceNumber".into(),
+            AttributeValue::N("0".into()),
+        );
+        item.insert(
+            "ownerSwitchesSinceCheckpoint".into(),
+            AttributeValue::N("0".into()),
+        );
+        item.insert(
+            "parentShardId".into(),
+            AttributeValue::Ss(vec!["shardId-000000000001".into()]),
+        );
+        item.insert("startingHashKey".into(), s("0"));
+        item.insert(
+            "endingHashKey".into(),
+            s("170141183460469231731687303715884105727"),
+        );
+        item.insert("streamName".into(), s("123456789012:orders:1700000000000"));
+        item.insert("shardId".into(), s("shardId-000000000003"));
+        item
+    }
+
+    #[test]
+    fn reads_and_writes_a_java_multi_stream_lease() {
+        let item = java_multi_stream_item();
+        let lease = item_to_lease(&item).unwrap();
+        let stream: StreamIdentifier = "123456789012:orders:1700000000000".parse().unwrap();
+        assert_eq!(
+            lease.multi_stream,
+            Some(StreamShard {
+                stream: stream.clone(),
+                shard_id: "shardId-000000000003".into()
+            })
+        );
+        assert_eq!(lease.shard_id(), "shardId-000000000003");
+        assert_eq!(lease.parent_shard_ids, vec!["shardId-000000000001"]);
+        // Written back, it is the item Java wrote, attribute for attribute.
+        assert_eq!(lease_to_item(&lease), item);
+        // A lease made here has the key and attributes Java gives it.
+        let made = Lease::for_stream(stream, "shardId-000000000003", Checkpoint::TrimHorizon);
+        assert_eq!(made.key, lease.key);
+        let made = lease_to_item(&made);
+        assert_eq!(made.get("streamName"), item.get("streamName"));
+        assert_eq!(made.get("shardId"), item.get("shardId"));
+    }
+
+    #[test]
+    fn single_stream_leases_have_no_stream_attributes() {
+        let lease = Lease::for_stream(
+            StreamIdentifier::single("orders"),
+            "shardId-000000000003",
+            Checkpoint::TrimHorizon,
+        );
+        assert_eq!(lease.key, "shardId-000000000003");
+        assert_eq!(lease.multi_stream, None);
+        assert_eq!(lease.shard_id(), "shardId-000000000003");
+        let item = lease_to_item(&lease);
+        assert!(!item.contains_key("streamName") && !item.contains_key("shardId"));
+    }
+
+    #[test]
+    fn a_multi_stream_item_with_a_bad_stream_is_refused_by_name() {
+        for (stream, shard, why) in [
+            (
+                Some("orders"),
+                Some("shardId-1"),
+                "not account:name:creationEpoch",
+            ),
+            (Some("1:orders:0"), Some("shardId-1"), "positive"),
+            (
+                Some("1:orders:5"),
+                None,
+                "needs both streamName and shardId",
+            ),
+            (None, Some("shardId-1"), "needs both streamName and shardId"),
+        ] {
+            let mut item = java_multi_stream_item();
+            item.remove("streamName");
+            item.remove("shardId");
+            if let Some(v) = stream {
+                item.insert("streamName".into(), s(v));
+            }
+            if let Some(v) = shard {
+                item.insert("shardId".into(), s(v));
+            }
+            let e = item_to_lease(&item).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("orders:1700000000000:shardId-000000000003"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn reads_a_java_kcl_3x_item_and_ignores_extra_attributes() {

@@ -19,6 +19,7 @@ pub use dynamodb::DynamoDbLeaseStore;
 pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
 
 use crate::checkpoint::Checkpoint;
+use crate::stream::StreamIdentifier;
 use async_trait::async_trait;
 use std::fmt;
 
@@ -55,6 +56,21 @@ pub struct Lease {
     pub child_shard_ids: Vec<String>,
     /// The shard's hash key range, when known.
     pub hash_key_range: Option<HashKeyRange>,
+    /// In a multi-stream application: the lease's stream and shard (the Java KCL's
+    /// `streamName` and `shardId` attributes; the key is then
+    /// `<account>:<stream>:<creation epoch>:<shard id>`). `None` in a single-stream one, whose
+    /// key is the shard id.
+    pub multi_stream: Option<StreamShard>,
+}
+
+/// The stream and the shard of a multi-stream lease (the Java KCL's `MultiStreamLease`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamShard {
+    /// The stream (multi-stream form, `account:name:creationEpoch`).
+    pub stream: StreamIdentifier,
+    /// The shard id, bare (`shardId-000000000005`).
+    pub shard_id: String,
 }
 
 impl Lease {
@@ -71,7 +87,31 @@ impl Lease {
             parent_shard_ids: Vec::new(),
             child_shard_ids: Vec::new(),
             hash_key_range: None,
+            multi_stream: None,
         }
+    }
+
+    /// A new, unowned lease of a multi-stream application for `shard_id` of `stream`,
+    /// starting at `checkpoint`: its key is `stream.lease_key(shard_id)`, as the Java KCL's.
+    pub fn for_stream(
+        stream: StreamIdentifier,
+        shard_id: impl Into<String>,
+        checkpoint: Checkpoint,
+    ) -> Self {
+        let shard_id = shard_id.into();
+        let mut lease = Lease::new(stream.lease_key(&shard_id), checkpoint);
+        if stream.is_multi_stream() {
+            lease.multi_stream = Some(StreamShard { stream, shard_id });
+        }
+        lease
+    }
+
+    /// The lease's shard id: the key in a single-stream application, the `shardId` attribute
+    /// in a multi-stream one.
+    pub fn shard_id(&self) -> &str {
+        self.multi_stream
+            .as_ref()
+            .map_or(self.key.as_str(), |m| m.shard_id.as_str())
     }
 
     /// Set the parent shard ids (kept sorted and de-duplicated).

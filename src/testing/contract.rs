@@ -7,6 +7,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::lease::{HashKeyRange, Lease, LeaseStore, WriteOutcome};
+use crate::stream::StreamIdentifier;
 
 fn applied(outcome: WriteOutcome, what: &str) -> Lease {
     match outcome {
@@ -201,4 +202,39 @@ pub async fn run(store: &dyn LeaseStore, prefix: &str) {
         WriteOutcome::Conflict,
         "taking a deleted lease"
     );
+
+    multi_stream(store, prefix).await;
+}
+
+/// Multi-stream leases (the Java KCL's `streamName` and `shardId` attributes) keep their
+/// stream and shard through every write.
+async fn multi_stream(store: &dyn LeaseStore, prefix: &str) {
+    let stream = StreamIdentifier::multi("123456789012", "contract", 1_700_000_000_000).unwrap();
+    let lease = Lease::for_stream(
+        stream.clone(),
+        format!("{prefix}shardId-m"),
+        Checkpoint::TrimHorizon,
+    );
+    assert!(store.create_lease_if_not_exists(&lease).await.unwrap());
+    let read = store.get_lease(&lease.key).await.unwrap().expect("created");
+    assert_eq!(read, lease, "a multi-stream lease round-trips");
+    let taken = applied(store.take_lease(&read, "w1").await.unwrap(), "take");
+    let renewed = applied(store.renew_lease(&taken).await.unwrap(), "renew");
+    let mut cp = renewed.clone();
+    cp.checkpoint = Checkpoint::sequence("7", 0).unwrap();
+    let written = applied(store.update_lease(&cp).await.unwrap(), "checkpoint");
+    let evicted = applied(store.evict_lease(&written).await.unwrap(), "evict");
+    let read = store.get_lease(&lease.key).await.unwrap().expect("kept");
+    assert_eq!(read, evicted);
+    assert_eq!(
+        read.multi_stream, lease.multi_stream,
+        "stream and shard kept"
+    );
+    assert_eq!(read.shard_id(), format!("{prefix}shardId-m"));
+    let listed = store.list_leases().await.unwrap();
+    assert!(
+        listed.iter().any(|l| l == &read),
+        "list returns the multi-stream lease with its stream"
+    );
+    store.delete_lease(&lease.key).await.unwrap();
 }
