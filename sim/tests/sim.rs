@@ -305,4 +305,11 @@ const REGRESSIONS: &[(u64, &str)] = &[
         13,
         "a renewal whose attempts outlived the lease in an outage left its worker unready, holding others",
     ),
+    // Found by a 10,000-seed soak: two stale scans in one shard sync, the second (the check
+    // for descendants) lacking the children of a closed shard whose lease had just been
+    // deleted; the check now lists consistently.
+    (
+        1301653,
+        "a shard sync re-created the lease of a finished, cleaned-up shard from stale scans",
+    ),
 ];

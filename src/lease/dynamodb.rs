@@ -176,6 +176,41 @@ impl DynamoDbLeaseStore {
         }
     }
 
+    /// Every lease item, read with `consistent` read consistency (a full, paginated scan).
+    async fn scan(&self, consistent: bool) -> Result<Vec<Lease>, LeaseStoreError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let fut = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start.take())
+                .send();
+            let out = self
+                .call(LeaseOp::List, None, fut)
+                .await?
+                .expect("scan has no condition");
+            for item in out.items() {
+                if !is_lease_item(item) {
+                    continue;
+                }
+                match item_to_lease(item) {
+                    Ok(lease) => leases.push(lease),
+                    Err(e) => {
+                        tracing::warn!(table = %self.table, error = %e, "skipping a lease item that cannot be read")
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(leases)
+    }
+
     fn counter_condition(lease: &Lease) -> (String, AttributeValue) {
         ("#counter = :expected".to_string(), n(lease.counter))
     }
@@ -526,36 +561,11 @@ impl LeaseStore for DynamoDbLeaseStore {
     }
 
     async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        let mut leases = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let fut = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .set_exclusive_start_key(start.take())
-                .send();
-            let out = self
-                .call(LeaseOp::List, None, fut)
-                .await?
-                .expect("scan has no condition");
-            for item in out.items() {
-                if !is_lease_item(item) {
-                    continue;
-                }
-                match item_to_lease(item) {
-                    Ok(lease) => leases.push(lease),
-                    Err(e) => {
-                        tracing::warn!(table = %self.table, error = %e, "skipping a lease item that cannot be read")
-                    }
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        Ok(leases)
+        self.scan(false).await
+    }
+
+    async fn list_leases_consistent(&self) -> Result<Vec<Lease>, LeaseStoreError> {
+        self.scan(true).await
     }
 
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {

@@ -213,8 +213,17 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// Create `lease` unless a lease with its key exists. Returns false when it existed.
     async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError>;
 
-    /// Every lease in the table (a full, paginated scan).
+    /// Every lease in the table (a full, paginated scan). It may read eventually
+    /// consistently (DynamoDB's default): a lease written a moment ago may show as it was.
     async fn list_leases(&self) -> Result<Vec<Lease>, LeaseStoreError>;
+
+    /// Every lease in the table as it is now (a strongly consistent scan, at twice the read
+    /// cost in DynamoDB): for the rare decision that must not act on an out-of-date listing
+    /// (re-creating the lease of a closed shard). The default is [`list_leases`](Self::list_leases),
+    /// right for a store whose listing is consistent.
+    async fn list_leases_consistent(&self) -> Result<Vec<Lease>, LeaseStoreError> {
+        self.list_leases().await
+    }
 
     /// One lease, read consistently.
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError>;

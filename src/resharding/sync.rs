@@ -205,8 +205,8 @@ const SYNC_REFRESHES: usize = 3;
 ///   unleased: the sync leases its finished ancestors at `TRIM_HORIZON`). With leases first, a
 ///   stale lease list only has leases deleted since (counted as existing: nothing created) and
 ///   lacks leases created since (children of shards it lists: descendants, not created).
-/// * A lease for a closed shard is created only if, listed again, none of its descendants
-///   has a lease (they would, had it been processed).
+/// * A lease for a closed shard is created only if, listed again (consistently), none of its
+///   descendants has a lease (they would, had it been processed).
 /// * Creation stops once the listing is older than `max_age`.
 pub async fn sync_shards_within(
     stream: &dyn StreamClient,
@@ -286,9 +286,13 @@ fn stranded_children(
         .collect()
 }
 
+/// The keys of the leases as they are now: a consistent listing. An eventually consistent one
+/// may lack the descendants of a closed shard (created a moment ago) and the shard's own
+/// lease too (deleted a moment ago, once they started): the shard would be leased again and
+/// processed all over again.
 async fn leased(store: &dyn LeaseStore) -> Result<BTreeSet<String>, LeaseStoreError> {
     Ok(store
-        .list_leases()
+        .list_leases_consistent()
         .await?
         .into_iter()
         .map(|l| l.key)

@@ -184,6 +184,18 @@ pub async fn run(store: &dyn LeaseStore, prefix: &str) {
         vec![again.clone(), second.clone()],
         "list returns every lease"
     );
+    let mut consistent: Vec<Lease> = store
+        .list_leases_consistent()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.key.starts_with(prefix))
+        .collect();
+    consistent.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        consistent, listed,
+        "the consistent list returns every lease"
+    );
 
     // delete
     store.delete_lease(&second.key).await.unwrap();

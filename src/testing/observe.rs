@@ -52,6 +52,8 @@ pub enum Args<'a> {
     Create(&'a Lease),
     /// `list_leases`
     List,
+    /// `list_leases_consistent`
+    ListConsistent,
     /// `get_lease`
     Get(&'a str),
     /// `renew_lease`
@@ -74,7 +76,7 @@ impl Call<'_> {
         match self.args {
             Args::CreateTable => LeaseOp::CreateTable,
             Args::Create(_) => LeaseOp::Create,
-            Args::List => LeaseOp::List,
+            Args::List | Args::ListConsistent => LeaseOp::List,
             Args::Get(_) => LeaseOp::Get,
             Args::Renew(_) => LeaseOp::Renew,
             Args::Take(..) => LeaseOp::Take,
@@ -88,7 +90,7 @@ impl Call<'_> {
     /// The lease the call concerns, if one.
     pub fn lease_key(&self) -> Option<&str> {
         match self.args {
-            Args::CreateTable | Args::List => None,
+            Args::CreateTable | Args::List | Args::ListConsistent => None,
             Args::Create(l) | Args::Renew(l) | Args::Take(l, _) | Args::Evict(l) => Some(&l.key),
             Args::Update(l) => Some(&l.key),
             Args::Get(k) | Args::UpdateChildren(k, _) | Args::Delete(k) => Some(k),
@@ -272,6 +274,11 @@ impl<H: LeaseStoreHooks> LeaseStore for ObservedLeaseStore<H> {
         into_leases(self.observe(Args::List, run).await)
     }
 
+    async fn list_leases_consistent(&self) -> Result<Vec<Lease>, LeaseStoreError> {
+        let run = async { self.inner.list_leases_consistent().await.map(Reply::Leases) };
+        into_leases(self.observe(Args::ListConsistent, run).await)
+    }
+
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError> {
         let run = async { self.inner.get_lease(key).await.map(Reply::Lease) };
         into_lease(self.observe(Args::Get(key), run).await)
@@ -407,7 +414,10 @@ impl LeaseStoreHooks for FaultHooks {
                 )))
             }
             Fault::TimeoutAfterApply => {
-                if !matches!(call.args, Args::CreateTable | Args::List | Args::Get(_)) {
+                if !matches!(
+                    call.args,
+                    Args::CreateTable | Args::List | Args::ListConsistent | Args::Get(_)
+                ) {
                     self.fail_after.lock().insert(call.id);
                 }
                 None
@@ -417,7 +427,7 @@ impl LeaseStoreHooks for FaultHooks {
                 None
             }
             Fault::Conflict => match call.args {
-                Args::CreateTable | Args::List | Args::Get(_) => None,
+                Args::CreateTable | Args::List | Args::ListConsistent | Args::Get(_) => None,
                 Args::Create(_) => Some(Ok(Reply::Created(false))),
                 Args::Delete(_) => Some(Ok(Reply::Done)),
                 _ => Some(Ok(Reply::Write(WriteOutcome::Conflict))),
