@@ -175,6 +175,7 @@ impl Telemetry {
 
 /// Why the daemon's metrics could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetricsError {
     /// The Prometheus endpoint or the recorders could not start.
     #[error(transparent)]
@@ -205,6 +206,7 @@ pub async fn start_telemetry(
     config: &Config,
 ) -> Result<Telemetry, MetricsError> {
     let m = &s.metrics;
+    check_cloudwatch_built(m.level(), cfg!(feature = "cloudwatch"))?;
     let mut recorders: Vec<Box<dyn metrics::Recorder + Send + Sync>> = Vec::new();
     let mut telemetry = Telemetry::default();
     if let Some(addr) = m.prometheus_addr() {
@@ -212,7 +214,6 @@ pub async fn start_telemetry(
         recorders.push(Box::new(recorder));
         telemetry.prometheus = Some(endpoint);
     }
-    check_cloudwatch_built(m.level(), cfg!(feature = "cloudwatch"))?;
     #[cfg(not(feature = "cloudwatch"))]
     let _ = config; // the CloudWatch namespace is the application name
     #[cfg(feature = "cloudwatch")]

@@ -1,4 +1,4 @@
-//! The daemon's HTTPS client (hyper 1 + rustls), shared by every AWS client it builds (Kinesis,
+//! The daemon's HTTPS clients (hyper 1 + rustls), one for each AWS client it builds (Kinesis,
 //! DynamoDB, CloudWatch, STS and the credential providers), with the crypto provider its build
 //! chose: aws-lc-rs (feature `rustls-aws-lc`, the default) or ring (`rustls-ring`).
 
