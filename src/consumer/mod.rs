@@ -109,7 +109,7 @@ pub async fn run_shard_with<P: RecordProcessor>(
     shutdown: CancellationToken,
     redelivery: SharedRedelivery,
 ) -> ShardExit {
-    let shard_id = tenure.lease.key.clone();
+    let shard_id = tenure.lease.shard_id().to_string();
     let span = tracing::info_span!(
         names::SPAN_SHARD,
         { names::FIELD_WORKER_ID } = %ctx.coordinator.worker_id(),
@@ -140,7 +140,7 @@ pub async fn run_shard_with<P: RecordProcessor>(
 
 struct Consumer<P> {
     metrics: ShardMetrics,
-    /// The lease's shard id, shared by every batch's input.
+    /// The lease's shard id (what Kinesis knows it by), shared by every batch's input.
     shard_id: Arc<str>,
     ctx: ShardContext,
     tenure: LeaseTenure,
@@ -209,6 +209,8 @@ impl Panicked {
 }
 
 impl<P: RecordProcessor> Consumer<P> {
+    /// The lease key (the shard id in a single-stream application): what the lease table and
+    /// the coordinator know the lease by. Kinesis knows the shard by [`Self::shard_id`].
     fn key(&self) -> &str {
         &self.tenure.lease.key
     }
@@ -271,7 +273,8 @@ impl<P: RecordProcessor> Consumer<P> {
 
     async fn wait_for_parents(&mut self) -> Result<TaskOutcome, Panicked> {
         for parent in self.tenure.lease.parent_shard_ids.clone() {
-            let blocked = match self.ctx.store().get_lease(&parent).await {
+            let parent_key = self.ctx.stream_id.lease_key(&parent);
+            let blocked = match self.ctx.store().get_lease(&parent_key).await {
                 Ok(Some(l)) if !l.checkpoint.is_shard_end() => {
                     Some(format!("parent {parent} is at {}", l.checkpoint))
                 }
@@ -327,7 +330,7 @@ impl<P: RecordProcessor> Consumer<P> {
             deaggregate: cfg.deaggregate_records,
             hash_key_range: self.tenure.lease.hash_key_range,
         };
-        let (stream, shard) = (self.ctx.stream.clone(), self.key().to_string());
+        let (stream, shard) = (self.ctx.stream.clone(), self.shard_id.to_string());
         self.fetcher = Some(match &self.ctx.fan_out {
             Some(registration) => fanout::spawn(stream, registration.clone(), shard, start, buffer),
             None => {
@@ -379,7 +382,7 @@ impl<P: RecordProcessor> Consumer<P> {
         }
         let input = InitializationInput {
             stream: self.ctx.stream_id.clone(),
-            shard_id: self.key().to_string(),
+            shard_id: self.shard_id.to_string(),
             checkpoint: lease.checkpoint.clone(),
             pending_checkpoint: lease.pending_checkpoint.clone(),
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
@@ -478,7 +481,7 @@ impl<P: RecordProcessor> Consumer<P> {
             return Ok(RetryDecision::KeepRetrying);
         }
         let failure = RetriesExhausted {
-            shard_id: self.key().to_string(),
+            shard_id: self.shard_id.to_string(),
             records: batch.records.clone(),
             attempts,
             age,
@@ -763,8 +766,15 @@ impl<P: RecordProcessor> Consumer<P> {
         let key = self.key();
         let holds = || coordinator.holds(key, token);
         let stream = self.ctx.stream.as_ref();
-        if let Err(why) =
-            create_child_leases(self.ctx.store(), stream, key, &children, &holds).await
+        if let Err(why) = create_child_leases(
+            self.ctx.store(),
+            stream,
+            &self.ctx.stream_id,
+            key,
+            &children,
+            &holds,
+        )
+        .await
         {
             tracing::warn!(%why, backoff = ?self.ctx.config.task_backoff, "cannot create child shard leases yet; retrying");
             self.pause(self.ctx.config.task_backoff).await;

@@ -13,6 +13,8 @@ pub(super) const KEY: &str = "shardId-000000000000";
 /// A worker holding the one lease of a one-shard stream.
 pub(super) struct Harness {
     pub stream: InMemoryStream,
+    /// The stream, as the lease keys name it.
+    pub stream_id: crate::StreamIdentifier,
     pub coordinator: LeaseCoordinator,
     pub tenure: LeaseTenure,
     stop: CancellationToken,
@@ -22,9 +24,29 @@ pub(super) struct Harness {
 impl Harness {
     pub async fn new(checkpoint: Checkpoint) -> Harness {
         let stream = InMemoryStream::new("s", 1);
+        Self::holding(
+            stream,
+            crate::StreamIdentifier::single("s"),
+            Lease::new(KEY, checkpoint),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// A worker holding `lease` of `stream` (named `stream_id` in the lease keys), with
+    /// `others` in the lease table too.
+    pub async fn holding(
+        stream: InMemoryStream,
+        stream_id: crate::StreamIdentifier,
+        lease: Lease,
+        others: Vec<Lease>,
+    ) -> Harness {
         let store = InMemoryLeaseStore::new();
+        let key = lease.key.clone();
         store.with_table(|t| {
-            t.insert(KEY.into(), Lease::new(KEY, checkpoint));
+            for l in others.into_iter().chain([lease]) {
+                t.insert(l.key.clone(), l);
+            }
         });
         let coordinator = LeaseCoordinator::new(
             Arc::new(store.clone()),
@@ -35,12 +57,13 @@ impl Harness {
             let (c, s) = (coordinator.clone(), stop.clone());
             async move { c.run(s).await }
         });
-        while !coordinator.held_keys().contains(KEY) {
+        while !coordinator.held_keys().contains(&key) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let tenure = coordinator.held()[KEY].clone();
+        let tenure = coordinator.held()[&key].clone();
         Harness {
             stream,
+            stream_id,
             coordinator,
             tenure,
             stop,
@@ -52,7 +75,7 @@ impl Harness {
         ShardContext {
             coordinator: self.coordinator.clone(),
             stream: Arc::new(self.stream.clone()),
-            stream_id: crate::StreamIdentifier::single("s"),
+            stream_id: self.stream_id.clone(),
             config: Arc::new(config.build().unwrap()),
             prefetch_budget: PrefetchBudget::new(64 << 20),
             fan_out: None,
@@ -334,10 +357,13 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
         })
         .collect::<Vec<_>>();
     let lost = CancellationToken::new();
+    let single = crate::StreamIdentifier::single("s");
     // The other parent is still in the stream and has no lease: wait.
-    let why = create_child_leases(&store, &stream, a, &children, &|| !lost.is_cancelled())
-        .await
-        .unwrap_err();
+    let why = create_child_leases(&store, &stream, &single, a, &children, &|| {
+        !lost.is_cancelled()
+    })
+    .await
+    .unwrap_err();
     assert!(
         matches!(why, ChildLeaseError::MergeParentWithoutLease { .. }),
         "{why}"
@@ -345,9 +371,11 @@ async fn a_merge_child_is_created_when_the_other_parent_aged_out() {
     assert!(!store.snapshot().contains_key(&child));
     // Gone from the stream: nothing of it is left to wait for.
     assert!(stream.age_out(b));
-    create_child_leases(&store, &stream, a, &children, &|| !lost.is_cancelled())
-        .await
-        .unwrap();
+    create_child_leases(&store, &stream, &single, a, &children, &|| {
+        !lost.is_cancelled()
+    })
+    .await
+    .unwrap();
     assert_eq!(store.snapshot()[&child].checkpoint, Checkpoint::TrimHorizon);
 }
 
@@ -454,5 +482,119 @@ async fn a_checkpoint_inside_an_aggregate_resumes_right_after_its_user_record() 
             (plain, 0, "plain".into()),
         ]
     );
+    h.stop().await;
+}
+
+fn multi_stream_id() -> crate::StreamIdentifier {
+    crate::StreamIdentifier::multi("123456789012", "s", 1_700_000_000_000).unwrap()
+}
+
+/// A multi-stream lease is read from Kinesis by its shard id, and at its end its children get
+/// leases of the same stream: keys `<stream>:<child>`, the `streamName`/`shardId` attributes,
+/// bare parent ids (as the Java KCL's), and the parent records its bare child ids.
+#[tokio::test(start_paused = true)]
+async fn a_multi_stream_shard_reads_by_shard_id_and_gives_its_children_leases_of_its_stream() {
+    let stream = InMemoryStream::new("s", 1);
+    let id = multi_stream_id();
+    let lease = Lease::for_stream(id.clone(), KEY, Checkpoint::TrimHorizon);
+    let h = Harness::holding(stream, id.clone(), lease, Vec::new()).await;
+    let (put_shard, seq) = h.stream.put("k", b"x");
+    assert_eq!(put_shard, KEY);
+    // Checkpoints every batch and SHARD_END at the end.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let p = crate::processor::from_fn({
+        let seen = seen.clone();
+        move |input: ProcessRecordsInput| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .extend(input.records.iter().map(|r| r.sequence_number.to_string()));
+                Ok(())
+            }
+        }
+    });
+    let ctx = h.ctx(config());
+    let task = tokio::spawn(run_shard(
+        ctx,
+        h.tenure.clone(),
+        p,
+        CancellationToken::new(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !seen.lock().contains(&seq) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read nothing by shard id"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b) = h.stream.split(KEY, u128::MAX / 2).unwrap();
+    assert_eq!(task.await.unwrap(), ShardExit::ShardEnded);
+    let table = h.coordinator.store().list_leases().await.unwrap();
+    for child in [&a, &b] {
+        let l = table
+            .iter()
+            .find(|l| l.key == id.lease_key(child))
+            .unwrap_or_else(|| panic!("no lease {} in {table:?}", id.lease_key(child)));
+        assert_eq!(l.shard_id(), child.as_str());
+        assert_eq!(l.multi_stream.as_ref().map(|m| &m.stream), Some(&id));
+        assert_eq!(l.parent_shard_ids, vec![KEY.to_string()]);
+    }
+    let parent = table.iter().find(|l| l.key == id.lease_key(KEY)).unwrap();
+    assert!(parent.checkpoint.is_shard_end());
+    let mut children = vec![a.clone(), b.clone()];
+    children.sort();
+    assert_eq!(parent.child_shard_ids, children);
+    h.stop().await;
+}
+
+/// A multi-stream child waits for its parent's lease, found by the stream's key, to reach
+/// SHARD_END (looked up by the bare shard id it would seem absent, and the child would start
+/// before its parent is done).
+#[tokio::test(start_paused = true)]
+async fn a_multi_stream_child_waits_for_its_parent_under_the_streams_key() {
+    let stream = InMemoryStream::new("s", 1);
+    let (a, _b) = stream.split(KEY, u128::MAX / 2).unwrap();
+    let (put_shard, seq) = stream.put("k", b"x");
+    let id = multi_stream_id();
+    let mut parent = Lease::for_stream(id.clone(), KEY, Checkpoint::sequence("1", 0).unwrap());
+    parent.owner = Some("other".into());
+    let child =
+        Lease::for_stream(id.clone(), a.clone(), Checkpoint::TrimHorizon).with_parents([KEY]);
+    let h = Harness::holding(stream, id.clone(), child, vec![parent]).await;
+    let (p, calls) = Recorder::new(|_| {});
+    let ctx = h.ctx(config().parent_shard_poll_interval(Duration::from_millis(500)));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_shard(ctx, h.tenure.clone(), p, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        calls.lock().is_empty(),
+        "the child started before its parent finished: {:?}",
+        calls.lock()
+    );
+    // The parent finishes (a renewal may move its counter between the read and the write).
+    let store = h.coordinator.store().clone();
+    loop {
+        let mut finished = store.get_lease(&id.lease_key(KEY)).await.unwrap().unwrap();
+        finished.checkpoint = Checkpoint::ShardEnd;
+        if let crate::lease::WriteOutcome::Applied(_) = store.update_lease(&finished).await.unwrap()
+        {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let want = if put_shard == a {
+        Some(format!("records {seq}"))
+    } else {
+        None
+    };
+    while !calls.lock().iter().any(|c| c == "initialize")
+        || want.as_ref().is_some_and(|w| !calls.lock().contains(w))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", calls.lock());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let _ = task.await;
     h.stop().await;
 }

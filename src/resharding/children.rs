@@ -3,6 +3,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use crate::retrieval::{ChildShard, IteratorPosition, RetrievalError, StreamClient};
+use crate::stream::StreamIdentifier;
 
 /// Why the leases of a finished shard's children were not (all) created; the consumer tries
 /// again after the task backoff.
@@ -37,12 +38,13 @@ pub enum ChildLeaseError {
     },
 }
 
-/// Leases for the children a closed shard reported at its end (always at `TRIM_HORIZON`).
-pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
+/// Leases for the children a closed shard of `stream` reported at its end (always at
+/// `TRIM_HORIZON`; keyed as `stream` keys its leases).
+pub fn child_leases(stream: &StreamIdentifier, children: &[ChildShard]) -> Vec<Lease> {
     children
         .iter()
         .map(|c| {
-            Lease::new(c.shard_id.clone(), Checkpoint::TrimHorizon)
+            Lease::for_stream(stream.clone(), c.shard_id.clone(), Checkpoint::TrimHorizon)
                 .with_parents(c.parent_shards.iter().cloned())
                 .with_hash_key_range(c.hash_key_range)
         })
@@ -50,7 +52,8 @@ pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
 }
 
 /// Create the leases of a finished shard's children (skipping existing ones) and record the
-/// children on the parent lease `key`.
+/// children on the parent lease `key` (a lease of `stream_id`, whose keys the children's and
+/// the other parents' leases have too).
 ///
 /// Nothing is created unless `holds()` (this tenure of `key` still holds: not lost, and not
 /// expired on the local clock, see `LeaseCoordinator::holds`), asked right before each
@@ -61,11 +64,12 @@ pub fn child_leases(children: &[ChildShard]) -> Vec<Lease> {
 pub async fn create_child_leases(
     store: &dyn LeaseStore,
     stream: &dyn StreamClient,
+    stream_id: &StreamIdentifier,
     key: &str,
     children: &[ChildShard],
     holds: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), ChildLeaseError> {
-    for child in child_leases(children) {
+    for child in child_leases(stream_id, children) {
         if store.get_lease(&child.key).await?.is_some() {
             continue;
         }
@@ -74,8 +78,16 @@ pub async fn create_child_leases(
         // Unless that parent is gone from the stream: it aged past retention with all its
         // records, so nothing of it is left to process (its lease, if it had one, was deleted
         // for that reason). The Java KCL waits here forever.
-        for other in child.parent_shard_ids.iter().filter(|p| p.as_str() != key) {
-            if store.get_lease(other).await?.is_some() {
+        for other in child
+            .parent_shard_ids
+            .iter()
+            .filter(|p| stream_id.lease_key(p) != key)
+        {
+            if store
+                .get_lease(&stream_id.lease_key(other))
+                .await?
+                .is_some()
+            {
                 continue;
             }
             let gone = stream

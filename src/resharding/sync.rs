@@ -683,7 +683,7 @@ mod tests {
             parent_shards: vec!["s7".into(), "s6".into()],
             hash_key_range: HashKeyRange { start: 5, end: 9 },
         };
-        let l = &child_leases(&[c])[0];
+        let l = &child_leases(&crate::StreamIdentifier::single("s"), &[c])[0];
         assert_eq!(
             (l.checkpoint.clone(), l.parent_shard_ids.clone()),
             (Checkpoint::TrimHorizon, vec!["s6".into(), "s7".into()])
