@@ -17,8 +17,9 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::InitialPosition;
-use crate::lease::{Lease, LeaseStore, LeaseStoreError};
+use crate::lease::{Lease, LeaseStore, LeaseStoreError, StreamShard};
 use crate::retrieval::{RetrievalError, Shard, StreamClient};
+use crate::stream::StreamIdentifier;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -214,15 +215,29 @@ pub async fn sync_shards_within(
     position: InitialPosition,
     max_age: Duration,
 ) -> Result<usize, ShardSyncError> {
+    sync_stream_shards_within(stream, None, store, position, max_age).await
+}
+
+/// [`sync_shards_within`] for one stream of the table: `multi_stream` names it in a
+/// multi-stream application (only its leases count, by shard id, and the leases created are
+/// its own: keys `<stream>:<shard id>`, the `streamName`/`shardId` attributes); `None` is a
+/// single-stream table, whose keys are the shard ids.
+pub async fn sync_stream_shards_within(
+    stream: &dyn StreamClient,
+    multi_stream: Option<&StreamIdentifier>,
+    store: &dyn LeaseStore,
+    position: InitialPosition,
+    max_age: Duration,
+) -> Result<usize, ShardSyncError> {
     let mut created = 0;
     for _ in 0..SYNC_REFRESHES {
         let listed = Instant::now();
-        let leases = store.list_leases().await?;
-        let existing: BTreeSet<String> = leases.iter().map(|l| l.key.clone()).collect();
+        let leases = of_stream(store.list_leases().await?, multi_stream);
+        let existing: BTreeSet<String> = leases.iter().map(|l| l.shard_id().to_string()).collect();
         let finished: BTreeSet<&str> = leases
             .iter()
             .filter(|l| l.checkpoint.is_shard_end())
-            .map(|l| l.key.as_str())
+            .map(|l| l.shard_id())
             .collect();
         let shards = stream.list_shards().await?;
         let mut to_create = leases_to_create(&shards, &existing, position);
@@ -233,7 +248,7 @@ pub async fn sync_shards_within(
             .map(|s| s.shard_id.as_str())
             .collect();
         if to_create.iter().any(|l| closed.contains(l.key.as_str())) {
-            let now = leased(store).await?;
+            let now = leased(store, multi_stream).await?;
             let children = ChildIndex::new(&shards);
             to_create.retain(|l| {
                 let done = closed.contains(l.key.as_str())
@@ -243,6 +258,10 @@ pub async fn sync_shards_within(
                 !done
             });
         }
+        let to_create = to_create
+            .into_iter()
+            .map(|l| in_stream(l, multi_stream))
+            .collect();
         let (n, stale) = create_in_waves(store, to_create, listed, max_age).await?;
         created += n;
         if !stale {
@@ -290,13 +309,43 @@ fn stranded_children(
 /// may lack the descendants of a closed shard (created a moment ago) and the shard's own
 /// lease too (deleted a moment ago, once they started): the shard would be leased again and
 /// processed all over again.
-async fn leased(store: &dyn LeaseStore) -> Result<BTreeSet<String>, LeaseStoreError> {
-    Ok(store
-        .list_leases_consistent()
-        .await?
+async fn leased(
+    store: &dyn LeaseStore,
+    multi_stream: Option<&StreamIdentifier>,
+) -> Result<BTreeSet<String>, LeaseStoreError> {
+    Ok(
+        of_stream(store.list_leases_consistent().await?, multi_stream)
+            .iter()
+            .map(|l| l.shard_id().to_string())
+            .collect(),
+    )
+}
+
+/// The leases of one stream: those of `multi_stream`, or with `None` those of no named
+/// stream (a single-stream table's).
+fn of_stream(leases: Vec<Lease>, multi_stream: Option<&StreamIdentifier>) -> Vec<Lease> {
+    leases
         .into_iter()
-        .map(|l| l.key)
-        .collect())
+        .filter(|l| l.multi_stream.as_ref().map(|m| &m.stream) == multi_stream)
+        .collect()
+}
+
+/// `lease` (keyed by its shard id) as a lease of `multi_stream`, when it names one.
+fn in_stream(lease: Lease, multi_stream: Option<&StreamIdentifier>) -> Lease {
+    match multi_stream {
+        None => lease,
+        Some(id) => {
+            let shard_id = lease.key.clone();
+            Lease {
+                key: id.lease_key(&shard_id),
+                multi_stream: Some(StreamShard {
+                    stream: id.clone(),
+                    shard_id,
+                }),
+                ..lease
+            }
+        }
+    }
 }
 
 /// How many `create_lease_if_not_exists` calls a sync has in flight at once. Creating the
@@ -326,7 +375,8 @@ async fn create_in_waves(
             .map(|d| d + 1)
             .max()
             .unwrap_or(0);
-        depth.insert(lease.key.clone(), d);
+        // Parents are bare shard ids, in a multi-stream table too.
+        depth.insert(lease.shard_id().to_string(), d);
         if waves.len() <= d {
             waves.resize_with(d + 1, Vec::new);
         }
@@ -598,6 +648,100 @@ mod tests {
             .unwrap();
         assert_eq!(created, 0);
         assert!(!store.snapshot().contains_key(S0));
+    }
+
+    /// A multi-stream sync counts only its stream's leases (by shard id: another stream's
+    /// leases for the same shard ids do not make its own exist), creates its leases keyed
+    /// `<stream>:<shard id>` with the stream attributes, parents before children, and leaves
+    /// the other streams' leases alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_multi_stream_sync_creates_its_streams_leases_only() {
+        let ours = StreamIdentifier::multi("123456789012", "s", 1_700_000_000_000).unwrap();
+        let theirs = StreamIdentifier::multi("123456789012", "s", 1_600_000_000_000).unwrap();
+        let store = crate::lease::InMemoryLeaseStore::new();
+        let stream = crate::retrieval::InMemoryStream::new("s", 1);
+        let (a, b) = stream.split(S0, 1 << 64).unwrap();
+        let others: Vec<Lease> = [S0, a.as_str(), b.as_str()]
+            .into_iter()
+            .map(|shard| Lease::for_stream(theirs.clone(), shard, Checkpoint::TrimHorizon))
+            .chain([Lease::new(S0, Checkpoint::TrimHorizon)])
+            .collect();
+        store.with_table(|t| {
+            for l in &others {
+                t.insert(l.key.clone(), l.clone());
+            }
+        });
+        // Records when each create starts and ends (the parent's is slow): a child's create
+        // must not start before its parent's ended.
+        struct Creates(crate::sync::Mutex<Vec<String>>);
+        #[async_trait::async_trait]
+        impl crate::testing::observe::LeaseStoreHooks for Creates {
+            async fn before(
+                &self,
+                call: &crate::testing::observe::Call<'_>,
+            ) -> Option<crate::testing::observe::Outcome> {
+                if let crate::testing::observe::Args::Create(l) = call.args {
+                    self.0.lock().push(format!("start {}", l.shard_id()));
+                    if l.shard_id() == S0 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                None
+            }
+            async fn after(
+                &self,
+                call: &crate::testing::observe::Call<'_>,
+                _: &mut crate::testing::observe::Outcome,
+            ) {
+                if let crate::testing::observe::Args::Create(l) = call.args {
+                    self.0.lock().push(format!("end {}", l.shard_id()));
+                }
+            }
+        }
+        let observed = crate::testing::observe::ObservedLeaseStore::new(
+            std::sync::Arc::new(store.clone()),
+            Creates(Default::default()),
+        );
+        let created = sync_stream_shards_within(
+            &stream,
+            Some(&ours),
+            &observed,
+            InitialPosition::TrimHorizon,
+            Duration::MAX,
+        )
+        .await
+        .unwrap();
+        assert_eq!(created, 3, "{:?}", store.snapshot().keys());
+        let order = observed.hooks().0.lock().clone();
+        let at = |e: String| order.iter().position(|x| *x == e).unwrap();
+        assert!(
+            at(format!("end {S0}")) < at(format!("start {a}")),
+            "a child's lease created before its parent's: {order:?}"
+        );
+        let table = store.snapshot();
+        for l in &others {
+            assert_eq!(&table[&l.key], l, "another stream's lease is untouched");
+        }
+        for shard in [S0, a.as_str(), b.as_str()] {
+            let l = &table[&ours.lease_key(shard)];
+            assert_eq!(l.shard_id(), shard);
+            assert_eq!(l.multi_stream.as_ref().map(|m| &m.stream), Some(&ours));
+        }
+        assert_eq!(
+            table[&ours.lease_key(&a)].parent_shard_ids,
+            vec![S0.to_string()]
+        );
+        // Its own leases, found by shard id, are not created again.
+        let again = sync_stream_shards_within(
+            &stream,
+            Some(&ours),
+            &store,
+            InitialPosition::TrimHorizon,
+            Duration::MAX,
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, 0);
     }
 
     #[tokio::test(start_paused = true)]
