@@ -146,6 +146,8 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 max_leases_for_worker: config.max_leases_for_worker,
                 max_leases_to_steal_at_one_time: config.max_leases_to_steal_at_one_time,
                 rng_seed: config.rng_seed,
+                // One stream per scheduler (multi-stream applications are not built yet).
+                multi_stream: false,
             },
         );
         let fan_out = (config.retrieval_mode == RetrievalMode::FanOut).then(|| {

@@ -88,6 +88,11 @@ pub struct CoordinatorConfig {
     pub max_leases_to_steal_at_one_time: usize,
     /// Seed for the taker's random choices and jitter (`None`: from entropy).
     pub rng_seed: Option<u64>,
+    /// The application is multi-stream: it takes only leases that name a stream (the
+    /// `streamName` attribute). A single-stream one (`false`, the default) takes only leases
+    /// that name none: a lease of a multi-stream application is not its to process (its key is
+    /// no shard of this stream, and its clean-up would delete it as trimmed).
+    pub multi_stream: bool,
 }
 
 impl CoordinatorConfig {
@@ -101,6 +106,7 @@ impl CoordinatorConfig {
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
             rng_seed: None,
+            multi_stream: false,
         }
     }
 }
@@ -234,6 +240,9 @@ struct Inner {
     observed: Mutex<BTreeMap<String, ObservedLease>>,
     rng: Mutex<StdRng>,
     taking: AtomicBool,
+    /// Whether leases of the other mode (see [`CoordinatorConfig::multi_stream`]) were
+    /// reported already.
+    foreign_reported: AtomicBool,
     tx: watch::Sender<HeldLeases>,
     health: Arc<HealthState>,
     metrics: WorkerMetrics,
@@ -277,6 +286,7 @@ impl LeaseCoordinator {
                 observed: Mutex::new(BTreeMap::new()),
                 rng: Mutex::new(rng),
                 taking: AtomicBool::new(true),
+                foreign_reported: AtomicBool::new(false),
                 tx,
             }),
         }

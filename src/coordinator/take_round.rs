@@ -5,7 +5,7 @@ use super::taker::{
     choose_leases_to_take_with_stats, ObservedLease, TakeDecision, TakeReason, TakerConfig,
 };
 use super::LeaseCoordinator;
-use crate::lease::{LeaseStoreError, WriteOutcome};
+use crate::lease::{Lease, LeaseStoreError, WriteOutcome};
 use crate::telemetry::TakeStats;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -108,6 +108,25 @@ impl LeaseCoordinator {
         }
     }
 
+    /// The leases this worker may take: those of its mode (single- or multi-stream, see
+    /// [`CoordinatorConfig::multi_stream`](super::CoordinatorConfig::multi_stream)). The others
+    /// are reported once, as a warning.
+    fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
+        let multi = self.inner.config.multi_stream;
+        let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases
+            .into_iter()
+            .partition(|l| l.multi_stream.is_some() == multi);
+        if !foreign.is_empty() && !self.inner.foreign_reported.swap(true, Ordering::Relaxed) {
+            let example = &foreign[0].key;
+            if multi {
+                tracing::warn!(count = foreign.len(), %example, "the lease table holds leases of a single-stream application (no streamName attribute); this multi-stream worker leaves them alone (one lease table serves one application)");
+            } else {
+                tracing::warn!(count = foreign.len(), %example, "the lease table holds leases of a multi-stream application (a streamName attribute); this single-stream worker leaves them alone (one lease table serves one application)");
+            }
+        }
+        ours
+    }
+
     /// Scan the table, update what this worker observed, and decide what to take:
     /// (decisions, leases in the table, when the next lease would expire).
     async fn scan_and_decide(
@@ -119,7 +138,7 @@ impl LeaseCoordinator {
             .metrics
             .list_leases(leases.is_ok(), scan_started.elapsed());
         self.inner.health.scan(leases.is_ok());
-        let leases = leases?;
+        let leases = self.of_this_mode(leases?);
         let seen_at = Instant::now();
         let failover = self.inner.config.failover_time;
         let observed: Vec<ObservedLease> = {

@@ -70,6 +70,48 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<D
     None
 }
 
+/// A single-stream worker takes no lease of a multi-stream application (its key is no shard
+/// of the worker's stream), and a multi-stream worker none of a single-stream one.
+#[tokio::test(start_paused = true)]
+async fn a_worker_takes_only_the_leases_of_its_mode() {
+    let stream = crate::StreamIdentifier::multi("123456789012", "s", 1).unwrap();
+    for multi in [false, true] {
+        let store = store_with(2);
+        store.with_table(|t| {
+            for i in 0..2 {
+                let l = Lease::for_stream(
+                    stream.clone(),
+                    format!("shardId-{i:012}"),
+                    Checkpoint::TrimHorizon,
+                );
+                t.insert(l.key.clone(), l);
+            }
+        });
+        let mut cfg = CoordinatorConfig::new("a", F);
+        cfg.rng_seed = Some(1);
+        cfg.multi_stream = multi;
+        let coordinator = LeaseCoordinator::new(Arc::new(store.clone()), cfg);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (c, s) = (coordinator.clone(), stop.clone());
+            async move { c.run(s).await }
+        });
+        tokio::time::sleep(F * 3).await;
+        let held = coordinator.held_keys();
+        assert_eq!(held.len(), 2, "multi {multi}: {held:?}");
+        for key in &held {
+            let lease = &store.snapshot()[key];
+            assert_eq!(
+                lease.multi_stream.is_some(),
+                multi,
+                "multi {multi}: took {key}"
+            );
+        }
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_worker_takes_every_lease() {
     let store = store_with(8);
