@@ -48,10 +48,9 @@ impl Harness {
                 t.insert(l.key.clone(), l);
             }
         });
-        let coordinator = LeaseCoordinator::new(
-            Arc::new(store.clone()),
-            CoordinatorConfig::new("w", Duration::from_secs(10)),
-        );
+        let mut cfg = CoordinatorConfig::new("w", Duration::from_secs(10));
+        cfg.multi_stream = stream_id.is_multi_stream();
+        let coordinator = LeaseCoordinator::new(Arc::new(store.clone()), cfg);
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let (c, s) = (coordinator.clone(), stop.clone());
