@@ -3,6 +3,7 @@
 //! Defaults are the Java KCL's unless noted. Each setting's `.properties` key (for the
 //! MultiLangDaemon) is given as "(properties: `key`)".
 
+use crate::multi_stream::MultiStreamTracker;
 use crate::processor::RetryPolicy;
 use crate::retrieval::{ConsumerRef, StreamRef};
 use crate::validation::{
@@ -10,6 +11,7 @@ use crate::validation::{
     parse_stream_arn, CONSUMER_NAME_RULE, MAX_RECORDS_LIMIT, MIN_IDLE_TIME_BETWEEN_READS,
     STREAM_NAME_RULE, TABLE_NAME_RULE,
 };
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Default failover time (properties: `failoverTimeMillis`): 10 s.
@@ -32,6 +34,9 @@ pub const DEFAULT_LEASE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// Default bound on graceful shutdown (properties: `shutdownGraceMillis`): 30 s (Java's is 0, which
 /// gives processors no time to checkpoint).
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval at which a multi-stream worker re-reads its
+/// [`MultiStreamTracker`]: 60 s (Java's fixed `NEW_STREAM_CHECK_INTERVAL_MILLIS`).
+pub const DEFAULT_STREAM_TRACKER_INTERVAL: Duration = Duration::from_secs(60);
 /// Default batches prefetched per shard: 3 (Java's `maxPendingProcessRecordsInput`).
 pub const DEFAULT_MAX_PENDING_BATCHES: usize = 3;
 /// Default bound on the bytes of records prefetched per shard: 8 MiB (Java's `maxByteSize`
@@ -171,7 +176,7 @@ pub enum InitialPositionError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) application_name: String,
-    pub(crate) stream: StreamRef,
+    pub(crate) streams: Streams,
     pub(crate) table_name: String,
     pub(crate) worker_id: String,
     pub(crate) initial_position: InitialPosition,
@@ -198,6 +203,34 @@ pub struct Config {
     pub(crate) rng_seed: Option<u64>,
     pub(crate) retrieval_mode: RetrievalMode,
     pub(crate) fan_out: FanOutConfig,
+    pub(crate) stream_tracker_interval: Duration,
+}
+
+/// The streams of a worker: one, or a tracked set.
+#[derive(Clone)]
+pub(crate) enum Streams {
+    /// A single-stream application.
+    Single(StreamRef),
+    /// A multi-stream application.
+    Multi(Arc<dyn MultiStreamTracker>),
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Streams::Single(s) => f.debug_tuple("Single").field(s).finish(),
+            Streams::Multi(_) => f.write_str("Multi(..)"),
+        }
+    }
+}
+
+impl std::fmt::Display for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Streams::Single(s) => s.fmt(f),
+            Streams::Multi(_) => f.write_str("(multi-stream)"),
+        }
+    }
 }
 
 impl Config {
@@ -207,9 +240,33 @@ impl Config {
         &self.application_name
     }
 
-    /// The stream (properties: `streamName` / `streamArn`).
-    pub fn stream(&self) -> &StreamRef {
-        &self.stream
+    /// The stream of a single-stream application (properties: `streamName` / `streamArn`);
+    /// `None` for a multi-stream one (see [`Config::multi_stream_tracker`]).
+    pub fn stream(&self) -> Option<&StreamRef> {
+        match &self.streams {
+            Streams::Single(s) => Some(s),
+            Streams::Multi(_) => None,
+        }
+    }
+
+    /// The streams of a multi-stream application (properties: `streamNames` /
+    /// `streamArns`, in the MultiLangDaemon); `None` for a single-stream one.
+    pub fn multi_stream_tracker(&self) -> Option<&Arc<dyn MultiStreamTracker>> {
+        match &self.streams {
+            Streams::Single(_) => None,
+            Streams::Multi(t) => Some(t),
+        }
+    }
+
+    /// Whether this is a multi-stream application ([`Config::multi_stream_builder`]).
+    pub fn is_multi_stream(&self) -> bool {
+        matches!(self.streams, Streams::Multi(_))
+    }
+
+    /// How often a multi-stream worker re-reads its tracker; default 60 s
+    /// ([`DEFAULT_STREAM_TRACKER_INTERVAL`]).
+    pub fn stream_tracker_interval(&self) -> Duration {
+        self.stream_tracker_interval
     }
 
     /// The lease table (properties: `tableName`); default: the application name.
@@ -223,7 +280,8 @@ impl Config {
         &self.worker_id
     }
 
-    /// Where shards without a checkpoint start; default [`InitialPosition::Latest`].
+    /// Where shards without a checkpoint start; default [`InitialPosition::Latest`]. A
+    /// multi-stream application sets it per stream ([`StreamConfig`](crate::multi_stream::StreamConfig)).
     pub fn initial_position(&self) -> InitialPosition {
         self.initial_position
     }
@@ -375,6 +433,19 @@ impl Config {
             (None, None) => ConsumerRef::Name(self.application_name.clone()),
         }
     }
+
+    /// The stream consumer fan-out reads `stream` of a multi-stream application through: its
+    /// configured ARN, else the worker's consumer name.
+    pub(crate) fn fan_out_consumer_of(
+        &self,
+        stream: &crate::multi_stream::StreamConfig,
+    ) -> ConsumerRef {
+        match (&stream.consumer_arn, &self.fan_out.consumer_name) {
+            (Some(arn), _) => ConsumerRef::Arn(arn.clone()),
+            (None, Some(name)) => ConsumerRef::Name(name.clone()),
+            (None, None) => ConsumerRef::Name(self.application_name.clone()),
+        }
+    }
 }
 
 /// A setting that is out of range, or a required one that is missing.
@@ -395,9 +466,26 @@ impl Config {
         application_name: impl Into<String>,
         stream: impl Into<StreamRef>,
     ) -> ConfigBuilder {
+        Self::builder_of(application_name.into(), Streams::Single(stream.into()))
+    }
+
+    /// A builder for the multi-stream application `application_name` consuming the streams
+    /// `tracker` names (see [`multi_stream`](crate::multi_stream)). Its leases are in the
+    /// Java KCL's multi-stream format; each stream has its own initial position and fan-out
+    /// consumer, so [`ConfigBuilder::initial_position`] and the consumer ARN of
+    /// [`ConfigBuilder::fan_out`] do not apply (the consumer name does).
+    pub fn multi_stream_builder(
+        application_name: impl Into<String>,
+        tracker: impl MultiStreamTracker,
+    ) -> ConfigBuilder {
+        Self::builder_of(application_name.into(), Streams::Multi(Arc::new(tracker)))
+    }
+
+    fn builder_of(application_name: String, streams: Streams) -> ConfigBuilder {
         ConfigBuilder {
-            application_name: application_name.into(),
-            stream: stream.into(),
+            application_name,
+            streams,
+            stream_tracker_interval: DEFAULT_STREAM_TRACKER_INTERVAL,
             table_name: None,
             worker_id: None,
             initial_position: InitialPosition::Latest,
@@ -434,7 +522,8 @@ impl Config {
 #[must_use]
 pub struct ConfigBuilder {
     application_name: String,
-    stream: StreamRef,
+    streams: Streams,
+    stream_tracker_interval: Duration,
     table_name: Option<String>,
     worker_id: Option<String>,
     initial_position: InitialPosition,
@@ -545,6 +634,8 @@ impl ConfigBuilder {
         retrieval_mode: RetrievalMode,
         /// Enhanced fan-out settings.
         fan_out: FanOutConfig,
+        /// How often a multi-stream worker re-reads its tracker.
+        stream_tracker_interval: Duration,
     }
 
     /// Validate and build.
@@ -553,8 +644,10 @@ impl ConfigBuilder {
         if self.application_name.trim().is_empty() {
             return err("application_name", "must not be empty".into());
         }
-        if self.stream.name().trim().is_empty() {
-            return err("stream", "must not be empty".into());
+        if let Streams::Single(stream) = &self.streams {
+            if stream.name().trim().is_empty() {
+                return err("stream", "must not be empty".into());
+            }
         }
         if self.failover_time < Duration::from_millis(100) {
             return err(
@@ -615,6 +708,7 @@ impl ConfigBuilder {
             ),
             ("shard_sync_interval", self.shard_sync_interval),
             ("lease_cleanup_interval", self.lease_cleanup_interval),
+            ("stream_tracker_interval", self.stream_tracker_interval),
         ] {
             if d.is_zero() {
                 return err(name, "must be above zero".into());
@@ -627,16 +721,16 @@ impl ConfigBuilder {
         if !is_valid_table_name(&table_name) {
             return err("table_name", format!("{table_name:?}: {TABLE_NAME_RULE}"));
         }
-        match &self.stream {
-            StreamRef::Name(name) if !is_valid_stream_name(name) => {
+        match &self.streams {
+            Streams::Single(StreamRef::Name(name)) if !is_valid_stream_name(name) => {
                 return err("stream", format!("{name:?}: {STREAM_NAME_RULE}"));
             }
-            StreamRef::Arn(arn) => {
+            Streams::Single(StreamRef::Arn(arn)) => {
                 if let Err(why) = parse_stream_arn(arn) {
                     return err("stream", format!("{arn:?} is not a Kinesis stream ARN (arn:aws:kinesis:<region>:<account>:stream/<name>): {why}"));
                 }
             }
-            StreamRef::Name(_) => {}
+            Streams::Single(StreamRef::Name(_)) | Streams::Multi(_) => {}
         }
         let worker_id = match self.worker_id {
             Some(id) if id.trim().is_empty() => {
@@ -647,7 +741,8 @@ impl ConfigBuilder {
         };
         Ok(Config {
             application_name: self.application_name,
-            stream: self.stream,
+            streams: self.streams,
+            stream_tracker_interval: self.stream_tracker_interval,
             table_name,
             worker_id,
             initial_position: self.initial_position,
@@ -688,16 +783,22 @@ impl ConfigBuilder {
                 Ok(p) => p,
                 Err(why) => return err("fan_out.consumer_arn", format!("{arn:?}: {why}")),
             };
-            let same_stream = match &self.stream {
-                StreamRef::Name(n) => parsed.stream.stream_name == *n,
-                StreamRef::Arn(a) => arn.starts_with(&format!("{a}/consumer/")),
+            let same_stream = match &self.streams {
+                Streams::Single(StreamRef::Name(n)) => parsed.stream.stream_name == *n,
+                Streams::Single(StreamRef::Arn(a)) => arn.starts_with(&format!("{a}/consumer/")),
+                Streams::Multi(_) => {
+                    return err(
+                        "fan_out.consumer_arn",
+                        format!("{arn:?}: a multi-stream application reads each stream through its own consumer: give it in that stream's StreamConfig::consumer_arn"),
+                    );
+                }
             };
             if !same_stream {
                 return err(
                     "fan_out.consumer_arn",
                     format!(
                         "{arn:?} is a consumer of another stream than {}",
-                        self.stream
+                        self.streams
                     ),
                 );
             }
@@ -886,6 +987,6 @@ mod tests {
         )
         .build()
         .unwrap();
-        assert_eq!(c.stream.name(), "orders");
+        assert_eq!(c.stream().unwrap().name(), "orders");
     }
 }

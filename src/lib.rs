@@ -271,6 +271,7 @@ pub(crate) mod consumer;
 pub(crate) mod coordinator;
 pub mod error;
 pub mod lease;
+pub mod multi_stream;
 pub mod processor;
 pub mod record;
 // Some items serve only the unit tests (and the `testing` kit).

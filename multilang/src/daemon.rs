@@ -5,7 +5,8 @@ use crate::credentials::build_provider;
 use crate::settings::DaemonSettings;
 use aws_config::{BehaviorVersion, Region};
 use kinesis_client::lease::DynamoDbLeaseStore;
-use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
+use kinesis_client::multi_stream::StreamConfig;
+use kinesis_client::retrieval::{KinesisStreamClient, StreamClient, StreamRef};
 #[cfg(feature = "cloudwatch")]
 use kinesis_client::telemetry::cloudwatch::{
     CloudWatchConfig, CloudWatchExporter, CloudWatchPublisher,
@@ -142,14 +143,16 @@ pub async fn build_scheduler(
     let kinesis = kinesis_client::aws::kinesis_client(&kinesis_sdk, s.kinesis_endpoint.as_deref());
     let dynamodb =
         kinesis_client::aws::dynamodb_client(&dynamodb_sdk, s.dynamodb_endpoint.as_deref());
-    let stream = KinesisStreamClient::new(kinesis, config.stream().clone());
+    let clients = move |s: &StreamConfig| -> Arc<dyn StreamClient> {
+        Arc::new(KinesisStreamClient::new(kinesis.clone(), s.stream_ref()))
+    };
     let store = DynamoDbLeaseStore::new(dynamodb, config.table_name().to_string());
     let spec = Arc::new(ChildSpec {
         argv: s.command(),
         timeout: s.timeout,
     });
     let factory = move |shard: &str| ChildProcessor::new(shard, spec.clone());
-    Scheduler::new(config, factory, Arc::new(stream), Arc::new(store))
+    Scheduler::multi_stream(config, factory, clients, Arc::new(store))
 }
 
 /// The daemon's metrics: the CloudWatch exporter (unless `metricsLevel = NONE`) and the

@@ -58,6 +58,8 @@ pub struct ShardContext {
     pub stream: Arc<dyn StreamClient>,
     /// The stream, as the processors are told it.
     pub stream_id: StreamIdentifier,
+    /// Where the stream's shards start without a checkpoint (its `AT_TIMESTAMP` time).
+    pub initial_position: InitialPosition,
     /// The worker's settings.
     pub config: Arc<Config>,
     /// The worker's read-ahead byte budget, shared by its shards' record sources.
@@ -305,7 +307,7 @@ impl<P: RecordProcessor> Consumer<P> {
             }
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => IteratorPosition::TrimHorizon,
             Checkpoint::Latest => IteratorPosition::Latest,
-            Checkpoint::AtTimestamp => match self.ctx.config.initial_position {
+            Checkpoint::AtTimestamp => match self.ctx.initial_position {
                 InitialPosition::AtTimestamp(t) => IteratorPosition::AtTimestamp(t),
                 _ => {
                     tracing::warn!("lease is at AT_TIMESTAMP but no timestamp is configured; starting at TRIM_HORIZON");

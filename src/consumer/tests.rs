@@ -71,11 +71,13 @@ impl Harness {
     }
 
     pub fn ctx(&self, config: crate::ConfigBuilder) -> ShardContext {
+        let config = config.build().unwrap();
         ShardContext {
             coordinator: self.coordinator.clone(),
             stream: Arc::new(self.stream.clone()),
             stream_id: self.stream_id.clone(),
-            config: Arc::new(config.build().unwrap()),
+            initial_position: config.initial_position(),
+            config: Arc::new(config),
             prefetch_budget: PrefetchBudget::new(64 << 20),
             fan_out: None,
             skipped_records: Arc::new(std::sync::atomic::AtomicU64::new(0)),

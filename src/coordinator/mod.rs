@@ -243,6 +243,9 @@ struct Inner {
     /// Whether leases of the other mode (see [`CoordinatorConfig::multi_stream`]) were
     /// reported already.
     foreign_reported: AtomicBool,
+    /// A multi-stream worker's tracked streams (serialized identifiers): it takes no lease of
+    /// another stream. `None`: every stream of its mode.
+    tracked: Mutex<Option<Arc<BTreeSet<String>>>>,
     tx: watch::Sender<HeldLeases>,
     health: Arc<HealthState>,
     metrics: WorkerMetrics,
@@ -287,6 +290,7 @@ impl LeaseCoordinator {
                 rng: Mutex::new(rng),
                 taking: AtomicBool::new(true),
                 foreign_reported: AtomicBool::new(false),
+                tracked: Mutex::new(None),
                 tx,
             }),
         }
@@ -428,6 +432,18 @@ impl LeaseCoordinator {
         if held.get(key).is_some_and(|s| s.tenure.token == token) {
             self.inner.health.renewal(key, ok);
         }
+    }
+
+    /// Take only leases of these streams (serialized identifiers), from the next take round
+    /// on: a multi-stream worker's tracked streams. Held leases of other streams stay held
+    /// until [`LeaseCoordinator::release`]d.
+    pub fn track_streams(&self, streams: BTreeSet<String>) {
+        *self.inner.tracked.lock() = Some(Arc::new(streams));
+    }
+
+    /// The streams [`LeaseCoordinator::track_streams`] set, if any.
+    pub(crate) fn tracked_streams(&self) -> Option<Arc<BTreeSet<String>>> {
+        self.inner.tracked.lock().clone()
     }
 
     /// Stop holding `key` without writing anything (e.g. before deleting a finished lease).
@@ -640,24 +656,40 @@ impl LeaseCoordinator {
     pub async fn release_all(&self) {
         self.stop_taking();
         let slots = self.slots();
-        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| async move {
-            let st = state.lock().await;
-            if tenure.lost.is_cancelled() {
-                return;
-            }
-            match self.inner.store.evict_lease(&st.lease).await {
-                Ok(WriteOutcome::Applied(_)) => {
-                    tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released");
-                    self.inner.metrics.released(1);
-                }
-                Ok(WriteOutcome::Conflict) => tracing::info!(lease_key = %key, "lease had changed hands before release"),
-                Err(e) => tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires"),
-            }
-            drop(st);
-            self.lose_quietly(&key, tenure.token);
-        }))
+        futures::future::join_all(
+            slots
+                .into_iter()
+                .map(|(key, tenure, state)| self.release_slot(key, tenure, state)),
+        )
         .await;
         self.publish();
+    }
+
+    /// Release the lease `key` if held (clear its owner, end the tenure): a multi-stream
+    /// worker's lease of a stream it no longer tracks. Its consumer must have stopped.
+    pub async fn release(&self, key: &str) {
+        let Some((tenure, state)) = self.slot(key) else {
+            return;
+        };
+        self.release_slot(key.to_string(), tenure, state).await;
+        self.publish();
+    }
+
+    async fn release_slot(&self, key: String, tenure: LeaseTenure, state: Arc<tokio::sync::Mutex<SlotState>>) {
+        let st = state.lock().await;
+        if tenure.lost.is_cancelled() {
+            return;
+        }
+        match self.inner.store.evict_lease(&st.lease).await {
+            Ok(WriteOutcome::Applied(_)) => {
+                tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released");
+                self.inner.metrics.released(1);
+            }
+            Ok(WriteOutcome::Conflict) => tracing::info!(lease_key = %key, "lease had changed hands before release"),
+            Err(e) => tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires"),
+        }
+        drop(st);
+        self.lose_quietly(&key, tenure.token);
     }
 
     fn lose_quietly(&self, key: &str, token: Uuid) {

@@ -109,8 +109,9 @@ impl LeaseCoordinator {
     }
 
     /// The leases this worker may take: those of its mode (single- or multi-stream, see
-    /// [`CoordinatorConfig::multi_stream`](super::CoordinatorConfig::multi_stream)). The others
-    /// are reported once, as a warning.
+    /// [`CoordinatorConfig::multi_stream`](super::CoordinatorConfig::multi_stream)), and of a
+    /// multi-stream worker's tracked streams only. Leases of the other mode are reported once,
+    /// as a warning.
     fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
         let multi = self.inner.config.multi_stream;
         let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases
@@ -124,7 +125,17 @@ impl LeaseCoordinator {
                 tracing::warn!(count = foreign.len(), %example, "the lease table holds leases of a multi-stream application (a streamName attribute); this single-stream worker leaves them alone (one lease table serves one application)");
             }
         }
-        ours
+        match (multi, self.tracked_streams()) {
+            (true, Some(tracked)) => ours
+                .into_iter()
+                .filter(|l| {
+                    l.multi_stream
+                        .as_ref()
+                        .is_some_and(|m| tracked.contains(&m.stream.to_string()))
+                })
+                .collect(),
+            _ => ours,
+        }
     }
 
     /// Scan the table, update what this worker observed, and decide what to take:

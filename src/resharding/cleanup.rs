@@ -25,6 +25,7 @@
 use crate::coordinator::LeaseCoordinator;
 use crate::lease::{Lease, LeaseStoreError};
 use crate::retrieval::{RetrievalError, Shard, StreamClient};
+use crate::stream::StreamIdentifier;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a clean-up pass stopped early (the next pass tries again).
@@ -46,7 +47,8 @@ enum Verdict {
     Trimmed,
 }
 
-/// One clean-up pass over the leases this worker holds. Returns the deleted keys.
+/// One clean-up pass over the leases of `stream_id` this worker holds (`stream` reads that
+/// stream). Returns the deleted keys.
 ///
 /// Which held leases may go is judged first from this worker's own view of them (it writes
 /// their checkpoints, so it knows which are finished) and the listing; only those are read
@@ -55,14 +57,18 @@ enum Verdict {
 pub(crate) async fn cleanup_pass(
     coordinator: &LeaseCoordinator,
     stream: &dyn StreamClient,
+    stream_id: &StreamIdentifier,
 ) -> Result<Vec<String>, CleanupError> {
     let store = coordinator.store();
     let me = coordinator.worker_id().to_string();
+    let lease_stream = stream_id.is_multi_stream().then_some(stream_id);
     // Held before the listing is taken (see the module docs).
     let mut held: Vec<Lease> = Vec::new();
     for key in coordinator.held_keys() {
         if let Some(lease) = coordinator.current(&key).await {
-            held.push(lease);
+            if lease.multi_stream.as_ref().map(|m| &m.stream) == lease_stream {
+                held.push(lease);
+            }
         }
     }
     if held.is_empty() {
@@ -77,7 +83,8 @@ pub(crate) async fn cleanup_pass(
     let mut deleted = Vec::new();
     for local in held {
         let key = local.key.clone();
-        let listed = listing.has(&key);
+        let shard_id = local.shard_id().to_string();
+        let listed = listing.has(&shard_id);
         if listed && !local.checkpoint.is_shard_end() {
             continue;
         }
@@ -95,7 +102,7 @@ pub(crate) async fn cleanup_pass(
             continue;
         } else {
             if lease.child_shard_ids.is_empty() {
-                let children = listing.children(&key);
+                let children = listing.children(&shard_id);
                 if !children.is_empty() {
                     if let Err(e) = store.update_child_shard_ids(&key, &children).await {
                         tracing::debug!(lease_key = %key, error = %e, "could not record child shards");
@@ -103,7 +110,7 @@ pub(crate) async fn cleanup_pass(
                     lease.child_shard_ids = children;
                 }
             }
-            finished_verdict(coordinator, &lease, &listing, &mut leased).await?
+            finished_verdict(coordinator, stream_id, &lease, &listing, &mut leased).await?
         };
         match verdict {
             Verdict::Keep(why) => {
@@ -126,6 +133,7 @@ pub(crate) async fn cleanup_pass(
 
 async fn finished_verdict(
     coordinator: &LeaseCoordinator,
+    stream_id: &StreamIdentifier,
     lease: &Lease,
     listing: &Listing<'_>,
     leased: &mut Option<BTreeSet<String>>,
@@ -135,14 +143,21 @@ async fn finished_verdict(
         return Ok(Verdict::Keep("the stream lists no children".into()));
     }
     for child in &lease.child_shard_ids {
-        match store.get_lease(child).await? {
+        match store.get_lease(&stream_id.lease_key(child)).await? {
             Some(c) if !c.checkpoint.is_initial_position() => {}
             Some(_) => return Ok(Verdict::Keep(format!("child {child} has not started"))),
             None if !listing.has(child) => {}
             None => {
                 if leased.is_none() {
-                    let keys = store.list_leases().await?.into_iter().map(|l| l.key);
-                    *leased = Some(keys.collect());
+                    // Shard ids of this stream's leases.
+                    let lease_stream = stream_id.is_multi_stream().then_some(stream_id);
+                    let ids = store
+                        .list_leases()
+                        .await?
+                        .into_iter()
+                        .filter(|l| l.multi_stream.as_ref().map(|m| &m.stream) == lease_stream)
+                        .map(|l| l.shard_id().to_string());
+                    *leased = Some(ids.collect());
                 }
                 let table = leased.as_ref().expect("just listed");
                 if !listing.descendants(child).iter().any(|d| table.contains(d)) {
@@ -152,7 +167,7 @@ async fn finished_verdict(
         }
     }
     for parent in &lease.parent_shard_ids {
-        match store.get_lease(parent).await? {
+        match store.get_lease(&stream_id.lease_key(parent)).await? {
             Some(p) if !p.checkpoint.is_shard_end() => {
                 return Ok(Verdict::Keep(format!("parent {parent} is not finished")));
             }
@@ -248,7 +263,9 @@ mod tests {
     }
 
     async fn clean(c: &LeaseCoordinator, stream: &InMemoryStream) {
-        cleanup_pass(c, stream).await.unwrap();
+        cleanup_pass(c, stream, &StreamIdentifier::single("s"))
+            .await
+            .unwrap();
     }
 
     fn keys(store: &InMemoryLeaseStore) -> Vec<String> {

@@ -17,12 +17,12 @@ pub(crate) use children::create_child_leases;
 pub(crate) use children::ChildLeaseError;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use sync::sync_shards;
-pub(crate) use sync::sync_shards_within;
 pub use sync::ShardSyncError;
 
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;
-use crate::retrieval::StreamClient;
+use crate::scheduler::streams::StreamSet;
+use sync::sync_stream_shards_within;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,43 +39,53 @@ impl ShardSyncError {
     }
 }
 
-/// Sync shards every `config.shard_sync_interval` until `stop` is cancelled.
+/// Sync the shards of every consumed stream every `config.shard_sync_interval` until `stop`
+/// is cancelled.
 pub(crate) async fn periodic_shard_sync(
-    stream: Arc<dyn StreamClient>,
+    streams: StreamSet,
     coordinator: LeaseCoordinator,
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
     every(config.shard_sync_interval, &stop, || async {
-        let started = tokio::time::Instant::now();
-        let result = sync_shards_within(
-            stream.as_ref(),
-            coordinator.store().as_ref(),
-            config.initial_position,
-            config.failover_time,
-        )
-        .await;
-        crate::telemetry::shard_sync(result.is_ok(), started.elapsed());
-        match result {
-            Ok(0) => tracing::debug!("shard sync: no new shards"),
-            Ok(n) => tracing::info!(created = n, "shard sync created leases for new shards"),
-            Err(e) => tracing::warn!(error = %e, "periodic shard sync failed"),
+        for stream in streams.all() {
+            let started = tokio::time::Instant::now();
+            let result = sync_stream_shards_within(
+                stream.client.as_ref(),
+                stream.lease_stream(),
+                coordinator.store().as_ref(),
+                stream.initial_position,
+                config.failover_time,
+            )
+            .await;
+            crate::telemetry::shard_sync(result.is_ok(), started.elapsed());
+            match result {
+                Ok(0) => tracing::debug!(stream = %stream.id, "shard sync: no new shards"),
+                Ok(n) => {
+                    tracing::info!(stream = %stream.id, created = n, "shard sync created leases for new shards")
+                }
+                Err(e) => tracing::warn!(stream = %stream.id, error = %e, "periodic shard sync failed"),
+            }
         }
     })
     .await
 }
 
-/// Delete finished and orphaned leases this worker holds (see [`cleanup`]) every
-/// `config.lease_cleanup_interval` until `stop` is cancelled.
+/// Delete finished and orphaned leases this worker holds (see [`cleanup`]), stream by
+/// stream, every `config.lease_cleanup_interval` until `stop` is cancelled.
 pub(crate) async fn periodic_cleanup(
     coordinator: LeaseCoordinator,
-    stream: Arc<dyn StreamClient>,
+    streams: StreamSet,
     config: Arc<Config>,
     stop: CancellationToken,
 ) {
     every(config.lease_cleanup_interval, &stop, || async {
-        if let Err(e) = cleanup::cleanup_pass(&coordinator, stream.as_ref()).await {
-            tracing::debug!(error = %e, "lease clean-up deferred");
+        for stream in streams.all() {
+            if let Err(e) =
+                cleanup::cleanup_pass(&coordinator, stream.client.as_ref(), &stream.id).await
+            {
+                tracing::debug!(stream = %stream.id, error = %e, "lease clean-up deferred");
+            }
         }
     })
     .await
