@@ -637,3 +637,5 @@ impl Shards {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod multi_tests;

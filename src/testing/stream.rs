@@ -149,6 +149,8 @@ struct State {
     nonce: u64,
     shards: BTreeMap<String, ShardState>,
     faults: Option<Arc<dyn StreamFaultInjector>>,
+    /// The stream was deleted: every call fails with ResourceNotFoundException.
+    deleted: bool,
     read_limit: Option<u32>,
     get_records_calls: u64,
     /// Stream consumers and subscriptions (enhanced fan-out).
@@ -330,6 +332,7 @@ impl InMemoryStream {
             nonce: 0,
             shards: BTreeMap::new(),
             faults: None,
+            deleted: false,
             read_limit: Some(DEFAULT_READ_LIMIT),
             get_records_calls: 0,
             fan_out: subscriptions::FanOutState::default(),
@@ -520,6 +523,14 @@ impl InMemoryStream {
         self.trim(cutoff);
     }
 
+    /// Delete the stream: from now on every call fails with ResourceNotFoundException (a
+    /// stream re-created under the name is another `InMemoryStream`).
+    pub fn delete(&self) {
+        self.state.lock().deleted = true;
+        let changes = self.state.lock().changes.clone();
+        changes.notify_waiters();
+    }
+
     /// Install (or with `None`, remove) a fault injector.
     pub fn set_fault_injector(&self, injector: Option<Arc<dyn StreamFaultInjector>>) {
         self.state.lock().faults = injector;
@@ -587,7 +598,14 @@ impl InMemoryStream {
 
     /// Apply the injected fault, if any; `Ok(true)` means "treat the iterator as expired".
     async fn inject(&self, op: StreamOp, shard: Option<&str>) -> Result<bool, RetrievalError> {
-        let injector = self.state.lock().faults.clone();
+        let (injector, deleted) = {
+            let s = self.state.lock();
+            (s.faults.clone(), s.deleted)
+        };
+        if deleted {
+            let message = "injected ResourceNotFoundException: the stream was deleted";
+            return Err(self.error(op, shard, K::ResourceNotFound, message));
+        }
         let (kind, message) = match injector.and_then(|i| i.fault(op, shard)) {
             None => return Ok(false),
             Some(StreamFault::Throttle) => (K::Throttled, "injected throughput exceeded"),
