@@ -675,7 +675,12 @@ impl LeaseCoordinator {
         self.publish();
     }
 
-    async fn release_slot(&self, key: String, tenure: LeaseTenure, state: Arc<tokio::sync::Mutex<SlotState>>) {
+    async fn release_slot(
+        &self,
+        key: String,
+        tenure: LeaseTenure,
+        state: Arc<tokio::sync::Mutex<SlotState>>,
+    ) {
         let st = state.lock().await;
         if tenure.lost.is_cancelled() {
             return;
@@ -685,8 +690,12 @@ impl LeaseCoordinator {
                 tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released");
                 self.inner.metrics.released(1);
             }
-            Ok(WriteOutcome::Conflict) => tracing::info!(lease_key = %key, "lease had changed hands before release"),
-            Err(e) => tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires"),
+            Ok(WriteOutcome::Conflict) => {
+                tracing::info!(lease_key = %key, "lease had changed hands before release")
+            }
+            Err(e) => {
+                tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires")
+            }
         }
         drop(st);
         self.lose_quietly(&key, tenure.token);

@@ -22,10 +22,10 @@ pub use sync::ShardSyncError;
 use crate::config::Config;
 use crate::coordinator::LeaseCoordinator;
 use crate::scheduler::streams::StreamSet;
-use sync::sync_stream_shards_within;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use sync::sync_stream_shards_within;
 use tokio_util::sync::CancellationToken;
 
 impl ShardSyncError {

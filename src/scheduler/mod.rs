@@ -19,8 +19,6 @@ use crate::resharding::{periodic_cleanup, periodic_shard_sync, ShardSyncError};
 use crate::retrieval::source::PrefetchBudget;
 use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient, StreamRef};
 use crate::telemetry::{self, names, Health};
-use streams::{ActiveStream, StreamSet};
-use tracker::Tracker;
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -28,9 +26,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use streams::{ActiveStream, StreamSet};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracker::Tracker;
 use uuid::Uuid;
 
 /// The worker could not start, or had to stop: once running, failures are retried, except
@@ -636,6 +636,6 @@ impl Shards {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod multi_tests;
+#[cfg(test)]
+mod tests;

@@ -121,7 +121,11 @@ struct Recording {
 #[async_trait::async_trait]
 impl RecordProcessor for Recording {
     async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
-        assert!(input.stream.is_multi_stream(), "told its stream: {}", input.stream);
+        assert!(
+            input.stream.is_multi_stream(),
+            "told its stream: {}",
+            input.stream
+        );
         self.at = Some((input.stream.to_string(), input.shard_id));
         Ok(())
     }
@@ -134,7 +138,12 @@ impl RecordProcessor for Recording {
         assert_eq!(input.stream.to_string(), at.0);
         assert_eq!(&*input.shard_id, at.1);
         let seqs = input.records.iter().map(|r| r.sequence_number.to_string());
-        self.journal.records.lock().entry(at).or_default().extend(seqs);
+        self.journal
+            .records
+            .lock()
+            .entry(at)
+            .or_default()
+            .extend(seqs);
         Ok(cp.checkpoint().await?)
     }
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
@@ -142,7 +151,10 @@ impl RecordProcessor for Recording {
             Shutdown::ShardEnded { checkpointer } => checkpointer.checkpoint().await?,
             Shutdown::Requested { checkpointer } => {
                 let at = self.at.clone().expect("initialized");
-                self.journal.requested.lock().push(format!("{}:{}", at.0, at.1));
+                self.journal
+                    .requested
+                    .lock()
+                    .push(format!("{}:{}", at.0, at.1));
                 checkpointer.checkpoint().await?
             }
             _ => {}
@@ -245,11 +257,13 @@ async fn two_workers_follow_a_changing_set_of_streams() {
     // c joins, b leaves.
     tracker.set(&[&a, &c]);
     until("c consumed from its start", || journal.of_stream(&c) == 10).await;
-    until("b's processor shut down as requested and its lease released", || {
-        let b_key = b.lease_key("shardId-000000000000");
-        journal.requested.lock().contains(&b_key)
-            && store.snapshot()[&b_key].owner.is_none()
-    })
+    until(
+        "b's processor shut down as requested and its lease released",
+        || {
+            let b_key = b.lease_key("shardId-000000000000");
+            journal.requested.lock().contains(&b_key) && store.snapshot()[&b_key].owner.is_none()
+        },
+    )
     .await;
     produce(&sb, 10);
     let shards = sa.shards();
@@ -265,7 +279,10 @@ async fn two_workers_follow_a_changing_set_of_streams() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(journal.of_stream(&b), 10, "nothing of b after it left");
     let b_lease = &store.snapshot()[&b.lease_key("shardId-000000000000")];
-    assert!(b_lease.owner.is_none(), "b's lease stays unowned: {b_lease:?}");
+    assert!(
+        b_lease.owner.is_none(),
+        "b's lease stays unowned: {b_lease:?}"
+    );
     assert!(
         !b_lease.checkpoint.is_initial_position(),
         "b's lease is kept, with its checkpoint (NoLeaseDeletion)"

@@ -169,8 +169,11 @@ impl StreamSet {
     /// The first lasting failure of a stream's fan-out consumer (never, without one). Taken
     /// over the streams of the moment: wait again after a change.
     pub(crate) async fn fan_out_failed(&self) -> ConsumerRegistrationError {
-        let registrations: Vec<Arc<ConsumerRegistration>> =
-            self.all().iter().filter_map(|s| s.fan_out.clone()).collect();
+        let registrations: Vec<Arc<ConsumerRegistration>> = self
+            .all()
+            .iter()
+            .filter_map(|s| s.fan_out.clone())
+            .collect();
         if registrations.is_empty() {
             return std::future::pending().await;
         }

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::checkpointer::Checkpointer;
+use crate::config::RetrievalMode;
 use crate::processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
 };
-use crate::config::RetrievalMode;
 use crate::retrieval::StreamRef;
 use crate::stream::StreamIdentifier;
 use crate::testing::lease_store::{Fault, InMemoryLeaseStore, LeaseOp};
@@ -128,8 +128,7 @@ impl RecordProcessor for Recording {
         Ok(cp.checkpoint().await?)
     }
     async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
-        if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } =
-            reason
+        if let Shutdown::ShardEnded { checkpointer } | Shutdown::Requested { checkpointer } = reason
         {
             checkpointer.checkpoint().await?;
         }

@@ -70,7 +70,11 @@ impl Tracker {
         // No lease of a stream out of the set is taken from now on.
         self.coordinator
             .track_streams(wanted.keys().cloned().collect());
-        for gone in self.streams.keys().difference(&wanted.keys().cloned().collect()) {
+        for gone in self
+            .streams
+            .keys()
+            .difference(&wanted.keys().cloned().collect())
+        {
             self.streams.remove(gone);
             tracing::info!(stream = %gone, strategy = ?self.strategy, "stream left the set: its processors shut down and its leases are released, and none is taken again");
         }
@@ -108,7 +112,9 @@ impl Tracker {
         .await;
         match result {
             Ok(n) => tracing::info!(stream = %stream.id, created = n, "shard sync done"),
-            Err(e) => tracing::warn!(stream = %stream.id, error = %e, "shard sync of a new stream failed; the periodic shard sync tries again"),
+            Err(e) => {
+                tracing::warn!(stream = %stream.id, error = %e, "shard sync of a new stream failed; the periodic shard sync tries again")
+            }
         }
     }
 
@@ -117,9 +123,7 @@ impl Tracker {
         let wait = match self.strategy {
             FormerStreamsLeasesDeletionStrategy::NoLeaseDeletion => return,
             FormerStreamsLeasesDeletionStrategy::AutoDetectionAndDeferredDeletion { wait }
-            | FormerStreamsLeasesDeletionStrategy::ProvidedStreamsDeferredDeletion { wait } => {
-                wait
-            }
+            | FormerStreamsLeasesDeletionStrategy::ProvidedStreamsDeferredDeletion { wait } => wait,
         };
         let leases = match self.coordinator.store().list_leases().await {
             Ok(l) => l,

@@ -13,5 +13,6 @@ mod java_compat;
 mod java_pending;
 mod kpl;
 mod lease_store;
+mod multi_stream;
 mod stream_roundtrip;
 mod telemetry;
