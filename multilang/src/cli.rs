@@ -193,7 +193,11 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(application = %config.application_name(), stream = ?config.stream(), table = %config.table_name(),
+    let streams: Vec<&str> = match config.stream() {
+        Some(stream) => vec![stream.name()],
+        None => s.streams.iter().map(|s| s.name.as_str()).collect(),
+    };
+    tracing::info!(application = %config.application_name(), ?streams, table = %config.table_name(),
         worker_id = %config.worker_id(), command = ?s.command(), language = ?s.processing_language, tls = crate::https::crypto_provider(), "starting the MultiLangDaemon");
     let first_signal = signals.nth(1);
     // Metrics first, so that every metric of the worker reaches the exporters. Loading the

@@ -3,6 +3,7 @@
 use crate::child::{ChildProcessor, ChildSpec};
 use crate::credentials::build_provider;
 use crate::settings::DaemonSettings;
+use crate::streams::PropertiesStreams;
 use aws_config::{BehaviorVersion, Region};
 use kinesis_client::lease::DynamoDbLeaseStore;
 use kinesis_client::multi_stream::StreamConfig;
@@ -20,6 +21,7 @@ fn property_key(setting: &str) -> &'static str {
     match setting {
         "application_name" => "applicationName",
         "stream" => "streamName/streamArn",
+        "streams" => "streamNames/streamArns",
         "table_name" => "tableName",
         "worker_id" => "workerId",
         "failover_time" => "failoverTimeMillis",
@@ -46,11 +48,16 @@ pub struct MappingError {
 
 /// Map the daemon settings onto the library's [`Config`] (Java KCL defaults for unset keys).
 pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
-    let stream = match &s.stream_arn {
-        Some(arn) => StreamRef::Arn(arn.clone()),
-        None => StreamRef::Name(s.stream_name.clone()),
-    };
-    let mut b = Config::builder(&s.application_name, stream).table_name(s.lease_table_name());
+    let mut b = if s.streams.is_empty() {
+        let stream = match &s.stream_arn {
+            Some(arn) => StreamRef::Arn(arn.clone()),
+            None => StreamRef::Name(s.stream_name.clone()),
+        };
+        Config::builder(&s.application_name, stream)
+    } else {
+        Config::multi_stream_builder(&s.application_name, PropertiesStreams::new(s))
+    }
+    .table_name(s.lease_table_name());
     if let Some(w) = &s.worker_id {
         b = b.worker_id(w);
     }
@@ -114,7 +121,7 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     })
 }
 
-async fn sdk_config(
+pub(crate) async fn sdk_config(
     region: Option<&str>,
     creds: &[crate::credentials::CredentialsSpec],
 ) -> aws_config::SdkConfig {

@@ -42,3 +42,4 @@ pub mod properties;
 pub mod protocol;
 pub mod settings;
 pub mod stderr;
+pub mod streams;

@@ -51,6 +51,7 @@ pub use kinesis_client::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LI
 /// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
 /// `initialPositionInStreamExtended` in epoch seconds for `AT_TIMESTAMP`).
 pub use kinesis_client::InitialPosition;
+pub use streams::StreamSetting;
 
 /// `retrievalMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,10 +156,17 @@ pub struct DaemonSettings {
     pub executable_line: usize,
     /// `applicationName`: KCL application name; the lease table name unless `tableName` is set.
     pub application_name: String,
-    /// The stream name: from `streamArn` when given, else `streamName`.
+    /// The stream name: from `streamArn` when given, else `streamName`; empty for a
+    /// multi-stream daemon (see [`DaemonSettings::streams`]).
     pub stream_name: String,
     /// `streamArn`, validated (`arn:<partition>:kinesis:<region>:<account>:stream/<name>`).
     pub stream_arn: Option<String>,
+    /// `streamNames` and `streamArns` (our extension): the streams of a multi-stream daemon,
+    /// with their `initialPositionInStream.<name>`; empty for a single-stream one.
+    pub streams: Vec<StreamSetting>,
+    /// `formerStreamsLeasesDeletionWaitSeconds` (our extension): a multi-stream daemon deletes
+    /// the leases of a stream out of its list for this long; `None` keeps them.
+    pub former_streams_leases_deletion_wait: Option<Duration>,
     /// `tableName`: lease table name.
     pub table_name: Option<String>,
     /// `workerId` (alias `workerIdentifier`).
@@ -416,6 +424,9 @@ const KNOWN_KEYS: &[&str] = &[
     "applicationName",
     "streamName",
     "streamArn",
+    "streamNames",
+    "streamArns",
+    "formerStreamsLeasesDeletionWaitSeconds",
     "tableName",
     "workerId",
     "workerIdentifier",
@@ -467,6 +478,7 @@ struct Builder<'a> {
     application_name: Option<&'a Entry>,
     stream_name: Option<&'a Entry>,
     stream_arn: Option<&'a Entry>,
+    multi: streams::MultiStreamKeys<'a>,
     table_name: Option<String>,
     worker_id: Option<String>,
     region_name: Option<&'a Entry>,
@@ -529,6 +541,9 @@ impl<'a> Builder<'a> {
         let integer_key = matches!(key, "retryGetRecordsInSeconds" | "maxGetRecordsThreadPool");
         if POLLING_KEYS.contains(&key) && (nonzero || integer_key) {
             self.polling_keys.push(format!("{key} (line {})", e.line));
+        }
+        if self.multi.apply(e)? {
+            return Ok(());
         }
         if key.starts_with("fanoutConfig.") && KNOWN_KEYS.contains(&key) {
             self.fan_out.keys.push(format!("{key} (line {})", e.line));
@@ -756,7 +771,27 @@ impl<'a> Builder<'a> {
         })?;
         let application_name = application_entry.value.trim().to_string();
 
+        let multi_streams = if self.multi.is_set() {
+            self.multi.streams()?
+        } else {
+            if let Some((_, e)) = self.multi.positions.values().next() {
+                return Err(invalid(
+                    e,
+                    "a per-stream initial position needs streamNames or streamArns",
+                ));
+            }
+            Vec::new()
+        };
         let (stream_name, stream_arn) = match (self.stream_arn, self.stream_name) {
+            _ if !multi_streams.is_empty() => {
+                for e in [self.stream_name, self.stream_arn].into_iter().flatten() {
+                    self.warnings.push(format!(
+                        "properties line {}: {} has no effect: streamNames/streamArns name the streams",
+                        e.line, e.key
+                    ));
+                }
+                (String::new(), None)
+            }
             (Some(arn_entry), name_entry) => {
                 let arn = parse_stream_arn(arn_entry.value.trim()).map_err(|why| {
                     invalid(arn_entry, format!("{why} (expected arn:aws:kinesis:<region>:<12-digit account>:stream/<name>)"))
@@ -791,7 +826,7 @@ impl<'a> Builder<'a> {
             (None, None) => {
                 return Err(SettingsError::MissingKey {
                     key: "streamName or streamArn",
-                    hint: "the Kinesis stream to consume (streamArn wins when both are set)",
+                    hint: "the Kinesis stream to consume (streamArn wins when both are set; several streams: streamNames or streamArns)",
                 })
             }
         };
@@ -835,6 +870,8 @@ impl<'a> Builder<'a> {
             application_name,
             stream_name,
             stream_arn,
+            streams: multi_streams,
+            former_streams_leases_deletion_wait: self.multi.deletion_wait,
             table_name: self.table_name,
             worker_id: self.worker_id,
             region_name: self.region_name.map(|e| e.value.trim().to_string()),
@@ -1035,5 +1072,8 @@ fn endpoint(e: &Entry) -> Result<String, SettingsError> {
     }
 }
 
+mod streams;
+#[cfg(test)]
+mod streams_tests;
 #[cfg(test)]
 mod tests;

@@ -91,11 +91,14 @@ impl Streams {
     }
 }
 
+/// (stream, shard) → sequence numbers delivered, in order.
+type Deliveries = BTreeMap<(String, String), Vec<String>>;
+
 /// Every record delivered, by (stream, shard); and where each stream's processors were told
 /// they are.
 #[derive(Clone, Default)]
 struct Journal {
-    records: Arc<Mutex<BTreeMap<(String, String), Vec<String>>>>,
+    records: Arc<Mutex<Deliveries>>,
     requested: Arc<Mutex<Vec<String>>>,
 }
 

@@ -152,11 +152,12 @@ impl Tracker {
         };
         let now = Instant::now();
         for id in candidates {
-            if !wanted.contains_key(&id.to_string()) {
-                if !self.pending.contains_key(&id) {
-                    tracing::info!(stream = %id, ?wait, "leases of a former stream will be deleted after the wait");
-                    self.pending.insert(id, now);
-                }
+            if wanted.contains_key(&id.to_string()) {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = self.pending.entry(id) {
+                tracing::info!(stream = %e.key(), ?wait, "leases of a former stream will be deleted after the wait");
+                e.insert(now);
             }
         }
         let pending: Vec<(StreamIdentifier, Instant)> =

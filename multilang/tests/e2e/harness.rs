@@ -152,6 +152,12 @@ impl Props {
         }
     }
 
+    /// The same without the entries of `key`.
+    pub fn without(mut self, key: &str) -> Props {
+        self.entries.retain(|(k, _)| k != key);
+        self
+    }
+
     pub fn set(mut self, key: &str, value: &str) -> Props {
         self.entries.push((key.to_string(), value.to_string()));
         self

@@ -19,6 +19,7 @@ mod graceful_shutdown;
 mod kclpy_sample;
 mod kpl;
 mod metrics;
+mod multi_stream;
 mod node_sample;
 mod poison;
 mod properties;
