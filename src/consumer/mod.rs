@@ -119,7 +119,7 @@ pub async fn run_shard_with<P: RecordProcessor>(
     );
     let ctx_task_backoff = ctx.config.task_backoff.max(Duration::from_millis(1));
     let mut consumer = Consumer {
-        metrics: ShardMetrics::new(&shard_id),
+        metrics: ShardMetrics::new(&tenure.lease.key),
         shard_id: shard_id.as_str().into(),
         ctx,
         tenure,
@@ -339,6 +339,7 @@ impl<P: RecordProcessor> Consumer<P> {
                 let polling = FetcherConfig {
                     max_records: cfg.max_records,
                     idle_time_between_reads: cfg.idle_time_between_reads,
+                    metrics: Some(self.metrics.clone()),
                 };
                 fetcher::spawn(stream, shard, start, polling, buffer)
             }

@@ -49,6 +49,8 @@ pub struct FetcherConfig {
     pub max_records: u32,
     /// Pause between calls (raised to 200 ms if lower).
     pub idle_time_between_reads: Duration,
+    /// The shard's metrics (shared with its consumer); `None`: the shard's own, by shard id.
+    pub metrics: Option<ShardMetrics>,
 }
 
 /// Start polling `shard_id` of `stream` from `start`.
@@ -61,7 +63,10 @@ pub fn spawn(
 ) -> RecordSource {
     RecordSource::spawn(shard_id, start, buffer, move |sink| {
         FetchTask {
-            metrics: ShardMetrics::new(sink.shard_id()),
+            metrics: config
+                .metrics
+                .clone()
+                .unwrap_or_else(|| ShardMetrics::new(sink.shard_id())),
             stream,
             config,
             sink,
@@ -214,6 +219,7 @@ mod tests {
         FetcherConfig {
             max_records: 10,
             idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+            metrics: None,
         }
     }
 
@@ -531,6 +537,7 @@ mod tests {
         let cfg = FetcherConfig {
             max_records: 2,
             idle_time_between_reads: MIN_IDLE_TIME_BETWEEN_READS,
+            metrics: None,
         };
         let start = StartPosition {
             position: IteratorPosition::TrimHorizon,

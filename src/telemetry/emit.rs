@@ -90,7 +90,8 @@ pub fn describe() {
     }
 }
 
-/// Metrics of one shard (`Operation=ProcessTask`, `ShardId`), of a shard this worker holds.
+/// Metrics of one shard (`Operation=ProcessTask`, `ShardId`, and `StreamId` in a
+/// multi-stream application), of a shard this worker holds.
 ///
 /// Each metric is registered at its first value and its handle kept (shared by clones) until
 /// the last clone is dropped: the lease's slot in the coordinator, the shard consumer and its
@@ -101,7 +102,8 @@ pub fn describe() {
 /// for a buffer period and referenced by no handle).
 #[derive(Debug, Clone)]
 pub(crate) struct ShardMetrics {
-    shard: Label,
+    /// `ShardId`, then `StreamId` for a lease of a multi-stream application.
+    shard: Arc<[Label]>,
     handles: Arc<ShardHandles>,
 }
 
@@ -129,10 +131,23 @@ impl std::fmt::Debug for ShardHandles {
 }
 
 impl ShardMetrics {
-    pub(crate) fn new(shard_id: &str) -> Self {
-        let value: Arc<str> = Arc::from(shard_id);
+    /// The metrics of the lease `key`: a shard id, or for a multi-stream application
+    /// `<stream>:<shard id>`, whose stream becomes the `StreamId` dimension (as in the Java
+    /// KCL's multi-stream metrics).
+    pub(crate) fn new(key: &str) -> Self {
+        let label = |name, value: &str| {
+            let value: Arc<str> = Arc::from(value);
+            Label::new(name, SharedString::from_shared(value))
+        };
+        let shard = match crate::StreamIdentifier::split_lease_key(key) {
+            Some((stream, shard_id)) => vec![
+                label(n::SHARD_ID, shard_id),
+                label(n::STREAM_ID, &stream.to_string()),
+            ],
+            None => vec![label(n::SHARD_ID, key)],
+        };
         ShardMetrics {
-            shard: Label::new(n::SHARD_ID, SharedString::from_shared(value)),
+            shard: shard.into(),
             handles: Arc::default(),
         }
     }
@@ -145,8 +160,15 @@ impl ShardMetrics {
         value: f64,
     ) {
         slot(&self.handles)
-            .get_or_init(|| Handle::register(spec, std::slice::from_ref(&self.shard)))
+            .get_or_init(|| Handle::register(spec, &self.shard))
             .record(value);
+    }
+
+    /// The shard's labels and a `Cause`.
+    fn with_cause(&self, cause: &'static str) -> Vec<Label> {
+        let mut labels = self.shard.to_vec();
+        labels.push(Label::from_static_parts(n::CAUSE, cause));
+        labels
     }
 
     /// A batch reached the consumer: its lag (Java records it for every batch, empty or not).
@@ -185,10 +207,7 @@ impl ShardMetrics {
 
     /// The same batch will be delivered again because of `cause`.
     pub(crate) fn redelivery(&self, cause: &'static str) {
-        let labels = [
-            self.shard.clone(),
-            Label::from_static_parts(n::CAUSE, cause),
-        ];
+        let labels = self.with_cause(cause);
         record(&n::PT_BATCH_REDELIVERIES, &labels, 1.0);
     }
 
@@ -236,10 +255,7 @@ impl ShardMetrics {
 
     /// The consumer ends and the scheduler restarts the shard because of `cause`.
     pub(crate) fn restart(&self, cause: &'static str) {
-        let labels = [
-            self.shard.clone(),
-            Label::from_static_parts(n::CAUSE, cause),
-        ];
+        let labels = self.with_cause(cause);
         record(&n::CONSUMER_RESTARTS, &labels, 1.0);
     }
 }

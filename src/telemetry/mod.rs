@@ -32,6 +32,10 @@
 //! (Prometheus: `_sum` / `_count`). Metrics marked *none* in the last column are not in the
 //! Java KCL. Every name lives in [`names`]; [`names::CATALOGUE`] lists the same rows.
 //!
+//! In a [multi-stream](crate::multi_stream) application every metric with `ShardId` also
+//! has `StreamId`, the stream's serialized identifier (`account:name:epoch`), as the Java
+//! KCL's multi-stream metrics do; `ShardId` is then the bare shard id.
+//!
 #![doc = include_str!("METRICS.md")]
 //!
 //! Not emitted: Java's `VeryOldLeases` (this taker has no "very old lease" rule), the 3.x

@@ -17,8 +17,8 @@ pub const OPERATION: &str = "Operation";
 pub const SHARD_ID: &str = "ShardId";
 /// Dimension: the worker (Java: `WorkerIdentifier`).
 pub const WORKER_IDENTIFIER: &str = "WorkerIdentifier";
-/// Dimension: the stream, in multi-stream applications (Java: `StreamId`; not emitted: this
-/// library consumes one stream per worker).
+/// Dimension: the stream of a shard's metrics, in multi-stream applications (as Java's
+/// `StreamId`: the serialized identifier `account:name:epoch`).
 pub const STREAM_ID: &str = "StreamId";
 /// Dimension (not in the Java KCL): why a batch was redelivered or a shard restarted.
 pub const CAUSE: &str = "Cause";

@@ -777,3 +777,42 @@ async fn prometheus_forgets_the_shards_no_longer_held_and_keeps_the_idle_held_on
     handle.request_shutdown();
     task.await.unwrap().unwrap();
 }
+
+/// A multi-stream lease's metrics: `ShardId` the bare shard id, `StreamId` its stream (the
+/// polling fetcher's metrics, shared with its consumer, too).
+#[test]
+fn a_multi_stream_shard_has_its_stream_as_a_dimension() {
+    let recorder = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let m =
+        crate::telemetry::ShardMetrics::new("123456789012:orders:1600000000:shardId-000000000001");
+    m.task(true, std::time::Duration::from_millis(3));
+    m.get_records(true, std::time::Duration::from_millis(3));
+    m.redelivery(names::CAUSE_CONSUMER_PANIC);
+    let seen = snapshot(&recorder);
+    assert_eq!(
+        seen.len(),
+        5,
+        "{:?}",
+        seen.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    for s in &seen {
+        assert_eq!(
+            s.labels[names::SHARD_ID],
+            "shardId-000000000001",
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.labels[names::STREAM_ID],
+            "123456789012:orders:1600000000",
+            "{}",
+            s.name
+        );
+    }
+    let single = crate::telemetry::ShardMetrics::new("shardId-000000000001");
+    single.task(true, std::time::Duration::from_millis(3));
+    assert!(snapshot(&recorder)
+        .iter()
+        .any(|s| s.labels.get(names::STREAM_ID).is_none()));
+}
