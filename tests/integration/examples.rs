@@ -13,6 +13,16 @@ fn spawn_example(
     app: &str,
     dir: Option<&std::path::Path>,
 ) -> tokio::process::Child {
+    spawn_example_with(name, aws, &[stream, app], dir)
+}
+
+/// Start `examples/<name>` with `args`, as [`spawn_example`].
+fn spawn_example_with(
+    name: &str,
+    aws: &testkit::LocalAws,
+    args: &[&str],
+    dir: Option<&std::path::Path>,
+) -> tokio::process::Child {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()
@@ -25,7 +35,7 @@ fn spawn_example(
         command.current_dir(dir);
     }
     command
-        .args([stream, app])
+        .args(args)
         .env("KCL_KINESIS_ENDPOINT", aws.kinesis_endpoint())
         .env("KCL_DYNAMODB_ENDPOINT", aws.dynamodb_endpoint())
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -187,4 +197,69 @@ async fn dead_letter_example_skips_the_poison_record_after_three_attempts() {
     );
     assert!(stderr.contains("skipped 1 records in all"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `examples/multi_stream.rs` on two streams: it identifies both (DescribeStreamSummary),
+/// leases their shards in one table in the Java KCL's multi-stream format, and its processors
+/// print each batch with its stream.
+#[tokio::test]
+async fn multi_stream_example_consumes_both_streams() {
+    let aws = aws().await;
+    let kinesis = aws.kinesis_client();
+    let app = testkit::unique_name("multi-example-app");
+    let mut streams = Vec::new();
+    for (prefix, shards) in [("multi-example-a", 1), ("multi-example-b", 2)] {
+        let stream = testkit::unique_name(prefix);
+        testkit::create_stream(&kinesis, &stream, shards)
+            .await
+            .unwrap();
+        testkit::put_records(&kinesis, &stream, testkit::numbered_records(prefix, 10))
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    let child = spawn_example_with(
+        "multi_stream",
+        &aws,
+        &[&app, &streams[0], &streams[1]],
+        None,
+    );
+    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), &app);
+    wait_for_leases(&store, 3).await;
+    let leases = store.list_leases().await.unwrap();
+    for stream in &streams {
+        let of_stream = leases
+            .iter()
+            .filter(|l| {
+                l.multi_stream
+                    .as_ref()
+                    .is_some_and(|m| m.stream.name() == stream)
+            })
+            .count();
+        assert!(of_stream > 0, "{stream} leased: {leases:?}");
+    }
+    // Every record printed (TRIM_HORIZON), then a clean stop.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = signal_and_wait(child, "-INT").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for stream in &streams {
+        let printed: usize = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{stream} ")))
+            .filter_map(|l| {
+                l.rsplit(": ")
+                    .next()?
+                    .strip_suffix(" records")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(printed, 10, "{stream}: {stdout}");
+    }
 }
