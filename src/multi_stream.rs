@@ -28,7 +28,6 @@
 use crate::config::InitialPosition;
 use crate::retrieval::StreamRef;
 use crate::stream::StreamIdentifier;
-use std::error::Error as StdError;
 use std::time::Duration;
 
 /// One stream of a multi-stream application (the Java KCL's `StreamConfig`).
@@ -117,7 +116,7 @@ pub enum FormerStreamsLeasesDeletionStrategy {
 
 /// A failure of the application's [`MultiStreamTracker`]: the worker keeps the streams it
 /// had and asks again at the next interval.
-pub type TrackerError = Box<dyn StdError + Send + Sync>;
+pub type TrackerError = crate::processor::BoxError;
 
 /// The streams a multi-stream application consumes (the Java KCL's `MultiStreamTracker`).
 ///

@@ -257,7 +257,7 @@ fn missing_required_keys() {
     let e = from_properties_text("executableName = x\napplicationName = app\n").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "missing required property streamName or streamArn: the Kinesis stream to consume (streamArn wins when both are set)"
+        "missing required property streamName or streamArn: the Kinesis stream to consume (streamArn wins when both are set; several streams: streamNames or streamArns)"
     );
     // An empty value is "not set".
     let e = from_properties_text("executableName =   \napplicationName = app\nstreamName = s\n")
