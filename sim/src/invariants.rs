@@ -21,6 +21,9 @@
 //!   shard finished), which would make the shard be processed all over again.
 //! * **single-owner** — two live workers never hold the same lease for longer than
 //!   [`overlap_bound`] ([`OverlapTracker`], sampled every tick).
+//! * **untracked** — multi-stream: no record of a stream out of the application's set is
+//!   delivered once the workers had the time to see the change (a tracker interval, and a
+//!   slow round before it: see `Ledger::untracked_bound`).
 //!
 //! Checked after the drain (see [`crate::world`]):
 //!

@@ -40,6 +40,8 @@ pub struct ShardLog {
     /// Records that were in a failed delivery: only these may be handed to
     /// `retries_exhausted` (and so skipped).
     pub failed: std::collections::BTreeSet<usize>,
+    /// The shard's stream was deleted: its records are not required.
+    pub excused: bool,
 }
 
 /// A (user) record's position: sequence number, sub-sequence number.
@@ -145,6 +147,11 @@ pub struct Ledger {
     pub created: BTreeMap<String, String>,
     /// When each lease was last deleted.
     pub deleted_at: BTreeMap<String, Duration>,
+    /// Multi-stream: streams out of the application's set, since when.
+    pub left: BTreeMap<String, Duration>,
+    /// Multi-stream: how long after a stream left the set its records may still be delivered
+    /// (a worker sees the change at its next tracker round, then stops the consumers).
+    pub untracked_bound: Duration,
 }
 
 fn seq_of(r: &Record) -> Position {
@@ -167,6 +174,43 @@ impl Ledger {
             taken_at: BTreeMap::new(),
             created: BTreeMap::new(),
             deleted_at: BTreeMap::new(),
+            left: BTreeMap::new(),
+            untracked_bound: Duration::MAX,
+        }
+    }
+
+    /// Multi-stream: `stream` (serialized) left the application's set now.
+    pub fn stream_left(&mut self, stream: &str) {
+        let now = self.trace.now();
+        self.left.entry(stream.to_string()).or_insert(now);
+    }
+
+    /// Multi-stream: `stream` is in the application's set again.
+    pub fn stream_back(&mut self, stream: &str) {
+        self.left.remove(stream);
+    }
+
+    /// **untracked**: no record of a stream out of the set is delivered once every worker had
+    /// the time to see the change.
+    fn check_tracked(&mut self, inst: &Instance) {
+        let Some((stream, _)) = kinesis_client::StreamIdentifier::split_lease_key(&inst.shard)
+        else {
+            return;
+        };
+        let stream = stream.to_string();
+        let Some(&since) = self.left.get(&stream) else {
+            return;
+        };
+        let out_for = self.trace.now().saturating_sub(since);
+        if out_for > self.untracked_bound {
+            self.violation(
+                "untracked",
+                format!(
+                    "{} got records of {} although {stream} left the set {out_for:?} ago (bound {:?})",
+                    inst.worker, inst.shard, self.untracked_bound
+                ),
+                vec![inst.worker.clone(), inst.shard.clone()],
+            );
         }
     }
 
@@ -242,6 +286,12 @@ impl Ledger {
         (self.instances.len() - 1) as u64
     }
 
+    /// Instance `id` processes the shard the ledger names `shard` (a multi-stream lease key:
+    /// its factory knew only the shard id).
+    pub fn set_instance_shard(&mut self, id: u64, shard: &str) {
+        self.instances[id as usize].shard = shard.to_string();
+    }
+
     /// Instance `id` was dropped.
     pub fn end_instance(&mut self, id: u64) {
         self.instances[id as usize].ended = true;
@@ -260,6 +310,18 @@ impl Ledger {
                 Some(worker),
                 Some(&lease.key),
                 format!("lease created again by a call made at {called_at:?}, before it was deleted: excused"),
+            );
+            return;
+        }
+        let excused = self.shards.get(&lease.key).is_some_and(|s| s.excused);
+        if excused && self.created.contains_key(&lease.key) {
+            // Its stream was deleted (a worker's shard sync listed it before): nothing can be
+            // read from the lease, and the worker that finds the stream gone deletes it.
+            self.trace.push(
+                Source::World,
+                Some(worker),
+                Some(&lease.key),
+                "lease of a deleted stream created again: excused".to_string(),
             );
             return;
         }
@@ -286,7 +348,16 @@ impl Ledger {
             lease.checkpoint,
             Checkpoint::Latest | Checkpoint::AtTimestamp
         ) {
-            let mut todo = lease.parent_shard_ids.clone();
+            // The ledger names shards by lease key (a multi-stream lease's parents are shard
+            // ids of its stream).
+            let mut todo: Vec<String> = lease
+                .parent_shard_ids
+                .iter()
+                .map(|p| match &lease.multi_stream {
+                    Some(m) => m.stream.lease_key(p),
+                    None => p.clone(),
+                })
+                .collect();
             while let Some(parent) = todo.pop() {
                 if self.created.contains_key(&parent) {
                     continue;
@@ -410,6 +481,7 @@ impl Ledger {
         self.stats.delivered += records.len() as u64;
         let Some(first) = records.first() else { return };
         let inst = self.instances[id as usize].clone();
+        self.check_tracked(&inst);
         let focus = vec![inst.worker.clone(), inst.shard.clone()];
         let log = &self.shards[&inst.shard];
         let Some(expected) = inst.next else {
@@ -641,6 +713,11 @@ impl Ledger {
         let Some(log) = self.shards.get_mut(&key) else {
             return;
         };
+        if log.excused {
+            // Its stream was deleted, with its records: a consumer that finds the shard gone
+            // ends it (as the Java KCL does), and nothing is left to lose.
+            return;
+        }
         if new.checkpoint.is_shard_end() {
             log.finished = true;
         }
@@ -661,14 +738,26 @@ impl Ledger {
 
     /// Every record processed at least once?
     pub fn all_processed(&self) -> bool {
-        self.shards.values().all(|s| s.unprocessed == 0)
+        self.shards
+            .values()
+            .all(|s| s.unprocessed == 0 || s.excused)
+    }
+
+    /// The shards `keys` belong to a deleted stream: their unprocessed records are excused
+    /// (the order checks still apply to what is delivered).
+    pub fn excuse(&mut self, keys: &[String]) {
+        for k in keys {
+            if let Some(s) = self.shards.get_mut(k) {
+                s.excused = true;
+            }
+        }
     }
 
     /// Records not processed yet, by shard: (count, first unprocessed index).
     pub fn unprocessed(&self) -> BTreeMap<String, (usize, usize)> {
         self.shards
             .iter()
-            .filter(|(_, s)| s.unprocessed > 0)
+            .filter(|(_, s)| s.unprocessed > 0 && !s.excused)
             .map(|(k, s)| (k.clone(), (s.unprocessed, s.processed_prefix)))
             .collect()
     }

@@ -26,6 +26,12 @@
 //! (SubscribeToShard), which plays the same world and timeline with subscriptions that
 //! expire mid-shard and fail (ResourceInUse, LimitExceeded, resets, silence, early ends);
 //! `SIM_RETRIEVAL=fanout` replays a seed in fan-out mode, `soak --fan-out` runs many.
+//!
+//! A third mode, multi-stream ([`Mode::MultiStream`]), runs the polling world as a
+//! multi-stream application: several streams (the first with the scenario's shards) and a
+//! timeline that also creates streams, takes them out of the set and back, and deletes and
+//! re-creates them under their names; reshards, trims and records go to any stream.
+//! `SIM_RETRIEVAL=multistream` replays a seed, `soak --multi-stream` runs many.
 
 pub mod consistency;
 pub mod faults;

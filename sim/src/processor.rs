@@ -158,6 +158,14 @@ impl Drop for SimProcessor {
 #[async_trait]
 impl RecordProcessor for SimProcessor {
     async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        if input.stream.is_multi_stream() {
+            // The factory is given the shard id: the ledger names the shard by lease key.
+            self.shard = input.stream.lease_key(&input.shard_id);
+            self.ledger
+                .lock()
+                .unwrap()
+                .set_instance_shard(self.id, &self.shard);
+        }
         if self.chance(self.profile.init_fail) {
             self.log(format!(
                 "initialize at {}: injected failure",

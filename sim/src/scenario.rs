@@ -44,6 +44,25 @@ pub enum Action {
     Merge,
     /// Retention trims records every lease has checkpointed past.
     Trim,
+    /// Multi-stream: a new stream is created and joins the application's set.
+    AddStream,
+    /// Multi-stream: a stream of the set leaves it (the stream stays; its leases are kept).
+    RemoveStream,
+    /// Multi-stream: a stream that left the set joins it again (goes on from its leases).
+    ReaddStream,
+    /// Multi-stream: a stream of the set is deleted and re-created under its name (a new
+    /// creation epoch: a new stream, which replaces the old one in the set).
+    RecreateStream,
+}
+
+impl Action {
+    /// Whether it changes the set of streams (multi-stream only).
+    pub fn is_stream_action(&self) -> bool {
+        matches!(
+            self,
+            Action::AddStream | Action::RemoveStream | Action::ReaddStream | Action::RecreateStream
+        )
+    }
 }
 
 /// Where shards without a checkpoint start.
@@ -81,6 +100,9 @@ pub enum Mode {
     Polling,
     /// Enhanced fan-out (SubscribeToShard).
     FanOut,
+    /// A multi-stream application (polling): several streams, streams joining and leaving
+    /// the set, streams deleted and re-created.
+    MultiStream,
 }
 
 impl Mode {
@@ -88,8 +110,11 @@ impl Mode {
     pub fn from_env() -> Mode {
         match std::env::var("SIM_RETRIEVAL").as_deref() {
             Ok("fanout") | Ok("fan-out") | Ok("FANOUT") => Mode::FanOut,
+            Ok("multistream") | Ok("multi-stream") | Ok("MULTISTREAM") => Mode::MultiStream,
             Ok("polling") | Ok("POLLING") | Ok("") | Err(_) => Mode::Polling,
-            Ok(other) => panic!("SIM_RETRIEVAL must be polling or fanout, not {other:?}"),
+            Ok(other) => {
+                panic!("SIM_RETRIEVAL must be polling, fanout or multistream, not {other:?}")
+            }
         }
     }
 }
@@ -128,6 +153,17 @@ pub struct ConsumerPlan {
     pub by_arn: bool,
     /// When the consumer is deleted, from the start (before the drain).
     pub deletions: [Option<Duration>; 2],
+}
+
+/// The multi-stream part of a scenario ([`Mode::MultiStream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiStreamPlan {
+    /// Streams at the start (the first has the scenario's `initial_shards`).
+    pub initial_streams: usize,
+    /// Open shards of each further stream at its creation.
+    pub shards_per_stream: usize,
+    /// How often each worker asks the tracker for the set.
+    pub tracker_interval: Duration,
 }
 
 /// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
@@ -211,7 +247,12 @@ pub struct Scenario {
     /// The workers' retry policy: deliveries of failing records before the processor's
     /// `retries_exhausted` hook is asked (`None`: never ask, redeliver forever).
     pub retry_max_attempts: Option<u32>,
+    /// A multi-stream application ([`Mode::MultiStream`]); `None`: one stream.
+    pub multi_stream: Option<MultiStreamPlan>,
 }
+
+/// Seeds the generator of the multi-stream draws (with the seed).
+const MULTI_STREAM_SALT: u64 = 0x3A17_15EA;
 
 /// Seeds the generator of lease-table outages (with the seed).
 const OUTAGE_SALT: u64 = 0x0074_AB72;
@@ -238,6 +279,9 @@ impl Scenario {
     /// timeline with the fan-out draws added (from their own generator).
     pub fn generate_in(seed: u64, mode: Mode) -> Scenario {
         let mut sc = Scenario::generate(seed);
+        if mode == Mode::MultiStream {
+            sc.add_multi_stream();
+        }
         if mode == Mode::FanOut {
             let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
             let faults = match r5.random_range(0..10) {
@@ -496,7 +540,34 @@ impl Scenario {
             retrieval: Retrieval::Polling,
             aggregates,
             retry_max_attempts,
+            multi_stream: None,
         }
+    }
+
+    /// Make this a multi-stream scenario: the polling world and timeline, plus (from their own
+    /// generator) the streams and a timeline of streams joining, leaving, coming back and
+    /// being re-created. The table's prehistory (an older single-stream application's
+    /// leases) does not apply.
+    fn add_multi_stream(&mut self) {
+        let mut r = StdRng::seed_from_u64(self.seed ^ MULTI_STREAM_SALT);
+        self.prehistory = Prehistory::default();
+        self.multi_stream = Some(MultiStreamPlan {
+            initial_streams: r.random_range(1..=4),
+            shards_per_stream: r.random_range(1..=8),
+            tracker_interval: ms(&mut r, 500, 5000),
+        });
+        let active = self.active.as_millis() as u64;
+        for _ in 0..r.random_range(1..=8) {
+            let at = Duration::from_millis(r.random_range(0..=active));
+            let action = match r.random_range(0..100) {
+                0..=29 => Action::AddStream,
+                30..=54 => Action::RemoveStream,
+                55..=74 => Action::ReaddStream,
+                _ => Action::RecreateStream,
+            };
+            self.actions.push(Timed { at, action });
+        }
+        self.actions.sort_by_key(|t| t.at);
     }
 
     /// The renewal interval the workers use (the library's default: a third of the failover).
@@ -549,6 +620,9 @@ impl fmt::Display for Scenario {
         if let Retrieval::FanOut(plan) = &self.retrieval {
             writeln!(f, "  retrieval: enhanced fan-out {plan:?}")?;
         }
+        if let Some(plan) = &self.multi_stream {
+            writeln!(f, "  multi-stream: {plan:?}")?;
+        }
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {
             write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;
@@ -580,5 +654,15 @@ mod tests {
             Scenario::generate_in(7, Mode::Polling),
             Scenario::generate(7)
         );
+        // Multi-stream adds stream actions to the polling timeline.
+        let multi = Scenario::generate_in(7, Mode::MultiStream);
+        assert!(multi.multi_stream.is_some());
+        let others: Vec<Timed> = multi
+            .actions
+            .iter()
+            .filter(|t| !t.action.is_stream_action())
+            .copied()
+            .collect();
+        assert_eq!(others, Scenario::generate(7).actions);
     }
 }

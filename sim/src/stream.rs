@@ -21,6 +21,8 @@ pub struct SimStream {
     gate: Gate,
     worker: String,
     ledger: Arc<Mutex<Ledger>>,
+    /// Multi-stream: the stream, whose lease keys name its shards in the ledger.
+    stream: Option<kinesis_client::StreamIdentifier>,
 }
 
 impl fmt::Debug for SimStream {
@@ -42,6 +44,21 @@ impl SimStream {
             gate,
             worker: worker.to_string(),
             ledger,
+            stream: None,
+        }
+    }
+
+    /// The same for a stream of a multi-stream application, named `stream` in the leases.
+    pub fn of_stream(mut self, stream: kinesis_client::StreamIdentifier) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    /// The ledger's name of `shard_id`.
+    fn key(&self, shard_id: &str) -> String {
+        match &self.stream {
+            Some(s) => s.lease_key(shard_id),
+            None => shard_id.to_string(),
         }
     }
 }
@@ -81,7 +98,7 @@ impl StreamClient for SimStream {
             self.ledger
                 .lock()
                 .unwrap()
-                .on_latest_iterator(&self.worker, shard_id);
+                .on_latest_iterator(&self.worker, &self.key(shard_id));
         }
         self.gate.pass().await;
         r
@@ -134,7 +151,7 @@ impl StreamClient for SimStream {
             self.ledger
                 .lock()
                 .unwrap()
-                .on_latest_iterator(&self.worker, shard_id);
+                .on_latest_iterator(&self.worker, &self.key(shard_id));
         }
         self.gate.pass().await;
         let gate = self.gate.clone();

@@ -2,8 +2,9 @@
 //! the simulation found.
 //!
 //! `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed instead (printing
-//! its full trace and report; `SIM_RETRIEVAL=fanout` in fan-out mode); `SIM_SEEDS=<n>` and
-//! `SIM_FAN_OUT_SEEDS=<n>` change the batch sizes.
+//! its full trace and report; `SIM_RETRIEVAL=fanout` in fan-out mode, `SIM_RETRIEVAL=multistream`
+//! in multi-stream mode); `SIM_SEEDS=<n>`, `SIM_FAN_OUT_SEEDS=<n>` and
+//! `SIM_MULTI_STREAM_SEEDS=<n>` change the batch sizes.
 
 use kcl_sim::{run_seed, run_seed_bounded_in, run_seed_in, wall_limit, Mode, RunOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,8 @@ use std::sync::Mutex;
 const CI_SEEDS: u64 = 1000;
 /// Seeds run by [`fan_out_seed_batch`] in enhanced fan-out mode.
 const CI_FAN_OUT_SEEDS: u64 = 200;
+/// Seeds run by [`multi_stream_seed_batch`] in multi-stream mode.
+const CI_MULTI_STREAM_SEEDS: u64 = 300;
 
 fn replay_seed() -> Option<u64> {
     std::env::var("SIM_SEED").ok().map(|s| {
@@ -118,6 +121,41 @@ fn fan_out_seed_batch() {
         .unwrap_or(CI_FAN_OUT_SEEDS);
     run_all_in((0..n).collect(), Mode::FanOut);
 }
+
+/// A batch of seeds in multi-stream mode (see [`CI_MULTI_STREAM_SEEDS`];
+/// `SIM_MULTI_STREAM_SEEDS` overrides).
+#[test]
+fn multi_stream_seed_batch() {
+    if replay_seed().is_some() {
+        return;
+    }
+    let n = std::env::var("SIM_MULTI_STREAM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_MULTI_STREAM_SEEDS);
+    run_all_in((0..n).collect(), Mode::MultiStream);
+}
+
+/// Multi-stream seeds that found bugs, run in multi-stream mode (see [`REGRESSIONS`]).
+#[test]
+fn multi_stream_regression_seeds() {
+    if replay_seed().is_some() {
+        return;
+    }
+    run_all_in(
+        MULTI_STREAM_REGRESSIONS
+            .iter()
+            .map(|(seed, _)| *seed)
+            .collect(),
+        Mode::MultiStream,
+    );
+}
+
+/// (seed, what it caught) in multi-stream mode; as [`FAN_OUT_REGRESSIONS`].
+const MULTI_STREAM_REGRESSIONS: &[(u64, &str)] = &[(
+    414,
+    "busy loop: a restart pending for the tenure of a stream that left the set stayed due while its lease was being released",
+)];
 
 /// A batch of seeds (see [`CI_SEEDS`]; `SIM_SEEDS` overrides).
 #[test]

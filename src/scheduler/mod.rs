@@ -103,8 +103,11 @@ impl SchedulerHandle {
         self.coordinator.health_state().health()
     }
 
-    /// The shards whose leases this worker holds now (for monitoring and tests; a lease can be
-    /// lost at any moment, so this is a snapshot, not a promise).
+    /// The shards whose leases this worker holds now, by lease key (the shard id; for a
+    /// multi-stream application `account:stream:epoch:shardId`, see
+    /// [`StreamIdentifier::split_lease_key`](crate::StreamIdentifier::split_lease_key)). For
+    /// monitoring and tests: a lease can be lost at any moment, so this is a snapshot, not a
+    /// promise.
     pub fn held_shards(&self) -> BTreeSet<String> {
         self.coordinator.held_keys()
     }
@@ -497,6 +500,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         for (key, tenure) in held.iter() {
             let id = (key.clone(), tenure.token);
             let Some(stream) = self.streams.of_lease(&tenure.lease) else {
+                // No restart is due for it any more: a due one would wake the run loop at
+                // once, every time (a busy loop) until the lease is released.
+                shards.restart_at.remove(&id);
                 self.let_go(shards, &id);
                 continue;
             };

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::checkpointer::Checkpointer;
-use crate::config::InitialPosition;
+use crate::config::{InitialPosition, RetrievalMode};
 use crate::multi_stream::{
     FormerStreamsLeasesDeletionStrategy as Strategy, MultiStreamTracker, StreamConfig,
 };
@@ -412,6 +412,64 @@ async fn provided_streams_are_deleted_and_a_recreated_stream_is_a_new_one() {
     assert!(
         lease_streams(&store).contains(&kept.to_string()),
         "an unlisted former stream keeps its leases"
+    );
+    h.request_shutdown();
+    t.await.unwrap().unwrap();
+}
+
+/// Enhanced fan-out, per stream: each stream's consumer is registered on it (by the worker's
+/// consumer name) unless its `StreamConfig` names one by ARN, and every record of both
+/// streams is read by subscription.
+#[tokio::test(start_paused = true)]
+async fn fan_out_reads_each_stream_through_its_own_consumer() {
+    let (a, b) = (id("a", 1), id("b", 1));
+    let streams = Streams::default();
+    let (sa, sb) = (streams.create(&a, 2), streams.create(&b, 1));
+    let by_arn = sb
+        .register_consumer("operators-consumer")
+        .unwrap()
+        .consumer_arn;
+    let tracker = Tracked::new(Strategy::NoLeaseDeletion, &[]);
+    *tracker.streams.lock() = vec![
+        StreamConfig::new(a.clone(), InitialPosition::TrimHorizon),
+        StreamConfig::new(b.clone(), InitialPosition::TrimHorizon).with_consumer_arn(&by_arn),
+    ];
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let config = Config::multi_stream_builder("app", tracker.clone())
+        .worker_id("w")
+        .retrieval_mode(RetrievalMode::FanOut)
+        .build()
+        .unwrap();
+    let factory = {
+        let journal = journal.clone();
+        move |_: &str| Recording {
+            journal: journal.clone(),
+            at: None,
+        }
+    };
+    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store.clone()));
+    let h = w.handle();
+    let t = tokio::spawn(w.run(std::future::pending()));
+    produce(&sa, 20);
+    produce(&sb, 10);
+    until("both streams read", || {
+        journal.of_stream(&a) == 20 && journal.of_stream(&b) == 10
+    })
+    .await;
+    assert_eq!(
+        sa.get_records_calls() + sb.get_records_calls(),
+        0,
+        "no polling"
+    );
+    let names = |s: &InMemoryStream| -> Vec<String> {
+        s.consumers().into_iter().map(|c| c.consumer_name).collect()
+    };
+    assert_eq!(names(&sa), ["app"], "registered on a by name");
+    assert_eq!(
+        names(&sb),
+        ["operators-consumer"],
+        "b read through its configured consumer"
     );
     h.request_shutdown();
     t.await.unwrap().unwrap();

@@ -1,8 +1,8 @@
 //! Soak: run many simulation seeds in parallel and summarise.
 //!
 //! ```text
-//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J] [--fan-out]
-//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace] [--fan-out]   # one seed, its report (and full trace)
+//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J] [--fan-out | --multi-stream]
+//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace] [--fan-out | --multi-stream]   # one seed, its report (and full trace)
 //! ```
 //!
 //! Prints each failing seed's first violation as it is found, then a summary table and the
@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] [--fan-out] | soak --seed N [--trace] [--fan-out]");
+    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] [--fan-out | --multi-stream] | soak --seed N [--trace] [--fan-out | --multi-stream]");
     std::process::exit(2)
 }
 
@@ -50,6 +50,7 @@ fn parse_args() -> Args {
             "--seed" => args.single = Some(num()),
             "--trace" => args.trace = true,
             "--fan-out" => args.mode = Mode::FanOut,
+            "--multi-stream" => args.mode = Mode::MultiStream,
             _ => usage(),
         }
     }

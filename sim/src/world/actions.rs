@@ -10,9 +10,10 @@ use crate::processor::SimProcessorFactory;
 use crate::scenario::{Action, Retrieval, Start, MAX_OPEN_SHARDS, MAX_WORKERS};
 use crate::store::sim_lease_store;
 use crate::stream::SimStream;
+use kinesis_client::multi_stream::StreamConfig;
 use kinesis_client::processor::RetryPolicy;
-use kinesis_client::retrieval::StreamRef;
-use kinesis_client::testing::UserRecordSpec;
+use kinesis_client::retrieval::{StreamClient, StreamRef};
+use kinesis_client::testing::{InMemoryStream, UserRecordSpec};
 use kinesis_client::{
     Config, FanOutConfig, InitialPosition, RetrievalMode, Scheduler, SchedulerError,
 };
@@ -29,13 +30,14 @@ impl World {
         });
         self.incarnations += 1;
         let sc = &self.sc;
-        let config = Config::builder("sim-app", StreamRef::Name("sim".into()))
+        let builder = match (self.tracker(), sc.multi_stream) {
+            (Some(tracker), Some(plan)) => Config::multi_stream_builder("sim-app", tracker.clone())
+                .stream_tracker_interval(plan.tracker_interval),
+            _ => Config::builder("sim-app", StreamRef::Name("sim".into())),
+        };
+        let config = builder
             .worker_id(id.clone())
-            .initial_position(match sc.start {
-                Start::TrimHorizon => InitialPosition::TrimHorizon,
-                Start::Latest => InitialPosition::Latest,
-                Start::AtTimestamp => InitialPosition::AtTimestamp(self.started_at),
-            })
+            .initial_position(self.initial_position())
             .failover_time(sc.failover)
             .max_records(sc.max_records)
             .idle_time_between_reads(sc.idle_between_reads)
@@ -76,7 +78,6 @@ impl World {
             self.ledger.clone(),
             self.trace.clone(),
         );
-        let stream = SimStream::new(self.stream.clone(), gate.clone(), &id, self.ledger.clone());
         let factory = SimProcessorFactory {
             worker: id.clone(),
             ledger: self.ledger.clone(),
@@ -84,7 +85,35 @@ impl World {
             profile: sc.processor,
             seed: sc.seed,
         };
-        let scheduler = Scheduler::new(config, factory, Arc::new(stream), Arc::new(store));
+        let scheduler = if self.tracker().is_some() {
+            let (streams, gate, worker, ledger) = (
+                self.streams_by_id.clone(),
+                gate.clone(),
+                id.clone(),
+                self.ledger.clone(),
+            );
+            let clients = move |c: &StreamConfig| -> Arc<dyn StreamClient> {
+                let stream = streams
+                    .lock()
+                    .unwrap()
+                    .get(&c.stream.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let gone = InMemoryStream::new(c.stream.name(), 1);
+                        gone.delete();
+                        gone
+                    });
+                Arc::new(
+                    SimStream::new(stream, gate.clone(), &worker, ledger.clone())
+                        .of_stream(c.stream.clone()),
+                )
+            };
+            Scheduler::multi_stream(config, factory, clients, Arc::new(store))
+        } else {
+            let stream =
+                SimStream::new(self.stream.clone(), gate.clone(), &id, self.ledger.clone());
+            Scheduler::new(config, factory, Arc::new(stream), Arc::new(store))
+        };
         let handle = scheduler.handle();
         let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
         self.ledger.lock().unwrap().stats.workers_started += 1;
@@ -103,6 +132,15 @@ impl World {
             paused_until: None,
             stop_requested: None,
         });
+    }
+
+    /// Where shards without a checkpoint start.
+    pub(super) fn initial_position(&self) -> InitialPosition {
+        match self.sc.start {
+            Start::TrimHorizon => InitialPosition::TrimHorizon,
+            Start::Latest => InitialPosition::Latest,
+            Start::AtTimestamp => InitialPosition::AtTimestamp(self.started_at),
+        }
     }
 
     /// Index of a random worker among those `pick` accepts.
@@ -195,6 +233,10 @@ impl World {
             Action::Split => self.split(),
             Action::Merge => self.merge(),
             Action::Trim => self.trim(),
+            Action::AddStream => self.add_stream(),
+            Action::RemoveStream => self.remove_stream(),
+            Action::ReaddStream => self.readd_stream(),
+            Action::RecreateStream => self.recreate_stream(),
         }
     }
 
@@ -322,6 +364,7 @@ impl World {
         let n = self.carry.floor();
         self.carry -= n;
         for _ in 0..n as u64 {
+            let si = self.some_slot();
             let hash: u128 = self.rng.random();
             let agg = self.sc.aggregates;
             if agg.share > 0.0 && self.aggregate_rng.random_bool(agg.share) {
@@ -341,20 +384,25 @@ impl World {
                         data: Vec::new(),
                     })
                     .collect();
-                let (shard, seq) = self.stream.put_aggregate(&users);
+                let slot = &self.slots[si];
+                let (shard, seq) = slot.stream.put_aggregate(&users);
                 self.ledger
                     .lock()
                     .unwrap()
-                    .produced_user_records(&shard, &seq, n);
+                    .produced_user_records(&slot.key(&shard), &seq, n);
             } else {
-                let (shard, seq) = self.stream.put_with_hash(hash, "pk", b"");
-                self.ledger.lock().unwrap().produced(&shard, &seq);
+                let slot = &self.slots[si];
+                let (shard, seq) = slot.stream.put_with_hash(hash, "pk", b"");
+                self.ledger
+                    .lock()
+                    .unwrap()
+                    .produced(&slot.key(&shard), &seq);
             }
         }
     }
 
-    pub(super) fn open_shards(&self) -> Vec<kinesis_client::retrieval::Shard> {
-        let mut open: Vec<_> = self
+    pub(super) fn open_shards(&self, si: usize) -> Vec<kinesis_client::retrieval::Shard> {
+        let mut open: Vec<_> = self.slots[si]
             .stream
             .shards()
             .into_iter()
@@ -365,36 +413,40 @@ impl World {
     }
 
     pub(super) fn split(&mut self) {
+        let si = self.some_slot();
         let open: Vec<_> = self
-            .open_shards()
+            .open_shards(si)
             .into_iter()
             .filter(|s| s.hash_key_range.end - s.hash_key_range.start >= 2)
             .collect();
-        if open.is_empty() || self.open_shards().len() >= MAX_OPEN_SHARDS {
+        if open.is_empty() || self.open_shards(si).len() >= MAX_OPEN_SHARDS {
             self.say(None, "split: no shard to split".into());
             return;
         }
         let s = &open[self.rng.random_range(0..open.len())];
         let r = s.hash_key_range;
         let at = self.rng.random_range(r.start + 1..=r.end);
-        let (a, b) = self.stream.split(&s.shard_id, at).expect("a valid split");
-        let now = self.stream.now();
+        let slot = &self.slots[si];
+        let (a, b) = slot.stream.split(&s.shard_id, at).expect("a valid split");
+        let now = slot.stream.now();
+        let (a, b, parent) = (slot.key(&a), slot.key(&b), slot.key(&s.shard_id));
         let mut l = self.ledger.lock().unwrap();
-        l.add_shard(&a, std::slice::from_ref(&s.shard_id));
-        l.add_shard(&b, std::slice::from_ref(&s.shard_id));
-        l.close_shard(&s.shard_id, now);
+        l.add_shard(&a, std::slice::from_ref(&parent));
+        l.add_shard(&b, std::slice::from_ref(&parent));
+        l.close_shard(&parent, now);
         l.stats.splits += 1;
         drop(l);
         self.trace.push(
             crate::trace::Source::World,
             None,
-            Some(&s.shard_id),
+            Some(&parent),
             format!("split into {a} and {b}"),
         );
     }
 
     pub(super) fn merge(&mut self) {
-        let open = self.open_shards();
+        let si = self.some_slot();
+        let open = self.open_shards(si);
         if open.len() < 2 {
             self.say(None, "merge: fewer than two open shards".into());
             return;
@@ -406,8 +458,10 @@ impl World {
         } else {
             (y, x)
         };
-        let child = self.stream.merge(x, y).expect("adjacent open shards merge");
-        let now = self.stream.now();
+        let slot = &self.slots[si];
+        let child = slot.stream.merge(x, y).expect("adjacent open shards merge");
+        let now = slot.stream.now();
+        let (child, x, y) = (slot.key(&child), &slot.key(x), &slot.key(y));
         let mut l = self.ledger.lock().unwrap();
         l.add_shard(&child, &[x.clone(), y.clone()]);
         l.close_shard(x, now);
@@ -427,12 +481,15 @@ impl World {
     /// nothing is trimmed that a processor could still have to read, and no record is excused
     /// from the checks.
     pub(super) fn trim(&mut self) {
+        let si = self.some_slot();
         let table = self.table.snapshot();
         let holders = self.holders();
-        let mut cutoff: SystemTime = self.stream.now() - Duration::from_secs(1);
+        let slot = &self.slots[si];
+        let mut cutoff: SystemTime = slot.stream.now() - Duration::from_secs(1);
         let ledger = self.ledger.lock().unwrap();
-        for shard in self.stream.shards() {
-            let id = &shard.shard_id;
+        for shard in slot.stream.shards() {
+            let key = slot.key(&shard.shard_id);
+            let id = &key;
             let Some(log) = ledger.shards.get(id) else {
                 continue;
             };
@@ -445,9 +502,9 @@ impl World {
                 holders.get(id).map_or(&[], Vec::as_slice),
             );
             if let Some(&(seq, _)) = log.records.get(first) {
-                let needed = self
+                let needed = slot
                     .stream
-                    .records(id)
+                    .records(&shard.shard_id)
                     .into_iter()
                     .find(|r| r.sequence_number.parse::<u128>().ok() == Some(seq));
                 if let Some(t) = needed.and_then(|r| r.approximate_arrival_timestamp) {
@@ -459,11 +516,12 @@ impl World {
             }
         }
         drop(ledger);
-        let before = self.stream.total_records();
-        self.stream.trim(cutoff);
-        let dropped = before - self.stream.total_records();
+        let stream = slot.stream.clone();
+        let before = stream.total_records();
+        stream.trim(cutoff);
+        let dropped = before - stream.total_records();
         self.ledger.lock().unwrap().stats.trims += 1;
-        let age = self.stream.now().duration_since(cutoff).unwrap_or_default();
+        let age = stream.now().duration_since(cutoff).unwrap_or_default();
         self.say(
             None,
             format!("retention trims records older than {age:?}: {dropped} dropped"),

@@ -1,4 +1,5 @@
-//! The simulated world: one stream, one lease table, workers running the library's real
+//! The simulated world: one stream (or, multi-stream, a changing set: `streams`), one lease
+//! table, workers running the library's real
 //! [`kinesis_client::Scheduler`], producers, and the scenario's timeline; plus the checks that need the whole
 //! world (lease overlap, convergence after the drain, graceful stop).
 //!
@@ -13,6 +14,7 @@
 
 mod actions;
 mod prehistory;
+mod streams;
 
 use crate::consistency::EventualScans;
 use crate::faults::{StoreFaults, StreamFaults};
@@ -124,6 +126,14 @@ pub struct World {
     consumers_registered: u32,
     /// Deletions of [`ConsumerPlan::deletions`] done.
     deletions_done: [bool; 2],
+    /// Every stream of the run (one, unless multi-stream).
+    slots: Vec<streams::Slot>,
+    /// Multi-stream: the set the workers track.
+    tracker: Option<streams::SimTracker>,
+    /// Multi-stream: the streams by identifier, for the workers' clients.
+    streams_by_id: streams::StreamsById,
+    /// Multi-stream: streams created by the timeline so far (their names are numbered).
+    next_stream: usize,
 }
 
 impl World {
@@ -149,7 +159,8 @@ impl World {
         stream.set_fault_injector(Some(stream_faults.clone()));
         let ledger = Arc::new(Mutex::new(Ledger::new(trace.clone())));
         let table = InMemoryLeaseStore::new();
-        {
+        let multi_stream = sc.multi_stream;
+        if multi_stream.is_none() {
             let mut l = ledger.lock().unwrap();
             for s in stream.shards() {
                 l.add_shard(&s.shard_id, &[]);
@@ -158,6 +169,15 @@ impl World {
                 trace.world(line);
             }
         }
+        let slots = match multi_stream {
+            None => vec![streams::Slot {
+                id: kinesis_client::StreamIdentifier::single("sim"),
+                stream: stream.clone(),
+                tracked: true,
+                deleted: false,
+            }],
+            Some(_) => Vec::new(),
+        };
         let bound = overlap_bound(sc.failover, TICK);
         World {
             rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
@@ -188,8 +208,42 @@ impl World {
             consumer: None,
             consumers_registered: 0,
             deletions_done: [false; 2],
+            slots,
+            tracker: multi_stream.map(|_| streams::SimTracker::default()),
+            streams_by_id: Default::default(),
+            next_stream: 0,
         }
         .with_configured_consumer()
+        .with_initial_streams()
+    }
+
+    /// Multi-stream: the streams at the start, all in the set (the first with the scenario's
+    /// shards).
+    fn with_initial_streams(mut self) -> Self {
+        let Some(plan) = self.sc.multi_stream else {
+            return self;
+        };
+        for i in 0..plan.initial_streams {
+            let shards = if i == 0 {
+                self.sc.initial_shards
+            } else {
+                plan.shards_per_stream
+            };
+            self.next_stream += 1;
+            let slot = self.create_stream(&format!("s{i}"), 1, shards);
+            self.slots[slot].tracked = true;
+        }
+        self.set_stream_position(self.initial_position());
+        self.publish_set();
+        // A worker sees a change at its next tracker round (one interval), unless the round
+        // before is still busy: its lease-table and stream calls may hang or fail through an
+        // outage (a few failover times); then its consumers of the stream stop (a processor
+        // call, a graceful shutdown).
+        self.ledger.lock().unwrap().untracked_bound = plan.tracker_interval * 2
+            + self.sc.failover * 8
+            + self.sc.graceful_timeout
+            + Duration::from_secs(5);
+        self
     }
 
     /// The ground truth (for the outcome).
@@ -327,11 +381,20 @@ impl World {
     /// is missing is not counted.
     fn cleanup_due(&self) -> Vec<(String, &'static str)> {
         let table = self.table.snapshot();
-        let shards = self.stream.shards();
         let mut due = Vec::new();
         for lease in table.values() {
             let key = &lease.key;
-            if !shards.iter().any(|s| &s.shard_id == key) {
+            let slot = self.slots.iter().find(|s| match &lease.multi_stream {
+                Some(m) => m.stream == s.id,
+                None => !s.id.is_multi_stream(),
+            });
+            let Some(slot) = slot.filter(|s| !s.deleted) else {
+                due.push((key.clone(), "its stream was deleted"));
+                continue;
+            };
+            let shard_id = lease.shard_id();
+            let shards = slot.stream.shards();
+            if !shards.iter().any(|s| s.shard_id == shard_id) {
                 due.push((key.clone(), "its shard is gone from the stream"));
                 continue;
             }
@@ -340,16 +403,17 @@ impl World {
             }
             let children_started = shards
                 .iter()
-                .filter(|s| s.parents().contains(key))
+                .filter(|s| s.parents().iter().any(|p| p == shard_id))
                 .all(|c| {
                     table
-                        .get(&c.shard_id)
+                        .get(&slot.key(&c.shard_id))
                         .is_some_and(|l| !l.checkpoint.is_initial_position())
                 });
-            let parents_done = lease
-                .parent_shard_ids
-                .iter()
-                .all(|p| table.get(p).is_none_or(|l| l.checkpoint.is_shard_end()));
+            let parents_done = lease.parent_shard_ids.iter().all(|p| {
+                table
+                    .get(&slot.key(p))
+                    .is_none_or(|l| l.checkpoint.is_shard_end())
+            });
             if children_started && parents_done {
                 due.push((key.clone(), "finished, its children started"));
             }
@@ -380,6 +444,7 @@ impl World {
             "DRAIN: producers stop, faults stop, pauses end".into(),
         );
         self.rate = 0.0;
+        self.track_every_stream();
         self.store_faults.set_enabled(false);
         self.stream_faults.set_enabled(false);
         for i in 0..self.workers.len() {
