@@ -126,6 +126,9 @@ pub struct Stats {
     pub partial: u64,
     /// Fan-out: stream consumers deleted during the run.
     pub consumer_deletions: u64,
+    /// Multi-stream: streams that joined the set (created or back), left it, or were deleted
+    /// and re-created.
+    pub stream_changes: u64,
 }
 
 /// The shared ground truth of one run.

@@ -15,7 +15,7 @@ const CI_SEEDS: u64 = 1000;
 /// Seeds run by [`fan_out_seed_batch`] in enhanced fan-out mode.
 const CI_FAN_OUT_SEEDS: u64 = 200;
 /// Seeds run by [`multi_stream_seed_batch`] in multi-stream mode.
-const CI_MULTI_STREAM_SEEDS: u64 = 300;
+const CI_MULTI_STREAM_SEEDS: u64 = 200;
 
 fn replay_seed() -> Option<u64> {
     std::env::var("SIM_SEED").ok().map(|s| {

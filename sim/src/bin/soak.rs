@@ -74,6 +74,7 @@ struct Summary {
     skipped: u64,
     partial: u64,
     consumer_deletions: u64,
+    stream_changes: u64,
     violations: u64,
     failing: Vec<(u64, String)>,
     simulated: Duration,
@@ -99,6 +100,7 @@ impl Summary {
         self.skipped += o.stats.skipped;
         self.partial += o.stats.partial;
         self.consumer_deletions += o.stats.consumer_deletions;
+        self.stream_changes += o.stats.stream_changes;
         self.violations += o.violations.len() as u64;
         if let Some(v) = o.violations.first() {
             self.failing.push((o.seed, v.to_string()));
@@ -183,6 +185,7 @@ fn main() {
         "{:<28} {:>16}",
         "fan-out consumers deleted", sum.consumer_deletions
     );
+    println!("{:<28} {:>16}", "stream set changes", sum.stream_changes);
     println!("{:<28} {:>16}", "violations", sum.violations);
     println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
     println!(

@@ -145,6 +145,7 @@ impl World {
         let i = self.create_stream(&name, 1, plan.shards_per_stream);
         self.slots[i].tracked = true;
         self.say(None, format!("stream {} joins the set", self.slots[i].id));
+        self.ledger.lock().unwrap().stats.stream_changes += 1;
         self.publish_set();
     }
 
@@ -156,6 +157,7 @@ impl World {
                 let id = self.slots[i].id.to_string();
                 self.ledger.lock().unwrap().stream_left(&id);
                 self.say(None, format!("stream {id} leaves the set"));
+                self.ledger.lock().unwrap().stats.stream_changes += 1;
                 self.publish_set();
             }
             None => self.say(None, "remove stream: none in the set".into()),
@@ -170,6 +172,7 @@ impl World {
                 let id = self.slots[i].id.to_string();
                 self.ledger.lock().unwrap().stream_back(&id);
                 self.say(None, format!("stream {id} joins the set again"));
+                self.ledger.lock().unwrap().stats.stream_changes += 1;
                 self.publish_set();
             }
             None => self.say(None, "re-add stream: none out of the set".into()),
@@ -203,6 +206,7 @@ impl World {
         let epoch = old.creation_epoch().unwrap_or(1) + 1;
         let j = self.create_stream(old.name(), epoch, plan.shards_per_stream);
         self.slots[j].tracked = true;
+        self.ledger.lock().unwrap().stats.stream_changes += 1;
         self.say(
             None,
             format!(
