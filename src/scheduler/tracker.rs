@@ -67,7 +67,28 @@ impl Tracker {
             }
             wanted.insert(c.stream.to_string(), c);
         }
-        // No lease of a stream out of the set is taken from now on.
+        // The set first, then the coordinator: a lease is never taken for a stream the
+        // worker does not consume yet (it would release it at once), and a stream that left
+        // is no longer taken before its consumers stop.
+        let mut joined = Vec::new();
+        for (key, c) in &wanted {
+            match self.streams.get(key) {
+                Some(s) if s.config.as_ref() == Some(c) => {}
+                Some(_) => {
+                    tracing::info!(stream = %key, "stream configuration changed: new consumers use it");
+                    let client = self.clients.client(c);
+                    self.streams
+                        .insert(ActiveStream::multi(&self.config, c, client));
+                }
+                None => {
+                    let client = self.clients.client(c);
+                    self.streams
+                        .insert(ActiveStream::multi(&self.config, c, client));
+                    tracing::info!(stream = %key, position = ?c.initial_position, "stream joined the set");
+                    joined.push(key.clone());
+                }
+            }
+        }
         self.coordinator
             .track_streams(wanted.keys().cloned().collect());
         for gone in self
@@ -78,22 +99,10 @@ impl Tracker {
             self.streams.remove(gone);
             tracing::info!(stream = %gone, strategy = ?self.strategy, "stream left the set: its processors shut down and its leases are released, and none is taken again");
         }
-        for (key, c) in &wanted {
-            match self.streams.get(key) {
-                Some(s) if s.config.as_ref() == Some(c) => continue,
-                Some(_) => {
-                    tracing::info!(stream = %key, "stream configuration changed: new consumers use it");
-                    let client = self.clients.client(c);
-                    self.streams
-                        .insert(ActiveStream::multi(&self.config, c, client));
-                }
-                None => {
-                    let client = self.clients.client(c);
-                    let stream = ActiveStream::multi(&self.config, c, client);
-                    self.sync(&stream).await;
-                    self.streams.insert(stream);
-                    tracing::info!(stream = %key, position = ?c.initial_position, "stream joined the set");
-                }
+        // The new streams' leases, at once (not at the next periodic sync).
+        for key in joined {
+            if let Some(stream) = self.streams.get(&key) {
+                self.sync(&stream).await;
             }
         }
         self.former_streams(&wanted).await;
