@@ -814,5 +814,5 @@ fn a_multi_stream_shard_has_its_stream_as_a_dimension() {
     single.task(true, std::time::Duration::from_millis(3));
     assert!(snapshot(&recorder)
         .iter()
-        .any(|s| s.labels.get(names::STREAM_ID).is_none()));
+        .any(|s| !s.labels.contains_key(names::STREAM_ID)));
 }
