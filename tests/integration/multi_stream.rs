@@ -107,15 +107,7 @@ async fn two_workers_on_three_streams_one_joining_and_one_leaving() {
     .await;
 
     // The lease items, as the Java KCL's multi-stream serializer writes them.
-    let items = aws
-        .dynamodb_client()
-        .scan()
-        .table_name(&app)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
+    let items = lease_items(&aws, &app).await;
     assert_eq!(items.len(), 3, "a's two shards and b's one: {items:?}");
     for item in &items {
         let key = item["leaseKey"].as_s().unwrap();
@@ -155,15 +147,8 @@ async fn two_workers_on_three_streams_one_joining_and_one_leaving() {
         0,
         "no record of b after it left the set"
     );
-    let owners: BTreeSet<Option<String>> = aws
-        .dynamodb_client()
-        .scan()
-        .table_name(&app)
-        .send()
+    let owners: BTreeSet<Option<String>> = lease_items(&aws, &app)
         .await
-        .unwrap()
-        .items
-        .unwrap_or_default()
         .iter()
         .filter(|i| i["streamName"].as_s().unwrap() == &b.to_string())
         .map(|i| i.get("leaseOwner").and_then(|o| o.as_s().ok()).cloned())
@@ -171,6 +156,21 @@ async fn two_workers_on_three_streams_one_joining_and_one_leaving() {
     assert_eq!(owners, [None].into(), "b's lease is kept, unowned");
     w1.stop().await;
     w2.stop().await;
+}
+
+/// The lease table's items as DynamoDB holds them.
+async fn lease_items(
+    aws: &testkit::LocalAws,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    aws.dynamodb_client()
+        .scan()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
 }
 
 fn every_batch() -> Behavior {
