@@ -177,6 +177,8 @@ pub enum InitialPositionError {
 pub struct Config {
     pub(crate) application_name: String,
     pub(crate) streams: Streams,
+    /// The single stream; an empty name for a multi-stream application.
+    pub(crate) stream: StreamRef,
     pub(crate) table_name: String,
     pub(crate) worker_id: String,
     pub(crate) initial_position: InitialPosition,
@@ -212,8 +214,17 @@ pub(crate) enum Streams {
     /// A single-stream application.
     Single(StreamRef),
     /// A multi-stream application.
-    Multi(Arc<dyn MultiStreamTracker>),
+    Multi(TrackerHandle),
 }
+
+/// The application's tracker. Asserted unwind-safe, so that `Config` stays
+/// `UnwindSafe`/`RefUnwindSafe` as it was before multi-stream support (the library never
+/// catches a panic across the tracker: a tracker that panics fails its round only).
+#[derive(Clone)]
+pub(crate) struct TrackerHandle(pub(crate) Arc<dyn MultiStreamTracker>);
+
+impl std::panic::UnwindSafe for TrackerHandle {}
+impl std::panic::RefUnwindSafe for TrackerHandle {}
 
 impl std::fmt::Debug for Streams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,13 +251,11 @@ impl Config {
         &self.application_name
     }
 
-    /// The stream of a single-stream application (properties: `streamName` / `streamArn`);
-    /// `None` for a multi-stream one (see [`Config::multi_stream_tracker`]).
-    pub fn stream(&self) -> Option<&StreamRef> {
-        match &self.streams {
-            Streams::Single(s) => Some(s),
-            Streams::Multi(_) => None,
-        }
+    /// The stream (properties: `streamName` / `streamArn`). A multi-stream application
+    /// ([`Config::is_multi_stream`]) has a set of streams instead
+    /// ([`Config::multi_stream_tracker`]), and here a stream of empty name.
+    pub fn stream(&self) -> &StreamRef {
+        &self.stream
     }
 
     /// The streams of a multi-stream application (properties: `streamNames` /
@@ -254,7 +263,7 @@ impl Config {
     pub fn multi_stream_tracker(&self) -> Option<&Arc<dyn MultiStreamTracker>> {
         match &self.streams {
             Streams::Single(_) => None,
-            Streams::Multi(t) => Some(t),
+            Streams::Multi(t) => Some(&t.0),
         }
     }
 
@@ -478,7 +487,10 @@ impl Config {
         application_name: impl Into<String>,
         tracker: impl MultiStreamTracker,
     ) -> ConfigBuilder {
-        Self::builder_of(application_name.into(), Streams::Multi(Arc::new(tracker)))
+        Self::builder_of(
+            application_name.into(),
+            Streams::Multi(TrackerHandle(Arc::new(tracker))),
+        )
     }
 
     fn builder_of(application_name: String, streams: Streams) -> ConfigBuilder {
@@ -741,6 +753,10 @@ impl ConfigBuilder {
         };
         Ok(Config {
             application_name: self.application_name,
+            stream: match &self.streams {
+                Streams::Single(s) => s.clone(),
+                Streams::Multi(_) => StreamRef::Name(String::new()),
+            },
             streams: self.streams,
             stream_tracker_interval: self.stream_tracker_interval,
             table_name,
@@ -987,6 +1003,6 @@ mod tests {
         )
         .build()
         .unwrap();
-        assert_eq!(c.stream().unwrap().name(), "orders");
+        assert_eq!(c.stream().name(), "orders");
     }
 }

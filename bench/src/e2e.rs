@@ -92,7 +92,7 @@ fn start_worker(
     .build()?;
     let timed = Arc::new(TimedStream::new(Arc::new(KinesisStreamClient::new(
         aws.kinesis_client(),
-        config.stream().expect("a single-stream config").clone(),
+        config.stream().clone(),
     ))));
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name().to_string());
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());

@@ -310,10 +310,7 @@ fn real_worker(
         .context("config")?;
     let hook = crate::cluster::delivery_hook(log, i);
     let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
-    let stream_client = KinesisStreamClient::new(
-        aws.kinesis_client(),
-        config.stream().expect("a single-stream config").clone(),
-    );
+    let stream_client = KinesisStreamClient::new(aws.kinesis_client(), config.stream().clone());
     let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), config.table_name().to_string());
     let scheduler = Scheduler::new(config, factory, Arc::new(stream_client), Arc::new(store));
     let handle = scheduler.handle();

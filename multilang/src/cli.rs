@@ -193,9 +193,10 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let streams: Vec<&str> = match config.stream() {
-        Some(stream) => vec![stream.name()],
-        None => s.streams.iter().map(|s| s.name.as_str()).collect(),
+    let streams: Vec<&str> = if config.is_multi_stream() {
+        s.streams.iter().map(|s| s.name.as_str()).collect()
+    } else {
+        vec![config.stream().name()]
     };
     tracing::info!(application = %config.application_name(), ?streams, table = %config.table_name(),
         worker_id = %config.worker_id(), command = ?s.command(), language = ?s.processing_language, tls = crate::https::crypto_provider(), "starting the MultiLangDaemon");

@@ -177,7 +177,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         clients: impl StreamClients,
         store: Arc<dyn LeaseStore>,
     ) -> Self {
-        match config.stream().cloned() {
+        match (!config.is_multi_stream()).then(|| config.stream().clone()) {
             Some(stream) => {
                 let id = crate::StreamIdentifier::single(stream.name());
                 let mut one = StreamConfig::new(id, config.initial_position);

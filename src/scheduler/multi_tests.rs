@@ -475,6 +475,67 @@ async fn fan_out_reads_each_stream_through_its_own_consumer() {
     t.await.unwrap().unwrap();
 }
 
+/// A tracker that fails, then panics, then answers again: the worker keeps the streams of
+/// the moment meanwhile, and follows the tracker once it answers (a panic ends one round, not
+/// the rounds).
+#[tokio::test(start_paused = true)]
+async fn a_failing_or_panicking_tracker_keeps_the_streams_of_the_moment() {
+    struct Flaky(Tracked, std::sync::atomic::AtomicU32);
+    #[async_trait::async_trait]
+    impl MultiStreamTracker for Flaky {
+        async fn stream_config_list(
+            &self,
+        ) -> Result<Vec<StreamConfig>, crate::multi_stream::TrackerError> {
+            match self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                1 => Err("tracker backend down".into()),
+                2 => panic!("tracker bug"),
+                _ => self.0.stream_config_list().await,
+            }
+        }
+        fn former_streams_leases_deletion_strategy(&self) -> Strategy {
+            Strategy::NoLeaseDeletion
+        }
+    }
+    let (a, b) = (id("a", 1), id("b", 1));
+    let streams = Streams::default();
+    let (sa, sb) = (streams.create(&a, 1), streams.create(&b, 1));
+    let tracked = Tracked::new(Strategy::NoLeaseDeletion, &[&a]);
+    let tracker = Flaky(tracked.clone(), std::sync::atomic::AtomicU32::new(0));
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let config = Config::multi_stream_builder("app", tracker)
+        .worker_id("w")
+        .stream_tracker_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let factory = {
+        let journal = journal.clone();
+        move |_: &str| Recording {
+            journal: journal.clone(),
+            at: None,
+        }
+    };
+    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store.clone()));
+    let h = w.handle();
+    let t = tokio::spawn(w.run(std::future::pending()));
+    produce(&sa, 5);
+    until("a consumed", || journal.of_stream(&a) == 5).await;
+    // A failed round and a panicked one later, the worker still consumes a, and then b.
+    tracked.set(&[&a, &b]);
+    produce(&sa, 5);
+    produce(&sb, 5);
+    until("a consumed after the tracker failed", || {
+        journal.of_stream(&a) == 10
+    })
+    .await;
+    until("b consumed once the tracker answers again", || {
+        journal.of_stream(&b) == 5
+    })
+    .await;
+    h.request_shutdown();
+    t.await.unwrap().unwrap();
+}
+
 /// `Scheduler::new` takes one stream client: with a multi-stream configuration, `run` says
 /// so instead of reading every stream through that client.
 #[tokio::test(start_paused = true)]

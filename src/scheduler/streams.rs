@@ -47,9 +47,8 @@ pub(crate) struct ActiveStream {
 impl ActiveStream {
     /// The stream of a single-stream application.
     pub(crate) fn single(config: &Config, client: Arc<dyn StreamClient>) -> Self {
-        let name = config.stream().map_or("", |s| s.name());
         ActiveStream {
-            id: StreamIdentifier::single(name),
+            id: StreamIdentifier::single(config.stream().name()),
             initial_position: config.initial_position,
             fan_out: registration(config, &client, || config.fan_out_consumer()),
             client,

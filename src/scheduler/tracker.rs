@@ -56,7 +56,7 @@ impl Tracker {
 
     /// One round. Fails only when the application's tracker does (the set is left as it was).
     pub(crate) async fn round(&mut self) -> Result<(), TrackerError> {
-        let listed = self.tracker.stream_config_list().await?;
+        let listed = caught(self.tracker.stream_config_list()).await?;
         let mut wanted: BTreeMap<String, StreamConfig> = BTreeMap::new();
         for c in listed {
             if !c.stream.is_multi_stream() {
@@ -149,7 +149,7 @@ impl Tracker {
         }
         let candidates: Vec<StreamIdentifier> = match self.strategy {
             FormerStreamsLeasesDeletionStrategy::ProvidedStreamsDeferredDeletion { .. } => {
-                match self.tracker.streams_for_lease_cleanup().await {
+                match caught(self.tracker.streams_for_lease_cleanup()).await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(error = %e, "the stream tracker could not name the streams whose leases to delete; trying again next round");
@@ -218,6 +218,18 @@ impl Tracker {
         tracing::info!(stream = %id, deleted = leases.len(), "deleted the leases of a former stream");
         true
     }
+}
+
+/// The application's tracker call `call`; a panic in it is an error of this round (the
+/// worker goes on with the streams of the moment).
+async fn caught<T>(
+    call: impl std::future::Future<Output = Result<T, TrackerError>>,
+) -> Result<T, TrackerError> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err("the stream tracker panicked".into()))
 }
 
 /// Run `tracker`'s rounds every `interval` until `stop` is cancelled.

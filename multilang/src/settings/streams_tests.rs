@@ -52,7 +52,7 @@ fn names_arns_and_identifiers_with_their_positions() {
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     let config = crate::daemon::kcl_config(s).unwrap();
     assert!(config.is_multi_stream());
-    assert_eq!(config.stream(), None);
+    assert_eq!(config.stream().name(), "");
 }
 
 #[test]
