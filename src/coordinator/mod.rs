@@ -665,10 +665,11 @@ impl LeaseCoordinator {
         self.publish();
     }
 
-    /// Release the lease `key` if held (clear its owner, end the tenure): a multi-stream
-    /// worker's lease of a stream it no longer tracks. Its consumer must have stopped.
-    pub async fn release(&self, key: &str) {
-        let Some((tenure, state)) = self.slot(key) else {
+    /// Release the lease `key` if it is still held in tenure `token` (clear its owner, end the
+    /// tenure): a multi-stream worker's lease of a stream it no longer tracks, whose consumer
+    /// has stopped. A later tenure of the lease is left alone.
+    pub async fn release(&self, key: &str, token: Uuid) {
+        let Some((tenure, state)) = self.slot(key).filter(|(t, _)| t.token == token) else {
             return;
         };
         self.release_slot(key.to_string(), tenure, state).await;

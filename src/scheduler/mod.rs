@@ -280,7 +280,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
     /// ARN was deleted ([`SchedulerError::FanOutConsumerDeleted`]), or a consumer registered
     /// by name was deleted and cannot be registered again ([`SchedulerError::FanOutConsumer`])
     /// — the worker is no longer ready, shuts down gracefully as if asked to (processors can
-    /// checkpoint, leases are released for other workers) and returns that error.
+    /// checkpoint, leases are released for other workers) and returns that error. In a
+    /// multi-stream application the worker runs on instead: that stream's shards fail and
+    /// restart with the task backoff (logged), and the other streams go on.
     pub async fn run(
         self,
         shutdown_signal: impl Future<Output = ()>,
@@ -353,12 +355,13 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         // Why the worker stops on its own (its fan-out consumer is gone for good), if it does.
         let mut failure = None;
         loop {
+            // Marked seen before the set is read: a change made meanwhile wakes the loop.
+            streams_rx.borrow_and_update();
             self.reconcile(
                 &mut shards,
                 &held_rx.borrow_and_update().clone(),
                 &consumers_stop,
             );
-            streams_rx.borrow_and_update();
             let next_restart = shards.restart_at.values().min().copied();
             tokio::select! {
                 biased;
@@ -368,7 +371,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 _ = streams_rx.changed() => {}
                 Some(done) = shards.tasks.join_next() => shards.finished(done, self.config.task_backoff, self.config.max_task_backoff),
                 _ = sleep_until_opt(next_restart) => {}
-                e = self.streams.fan_out_failed() => {
+                e = self.streams.fan_out_failed(), if !self.config.is_multi_stream() => {
                     tracing::error!(error = %e, "the enhanced fan-out consumer is gone for good: stopping the worker (processors shut down as requested, leases released for other workers)");
                     failure = Some(e);
                     break;
@@ -512,6 +515,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             if tenure.lost.is_cancelled()
                 || shards.running.contains_key(key)
                 || shards.ended.contains(&id)
+                || shards.released.contains(&id)
                 || shards.restart_at.get(&id).is_some_and(|t| *t > now)
             {
                 continue;
@@ -573,8 +577,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         }
         if shards.released.insert(id.clone()) {
             let coordinator = self.coordinator.clone();
-            let key = id.0.clone();
-            tokio::spawn(async move { coordinator.release(&key).await });
+            let (key, token) = id.clone();
+            let release = async move { coordinator.release(&key, token).await };
+            tokio::spawn(tracing::Instrument::in_current_span(release));
         }
     }
 }

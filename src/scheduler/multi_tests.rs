@@ -536,6 +536,83 @@ async fn a_failing_or_panicking_tracker_keeps_the_streams_of_the_moment() {
     t.await.unwrap().unwrap();
 }
 
+/// A stream of another account known only from the lease table (an earlier run consumed it,
+/// by ARN) is not judged gone by a call by name, which would not find it: its leases wait for
+/// the deletion's wait.
+#[tokio::test(start_paused = true)]
+async fn a_former_stream_of_another_account_is_not_deleted_as_gone() {
+    let a = id("a", 1);
+    let other = StreamIdentifier::multi("999999999999", "shared", 1).unwrap();
+    let streams = Streams::default();
+    streams.create(&a, 1);
+    let store = InMemoryLeaseStore::new();
+    let key = other.lease_key("shardId-000000000000");
+    let lease = crate::lease::Lease::for_stream(
+        other.clone(),
+        "shardId-000000000000".to_string(),
+        crate::Checkpoint::TrimHorizon,
+    );
+    store.with_table(|t| t.insert(lease.key.clone(), lease));
+    let tracker = Tracked::new(
+        Strategy::AutoDetectionAndDeferredDeletion {
+            wait: Duration::from_secs(3600),
+        },
+        &[&a],
+    );
+    let w = worker("w1", &tracker, &streams, &store, &Journal::default());
+    let h = w.handle();
+    let t = tokio::spawn(w.run(std::future::pending()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        store.snapshot().contains_key(&key),
+        "kept until the wait ends"
+    );
+    h.request_shutdown();
+    t.await.unwrap().unwrap();
+}
+
+/// Enhanced fan-out in a multi-stream application: a stream whose consumer cannot be used
+/// (an ARN that names none) does not stop the worker; the other streams go on.
+#[tokio::test(start_paused = true)]
+async fn one_streams_unusable_consumer_does_not_stop_the_others() {
+    let (a, b) = (id("a", 1), id("b", 1));
+    let streams = Streams::default();
+    let (sa, sb) = (streams.create(&a, 1), streams.create(&b, 1));
+    let tracker = Tracked::new(Strategy::NoLeaseDeletion, &[]);
+    *tracker.streams.lock() = vec![
+        StreamConfig::new(a.clone(), InitialPosition::TrimHorizon),
+        StreamConfig::new(b.clone(), InitialPosition::TrimHorizon)
+            .with_consumer_arn(format!("{}/consumer/nope:1", sb.arn())),
+    ];
+    let journal = Journal::default();
+    let config = Config::multi_stream_builder("app", tracker.clone())
+        .worker_id("w")
+        .retrieval_mode(RetrievalMode::FanOut)
+        .build()
+        .unwrap();
+    let factory = {
+        let journal = journal.clone();
+        move |_: &str| Recording {
+            journal: journal.clone(),
+            at: None,
+        }
+    };
+    let store = InMemoryLeaseStore::new();
+    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store));
+    let h = w.handle();
+    let t = tokio::spawn(w.run(std::future::pending()));
+    produce(&sa, 10);
+    produce(&sb, 10);
+    until("a read", || journal.of_stream(&a) == 10).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!t.is_finished(), "the worker runs on");
+    produce(&sa, 5);
+    until("a read on", || journal.of_stream(&a) == 15).await;
+    assert_eq!(journal.of_stream(&b), 0);
+    h.request_shutdown();
+    t.await.unwrap().unwrap();
+}
+
 /// `Scheduler::new` takes one stream client: with a multi-stream configuration, `run` says
 /// so instead of reading every stream through that client.
 #[tokio::test(start_paused = true)]

@@ -29,6 +29,9 @@ pub(crate) struct Tracker {
     /// Former streams whose leases are due for deletion, with when they were first seen out
     /// of the set.
     pending: BTreeMap<StreamIdentifier, Instant>,
+    /// How the streams that left the set were called (their ARN: another account's stream is
+    /// not found by name), to ask Kinesis whether they still exist.
+    former: BTreeMap<StreamIdentifier, StreamConfig>,
     /// Streams the tracker gave that are not multi-stream identifiers, reported once.
     reported_invalid: BTreeSet<String>,
 }
@@ -50,6 +53,7 @@ impl Tracker {
             coordinator,
             streams,
             pending: BTreeMap::new(),
+            former: BTreeMap::new(),
             reported_invalid: BTreeSet::new(),
         }
     }
@@ -81,6 +85,7 @@ impl Tracker {
                         .insert(ActiveStream::multi(&self.config, c, client));
                 }
                 None => {
+                    self.former.remove(&c.stream);
                     let client = self.clients.client(c);
                     self.streams
                         .insert(ActiveStream::multi(&self.config, c, client));
@@ -96,7 +101,9 @@ impl Tracker {
             .keys()
             .difference(&wanted.keys().cloned().collect())
         {
-            self.streams.remove(gone);
+            if let Some(config) = self.streams.remove(gone).and_then(|s| s.config.clone()) {
+                self.former.insert(config.stream.clone(), config);
+            }
             tracing::info!(stream = %gone, strategy = ?self.strategy, "stream left the set: its processors shut down and its leases are released, and none is taken again");
         }
         // The new streams' leases, at once (not at the next periodic sync).
@@ -169,12 +176,18 @@ impl Tracker {
                 e.insert(now);
             }
         }
+        let own_accounts: BTreeSet<&str> = wanted
+            .values()
+            .filter(|c| c.stream_arn.is_none())
+            .filter_map(|c| c.stream.account_id())
+            .collect();
         let pending: Vec<(StreamIdentifier, Instant)> =
             self.pending.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (id, since) in pending {
             if wanted.contains_key(&id.to_string()) {
                 tracing::info!(stream = %id, "former stream is back in the set: its leases are kept");
                 self.pending.remove(&id);
+                self.former.remove(&id);
                 continue;
             }
             let Some(leases) = by_stream.get(&id) else {
@@ -182,26 +195,39 @@ impl Tracker {
                 continue;
             };
             let due = now.duration_since(since) >= wait;
-            if !due && !self.is_gone(&id).await {
+            if !due && !self.is_gone(&id, &own_accounts).await {
                 continue;
             }
             if self.delete(&id, leases).await {
                 self.pending.remove(&id);
+                self.former.remove(&id);
             }
         }
     }
 
     /// Whether Kinesis says the stream does not exist.
-    async fn is_gone(&self, id: &StreamIdentifier) -> bool {
-        let client = self
-            .clients
-            .client(&StreamConfig::new(id.clone(), InitialPosition::Latest));
-        match client.list_shards().await {
+    /// A stream this worker consumed is called as it was; one known from the lease table
+    /// alone, by name, only if it is of an account whose streams the tracker names without ARN
+    /// (the worker's own: a call by name would not find another account's stream, whose
+    /// leases wait for the deletion's wait instead).
+    async fn is_gone(&self, id: &StreamIdentifier, own_accounts: &BTreeSet<&str>) -> bool {
+        let config = match self.former.get(id) {
+            Some(c) => c.clone(),
+            None if id.account_id().is_some_and(|a| own_accounts.contains(a)) => {
+                StreamConfig::new(id.clone(), InitialPosition::Latest)
+            }
+            None => return false,
+        };
+        match self.clients.client(&config).list_shards().await {
             Err(e) if e.failure == RetrievalFailure::ResourceNotFound => {
                 tracing::info!(stream = %id, "former stream no longer exists: deleting its leases now");
                 true
             }
-            _ => false,
+            Err(e) => {
+                tracing::debug!(stream = %id, error = %e, "cannot tell whether a former stream still exists");
+                false
+            }
+            Ok(_) => false,
         }
     }
 
@@ -244,8 +270,16 @@ pub(crate) async fn every_interval(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(e) = tracker.round().await {
-            tracing::warn!(error = %e, "the stream tracker failed; keeping the streams of the moment");
+        // A round waits on the application's tracker and on the services: a shutdown must not
+        // wait for it. A panic (in the application's tracker or stream clients) ends the round
+        // only.
+        let round = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = caught(tracker.round()) => r,
+        };
+        if let Err(e) = round {
+            tracing::warn!(error = %e, "the stream tracker round failed; keeping the streams of the moment");
         }
     }
 }
