@@ -86,7 +86,9 @@ impl StreamConfig {
 ///
 /// Deleting a stream's leases deletes its checkpoints: if the stream joins the set again, it
 /// starts over at its initial position. Whatever the strategy, the leases of a stream that
-/// left the set are not processed; they keep their checkpoints until deleted.
+/// left the set are not processed; they keep their checkpoints until deleted. A deletion is
+/// unconditional (as the Java KCL's): every worker must have stopped tracking the stream by
+/// then, so choose a wait longer than a rolling deployment of a changed stream set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FormerStreamsLeasesDeletionStrategy {
