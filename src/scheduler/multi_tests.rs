@@ -183,6 +183,16 @@ fn worker(
         .rng_seed(Some(name.len() as u64))
         .build()
         .unwrap();
+    scheduler_of(config, streams, store, journal)
+}
+
+/// A worker of `config` on `streams` and `store`, its processors recording into `journal`.
+fn scheduler_of(
+    config: Config,
+    streams: &Streams,
+    store: &InMemoryLeaseStore,
+    journal: &Journal,
+) -> Scheduler<impl RecordProcessorFactory> {
     let journal = journal.clone();
     let factory = move |_: &str| Recording {
         journal: journal.clone(),
@@ -441,14 +451,7 @@ async fn fan_out_reads_each_stream_through_its_own_consumer() {
         .retrieval_mode(RetrievalMode::FanOut)
         .build()
         .unwrap();
-    let factory = {
-        let journal = journal.clone();
-        move |_: &str| Recording {
-            journal: journal.clone(),
-            at: None,
-        }
-    };
-    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store.clone()));
+    let w = scheduler_of(config, &streams, &store, &journal);
     let h = w.handle();
     let t = tokio::spawn(w.run(std::future::pending()));
     produce(&sa, 20);
@@ -508,14 +511,7 @@ async fn a_failing_or_panicking_tracker_keeps_the_streams_of_the_moment() {
         .stream_tracker_interval(Duration::from_secs(1))
         .build()
         .unwrap();
-    let factory = {
-        let journal = journal.clone();
-        move |_: &str| Recording {
-            journal: journal.clone(),
-            at: None,
-        }
-    };
-    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store.clone()));
+    let w = scheduler_of(config, &streams, &store, &journal);
     let h = w.handle();
     let t = tokio::spawn(w.run(std::future::pending()));
     produce(&sa, 5);
@@ -590,15 +586,8 @@ async fn one_streams_unusable_consumer_does_not_stop_the_others() {
         .retrieval_mode(RetrievalMode::FanOut)
         .build()
         .unwrap();
-    let factory = {
-        let journal = journal.clone();
-        move |_: &str| Recording {
-            journal: journal.clone(),
-            at: None,
-        }
-    };
     let store = InMemoryLeaseStore::new();
-    let w = Scheduler::multi_stream(config, factory, streams.clients(), Arc::new(store));
+    let w = scheduler_of(config, &streams, &store, &journal);
     let h = w.handle();
     let t = tokio::spawn(w.run(std::future::pending()));
     produce(&sa, 10);
