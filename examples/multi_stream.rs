@@ -38,10 +38,9 @@ impl MultiStreamTracker for NamedStreams {
                 .await?
                 .stream_description_summary
                 .ok_or("no stream summary")?;
-            // arn:aws:kinesis:<region>:<account>:stream/<name>
-            let account = summary.stream_arn.split(':').nth(4).unwrap_or_default();
+            // The account and the name from the stream's ARN.
             let epoch = summary.stream_creation_timestamp.secs() as u64;
-            let id = StreamIdentifier::multi(account, name.as_str(), epoch)?;
+            let id = StreamIdentifier::from_arn(&summary.stream_arn, epoch)?;
             streams.push(StreamConfig::new(id, InitialPosition::TrimHorizon));
         }
         Ok(streams)

@@ -11,7 +11,6 @@ use crate::settings::{DaemonSettings, StreamSetting};
 use kinesis_client::multi_stream::{
     FormerStreamsLeasesDeletionStrategy, MultiStreamTracker, StreamConfig, TrackerError,
 };
-use kinesis_client::validation::parse_stream_arn;
 use kinesis_client::{InitialPosition, StreamIdentifier};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -76,12 +75,9 @@ impl PropertiesStreams {
         self.missing.lock().unwrap().remove(&stream.name);
         let summary = summary
             .ok_or_else(|| format!("DescribeStreamSummary of {}: no summary", stream.name))?;
-        let arn = parse_stream_arn(&summary.stream_arn)
-            .map_err(|why| format!("{}: {why}", summary.stream_arn))?;
         let epoch = summary.stream_creation_timestamp.secs().max(1) as u64;
-        Ok(Some(StreamIdentifier::multi(
-            arn.account_id.as_str(),
-            stream.name.as_str(),
+        Ok(Some(StreamIdentifier::from_arn(
+            &summary.stream_arn,
             epoch,
         )?))
     }

@@ -74,13 +74,8 @@ async fn kclpy_processor_consumes_two_streams_from_one_properties_file() -> anyh
             .await?
             .stream_description_summary
             .unwrap();
-        let account = s.stream_arn.split(':').nth(4).unwrap().to_string();
         let epoch = s.stream_creation_timestamp.secs().max(1) as u64;
-        ids.insert(StreamIdentifier::multi(
-            account.as_str(),
-            name.as_str(),
-            epoch,
-        )?);
+        ids.insert(StreamIdentifier::from_arn(&s.stream_arn, epoch)?);
     }
     let leases = leases(&aws, &app).await;
     assert_eq!(leases.len(), 3, "{:?}", leases.keys());
