@@ -165,20 +165,12 @@ impl StreamSet {
         self.changed.subscribe()
     }
 
-    /// The first lasting failure of a stream's fan-out consumer (never, without one). Taken
-    /// over the streams of the moment: wait again after a change.
+    /// The lasting failure of a single-stream worker's fan-out consumer (never, without one;
+    /// a multi-stream worker runs on, see [`Scheduler::run`](crate::Scheduler::run)).
     pub(crate) async fn fan_out_failed(&self) -> ConsumerRegistrationError {
-        let registrations: Vec<Arc<ConsumerRegistration>> = self
-            .all()
-            .iter()
-            .filter_map(|s| s.fan_out.clone())
-            .collect();
-        if registrations.is_empty() {
-            return std::future::pending().await;
+        match self.all().into_iter().find_map(|s| s.fan_out.clone()) {
+            Some(registration) => registration.failed().await,
+            None => std::future::pending().await,
         }
-        let waits = registrations
-            .into_iter()
-            .map(|r| Box::pin(async move { r.failed().await }));
-        futures::future::select_all(waits).await.0
     }
 }
