@@ -3,6 +3,7 @@
 //! Defaults are the Java KCL's unless noted. Each setting's `.properties` key (for the
 //! MultiLangDaemon) is given as "(properties: `key`)".
 
+use crate::fleet::FleetConfig;
 use crate::multi_stream::MultiStreamTracker;
 use crate::processor::RetryPolicy;
 use crate::retrieval::{ConsumerRef, StreamRef};
@@ -206,6 +207,7 @@ pub struct Config {
     pub(crate) retrieval_mode: RetrievalMode,
     pub(crate) fan_out: FanOutConfig,
     pub(crate) stream_tracker_interval: Duration,
+    pub(crate) fleet: FleetConfig,
 }
 
 /// The streams of a worker: one, or a tracked set.
@@ -431,6 +433,12 @@ impl Config {
     pub fn fan_out(&self) -> &FanOutConfig {
         &self.fan_out
     }
+
+    /// KCL 3.x fleet membership: how the worker chooses between the leaderless protocol and
+    /// a 3.x fleet's leader, and the 3.x settings (see [`fleet`](crate::fleet)).
+    pub fn fleet(&self) -> &FleetConfig {
+        &self.fleet
+    }
 }
 
 impl Config {
@@ -524,6 +532,7 @@ impl Config {
             rng_seed: None,
             retrieval_mode: RetrievalMode::default(),
             fan_out: FanOutConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -562,6 +571,7 @@ pub struct ConfigBuilder {
     rng_seed: Option<u64>,
     retrieval_mode: RetrievalMode,
     fan_out: FanOutConfig,
+    fleet: FleetConfig,
 }
 
 macro_rules! setters {
@@ -648,6 +658,8 @@ impl ConfigBuilder {
         fan_out: FanOutConfig,
         /// How often a multi-stream worker re-reads its tracker.
         stream_tracker_interval: Duration,
+        /// KCL 3.x fleet settings.
+        fleet: FleetConfig,
     }
 
     /// Validate and build.
@@ -721,6 +733,23 @@ impl ConfigBuilder {
             ("shard_sync_interval", self.shard_sync_interval),
             ("lease_cleanup_interval", self.lease_cleanup_interval),
             ("stream_tracker_interval", self.stream_tracker_interval),
+            ("fleet.check_interval", self.fleet.check_interval),
+            (
+                "fleet.lease_assignment_interval",
+                self.fleet.lease_assignment_interval.unwrap_or(Duration::MAX),
+            ),
+            (
+                "fleet.lease_discovery_interval",
+                self.fleet.lease_discovery_interval,
+            ),
+            (
+                "fleet.worker_metrics_reporter_interval",
+                self.fleet.worker_metrics_reporter_interval,
+            ),
+            (
+                "fleet.graceful_lease_handoff_timeout",
+                self.fleet.graceful_lease_handoff_timeout,
+            ),
         ] {
             if d.is_zero() {
                 return err(name, "must be above zero".into());
@@ -787,6 +816,7 @@ impl ConfigBuilder {
             rng_seed: self.rng_seed,
             retrieval_mode: self.retrieval_mode,
             fan_out,
+            fleet: self.fleet,
         })
     }
 

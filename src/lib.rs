@@ -270,6 +270,7 @@ pub(crate) mod consumer;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod coordinator;
 pub mod error;
+pub mod fleet;
 pub mod lease;
 pub mod multi_stream;
 pub mod processor;

@@ -49,6 +49,7 @@
 //! concurrency token and a `lost` cancellation token. Checkpoint writes name the token; a
 //! processor from an earlier tenure (the lease was lost and taken back since) can never write.
 
+mod discovery;
 mod renewer;
 mod take_round;
 mod taker;
@@ -93,6 +94,25 @@ pub struct CoordinatorConfig {
     /// that name none: a lease of a multi-stream application is not its to process (its key is
     /// no shard of this stream, and its clean-up would delete it as trimmed).
     pub multi_stream: bool,
+    /// KCL 3.x: how often this worker looks for leases the leader assigned it (default 1 s).
+    pub discovery_interval: Duration,
+    /// KCL 3.x: how long this worker's processor may take to checkpoint when the leader hands
+    /// one of its leases to another worker, before the lease passes on anyway (the Java KCL's
+    /// `gracefulLeaseHandoffTimeoutMillis`, default 30 s).
+    pub handoff_timeout: Duration,
+}
+
+/// How this worker gets its leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// It takes unowned and expired leases and steals for balance (this library's own
+    /// protocol, and the Java KCL 2.x's).
+    #[default]
+    Leaderless,
+    /// A leader assigns leases (KCL 3.x): this worker only adopts the leases assigned to it,
+    /// and completes the hand-offs of its leases the leader starts.
+    Assigned,
 }
 
 impl CoordinatorConfig {
@@ -107,6 +127,8 @@ impl CoordinatorConfig {
             max_leases_to_steal_at_one_time: 1,
             rng_seed: None,
             multi_stream: false,
+            discovery_interval: Duration::from_secs(1),
+            handoff_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +142,9 @@ pub struct LeaseTenure {
     pub token: Uuid,
     /// Cancelled as soon as the lease is lost (or released).
     pub lost: CancellationToken,
+    /// Cancelled when a KCL 3.x leader hands the lease to another worker: the processor should
+    /// shut down as requested (it may checkpoint); the lease then passes on.
+    pub handoff: CancellationToken,
 }
 
 /// The leases this worker holds now, by key.
@@ -175,6 +200,8 @@ struct Slot {
     /// When this tenure last checkpointed (or began), for `SecondsSinceLastCheckpoint`.
     checkpointed: LastWrite,
     metrics: ShardMetrics,
+    /// Bytes of records processed in this tenure (for the lease's `throughputKBps`).
+    bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct SlotState {
@@ -186,6 +213,8 @@ struct SlotState {
     /// non-throttling error: the write may have landed). Every write is conditioned on
     /// `lease.counter`, so together they can have moved the counter by at most one.
     unconfirmed: u32,
+    /// When the throughput was last measured, and the byte count then.
+    measured: (Instant, u64),
 }
 
 impl SlotState {
@@ -240,6 +269,8 @@ struct Inner {
     observed: Mutex<BTreeMap<String, ObservedLease>>,
     rng: Mutex<StdRng>,
     taking: AtomicBool,
+    /// How this worker gets leases.
+    protocol: watch::Sender<Protocol>,
     /// Whether leases of the other mode (see [`CoordinatorConfig::multi_stream`]) were
     /// reported already.
     foreign_reported: AtomicBool,
@@ -289,6 +320,7 @@ impl LeaseCoordinator {
                 observed: Mutex::new(BTreeMap::new()),
                 rng: Mutex::new(rng),
                 taking: AtomicBool::new(true),
+                protocol: watch::Sender::new(Protocol::Leaderless),
                 foreign_reported: AtomicBool::new(false),
                 tracked: Mutex::new(None),
                 tx,
@@ -329,6 +361,28 @@ impl LeaseCoordinator {
     /// Keys of the held leases now.
     pub fn held_keys(&self) -> BTreeSet<String> {
         self.inner.held.lock().keys().cloned().collect()
+    }
+
+    /// Switch how this worker gets leases (the fleet's protocol changed). Held leases stay
+    /// held.
+    pub fn set_protocol(&self, protocol: Protocol) {
+        let changed = self.inner.protocol.send_if_modified(|p| {
+            let changed = *p != protocol;
+            *p = protocol;
+            changed
+        });
+        if changed {
+            tracing::info!(worker_id = %self.worker_id(), ?protocol, "lease protocol changed");
+        }
+    }
+
+    /// Count `bytes` of records processed under the held lease `key` (its throughput, which
+    /// renewals write for a KCL 3.x leader to balance by).
+    pub fn record_bytes(&self, key: &str, bytes: u64) {
+        if let Some(slot) = self.inner.held.lock().get(key) {
+            slot.bytes
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Renew and take until `shutdown` is cancelled. Taking stops early after
@@ -454,16 +508,49 @@ impl LeaseCoordinator {
             self.publish();
         }
     }
-    /// produced (the SDK retried a write that had in fact succeeded)? Then adopt it.
-    async fn confirm(&self, ours: &Lease, is_our_write: impl Fn(&Lease) -> bool) -> Option<Lease> {
-        match self.inner.store.get_lease(&ours.key).await {
-            Ok(Some(cur)) if cur.is_owned_by(self.worker_id()) && is_our_write(&cur) => Some(cur),
-            Ok(_) => None,
+
+    /// The lease `key` as stored now (`None` when missing or unreadable: treated as lost).
+    async fn reread(&self, key: &str) -> Option<Lease> {
+        match self.inner.store.get_lease(key).await {
+            Ok(cur) => cur,
             Err(e) => {
-                tracing::warn!(lease_key = %ours.key, error = %e, "could not re-read lease after a conflict; treating it as lost");
+                tracing::warn!(lease_key = %key, error = %e, "could not re-read lease after a conflict; treating it as lost");
                 None
             }
         }
+    }
+
+    /// Bytes processed under the held lease `key` so far in its tenure.
+    fn processed_bytes(&self, key: &str) -> u64 {
+        self.inner.held.lock().get(key).map_or(0, |s| {
+            s.bytes.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// A KCL 3.x leader started handing `key` (tenure `tenure`) to `to`: tell the consumer (its
+    /// processor shuts down as requested and may checkpoint; the scheduler then completes the
+    /// hand-off with [`LeaseCoordinator::release`]), and complete it anyway after the hand-off
+    /// timeout.
+    fn handoff_started(&self, key: &str, tenure: &LeaseTenure, to: &str) {
+        if tenure.handoff.is_cancelled() {
+            return;
+        }
+        tracing::info!(worker_id = %self.worker_id(), lease_key = key, to, "the leader is handing this lease to another worker: asking its processor to checkpoint");
+        tenure.handoff.cancel();
+        self.publish();
+        let coordinator = self.clone();
+        let (key, token) = (key.to_string(), tenure.token);
+        let timeout = self.inner.config.handoff_timeout;
+        let lost = tenure.lost.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.cancelled() => {}
+                _ = tokio::time::sleep(timeout) => {
+                    tracing::warn!(lease_key = %key, ?timeout, "the processor did not finish within the hand-off timeout: handing the lease over now");
+                    coordinator.release(&key, token).await;
+                }
+            }
+        });
     }
 
     fn adopt(&self, lease: Lease, written_at: Instant) {
@@ -476,13 +563,16 @@ impl LeaseCoordinator {
                 lease: lease.clone(),
                 token: new_token(),
                 lost: CancellationToken::new(),
+                handoff: CancellationToken::new(),
             },
             state: Arc::new(tokio::sync::Mutex::new(SlotState {
                 lease,
                 last_write: last_write.clone(),
                 unconfirmed: 0,
+                measured: (written_at, 0),
             })),
             last_write,
+            bytes: Arc::default(),
         };
         let old = {
             let mut held = self.inner.held.lock();
@@ -686,20 +776,57 @@ impl LeaseCoordinator {
         if tenure.lost.is_cancelled() {
             return;
         }
+        if let Some(to) = self.handoff_target(&st.lease) {
+            // A hand-off: the lease goes to the worker the leader named.
+            match self.inner.store.assign_lease(&st.lease, &to).await {
+                Ok(WriteOutcome::Applied(_)) => {
+                    tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
+                    self.inner.metrics.released(1);
+                }
+                Ok(WriteOutcome::Conflict) => {
+                    tracing::info!(lease_key = %key, "lease had changed hands before the hand-off completed")
+                }
+                Err(e) => {
+                    tracing::warn!(lease_key = %key, error = %e, "completing the hand-off failed; the leader reassigns the lease when it expires")
+                }
+            }
+            drop(st);
+            self.lose_quietly(&key, tenure.token);
+            return;
+        }
         match self.inner.store.evict_lease(&st.lease).await {
             Ok(WriteOutcome::Applied(_)) => {
                 tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease released");
                 self.inner.metrics.released(1);
             }
-            Ok(WriteOutcome::Conflict) => {
-                tracing::info!(lease_key = %key, "lease had changed hands before release")
-            }
+            Ok(WriteOutcome::Conflict) => match self.reread(&key).await {
+                // A leader began handing the lease over (KCL 3.x) since the last renewal:
+                // complete the hand-off rather than leave it to expire.
+                Some(cur) if self.handoff_target(&cur).is_some() => {
+                    let to = self.handoff_target(&cur).unwrap_or_default();
+                    if let Ok(WriteOutcome::Applied(_)) = self.inner.store.assign_lease(&cur, &to).await {
+                        tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
+                        self.inner.metrics.released(1);
+                    }
+                }
+                _ => tracing::info!(lease_key = %key, "lease had changed hands before release"),
+            },
             Err(e) => {
                 tracing::warn!(lease_key = %key, error = %e, "releasing lease failed; others will take it after it expires")
             }
         }
         drop(st);
         self.lose_quietly(&key, tenure.token);
+    }
+
+    /// The worker a hand-off of `lease` (as this worker holds it) goes to, if one is under way
+    /// from this worker.
+    fn handoff_target(&self, lease: &Lease) -> Option<String> {
+        let me = self.worker_id();
+        match (&lease.checkpoint_owner, &lease.owner) {
+            (Some(from), Some(to)) if from == me && to != me => Some(to.clone()),
+            _ => None,
+        }
     }
 
     fn lose_quietly(&self, key: &str, token: Uuid) {

@@ -191,18 +191,42 @@ impl LeaseCoordinator {
             self.inner.metrics.renewal(ok, first.elapsed());
             self.renewal_ended(key, tenure.token, ok);
         };
+        let bytes = self.processed_bytes(key);
+        let (measured_at, measured_bytes) = st.measured;
+        let secs = first.saturating_duration_since(measured_at).as_secs_f64();
+        if secs >= 1.0 {
+            let kbps = bytes.saturating_sub(measured_bytes) as f64 / 1024.0 / secs;
+            st.lease.throughput = crate::lease::Throughput::from_kbps(kbps);
+        }
         loop {
             let started = Instant::now();
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease, started);
+                    if secs >= 1.0 {
+                        st.measured = (first, bytes);
+                    }
                     done(true);
                     return;
                 }
                 Ok(WriteOutcome::Conflict) => {
+                    let cur = self.reread(key).await;
+                    let me = self.worker_id();
+                    if let Some(cur) = cur.as_ref().filter(|cur| {
+                        // A leader started a hand-off of this lease (KCL 3.x): keep renewing it
+                        // (without the hand-off condition) while the processor checkpoints.
+                        !st.lease.is_in_handoff()
+                            && cur.checkpoint_owner.as_deref() == Some(me)
+                            && cur.owner.as_deref() != Some(me)
+                            && (cur.counter == st.lease.counter || st.explains(cur, me))
+                    }) {
+                        st.lease = cur.clone();
+                        self.handoff_started(key, tenure, cur.owner.as_deref().unwrap_or_default());
+                        continue;
+                    }
                     done(true);
                     let expected = st.lease.counter + 1;
-                    match self.confirm(&st.lease, |cur| cur.counter == expected).await {
+                    match cur.filter(|cur| cur.is_owned_by(me) && cur.counter == expected) {
                         Some(cur) => {
                             tracing::debug!(
                                 lease_key = key,

@@ -37,8 +37,17 @@ impl LeaseCoordinator {
     /// Take rounds every `take_interval` (and at the next expiry) until `shutdown` is
     /// cancelled; after [`LeaseCoordinator::stop_taking`] the rounds stop taking.
     pub(super) async fn run_taker(&self, shutdown: &CancellationToken) {
+        let mut protocol = self.inner.protocol.subscribe();
         loop {
-            let wake = if self.inner.taking.load(Ordering::SeqCst) {
+            let assigned = *protocol.borrow_and_update() == super::Protocol::Assigned;
+            let wake = if assigned {
+                if self.inner.taking.load(Ordering::SeqCst) {
+                    if let Err(e) = self.discovery_round().await {
+                        tracing::warn!(worker_id = %self.worker_id(), error = %e, "looking for assigned leases failed; will retry");
+                    }
+                }
+                Instant::now() + self.inner.config.discovery_interval
+            } else if self.inner.taking.load(Ordering::SeqCst) {
                 let expiry = match self.take_round().await {
                     Ok(report) => report.next_expiry_check,
                     Err(e) => {
@@ -54,6 +63,7 @@ impl LeaseCoordinator {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
+                _ = protocol.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -112,7 +122,7 @@ impl LeaseCoordinator {
     /// [`CoordinatorConfig::multi_stream`](super::CoordinatorConfig::multi_stream)), and of a
     /// multi-stream worker's tracked streams only. Leases of the other mode are reported once,
     /// as a warning.
-    fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
+    pub(super) fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
         let multi = self.inner.config.multi_stream;
         let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases
             .into_iter()

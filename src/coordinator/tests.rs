@@ -893,6 +893,16 @@ impl LeaseStore for CheckpointsTo {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
         self.memory.delete_lease(key).await
     }
+    async fn assign_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory.assign_lease(lease, owner).await
+    }
+    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+        self.memory.start_handoff(lease, to).await
+    }
 }
 
 /// A checkpoint write that DynamoDB keeps failing makes exactly as many requests as the

@@ -4,7 +4,7 @@
 
 use super::{
     HashKeyRange, Lease, LeaseOp, LeaseStore, LeaseStoreCause, LeaseStoreError, StreamShard,
-    WriteOutcome,
+    Throughput, WriteOutcome,
 };
 use crate::aws::AwsError;
 use crate::checkpoint::{Checkpoint, InvalidSequenceNumber};
@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ProvisionedThroughput, ReturnValue, ScalarAttributeType, TableStatus,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -60,7 +61,13 @@ pub mod attr {
     pub const STREAM_NAME: &str = "streamName";
     /// Multi-stream leases: the bare shard id.
     pub const SHARD_ID: &str = "shardId";
+    /// KCL 3.x: the lease's throughput in KB/s, written by its owner with each renewal.
+    pub const THROUGHPUT_KBPS: &str = "throughputKBps";
 }
+
+/// The KCL 3.x index of leases by owner (hash `leaseOwner`, range `leaseKey`, keys only), which
+/// workers query to find the leases a leader assigned them.
+pub const OWNER_INDEX: &str = "LeaseOwnerToLeaseKeyIndex";
 
 /// Default bound on one DynamoDB request (the Java KCL's is one minute; a lease renewal that
 /// takes longer than a fraction of the failover time is as good as failed).
@@ -274,7 +281,20 @@ pub fn lease_to_item(lease: &Lease) -> Item {
         item.insert(attr::STREAM_NAME.into(), s(m.stream.to_string()));
         item.insert(attr::SHARD_ID.into(), s(&m.shard_id));
     }
+    if let Some(o) = &lease.checkpoint_owner {
+        item.insert(attr::CHECKPOINT_OWNER.into(), s(o));
+    }
+    if let Some(t) = lease.throughput {
+        item.insert(attr::THROUGHPUT_KBPS.into(), throughput_value(t));
+    }
     item
+}
+
+/// `throughputKBps` as the Java KCL writes it: rounded to 6 decimals.
+fn throughput_value(t: Throughput) -> AttributeValue {
+    let v = format!("{:.6}", t.kbps());
+    let v = v.trim_end_matches('0').trim_end_matches('.');
+    AttributeValue::N(if v.is_empty() { "0".into() } else { v.into() })
 }
 
 /// Why an item could not be read as a lease.
@@ -463,6 +483,11 @@ pub fn item_to_lease(item: &Item) -> Result<Lease, ItemError> {
         child_shard_ids: get_ss(item, attr::CHILD_SHARD_IDS),
         hash_key_range,
         multi_stream,
+        checkpoint_owner: get_s(item, attr::CHECKPOINT_OWNER).map(str::to_string),
+        throughput: match item.get(attr::THROUGHPUT_KBPS) {
+            Some(AttributeValue::N(v)) => v.parse().ok().and_then(Throughput::from_kbps),
+            _ => None,
+        },
     })
 }
 
@@ -589,17 +614,34 @@ impl LeaseStore for DynamoDbLeaseStore {
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let (cond, expected) = Self::counter_condition(lease);
-        let fut = self
+        let (mut cond, expected) = Self::counter_condition(lease);
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::LEASE_KEY, s(&lease.key))
-            .update_expression("SET #counter = :new")
-            .condition_expression(cond)
             .expression_attribute_names("#counter", attr::LEASE_COUNTER)
             .expression_attribute_values(":expected", expected)
-            .expression_attribute_values(":new", n(lease.counter + 1))
+            .expression_attribute_values(":new", n(lease.counter + 1));
+        // The Java KCL 3.x renewal: a hand-off the leader started makes it fail, which is how
+        // the owner learns of it (unless this worker already knows: it renews its lease
+        // until its processor has checkpointed).
+        if lease.checkpoint_owner.is_none() {
+            cond.push_str(" AND attribute_not_exists(#checkpointOwner)");
+            req = req.expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER);
+        }
+        let expr = match lease.throughput {
+            Some(t) => {
+                req = req
+                    .expression_attribute_names("#throughput", attr::THROUGHPUT_KBPS)
+                    .expression_attribute_values(":throughput", throughput_value(t));
+                "SET #counter = :new, #throughput = :throughput"
+            }
+            None => "SET #counter = :new",
+        };
+        let fut = req
+            .update_expression(expr)
+            .condition_expression(cond)
             .send();
         Ok(
             match self.call(LeaseOp::Renew, Some(&lease.key), fut).await? {
@@ -798,6 +840,226 @@ impl LeaseStore for DynamoDbLeaseStore {
             .send();
         self.call(LeaseOp::Delete, Some(key), fut).await?;
         Ok(())
+    }
+
+    async fn assign_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        let assigned = lease.assigned_to(owner);
+        let mut cond = vec!["attribute_exists(#key)"];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, s(&lease.key))
+            .update_expression(
+                "SET #owner = :owner, #switches = if_not_exists(#switches, :zero) + :switched \
+                 ADD #counter :one REMOVE #checkpointOwner",
+            )
+            .expression_attribute_names("#key", attr::LEASE_KEY)
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+            .expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(
+                ":switched",
+                n(assigned.owner_switches_since_checkpoint - lease.owner_switches_since_checkpoint),
+            )
+            .return_values(ReturnValue::AllNew);
+        match &lease.owner {
+            Some(o) => {
+                cond.push("#owner = :expectedOwner");
+                req = req.expression_attribute_values(":expectedOwner", s(o));
+            }
+            None => cond.push("attribute_not_exists(#owner)"),
+        }
+        match &lease.checkpoint_owner {
+            Some(o) => {
+                cond.push("#checkpointOwner = :expectedCheckpointOwner");
+                req = req.expression_attribute_values(":expectedCheckpointOwner", s(o));
+            }
+            None => cond.push("attribute_not_exists(#checkpointOwner)"),
+        }
+        let fut = req.condition_expression(cond.join(" AND ")).send();
+        self.written(LeaseOp::Assign, &lease.key, fut).await
+    }
+
+    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+        let Some(from) = &lease.owner else {
+            return Ok(WriteOutcome::Conflict);
+        };
+        let fut = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, s(&lease.key))
+            .update_expression("SET #owner = :to, #checkpointOwner = :from")
+            .condition_expression(
+                "attribute_exists(#key) AND #owner = :from AND attribute_not_exists(#checkpointOwner)",
+            )
+            .expression_attribute_names("#key", attr::LEASE_KEY)
+            .expression_attribute_names("#owner", attr::LEASE_OWNER)
+            .expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER)
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":from", s(from))
+            .return_values(ReturnValue::AllNew)
+            .send();
+        self.written(LeaseOp::StartHandoff, &lease.key, fut).await
+    }
+
+    fn fleet_store(
+        &self,
+        application: &str,
+        config: &crate::fleet::FleetConfig,
+    ) -> Option<std::sync::Arc<dyn crate::fleet::FleetStore>> {
+        Some(std::sync::Arc::new(
+            crate::fleet::DynamoDbFleetStore::new(
+                self.client.clone(),
+                &self.table,
+                config.coordinator_state_table(application),
+                config.worker_metrics_table(application),
+            )
+            .with_request_timeout(self.request_timeout),
+        ))
+    }
+
+    async fn lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>, LeaseStoreError> {
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let fut = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OWNER_INDEX)
+                .key_condition_expression("#owner = :owner")
+                .expression_attribute_names("#owner", attr::LEASE_OWNER)
+                .expression_attribute_values(":owner", s(owner))
+                .set_exclusive_start_key(start.take())
+                .send();
+            let out = self
+                .call(LeaseOp::ListOwned, None, fut)
+                .await?
+                .expect("query has no condition");
+            keys.extend(
+                out.items()
+                    .iter()
+                    .filter_map(|i| get_s(i, attr::LEASE_KEY).map(str::to_string)),
+            );
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    async fn create_owner_index_if_not_exists(&self) -> Result<bool, LeaseStoreError> {
+        const OP: LeaseOp = LeaseOp::CreateIndex;
+        let describe = self.client.describe_table().table_name(&self.table).send();
+        let table = self
+            .call(OP, None, describe)
+            .await?
+            .expect("describe has no condition");
+        let index = table
+            .table()
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i.index_name() == Some(OWNER_INDEX))
+            .cloned();
+        if let Some(index) = index {
+            return Ok(index.index_status() == Some(&IndexStatus::Active));
+        }
+        tracing::info!(table = %self.table, index = OWNER_INDEX, "creating the KCL 3.x lease owner index");
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .expect("key schema")
+        };
+        let def = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition")
+        };
+        let provisioned = table
+            .table()
+            .and_then(|t| t.provisioned_throughput())
+            .filter(|p| p.read_capacity_units().unwrap_or(0) > 0)
+            .map(|p| {
+                ProvisionedThroughput::builder()
+                    .read_capacity_units(p.read_capacity_units().unwrap_or(1))
+                    .write_capacity_units(p.write_capacity_units().unwrap_or(1))
+                    .build()
+                    .expect("throughput")
+            });
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(OWNER_INDEX)
+            .key_schema(key(attr::LEASE_OWNER, KeyType::Hash))
+            .key_schema(key(attr::LEASE_KEY, KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .set_provisioned_throughput(provisioned)
+            .build()
+            .expect("index");
+        let update = self
+            .client
+            .update_table()
+            .table_name(&self.table)
+            .attribute_definitions(def(attr::LEASE_OWNER))
+            .attribute_definitions(def(attr::LEASE_KEY))
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
+            )
+            .send();
+        match tokio::time::timeout(self.request_timeout, update).await {
+            Err(_) => Err(self.timeout(OP, None)),
+            Ok(Ok(_)) => Ok(false),
+            // Another worker is creating it.
+            Ok(Err(e)) => match AwsError::from_sdk(e) {
+                e if e.is_resource_in_use() || e.to_string().contains("already exists") => Ok(false),
+                e => Err(self.aws_err(OP, None, e)),
+            },
+        }
+    }
+}
+
+impl DynamoDbLeaseStore {
+    /// A conditional `UpdateItem` returning `ALL_NEW`: the lease as written.
+    async fn written<E>(
+        &self,
+        op: LeaseOp,
+        key: &str,
+        fut: impl Future<
+            Output = Result<
+                aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+                SdkError<E, HttpResponse>,
+            >,
+        >,
+    ) -> Result<WriteOutcome, LeaseStoreError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match self.call(op, Some(key), fut).await? {
+            None => Ok(WriteOutcome::Conflict),
+            Some(out) => {
+                let item = out.attributes().cloned().unwrap_or_default();
+                item_to_lease(&item)
+                    .map(WriteOutcome::Applied)
+                    .map_err(|e| self.err(op, Some(key), e))
+            }
+        }
     }
 }
 

@@ -31,11 +31,19 @@ pub enum LeaseOp {
     UpdateChildren,
     /// `delete_lease`
     Delete,
+    /// `assign_lease`
+    Assign,
+    /// `start_handoff`
+    StartHandoff,
+    /// `lease_keys_owned_by`
+    ListOwned,
+    /// `create_owner_index_if_not_exists`
+    CreateIndex,
 }
 
 impl LeaseOp {
     /// Every operation, in trait order.
-    pub const ALL: [LeaseOp; 10] = [
+    pub const ALL: [LeaseOp; 14] = [
         LeaseOp::CreateTable,
         LeaseOp::Create,
         LeaseOp::List,
@@ -46,6 +54,10 @@ impl LeaseOp {
         LeaseOp::Update,
         LeaseOp::UpdateChildren,
         LeaseOp::Delete,
+        LeaseOp::Assign,
+        LeaseOp::StartHandoff,
+        LeaseOp::ListOwned,
+        LeaseOp::CreateIndex,
     ];
 
     /// The position in [`LeaseOp::ALL`].
@@ -66,6 +78,10 @@ impl LeaseOp {
             LeaseOp::Update => "update_lease",
             LeaseOp::UpdateChildren => "update_child_shard_ids",
             LeaseOp::Delete => "delete_lease",
+            LeaseOp::Assign => "assign_lease",
+            LeaseOp::StartHandoff => "start_handoff",
+            LeaseOp::ListOwned => "lease_keys_owned_by",
+            LeaseOp::CreateIndex => "create_owner_index_if_not_exists",
         }
     }
 }

@@ -61,6 +61,34 @@ pub struct Lease {
     /// `<account>:<stream>:<creation epoch>:<shard id>`). `None` in a single-stream one, whose
     /// key is the shard id.
     pub multi_stream: Option<StreamShard>,
+    /// KCL 3.x: during a graceful hand-off, the worker handing the lease over (the Java KCL's
+    /// `checkpointOwner`; [`owner`](Self::owner) then names the worker it goes to). The
+    /// outgoing worker keeps processing and renewing until its processor has checkpointed,
+    /// then clears it. `None` outside a hand-off.
+    pub checkpoint_owner: Option<String>,
+    /// KCL 3.x: the lease's throughput as its owner last measured it (`throughputKBps`,
+    /// written with each renewal; the leader balances by it).
+    pub throughput: Option<Throughput>,
+}
+
+/// A lease's throughput in KB/s, as the Java KCL 3.x stores it (`throughputKBps`): finite and
+/// not negative.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Throughput(f64);
+
+// Sound: the constructor refuses NaN.
+impl Eq for Throughput {}
+
+impl Throughput {
+    /// `kbps` KB/s; `None` when it is negative, infinite or NaN.
+    pub fn from_kbps(kbps: f64) -> Option<Self> {
+        (kbps.is_finite() && kbps >= 0.0).then_some(Throughput(kbps))
+    }
+
+    /// The value in KB/s.
+    pub fn kbps(self) -> f64 {
+        self.0
+    }
 }
 
 /// The stream and the shard of a multi-stream lease (the Java KCL's `MultiStreamLease`).
@@ -88,6 +116,8 @@ impl Lease {
             child_shard_ids: Vec::new(),
             hash_key_range: None,
             multi_stream: None,
+            checkpoint_owner: None,
+            throughput: None,
         }
     }
 
@@ -130,9 +160,22 @@ impl Lease {
         self
     }
 
-    /// True when `worker` is the owner.
+    /// The worker processing the lease: during a graceful hand-off the outgoing worker
+    /// ([`checkpoint_owner`](Self::checkpoint_owner)), otherwise the [`owner`](Self::owner)
+    /// (the Java KCL's `actualOwner`).
+    pub fn actual_owner(&self) -> Option<&str> {
+        self.checkpoint_owner.as_deref().or(self.owner.as_deref())
+    }
+
+    /// True when `worker` is the [actual owner](Self::actual_owner): it processes the lease,
+    /// including while it hands the lease over to another worker.
     pub fn is_owned_by(&self, worker: &str) -> bool {
-        self.owner.as_deref() == Some(worker)
+        self.actual_owner() == Some(worker)
+    }
+
+    /// True while a graceful hand-off of the lease is under way (KCL 3.x).
+    pub fn is_in_handoff(&self) -> bool {
+        self.checkpoint_owner.is_some()
     }
 
     /// The lease as it is after a successful renew.
@@ -143,7 +186,7 @@ impl Lease {
         }
     }
 
-    /// The lease as it is after `owner` took it.
+    /// The lease as it is after `owner` took it (a take ends any hand-off).
     pub fn taken_by(&self, owner: &str) -> Lease {
         let switched = self.owner.as_deref().is_some_and(|o| o != owner);
         Lease {
@@ -151,6 +194,35 @@ impl Lease {
             owner: Some(owner.to_string()),
             owner_switches_since_checkpoint: self.owner_switches_since_checkpoint
                 + u64::from(switched),
+            checkpoint_owner: None,
+            ..self.clone()
+        }
+    }
+
+    /// The lease as it is after a KCL 3.x leader assigned it to `owner`, or its outgoing
+    /// owner completed a hand-off to `owner`: the counter grows, any hand-off ends, and
+    /// `ownerSwitchesSinceCheckpoint` grows as the Java KCL's `assignLease` makes it (when the
+    /// owner changes from another worker, or the lease comes back to its hand-off's outgoing
+    /// owner).
+    pub fn assigned_to(&self, owner: &str) -> Lease {
+        let switched = self.owner.as_deref().is_some_and(|o| o != owner)
+            || self.checkpoint_owner.as_deref() == Some(owner);
+        Lease {
+            counter: self.counter + 1,
+            owner: Some(owner.to_string()),
+            owner_switches_since_checkpoint: self.owner_switches_since_checkpoint
+                + u64::from(switched),
+            checkpoint_owner: None,
+            ..self.clone()
+        }
+    }
+
+    /// The lease as it is after a KCL 3.x leader started a graceful hand-off of it to `to`:
+    /// the current owner becomes the `checkpointOwner`; the counter does not change.
+    pub fn handing_off_to(&self, to: &str) -> Lease {
+        Lease {
+            checkpoint_owner: self.owner.clone(),
+            owner: Some(to.to_string()),
             ..self.clone()
         }
     }
@@ -228,7 +300,10 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// One lease, read consistently.
     async fn get_lease(&self, key: &str) -> Result<Option<Lease>, LeaseStoreError>;
 
-    /// Increment the counter, if it is still `lease.counter`.
+    /// Increment the counter, if it is still `lease.counter` and, unless `lease` itself is
+    /// in a hand-off, no graceful hand-off has begun (no `checkpointOwner`: the Java KCL 3.x
+    /// condition, which is how an owner learns that the leader is moving its lease). Writes
+    /// `lease.throughput` when it is set.
     async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
 
     /// Set the owner to `owner` and increment the counter, if it is still `lease.counter`.
@@ -253,6 +328,51 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
 
     /// Delete a lease (unconditionally, as the Java KCL does; deleting a missing lease is fine).
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError>;
+
+    /// KCL 3.x `assignLease`: make `owner` the owner, end any hand-off and increment the
+    /// counter, if the owner and the hand-off's outgoing owner are still those of `lease`
+    /// (the counter is not a condition: a leader overrides a live owner, which learns it at
+    /// its next write). Used by a leader, and by an outgoing owner completing a hand-off.
+    async fn assign_lease(&self, lease: &Lease, owner: &str)
+        -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// KCL 3.x graceful hand-off, started by the leader: `owner` becomes the owner and the
+    /// current owner the `checkpointOwner`, the counter unchanged, if the owner is still that of
+    /// `lease` and no hand-off is under way.
+    async fn start_handoff(&self, lease: &Lease, to: &str)
+        -> Result<WriteOutcome, LeaseStoreError>;
+
+    /// The keys of the leases whose `leaseOwner` is `owner` (KCL 3.x discovery; in DynamoDB a
+    /// query of the `LeaseOwnerToLeaseKeyIndex` index, which lags writes slightly). The default
+    /// filters [`list_leases`](Self::list_leases).
+    async fn lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>, LeaseStoreError> {
+        Ok(self
+            .list_leases()
+            .await?
+            .into_iter()
+            .filter(|l| l.owner.as_deref() == Some(owner))
+            .map(|l| l.key)
+            .collect())
+    }
+
+    /// The store of this lease table's KCL 3.x fleet items (the leader's lock, the
+    /// `Migration3.0` item, the workers' metrics rows), in the tables `config` names for the
+    /// application `application`. `None` (the default) when this backend has none: the worker
+    /// then runs the leaderless protocol only.
+    fn fleet_store(
+        &self,
+        application: &str,
+        config: &crate::fleet::FleetConfig,
+    ) -> Option<std::sync::Arc<dyn crate::fleet::FleetStore>> {
+        let _ = (application, config);
+        None
+    }
+
+    /// Create the index [`lease_keys_owned_by`](Self::lease_keys_owned_by) needs, if missing,
+    /// and say whether it is usable yet (KCL 3.x). The default has nothing to create.
+    async fn create_owner_index_if_not_exists(&self) -> Result<bool, LeaseStoreError> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::config::{Config, ConfigError};
 use crate::consumer::redelivery::{Redelivery, SharedRedelivery};
 use crate::consumer::{run_shard_with, ShardContext, ShardExit};
 use crate::coordinator::{CoordinatorConfig, HeldLeases, LeaseCoordinator};
+use crate::fleet::{ClientVersionConfig, Fleet, FleetError, FleetSettings, FleetStore};
 use crate::lease::{DynamoDbLeaseStore, LeaseStore, LeaseStoreError};
 use crate::multi_stream::{StreamConfig, TrackerError};
 use crate::processor::RecordProcessorFactory;
@@ -69,6 +70,10 @@ pub enum SchedulerError {
     /// takes one stream client, with a multi-stream configuration).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The fleet's KCL 3.x items (its `Migration3.0` item, the lease table's owner index)
+    /// could not be read or written at start, for about a minute.
+    #[error("cannot tell which protocol the fleet runs: {0}")]
+    Fleet(#[source] FleetError),
 }
 
 impl From<ConsumerRegistrationError> for SchedulerError {
@@ -131,6 +136,8 @@ pub struct Scheduler<F: RecordProcessorFactory> {
     clients: Option<Arc<dyn StreamClients>>,
     /// Why the worker cannot run, found when it was built.
     misconfigured: Option<ConfigError>,
+    /// This worker's part in a KCL 3.x fleet, when its lease store has the fleet's items.
+    fleet: Option<Arc<Fleet>>,
     graceful: CancellationToken,
     prefetch_budget: PrefetchBudget,
     skipped_records: Arc<AtomicU64>,
@@ -215,16 +222,32 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 max_leases_to_steal_at_one_time: config.max_leases_to_steal_at_one_time,
                 rng_seed: config.rng_seed,
                 multi_stream: config.is_multi_stream(),
+                discovery_interval: config.fleet.lease_discovery_interval,
+                handoff_timeout: config.fleet.graceful_lease_handoff_timeout,
             },
         );
         if config.is_multi_stream() {
             // Nothing is taken before the tracker named the streams.
             coordinator.track_streams(Default::default());
         }
+        let fleet = coordinator
+            .store()
+            .fleet_store(&config.application_name, &config.fleet)
+            .map(|store| Arc::new(Fleet::new(store, fleet_settings(&config), coordinator.clone())));
+        let misconfigured = (fleet.is_none()
+            && config.fleet.client_version_config != ClientVersionConfig::Auto)
+            .then(|| ConfigError {
+                setting: "fleet.client_version_config",
+                message: format!(
+                    "{:?} needs a lease store with a KCL 3.x fleet store (DynamoDbLeaseStore has one; see Scheduler::with_fleet_store)",
+                    config.fleet.client_version_config
+                ),
+            });
         Scheduler {
             streams,
             clients,
-            misconfigured: None,
+            misconfigured,
+            fleet,
             prefetch_budget: PrefetchBudget::new(config.max_prefetch_bytes_per_worker),
             config: Arc::new(config),
             factory: Arc::new(factory),
@@ -252,6 +275,25 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             Arc::new(KinesisStreamClient::new(kinesis.clone(), s.stream_ref()))
         };
         Self::multi_stream(config, factory, clients, store)
+    }
+
+    /// Keep this application's KCL 3.x fleet items in `store` (instead of the lease store's
+    /// own, [`LeaseStore::fleet_store`]): the leader's lock, the `Migration3.0` item and the
+    /// workers' metrics rows.
+    pub fn with_fleet_store(mut self, store: Arc<dyn FleetStore>) -> Self {
+        self.fleet = Some(Arc::new(Fleet::new(
+            store,
+            fleet_settings(&self.config),
+            self.coordinator.clone(),
+        )));
+        if self
+            .misconfigured
+            .as_ref()
+            .is_some_and(|e| e.setting == "fleet.client_version_config")
+        {
+            self.misconfigured = None;
+        }
+        self
     }
 
     /// A handle to request graceful shutdown and to see which shards this worker holds.
@@ -327,6 +369,10 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             let s = stop.clone();
             async move { c.run(s).await }
         });
+        if let Some(fleet) = self.fleet.clone() {
+            let s = stop.clone();
+            background.spawn(async move { fleet.run(s).await });
+        }
         background.spawn(periodic_shard_sync(
             self.streams.clone(),
             self.coordinator.clone(),
@@ -392,6 +438,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             tracing::warn!(shards = ?shards.running.keys().collect::<Vec<_>>(), "graceful shutdown timed out; stopping the remaining processors");
             shards.tasks.shutdown().await;
         }
+        if let Some(fleet) = &self.fleet {
+            fleet.leave().await;
+        }
         self.coordinator.release_all().await;
         stop.cancel();
         while background.join_next().await.is_some() {}
@@ -431,6 +480,19 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                     tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => return Err(SchedulerError::LeaseTable(e)),
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            let mut retry = STARTUP_RETRY.start();
+            loop {
+                match fleet.start().await {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() && retry.may_retry() => {
+                        tracing::warn!(error = %e, "reading the fleet's protocol failed; retrying");
+                        tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                    }
+                    Err(e) => return Err(SchedulerError::Fleet(e)),
+                }
             }
         }
         if let Some(tracker) = tracker {
@@ -502,13 +564,20 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         let now = Instant::now();
         for (key, tenure) in held.iter() {
             let id = (key.clone(), tenure.token);
-            let Some(stream) = self.streams.of_lease(&tenure.lease) else {
+            let stream = self.streams.of_lease(&tenure.lease);
+            if stream.is_none() || tenure.handoff.is_cancelled() {
                 // No restart is due for it any more: a due one would wake the run loop at
                 // once, every time (a busy loop) until the lease is released.
                 shards.restart_at.remove(&id);
-                self.let_go(shards, &id);
+                let why = if stream.is_none() {
+                    "stream no longer consumed"
+                } else {
+                    "lease handed to another worker by the fleet's leader"
+                };
+                self.let_go(shards, &id, why);
                 continue;
-            };
+            }
+            let stream = stream.expect("checked above");
             // A snapshot can lag behind the coordinator (a take round publishes when it ends):
             // a tenure already over must not get a consumer, which would end at once and be
             // started again, in a busy loop, until the next snapshot.
@@ -565,12 +634,13 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         shards.released.retain(current);
     }
 
-    /// A held lease of a stream no longer consumed: stop its consumer (its processor shuts
-    /// down as requested, and may checkpoint), then release the lease, once.
-    fn let_go(&self, shards: &mut Shards, id: &ShardTaskId) {
+    /// A held lease of a stream no longer consumed, or one a KCL 3.x leader hands to another
+    /// worker: stop its consumer (its processor shuts down as requested, and may checkpoint),
+    /// then release the lease (or complete the hand-off), once.
+    fn let_go(&self, shards: &mut Shards, id: &ShardTaskId, why: &str) {
         if let Some((token, stop)) = shards.running.get(&id.0) {
             if *token == id.1 && !stop.is_cancelled() {
-                tracing::info!(lease_key = %id.0, "stream no longer consumed: shutting down its processor");
+                tracing::info!(lease_key = %id.0, why, "shutting down its processor");
                 stop.cancel();
             }
             return;
@@ -581,6 +651,15 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             let release = async move { coordinator.release(&key, token).await };
             tokio::spawn(tracing::Instrument::in_current_span(release));
         }
+    }
+}
+
+fn fleet_settings(config: &Config) -> FleetSettings {
+    FleetSettings {
+        worker_id: config.worker_id.clone(),
+        failover_time: config.failover_time,
+        max_leases_for_worker: config.max_leases_for_worker,
+        config: config.fleet.clone(),
     }
 }
 
@@ -650,3 +729,5 @@ impl Shards {
 mod multi_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fleet_tests;

@@ -6,7 +6,7 @@ pub use crate::lease::LeaseOp;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use crate::sync::Mutex;
 use crate::testing::observe::{
-    into_created, into_done, into_write, observe, Args, Call, FaultHooks, Outcome, Reply,
+    into_created, into_done, into_keys, into_ready, into_write, observe, Args, Call, FaultHooks, Outcome, Reply,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -59,6 +59,7 @@ pub struct InMemoryLeaseStore {
 #[derive(Default)]
 struct Inner {
     leases: Mutex<BTreeMap<String, Lease>>,
+    fleet: super::InMemoryFleetStore,
     faults: FaultHooks,
     calls: AtomicU64,
 }
@@ -81,6 +82,12 @@ impl InMemoryLeaseStore {
     /// Install (or with `None`, remove) a fault injector.
     pub fn set_fault_injector(&self, injector: Option<Arc<dyn FaultInjector>>) {
         self.inner.faults.set_injector(injector);
+    }
+
+    /// The fleet items of this table's application (what
+    /// [`LeaseStore::fleet_store`] answers).
+    pub fn fleet(&self) -> &super::InMemoryFleetStore {
+        &self.inner.fleet
     }
 
     /// A copy of every lease, by key (for assertions).
@@ -173,8 +180,15 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn renew_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
         let out = self
             .write(Args::Renew(lease), |current| {
-                let current = current.filter(|_| counter_matches(current, lease))?;
-                Some(current.renewed())
+                let current = current.filter(|c| {
+                    counter_matches(current, lease)
+                        && (c.checkpoint_owner.is_none() || lease.checkpoint_owner.is_some())
+                })?;
+                let mut new = current.renewed();
+                if lease.throughput.is_some() {
+                    new.throughput = lease.throughput;
+                }
+                Some(new)
             })
             .await;
         into_write(LeaseOp::Renew, out)
@@ -250,5 +264,56 @@ impl LeaseStore for InMemoryLeaseStore {
             })
             .await;
         into_done(LeaseOp::Delete, out)
+    }
+
+    async fn assign_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        let out = self
+            .write(Args::Assign(lease, owner), |current| {
+                let current = current.filter(|c| {
+                    c.owner == lease.owner && c.checkpoint_owner == lease.checkpoint_owner
+                })?;
+                Some(current.assigned_to(owner))
+            })
+            .await;
+        into_write(LeaseOp::Assign, out)
+    }
+
+    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+        let out = self
+            .write(Args::StartHandoff(lease, to), |current| {
+                let current = current
+                    .filter(|c| c.owner == lease.owner && c.checkpoint_owner.is_none())?;
+                Some(current.handing_off_to(to))
+            })
+            .await;
+        into_write(LeaseOp::StartHandoff, out)
+    }
+
+    fn fleet_store(
+        &self,
+        _application: &str,
+        _config: &crate::fleet::FleetConfig,
+    ) -> Option<Arc<dyn crate::fleet::FleetStore>> {
+        Some(Arc::new(self.inner.fleet.clone()))
+    }
+
+    async fn lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>, LeaseStoreError> {
+        let out = self
+            .faulty(Args::ListOwned(owner), || {
+                let table = self.inner.leases.lock();
+                let keys = table.values().filter(|l| l.owner.as_deref() == Some(owner));
+                Ok(Reply::Keys(keys.map(|l| l.key.clone()).collect()))
+            })
+            .await;
+        into_keys(out)
+    }
+
+    async fn create_owner_index_if_not_exists(&self) -> Result<bool, LeaseStoreError> {
+        let out = self.faulty(Args::CreateIndex, || Ok(Reply::Ready(true))).await;
+        into_ready(out)
     }
 }

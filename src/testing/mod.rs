@@ -7,6 +7,7 @@
 //! | what | for |
 //! |---|---|
 //! | [`TestShard`] | unit-testing your [`RecordProcessor`](crate::RecordProcessor) with a real [`Checkpointer`](crate::Checkpointer) |
+//! | [`InMemoryFleetStore`] | a KCL 3.x fleet's lock, migration item and metrics rows, shared by the workers of one [`InMemoryLeaseStore`] |
 //! | [`InMemoryLeaseStore`], [`InMemoryStream`] | deterministic tests on paused tokio time, with fault injection (the stream also has enhanced fan-out: consumers and subscriptions) |
 //! | [`kpl_aggregate`], [`UserRecordSpec`], [`InMemoryStream::put_aggregate`] | KPL aggregates (the format `deaggregation` reads) for tests |
 //! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
@@ -59,6 +60,7 @@
 
 pub(crate) mod contract;
 mod coordinator;
+mod fleet_store;
 pub(crate) mod kpl;
 pub(crate) mod lease_store;
 pub(crate) mod observe;
@@ -66,6 +68,7 @@ mod shard;
 pub(crate) mod stream;
 
 pub use coordinator::TestCoordinator;
+pub use fleet_store::InMemoryFleetStore;
 pub use kpl::{aggregate as kpl_aggregate, UserRecordSpec};
 pub use lease_store::{Fault, FaultInjector, InMemoryLeaseStore, LeaseOp};
 pub use observe::{

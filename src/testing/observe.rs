@@ -68,6 +68,14 @@ pub enum Args<'a> {
     UpdateChildren(&'a str, &'a [String]),
     /// `delete_lease`
     Delete(&'a str),
+    /// `assign_lease` (lease, new owner)
+    Assign(&'a Lease, &'a str),
+    /// `start_handoff` (lease, new owner)
+    StartHandoff(&'a Lease, &'a str),
+    /// `lease_keys_owned_by` (owner)
+    ListOwned(&'a str),
+    /// `create_owner_index_if_not_exists`
+    CreateIndex,
 }
 
 impl Call<'_> {
@@ -84,15 +92,23 @@ impl Call<'_> {
             Args::Update(_) => LeaseOp::Update,
             Args::UpdateChildren(..) => LeaseOp::UpdateChildren,
             Args::Delete(_) => LeaseOp::Delete,
+            Args::Assign(..) => LeaseOp::Assign,
+            Args::StartHandoff(..) => LeaseOp::StartHandoff,
+            Args::ListOwned(_) => LeaseOp::ListOwned,
+            Args::CreateIndex => LeaseOp::CreateIndex,
         }
     }
 
     /// The lease the call concerns, if one.
     pub fn lease_key(&self) -> Option<&str> {
         match self.args {
-            Args::CreateTable | Args::List | Args::ListConsistent => None,
+            Args::CreateTable
+            | Args::List
+            | Args::ListConsistent
+            | Args::ListOwned(_)
+            | Args::CreateIndex => None,
             Args::Create(l) | Args::Renew(l) | Args::Take(l, _) | Args::Evict(l) => Some(&l.key),
-            Args::Update(l) => Some(&l.key),
+            Args::Update(l) | Args::Assign(l, _) | Args::StartHandoff(l, _) => Some(&l.key),
             Args::Get(k) | Args::UpdateChildren(k, _) | Args::Delete(k) => Some(k),
         }
     }
@@ -101,7 +117,7 @@ impl Call<'_> {
     pub fn lease(&self) -> Option<&Lease> {
         match self.args {
             Args::Create(l) | Args::Renew(l) | Args::Take(l, _) | Args::Evict(l) => Some(l),
-            Args::Update(l) => Some(l),
+            Args::Update(l) | Args::Assign(l, _) | Args::StartHandoff(l, _) => Some(l),
             _ => None,
         }
     }
@@ -121,6 +137,10 @@ pub enum Reply {
     Lease(Option<Lease>),
     /// The conditional writes.
     Write(WriteOutcome),
+    /// `lease_keys_owned_by`.
+    Keys(Vec<String>),
+    /// `create_owner_index_if_not_exists`: whether the index is usable.
+    Ready(bool),
 }
 
 /// The outcome of one call.
@@ -237,6 +257,21 @@ fn into_lease(o: Outcome) -> Result<Option<Lease>, LeaseStoreError> {
     }
 }
 
+pub(crate) fn into_keys(o: Outcome) -> Result<Vec<String>, LeaseStoreError> {
+    match o? {
+        Reply::Keys(k) => Ok(k),
+        other => mismatch(LeaseOp::ListOwned, &other),
+    }
+}
+
+pub(crate) fn into_ready(o: Outcome) -> Result<bool, LeaseStoreError> {
+    match o? {
+        Reply::Ready(r) => Ok(r),
+        Reply::Done => Ok(true),
+        other => mismatch(LeaseOp::CreateIndex, &other),
+    }
+}
+
 pub(crate) fn into_write(op: LeaseOp, o: Outcome) -> Result<WriteOutcome, LeaseStoreError> {
     match o? {
         Reply::Write(w) => Ok(w),
@@ -330,6 +365,43 @@ impl<H: LeaseStoreHooks> LeaseStore for ObservedLeaseStore<H> {
     async fn delete_lease(&self, key: &str) -> Result<(), LeaseStoreError> {
         let run = async { self.inner.delete_lease(key).await.map(|()| Reply::Done) };
         into_done(LeaseOp::Delete, self.observe(Args::Delete(key), run).await)
+    }
+
+    async fn assign_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
+        let run = async { self.inner.assign_lease(lease, owner).await.map(Reply::Write) };
+        let args = Args::Assign(lease, owner);
+        into_write(LeaseOp::Assign, self.observe(args, run).await)
+    }
+
+    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+        let run = async { self.inner.start_handoff(lease, to).await.map(Reply::Write) };
+        let args = Args::StartHandoff(lease, to);
+        into_write(LeaseOp::StartHandoff, self.observe(args, run).await)
+    }
+
+    fn fleet_store(
+        &self,
+        application: &str,
+        config: &crate::fleet::FleetConfig,
+    ) -> Option<Arc<dyn crate::fleet::FleetStore>> {
+        self.inner.fleet_store(application, config)
+    }
+
+    async fn lease_keys_owned_by(&self, owner: &str) -> Result<Vec<String>, LeaseStoreError> {
+        let run = async { self.inner.lease_keys_owned_by(owner).await.map(Reply::Keys) };
+        into_keys(self.observe(Args::ListOwned(owner), run).await)
+    }
+
+    async fn create_owner_index_if_not_exists(&self) -> Result<bool, LeaseStoreError> {
+        let run = async {
+            let out = self.inner.create_owner_index_if_not_exists();
+            out.await.map(Reply::Ready)
+        };
+        into_ready(self.observe(Args::CreateIndex, run).await)
     }
 }
 
@@ -427,7 +499,12 @@ impl LeaseStoreHooks for FaultHooks {
                 None
             }
             Fault::Conflict => match call.args {
-                Args::CreateTable | Args::List | Args::ListConsistent | Args::Get(_) => None,
+                Args::CreateTable
+                | Args::List
+                | Args::ListConsistent
+                | Args::Get(_)
+                | Args::ListOwned(_)
+                | Args::CreateIndex => None,
                 Args::Create(_) => Some(Ok(Reply::Created(false))),
                 Args::Delete(_) => Some(Ok(Reply::Done)),
                 _ => Some(Ok(Reply::Write(WriteOutcome::Conflict))),

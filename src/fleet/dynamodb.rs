@@ -1,0 +1,606 @@
+//! [`FleetStore`] on DynamoDB, in the tables and item formats of the Java KCL 3.x.
+//!
+//! | item | legacy layout (KCL 3.0–3.4, and 3.5 in a fleet created by them) | single-table layout (KCL 3.5) |
+//! |---|---|---|
+//! | `Migration3.0` | `<app>-CoordinatorState`, key `key` | lease table, key `leaseKey` |
+//! | `Leader` (the lock) | `<app>-CoordinatorState`, key `key` | lease table, key `leaseKey` |
+//! | one metrics row per worker | `<app>-WorkerMetricStats`, key `wid` | lease table, key `leaseKey` = worker id |
+//!
+//! Every item also carries `entityType` (`CLIENT_VERSION_MIGRATION`, `LEADER`,
+//! `WORKER_METRIC_STATS`), as KCL 3.5 writes it, so lease scans skip it.
+//!
+//! The layout is the Java KCL 3.5's choice: legacy while `<app>-CoordinatorState` exists
+//! (unless its `TableMigration3.5` item says `COMPLETE`), else single-table. A fleet this
+//! library starts in 3.x mode creates the legacy tables, which every 3.x version of the Java
+//! KCL reads (3.5 included); a 3.0–3.4 worker would not find items kept in the lease table.
+
+use super::store::{FleetStore, FleetStoreError, LockItem, MigrationState, WorkerMetricStats};
+use super::ClientVersion;
+use crate::aws::AwsError;
+use crate::error::Cause;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Key of the client-version migration item.
+pub const MIGRATION_KEY: &str = "Migration3.0";
+/// Key of the leader's lock item.
+pub const LEADER_KEY: &str = "Leader";
+/// Key of KCL 3.5's table-migration item (in the legacy table).
+pub const TABLE_MIGRATION_KEY: &str = "TableMigration3.5";
+
+/// Where the fleet's items are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `<app>-CoordinatorState` and `<app>-WorkerMetricStats`.
+    Legacy,
+    /// The lease table.
+    SingleTable,
+}
+
+/// The fleet items of one application in DynamoDB (see the [module](self) for the tables).
+#[derive(Debug)]
+pub struct DynamoDbFleetStore {
+    client: aws_sdk_dynamodb::Client,
+    lease_table: String,
+    coordinator_table: String,
+    metrics_table: String,
+    request_timeout: Duration,
+    /// Decided once the fleet exists (a legacy table, or a fleet item in the lease table).
+    layout: Mutex<Option<Layout>>,
+}
+
+impl DynamoDbFleetStore {
+    /// The store of the application whose lease table is `lease_table`, with the Java KCL's
+    /// other tables (`coordinatorStateTableName`, `workerMetricsTableName`).
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        lease_table: impl Into<String>,
+        coordinator_table: impl Into<String>,
+        metrics_table: impl Into<String>,
+    ) -> Self {
+        DynamoDbFleetStore {
+            client,
+            lease_table: lease_table.into(),
+            coordinator_table: coordinator_table.into(),
+            metrics_table: metrics_table.into(),
+            request_timeout: crate::lease::dynamodb::DEFAULT_REQUEST_TIMEOUT,
+            layout: Mutex::new(None),
+        }
+    }
+
+    /// Bound every request by `timeout`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    fn err(&self, operation: &'static str, table: &str, cause: Cause) -> FleetStoreError {
+        FleetStoreError {
+            operation,
+            table: table.to_string(),
+            cause,
+        }
+    }
+
+    /// One request with the timeout; `Ok(None)` when its condition failed.
+    async fn call<T, E, F>(
+        &self,
+        operation: &'static str,
+        table: &str,
+        fut: F,
+    ) -> Result<Option<T>, FleetStoreError>
+    where
+        F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Err(_) => Err(self.err(operation, table, Cause::Timeout(self.request_timeout))),
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(e)) => {
+                let e = AwsError::from_sdk(e);
+                if e.is_conditional_check_failed() {
+                    Ok(None)
+                } else {
+                    Err(self.err(operation, table, Cause::Aws(e)))
+                }
+            }
+        }
+    }
+
+    /// The layout, if the fleet exists; found out (and remembered) here.
+    async fn find_layout(&self) -> Result<Option<Layout>, FleetStoreError> {
+        if let Some(l) = *self.layout.lock().expect("layout lock") {
+            return Ok(Some(l));
+        }
+        let found = match self
+            .get(
+                "migration_state",
+                &self.coordinator_table,
+                "key",
+                TABLE_MIGRATION_KEY,
+            )
+            .await
+        {
+            Ok(table_migration) => {
+                let complete = table_migration
+                    .as_ref()
+                    .and_then(|i| get_s(i, "tm"))
+                    .is_some_and(|s| s == "COMPLETE");
+                Some(if complete {
+                    Layout::SingleTable
+                } else {
+                    Layout::Legacy
+                })
+            }
+            Err(e) if is_missing_table(&e) => {
+                let item = self
+                    .get(
+                        "migration_state",
+                        &self.lease_table,
+                        "leaseKey",
+                        MIGRATION_KEY,
+                    )
+                    .await?;
+                item.map(|_| Layout::SingleTable)
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(l) = found {
+            tracing::info!(layout = ?l, coordinator_table = %self.coordinator_table, lease_table = %self.lease_table, "KCL 3.x fleet items found");
+            *self.layout.lock().expect("layout lock") = Some(l);
+        }
+        Ok(found)
+    }
+
+    /// The layout of a fleet that must exist (after [`FleetStore::prepare_for_3x`]).
+    async fn layout(&self) -> Result<Layout, FleetStoreError> {
+        Ok(self.find_layout().await?.unwrap_or(Layout::Legacy))
+    }
+
+    /// The table and key attribute of the coordinator items.
+    async fn coordinator(&self) -> Result<(&str, &'static str), FleetStoreError> {
+        Ok(match self.layout().await? {
+            Layout::Legacy => (&self.coordinator_table, "key"),
+            Layout::SingleTable => (&self.lease_table, "leaseKey"),
+        })
+    }
+
+    /// The table and key attribute of the metrics rows.
+    async fn metrics(&self) -> Result<(&str, &'static str, Layout), FleetStoreError> {
+        let layout = self.layout().await?;
+        Ok(match layout {
+            Layout::Legacy => (&self.metrics_table, "wid", layout),
+            Layout::SingleTable => (&self.lease_table, "leaseKey", layout),
+        })
+    }
+
+    async fn get(
+        &self,
+        operation: &'static str,
+        table: &str,
+        pk: &str,
+        key: &str,
+    ) -> Result<Option<Item>, FleetStoreError> {
+        let fut = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(pk, s(key))
+            .consistent_read(true)
+            .send();
+        let out = self.call(operation, table, fut).await?;
+        Ok(out.and_then(|o| o.item))
+    }
+
+    async fn create_table(&self, table: &str, pk: &str) -> Result<(), FleetStoreError> {
+        const OP: &str = "prepare_for_3x";
+        tracing::info!(table, "creating a KCL 3.x table (on-demand billing)");
+        let create = self
+            .client
+            .create_table()
+            .table_name(table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(pk)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key schema"),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(pk)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute definition"),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send();
+        match tokio::time::timeout(self.request_timeout, create).await {
+            Err(_) => return Err(self.err(OP, table, Cause::Timeout(self.request_timeout))),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => match AwsError::from_sdk(e) {
+                e if e.is_resource_in_use() => {}
+                e => return Err(self.err(OP, table, Cause::Aws(e))),
+            },
+        }
+        for _ in 0..600 {
+            let out = self.client.describe_table().table_name(table).send();
+            let out = self.call(OP, table, out).await?;
+            let status = out.and_then(|o| o.table).and_then(|t| t.table_status);
+            if status == Some(TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(self.err(
+            OP,
+            table,
+            Cause::BadAnswer("the table did not become active within 10 minutes".into()),
+        ))
+    }
+}
+
+fn is_missing_table(e: &FleetStoreError) -> bool {
+    matches!(&e.cause, Cause::Aws(a) if a.is_resource_not_found())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_u64(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.split('.').next()?.parse().ok())
+}
+
+fn bad(what: &str, item: &Item) -> Cause {
+    Cause::BadAnswer(format!("{what}: unreadable item {item:?}"))
+}
+
+fn migration_to_item(pk: &str, state: &MigrationState) -> Item {
+    let mut item = Item::new();
+    item.insert(pk.into(), s(MIGRATION_KEY));
+    item.insert("cv".into(), s(state.client_version.as_str()));
+    item.insert("mb".into(), s(&state.modified_by));
+    item.insert("mts".into(), n(state.modified_at_ms));
+    if !state.history.is_empty() {
+        let h = state
+            .history
+            .iter()
+            .map(|(cv, mb, mts)| {
+                AttributeValue::M(HashMap::from([
+                    ("cv".to_string(), s(cv)),
+                    ("mb".to_string(), s(mb)),
+                    ("mts".to_string(), n(mts)),
+                ]))
+            })
+            .collect();
+        item.insert("h".into(), AttributeValue::L(h));
+    }
+    item.insert("entityType".into(), s("CLIENT_VERSION_MIGRATION"));
+    item
+}
+
+/// Read a `Migration3.0` item.
+pub(crate) fn item_to_migration(item: &Item) -> Option<MigrationState> {
+    let history = match item.get("h") {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .filter_map(|v| {
+                let m = v.as_m().ok()?;
+                Some((
+                    get_s(m, "cv")?.to_string(),
+                    get_s(m, "mb").unwrap_or_default().to_string(),
+                    get_u64(m, "mts").unwrap_or(0),
+                ))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(MigrationState {
+        client_version: ClientVersion::parse(get_s(item, "cv")?),
+        modified_by: get_s(item, "mb").unwrap_or_default().to_string(),
+        modified_at_ms: get_u64(item, "mts").unwrap_or(0),
+        history,
+    })
+}
+
+fn lock_to_item(pk: &str, lock: &LockItem) -> Item {
+    HashMap::from([
+        (pk.to_string(), s(LEADER_KEY)),
+        ("ownerName".to_string(), s(&lock.owner)),
+        (
+            "leaseDuration".to_string(),
+            s(lock.lease_duration.as_millis().to_string()),
+        ),
+        ("recordVersionNumber".to_string(), s(&lock.record_version)),
+        ("entityType".to_string(), s("LEADER")),
+    ])
+}
+
+/// Read a `Leader` item; `None` for one the lock client marked released.
+pub(crate) fn item_to_lock(item: &Item) -> Option<LockItem> {
+    if get_s(item, "isReleased") == Some("1") {
+        return None;
+    }
+    let duration = get_s(item, "leaseDuration")
+        .or_else(|| item.get("leaseDuration").and_then(|v| v.as_n().ok()).map(String::as_str))
+        .and_then(|v| v.parse::<u64>().ok())?;
+    Some(LockItem {
+        owner: get_s(item, "ownerName")?.to_string(),
+        lease_duration: Duration::from_millis(duration),
+        record_version: get_s(item, "recordVersionNumber")?.to_string(),
+    })
+}
+
+fn numbers(map: &BTreeMap<String, Vec<f64>>) -> AttributeValue {
+    AttributeValue::M(
+        map.iter()
+            .map(|(k, v)| {
+                let list = v.iter().map(|x| n(x)).collect();
+                (k.clone(), AttributeValue::L(list))
+            })
+            .collect(),
+    )
+}
+
+fn read_numbers(item: &Item, name: &str) -> BTreeMap<String, Vec<f64>> {
+    let Some(AttributeValue::M(m)) = item.get(name) else {
+        return BTreeMap::new();
+    };
+    m.iter()
+        .map(|(k, v)| {
+            let values = match v {
+                AttributeValue::L(l) => l
+                    .iter()
+                    .filter_map(|x| x.as_n().ok()?.parse().ok())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (k.clone(), values)
+        })
+        .collect()
+}
+
+fn metrics_to_item(pk: &str, row: &WorkerMetricStats) -> Item {
+    HashMap::from([
+        (pk.to_string(), s(&row.worker_id)),
+        ("lut".to_string(), n(row.last_update_s)),
+        ("sts".to_string(), numbers(&row.stats)),
+        ("opr".to_string(), numbers(&row.operating_range)),
+        ("entityType".to_string(), s("WORKER_METRIC_STATS")),
+    ])
+}
+
+/// Read a metrics row keyed by `pk`.
+pub(crate) fn item_to_metrics(pk: &str, item: &Item) -> Option<WorkerMetricStats> {
+    Some(WorkerMetricStats {
+        worker_id: get_s(item, pk)?.to_string(),
+        last_update_s: get_u64(item, "lut")?,
+        stats: read_numbers(item, "sts"),
+        operating_range: read_numbers(item, "opr"),
+    })
+}
+
+#[async_trait]
+impl FleetStore for DynamoDbFleetStore {
+    async fn prepare_for_3x(&self) -> Result<(), FleetStoreError> {
+        if self.find_layout().await?.is_some() {
+            return Ok(());
+        }
+        self.create_table(&self.coordinator_table, "key").await?;
+        self.create_table(&self.metrics_table, "wid").await?;
+        *self.layout.lock().expect("layout lock") = Some(Layout::Legacy);
+        Ok(())
+    }
+
+    async fn migration_state(&self) -> Result<Option<MigrationState>, FleetStoreError> {
+        let Some(layout) = self.find_layout().await? else {
+            return Ok(None);
+        };
+        let (table, pk) = match layout {
+            Layout::Legacy => (&self.coordinator_table, "key"),
+            Layout::SingleTable => (&self.lease_table, "leaseKey"),
+        };
+        let item = self.get("migration_state", table, pk, MIGRATION_KEY).await?;
+        item.map(|i| item_to_migration(&i).ok_or_else(|| bad(MIGRATION_KEY, &i)))
+            .transpose()
+            .map_err(|c| self.err("migration_state", table, c))
+    }
+
+    async fn create_migration_state(
+        &self,
+        state: &MigrationState,
+    ) -> Result<bool, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let fut = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(migration_to_item(pk, state)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", pk)
+            .send();
+        Ok(self
+            .call("create_migration_state", table, fut)
+            .await?
+            .is_some())
+    }
+
+    async fn update_migration_state(
+        &self,
+        expected: &ClientVersion,
+        state: &MigrationState,
+    ) -> Result<bool, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let fut = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(migration_to_item(pk, state)))
+            .condition_expression("attribute_exists(#pk) AND #cv = :expected")
+            .expression_attribute_names("#pk", pk)
+            .expression_attribute_names("#cv", "cv")
+            .expression_attribute_values(":expected", s(expected.as_str()))
+            .send();
+        Ok(self
+            .call("update_migration_state", table, fut)
+            .await?
+            .is_some())
+    }
+
+    async fn lock(&self) -> Result<Option<LockItem>, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let item = self.get("lock", table, pk, LEADER_KEY).await?;
+        Ok(item.as_ref().and_then(item_to_lock))
+    }
+
+    async fn acquire_lock(
+        &self,
+        item: &LockItem,
+        stale: Option<&str>,
+    ) -> Result<bool, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(lock_to_item(pk, item)))
+            .expression_attribute_names("#pk", pk);
+        req = match stale {
+            None => req.condition_expression("attribute_not_exists(#pk)"),
+            Some(version) => req
+                .condition_expression("attribute_exists(#pk) AND #rvn = :rvn")
+                .expression_attribute_names("#rvn", "recordVersionNumber")
+                .expression_attribute_values(":rvn", s(version)),
+        };
+        Ok(self.call("acquire_lock", table, req.send()).await?.is_some())
+    }
+
+    async fn heartbeat_lock(
+        &self,
+        item: &LockItem,
+        new_version: &str,
+    ) -> Result<bool, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let fut = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key(pk, s(LEADER_KEY))
+            .update_expression("SET #ld = :ld, #rvn = :newRvn")
+            .condition_expression("attribute_exists(#pk) AND #rvn = :rvn AND #on = :on")
+            .expression_attribute_names("#pk", pk)
+            .expression_attribute_names("#ld", "leaseDuration")
+            .expression_attribute_names("#rvn", "recordVersionNumber")
+            .expression_attribute_names("#on", "ownerName")
+            .expression_attribute_values(":ld", s(item.lease_duration.as_millis().to_string()))
+            .expression_attribute_values(":newRvn", s(new_version))
+            .expression_attribute_values(":rvn", s(&item.record_version))
+            .expression_attribute_values(":on", s(&item.owner))
+            .send();
+        Ok(self.call("heartbeat_lock", table, fut).await?.is_some())
+    }
+
+    async fn release_lock(&self, item: &LockItem) -> Result<bool, FleetStoreError> {
+        let (table, pk) = self.coordinator().await?;
+        let fut = self
+            .client
+            .delete_item()
+            .table_name(table)
+            .key(pk, s(LEADER_KEY))
+            .condition_expression("attribute_exists(#pk) AND #rvn = :rvn AND #on = :on")
+            .expression_attribute_names("#pk", pk)
+            .expression_attribute_names("#rvn", "recordVersionNumber")
+            .expression_attribute_names("#on", "ownerName")
+            .expression_attribute_values(":rvn", s(&item.record_version))
+            .expression_attribute_values(":on", s(&item.owner))
+            .send();
+        Ok(self.call("release_lock", table, fut).await?.is_some())
+    }
+
+    async fn put_worker_metrics(&self, row: &WorkerMetricStats) -> Result<(), FleetStoreError> {
+        let (table, pk, _) = self.metrics().await?;
+        let fut = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(metrics_to_item(pk, row)))
+            .send();
+        self.call("put_worker_metrics", table, fut).await?;
+        Ok(())
+    }
+
+    async fn worker_metrics(&self) -> Result<Vec<WorkerMetricStats>, FleetStoreError> {
+        let (table, pk, layout) = self.metrics().await?;
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take());
+            if layout == Layout::SingleTable {
+                req = req
+                    .filter_expression("#et = :et")
+                    .expression_attribute_names("#et", "entityType")
+                    .expression_attribute_values(":et", s("WORKER_METRIC_STATS"));
+            }
+            let out = self
+                .call("worker_metrics", table, req.send())
+                .await?
+                .expect("scan has no condition");
+            rows.extend(out.items().iter().filter_map(|i| item_to_metrics(pk, i)));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    async fn delete_worker_metrics(
+        &self,
+        worker_id: &str,
+        last_update_s: u64,
+    ) -> Result<bool, FleetStoreError> {
+        let (table, pk, _) = self.metrics().await?;
+        let fut = self
+            .client
+            .delete_item()
+            .table_name(table)
+            .key(pk, s(worker_id))
+            .condition_expression("#lut = :lut AND attribute_exists(#pk)")
+            .expression_attribute_names("#lut", "lut")
+            .expression_attribute_names("#pk", pk)
+            .expression_attribute_values(":lut", n(last_update_s))
+            .send();
+        Ok(self
+            .call("delete_worker_metrics", table, fut)
+            .await?
+            .is_some())
+    }
+}

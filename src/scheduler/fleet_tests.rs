@@ -1,0 +1,302 @@
+//! Workers in a KCL 3.x fleet on in-memory services: the leader assigns, balances by
+//! graceful hand-off (the old owner's processor checkpoints before the new owner starts: no
+//! record is delivered twice), a dead leader is replaced, and an `Auto` worker joins a fleet
+//! once its `Migration3.0` item appears.
+
+use super::*;
+use crate::checkpointer::Checkpointer;
+use crate::fleet::{ClientVersion, FleetConfig};
+use crate::processor::{
+    InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor, Shutdown,
+};
+use crate::retrieval::StreamRef;
+use crate::sync::Mutex;
+use crate::testing::lease_store::InMemoryLeaseStore;
+use crate::testing::stream::InMemoryStream;
+
+const F: Duration = Duration::from_secs(3);
+
+/// Every delivery: (worker, shard, sequence number); and the shards whose processors were
+/// asked to shut down, by worker.
+#[derive(Clone, Default)]
+struct Journal {
+    deliveries: Arc<Mutex<Vec<(String, String, String)>>>,
+    requested: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Journal {
+    fn distinct(&self) -> usize {
+        let d = self.deliveries.lock();
+        d.iter()
+            .map(|(_, shard, seq)| (shard, seq))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Records delivered more than once.
+    fn duplicates(&self) -> usize {
+        let all = self.deliveries.lock().len();
+        all - self.distinct()
+    }
+
+    fn requested_of(&self, worker: &str) -> usize {
+        self.requested
+            .lock()
+            .iter()
+            .filter(|(w, _)| w == worker)
+            .count()
+    }
+}
+
+struct Recording {
+    worker: String,
+    journal: Journal,
+    shard: String,
+    /// Hang in `shutdown(Requested)` (a processor that never finishes its hand-off).
+    hang_on_request: bool,
+}
+
+#[async_trait::async_trait]
+impl RecordProcessor for Recording {
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        self.shard = input.shard_id.to_string();
+        Ok(())
+    }
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        cp: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        {
+            let mut d = self.journal.deliveries.lock();
+            for r in &input.records {
+                d.push((
+                    self.worker.clone(),
+                    self.shard.clone(),
+                    r.sequence_number.to_string(),
+                ));
+            }
+        }
+        Ok(cp.checkpoint().await?)
+    }
+    async fn shutdown(&mut self, reason: Shutdown<'_>) -> Result<(), ProcessorError> {
+        match reason {
+            Shutdown::ShardEnded { checkpointer } => checkpointer.checkpoint().await?,
+            Shutdown::Requested { checkpointer } => {
+                self.journal
+                    .requested
+                    .lock()
+                    .push((self.worker.clone(), self.shard.clone()));
+                if self.hang_on_request {
+                    std::future::pending::<()>().await;
+                }
+                checkpointer.checkpoint().await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn worker(
+    name: &str,
+    version: ClientVersionConfig,
+    stream: &InMemoryStream,
+    store: &InMemoryLeaseStore,
+    journal: &Journal,
+    hang_on_request: bool,
+) -> Scheduler<impl RecordProcessorFactory> {
+    let config = Config::builder("app", StreamRef::Name("s".into()))
+        .worker_id(name)
+        .failover_time(F)
+        .initial_position(crate::InitialPosition::TrimHorizon)
+        .rng_seed(Some(name.len() as u64))
+        .fleet(FleetConfig {
+            check_interval: Duration::from_secs(2),
+            graceful_lease_handoff_timeout: Duration::from_secs(10),
+            ..FleetConfig::default().with_client_version_config(version)
+        })
+        .build()
+        .unwrap();
+    let (worker, journal) = (name.to_string(), journal.clone());
+    let factory = move |_: &str| Recording {
+        worker: worker.clone(),
+        journal: journal.clone(),
+        shard: String::new(),
+        hang_on_request,
+    };
+    Scheduler::new(
+        config,
+        factory,
+        Arc::new(stream.clone()),
+        Arc::new(store.clone()),
+    )
+}
+
+fn produce(stream: &InMemoryStream, n: usize) {
+    for i in 0..n {
+        stream.put(&format!("k{i}"), b"x");
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn owners(store: &InMemoryLeaseStore) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for l in store.snapshot().values() {
+        *by.entry(l.owner.clone().unwrap_or_default()).or_default() += 1;
+    }
+    by
+}
+
+fn settled(store: &InMemoryLeaseStore, expect: &[(&str, usize)]) -> bool {
+    let leases = store.snapshot();
+    leases.values().all(|l| l.checkpoint_owner.is_none())
+        && owners(store)
+            == expect
+                .iter()
+                .map(|(w, n)| (w.to_string(), *n))
+                .collect::<BTreeMap<_, _>>()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_3x_fleet_assigns_balances_by_hand_off_and_delivers_nothing_twice() {
+    let stream = InMemoryStream::new("s", 4);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    produce(&stream, 80);
+    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 holds every lease and consumed everything", || {
+        settled(&store, &[("w1", 4)]) && journal.distinct() == 80
+    })
+    .await;
+    let fleet = store.fleet();
+    assert_eq!(
+        fleet.migration().map(|m| m.client_version),
+        Some(ClientVersion::V3x),
+        "a V3x worker creates the fleet in 3.x mode"
+    );
+    assert_eq!(fleet.lock_item().map(|l| l.owner).as_deref(), Some("w1"));
+    assert!(fleet.metrics().contains_key("w1"), "w1 reports metrics");
+
+    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let h2 = w2.handle();
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("the leader hands two leases to w2", || {
+        settled(&store, &[("w1", 2), ("w2", 2)]) && h2.held_shards().len() == 2
+    })
+    .await;
+    assert_eq!(journal.requested_of("w1"), 2, "w1's processors were asked to checkpoint");
+    produce(&stream, 80);
+    until("everything consumed", || journal.distinct() == 160).await;
+    assert_eq!(
+        journal.duplicates(),
+        0,
+        "hand-offs start the new owner right after the old owner's checkpoint"
+    );
+    // Balanced: nothing moves any more.
+    let before = store.snapshot();
+    tokio::time::sleep(F * 5).await;
+    let after = store.snapshot();
+    for (k, l) in &after {
+        assert_eq!(l.owner, before[k].owner, "{k} moved again");
+    }
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_leaders_lock_and_leases_are_taken_over() {
+    let stream = InMemoryStream::new("s", 4);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    produce(&stream, 40);
+    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 leads", || settled(&store, &[("w1", 4)])).await;
+    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("balanced", || settled(&store, &[("w1", 2), ("w2", 2)])).await;
+    until("consumed", || journal.distinct() == 40).await;
+    // w1 dies without a word (its lock and leases stay in the table).
+    t1.abort();
+    let died = Instant::now();
+    until("w2 leads and holds every lease", || {
+        store.fleet().lock_item().is_some_and(|l| l.owner == "w2") && settled(&store, &[("w2", 4)])
+    })
+    .await;
+    let took = died.elapsed();
+    // The lock's duration (2 F) plus a check, then the leases' expiry (F) and a round.
+    assert!(took <= F * 5, "took {took:?}");
+    produce(&stream, 40);
+    until("everything consumed", || journal.distinct() == 80).await;
+    t2.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_auto_worker_joins_a_3x_fleet_when_its_migration_item_appears() {
+    let stream = InMemoryStream::new("s", 4);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let w1 = worker("w1", ClientVersionConfig::Auto, &stream, &store, &journal, false);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 takes every lease (leaderless)", || {
+        settled(&store, &[("w1", 4)])
+    })
+    .await;
+    assert_eq!(store.fleet().migration(), None, "Auto creates nothing");
+    assert!(store.fleet().metrics().is_empty(), "no metrics in a leaderless fleet");
+    // A Java 3.x worker created the fleet's item (as CLIENT_VERSION_CONFIG_3X does).
+    store.fleet().set_client_version(ClientVersion::V3x);
+    until("w1 follows: reports metrics and leads", || {
+        store.fleet().metrics().contains_key("w1")
+            && store.fleet().lock_item().is_some_and(|l| l.owner == "w1")
+    })
+    .await;
+    let w2 = worker("w2", ClientVersionConfig::Auto, &stream, &store, &journal, false);
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("w2 is given leases by hand-off, never by stealing", || {
+        settled(&store, &[("w1", 2), ("w2", 2)])
+    })
+    .await;
+    assert_eq!(journal.requested_of("w1"), 2);
+    t1.abort();
+    t2.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_off_whose_processor_hangs_passes_on_after_the_timeout() {
+    let stream = InMemoryStream::new("s", 2);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, true);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 holds both", || settled(&store, &[("w1", 2)])).await;
+    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let h2 = w2.handle();
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("a hand-off begins", || journal.requested_of("w1") == 1).await;
+    let began = Instant::now();
+    let key = journal.requested.lock()[0].1.clone();
+    // Meanwhile the lease has one live owner: w1 (as checkpointOwner); w2 does not start it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!h2.held_shards().contains(&key), "w2 waits for the hand-off");
+    until("the lease passes on after the hand-off timeout", || {
+        h2.held_shards().contains(&key)
+    })
+    .await;
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took <= Duration::from_secs(15),
+        "took {took:?}"
+    );
+    t1.abort();
+    t2.abort();
+}
