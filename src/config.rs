@@ -736,7 +736,9 @@ impl ConfigBuilder {
             ("fleet.check_interval", self.fleet.check_interval),
             (
                 "fleet.lease_assignment_interval",
-                self.fleet.lease_assignment_interval.unwrap_or(Duration::MAX),
+                self.fleet
+                    .lease_assignment_interval
+                    .unwrap_or(Duration::MAX),
             ),
             (
                 "fleet.lease_discovery_interval",

@@ -13,11 +13,7 @@ impl LeaseCoordinator {
     /// Returns how many it adopted.
     pub async fn discovery_round(&self) -> Result<usize, LeaseStoreError> {
         let started = Instant::now();
-        let keys = self
-            .inner
-            .store
-            .lease_keys_owned_by(self.worker_id())
-            .await;
+        let keys = self.inner.store.lease_keys_owned_by(self.worker_id()).await;
         self.inner.health.scan(keys.is_ok());
         let held = self.held_keys();
         let new: Vec<String> = keys?.into_iter().filter(|k| !held.contains(k)).collect();

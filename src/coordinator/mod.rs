@@ -522,9 +522,11 @@ impl LeaseCoordinator {
 
     /// Bytes processed under the held lease `key` so far in its tenure.
     fn processed_bytes(&self, key: &str) -> u64 {
-        self.inner.held.lock().get(key).map_or(0, |s| {
-            s.bytes.load(std::sync::atomic::Ordering::Relaxed)
-        })
+        self.inner
+            .held
+            .lock()
+            .get(key)
+            .map_or(0, |s| s.bytes.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A KCL 3.x leader started handing `key` (tenure `tenure`) to `to`: tell the consumer (its
@@ -804,7 +806,9 @@ impl LeaseCoordinator {
                 // complete the hand-off rather than leave it to expire.
                 Some(cur) if self.handoff_target(&cur).is_some() => {
                     let to = self.handoff_target(&cur).unwrap_or_default();
-                    if let Ok(WriteOutcome::Applied(_)) = self.inner.store.assign_lease(&cur, &to).await {
+                    if let Ok(WriteOutcome::Applied(_)) =
+                        self.inner.store.assign_lease(&cur, &to).await
+                    {
                         tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
                         self.inner.metrics.released(1);
                     }

@@ -900,7 +900,11 @@ impl LeaseStore for CheckpointsTo {
     ) -> Result<WriteOutcome, LeaseStoreError> {
         self.memory.assign_lease(lease, owner).await
     }
-    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+    async fn start_handoff(
+        &self,
+        lease: &Lease,
+        to: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
         self.memory.start_handoff(lease, to).await
     }
 }

@@ -120,11 +120,17 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
     // Balance: one move at a time between the extremes, each re-evaluated.
     let mut moved: BTreeSet<&str> = BTreeSet::new();
     for _ in 0..input.workers.len() {
-        let Some((donor, dl)) = load.iter().max_by(|a, b| by_load(a, b)).map(|(w, l)| (*w, *l))
+        let Some((donor, dl)) = load
+            .iter()
+            .max_by(|a, b| by_load(a, b))
+            .map(|(w, l)| (*w, *l))
         else {
             break;
         };
-        let Some((receiver, rl)) = load.iter().min_by(|a, b| by_load(a, b)).map(|(w, l)| (*w, *l))
+        let Some((receiver, rl)) = load
+            .iter()
+            .min_by(|a, b| by_load(a, b))
+            .map(|(w, l)| (*w, *l))
         else {
             break;
         };

@@ -347,7 +347,11 @@ pub(crate) fn item_to_lock(item: &Item) -> Option<LockItem> {
         return None;
     }
     let duration = get_s(item, "leaseDuration")
-        .or_else(|| item.get("leaseDuration").and_then(|v| v.as_n().ok()).map(String::as_str))
+        .or_else(|| {
+            item.get("leaseDuration")
+                .and_then(|v| v.as_n().ok())
+                .map(String::as_str)
+        })
         .and_then(|v| v.parse::<u64>().ok())?;
     Some(LockItem {
         owner: get_s(item, "ownerName")?.to_string(),
@@ -425,7 +429,9 @@ impl FleetStore for DynamoDbFleetStore {
             Layout::Legacy => (&self.coordinator_table, "key"),
             Layout::SingleTable => (&self.lease_table, "leaseKey"),
         };
-        let item = self.get("migration_state", table, pk, MIGRATION_KEY).await?;
+        let item = self
+            .get("migration_state", table, pk, MIGRATION_KEY)
+            .await?;
         item.map(|i| item_to_migration(&i).ok_or_else(|| bad(MIGRATION_KEY, &i)))
             .transpose()
             .map_err(|c| self.err("migration_state", table, c))
@@ -497,7 +503,10 @@ impl FleetStore for DynamoDbFleetStore {
                 .expression_attribute_names("#rvn", "recordVersionNumber")
                 .expression_attribute_values(":rvn", s(version)),
         };
-        Ok(self.call("acquire_lock", table, req.send()).await?.is_some())
+        Ok(self
+            .call("acquire_lock", table, req.send())
+            .await?
+            .is_some())
     }
 
     async fn heartbeat_lock(
@@ -602,5 +611,158 @@ impl FleetStore for DynamoDbFleetStore {
             .call("delete_worker_metrics", table, fut)
             .await?
             .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::dynamodb::{is_lease_item, item_to_lease, lease_to_item};
+
+    fn n(v: &str) -> AttributeValue {
+        AttributeValue::N(v.into())
+    }
+
+    fn list(values: &[&str]) -> AttributeValue {
+        AttributeValue::L(values.iter().map(|v| n(v)).collect())
+    }
+
+    /// The `Leader` item KCL 3.5 keeps in the lease table: the lock client's attributes
+    /// (`leaseDuration` a string) plus `entityType` (`DynamoDBLockBasedLeaderDecider`,
+    /// `AmazonDynamoDBLockClient` 1.4.0).
+    fn leader_3_5() -> Item {
+        HashMap::from([
+            ("leaseKey".into(), s("Leader")),
+            ("ownerName".into(), s("java-worker-1")),
+            ("leaseDuration".into(), s("120000")),
+            (
+                "recordVersionNumber".into(),
+                s("0b8a6f38-4f0e-4a8d-9a5e-3c1f0c8f2d11"),
+            ),
+            ("entityType".into(), s("LEADER")),
+        ])
+    }
+
+    /// The `Migration3.0` item of KCL 3.5 in the lease table (`MigrationState`).
+    fn migration_3_5() -> Item {
+        HashMap::from([
+            ("leaseKey".into(), s("Migration3.0")),
+            ("cv".into(), s("CLIENT_VERSION_3X_WITH_ROLLBACK")),
+            ("mb".into(), s("java-worker-1")),
+            ("mts".into(), n("1767225600123")),
+            (
+                "h".into(),
+                AttributeValue::L(vec![AttributeValue::M(HashMap::from([
+                    ("cv".into(), s("CLIENT_VERSION_UPGRADE_FROM_2X")),
+                    ("mb".into(), s("java-worker-2")),
+                    ("mts".into(), n("1767225000000")),
+                ]))]),
+            ),
+            ("entityType".into(), s("CLIENT_VERSION_MIGRATION")),
+        ])
+    }
+
+    /// A `WorkerMetricStats` row of KCL 3.5 in the lease table (the worker id is the key; `sup`
+    /// and `slu` are 3.5's table-migration support code).
+    fn metrics_3_5() -> Item {
+        HashMap::from([
+            ("leaseKey".into(), s("java-worker-1")),
+            ("entityType".into(), s("WORKER_METRIC_STATS")),
+            ("lut".into(), n("1767225630")),
+            (
+                "sts".into(),
+                AttributeValue::M(HashMap::from([(
+                    "C".to_string(),
+                    list(&["41.2", "40.9", "-1"]),
+                )])),
+            ),
+            (
+                "opr".into(),
+                AttributeValue::M(HashMap::from([("C".to_string(), list(&["100"]))])),
+            ),
+            ("sup".into(), n("1")),
+            ("slu".into(), n("1767225630")),
+        ])
+    }
+
+    #[test]
+    fn reads_the_items_kcl_3_5_keeps_in_the_lease_table_and_never_as_leases() {
+        for item in [leader_3_5(), migration_3_5(), metrics_3_5()] {
+            assert!(!is_lease_item(&item), "{item:?} is not a lease");
+        }
+        let lock = item_to_lock(&leader_3_5()).unwrap();
+        assert_eq!(lock.owner, "java-worker-1");
+        assert_eq!(lock.lease_duration, Duration::from_secs(120));
+        assert_eq!(lock.record_version, "0b8a6f38-4f0e-4a8d-9a5e-3c1f0c8f2d11");
+        let m = item_to_migration(&migration_3_5()).unwrap();
+        assert_eq!(m.client_version, ClientVersion::V3xWithRollback);
+        assert!(m.client_version.is_3x());
+        assert_eq!(m.modified_at_ms, 1_767_225_600_123);
+        assert_eq!(
+            m.history,
+            vec![(
+                "CLIENT_VERSION_UPGRADE_FROM_2X".to_string(),
+                "java-worker-2".to_string(),
+                1_767_225_000_000
+            )]
+        );
+        let row = item_to_metrics("leaseKey", &metrics_3_5()).unwrap();
+        assert_eq!(row.worker_id, "java-worker-1");
+        assert_eq!(row.last_update_s, 1_767_225_630);
+        assert_eq!(row.stats["C"], vec![41.2, 40.9, -1.0]);
+        assert!(
+            !row.is_valid(),
+            "its last CPU sample failed: the Java leader skips it"
+        );
+        // A lock the lock client marked released is no lock.
+        let mut released = leader_3_5();
+        released.insert("isReleased".into(), s("1"));
+        assert_eq!(item_to_lock(&released), None);
+    }
+
+    #[test]
+    fn writes_the_items_as_the_java_kcl_does() {
+        let lock = item_to_lock(&leader_3_5()).unwrap();
+        assert_eq!(lock_to_item("leaseKey", &lock), leader_3_5());
+        let m = item_to_migration(&migration_3_5()).unwrap();
+        assert_eq!(migration_to_item("leaseKey", &m), migration_3_5());
+        // In the legacy table the key attribute is `key`.
+        assert_eq!(
+            migration_to_item("key", &m).get("key"),
+            Some(&s("Migration3.0"))
+        );
+        // Our metrics rows: no metric (balanced by throughput), no `sup` (this worker does not
+        // take part in KCL 3.5's table migration, which then waits: the safe side).
+        let row = WorkerMetricStats::throughput_only("rust-1");
+        let item = metrics_to_item("wid", &row);
+        assert_eq!(item.get("wid"), Some(&s("rust-1")));
+        assert_eq!(item.get("sts"), Some(&AttributeValue::M(HashMap::new())));
+        assert_eq!(item.get("opr"), Some(&AttributeValue::M(HashMap::new())));
+        assert_eq!(item.get("entityType"), Some(&s("WORKER_METRIC_STATS")));
+        assert!(!item.contains_key("sup"));
+        assert!(row.is_valid());
+        assert_eq!(item_to_metrics("wid", &item), Some(row));
+    }
+
+    #[test]
+    fn a_3x_lease_round_trips_with_its_hand_off_and_throughput() {
+        let mut item = HashMap::from([
+            ("leaseKey".into(), s("shardId-000000000001")),
+            ("leaseOwner".into(), s("worker-b")),
+            ("checkpointOwner".into(), s("worker-a")),
+            ("leaseCounter".into(), n("12")),
+            ("checkpoint".into(), s("TRIM_HORIZON")),
+            ("checkpointSubSequenceNumber".into(), n("0")),
+            ("ownerSwitchesSinceCheckpoint".into(), n("0")),
+            ("throughputKBps".into(), n("12.345678")),
+        ]);
+        let lease = item_to_lease(&item).unwrap();
+        assert_eq!(lease.checkpoint_owner.as_deref(), Some("worker-a"));
+        assert_eq!(lease.actual_owner(), Some("worker-a"));
+        assert!(lease.is_owned_by("worker-a") && !lease.is_owned_by("worker-b"));
+        assert_eq!(lease.throughput.map(|t| t.kbps()), Some(12.345678));
+        assert_eq!(lease_to_item(&lease), item);
+        item.insert("entityType".into(), s("LEASE"));
+        assert!(is_lease_item(&item));
     }
 }

@@ -167,7 +167,11 @@ impl Fleet {
     }
 
     /// Follow `version`: the coordinator's protocol, the owner index, the metrics row.
-    async fn apply(&self, version: Option<ClientVersion>, starting: bool) -> Result<(), FleetError> {
+    async fn apply(
+        &self,
+        version: Option<ClientVersion>,
+        starting: bool,
+    ) -> Result<(), FleetError> {
         let old = self.client_version();
         if !starting && old == version {
             return Ok(());
@@ -183,7 +187,9 @@ impl Fleet {
             Some(ClientVersion::Other(v)) => {
                 tracing::warn!(client_version = %v, "unknown fleet client version: keeping the leaderless protocol")
             }
-            Some(v) => tracing::info!(worker_id = %self.settings.worker_id, client_version = %v, "following the fleet's protocol"),
+            Some(v) => {
+                tracing::info!(worker_id = %self.settings.worker_id, client_version = %v, "following the fleet's protocol")
+            }
             None => {}
         }
         self.coordinator.set_protocol(if three {
@@ -239,10 +245,7 @@ impl Fleet {
             .is_some_and(ClientVersion::reports_metrics)
         {
             let rows = self.store.worker_metrics().await.unwrap_or_default();
-            if let Some(mine) = rows
-                .iter()
-                .find(|r| r.worker_id == self.settings.worker_id)
-            {
+            if let Some(mine) = rows.iter().find(|r| r.worker_id == self.settings.worker_id) {
                 if let Err(e) = self
                     .store
                     .delete_worker_metrics(&mine.worker_id, mine.last_update_s)
@@ -304,7 +307,10 @@ impl Fleet {
                 }
             }
             let mut wake = next_check.min(next_metrics);
-            if self.client_version().as_ref().is_some_and(ClientVersion::is_3x)
+            if self
+                .client_version()
+                .as_ref()
+                .is_some_and(ClientVersion::is_3x)
                 && !self.left.is_cancelled()
             {
                 wake = wake.min(next_leader).min(next_assign);

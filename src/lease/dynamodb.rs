@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CreateGlobalSecondaryIndexAction,
-    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ProvisionedThroughput, ReturnValue, ScalarAttributeType, TableStatus,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ProvisionedThroughput, ReturnValue, ScalarAttributeType, TableStatus,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -849,28 +849,29 @@ impl LeaseStore for DynamoDbLeaseStore {
     ) -> Result<WriteOutcome, LeaseStoreError> {
         let assigned = lease.assigned_to(owner);
         let mut cond = vec!["attribute_exists(#key)"];
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attr::LEASE_KEY, s(&lease.key))
-            .update_expression(
-                "SET #owner = :owner, #switches = if_not_exists(#switches, :zero) + :switched \
+        let mut req =
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(attr::LEASE_KEY, s(&lease.key))
+                .update_expression(
+                    "SET #owner = :owner, #switches = if_not_exists(#switches, :zero) + :switched \
                  ADD #counter :one REMOVE #checkpointOwner",
-            )
-            .expression_attribute_names("#key", attr::LEASE_KEY)
-            .expression_attribute_names("#owner", attr::LEASE_OWNER)
-            .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
-            .expression_attribute_names("#counter", attr::LEASE_COUNTER)
-            .expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(
-                ":switched",
-                n(assigned.owner_switches_since_checkpoint - lease.owner_switches_since_checkpoint),
-            )
-            .return_values(ReturnValue::AllNew);
+                )
+                .expression_attribute_names("#key", attr::LEASE_KEY)
+                .expression_attribute_names("#owner", attr::LEASE_OWNER)
+                .expression_attribute_names("#switches", attr::OWNER_SWITCHES)
+                .expression_attribute_names("#counter", attr::LEASE_COUNTER)
+                .expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER)
+                .expression_attribute_values(":owner", s(owner))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(
+                    ":switched",
+                    n(assigned.owner_switches_since_checkpoint
+                        - lease.owner_switches_since_checkpoint),
+                )
+                .return_values(ReturnValue::AllNew);
         match &lease.owner {
             Some(o) => {
                 cond.push("#owner = :expectedOwner");
@@ -889,7 +890,11 @@ impl LeaseStore for DynamoDbLeaseStore {
         self.written(LeaseOp::Assign, &lease.key, fut).await
     }
 
-    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+    async fn start_handoff(
+        &self,
+        lease: &Lease,
+        to: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
         let Some(from) = &lease.owner else {
             return Ok(WriteOutcome::Conflict);
         };
@@ -1028,7 +1033,9 @@ impl LeaseStore for DynamoDbLeaseStore {
             Ok(Ok(_)) => Ok(false),
             // Another worker is creating it.
             Ok(Err(e)) => match AwsError::from_sdk(e) {
-                e if e.is_resource_in_use() || e.to_string().contains("already exists") => Ok(false),
+                e if e.is_resource_in_use() || e.to_string().contains("already exists") => {
+                    Ok(false)
+                }
                 e => Err(self.aws_err(OP, None, e)),
             },
         }

@@ -333,8 +333,11 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// counter, if the owner and the hand-off's outgoing owner are still those of `lease`
     /// (the counter is not a condition: a leader overrides a live owner, which learns it at
     /// its next write). Used by a leader, and by an outgoing owner completing a hand-off.
-    async fn assign_lease(&self, lease: &Lease, owner: &str)
-        -> Result<WriteOutcome, LeaseStoreError>;
+    async fn assign_lease(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError>;
 
     /// KCL 3.x graceful hand-off, started by the leader: `owner` becomes the owner and the
     /// current owner the `checkpointOwner`, the counter unchanged, if the owner is still that of

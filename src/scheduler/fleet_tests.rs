@@ -171,7 +171,14 @@ async fn a_3x_fleet_assigns_balances_by_hand_off_and_delivers_nothing_twice() {
     let store = InMemoryLeaseStore::new();
     let journal = Journal::default();
     produce(&stream, 80);
-    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let t1 = tokio::spawn(w1.run(std::future::pending()));
     until("w1 holds every lease and consumed everything", || {
         settled(&store, &[("w1", 4)]) && journal.distinct() == 80
@@ -186,14 +193,25 @@ async fn a_3x_fleet_assigns_balances_by_hand_off_and_delivers_nothing_twice() {
     assert_eq!(fleet.lock_item().map(|l| l.owner).as_deref(), Some("w1"));
     assert!(fleet.metrics().contains_key("w1"), "w1 reports metrics");
 
-    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let h2 = w2.handle();
     let t2 = tokio::spawn(w2.run(std::future::pending()));
     until("the leader hands two leases to w2", || {
         settled(&store, &[("w1", 2), ("w2", 2)]) && h2.held_shards().len() == 2
     })
     .await;
-    assert_eq!(journal.requested_of("w1"), 2, "w1's processors were asked to checkpoint");
+    assert_eq!(
+        journal.requested_of("w1"),
+        2,
+        "w1's processors were asked to checkpoint"
+    );
     produce(&stream, 80);
     until("everything consumed", || journal.distinct() == 160).await;
     assert_eq!(
@@ -218,10 +236,24 @@ async fn a_dead_leaders_lock_and_leases_are_taken_over() {
     let store = InMemoryLeaseStore::new();
     let journal = Journal::default();
     produce(&stream, 40);
-    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let t1 = tokio::spawn(w1.run(std::future::pending()));
     until("w1 leads", || settled(&store, &[("w1", 4)])).await;
-    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let t2 = tokio::spawn(w2.run(std::future::pending()));
     until("balanced", || settled(&store, &[("w1", 2), ("w2", 2)])).await;
     until("consumed", || journal.distinct() == 40).await;
@@ -245,14 +277,24 @@ async fn an_auto_worker_joins_a_3x_fleet_when_its_migration_item_appears() {
     let stream = InMemoryStream::new("s", 4);
     let store = InMemoryLeaseStore::new();
     let journal = Journal::default();
-    let w1 = worker("w1", ClientVersionConfig::Auto, &stream, &store, &journal, false);
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::Auto,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let t1 = tokio::spawn(w1.run(std::future::pending()));
     until("w1 takes every lease (leaderless)", || {
         settled(&store, &[("w1", 4)])
     })
     .await;
     assert_eq!(store.fleet().migration(), None, "Auto creates nothing");
-    assert!(store.fleet().metrics().is_empty(), "no metrics in a leaderless fleet");
+    assert!(
+        store.fleet().metrics().is_empty(),
+        "no metrics in a leaderless fleet"
+    );
     // A Java 3.x worker created the fleet's item (as CLIENT_VERSION_CONFIG_3X does).
     store.fleet().set_client_version(ClientVersion::V3x);
     until("w1 follows: reports metrics and leads", || {
@@ -260,7 +302,14 @@ async fn an_auto_worker_joins_a_3x_fleet_when_its_migration_item_appears() {
             && store.fleet().lock_item().is_some_and(|l| l.owner == "w1")
     })
     .await;
-    let w2 = worker("w2", ClientVersionConfig::Auto, &stream, &store, &journal, false);
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::Auto,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let t2 = tokio::spawn(w2.run(std::future::pending()));
     until("w2 is given leases by hand-off, never by stealing", || {
         settled(&store, &[("w1", 2), ("w2", 2)])
@@ -276,10 +325,24 @@ async fn a_hand_off_whose_processor_hangs_passes_on_after_the_timeout() {
     let stream = InMemoryStream::new("s", 2);
     let store = InMemoryLeaseStore::new();
     let journal = Journal::default();
-    let w1 = worker("w1", ClientVersionConfig::V3x, &stream, &store, &journal, true);
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        true,
+    );
     let t1 = tokio::spawn(w1.run(std::future::pending()));
     until("w1 holds both", || settled(&store, &[("w1", 2)])).await;
-    let w2 = worker("w2", ClientVersionConfig::V3x, &stream, &store, &journal, false);
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
     let h2 = w2.handle();
     let t2 = tokio::spawn(w2.run(std::future::pending()));
     until("a hand-off begins", || journal.requested_of("w1") == 1).await;
@@ -287,7 +350,10 @@ async fn a_hand_off_whose_processor_hangs_passes_on_after_the_timeout() {
     let key = journal.requested.lock()[0].1.clone();
     // Meanwhile the lease has one live owner: w1 (as checkpointOwner); w2 does not start it.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(!h2.held_shards().contains(&key), "w2 waits for the hand-off");
+    assert!(
+        !h2.held_shards().contains(&key),
+        "w2 waits for the hand-off"
+    );
     until("the lease passes on after the hand-off timeout", || {
         h2.held_shards().contains(&key)
     })

@@ -233,7 +233,13 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         let fleet = coordinator
             .store()
             .fleet_store(&config.application_name, &config.fleet)
-            .map(|store| Arc::new(Fleet::new(store, fleet_settings(&config), coordinator.clone())));
+            .map(|store| {
+                Arc::new(Fleet::new(
+                    store,
+                    fleet_settings(&config),
+                    coordinator.clone(),
+                ))
+            });
         let misconfigured = (fleet.is_none()
             && config.fleet.client_version_config != ClientVersionConfig::Auto)
             .then(|| ConfigError {
@@ -726,8 +732,8 @@ impl Shards {
 }
 
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod multi_tests;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod fleet_tests;

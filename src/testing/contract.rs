@@ -216,6 +216,151 @@ pub async fn run(store: &dyn LeaseStore, prefix: &str) {
     );
 
     multi_stream(store, prefix).await;
+    kcl_3x(store, prefix).await;
+}
+
+/// KCL 3.x: throughput on renewals, the leader's graceful hand-off and assignment, and the
+/// owner index.
+async fn kcl_3x(store: &dyn LeaseStore, prefix: &str) {
+    let key = format!("{prefix}shardId-3x");
+    let lease = Lease::new(&key, Checkpoint::TrimHorizon);
+    assert!(store.create_lease_if_not_exists(&lease).await.unwrap());
+    let taken = applied(store.take_lease(&lease, "a").await.unwrap(), "take");
+    let mut with_tp = taken.clone();
+    with_tp.throughput = crate::lease::Throughput::from_kbps(12.5);
+    let renewed = applied(store.renew_lease(&with_tp).await.unwrap(), "renew");
+    let read = store.get_lease(&key).await.unwrap().unwrap();
+    assert_eq!(read, renewed, "a renewal writes the throughput");
+    assert_eq!(read.throughput.map(|t| t.kbps()), Some(12.5));
+
+    // The leader starts a hand-off to b: owner b, checkpointOwner a, counter unchanged.
+    let mut wrong = read.clone();
+    wrong.owner = Some("x".into());
+    assert_eq!(
+        store.start_handoff(&wrong, "b").await.unwrap(),
+        WriteOutcome::Conflict,
+        "a hand-off from a worker that is not the owner"
+    );
+    let handing = applied(store.start_handoff(&read, "b").await.unwrap(), "hand-off");
+    assert_eq!(
+        (
+            handing.owner.as_deref(),
+            handing.checkpoint_owner.as_deref(),
+            handing.counter
+        ),
+        (Some("b"), Some("a"), read.counter),
+    );
+    assert_eq!(store.get_lease(&key).await.unwrap().unwrap(), handing);
+    assert_eq!(
+        store.start_handoff(&read, "c").await.unwrap(),
+        WriteOutcome::Conflict,
+        "a second hand-off while one is under way"
+    );
+    // The old owner's renewal fails on it (that is how it learns); knowing, it renews on.
+    assert_eq!(
+        store.renew_lease(&read).await.unwrap(),
+        WriteOutcome::Conflict,
+        "a renewal unaware of the hand-off"
+    );
+    let renewed = applied(
+        store.renew_lease(&handing).await.unwrap(),
+        "renew in hand-off",
+    );
+    assert_eq!(renewed.counter, handing.counter + 1);
+    // It checkpoints meanwhile (counter condition only); the hand-off stays.
+    let mut cp = renewed.clone();
+    cp.checkpoint = Checkpoint::sequence("9", 0).unwrap();
+    let cp = applied(
+        store.update_lease(&cp).await.unwrap(),
+        "checkpoint in hand-off",
+    );
+    let read = store.get_lease(&key).await.unwrap().unwrap();
+    assert_eq!(read, cp);
+    assert_eq!(read.checkpoint_owner.as_deref(), Some("a"));
+
+    // The owner index names b (it may lag the write a little).
+    let mut ready = false;
+    for _ in 0..60 {
+        if store.create_owner_index_if_not_exists().await.unwrap() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(ready, "the owner index became usable");
+    let mut found = false;
+    for _ in 0..50 {
+        let of_b = store.lease_keys_owned_by("b").await.unwrap();
+        if of_b.contains(&key) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "lease_keys_owned_by finds the lease assigned to b");
+    assert!(!store.lease_keys_owned_by("a").await.unwrap().contains(&key));
+
+    // The old owner completes the hand-off: owner b, no checkpointOwner, counter + 1, and no
+    // owner switch counted (as the Java KCL's assignLease).
+    let mut stale = read.clone();
+    stale.checkpoint_owner = None;
+    assert_eq!(
+        store.assign_lease(&stale, "b").await.unwrap(),
+        WriteOutcome::Conflict,
+        "an assignment expecting no hand-off"
+    );
+    let done = applied(
+        store.assign_lease(&read, "b").await.unwrap(),
+        "complete hand-off",
+    );
+    assert_eq!(
+        (
+            done.owner.as_deref(),
+            done.checkpoint_owner.as_deref(),
+            done.counter,
+            done.owner_switches_since_checkpoint
+        ),
+        (
+            Some("b"),
+            None,
+            read.counter + 1,
+            read.owner_switches_since_checkpoint
+        ),
+    );
+    assert_eq!(store.get_lease(&key).await.unwrap().unwrap(), done);
+    // A leader's assignment overrides a live owner whatever the counter, and counts a switch.
+    let mut old_counter = done.clone();
+    old_counter.counter = 0;
+    let moved = applied(
+        store.assign_lease(&old_counter, "c").await.unwrap(),
+        "assign",
+    );
+    assert_eq!(
+        (
+            moved.owner.as_deref(),
+            moved.counter,
+            moved.owner_switches_since_checkpoint
+        ),
+        (
+            Some("c"),
+            done.counter + 1,
+            done.owner_switches_since_checkpoint + 1
+        ),
+    );
+    assert_eq!(store.get_lease(&key).await.unwrap().unwrap(), moved);
+    // An unowned lease is assigned expecting no owner.
+    let released = applied(store.evict_lease(&moved).await.unwrap(), "evict");
+    assert_eq!(
+        store.assign_lease(&moved, "d").await.unwrap(),
+        WriteOutcome::Conflict,
+        "an assignment expecting an owner that left"
+    );
+    let assigned = applied(
+        store.assign_lease(&released, "d").await.unwrap(),
+        "assign unowned",
+    );
+    assert_eq!(assigned.owner.as_deref(), Some("d"));
+    store.delete_lease(&key).await.unwrap();
 }
 
 /// Multi-stream leases (the Java KCL's `streamName` and `shardId` attributes) keep their

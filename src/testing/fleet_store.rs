@@ -197,3 +197,11 @@ impl FleetStore for InMemoryFleetStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn in_memory_fleet_store_passes_the_contract() {
+        crate::testing::fleet_contract::run(&super::InMemoryFleetStore::new()).await;
+    }
+}

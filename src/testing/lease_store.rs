@@ -6,7 +6,8 @@ pub use crate::lease::LeaseOp;
 use crate::lease::{Lease, LeaseStore, LeaseStoreError, WriteOutcome};
 use crate::sync::Mutex;
 use crate::testing::observe::{
-    into_created, into_done, into_keys, into_ready, into_write, observe, Args, Call, FaultHooks, Outcome, Reply,
+    into_created, into_done, into_keys, into_ready, into_write, observe, Args, Call, FaultHooks,
+    Outcome, Reply,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -282,11 +283,15 @@ impl LeaseStore for InMemoryLeaseStore {
         into_write(LeaseOp::Assign, out)
     }
 
-    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+    async fn start_handoff(
+        &self,
+        lease: &Lease,
+        to: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
         let out = self
             .write(Args::StartHandoff(lease, to), |current| {
-                let current = current
-                    .filter(|c| c.owner == lease.owner && c.checkpoint_owner.is_none())?;
+                let current =
+                    current.filter(|c| c.owner == lease.owner && c.checkpoint_owner.is_none())?;
                 Some(current.handing_off_to(to))
             })
             .await;
@@ -313,7 +318,9 @@ impl LeaseStore for InMemoryLeaseStore {
     }
 
     async fn create_owner_index_if_not_exists(&self) -> Result<bool, LeaseStoreError> {
-        let out = self.faulty(Args::CreateIndex, || Ok(Reply::Ready(true))).await;
+        let out = self
+            .faulty(Args::CreateIndex, || Ok(Reply::Ready(true)))
+            .await;
         into_ready(out)
     }
 }

@@ -12,7 +12,7 @@
 //! | [`kpl_aggregate`], [`UserRecordSpec`], [`InMemoryStream::put_aggregate`] | KPL aggregates (the format `deaggregation` reads) for tests |
 //! | [`ObservedLeaseStore`], [`LeaseStoreHooks`] | one layer over any `LeaseStore`: count, audit, stall or fail calls |
 //! | [`FaultHooks`], [`CallCounter`] | ready-made hooks |
-//! | [`lease_store_contract`] | the checks every `LeaseStore` must pass (run it on your own backend) |
+//! | [`lease_store_contract`], [`fleet_store_contract`] | the checks every `LeaseStore` / `FleetStore` must pass (run them on your own backend) |
 //! | [`TestCoordinator`], [`sync_shards`], [`seed_thread_jitter`], [`lease_to_dynamodb_item`] | internals the simulation, benchmarks and integration tests drive directly |
 //!
 //! # Testing your processor
@@ -60,6 +60,7 @@
 
 pub(crate) mod contract;
 mod coordinator;
+pub(crate) mod fleet_contract;
 mod fleet_store;
 pub(crate) mod kpl;
 pub(crate) mod lease_store;
@@ -92,6 +93,12 @@ use crate::ShardSyncError;
 /// table. Both built-in stores pass it; run it against your own [`LeaseStore`].
 pub async fn lease_store_contract(store: &dyn LeaseStore, prefix: &str) {
     crate::testing::contract::run(store, prefix).await
+}
+
+/// Run every check of the fleet-store contract against `store` (a fleet without items yet),
+/// panicking with a message that names what diverged. Both built-in fleet stores pass it.
+pub async fn fleet_store_contract(store: &dyn crate::fleet::FleetStore) {
+    crate::testing::fleet_contract::run(store).await
 }
 
 /// Make the jitter of every retry backoff on this thread come from a generator seeded with

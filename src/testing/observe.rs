@@ -372,12 +372,21 @@ impl<H: LeaseStoreHooks> LeaseStore for ObservedLeaseStore<H> {
         lease: &Lease,
         owner: &str,
     ) -> Result<WriteOutcome, LeaseStoreError> {
-        let run = async { self.inner.assign_lease(lease, owner).await.map(Reply::Write) };
+        let run = async {
+            self.inner
+                .assign_lease(lease, owner)
+                .await
+                .map(Reply::Write)
+        };
         let args = Args::Assign(lease, owner);
         into_write(LeaseOp::Assign, self.observe(args, run).await)
     }
 
-    async fn start_handoff(&self, lease: &Lease, to: &str) -> Result<WriteOutcome, LeaseStoreError> {
+    async fn start_handoff(
+        &self,
+        lease: &Lease,
+        to: &str,
+    ) -> Result<WriteOutcome, LeaseStoreError> {
         let run = async { self.inner.start_handoff(lease, to).await.map(Reply::Write) };
         let args = Args::StartHandoff(lease, to);
         into_write(LeaseOp::StartHandoff, self.observe(args, run).await)

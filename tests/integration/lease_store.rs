@@ -184,3 +184,12 @@ async fn java_kcl_items_load_and_keep_their_extra_attributes() {
     assert_eq!(raw["entityType"], s("LEASE"));
     assert_eq!(raw["startingHashKey"], s("0"));
 }
+
+#[tokio::test]
+async fn dynamodb_fleet_store_passes_the_contract() {
+    let (store, _, table) = store().await;
+    let fleet = store
+        .fleet_store(&table, &kinesis_client::fleet::FleetConfig::default())
+        .expect("DynamoDbLeaseStore has a fleet store");
+    kinesis_client::testing::fleet_store_contract(fleet.as_ref()).await;
+}
