@@ -115,6 +115,7 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
         fan_out.retry_backoff = v;
     }
     b = b.fan_out(fan_out);
+    b = b.fleet(s.fleet.to_config());
     b.build().map_err(|e| MappingError {
         key: property_key(e.setting),
         message: e.message,

@@ -13,8 +13,10 @@
 //!   (e.g. `taskBackoffTimeMillis = 0`, `shutdownGraceMillis = 0`), and an error where it
 //!   cannot work (e.g. `failoverTimeMillis = 0`, `maxLeasesForWorker = 0`, `timeoutInSeconds = 0`).
 //! * **Unknown keys are warnings** naming the key and line (Java ignores them silently).
-//!   Keys the Java daemon knows but this implementation does not use (KCL 3.x
-//!   worker-utilisation assignment, ...) are listed in [`Parsed::ignored`].
+//!   Keys the Java daemon knows but this implementation does not use (KCL 3.x CPU-based
+//!   balancing, table creation options, ...) are listed in [`Parsed::ignored`].
+//! * **`clientVersionConfig` unset** follows the fleet's state and starts a new application
+//!   leaderless, creating nothing (Java starts it as a KCL 3.x fleet); see [`FleetSettings`].
 //! * **`retrievalMode`** follows Java: `FANOUT` reads by enhanced fan-out, `POLLING` polls,
 //!   and `DEFAULT` (or no key) polls when a polling key is set (`maxRecords`,
 //!   `idleTimeBetweenReadsInMillis`, `millisBehindLatestThresholdForReducedTps`,
@@ -38,6 +40,7 @@ use std::time::Duration;
 use crate::credentials::{parse_provider_list, redact_provider_list, CredentialsSpec};
 use crate::properties::{self, Entry, PropertiesError};
 
+pub use fleet::FleetSettings;
 use kinesis_client::config::InitialPositionError;
 use kinesis_client::telemetry::names::DIMENSIONS;
 /// `metricsLevel`.
@@ -228,6 +231,8 @@ pub struct DaemonSettings {
     pub fan_out: FanOutSettings,
     /// `metrics*` keys, `cloudWatch*` keys.
     pub metrics: MetricsSettings,
+    /// The KCL 3.x keys (`clientVersionConfig`, …).
+    pub fleet: FleetSettings,
 }
 
 impl DaemonSettings {
@@ -373,41 +378,38 @@ const IGNORED_KEYS: &[(&str, &str)] = &[
     ("ignoreUnexpectedChildShards", NOT_IMPLEMENTED),
     ("logWarningForTaskAfterMillis", NOT_IMPLEMENTED),
     ("maxListShardsRetryAttempts", NOT_IMPLEMENTED),
-    ("clientVersionConfig", KCL3),
-    ("migrateAllEntitiesToLeaseTable", KCL3),
-    ("tableMigrationCompleteBakeTimeSeconds", KCL3),
-    ("leaseAssignmentIntervalMillis", KCL3),
-    ("gracefulLeaseHandoffTimeoutMillis", KCL3),
-    ("isGracefulLeaseHandoffEnabled", KCL3),
-    ("inMemoryWorkerMetricsCaptureFrequencyMillis", KCL3),
-    ("workerMetricsReporterFreqInMillis", KCL3),
-    ("noOfPersistedMetricsPerWorkerMetrics", KCL3),
-    ("disableWorkerMetrics", KCL3),
-    ("maxThroughputPerHostKBps", KCL3),
-    ("dampeningPercentage", KCL3),
-    ("reBalanceThresholdPercentage", KCL3),
-    ("allowThroughputOvershoot", KCL3),
-    ("varianceBalancingFrequency", KCL3),
-    ("workerMetricsEMAAlpha", KCL3),
-    ("staleWorkerMetricsEntryCleanupDuration", KCL3),
-    ("workerMetricsTableName", KCL3),
-    ("workerMetricsBillingMode", KCL3),
-    ("workerMetricsReadCapacity", KCL3),
-    ("workerMetricsWriteCapacity", KCL3),
-    ("workerMetricsPointInTimeRecoveryEnabled", KCL3),
-    ("workerMetricsDeletionProtectionEnabled", KCL3),
-    ("workerMetricsTags", KCL3),
-    ("coordinatorStateTableName", KCL3),
-    ("coordinatorStateBillingMode", KCL3),
-    ("coordinatorStateReadCapacity", KCL3),
-    ("coordinatorStateWriteCapacity", KCL3),
-    ("coordinatorStatePointInTimeRecoveryEnabled", KCL3),
-    ("coordinatorStateDeletionProtectionEnabled", KCL3),
-    ("coordinatorStateTags", KCL3),
+    ("migrateAllEntitiesToLeaseTable", TABLE_MIGRATION),
+    ("tableMigrationCompleteBakeTimeSeconds", TABLE_MIGRATION),
+    ("inMemoryWorkerMetricsCaptureFrequencyMillis", UTILISATION),
+    ("noOfPersistedMetricsPerWorkerMetrics", UTILISATION),
+    ("disableWorkerMetrics", UTILISATION),
+    ("maxThroughputPerHostKBps", UTILISATION),
+    ("dampeningPercentage", UTILISATION),
+    ("reBalanceThresholdPercentage", UTILISATION),
+    ("allowThroughputOvershoot", UTILISATION),
+    ("varianceBalancingFrequency", UTILISATION),
+    ("workerMetricsEMAAlpha", UTILISATION),
+    ("staleWorkerMetricsEntryCleanupDuration", UTILISATION),
+    ("workerMetricsBillingMode", KCL3_TABLES),
+    ("workerMetricsReadCapacity", KCL3_TABLES),
+    ("workerMetricsWriteCapacity", KCL3_TABLES),
+    ("workerMetricsPointInTimeRecoveryEnabled", KCL3_TABLES),
+    ("workerMetricsDeletionProtectionEnabled", KCL3_TABLES),
+    ("workerMetricsTags", KCL3_TABLES),
+    ("coordinatorStateBillingMode", KCL3_TABLES),
+    ("coordinatorStateReadCapacity", KCL3_TABLES),
+    ("coordinatorStateWriteCapacity", KCL3_TABLES),
+    ("coordinatorStatePointInTimeRecoveryEnabled", KCL3_TABLES),
+    ("coordinatorStateDeletionProtectionEnabled", KCL3_TABLES),
+    ("coordinatorStateTags", KCL3_TABLES),
 ];
 const NO_EFFECT: &str = "no effect since KCL 2.x";
 const NOT_IMPLEMENTED: &str = "not implemented by this KCL";
-const KCL3: &str = "KCL 3.x lease-assignment feature, not implemented";
+const TABLE_MIGRATION: &str =
+    "KCL 3.5's move of the fleet's items into the lease table is not done by this KCL; it follows where they are";
+const UTILISATION: &str = "this KCL's leader balances by lease count and throughput, and its workers report no CPU metric (as Java workers outside EC2)";
+const KCL3_TABLES: &str =
+    "this KCL creates the KCL 3.x tables, when a new fleet needs them, with on-demand billing";
 /// Keys of the Java daemon's `PollingConfigBean`: setting one (non-zero) selects polling in
 /// `DEFAULT` mode.
 const POLLING_KEYS: &[&str] = &[
@@ -469,6 +471,13 @@ const KNOWN_KEYS: &[&str] = &[
     "cloudWatchEndpoint",
     "metricsPrometheusPort",
     "metricsPrometheusBindAddress",
+    "clientVersionConfig",
+    "coordinatorStateTableName",
+    "workerMetricsTableName",
+    "leaseAssignmentIntervalMillis",
+    "gracefulLeaseHandoffTimeoutMillis",
+    "isGracefulLeaseHandoffEnabled",
+    "workerMetricsReporterFreqInMillis",
 ];
 
 /// Collects typed values while walking the entries.
@@ -479,6 +488,7 @@ struct Builder<'a> {
     stream_name: Option<&'a Entry>,
     stream_arn: Option<&'a Entry>,
     multi: streams::MultiStreamKeys<'a>,
+    fleet: FleetSettings,
     table_name: Option<String>,
     worker_id: Option<String>,
     region_name: Option<&'a Entry>,
@@ -542,7 +552,7 @@ impl<'a> Builder<'a> {
         if POLLING_KEYS.contains(&key) && (nonzero || integer_key) {
             self.polling_keys.push(format!("{key} (line {})", e.line));
         }
-        if self.multi.apply(e)? {
+        if self.multi.apply(e)? || self.fleet.apply(e)? {
             return Ok(());
         }
         if key.starts_with("fanoutConfig.") && KNOWN_KEYS.contains(&key) {
@@ -872,6 +882,7 @@ impl<'a> Builder<'a> {
             stream_arn,
             streams: multi_streams,
             former_streams_leases_deletion_wait: self.multi.deletion_wait,
+            fleet: self.fleet,
             table_name: self.table_name,
             worker_id: self.worker_id,
             region_name: self.region_name.map(|e| e.value.trim().to_string()),
@@ -1072,6 +1083,7 @@ fn endpoint(e: &Entry) -> Result<String, SettingsError> {
     }
 }
 
+mod fleet;
 mod streams;
 #[cfg(test)]
 mod streams_tests;

@@ -346,7 +346,7 @@ fn unknown_keys_warn_with_line_and_suggestion() {
 #[test]
 fn ignored_keys_are_listed() {
     let p = parse(
-        "millisBehindLatestThresholdForReducedTps = 0\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.maxDescribeStreamSummaryRetries = 3\nclientVersionConfig = CLIENT_VERSION_CONFIG_3X\ncoordinatorStateTableName =\n",
+        "millisBehindLatestThresholdForReducedTps = 0\nvalidateSequenceNumberBeforeCheckpointing = true\nfanoutConfig.maxDescribeStreamSummaryRetries = 3\ndisableWorkerMetrics = true\ncoordinatorStateTableName =\n",
     );
     assert_eq!(
         p.ignored,
@@ -356,7 +356,7 @@ fn ignored_keys_are_listed() {
             "validateSequenceNumberBeforeCheckpointing (line 6: no effect since KCL 2.x)"
                 .to_string(),
             "fanoutConfig.maxDescribeStreamSummaryRetries (line 7: the stream ARN is looked up once, within the start-up retries)".to_string(),
-            "clientVersionConfig (line 8: KCL 3.x lease-assignment feature, not implemented)"
+            "disableWorkerMetrics (line 8: this KCL's leader balances by lease count and throughput, and its workers report no CPU metric (as Java workers outside EC2))"
                 .to_string(),
         ]
     );
@@ -598,8 +598,34 @@ leaseAssignmentIntervalMillis = 20000
                 .to_string()
         ]
     );
-    // 52 keys: 21 typed (workerId's quotes are kept, as in Java), 31 accepted but unused.
-    assert_eq!(p.ignored.len(), 31, "{:#?}", p.ignored);
+    // 52 keys: 28 typed (workerId's quotes are kept, as in Java), 24 accepted but unused.
+    assert_eq!(p.ignored.len(), 24, "{:#?}", p.ignored);
+    let fleet = &p.settings.fleet;
+    assert_eq!(
+        fleet.client_version_config,
+        Some(kinesis_client::fleet::ClientVersionConfig::CompatibleWith2x)
+    );
+    assert_eq!(
+        fleet.coordinator_state_table_name.as_deref(),
+        Some("MultiLangTest-CoordinatorState-CustomName")
+    );
+    assert_eq!(
+        fleet.worker_metrics_table_name.as_deref(),
+        Some("MultiLangTest-WorkerMetrics-CustomName")
+    );
+    assert_eq!(
+        fleet.graceful_lease_handoff_timeout,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(fleet.graceful_lease_handoff_enabled, Some(false));
+    assert_eq!(
+        fleet.worker_metrics_reporter_interval,
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        fleet.lease_assignment_interval,
+        Some(Duration::from_secs(20))
+    );
     assert_eq!(
         p.settings.metrics.buffer_time,
         Some(Duration::from_secs(10))
@@ -722,4 +748,55 @@ fn bad_metrics_values_name_the_key_and_line() {
     let p = parse("metricsEnabledDimensions = Operation,Shard\n");
     assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
     assert!(p.warnings[0].contains("Shard (known:"), "{:?}", p.warnings);
+}
+
+#[test]
+fn kcl_3x_keys_are_read_with_the_java_names_and_values() {
+    use kinesis_client::fleet::ClientVersionConfig;
+    for (value, expected) in [
+        ("CLIENT_VERSION_CONFIG_3X", ClientVersionConfig::V3x),
+        ("client_version_config_3x", ClientVersionConfig::V3x),
+        (
+            "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X",
+            ClientVersionConfig::CompatibleWith2x,
+        ),
+        (
+            "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X_PHASE1",
+            ClientVersionConfig::Auto,
+        ),
+    ] {
+        let p = parse(&format!("clientVersionConfig = {value}\n"));
+        assert_eq!(
+            p.settings.fleet.client_version_config,
+            Some(expected),
+            "{value}"
+        );
+        assert!(p.ignored.is_empty() && p.warnings.is_empty(), "{p:?}");
+    }
+    let unset = parse("").settings.fleet.to_config();
+    assert_eq!(unset, kinesis_client::fleet::FleetConfig::default());
+    assert_eq!(unset.client_version_config, ClientVersionConfig::Auto);
+    match err("clientVersionConfig = CLIENT_VERSION_4X\n") {
+        SettingsError::InvalidValue {
+            key,
+            line,
+            expected,
+            ..
+        } => {
+            assert_eq!((key.as_str(), line), ("clientVersionConfig", 5));
+            assert!(expected.contains("CLIENT_VERSION_CONFIG_3X"), "{expected}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "gracefulLeaseHandoffTimeoutMillis = 0\n",
+        "leaseAssignmentIntervalMillis = soon\n",
+        "isGracefulLeaseHandoffEnabled = maybe\n",
+        "coordinatorStateTableName = a\n",
+    ] {
+        assert!(
+            matches!(err(bad), SettingsError::InvalidValue { .. }),
+            "{bad}"
+        );
+    }
 }
