@@ -131,11 +131,23 @@ impl WorkerMetricStats {
     }
 }
 
-/// Epoch milliseconds now (wall clock).
+/// Epoch milliseconds now: the wall clock when the process first asked, advanced by tokio's
+/// monotonic clock since. Rows' `lut` and the leader's freshness checks compare wall clocks
+/// across hosts (as the Java KCL's do); anchoring on the monotonic clock keeps a worker's own
+/// readings steady when its system clock is stepped, and lets tests with paused tokio time age
+/// metrics rows.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    static ANCHOR: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = *ANCHOR.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        (wall, tokio::time::Instant::now().into_std())
+    });
+    let since = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(at);
+    wall + u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A fleet-state operation failed (a lost condition is not an error: the methods answer
