@@ -39,6 +39,13 @@ Environment:
   KCL_SAMPLE_SKIP_BATCH_CHECKPOINT=1
                                do not checkpoint after each batch (only at shard end and when a
                                shutdown is requested), to show what those checkpoints do.
+  KCL_SAMPLE_WORKER=<id>       name the worker (no spaces) and time-stamp the output, so that
+                               several daemons can share one output file (fleet tests). Adds,
+                               only when set: `<id> <unixMs>` at the end of `#initialize`; a
+                               line `#batch <shardId> <pid> <unixMs> <n>` written together with
+                               (right before) the n record lines of each batch; `<pid> <unixMs>`
+                               at the end of `#lease_lost`, `#shard_ended` and
+                               `#shutdown_requested`; `<unixMs>` at the end of `#exit`.
 
 stdout is the protocol channel: log to stderr only.
 """
@@ -56,6 +63,7 @@ CRASH_AFTER = int(os.environ.get("KCL_SAMPLE_CRASH_AFTER") or 0)
 CRASH_MARKER = os.environ.get("KCL_SAMPLE_CRASH_MARKER") or (OUTPUT + ".crashed" if OUTPUT else None)
 BATCH_DELAY = int(os.environ.get("KCL_SAMPLE_BATCH_DELAY_MS") or 0) / 1000.0
 SKIP_BATCH_CHECKPOINT = os.environ.get("KCL_SAMPLE_SKIP_BATCH_CHECKPOINT") == "1"
+WORKER = os.environ.get("KCL_SAMPLE_WORKER") or None
 THROTTLE_RETRIES = 5
 
 
@@ -71,6 +79,15 @@ def append(lines):
             data = data[written:]
     finally:
         os.close(fd)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def stamp():
+    """` <pid> <unixMs>` for event lines when KCL_SAMPLE_WORKER is set, else nothing."""
+    return " {} {}".format(os.getpid(), now_ms()) if WORKER else ""
 
 
 def log(message):
@@ -100,7 +117,10 @@ class RecordingProcessor(processor.RecordProcessorBase):
         # The shard's stream: kcl-multilang names it in the environment of every child.
         self.stream = os.environ.get("KCL_STREAM_NAME", "-")
         log("[{}] initialize at {} on stream {}".format(self.shard_id, initialize_input.sequence_number, self.stream))
-        append(["#initialize {} {} {} {}".format(self.shard_id, initialize_input.sequence_number, os.getpid(), self.stream)])
+        line = "#initialize {} {} {} {}".format(self.shard_id, initialize_input.sequence_number, os.getpid(), self.stream)
+        if WORKER:
+            line += " {} {}".format(WORKER, now_ms())
+        append([line])
 
     def checkpoint(self, checkpointer, sequence_number=None, sub_sequence_number=None):
         """Checkpoints, retrying throttling; True on success."""
@@ -121,7 +141,10 @@ class RecordingProcessor(processor.RecordProcessorBase):
         records = process_records_input.records
         if not records:
             return
-        append(["{} {} {}".format(self.shard_id, r.sequence_number, r.data) for r in records])
+        lines = ["{} {} {}".format(self.shard_id, r.sequence_number, r.data) for r in records]
+        if WORKER:
+            lines.insert(0, "#batch {} {} {} {}".format(self.shard_id, os.getpid(), now_ms(), len(records)))
+        append(lines)
         self.recorded += len(records)
         if CRASH_AFTER and self.recorded >= CRASH_AFTER and claim_crash():
             append(["#crash {} {}".format(self.shard_id, os.getpid())])
@@ -136,21 +159,21 @@ class RecordingProcessor(processor.RecordProcessorBase):
 
     def lease_lost(self, lease_lost_input):
         log("[{}] lease lost".format(self.shard_id))
-        append(["#lease_lost {}".format(self.shard_id)])
+        append(["#lease_lost {}{}".format(self.shard_id, stamp())])
 
     def shard_ended(self, shard_ended_input):
         if self.checkpoint(shard_ended_input.checkpointer):
             log("[{}] shard ended".format(self.shard_id))
-            append(["#shard_ended {}".format(self.shard_id)])
+            append(["#shard_ended {}{}".format(self.shard_id, stamp())])
 
     def shutdown_requested(self, shutdown_requested_input):
         if self.checkpoint(shutdown_requested_input.checkpointer):
             log("[{}] shutdown requested; checkpointed".format(self.shard_id))
-            append(["#shutdown_requested {}".format(self.shard_id)])
+            append(["#shutdown_requested {}{}".format(self.shard_id, stamp())])
 
 
 if __name__ == "__main__":
     recording = RecordingProcessor()
     kcl.KCLProcess(recording).run()
     # run() returns when the daemon closes stdin.
-    append(["#exit {} {}".format(recording.shard_id, os.getpid())])
+    append(["#exit {} {}{}".format(recording.shard_id, os.getpid(), " {}".format(now_ms()) if WORKER else "")])

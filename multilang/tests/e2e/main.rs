@@ -16,6 +16,7 @@ mod harness;
 mod child_failures;
 mod fan_out;
 mod graceful_shutdown;
+mod java_fleet;
 mod kclpy_sample;
 mod kpl;
 mod metrics;
