@@ -6,6 +6,7 @@
 
 use crate::counting::{counting, CountingStore};
 use crate::noop::NoopProcessor;
+use kinesis_client::fleet::{ClientVersionConfig, FleetConfig};
 use kinesis_client::lease::LeaseStore;
 use kinesis_client::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
 use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
@@ -17,11 +18,13 @@ use tokio::time::Instant;
 
 /// A batch hook that logs each delivery to worker `worker`'s processors into `log`.
 pub fn delivery_hook(log: Arc<Mutex<Vec<Delivery>>>, worker: usize) -> crate::noop::BatchHook {
-    Arc::new(move |shard: &str, _: &[kinesis_client::Record]| {
+    Arc::new(move |shard: &str, records: &[kinesis_client::Record]| {
         log.lock().unwrap().push(Delivery {
             at: Instant::now(),
             worker,
             shard: shard.to_string(),
+            first: records.first().map(|r| r.sequence_number.to_string()),
+            records: records.len(),
         });
     })
 }
@@ -35,6 +38,11 @@ pub struct Delivery {
     pub worker: usize,
     /// Which shard.
     pub shard: String,
+    /// The sequence number of its first record (a batch that starts where a batch delivered
+    /// before started repeats it: a duplicate delivery).
+    pub first: Option<String>,
+    /// How many records.
+    pub records: usize,
 }
 
 /// How to build the fleet.
@@ -54,6 +62,8 @@ pub struct ClusterSpec {
     pub count_calls: bool,
     /// Every lease-store call takes this long (tokio time), as a round trip to DynamoDB would.
     pub store_latency: Option<Duration>,
+    /// The protocol: leaderless (`Auto`, the default) or a KCL 3.x fleet (`V3x`).
+    pub fleet: ClientVersionConfig,
 }
 
 struct Worker {
@@ -137,6 +147,7 @@ impl Cluster {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(self.spec.failover_time)
             .rng_seed(Some(self.spec.seed * 1000 + i as u64))
+            .fleet(FleetConfig::default().with_client_version_config(self.spec.fleet))
             .build()
             .expect("config");
         let hook = delivery_hook(self.log.clone(), i);
@@ -154,6 +165,20 @@ impl Cluster {
             task: Some(task),
             handle,
         }
+    }
+
+    /// Start one more worker (the next index); returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let w = self.spawn_worker(i);
+        self.workers.push(w);
+        i
+    }
+
+    /// The index of the KCL 3.x fleet's leader, if one leads.
+    pub fn leader(&self) -> Option<usize> {
+        let owner = self.store.fleet().lock_item()?.owner;
+        owner.strip_prefix('w')?.parse().ok()
     }
 
     /// Leases held per worker id, from the table.
@@ -177,6 +202,11 @@ impl Cluster {
         held == self.spec.shards
             && owners.len() == live
             && owners.values().all(|&n| n >= lo && n <= hi)
+            && self
+                .store
+                .snapshot()
+                .values()
+                .all(|l| l.checkpoint_owner.is_none())
     }
 
     /// Wait (tokio time) until [`Cluster::balanced`], checking every 100 ms; false on timeout.

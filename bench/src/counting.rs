@@ -9,8 +9,8 @@ use kinesis_client::testing::{lease_to_dynamodb_item, CallCounter, LeaseOp, Obse
 use std::sync::Arc;
 
 /// The counted methods, in [`Counts`] order.
-pub const METHODS: [&str; 10] = {
-    let mut names = [""; 10];
+pub const METHODS: [&str; LeaseOp::ALL.len()] = {
+    let mut names = [""; LeaseOp::ALL.len()];
     let mut i = 0;
     while i < names.len() {
         names[i] = LeaseOp::ALL[i].method_name();
@@ -20,7 +20,7 @@ pub const METHODS: [&str; 10] = {
 };
 
 /// Calls per method, indexed like [`METHODS`].
-pub type Counts = [u64; 10];
+pub type Counts = [u64; LeaseOp::ALL.len()];
 
 /// Counts calls, then delegates: the testing kit's observing layer with a call counter.
 pub type CountingStore = ObservedLeaseStore<CallCounter>;

@@ -39,6 +39,7 @@ pub fn simulated_run(seed: u64, failover: Duration, workers: usize, shards: usiz
             seed,
             count_calls: false,
             store_latency: None,
+            fleet: Default::default(),
         });
         assert!(
             cluster.wait_balanced(failover * 60).await,

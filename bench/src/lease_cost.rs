@@ -53,6 +53,7 @@ pub fn measure(workers: usize, leases: usize, busy: bool, window: Duration) -> M
             seed: 42,
             count_calls: true,
             store_latency: None,
+            fleet: Default::default(),
         });
         assert!(
             cluster.wait_balanced(Duration::from_secs(1200)).await,

@@ -15,6 +15,7 @@
 //! | 7. scale | [`scale`] | nothing (in-memory, paused time) |
 //! | 8. KPL de-aggregation | [`deaggregation`] | nothing (one thread, pure function) |
 //! | 9. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
+//! | 10. KCL 3.x mode: failover and balance | [`fleet3x`] | nothing (in-memory, paused time) |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5 and 6 ([`services`]).
@@ -24,6 +25,7 @@ pub mod counting;
 pub mod deaggregation;
 pub mod e2e;
 pub mod failover;
+pub mod fleet3x;
 pub mod footprint;
 pub mod lease_cost;
 pub mod machine;

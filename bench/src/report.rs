@@ -146,7 +146,7 @@ pub fn document(
     let mut out = String::new();
     out.push_str(header.trim_end());
     out.push_str("\n\n");
-    for n in 1..=9u8 {
+    for n in 1..=10u8 {
         if let Some(s) = sections.iter().find(|s| s.number == n) {
             out.push_str(&s.to_markdown());
         } else if let Some(old) = previous.and_then(|p| find_section(p, n)) {

@@ -100,6 +100,7 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
             seed: 7,
             count_calls: true,
             store_latency: Some(STORE_LATENCY),
+            fleet: Default::default(),
         });
         let mut first_record = None;
         let mut balanced = None;

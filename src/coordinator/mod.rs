@@ -691,6 +691,27 @@ impl LeaseCoordinator {
                             st.confirmed(cur.clone(), started);
                             return Ok(cur);
                         }
+                        // A leader started a hand-off of this lease (KCL 3.x): the checkpoint
+                        // goes on (the old owner checkpoints until it passes the lease on), and
+                        // the processor is asked to finish.
+                        Some(cur)
+                            if !st.lease.is_in_handoff()
+                                && cur.checkpoint_owner.as_deref() == Some(me)
+                                && cur.owner.as_deref() != Some(me)
+                                && (cur.counter == st.lease.counter || st.explains(&cur, me))
+                                && retry.retry_now() =>
+                        {
+                            st.lease = cur.clone();
+                            st.unconfirmed = 0;
+                            self.handoff_started(
+                                key,
+                                &tenure,
+                                cur.owner.as_deref().unwrap_or_default(),
+                            );
+                            desired = cur;
+                            change(&mut desired);
+                            desired.counter = st.lease.counter;
+                        }
                         // Our tenure ended while this write was in flight (lost, expired,
                         // or the lease was taken back by this worker under a new tenure,
                         // which names this worker too): the counter moved for the new

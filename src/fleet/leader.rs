@@ -53,6 +53,17 @@ impl LeaderLock {
             .is_some_and(|(l, at)| at.elapsed() < l.lease_duration)
     }
 
+    /// Whether the lock of another worker looks abandoned: this worker has seen its version
+    /// unchanged for more than two heartbeat periods (a live leader changes it every period),
+    /// or there is no lock at all. Not yet enough to take it.
+    pub(crate) fn holder_looks_gone(&self) -> bool {
+        match (&self.held, &self.watched) {
+            (Some(_), _) => false,
+            (None, Some((_, at))) => at.elapsed() > self.heartbeat * 2,
+            (None, None) => true,
+        }
+    }
+
     /// The current holder as last seen, if any.
     pub(crate) fn holder(&self) -> Option<&str> {
         match (&self.held, &self.watched) {
@@ -94,7 +105,10 @@ impl LeaderLock {
         let current = self.store.lock().await?;
         let now = Instant::now();
         let stale = match current {
-            None => None,
+            None => {
+                self.watched = None;
+                None
+            }
             Some(item) if item.owner == self.worker_id => {
                 // Left by an earlier process with this worker id: it is ours to take over.
                 Some(item.record_version)

@@ -11,7 +11,7 @@ use crate::lease::{Lease, LeaseStoreError, WriteOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,8 @@ struct Seen {
 struct Leadership {
     lock: LeaderLock,
     seen: BTreeMap<String, Seen>,
+    /// When `seen` was last updated.
+    observed_at: Option<Instant>,
     leading: bool,
 }
 
@@ -97,6 +99,8 @@ pub(crate) struct Fleet {
     version: watch::Sender<Option<ClientVersion>>,
     leadership: Mutex<Leadership>,
     left: CancellationToken,
+    /// Wakes the assignment loop (this worker just became leader).
+    assign_now: Notify,
 }
 
 impl Fleet {
@@ -119,9 +123,11 @@ impl Fleet {
             leadership: Mutex::new(Leadership {
                 lock,
                 seen: BTreeMap::new(),
+                observed_at: None,
                 leading: false,
             }),
             left: CancellationToken::new(),
+            assign_now: Notify::new(),
         }
     }
 
@@ -257,17 +263,40 @@ impl Fleet {
         }
     }
 
-    /// Follow the fleet until `stop`: re-read its version, write metrics, elect a leader and,
-    /// leading, assign leases.
+    /// Follow the fleet until `stop`: re-read its version and write metrics; in a 3.x fleet,
+    /// keep or seek the leader lock and, leading, assign leases. The lock has its own loop, so
+    /// that a long assignment round never delays a heartbeat.
     pub(crate) async fn run(&self, stop: CancellationToken) {
+        tokio::join!(
+            self.follow_loop(&stop),
+            self.lock_loop(&stop),
+            self.assignment_loop(&stop)
+        );
+        let mut l = self.leadership.lock().await;
+        l.lock.release().await;
+        l.leading = false;
+    }
+
+    /// Whether this worker takes part in leader election now.
+    fn in_3x(&self) -> bool {
+        self.client_version()
+            .as_ref()
+            .is_some_and(ClientVersion::is_3x)
+            && !self.left.is_cancelled()
+    }
+
+    /// Re-read the fleet's version every `check_interval`; write the metrics row every
+    /// reporting period.
+    async fn follow_loop(&self, stop: &CancellationToken) {
         let s = &self.settings;
-        let now = Instant::now();
-        let mut next_check = now + s.config.check_interval;
-        let mut next_metrics = now + s.config.worker_metrics_reporter_interval;
-        let mut next_leader = now;
-        let mut next_assign = now;
-        let mut versions = self.version.subscribe();
+        let mut next_check = Instant::now() + s.config.check_interval;
+        let mut next_metrics = Instant::now() + s.config.worker_metrics_reporter_interval;
         loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next_check.min(next_metrics)) => {}
+            }
             let now = Instant::now();
             if now >= next_check {
                 match self.store.migration_state().await {
@@ -282,48 +311,64 @@ impl Fleet {
                 }
                 next_check = Instant::now() + s.config.check_interval;
             }
-            let version = self.client_version();
             if now >= next_metrics {
-                if version.as_ref().is_some_and(ClientVersion::reports_metrics) {
+                if self
+                    .client_version()
+                    .as_ref()
+                    .is_some_and(ClientVersion::reports_metrics)
+                    && !self.left.is_cancelled()
+                {
                     self.report_metrics().await;
                 }
                 next_metrics = Instant::now() + s.config.worker_metrics_reporter_interval;
             }
-            if version.as_ref().is_some_and(ClientVersion::is_3x) && !self.left.is_cancelled() {
-                if now >= next_leader {
-                    let became = self.check_leadership().await;
-                    next_leader = Instant::now() + s.heartbeat();
-                    if became {
-                        next_assign = Instant::now();
-                    }
-                }
-                if Instant::now() >= next_assign {
-                    if self.leadership.lock().await.leading {
-                        if let Err(e) = self.assignment_round().await {
-                            tracing::warn!(error = %e, "lease assignment failed; will retry");
-                        }
-                    }
-                    next_assign = Instant::now() + s.assignment_interval();
-                }
-            }
-            let mut wake = next_check.min(next_metrics);
-            if self
-                .client_version()
-                .as_ref()
-                .is_some_and(ClientVersion::is_3x)
-                && !self.left.is_cancelled()
-            {
-                wake = wake.min(next_leader).min(next_assign);
+        }
+    }
+
+    /// Keep the leader lock (heartbeats) or watch it, every heartbeat period, in a 3.x fleet.
+    async fn lock_loop(&self, stop: &CancellationToken) {
+        let mut versions = self.version.subscribe();
+        loop {
+            if self.in_3x() && self.check_leadership().await {
+                self.assign_now.notify_one();
             }
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => return,
                 _ = versions.changed() => {}
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = tokio::time::sleep(self.settings.heartbeat()) => {}
             }
         }
-        let mut l = self.leadership.lock().await;
-        l.lock.release().await;
+    }
+
+    /// Leading, assign leases every assignment interval (and at once on becoming leader);
+    /// following a leader that looks gone (its lock unchanged for two heartbeats), observe the
+    /// leases already, so that on taking over this worker knows which expired.
+    async fn assignment_loop(&self, stop: &CancellationToken) {
+        loop {
+            if self.in_3x() {
+                let (leading, suspect) = {
+                    let l = self.leadership.lock().await;
+                    (l.leading, l.lock.holder_looks_gone())
+                };
+                let round = if leading {
+                    self.assignment_round().await
+                } else if suspect {
+                    self.observe_leases().await
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = round {
+                    tracing::warn!(error = %e, "lease assignment failed; will retry");
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = self.assign_now.notified() => {}
+                _ = tokio::time::sleep(self.settings.assignment_interval()) => {}
+            }
+        }
     }
 
     /// Check (or keep) the leader lock; true when this worker just became leader.
@@ -338,14 +383,30 @@ impl Fleet {
         };
         let became = leading && !l.leading;
         if became {
-            // A new leader's bookkeeping starts afresh: every owned lease counts as renewed now.
-            l.seen.clear();
+            // Observations of the leases made while the old leader looked gone carry over;
+            // older ones (or none) start afresh: every owned lease counts as renewed now.
+            let fresh = l
+                .observed_at
+                .is_some_and(|at| at.elapsed() <= self.settings.assignment_interval() * 2);
+            if !fresh {
+                l.seen.clear();
+            }
         }
         if !leading && l.leading {
             tracing::info!(worker_id = %self.settings.worker_id, "no longer the fleet's leader");
         }
         l.leading = leading;
         became
+    }
+
+    /// A follower's look at the leases while the leader looks gone: update the expiry
+    /// bookkeeping only.
+    async fn observe_leases(&self) -> Result<(), FleetError> {
+        let leases = self.coordinator.store().list_leases().await?;
+        let mut l = self.leadership.lock().await;
+        self.expired(&mut l.seen, &leases);
+        l.observed_at = Some(Instant::now());
+        Ok(())
     }
 
     /// One assignment round of the leader.
@@ -367,8 +428,25 @@ impl Fleet {
             if !l.leading {
                 return Ok(());
             }
+            l.observed_at = Some(Instant::now());
             self.expired(&mut l.seen, &leases)
         };
+        // A worker whose every lease expired is gone, whatever its metrics row says (a row
+        // stays fresh for twice the reporting period after its worker stopped): given leases,
+        // it would let them expire again. (The Java leader may assign to such a worker.)
+        let mut owned: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for l in &leases {
+            if let Some(o) = l.actual_owner() {
+                let e = owned.entry(o).or_default();
+                e.0 += 1;
+                e.1 += usize::from(expired.contains(&l.key));
+            }
+        }
+        live.retain(|w| {
+            owned
+                .get(w.as_str())
+                .is_none_or(|(n, gone)| *gone < *n || w == &s.worker_id)
+        });
         let plan = plan_assignments(&AssignmentInput {
             leases: &leases,
             expired: &expired,

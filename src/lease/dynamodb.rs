@@ -712,7 +712,12 @@ impl LeaseStore for DynamoDbLeaseStore {
     }
 
     async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
-        let (cond, expected) = Self::counter_condition(lease);
+        let (mut cond, expected) = Self::counter_condition(lease);
+        // As a renewal: a hand-off the leader started makes it fail, unless this worker knows
+        // of it (a lease checkpointed often is not renewed: its owner learns at a checkpoint).
+        if lease.checkpoint_owner.is_none() {
+            cond.push_str(" AND attribute_not_exists(#checkpointOwner)");
+        }
         let mut set = vec![
             "#counter = :new",
             "#checkpoint = :checkpoint",
@@ -778,6 +783,9 @@ impl LeaseStore for DynamoDbLeaseStore {
                 .expression_attribute_names("#endHash", attr::ENDING_HASH_KEY)
                 .expression_attribute_values(":startHash", s(r.start.to_string()))
                 .expression_attribute_values(":endHash", s(r.end.to_string()));
+        }
+        if lease.checkpoint_owner.is_none() {
+            req = req.expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER);
         }
         let mut expr = format!("SET {}", set.join(", "));
         if !remove.is_empty() {

@@ -316,7 +316,10 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
 
     /// Write the checkpoint fields of `lease` (checkpoint, pending checkpoint and state,
     /// owner switches, child shard ids when non-empty, hash range when known) and increment
-    /// the counter, if it is still `lease.counter`.
+    /// the counter, if it is still `lease.counter` and, as for [`renew_lease`](Self::renew_lease),
+    /// no hand-off has begun that `lease` does not know of (the Java KCL conditions a checkpoint
+    /// on the counter only; this library's owners renew a lease only when no checkpoint wrote it
+    /// lately, so a checkpoint is where they learn of a hand-off).
     async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
 
     /// Record the child shards of a lease, if it exists (the counter does not change).

@@ -267,7 +267,17 @@ async fn kcl_3x(store: &dyn LeaseStore, prefix: &str) {
         "renew in hand-off",
     );
     assert_eq!(renewed.counter, handing.counter + 1);
-    // It checkpoints meanwhile (counter condition only); the hand-off stays.
+    // A checkpoint unaware of the hand-off fails too (a lease checkpointed often is not
+    // renewed: the checkpoint is where its owner learns).
+    let mut unaware = read.clone();
+    unaware.counter = renewed.counter;
+    unaware.checkpoint = Checkpoint::sequence("8", 0).unwrap();
+    assert_eq!(
+        store.update_lease(&unaware).await.unwrap(),
+        WriteOutcome::Conflict,
+        "a checkpoint unaware of the hand-off"
+    );
+    // Aware of it, it checkpoints meanwhile; the hand-off stays.
     let mut cp = renewed.clone();
     cp.checkpoint = Checkpoint::sequence("9", 0).unwrap();
     let cp = applied(

@@ -223,7 +223,10 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn update_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError> {
         let out = self
             .write(Args::Update(lease), |current| {
-                let current = current.filter(|_| counter_matches(current, lease))?;
+                let current = current.filter(|c| {
+                    counter_matches(current, lease)
+                        && (c.checkpoint_owner.is_none() || lease.checkpoint_owner.is_some())
+                })?;
                 let mut new = current.clone();
                 new.counter += 1;
                 new.checkpoint = lease.checkpoint.clone();

@@ -34,17 +34,6 @@ pub struct FleetSettings {
     pub worker_metrics_reporter_interval: Option<std::time::Duration>,
 }
 
-/// The keys this module reads.
-pub(super) const KEYS: &[&str] = &[
-    "clientVersionConfig",
-    "coordinatorStateTableName",
-    "workerMetricsTableName",
-    "leaseAssignmentIntervalMillis",
-    "gracefulLeaseHandoffTimeoutMillis",
-    "isGracefulLeaseHandoffEnabled",
-    "workerMetricsReporterFreqInMillis",
-];
-
 impl FleetSettings {
     /// Read `e` if it is one of [`KEYS`]; `Ok(false)` if it is not.
     pub(super) fn apply(&mut self, e: &Entry) -> Result<bool, SettingsError> {
