@@ -87,6 +87,9 @@ struct Leadership {
     seen: BTreeMap<String, Seen>,
     /// When `seen` was last updated.
     observed_at: Option<Instant>,
+    /// Workers presumed gone (a lease of theirs expired), with the `lut` of their metrics row
+    /// then: they are given nothing until they write it again.
+    suspects: BTreeMap<String, u64>,
     leading: bool,
 }
 
@@ -124,6 +127,7 @@ impl Fleet {
                 lock,
                 seen: BTreeMap::new(),
                 observed_at: None,
+                suspects: BTreeMap::new(),
                 leading: false,
             }),
             left: CancellationToken::new(),
@@ -423,30 +427,39 @@ impl Fleet {
         if !self.left.is_cancelled() {
             live.insert(s.worker_id.clone());
         }
+        let lut: BTreeMap<&str, u64> = rows
+            .iter()
+            .map(|r| (r.worker_id.as_str(), r.last_update_s))
+            .collect();
         let expired = {
             let mut l = self.leadership.lock().await;
             if !l.leading {
                 return Ok(());
             }
             l.observed_at = Some(Instant::now());
-            self.expired(&mut l.seen, &leases)
-        };
-        // A worker whose every lease expired is gone, whatever its metrics row says (a row
-        // stays fresh for twice the reporting period after its worker stopped): given leases,
-        // it would let them expire again. (The Java leader may assign to such a worker.)
-        let mut owned: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        for l in &leases {
-            if let Some(o) = l.actual_owner() {
-                let e = owned.entry(o).or_default();
-                e.0 += 1;
-                e.1 += usize::from(expired.contains(&l.key));
+            let expired = self.expired(&mut l.seen, &leases);
+            // A worker one of whose leases expired is presumed gone until it writes its
+            // metrics row again: a row stays fresh for twice the reporting period after its
+            // worker stopped (the Java KCL does not delete it), and a gone worker given
+            // leases lets them expire again, one failover time each. (The Java leader may
+            // assign to such a worker.) The leases of a hand-off count for both its workers.
+            for lease in leases.iter().filter(|l| expired.contains(&l.key)) {
+                for w in [lease.checkpoint_owner.as_deref(), lease.owner.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| *w != s.worker_id)
+                {
+                    let mark = lut.get(w).copied().unwrap_or(0);
+                    if l.suspects.insert(w.to_string(), mark).is_none() {
+                        tracing::info!(leader = %s.worker_id, worker = %w, lease_key = %lease.key, "a lease of this worker expired: presumed gone until it writes its metrics row again");
+                    }
+                }
             }
-        }
-        live.retain(|w| {
-            owned
-                .get(w.as_str())
-                .is_none_or(|(n, gone)| *gone < *n || w == &s.worker_id)
-        });
+            l.suspects
+                .retain(|w, mark| lut.get(w.as_str()).is_some_and(|now| now <= mark));
+            live.retain(|w| !l.suspects.contains_key(w));
+            expired
+        };
         let plan = plan_assignments(&AssignmentInput {
             leases: &leases,
             expired: &expired,

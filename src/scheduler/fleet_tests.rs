@@ -366,3 +366,70 @@ async fn a_hand_off_whose_processor_hangs_passes_on_after_the_timeout() {
     t1.abort();
     t2.abort();
 }
+
+/// A dead worker's metrics row stays fresh for twice the reporting period (the Java KCL does not
+/// delete it either): the leader must not keep giving that worker leases it will never adopt.
+#[tokio::test(start_paused = true)]
+async fn a_dead_workers_fresh_metrics_row_gets_no_lease() {
+    let stream = InMemoryStream::new("s", 6);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    produce(&stream, 60);
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 leads", || settled(&store, &[("w1", 6)])).await;
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    let w3 = worker(
+        "w3",
+        ClientVersionConfig::V3x,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
+    let t3 = tokio::spawn(w3.run(std::future::pending()));
+    until("balanced over three", || {
+        settled(&store, &[("w1", 2), ("w2", 2), ("w3", 2)])
+    })
+    .await;
+    t3.abort();
+    let died = Instant::now();
+    // For the minute its row stays fresh, w3 is given no lease once its own expired.
+    let mut reassigned = false;
+    while died.elapsed() < Duration::from_secs(70) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let owners = owners(&store);
+        if !owners.contains_key("w3") {
+            reassigned = true;
+        } else {
+            assert!(
+                !reassigned,
+                "w3 was given a lease again after it died: {owners:?}"
+            );
+        }
+    }
+    assert!(reassigned, "w3's leases were never reassigned");
+    until("everything consumed", || journal.distinct() == 60).await;
+    assert!(
+        settled(&store, &[("w1", 3), ("w2", 3)]),
+        "{:?}",
+        owners(&store)
+    );
+    t1.abort();
+    t2.abort();
+}

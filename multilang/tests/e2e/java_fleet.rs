@@ -1207,6 +1207,8 @@ pub struct Report {
     /// From the last SIGTERM until the remaining workers owned every lease (set by scenarios
     /// that stop workers).
     pub takeover: Option<i64>,
+    /// Whether every joining worker owned a lease while the first ones still ran.
+    pub joiners_given_work: bool,
 }
 
 impl Report {
@@ -1925,6 +1927,7 @@ impl Fleet {
             figures: Vec::new(),
             settings: self.setup.settings.clone(),
             takeover: None,
+            joiners_given_work: false,
         }
     }
 
@@ -1950,46 +1953,96 @@ const EXIT_LIMIT: Duration = Duration::from_secs(90);
 /// Last stop until the remaining workers own every lease and delivered every record.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(330);
 
-/// Two Java workers start; once records flow on all 4 shards two more join; once those own a
-/// lease (or after [`JOIN_LIMIT`]) the first two get SIGTERM one after the other; then the
-/// remaining two must own every lease and deliver every record, and the producer stops. Returns
-/// the report (printed), with the scenario's figures; `extra` settings go to every worker
-/// after [`fleet_settings`].
-async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) -> Report {
+/// One side of a rolling migration: the kind of daemon, its two worker ids, and settings on
+/// top of [`fleet_settings`].
+pub struct Side {
+    pub kind: Kind,
+    pub ids: [&'static str; 2],
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl Side {
+    pub fn java(ids: [&'static str; 2]) -> Side {
+        Side {
+            kind: Kind::Java,
+            ids,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn rust(ids: [&'static str; 2]) -> Side {
+        Side {
+            kind: Kind::Rust,
+            ids,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: &str) -> Side {
+        self.extra.push((key, value.to_string()));
+        self
+    }
+}
+
+impl Fleet {
+    async fn start_side(&mut self, side: &Side) {
+        let base = fleet_settings();
+        self.setup.settings = base;
+        for (k, v) in &side.extra {
+            self.setup.settings.retain(|(key, _)| key != k);
+            self.setup.settings.push((k, v.clone()));
+        }
+        for id in side.ids {
+            match side.kind {
+                Kind::Java => self.start_java(id).await,
+                Kind::Rust => self.start_rust(id),
+            }
+        }
+    }
+}
+
+/// A rolling migration: the two workers of `old` start; once records flow on all 4 shards the
+/// two of `new` join; once those own a lease (or after [`JOIN_LIMIT`]) the first two get
+/// SIGTERM one after the other; then the remaining two must own every lease and deliver every
+/// record, and the producer stops. Returns the report (printed), with the scenario's figures.
+async fn roll_over(name: &str, old: Side, new: Side) -> Report {
     let wall = Instant::now();
     let mut fleet = Fleet::start(name, 4).await;
-    fleet.setup.settings.extend(extra);
     fleet.start_producer(RATE);
-    fleet.start_java("java-a").await;
-    fleet.start_java("java-b").await;
+    fleet.start_side(&old).await;
+    let [a, b] = old.ids;
     fleet
         .until(
             FIRST_RECORDS_LIMIT,
-            "java-a and java-b to deliver records of all 4 shards",
+            &format!("{a} and {b} to deliver records of all 4 shards"),
             |f| (f.recording().delivered_shards().len() == f.shards).then_some(()),
         )
         .await;
     fleet.mark("records delivered on all 4 shards");
 
-    let joiners = ["java-c", "java-d"];
-    fleet.start_java(joiners[0]).await;
-    fleet.start_java(joiners[1]).await;
+    let joiners = new.ids;
+    fleet.start_side(&new).await;
     let joined_at = unix_ms();
     let given_work = fleet.wait_for_work(&joiners, JOIN_LIMIT).await;
 
-    fleet.terminate("java-a", EXIT_LIMIT).await;
-    fleet.terminate("java-b", EXIT_LIMIT).await;
+    fleet.terminate(a, EXIT_LIMIT).await;
+    fleet.terminate(b, EXIT_LIMIT).await;
     let last_stop = fleet.runs.iter().filter_map(|r| r.sigterm).max().unwrap();
 
+    let [c, d] = joiners;
     fleet
         .until(
             TAKEOVER_LIMIT,
-            "java-c and java-d to own every lease (no hand-off in flight) and to deliver every \
-             record put so far",
+            &format!(
+                "{c} and {d} to own every lease (no hand-off in flight) and to deliver every \
+                 record put so far"
+            ),
             |f| (sample_all_owned_by(&f.latest(), &joiners) && f.all_put_delivered()).then_some(()),
         )
         .await;
-    fleet.mark("java-c and java-d own every lease and delivered every record");
+    fleet.mark(format!(
+        "{c} and {d} own every lease and delivered every record"
+    ));
     let puts = fleet.stop_producer().await;
     fleet
         .until(
@@ -2010,6 +2063,7 @@ async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) ->
         };
         report.figure(&format!("{id}: first lease"), figure);
     }
+    report.joiners_given_work = joiners.iter().all(|id| given_work[*id].is_some());
     report.figure(
         "joiners started -> both own a lease",
         given_work
@@ -2022,7 +2076,7 @@ async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) ->
     );
     let new_leader = report.timeline.leader_among(&joiners, last_stop);
     report.figure(
-        "last SIGTERM -> java-c/java-d hold the leader lock",
+        &format!("last SIGTERM -> {c}/{d} hold the leader lock"),
         new_leader
             .map(|(t, who)| format!("{} ({who})", secs(t - last_stop)))
             .unwrap_or_else(|| "never".into()),
@@ -2030,7 +2084,7 @@ async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) ->
     let takeover = report.timeline.all_owned_by(&joiners, last_stop);
     report.takeover = takeover.map(|t| t - last_stop);
     report.figure(
-        "last SIGTERM -> java-c/java-d own every lease",
+        &format!("last SIGTERM -> {c}/{d} own every lease"),
         takeover
             .map(|t| secs(t - last_stop))
             .unwrap_or_else(|| "never".into()),
@@ -2052,12 +2106,55 @@ async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) ->
     report.figure("owner changes per lease", changes.join(", "));
     report.figure("duplicates", report.duplicates.len());
     report.figure(
+        "duplicates after a planned move",
+        report
+            .duplicates
+            .iter()
+            .filter(|d| d.after_planned_move)
+            .count(),
+    );
+    report.figure(
         "leases per owner at the end",
         format!("{:?}", report.timeline.balance_at_end()),
     );
     report.figure("test wall time", secs(wall.elapsed().as_millis() as i64));
     report.print();
     report
+}
+
+/// Two Java workers of `roll_over`'s first side, two more Java workers joining.
+async fn roll_over_java_fleet(name: &str, extra: Vec<(&'static str, String)>) -> Report {
+    let mut old = Side::java(["java-a", "java-b"]);
+    let mut new = Side::java(["java-c", "java-d"]);
+    old.extra.extend(extra.iter().cloned());
+    new.extra.extend(extra);
+    roll_over(name, old, new).await
+}
+
+/// What every migration must show: nothing lost, order within each tenure, the joining side
+/// given work while the other still ran, no lease moving back and forth, no two live owners
+/// beyond one failover time, every lease with the remaining side, balanced (2 + 2).
+fn assert_migration(report: &Report, remaining: [&str; 2]) {
+    report.assert_none_lost();
+    report.assert_in_order();
+    report.assert_no_back_and_forth();
+    report.assert_no_long_overlap(FAILOVER_MS);
+    assert!(
+        report.joiners_given_work,
+        "the joining workers were given no lease while the others ran"
+    );
+    assert!(
+        report.takeover.is_some(),
+        "{remaining:?} never owned every lease"
+    );
+    let balance = report.timeline.balance_at_end();
+    for w in remaining {
+        assert_eq!(
+            balance.get(w),
+            Some(&2),
+            "not balanced at the end: {balance:?}"
+        );
+    }
 }
 
 /// The baseline: a Java-only fleet in native 3.x mode rolls over to new Java workers
@@ -2088,22 +2185,43 @@ async fn java_3x_fleet_rolls_over_to_new_java_workers() {
     );
 }
 
-/// The baseline with `shutdownGraceMillis = 30000` for the Java daemons: on SIGTERM they shut
-/// down gracefully (`shutdownRequested`, checkpoint) and the leader releases the lock. Opt-in
-/// (`--ignored`): it takes as long as the baseline and asserts less; it shows how much of the
-/// baseline's takeover time is the daemon's default of no shutdown grace. Measured once (before
-/// `shardSyncIntervalMillis` was lowered): the daemons exited 4.6 s and 10.7 s after SIGTERM,
-/// the lock item was gone at once and a remaining worker took it 28 s after the last SIGTERM
-/// (a follower caches "not leader" for 30 s), and owned every lease after 67.6 s (the stopped
-/// workers' metrics rows must age 60 s before the LAM stops counting them); 0 duplicates.
+/// Two Java workers in native 3.x mode; two `kcl-multilang` workers join (they follow the
+/// fleet's `Migration3.0` item into the 3.x protocol and are assigned leases by the Java
+/// leader, by hand-off); the Java workers are stopped one after the other (with a shutdown
+/// grace, so that they release the leader lock and checkpoint, as a rolling deploy does).
 #[tokio::test]
-#[ignore = "a 6-minute variant of the baseline: run with --ignored"]
-async fn java_3x_fleet_rolls_over_with_shutdown_grace() {
-    let report = roll_over_java_fleet(
-        "java3x-grace",
-        vec![("shutdownGraceMillis", "30000".into())],
-    )
-    .await;
-    report.assert_none_lost();
-    report.assert_in_order();
+async fn a_java_3x_fleet_moves_to_kcl_multilang() {
+    let old = Side::java(["java-a", "java-b"]).with("shutdownGraceMillis", "30000");
+    let new = Side::rust(["rust-c", "rust-d"]);
+    let report = roll_over("java-to-rust", old, new).await;
+    assert_migration(&report, ["rust-c", "rust-d"]);
+    let planned: Vec<_> = report
+        .duplicates
+        .iter()
+        .filter(|d| d.after_planned_move)
+        .collect();
+    assert!(
+        planned.is_empty(),
+        "records repeated by planned moves: {planned:#?}"
+    );
+}
+
+/// The other way: two `kcl-multilang` workers start a 3.x fleet
+/// (`clientVersionConfig = CLIENT_VERSION_CONFIG_3X`), two Java workers join and are assigned
+/// leases by our leader, ours are stopped one after the other.
+#[tokio::test]
+async fn a_kcl_multilang_3x_fleet_moves_to_java() {
+    let old = Side::rust(["rust-a", "rust-b"]);
+    let new = Side::java(["java-c", "java-d"]).with("shutdownGraceMillis", "30000");
+    let report = roll_over("rust-to-java", old, new).await;
+    assert_migration(&report, ["java-c", "java-d"]);
+    let planned: Vec<_> = report
+        .duplicates
+        .iter()
+        .filter(|d| d.after_planned_move)
+        .collect();
+    assert!(
+        planned.is_empty(),
+        "records repeated by planned moves: {planned:#?}"
+    );
 }
