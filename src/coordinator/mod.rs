@@ -767,13 +767,44 @@ impl LeaseCoordinator {
     /// Release every held lease (graceful shutdown): clear the owner so others take them at
     /// once instead of waiting for expiry. Tenures end.
     pub async fn release_all(&self) {
+        self.release_all_to(Vec::new()).await
+    }
+
+    /// Release every held lease (graceful shutdown), the `i`-th to `receivers[i]` when there
+    /// is one (a KCL 3.x fleet: assigned to a live worker, which finds it at its next
+    /// discovery, instead of waiting for the leader to assign it), else with no owner.
+    pub async fn release_all_to(&self, receivers: Vec<String>) {
         self.stop_taking();
         let slots = self.slots();
-        futures::future::join_all(
-            slots
-                .into_iter()
-                .map(|(key, tenure, state)| self.release_slot(key, tenure, state)),
-        )
+        let mut receivers = receivers.into_iter();
+        futures::future::join_all(slots.into_iter().map(|(key, tenure, state)| {
+            let to = receivers.next();
+            async move {
+                let st = state.lock().await;
+                if tenure.lost.is_cancelled() {
+                    return;
+                }
+                let passed = match to {
+                    Some(to) if self.handoff_target(&st.lease).is_none() => {
+                        match self.inner.store.assign_lease(&st.lease, &to).await {
+                            Ok(WriteOutcome::Applied(_)) => {
+                                tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease passed on");
+                                self.inner.metrics.released(1);
+                                true
+                            }
+                            _ => false,
+                        }
+                    }
+                    _ => false,
+                };
+                drop(st);
+                if passed {
+                    self.lose_quietly(&key, tenure.token);
+                } else {
+                    self.release_slot(key, tenure, state).await;
+                }
+            }
+        }))
         .await;
         self.publish();
     }

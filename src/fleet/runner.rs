@@ -242,8 +242,60 @@ impl Fleet {
     }
 
     /// Leave the fleet (graceful shutdown, before the leases are released): stop leading, and
-    /// delete this worker's metrics row so that no leader assigns it the released leases.
-    pub(crate) async fn leave(&self) {
+    /// delete this worker's metrics row so that no leader assigns it the released leases. In a
+    /// 3.x fleet, returns who should get this worker's `held` leases: live workers (a fresh
+    /// metrics row), the least loaded first, one name per lease; empty when there is none (the
+    /// leases are then released with no owner, for the leader to assign).
+    pub(crate) async fn leave(&self, held: usize) -> Vec<String> {
+        let receivers = self.receivers(held).await;
+        self.leave_quietly().await;
+        receivers
+    }
+
+    async fn receivers(&self, held: usize) -> Vec<String> {
+        if !self.in_3x() || held == 0 {
+            return Vec::new();
+        }
+        let (Ok(rows), Ok(leases)) = (
+            self.store.worker_metrics().await,
+            self.coordinator.store().list_leases().await,
+        ) else {
+            return Vec::new();
+        };
+        let now_s = now_ms() / 1000;
+        let suspects = self.leadership.lock().await.suspects.clone();
+        let mut load: BTreeMap<String, usize> = rows
+            .iter()
+            .filter(|r| {
+                r.worker_id != self.settings.worker_id
+                    && r.is_fresh(now_s, self.settings.metrics_max_age())
+                    && r.is_valid()
+                    && !suspects.contains_key(&r.worker_id)
+            })
+            .map(|r| (r.worker_id.clone(), 0))
+            .collect();
+        if load.is_empty() {
+            return Vec::new();
+        }
+        for l in leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
+            if let Some(n) = l.owner.as_deref().and_then(|o| load.get_mut(o)) {
+                *n += 1;
+            }
+        }
+        (0..held)
+            .map(|_| {
+                let w = load
+                    .iter()
+                    .min_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)))
+                    .map(|(w, _)| w.clone())
+                    .expect("not empty");
+                *load.get_mut(&w).expect("from the map") += 1;
+                w
+            })
+            .collect()
+    }
+
+    async fn leave_quietly(&self) {
         self.left.cancel();
         let mut l = self.leadership.lock().await;
         l.lock.release().await;

@@ -106,16 +106,28 @@ fn worker(
     journal: &Journal,
     hang_on_request: bool,
 ) -> Scheduler<impl RecordProcessorFactory> {
+    let fleet = FleetConfig {
+        check_interval: Duration::from_secs(2),
+        graceful_lease_handoff_timeout: Duration::from_secs(10),
+        ..FleetConfig::default().with_client_version_config(version)
+    };
+    worker_with(name, fleet, stream, store, journal, hang_on_request)
+}
+
+fn worker_with(
+    name: &str,
+    fleet: FleetConfig,
+    stream: &InMemoryStream,
+    store: &InMemoryLeaseStore,
+    journal: &Journal,
+    hang_on_request: bool,
+) -> Scheduler<impl RecordProcessorFactory> {
     let config = Config::builder("app", StreamRef::Name("s".into()))
         .worker_id(name)
         .failover_time(F)
         .initial_position(crate::InitialPosition::TrimHorizon)
         .rng_seed(Some(name.len() as u64))
-        .fleet(FleetConfig {
-            check_interval: Duration::from_secs(2),
-            graceful_lease_handoff_timeout: Duration::from_secs(10),
-            ..FleetConfig::default().with_client_version_config(version)
-        })
+        .fleet(fleet)
         .build()
         .unwrap();
     let (worker, journal) = (name.to_string(), journal.clone());
@@ -432,4 +444,46 @@ async fn a_dead_workers_fresh_metrics_row_gets_no_lease() {
     );
     t1.abort();
     t2.abort();
+}
+
+/// A worker of a 3.x fleet that stops gracefully passes its leases to live workers itself (they
+/// find them at their next discovery, a second later), instead of leaving them unowned until the
+/// leader's next assignment round.
+#[tokio::test(start_paused = true)]
+async fn a_stopping_worker_passes_its_leases_to_live_workers() {
+    let stream = InMemoryStream::new("s", 4);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    // The leader assigns only every 30 s: nothing but the stopping worker moves the leases.
+    let fleet = FleetConfig {
+        lease_assignment_interval: Some(Duration::from_secs(30)),
+        ..FleetConfig::default().with_client_version_config(ClientVersionConfig::V3x)
+    };
+    let w1 = worker_with("w1", fleet.clone(), &stream, &store, &journal, false);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 leads", || settled(&store, &[("w1", 4)])).await;
+    let w2 = worker_with("w2", fleet, &stream, &store, &journal, false);
+    let h2 = w2.handle();
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("balanced", || settled(&store, &[("w1", 2), ("w2", 2)])).await;
+    h2.request_shutdown();
+    t2.await.unwrap().unwrap();
+    assert!(
+        settled(&store, &[("w1", 4)]),
+        "w2's leases go straight to w1: {:?}",
+        owners(&store)
+    );
+    produce(&stream, 40);
+    let stopped = Instant::now();
+    until("w1 delivers every shard", || {
+        let d = journal.deliveries.lock();
+        d.iter().filter(|(w, ..)| w == "w1").map(|(_, s, _)| s).collect::<BTreeSet<_>>().len() == 4
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?}", stopped.elapsed());
+    assert!(
+        !store.fleet().metrics().contains_key("w2"),
+        "a worker that leaves deletes its metrics row"
+    );
+    t1.abort();
 }

@@ -444,10 +444,11 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             tracing::warn!(shards = ?shards.running.keys().collect::<Vec<_>>(), "graceful shutdown timed out; stopping the remaining processors");
             shards.tasks.shutdown().await;
         }
-        if let Some(fleet) = &self.fleet {
-            fleet.leave().await;
-        }
-        self.coordinator.release_all().await;
+        let receivers = match &self.fleet {
+            Some(fleet) => fleet.leave(self.coordinator.held().len()).await,
+            None => Vec::new(),
+        };
+        self.coordinator.release_all_to(receivers).await;
         stop.cancel();
         while background.join_next().await.is_some() {}
         tracing::info!("worker stopped");

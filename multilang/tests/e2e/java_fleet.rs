@@ -2225,3 +2225,20 @@ async fn a_kcl_multilang_3x_fleet_moves_to_java() {
         "records repeated by planned moves: {planned:#?}"
     );
 }
+
+/// A Java fleet in 2.x-compatible mode (`CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X`, the first
+/// step of the Java KCL's own 2.x → 3.x migration: its `Migration3.0` item says
+/// `CLIENT_VERSION_UPGRADE_FROM_2X`); `kcl-multilang` workers with the same properties join.
+/// They follow the item into the leaderless protocol (the Java workers run the 2.x lease
+/// taker in this mode) and write metrics rows (so the Java leader could flip the fleet to 3.x
+/// later); they take their share, and take over when the Java workers stop.
+#[tokio::test]
+async fn a_2x_compatible_java_fleet_moves_to_kcl_multilang() {
+    let compatible = "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X";
+    let old = Side::java(["java-a", "java-b"])
+        .with("clientVersionConfig", compatible)
+        .with("shutdownGraceMillis", "30000");
+    let new = Side::rust(["rust-c", "rust-d"]).with("clientVersionConfig", compatible);
+    let report = roll_over("compat-to-rust", old, new).await;
+    assert_migration(&report, ["rust-c", "rust-d"]);
+}
