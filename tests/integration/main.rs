@@ -14,5 +14,6 @@ mod java_pending;
 mod kpl;
 mod lease_store;
 mod multi_stream;
+mod single_table;
 mod stream_roundtrip;
 mod telemetry;
