@@ -103,7 +103,7 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
                     l.count < input.max_leases_for_worker
                         && (Some(**w) != previous || input.workers.len() == 1)
                 })
-                .min_by(|a, b| by_load(a, b))
+                .min_by(by_load)
                 .map(|(w, _)| w.to_string());
             let Some(to) = pick else { break };
             let l = load.get_mut(to.as_str()).expect("picked from the map");
@@ -122,14 +122,14 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
     for _ in 0..input.workers.len() {
         let Some((donor, dl)) = load
             .iter()
-            .max_by(|a, b| by_load(a, b))
+            .max_by(by_load)
             .map(|(w, l)| (*w, *l))
         else {
             break;
         };
         let Some((receiver, rl)) = load
             .iter()
-            .min_by(|a, b| by_load(a, b))
+            .min_by(by_load)
             .map(|(w, l)| (*w, *l))
         else {
             break;

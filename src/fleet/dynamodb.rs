@@ -364,7 +364,7 @@ fn numbers(map: &BTreeMap<String, Vec<f64>>) -> AttributeValue {
     AttributeValue::M(
         map.iter()
             .map(|(k, v)| {
-                let list = v.iter().map(|x| n(x)).collect();
+                let list = v.iter().map(n).collect();
                 (k.clone(), AttributeValue::L(list))
             })
             .collect(),
