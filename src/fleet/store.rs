@@ -154,6 +154,7 @@ pub(crate) fn now_ms() -> u64 {
 /// `false`).
 #[derive(Debug, thiserror::Error)]
 #[error("{table}: {operation} failed ({}): {cause}", .cause.kind())]
+#[non_exhaustive]
 pub struct FleetStoreError {
     /// The operation (the [`FleetStore`] method).
     pub operation: &'static str,
