@@ -120,18 +120,10 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
     // Balance: one move at a time between the extremes, each re-evaluated.
     let mut moved: BTreeSet<&str> = BTreeSet::new();
     for _ in 0..input.workers.len() {
-        let Some((donor, dl)) = load
-            .iter()
-            .max_by(by_load)
-            .map(|(w, l)| (*w, *l))
-        else {
+        let Some((donor, dl)) = load.iter().max_by(by_load).map(|(w, l)| (*w, *l)) else {
             break;
         };
-        let Some((receiver, rl)) = load
-            .iter()
-            .min_by(by_load)
-            .map(|(w, l)| (*w, *l))
-        else {
+        let Some((receiver, rl)) = load.iter().min_by(by_load).map(|(w, l)| (*w, *l)) else {
             break;
         };
         if dl.count < rl.count + 2 || rl.count >= input.max_leases_for_worker {

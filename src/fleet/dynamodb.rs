@@ -49,7 +49,20 @@ enum Layout {
     SingleTable,
 }
 
-/// The fleet items of one application in DynamoDB (see the [module](self) for the tables).
+/// The fleet items of one application in DynamoDB, in the tables and item formats of the Java
+/// KCL 3.x:
+///
+/// | item | legacy layout (KCL 3.0–3.4, and 3.5 in a fleet created by them) | single-table layout (KCL 3.5) |
+/// |---|---|---|
+/// | `Migration3.0` | `<app>-CoordinatorState`, key `key` | lease table, key `leaseKey` |
+/// | `Leader` (the lock) | `<app>-CoordinatorState`, key `key` | lease table, key `leaseKey` |
+/// | one metrics row per worker | `<app>-WorkerMetricStats`, key `wid` | lease table, key `leaseKey` = worker id |
+///
+/// Every item also carries `entityType` (`CLIENT_VERSION_MIGRATION`, `LEADER`,
+/// `WORKER_METRIC_STATS`), as KCL 3.5 writes it, so that lease scans skip it. The layout is
+/// the Java KCL 3.5's choice: legacy while `<app>-CoordinatorState` exists (unless its
+/// `TableMigration3.5` item says `COMPLETE`), else single-table. A fleet this library starts
+/// in 3.x mode gets the legacy tables, which every 3.x version of the Java KCL reads.
 #[derive(Debug)]
 pub struct DynamoDbFleetStore {
     client: aws_sdk_dynamodb::Client,

@@ -5,7 +5,7 @@
 //!
 //! * **Leaderless** (this library's own, and the Java KCL 2.x's): every worker scans the lease
 //!   table, takes expired and unowned leases and steals for balance
-//!   ([`LeaseCoordinator`](crate::coordinator::LeaseCoordinator)). A Java 3.x fleet in
+//!   (this library's own protocol). A Java 3.x fleet in
 //!   2.x-compatible mode (`CLIENT_VERSION_UPGRADE_FROM_2X`, `CLIENT_VERSION_2X`) runs it too.
 //! * **KCL 3.x** (`CLIENT_VERSION_3X`, `CLIENT_VERSION_3X_WITH_ROLLBACK`): one worker, the
 //!   leader, holds a lock item and assigns leases by writing their `leaseOwner`; workers never
@@ -122,7 +122,7 @@ impl fmt::Display for ClientVersion {
 pub enum ClientVersionConfig {
     /// Follow the fleet's `Migration3.0` item, and run the leaderless protocol while there is
     /// none (creating nothing). The worker checks the item every
-    /// [`fleet_check_interval`](crate::Config::fleet_check_interval) and joins a 3.x fleet as
+    /// [`FleetConfig::check_interval`] and joins a 3.x fleet as
     /// soon as one exists (a Java 3.x worker joined). The default.
     #[default]
     Auto,

@@ -166,6 +166,15 @@ pub struct FleetStoreError {
 }
 
 impl FleetStoreError {
+    /// `operation` on `table` failed with `cause` (for [`FleetStore`] implementations).
+    pub fn new(operation: &'static str, table: impl Into<String>, cause: Cause) -> Self {
+        FleetStoreError {
+            operation,
+            table: table.into(),
+            cause,
+        }
+    }
+
     /// Whether a retry may help.
     pub fn kind(&self) -> ErrorKind {
         self.cause.kind()

@@ -477,10 +477,19 @@ async fn a_stopping_worker_passes_its_leases_to_live_workers() {
     let stopped = Instant::now();
     until("w1 delivers every shard", || {
         let d = journal.deliveries.lock();
-        d.iter().filter(|(w, ..)| w == "w1").map(|(_, s, _)| s).collect::<BTreeSet<_>>().len() == 4
+        d.iter()
+            .filter(|(w, ..)| w == "w1")
+            .map(|(_, s, _)| s)
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 4
     })
     .await;
-    assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        stopped.elapsed()
+    );
     assert!(
         !store.fleet().metrics().contains_key("w2"),
         "a worker that leaves deletes its metrics row"
