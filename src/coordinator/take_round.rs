@@ -122,7 +122,7 @@ impl LeaseCoordinator {
     /// [`CoordinatorConfig::multi_stream`](super::CoordinatorConfig::multi_stream)), and of a
     /// multi-stream worker's tracked streams only. Leases of the other mode are reported once,
     /// as a warning.
-    pub(super) fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
+    pub(crate) fn of_this_mode(&self, leases: Vec<Lease>) -> Vec<Lease> {
         let multi = self.inner.config.multi_stream;
         let (ours, foreign): (Vec<Lease>, Vec<Lease>) = leases
             .into_iter()

@@ -28,6 +28,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ pub struct DynamoDbFleetStore {
     request_timeout: Duration,
     /// Decided once the fleet exists (a legacy table, or a fleet item in the lease table).
     layout: Mutex<Option<Layout>>,
+    /// Whether an access-denied answer for the coordinator-state table was logged.
+    denied_reported: AtomicBool,
 }
 
 impl DynamoDbFleetStore {
@@ -90,6 +93,7 @@ impl DynamoDbFleetStore {
             metrics_table: metrics_table.into(),
             request_timeout: crate::lease::dynamodb::DEFAULT_REQUEST_TIMEOUT,
             layout: Mutex::new(None),
+            denied_reported: AtomicBool::new(false),
         }
     }
 
@@ -157,7 +161,10 @@ impl DynamoDbFleetStore {
                     Layout::Legacy
                 })
             }
-            Err(e) if is_missing_table(&e) => {
+            Err(e) if is_missing_table(&e) || is_access_denied(&e) => {
+                if is_access_denied(&e) && !self.denied_reported.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(table = %self.coordinator_table, error = %e, "cannot read the KCL 3.x coordinator-state table (access denied): treating it as absent. If Java KCL 3.x workers share this application, allow GetItem, PutItem, UpdateItem, DeleteItem and Scan on it and on the worker-metrics table, or this worker cannot join their fleet");
+                }
                 let item = self
                     .get(
                         "migration_state",
@@ -267,6 +274,10 @@ impl DynamoDbFleetStore {
 
 fn is_missing_table(e: &FleetStoreError) -> bool {
     matches!(&e.cause, Cause::Aws(a) if a.is_resource_not_found())
+}
+
+fn is_access_denied(e: &FleetStoreError) -> bool {
+    matches!(&e.cause, Cause::Aws(a) if a.code() == Some("AccessDeniedException"))
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

@@ -468,7 +468,12 @@ impl Fleet {
     /// One assignment round of the leader.
     async fn assignment_round(&self) -> Result<(), FleetError> {
         let s = &self.settings;
-        let leases = self.coordinator.store().list_leases().await?;
+        // The leases this application processes: of its mode (single- or multi-stream) and,
+        // multi-stream, of its tracked streams (others, given to a worker, would never be
+        // adopted and would bounce between workers).
+        let leases = self
+            .coordinator
+            .of_this_mode(self.coordinator.store().list_leases().await?);
         let rows = self.store.worker_metrics().await?;
         let now_s = now_ms() / 1000;
         let mut live: BTreeSet<String> = rows
