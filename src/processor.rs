@@ -138,8 +138,11 @@ pub enum Shutdown<'a> {
     /// The lease went to another worker (or expired). No checkpoint is possible: the other
     /// worker resumes from the last checkpoint, so records after it are delivered again there.
     LeaseLost,
-    /// The worker is shutting down gracefully and still holds the lease: checkpoint now, and
-    /// the next owner resumes exactly there.
+    /// The worker still holds the lease and is about to let it go: it is shutting down
+    /// gracefully, the lease's stream left a multi-stream application, or (KCL 3.x fleets) the
+    /// fleet's leader is handing the lease to another worker. Checkpoint now: the next owner
+    /// resumes exactly there, and in a hand-off starts only after this returns (or after the
+    /// hand-off timeout, [`FleetConfig::graceful_lease_handoff_timeout`](crate::fleet::FleetConfig::graceful_lease_handoff_timeout)).
     Requested {
         /// Checkpoints while the lease is still held.
         checkpointer: &'a mut Checkpointer,
