@@ -529,6 +529,19 @@ impl LeaseCoordinator {
             .map_or(0, |s| s.bytes.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// This worker adopted `cur` as its view of the lease `key` (knowing of a hand-off before:
+    /// `knew`): if `cur` shows a hand-off this worker did not know of, start it. Every path that
+    /// adopts a stored lease goes through here: a write of ours that landed in spite of an
+    /// error can hide the leader's hand-off behind it (the next writes, aware of it, no longer
+    /// fail on it).
+    fn noticed_handoff(&self, key: &str, tenure: &LeaseTenure, knew: bool, cur: &Lease) {
+        if !knew {
+            if let Some(to) = self.handoff_target(cur) {
+                self.handoff_started(key, tenure, &to);
+            }
+        }
+    }
+
     /// A KCL 3.x leader started handing `key` (tenure `tenure`) to `to`: tell the consumer (its
     /// processor shuts down as requested and may checkpoint; the scheduler then completes the
     /// hand-off with [`LeaseCoordinator::release`]), and complete it anyway after the hand-off
@@ -688,7 +701,9 @@ impl LeaseCoordinator {
                     match cur {
                         // A retried attempt of this very checkpoint had landed.
                         Some(cur) if ours(&cur) => {
+                            let knew = st.lease.is_in_handoff();
                             st.confirmed(cur.clone(), started);
+                            self.noticed_handoff(key, &tenure, knew, &cur);
                             return Ok(cur);
                         }
                         // A leader started a hand-off of this lease (KCL 3.x): the checkpoint
@@ -725,8 +740,10 @@ impl LeaseCoordinator {
                             tracing::debug!(lease_key = key, counter = cur.counter, "checkpoint conflict was caused by our own unconfirmed write; writing again");
                             // Its start is unknown: expiry still counts from the last write we
                             // saw succeed.
+                            let knew = st.lease.is_in_handoff();
                             st.lease = cur.clone();
                             st.unconfirmed = 0;
+                            self.noticed_handoff(key, &tenure, knew, &cur);
                             desired = cur;
                             change(&mut desired);
                             desired.counter = st.lease.counter;

@@ -232,7 +232,9 @@ impl LeaseCoordinator {
                                 lease_key = key,
                                 "renew conflict was our own retried write"
                             );
-                            st.confirmed(cur, started);
+                            let knew = st.lease.is_in_handoff();
+                            st.confirmed(cur.clone(), started);
+                            self.noticed_handoff(key, tenure, knew, &cur);
                         }
                         None => self.lose(
                             key,

@@ -989,3 +989,51 @@ async fn a_take_answered_after_the_failover_time_is_not_adopted() {
     w.stop.cancel();
     w.task.await.unwrap();
 }
+
+/// A checkpoint that landed although it reported a timeout, with the leader's hand-off written
+/// right after it: the retry finds its own write (counter and checkpoint) and, with it, the
+/// hand-off. It must start the hand-off (the processor is asked to finish), not adopt the
+/// hand-off silently (its later writes, aware of it, would never fail on it again).
+#[tokio::test(start_paused = true)]
+async fn a_hand_off_behind_our_own_landed_checkpoint_is_noticed() {
+    struct LandThenTimeOut(std::sync::atomic::AtomicBool);
+    impl FaultInjector for LandThenTimeOut {
+        fn fault(&self, op: LeaseOp, _: Option<&str>) -> Option<Fault> {
+            (op == LeaseOp::Update && !self.0.swap(true, Ordering::SeqCst))
+                .then_some(Fault::TimeoutAfterApply)
+        }
+        fn timeout_wait(&self) -> Duration {
+            Duration::from_millis(50)
+        }
+    }
+    let store = store_with(1);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let key = "shardId-000000000000";
+    let tenure = a.coordinator.held()[key].clone();
+    store.set_fault_injector(Some(Arc::new(LandThenTimeOut(Default::default()))));
+    let cp = Checkpoint::sequence("7", 0).unwrap();
+    let write = {
+        let c = a.coordinator.clone();
+        let cp = cp.clone();
+        let token = tenure.token;
+        tokio::spawn(async move { c.update_lease(key, token, |l| l.checkpoint = cp.clone()).await })
+    };
+    // The checkpoint has landed and its answer is on its way to time out: the leader hands the
+    // lease to b.
+    assert!(wait_until(F, || store.snapshot()[key].checkpoint == cp)
+        .await
+        .is_some());
+    let now = store.snapshot()[key].clone();
+    store.set_fault_injector(None);
+    assert!(store.start_handoff(&now, "b").await.unwrap().applied().is_some());
+    let written = write.await.unwrap();
+    assert_eq!(written.expect("checkpoint refused").checkpoint, cp);
+    assert!(
+        tenure.handoff.is_cancelled(),
+        "the hand-off was adopted without telling the consumer"
+    );
+    assert!(!tenure.lost.is_cancelled());
+}
