@@ -232,6 +232,23 @@ impl SlotState {
         self.unconfirmed > 0 && cur.is_owned_by(me) && cur.counter == self.lease.counter + 1
     }
 
+    /// The lease's throughput since it was last measured, when at least a second passed:
+    /// `bytes` is the tenure's byte count now. Returns it with the new measurement mark (set it
+    /// in `measured` once a write carried it).
+    fn throughput(
+        &self,
+        bytes: u64,
+        now: Instant,
+    ) -> Option<(crate::lease::Throughput, (Instant, u64))> {
+        let (at, then) = self.measured;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        if secs < 1.0 {
+            return None;
+        }
+        let kbps = bytes.saturating_sub(then) as f64 / 1024.0 / secs;
+        crate::lease::Throughput::from_kbps(kbps).map(|t| (t, (now, bytes)))
+    }
+
     fn confirmed(&mut self, lease: Lease, started: Instant) {
         self.lease = lease;
         self.last_write.set(started);
@@ -361,6 +378,11 @@ impl LeaseCoordinator {
     /// Keys of the held leases now.
     pub fn held_keys(&self) -> BTreeSet<String> {
         self.inner.held.lock().keys().cloned().collect()
+    }
+
+    /// How this worker gets leases now.
+    pub fn protocol(&self) -> Protocol {
+        *self.inner.protocol.borrow()
     }
 
     /// Switch how this worker gets leases (the fleet's protocol changed). Held leases stay
@@ -675,12 +697,20 @@ impl LeaseCoordinator {
         let mut desired = st.lease.clone();
         change(&mut desired);
         desired.counter = st.lease.counter;
+        // A lease checkpointed often is not renewed: its checkpoints carry its throughput.
+        let measured = st.throughput(self.processed_bytes(key), Instant::now());
+        if let Some((t, _)) = measured {
+            desired.throughput = Some(t);
+        }
         let mut retry = CHECKPOINT_RETRY.start();
         loop {
             let started = Instant::now();
             match self.inner.store.update_lease(&desired).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease.clone(), started);
+                    if let Some((_, mark)) = measured {
+                        st.measured = mark;
+                    }
                     return Ok(lease);
                 }
                 Ok(WriteOutcome::Conflict) => {
@@ -803,14 +833,12 @@ impl LeaseCoordinator {
                 }
                 let passed = match to {
                     Some(to) if self.handoff_target(&st.lease).is_none() => {
-                        match self.inner.store.assign_lease(&st.lease, &to).await {
-                            Ok(WriteOutcome::Applied(_)) => {
-                                tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease passed on");
-                                self.inner.metrics.released(1);
-                                true
-                            }
-                            _ => false,
+                        let passed = self.assign_retrying(&st.lease, &to).await;
+                        if passed {
+                            tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease passed on");
+                            self.inner.metrics.released(1);
                         }
+                        passed
                     }
                     _ => false,
                 };
@@ -824,6 +852,54 @@ impl LeaseCoordinator {
         }))
         .await;
         self.publish();
+    }
+
+    /// KCL 3.x, as this worker stops: release (with no owner, for the leader to assign) the
+    /// leases assigned to it that it never adopted (assigned while it stopped).
+    pub async fn pass_on_unheld(&self) {
+        if self.protocol() != Protocol::Assigned {
+            return;
+        }
+        let Ok(keys) = self.inner.store.lease_keys_owned_by(self.worker_id()).await else {
+            return;
+        };
+        let held = self.held_keys();
+        for key in keys.into_iter().filter(|k| !held.contains(k)) {
+            if let Ok(Some(lease)) = self.inner.store.get_lease(&key).await {
+                if lease.owner.as_deref() == Some(self.worker_id()) && !lease.is_in_handoff() {
+                    if let Ok(WriteOutcome::Applied(_)) = self.inner.store.evict_lease(&lease).await
+                    {
+                        tracing::info!(worker_id = %self.worker_id(), lease_key = %key, "lease assigned while stopping released");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `assign_lease`, retried on throttling and timeouts (five attempts): a conflict after a
+    /// failed attempt that may have landed counts as done when the lease is `to`'s now.
+    async fn assign_retrying(&self, lease: &Lease, to: &str) -> bool {
+        let mut retry = CHECKPOINT_RETRY.start();
+        let mut unsure = false;
+        loop {
+            match self.inner.store.assign_lease(lease, to).await {
+                Ok(WriteOutcome::Applied(_)) => return true,
+                Ok(WriteOutcome::Conflict) => {
+                    return unsure
+                        && self.reread(&lease.key).await.is_some_and(|cur| {
+                            cur.owner.as_deref() == Some(to) && !cur.is_in_handoff()
+                        });
+                }
+                Err(e) if e.kind().is_retryable() && retry.may_retry() => {
+                    unsure |= e.kind() != crate::error::ErrorKind::Throttled;
+                    tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(lease_key = %lease.key, to, error = %e, "passing the lease on failed; the leader reassigns it when it expires");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Release the lease `key` if it is still held in tenure `token` (clear its owner, end the
@@ -849,17 +925,11 @@ impl LeaseCoordinator {
         }
         if let Some(to) = self.handoff_target(&st.lease) {
             // A hand-off: the lease goes to the worker the leader named.
-            match self.inner.store.assign_lease(&st.lease, &to).await {
-                Ok(WriteOutcome::Applied(_)) => {
-                    tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
-                    self.inner.metrics.released(1);
-                }
-                Ok(WriteOutcome::Conflict) => {
-                    tracing::info!(lease_key = %key, "lease had changed hands before the hand-off completed")
-                }
-                Err(e) => {
-                    tracing::warn!(lease_key = %key, error = %e, "completing the hand-off failed; the leader reassigns the lease when it expires")
-                }
+            if self.assign_retrying(&st.lease, &to).await {
+                tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
+                self.inner.metrics.released(1);
+            } else {
+                tracing::info!(lease_key = %key, "the hand-off did not complete (the lease changed hands, or the write failed); the leader reassigns it when it expires");
             }
             drop(st);
             self.lose_quietly(&key, tenure.token);
@@ -875,9 +945,7 @@ impl LeaseCoordinator {
                 // complete the hand-off rather than leave it to expire.
                 Some(cur) if self.handoff_target(&cur).is_some() => {
                     let to = self.handoff_target(&cur).unwrap_or_default();
-                    if let Ok(WriteOutcome::Applied(_)) =
-                        self.inner.store.assign_lease(&cur, &to).await
-                    {
+                    if self.assign_retrying(&cur, &to).await {
                         tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
                         self.inner.metrics.released(1);
                     }

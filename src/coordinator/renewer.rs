@@ -191,20 +191,17 @@ impl LeaseCoordinator {
             self.inner.metrics.renewal(ok, first.elapsed());
             self.renewal_ended(key, tenure.token, ok);
         };
-        let bytes = self.processed_bytes(key);
-        let (measured_at, measured_bytes) = st.measured;
-        let secs = first.saturating_duration_since(measured_at).as_secs_f64();
-        if secs >= 1.0 {
-            let kbps = bytes.saturating_sub(measured_bytes) as f64 / 1024.0 / secs;
-            st.lease.throughput = crate::lease::Throughput::from_kbps(kbps);
+        let measured = st.throughput(self.processed_bytes(key), first);
+        if let Some((t, _)) = measured {
+            st.lease.throughput = Some(t);
         }
         loop {
             let started = Instant::now();
             match self.inner.store.renew_lease(&st.lease).await {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease, started);
-                    if secs >= 1.0 {
-                        st.measured = (first, bytes);
+                    if let Some((_, mark)) = measured {
+                        st.measured = mark;
                     }
                     done(true);
                     return;

@@ -1019,7 +1019,10 @@ async fn a_hand_off_behind_our_own_landed_checkpoint_is_noticed() {
         let c = a.coordinator.clone();
         let cp = cp.clone();
         let token = tenure.token;
-        tokio::spawn(async move { c.update_lease(key, token, |l| l.checkpoint = cp.clone()).await })
+        tokio::spawn(async move {
+            c.update_lease(key, token, |l| l.checkpoint = cp.clone())
+                .await
+        })
     };
     // The checkpoint has landed and its answer is on its way to time out: the leader hands the
     // lease to b.
@@ -1028,7 +1031,12 @@ async fn a_hand_off_behind_our_own_landed_checkpoint_is_noticed() {
         .is_some());
     let now = store.snapshot()[key].clone();
     store.set_fault_injector(None);
-    assert!(store.start_handoff(&now, "b").await.unwrap().applied().is_some());
+    assert!(store
+        .start_handoff(&now, "b")
+        .await
+        .unwrap()
+        .applied()
+        .is_some());
     let written = write.await.unwrap();
     assert_eq!(written.expect("checkpoint refused").checkpoint, cp);
     assert!(

@@ -5,6 +5,8 @@
 //!    time on the leader's clock), or in a hand-off past its deadline — go to the live worker
 //!    with the fewest leases (then the least throughput), never back to an expired lease's
 //!    owner while another worker is live, unless it is the only one. Unowned leases first.
+//!    Finished (`SHARD_END`) leases without a live owner are assigned too (they count for no
+//!    load): only a holder deletes a finished lease once its children started.
 //! 2. **Balance**, only when step 1 had nothing to do: while the most loaded live worker has
 //!    two leases more than the least loaded, move one of its leases to it, choosing the one
 //!    whose throughput best evens out the two workers' throughput. A lease in a hand-off, or
@@ -79,8 +81,18 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
         .map(|w| (w.as_str(), Load::default()))
         .collect();
     let mut needs_owner = Vec::new();
-    for lease in input.leases.iter().filter(active) {
-        if lease.actual_owner().is_none() || input.expired.contains(&lease.key) {
+    let mut finished = Vec::new();
+    for lease in input.leases {
+        let orphan = lease.actual_owner().is_none() || input.expired.contains(&lease.key);
+        if lease.checkpoint.is_shard_end() {
+            // Finished: only its holder deletes it once its children started (clean-up), so a
+            // gone worker's finished lease goes to a live one too (as the Java leader does).
+            if orphan {
+                finished.push(lease);
+            }
+            continue;
+        }
+        if orphan {
             needs_owner.push(lease);
             continue;
         }
@@ -92,6 +104,21 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
         }
     }
     let mut plan = Vec::new();
+    for lease in &finished {
+        let previous = lease.actual_owner();
+        let pick = load
+            .iter()
+            .filter(|(w, _)| Some(**w) != previous || input.workers.len() == 1)
+            .min_by(by_load)
+            .map(|(w, _)| w.to_string());
+        if let Some(to) = pick {
+            plan.push(Assignment {
+                lease: (*lease).clone(),
+                to,
+                how: Move::Assign,
+            });
+        }
+    }
     if !needs_owner.is_empty() {
         // Unowned first, then by key (deterministic).
         needs_owner.sort_by_key(|l| (l.actual_owner().is_some(), l.key.clone()));
@@ -115,6 +142,9 @@ pub(crate) fn plan_assignments(input: &AssignmentInput<'_>) -> Vec<Assignment> {
                 how: Move::Assign,
             });
         }
+        return plan;
+    }
+    if !plan.is_empty() {
         return plan;
     }
     // Balance: one move at a time between the extremes, each re-evaluated.
@@ -288,5 +318,28 @@ mod tests {
             graceful_handoff: true,
         });
         assert_eq!(got.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod finished_tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+
+    #[test]
+    fn a_gone_workers_finished_lease_goes_to_a_live_worker() {
+        let mut done = Lease::new("s0", Checkpoint::ShardEnd);
+        done.owner = Some("gone".into());
+        let live: BTreeSet<String> = ["a".to_string()].into();
+        let expired: BTreeSet<String> = ["s0".to_string()].into();
+        let plan = plan_assignments(&AssignmentInput {
+            leases: &[done],
+            expired: &expired,
+            workers: &live,
+            max_leases_for_worker: usize::MAX,
+            graceful_handoff: true,
+        });
+        assert_eq!(plan.len(), 1);
+        assert_eq!((plan[0].to.as_str(), plan[0].how), ("a", Move::Assign));
     }
 }

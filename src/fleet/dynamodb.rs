@@ -453,9 +453,21 @@ impl FleetStore for DynamoDbFleetStore {
             Layout::Legacy => (&self.coordinator_table, "key"),
             Layout::SingleTable => (&self.lease_table, "leaseKey"),
         };
-        let item = self
+        let mut item = self
             .get("migration_state", table, pk, MIGRATION_KEY)
             .await?;
+        if item.is_none() && layout == Layout::Legacy {
+            // A fleet of KCL 3.0–3.4 in the middle of KCL 3.5's table migration keeps it in the
+            // lease table (Java reads both).
+            item = self
+                .get(
+                    "migration_state",
+                    &self.lease_table,
+                    "leaseKey",
+                    MIGRATION_KEY,
+                )
+                .await?;
+        }
         item.map(|i| item_to_migration(&i).ok_or_else(|| bad(MIGRATION_KEY, &i)))
             .transpose()
             .map_err(|c| self.err("migration_state", table, c))

@@ -27,6 +27,9 @@ pub(crate) struct LeaderLock {
     held: Option<(LockItem, Instant)>,
     /// Another worker's lock as last read, and when this worker first saw its version.
     watched: Option<(LockItem, Instant)>,
+    /// The longest time seen between two version changes of the watched lock (its holder's
+    /// heartbeat period, as seen from here: 30 s for a Java leader).
+    cadence: Duration,
 }
 
 impl LeaderLock {
@@ -43,6 +46,7 @@ impl LeaderLock {
             heartbeat,
             held: None,
             watched: None,
+            cadence: Duration::ZERO,
         }
     }
 
@@ -54,12 +58,16 @@ impl LeaderLock {
     }
 
     /// Whether the lock of another worker looks abandoned: this worker has seen its version
-    /// unchanged for more than two heartbeat periods (a live leader changes it every period),
-    /// or there is no lock at all. Not yet enough to take it.
+    /// unchanged for more than two of its holder's heartbeat periods (as seen from here; a
+    /// Java leader heartbeats every 30 s, this library's every `failover_time / 3`), or there is
+    /// no lock at all. Not yet enough to take it.
     pub(crate) fn holder_looks_gone(&self) -> bool {
         match (&self.held, &self.watched) {
             (Some(_), _) => false,
-            (None, Some((_, at))) => at.elapsed() > self.heartbeat * 2,
+            (None, Some((item, at))) => {
+                let period = self.cadence.max(self.heartbeat);
+                at.elapsed() > (period * 2).min(item.lease_duration)
+            }
             (None, None) => true,
         }
     }
@@ -116,7 +124,15 @@ impl LeaderLock {
             Some(item) => {
                 let first_seen = match &self.watched {
                     Some((w, at)) if w.record_version == item.record_version => *at,
-                    _ => now,
+                    Some((w, at)) if w.owner == item.owner => {
+                        // A heartbeat of the same holder: how long its versions last.
+                        self.cadence = self.cadence.max(now.saturating_duration_since(*at));
+                        now
+                    }
+                    _ => {
+                        self.cadence = Duration::ZERO;
+                        now
+                    }
                 };
                 let expired = now.saturating_duration_since(first_seen) > item.lease_duration;
                 let version = item.record_version.clone();

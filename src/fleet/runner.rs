@@ -241,19 +241,27 @@ impl Fleet {
         }
     }
 
-    /// Leave the fleet (graceful shutdown, before the leases are released): stop leading, and
-    /// delete this worker's metrics row so that no leader assigns it the released leases. In a
-    /// 3.x fleet, returns who should get this worker's `held` leases: live workers (a fresh
-    /// metrics row), the least loaded first, one name per lease; empty when there is none (the
-    /// leases are then released with no owner, for the leader to assign).
-    pub(crate) async fn leave(&self, held: usize) -> Vec<String> {
-        let receivers = self.receivers(held).await;
+    /// Begin leaving the fleet (graceful shutdown starts): stop leading, and delete this
+    /// worker's metrics row, so that no leader gives it a lease while its processors finish
+    /// (it would never adopt it).
+    pub(crate) async fn begin_leaving(&self) {
         self.leave_quietly().await;
-        receivers
+    }
+
+    /// Who should get this worker's `held` leases as it leaves a 3.x fleet: live workers (a
+    /// fresh metrics row), the least loaded first, one name per lease; empty outside a 3.x
+    /// fleet or when there is none (the leases are then released with no owner, for the
+    /// leader to assign).
+    pub(crate) async fn receivers_for(&self, held: usize) -> Vec<String> {
+        self.receivers(held).await
     }
 
     async fn receivers(&self, held: usize) -> Vec<String> {
-        if !self.in_3x() || held == 0 {
+        let three = self
+            .client_version()
+            .as_ref()
+            .is_some_and(ClientVersion::is_3x);
+        if !three || held == 0 {
             return Vec::new();
         }
         let (Ok(rows), Ok(leases)) = (
@@ -296,6 +304,9 @@ impl Fleet {
     }
 
     async fn leave_quietly(&self) {
+        if self.left.is_cancelled() {
+            return;
+        }
         self.left.cancel();
         let mut l = self.leadership.lock().await;
         l.lock.release().await;
@@ -490,7 +501,9 @@ impl Fleet {
             .collect();
         let expired = {
             let mut l = self.leadership.lock().await;
-            if !l.leading {
+            // The flag is refreshed once per heartbeat; the lock itself says whether it is
+            // still held (its duration since the last successful heartbeat).
+            if !l.leading || !l.lock.is_leader() || self.left.is_cancelled() {
                 return Ok(());
             }
             l.observed_at = Some(Instant::now());

@@ -787,6 +787,12 @@ impl LeaseStore for DynamoDbLeaseStore {
         if lease.checkpoint_owner.is_none() {
             req = req.expression_attribute_names("#checkpointOwner", attr::CHECKPOINT_OWNER);
         }
+        if let Some(t) = lease.throughput {
+            set.push("#throughput = :throughput");
+            req = req
+                .expression_attribute_names("#throughput", attr::THROUGHPUT_KBPS)
+                .expression_attribute_values(":throughput", throughput_value(t));
+        }
         let mut expr = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));

@@ -315,7 +315,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     async fn evict_lease(&self, lease: &Lease) -> Result<WriteOutcome, LeaseStoreError>;
 
     /// Write the checkpoint fields of `lease` (checkpoint, pending checkpoint and state,
-    /// owner switches, child shard ids when non-empty, hash range when known) and increment
+    /// owner switches, child shard ids when non-empty, hash range when known, throughput when
+    /// set) and increment
     /// the counter, if it is still `lease.counter` and, as for [`renew_lease`](Self::renew_lease),
     /// no hand-off has begun that `lease` does not know of (the Java KCL conditions a checkpoint
     /// on the counter only; this library's owners renew a lease only when no checkpoint wrote it

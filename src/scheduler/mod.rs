@@ -433,6 +433,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         tracing::info!(shards = shards.running.len(), timeout = ?self.config.graceful_shutdown_timeout, "graceful shutdown: asking processors to checkpoint");
         self.coordinator.health_state().shutting_down();
         self.coordinator.stop_taking();
+        if let Some(fleet) = &self.fleet {
+            fleet.begin_leaving().await;
+        }
         consumers_stop.cancel();
         let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
             while let Some(done) = shards.tasks.join_next().await {
@@ -445,10 +448,14 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             shards.tasks.shutdown().await;
         }
         let receivers = match &self.fleet {
-            Some(fleet) => fleet.leave(self.coordinator.held().len()).await,
+            Some(fleet) => fleet.receivers_for(self.coordinator.held().len()).await,
             None => Vec::new(),
         };
         self.coordinator.release_all_to(receivers).await;
+        if self.fleet.is_some() {
+            // A lease assigned to this worker as it stopped, never adopted.
+            self.coordinator.pass_on_unheld().await;
+        }
         stop.cancel();
         while background.join_next().await.is_some() {}
         tracing::info!("worker stopped");

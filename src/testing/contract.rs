@@ -277,9 +277,10 @@ async fn kcl_3x(store: &dyn LeaseStore, prefix: &str) {
         WriteOutcome::Conflict,
         "a checkpoint unaware of the hand-off"
     );
-    // Aware of it, it checkpoints meanwhile; the hand-off stays.
+    // Aware of it, it checkpoints meanwhile (with its throughput); the hand-off stays.
     let mut cp = renewed.clone();
     cp.checkpoint = Checkpoint::sequence("9", 0).unwrap();
+    cp.throughput = crate::lease::Throughput::from_kbps(3.25);
     let cp = applied(
         store.update_lease(&cp).await.unwrap(),
         "checkpoint in hand-off",

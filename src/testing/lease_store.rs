@@ -239,6 +239,9 @@ impl LeaseStore for InMemoryLeaseStore {
                 if lease.hash_key_range.is_some() {
                     new.hash_key_range = lease.hash_key_range;
                 }
+                if lease.throughput.is_some() {
+                    new.throughput = lease.throughput;
+                }
                 Some(new)
             })
             .await;
