@@ -114,6 +114,18 @@ pub struct SubscriptionFaultRates {
     pub end: f64,
 }
 
+/// Whether a lease-store call writes (reads neither time out after applying nor hang after).
+fn is_write(op: LeaseOp) -> bool {
+    !matches!(
+        op,
+        LeaseOp::List
+            | LeaseOp::Get
+            | LeaseOp::CreateTable
+            | LeaseOp::ListOwned
+            | LeaseOp::CreateIndex
+    )
+}
+
 fn random_delay(rng: &mut StdRng, max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
@@ -204,8 +216,7 @@ impl StoreFaults {
         let d = Duration::from_millis(
             rng.random_range(h.min.as_millis() as u64..=h.max.as_millis().max(1) as u64),
         );
-        let write = !matches!(op, LeaseOp::List | LeaseOp::Get | LeaseOp::CreateTable);
-        Some(if write && rng.random_bool(0.5) {
+        Some(if is_write(op) && rng.random_bool(0.5) {
             Hang::After(d)
         } else {
             Hang::Before(d)
@@ -221,10 +232,15 @@ impl StoreFaults {
         let r = self.rates;
         let mut rng = self.rng.lock().unwrap();
         let x: f64 = rng.random();
-        let write = !matches!(op, LeaseOp::List | LeaseOp::Get | LeaseOp::CreateTable);
+        let write = is_write(op);
         let conditional = matches!(
             op,
-            LeaseOp::Renew | LeaseOp::Take | LeaseOp::Evict | LeaseOp::Update
+            LeaseOp::Renew
+                | LeaseOp::Take
+                | LeaseOp::Evict
+                | LeaseOp::Update
+                | LeaseOp::Assign
+                | LeaseOp::StartHandoff
         );
         let mut edge = r.throttle;
         if x < edge {
@@ -418,6 +434,110 @@ impl StreamFaultInjector for StreamFaults {
         edge += r.delay;
         if x < edge {
             return Some(StreamFault::Delay(random_delay(&mut rng, r.max_delay)));
+        }
+        None
+    }
+}
+
+/// A KCL 3.x fleet-store outage (the fleet's tables unreachable or overloaded): from `from`
+/// (after the start), for `length`, every fleet-store call fails. For every worker (`worker:
+/// None`) the world switches the shared store's `set_failing` on (calls fail at once); for one
+/// worker, its calls hang `wait` and then time out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetOutage {
+    /// When it starts, from the start of the run.
+    pub from: Duration,
+    /// How long it lasts.
+    pub length: Duration,
+    /// One worker's outage: how long each call hangs before it fails.
+    pub wait: Duration,
+    /// The worker it hits (one of the initial workers), or `None`: every worker.
+    pub worker: Option<String>,
+}
+
+/// Per-call fleet-store faults: retryable failures (nothing written) and slow calls.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FleetCallFaults {
+    /// A call fails (retryably) before it reaches the store.
+    pub error: f64,
+    /// A call waits up to `max_delay` first.
+    pub delay: f64,
+    /// The longest wait.
+    pub max_delay: Duration,
+}
+
+/// A fault drawn for one fleet-store call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetFault {
+    /// Fails (retryably) after this wait (an outage's hang, or none).
+    Fail(Duration),
+    /// Waits this long, then goes through.
+    Delay(Duration),
+}
+
+/// Draws fleet-store faults (its own generator: the lease-store and stream draws stay as
+/// they were).
+#[derive(Debug)]
+pub struct FleetFaults {
+    rates: FleetCallFaults,
+    rng: Mutex<StdRng>,
+    /// One worker's outages: (from, until, wait, worker) in tokio time.
+    outages: Vec<(tokio::time::Instant, tokio::time::Instant, Duration, String)>,
+    enabled: AtomicBool,
+}
+
+impl FleetFaults {
+    /// A plan with these rates and outages (times from `start`), drawing from `seed`. Outages
+    /// of every worker are left out: the world switches the shared store's `set_failing`.
+    pub fn new(
+        rates: FleetCallFaults,
+        outages: &[FleetOutage],
+        start: tokio::time::Instant,
+        seed: u64,
+    ) -> Self {
+        FleetFaults {
+            rates,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            outages: outages
+                .iter()
+                .filter_map(|o| {
+                    let w = o.worker.clone()?;
+                    Some((start + o.from, start + o.from + o.length, o.wait, w))
+                })
+                .collect(),
+            enabled: AtomicBool::new(true),
+        }
+    }
+
+    /// Stop (or resume) injecting faults.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// The fault for one call of `worker` now, if any.
+    pub fn draw(&self, worker: &str) -> Option<FleetFault> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some((_, _, wait, _)) = self
+            .outages
+            .iter()
+            .find(|(from, until, _, w)| *from <= now && now < *until && w == worker)
+        {
+            return Some(FleetFault::Fail(*wait));
+        }
+        let r = self.rates;
+        if r.error + r.delay == 0.0 {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap();
+        let x: f64 = rng.random();
+        if x < r.error {
+            return Some(FleetFault::Fail(Duration::ZERO));
+        }
+        if x < r.error + r.delay {
+            return Some(FleetFault::Delay(random_delay(&mut rng, r.max_delay)));
         }
         None
     }

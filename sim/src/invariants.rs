@@ -14,13 +14,22 @@
 //! * **checkpoint-monotonic** — a successful checkpoint write never moves the stored
 //!   checkpoint backwards.
 //! * **checkpoint-owner** — a checkpoint write applies only while the stored owner is the
-//!   writer.
+//!   writer (in a KCL 3.x hand-off, the outgoing owner, `checkpointOwner`; never the incoming
+//!   one).
 //! * **checkpoint-processed** — a checkpoint never covers a record no processor has processed
 //!   (that record would be lost if the worker died now).
 //! * **no-resurrection** — a lease is created once: never again after it was deleted (its
 //!   shard finished), which would make the shard be processed all over again.
 //! * **single-owner** — two live workers never hold the same lease for longer than
 //!   [`overlap_bound`] ([`OverlapTracker`], sampled every tick).
+//! * **single-consumer** — processors of one shard on two workers are never both given
+//!   records for longer than [`overlap_bound`]: the spans from each processor instance's first
+//!   to its last batch overlap at most that long (a steal, an expiry, a KCL 3.x assignment
+//!   leaves the old owner processing until it notices; see `Ledger::check_single_consumer`).
+//! * **handed-over** — KCL 3.x: once a worker gave a lease away (completed a graceful hand-off,
+//!   after its processor checkpointed or the hand-off timed out, or passed it on as it stopped),
+//!   none of its processors created before is given records of that shard again: the new
+//!   owner starts from the old owner's last checkpoint, with no overlap at all.
 //! * **untracked** — multi-stream: no record of a stream out of the application's set is
 //!   delivered once the workers had the time to see the change (a tracker interval, and a
 //!   slow round before it: see `Ledger::untracked_bound`).
@@ -39,6 +48,15 @@
 //!   holding of that lease (a renewal whose attempts outlived the lease in a lease-table outage
 //!   once left a worker unready for good).
 //! * **graceful-stop** — every worker stops within its graceful-shutdown bound.
+//! * **fleet-converged** — KCL 3.x ([`Mode::Fleet`](crate::Mode::Fleet)): once drained, the
+//!   fleet's `Migration3.0` item says 3.x, a running worker holds the leader lock, every running
+//!   worker runs the 3.x protocol (it followed the item: `lease protocol changed` to
+//!   `Assigned`), and every unfinished lease is owned by a running worker, no hand-off under
+//!   way. The drain waits for it as for the others; **balanced** is then the leader's balance.
+//!
+//! KCL 3.x runs also count (not violations): assignments of leases whose owner had renewed
+//! them within half a failover time (in fleets that move leases by hand-off), and assignments
+//! written by a worker that no longer held the leader lock (see `Stats`).
 
 use std::collections::BTreeMap;
 use std::fmt;

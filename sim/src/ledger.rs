@@ -87,6 +87,11 @@ pub struct Instance {
     pub at_latest: bool,
     /// Records in the shard when this instance's `LATEST` iterator was created.
     pub latest_floor: Option<usize>,
+    /// When it was first and last given records (simulated time): the span in which it
+    /// processed the shard.
+    pub processing: Option<(Duration, Duration)>,
+    /// When it was created (simulated time).
+    pub created_at: Duration,
 }
 
 /// Totals for the run summary.
@@ -129,6 +134,23 @@ pub struct Stats {
     /// Multi-stream: streams that joined the set (created or back), left it, or were deleted
     /// and re-created.
     pub stream_changes: u64,
+    /// KCL 3.x: leader kills (the lock's holder) done.
+    pub leader_kills: u64,
+    /// KCL 3.x: leader pauses done.
+    pub leader_pauses: u64,
+    /// KCL 3.x: fleet-store outages of every worker (the shared store failing).
+    pub fleet_outages: u64,
+    /// KCL 3.x: the fleet's `Migration3.0` item written by the world mid-run.
+    pub migrations: u64,
+    /// KCL 3.x, in fleets that move live leases by hand-off: leases a leader assigned away
+    /// from an owner that had renewed them within the last half failover time (the leader
+    /// judged them expired from a stale or slow scan, the owner adopted them again after a
+    /// stall, or the leader had been deposed meanwhile): allowed (the owner learns at its next
+    /// renewal), counted.
+    pub premature_assignments: u64,
+    /// KCL 3.x: assignments written by a worker that did not hold the leader lock at the
+    /// time (a deposed leader's round still under way): allowed, counted.
+    pub assignments_without_lock: u64,
 }
 
 /// The shared ground truth of one run.
@@ -155,6 +177,27 @@ pub struct Ledger {
     /// Multi-stream: how long after a stream left the set its records may still be delivered
     /// (a worker sees the change at its next tracker round, then stops the consumers).
     pub untracked_bound: Duration,
+    /// **single-consumer**: the longest two workers' processors of one shard may both be
+    /// processing it (see [`crate::invariants::overlap_bound`]).
+    pub consumer_bound: Duration,
+    /// The longest time two workers' processors of one shard were both processing it.
+    pub max_consumer_overlap: Duration,
+    /// Instances given records, by shard (for **single-consumer**).
+    consumers: BTreeMap<String, Vec<u64>>,
+    /// Pairs of instances whose overlap was reported.
+    reported_overlaps: std::collections::BTreeSet<(u64, u64)>,
+    /// KCL 3.x: the last time each lease was given away by its owner (a hand-off completed, or
+    /// a lease passed on by a worker that stops): (that owner, when).
+    handed_over: BTreeMap<String, (String, Duration)>,
+    /// Workers whose graceful stop was requested (their current process).
+    pub stopping: std::collections::BTreeSet<String>,
+    /// The last applied renewal of each lease by each worker: (worker, key) → when.
+    renewed_at: BTreeMap<(String, String), Duration>,
+    /// The failover time (for [`Stats::premature_assignments`]).
+    pub failover: Duration,
+    /// KCL 3.x: the leader moves live leases by hand-off (so an assignment of a live lease is
+    /// premature, see [`Stats::premature_assignments`]).
+    pub moves_by_handoff: bool,
 }
 
 fn seq_of(r: &Record) -> Position {
@@ -179,6 +222,15 @@ impl Ledger {
             deleted_at: BTreeMap::new(),
             left: BTreeMap::new(),
             untracked_bound: Duration::MAX,
+            consumer_bound: Duration::MAX,
+            max_consumer_overlap: Duration::ZERO,
+            consumers: BTreeMap::new(),
+            reported_overlaps: Default::default(),
+            handed_over: BTreeMap::new(),
+            stopping: Default::default(),
+            renewed_at: BTreeMap::new(),
+            failover: Duration::MAX,
+            moves_by_handoff: false,
         }
     }
 
@@ -215,6 +267,94 @@ impl Ledger {
                 vec![inst.worker.clone(), inst.shard.clone()],
             );
         }
+    }
+
+    /// **single-consumer**: instance `id` is given records now. Its processing span (first to
+    /// last records given) must not overlap another worker's instance's span of the same shard
+    /// by more than [`Ledger::consumer_bound`]: a lease changing hands (a steal, an expiry, a
+    /// KCL 3.x assignment or hand-off) leaves at most that long in which both the old and the
+    /// new owner process the shard; a graceful hand-off none at all.
+    fn check_single_consumer(&mut self, id: u64) {
+        let now = self.trace.now();
+        let inst = &mut self.instances[id as usize];
+        let first = match &mut inst.processing {
+            Some((first, last)) => {
+                *last = now;
+                *first
+            }
+            None => {
+                inst.processing = Some((now, now));
+                self.consumers
+                    .entry(inst.shard.clone())
+                    .or_default()
+                    .push(id);
+                now
+            }
+        };
+        let (worker, shard) = (inst.worker.clone(), inst.shard.clone());
+        let bound = self.consumer_bound;
+        let mut found = Vec::new();
+        for &other in self.consumers.get(&shard).into_iter().flatten() {
+            let o = &self.instances[other as usize];
+            if other == id || o.worker == worker {
+                continue;
+            }
+            let Some((of, ol)) = o.processing else {
+                continue;
+            };
+            let overlap = ol.min(now).saturating_sub(first.max(of));
+            if overlap > self.max_consumer_overlap {
+                self.max_consumer_overlap = overlap;
+            }
+            let pair = (id.min(other), id.max(other));
+            if overlap > bound && !self.reported_overlaps.contains(&pair) {
+                found.push((pair, other, o.worker.clone(), of, ol, overlap));
+            }
+        }
+        for (pair, other, other_worker, of, ol, overlap) in found {
+            self.reported_overlaps.insert(pair);
+            self.violation(
+                "single-consumer",
+                format!(
+                    "processors of {shard} on two workers both processed it for {overlap:?} (bound {bound:?}): #{id} on {worker} since {first:?}, and #{other} on {other_worker} from {of:?} to {ol:?}"
+                ),
+                vec![worker.clone(), other_worker, shard.clone()],
+            );
+        }
+    }
+
+    /// **handed-over**: instance `id` is given records now; its worker must not have given
+    /// the lease away (completed a hand-off, or passed it on as it stops) since the instance
+    /// was created: the outgoing owner's consumer stops before the lease passes on, and the
+    /// new owner starts from its checkpoint.
+    fn check_handed_over(&mut self, id: u64) {
+        let inst = &self.instances[id as usize];
+        let Some((from, at)) = self.handed_over.get(&inst.shard) else {
+            return;
+        };
+        if *from != inst.worker || inst.created_at > *at {
+            return;
+        }
+        let (worker, shard, at, created) = (
+            inst.worker.clone(),
+            inst.shard.clone(),
+            *at,
+            inst.created_at,
+        );
+        let now = self.trace.now();
+        self.violation(
+            "handed-over",
+            format!(
+                "{worker} completed a hand-off of {shard} at {at:?}, but its processor #{id} (created at {created:?}) was given records at {now:?}"
+            ),
+            vec![worker, shard],
+        );
+    }
+
+    /// A renewal of `key` by `worker` applied.
+    pub fn on_renew(&mut self, worker: &str, key: &str) {
+        self.renewed_at
+            .insert((worker.to_string(), key.to_string()), self.trace.now());
     }
 
     /// Record a broken invariant.
@@ -284,6 +424,8 @@ impl Ledger {
             ended: false,
             at_latest: false,
             latest_floor: None,
+            processing: None,
+            created_at: self.trace.now(),
         });
         self.stats.instances += 1;
         (self.instances.len() - 1) as u64
@@ -388,6 +530,61 @@ impl Ledger {
             .insert((worker.to_string(), shard.to_string()), checkpoint.clone());
     }
 
+    /// KCL 3.x: `by` assigned `lease` (as written) to its owner (a leader's assignment, or an
+    /// outgoing owner completing a hand-off): the new owner's tenure starts at its checkpoint
+    /// or later.
+    ///
+    /// `prior` is the lease as it was; `by_leader` whether `by` held the leader lock when the
+    /// write applied. Returns a note for the trace when the assignment is worth one.
+    pub fn on_assign(
+        &mut self,
+        by: &str,
+        prior: Option<&Lease>,
+        lease: &Lease,
+        by_leader: bool,
+    ) -> Option<String> {
+        let now = self.trace.now();
+        if let Some(owner) = &lease.owner {
+            self.taken_at
+                .insert((owner.clone(), lease.key.clone()), lease.checkpoint.clone());
+        }
+        let completes_handoff = prior
+            .is_some_and(|p| p.checkpoint_owner.as_deref() == Some(by) && p.owner == lease.owner);
+        let passes_on = self.stopping.contains(by)
+            && prior
+                .is_some_and(|p| p.checkpoint_owner.is_none() && p.owner.as_deref() == Some(by))
+            && lease.owner.as_deref() != Some(by);
+        if completes_handoff || passes_on {
+            // The owner gives the lease away: it completes a hand-off (after its processor
+            // checkpointed, or after the hand-off timeout), or passes it on as it stops (its
+            // consumers ended first).
+            self.handed_over
+                .insert(lease.key.clone(), (by.to_string(), now));
+            return None;
+        }
+        let mut notes = Vec::new();
+        if !by_leader {
+            self.stats.assignments_without_lock += 1;
+            notes.push(format!("{by} did not hold the leader lock"));
+        }
+        let previous = prior.and_then(|p| p.actual_owner());
+        if let Some(previous) = previous.filter(|p| Some(*p) != lease.owner.as_deref()) {
+            let renewed = self
+                .renewed_at
+                .get(&(previous.to_string(), lease.key.clone()))
+                .copied();
+            let live = renewed.filter(|t| now.saturating_sub(*t) < self.failover / 2);
+            if let Some(t) = live.filter(|_| self.moves_by_handoff) {
+                self.stats.premature_assignments += 1;
+                notes.push(format!(
+                    "{previous} had renewed it {:?} before",
+                    now.saturating_sub(t)
+                ));
+            }
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+
     /// The index of the first record of `shard` that some processor may still need to read:
     /// the first one past `checkpoint` (the lease's), or an earlier one that a live processor
     /// instance still expects, or that a processor of the tenure of one of `holders` (the live
@@ -483,6 +680,8 @@ impl Ledger {
         self.stats.batches += 1;
         self.stats.delivered += records.len() as u64;
         let Some(first) = records.first() else { return };
+        self.check_single_consumer(id);
+        self.check_handed_over(id);
         let inst = self.instances[id as usize].clone();
         self.check_tracked(&inst);
         let focus = vec![inst.worker.clone(), inst.shard.clone()];
@@ -693,12 +892,14 @@ impl Ledger {
             ),
         );
         let focus = vec![worker.to_string(), key.clone()];
-        if new.owner.as_deref() != Some(worker) {
+        // The actual owner: in a KCL 3.x hand-off, the outgoing owner (`checkpointOwner`),
+        // which checkpoints before the lease passes on; never the incoming one.
+        if new.actual_owner() != Some(worker) {
             self.violation(
                 "checkpoint-owner",
                 format!(
-                    "{worker} wrote checkpoint {} of {key} while the stored owner was {:?}",
-                    new.checkpoint, new.owner
+                    "{worker} wrote checkpoint {} of {key} while the stored owner was {:?} (hand-off from {:?})",
+                    new.checkpoint, new.owner, new.checkpoint_owner
                 ),
                 focus.clone(),
             );

@@ -32,9 +32,18 @@
 //! timeline that also creates streams, takes them out of the set and back, and deletes and
 //! re-creates them under their names; reshards, trims and records go to any stream.
 //! `SIM_RETRIEVAL=multistream` replays a seed, `soak --multi-stream` runs many.
+//!
+//! A fourth, KCL 3.x fleets ([`Mode::Fleet`]), runs the polling world with a fleet plan
+//! ([`scenario::FleetPlan`], from its own generator): workers configured `V3x` from the start
+//! (a leader lock, assignments, graceful hand-offs, discovery, metrics rows), some of them
+//! `Auto`, or `Auto` workers whose fleet the world switches to 3.x mid-run (a Java 3.x worker
+//! joined); leader kills and pauses, fleet-store outages and faults ([`fleet`]), pauses long
+//! enough for a metrics row to go stale, processors slow to hand over. `SIM_RETRIEVAL=fleet`
+//! replays a seed, `soak --fleet-3x` runs many.
 
 pub mod consistency;
 pub mod faults;
+pub mod fleet;
 pub mod gate;
 pub mod invariants;
 pub mod ledger;

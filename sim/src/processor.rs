@@ -60,6 +60,12 @@ pub struct ProcessorProfile {
     /// MultiLangDaemon child answering `shardEnded` with a sequence number); the library asks
     /// again after its backoff.
     pub shard_end_early: f64,
+    /// KCL 3.x: in `shutdown(Requested)` (a hand-off, or a graceful stop), hang first, for a
+    /// time drawn from `requested_hang_for` (often past the hand-off timeout: the lease then
+    /// passes on without the processor's checkpoint, which is refused when it comes).
+    pub requested_hang: f64,
+    /// The shortest and longest of those hangs.
+    pub requested_hang_for: (std::time::Duration, std::time::Duration),
 }
 
 /// Whether the record with this sequence number is poison at `per_mille` (a fixed function
@@ -335,6 +341,16 @@ impl RecordProcessor for SimProcessor {
                 }
             }
             Shutdown::Requested { checkpointer } => {
+                if self.chance(self.profile.requested_hang) {
+                    let (lo, hi) = self.profile.requested_hang_for;
+                    let d = std::time::Duration::from_millis(
+                        self.rng
+                            .random_range(lo.as_millis() as u64..=hi.as_millis().max(1) as u64),
+                    );
+                    self.log(format!("shutdown requested: hangs {d:?} first"));
+                    tokio::time::sleep(d).await;
+                    self.log("shutdown requested: hang over".into());
+                }
                 if self.chance(self.profile.checkpoint_on_shutdown) {
                     self.checkpoint_all(checkpointer, "shutdown requested")
                         .await;

@@ -6,6 +6,7 @@ use crate::ledger::Stats;
 use crate::scenario::{Mode, Retrieval, Scenario};
 use crate::trace::{Counters, Trace, TraceLayer};
 use crate::world::{AbortSignal, World, WorldStats};
+use kinesis_client::fleet::WorkerMetricStats;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,11 +55,12 @@ impl RunOutcome {
         let _ = writeln!(out, "{}", self.scenario);
         let _ = writeln!(
             out,
-            "  simulated {:.1}s (drain {:.1}s), {} trace events, longest lease overlap {:?} (bound {:?})",
+            "  simulated {:.1}s (drain {:.1}s), {} trace events, longest lease overlap {:?}, longest consumer overlap {:?} (bound {:?})",
             self.world.simulated.as_secs_f64(),
             self.world.drain.as_secs_f64(),
             self.trace.len(),
             self.world.max_overlap,
+            self.world.max_consumer_overlap,
             self.world.overlap_bound
         );
         let _ = writeln!(out, "  {:?}", self.stats);
@@ -81,6 +83,7 @@ impl RunOutcome {
                 _ if self.scenario.multi_stream.is_some() => {
                     ("SIM_RETRIEVAL=multistream ", " --multi-stream")
                 }
+                _ if self.scenario.fleet.is_some() => ("SIM_RETRIEVAL=fleet ", " --fleet-3x"),
                 Retrieval::Polling => ("", ""),
                 Retrieval::FanOut(_) => ("SIM_RETRIEVAL=fanout ", " --fan-out"),
             };
@@ -181,8 +184,31 @@ pub fn wall_limit() -> Duration {
         .map_or(Duration::from_secs(60), Duration::from_secs)
 }
 
+/// The KCL 3.x fleet's clock ([`WorkerMetricStats`] stamps rows in epoch seconds, and the
+/// leader judges a row's age in whole seconds) is the wall clock of the process's first
+/// reading, advanced by tokio's clock since. Read it once outside any runtime (so that the
+/// anchor precedes every simulation runtime's clock, whose paused time may run far ahead of
+/// real time), then, in a fleet run, advance the fresh paused runtime's clock by whole
+/// milliseconds until the epoch second turns: every fleet run then starts at a whole epoch
+/// second, and rows age by the same whole seconds in every process (without this, a row's age
+/// at the leader's check would depend on the real clock's phase: not one exact run).
+async fn align_fleet_clock() {
+    let second = || WorkerMetricStats::throughput_only("clock").last_update_s;
+    let start = second();
+    // At most a second (and the runtime's start, if it preceded the anchor).
+    for _ in 0..120_000 {
+        tokio::time::advance(Duration::from_millis(1)).await;
+        if second() != start {
+            return;
+        }
+    }
+}
+
 fn run_seed_into(seed: u64, mode: Mode, trace: Trace, abort: Arc<AbortSignal>) -> RunOutcome {
     let scenario = Scenario::generate_in(seed, mode);
+    // Sets the fleet clock's anchor (see `align_fleet_clock`) before this run's runtime.
+    let _ = WorkerMetricStats::throughput_only("clock");
+    let fleet = scenario.fleet.is_some();
     let filter = Targets::new()
         .with_target("kinesis_client", library_level())
         .with_default(LevelFilter::WARN);
@@ -196,6 +222,9 @@ fn run_seed_into(seed: u64, mode: Mode, trace: Trace, abort: Arc<AbortSignal>) -
             .build()
             .expect("a current-thread runtime");
         let result = rt.block_on(async {
+            if fleet {
+                align_fleet_clock().await;
+            }
             let world = World::new(scenario.clone(), trace.clone(), abort);
             let ledger = world.ledger();
             let stats = world.run().await;

@@ -10,7 +10,8 @@
 
 use crate::consistency::StaleScanRates;
 use crate::faults::{
-    HangRates, StoreFaultRates, StreamFaultRates, SubscriptionFaultRates, TableOutage,
+    FleetCallFaults, FleetOutage, HangRates, StoreFaultRates, StreamFaultRates,
+    SubscriptionFaultRates, TableOutage,
 };
 use crate::processor::ProcessorProfile;
 use rand::rngs::StdRng;
@@ -53,6 +54,15 @@ pub enum Action {
     /// Multi-stream: a stream of the set is deleted and re-created under its name (a new
     /// creation epoch: a new stream, which replaces the old one in the set).
     RecreateStream,
+    /// KCL 3.x: the worker holding the leader lock dies abruptly (a random worker when no
+    /// live worker holds it).
+    KillLeader,
+    /// KCL 3.x: the worker holding the leader lock stalls for this long (a random worker when
+    /// no live worker holds it).
+    PauseLeader(Duration),
+    /// KCL 3.x: a Java 3.x worker joins the fleet: the fleet's `Migration3.0` item now says
+    /// `CLIENT_VERSION_3X` (written by the world), and every worker must follow it.
+    FleetTo3x,
 }
 
 impl Action {
@@ -61,6 +71,14 @@ impl Action {
         matches!(
             self,
             Action::AddStream | Action::RemoveStream | Action::ReaddStream | Action::RecreateStream
+        )
+    }
+
+    /// Whether it was added by a fleet plan ([`Mode::Fleet`] only).
+    pub fn is_fleet_action(&self) -> bool {
+        matches!(
+            self,
+            Action::KillLeader | Action::PauseLeader(_) | Action::FleetTo3x
         )
     }
 }
@@ -103,6 +121,11 @@ pub enum Mode {
     /// A multi-stream application (polling): several streams, streams joining and leaving
     /// the set, streams deleted and re-created.
     MultiStream,
+    /// A KCL 3.x fleet (polling): the polling world and timeline with a [`FleetPlan`] drawn
+    /// from its own generator (workers configured `V3x` from the start, some of them `Auto`,
+    /// or `Auto` workers whose fleet is switched to 3.x mid-run), leader kills and pauses,
+    /// fleet-store outages and faults, processors slow to hand over.
+    Fleet,
 }
 
 impl Mode {
@@ -111,9 +134,10 @@ impl Mode {
         match std::env::var("SIM_RETRIEVAL").as_deref() {
             Ok("fanout") | Ok("fan-out") | Ok("FANOUT") => Mode::FanOut,
             Ok("multistream") | Ok("multi-stream") | Ok("MULTISTREAM") => Mode::MultiStream,
+            Ok("fleet") | Ok("fleet3x") | Ok("fleet-3x") | Ok("FLEET") => Mode::Fleet,
             Ok("polling") | Ok("POLLING") | Ok("") | Err(_) => Mode::Polling,
             Ok(other) => {
-                panic!("SIM_RETRIEVAL must be polling, fanout or multistream, not {other:?}")
+                panic!("SIM_RETRIEVAL must be polling, fanout, multistream or fleet, not {other:?}")
             }
         }
     }
@@ -164,6 +188,79 @@ pub struct MultiStreamPlan {
     pub shards_per_stream: usize,
     /// How often each worker asks the tracker for the set.
     pub tracker_interval: Duration,
+}
+
+/// How a [`Mode::Fleet`] run's fleet comes to run the KCL 3.x protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetKind {
+    /// Every worker is configured `ClientVersionConfig::V3x`: the first to start creates the
+    /// fleet's `Migration3.0` item as `CLIENT_VERSION_3X`.
+    V3x,
+    /// Worker `w0` is configured `V3x`, some others `Auto` (bit `i` of the mask: `wi`): the
+    /// `Auto` ones follow the item (those that started before it existed run the leaderless
+    /// protocol until their next check).
+    Mixed {
+        /// Bit `i` set: worker `wi` is `Auto`.
+        auto_mask: u32,
+    },
+    /// Every worker is configured `Auto` and runs the leaderless protocol until, at this time
+    /// ([`Action::FleetTo3x`]), the world writes `CLIENT_VERSION_3X` into the item (a Java
+    /// 3.x worker joined).
+    Migration {
+        /// When, from the start.
+        at: Duration,
+    },
+}
+
+/// The KCL 3.x part of a [`Mode::Fleet`] scenario: how the fleet gets to 3.x, its timings
+/// (proportional to the failover time), and its faults. Drawn from its own generator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetPlan {
+    /// How the fleet comes to run 3.x.
+    pub kind: FleetKind,
+    /// How often each worker re-reads the `Migration3.0` item.
+    pub check_interval: Duration,
+    /// How often each worker looks for leases assigned to it.
+    pub discovery_interval: Duration,
+    /// How long a processor may take to checkpoint in a hand-off.
+    pub handoff_timeout: Duration,
+    /// How often each worker writes its metrics row (whole seconds: rows are stamped in
+    /// seconds); the leader treats rows older than twice this as gone workers.
+    pub metrics_interval: Duration,
+    /// The leader lock's `leaseDuration` (`None`: the library's default, 2 F).
+    pub lock_duration: Option<Duration>,
+    /// How often the leader assigns (`None`: the library's default, F / 3).
+    pub assignment_interval: Option<Duration>,
+    /// Whether the leader moves leases by graceful hand-off (else by assignment).
+    pub graceful_handoff: bool,
+    /// Fleet-store outages: every fleet call fails (all workers: the shared store's
+    /// `set_failing`) or, for one worker, hangs and then fails.
+    pub outages: Vec<FleetOutage>,
+    /// Per-call fleet-store faults.
+    pub call_faults: FleetCallFaults,
+}
+
+impl FleetPlan {
+    /// The `clientVersionConfig` of worker `id`: `true` for `V3x`, `false` for `Auto`.
+    pub fn is_v3x(&self, id: &str) -> bool {
+        match self.kind {
+            FleetKind::V3x => true,
+            FleetKind::Migration { .. } => false,
+            FleetKind::Mixed { auto_mask } => {
+                let i: u32 = id.trim_start_matches('w').parse().unwrap_or(0);
+                i >= 32 || auto_mask & (1 << i) == 0
+            }
+        }
+    }
+
+    /// A short name of the kind, for summaries.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            FleetKind::V3x => "v3x",
+            FleetKind::Mixed { .. } => "mixed",
+            FleetKind::Migration { .. } => "migration",
+        }
+    }
 }
 
 /// KPL aggregates among the records put (the library de-aggregates them; the ledger counts
@@ -249,10 +346,16 @@ pub struct Scenario {
     pub retry_max_attempts: Option<u32>,
     /// A multi-stream application ([`Mode::MultiStream`]); `None`: one stream.
     pub multi_stream: Option<MultiStreamPlan>,
+    /// A KCL 3.x fleet ([`Mode::Fleet`]); `None`: the workers keep the library's default
+    /// fleet settings (`Auto`, no `Migration3.0` item: the leaderless protocol).
+    pub fleet: Option<FleetPlan>,
 }
 
 /// Seeds the generator of the multi-stream draws (with the seed).
 const MULTI_STREAM_SALT: u64 = 0x3A17_15EA;
+
+/// Seeds the generator of the KCL 3.x fleet draws (with the seed).
+const FLEET_SALT: u64 = 0x3F1E_E73A_0C0D;
 
 /// Seeds the generator of lease-table outages (with the seed).
 const OUTAGE_SALT: u64 = 0x0074_AB72;
@@ -281,6 +384,9 @@ impl Scenario {
         let mut sc = Scenario::generate(seed);
         if mode == Mode::MultiStream {
             sc.add_multi_stream();
+        }
+        if mode == Mode::Fleet {
+            sc.add_fleet();
         }
         if mode == Mode::FanOut {
             let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
@@ -541,6 +647,7 @@ impl Scenario {
             aggregates,
             retry_max_attempts,
             multi_stream: None,
+            fleet: None,
         }
     }
 
@@ -568,6 +675,105 @@ impl Scenario {
             self.actions.push(Timed { at, action });
         }
         self.actions.sort_by_key(|t| t.at);
+    }
+
+    /// Make this a KCL 3.x fleet scenario: the polling world and timeline, plus (from their
+    /// own generator) a [`FleetPlan`], leader kills and pauses, pauses long enough for a
+    /// worker's metrics row to go stale, and processors that are slow to hand a lease over.
+    fn add_fleet(&mut self) {
+        let mut r = StdRng::seed_from_u64(self.seed ^ FLEET_SALT);
+        let f = self.failover;
+        let active = self.active.as_millis() as u64;
+        let kind = match r.random_range(0..100) {
+            0..=39 => FleetKind::V3x,
+            40..=56 => {
+                // w0 stays V3x (it creates the item); each other worker is Auto with a chance.
+                let share = r.random_range(0.2..=0.8);
+                let mut auto_mask = 0u32;
+                for i in 1..32 {
+                    if r.random_bool(share) {
+                        auto_mask |= 1 << i;
+                    }
+                }
+                FleetKind::Mixed { auto_mask }
+            }
+            _ => FleetKind::Migration {
+                at: ms(&mut r, 0, active),
+            },
+        };
+        let check_interval = f.mul_f64(r.random_range(1.0..=4.0));
+        let discovery_interval = f.mul_f64(r.random_range(0.1..=1.0));
+        let handoff_timeout = f.mul_f64(r.random_range(1.0..=4.0));
+        // Whole seconds, at most about F: a worker paused or dead for 2 F or more is gone for
+        // the leader before the run ends.
+        let metrics_interval =
+            Duration::from_secs(r.random_range(1..=f.as_secs_f64().ceil().max(1.0) as u64));
+        let lock_duration = r
+            .random_bool(0.4)
+            .then(|| f.mul_f64(r.random_range(1.0..=3.0)));
+        let assignment_interval = r
+            .random_bool(0.3)
+            .then(|| f.mul_f64(r.random_range(1.0 / 3.0..=2.0)));
+        let graceful_handoff = r.random_bool(0.85);
+        let outages = if r.random_bool(0.35) {
+            (0..r.random_range(1..=2))
+                .map(|_| FleetOutage {
+                    from: ms(&mut r, 0, active),
+                    length: f.mul_f64(r.random_range(0.5..=4.0)),
+                    wait: f.mul_f64(r.random_range(0.1..=0.5)),
+                    worker: r
+                        .random_bool(0.5)
+                        .then(|| format!("w{}", r.random_range(0..self.initial_workers))),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let call_faults = if r.random_bool(0.4) {
+            FleetCallFaults {
+                error: rate(&mut r, 0.3, 0.05),
+                delay: rate(&mut r, 0.3, 0.1),
+                max_delay: ms(&mut r, 10, (f.as_millis() as u64 / 4).max(20)),
+            }
+        } else {
+            FleetCallFaults::default()
+        };
+        // Processors slow to hand over: they hang in `shutdown(Requested)` for a while, often
+        // past the hand-off timeout (the lease then passes on without their checkpoint).
+        if r.random_bool(0.3) {
+            self.processor.requested_hang = r.random_range(0.2..=1.0);
+            let lo = handoff_timeout.mul_f64(0.3);
+            self.processor.requested_hang_for = (lo, handoff_timeout.mul_f64(3.0).max(lo));
+        }
+        // Leader kills and pauses, and pauses long enough for a worker's row to go stale.
+        for _ in 0..r.random_range(0..=4) {
+            let at = Duration::from_millis(r.random_range(0..=active));
+            let action = match r.random_range(0..100) {
+                0..=34 => Action::KillLeader,
+                35..=69 => Action::PauseLeader(f.mul_f64(r.random_range(0.5..=4.0))),
+                _ => Action::PauseWorker(metrics_interval.mul_f64(2.0 * r.random_range(1.2..=3.0))),
+            };
+            self.actions.push(Timed { at, action });
+        }
+        if let FleetKind::Migration { at } = kind {
+            self.actions.push(Timed {
+                at,
+                action: Action::FleetTo3x,
+            });
+        }
+        self.actions.sort_by_key(|t| t.at);
+        self.fleet = Some(FleetPlan {
+            kind,
+            check_interval,
+            discovery_interval,
+            handoff_timeout,
+            metrics_interval,
+            lock_duration,
+            assignment_interval,
+            graceful_handoff,
+            outages,
+            call_faults,
+        });
     }
 
     /// The renewal interval the workers use (the library's default: a third of the failover).
@@ -623,6 +829,9 @@ impl fmt::Display for Scenario {
         if let Some(plan) = &self.multi_stream {
             writeln!(f, "  multi-stream: {plan:?}")?;
         }
+        if let Some(plan) = &self.fleet {
+            writeln!(f, "  KCL 3.x fleet: {plan:?}")?;
+        }
         write!(f, "  timeline (drain from {:?}):", self.active)?;
         for t in &self.actions {
             write!(f, " {:.1}s {:?};", t.at.as_secs_f64(), t.action)?;
@@ -664,5 +873,26 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(others, Scenario::generate(7).actions);
+        // A fleet adds its plan and fleet actions to the polling world and timeline.
+        for seed in 0..50 {
+            let fleet = Scenario::generate_in(seed, Mode::Fleet);
+            let plan = fleet.fleet.clone().expect("a fleet plan");
+            let polling = Scenario::generate(seed);
+            let others: Vec<Timed> = fleet
+                .actions
+                .iter()
+                .filter(|t| !t.action.is_fleet_action())
+                .copied()
+                .collect();
+            let polling_and_stale_pauses = polling.actions.len() <= others.len()
+                && polling.actions.iter().all(|t| others.contains(t));
+            assert!(polling_and_stale_pauses, "seed {seed}");
+            assert_eq!(fleet.initial_workers, polling.initial_workers);
+            assert!(plan.metrics_interval.subsec_nanos() == 0);
+            assert_eq!(
+                fleet.actions.iter().any(|t| t.action == Action::FleetTo3x),
+                matches!(plan.kind, FleetKind::Migration { .. })
+            );
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! 5. eventually consistent scans ([`EventualScans`]): every applied write is recorded, and
 //!    `list_leases` may show recently written items as they were;
 //! 6. an audit of every applied write against the table as it was just before the write:
-//!    creations, takes and checkpoint writes (`update_lease`: owner and monotonicity, see
+//!    creations, takes, KCL 3.x assignments and hand-offs, and checkpoint writes
+//!    (`update_lease`: owner, the outgoing one in a hand-off, and monotonicity, see
 //!    [`Ledger::on_checkpoint_applied`]), deletions.
 //!
 //! Injecting faults here rather than in the shared table makes them per worker, and lets the
@@ -166,6 +167,40 @@ impl SimHooks {
                     format!(
                         "taken (from {from:?}, counter {}, checkpoint {})",
                         new.counter, new.checkpoint
+                    ),
+                );
+            }
+            (Args::Assign(_, to), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                let leads = self
+                    .table
+                    .fleet()
+                    .lock_item()
+                    .is_some_and(|l| l.owner == self.worker);
+                let note =
+                    self.ledger
+                        .lock()
+                        .unwrap()
+                        .on_assign(&self.worker, prior.as_ref(), new, leads);
+                let from = prior.and_then(|p| p.actual_owner().map(str::to_string));
+                self.note(
+                    &new.key,
+                    format!(
+                        "assigned to {to} (from {from:?}, counter {}, checkpoint {}){}",
+                        new.counter,
+                        new.checkpoint,
+                        note.map_or(String::new(), |n| format!(": {n}"))
+                    ),
+                );
+            }
+            (Args::Renew(_), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                self.ledger.lock().unwrap().on_renew(&self.worker, &new.key);
+            }
+            (Args::StartHandoff(_, to), Ok(Reply::Write(WriteOutcome::Applied(new)))) => {
+                self.note(
+                    &new.key,
+                    format!(
+                        "hand-off to {to} started (from {:?}, counter {}, checkpoint {})",
+                        new.checkpoint_owner, new.counter, new.checkpoint
                     ),
                 );
             }

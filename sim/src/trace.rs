@@ -81,6 +81,25 @@ pub struct Counters {
     pub leases_lost: u64,
     /// Library events at WARN or ERROR.
     pub warnings: u64,
+    /// KCL 3.x: workers that became the fleet's leader (elections and takeovers).
+    pub leaders_elected: u64,
+    /// KCL 3.x: of which takeovers of a lock its holder stopped heartbeating.
+    pub leader_takeovers: u64,
+    /// KCL 3.x: leases the leader assigned (a lease without a live owner, or a move without
+    /// hand-off).
+    pub assignments: u64,
+    /// KCL 3.x: graceful hand-offs the leader started.
+    pub handoffs_started: u64,
+    /// KCL 3.x: hand-offs the outgoing owner completed.
+    pub handoffs_completed: u64,
+    /// KCL 3.x: hand-offs whose processor did not finish within the hand-off timeout.
+    pub handoffs_timed_out: u64,
+    /// KCL 3.x: assigned leases a worker adopted.
+    pub adoptions: u64,
+    /// KCL 3.x: leases a stopping worker passed on to a live worker.
+    pub passed_on: u64,
+    /// KCL 3.x: workers switching to the 3.x protocol (at start, or when the item appears).
+    pub protocol_switches: u64,
 }
 
 #[derive(Default)]
@@ -88,6 +107,8 @@ struct Inner {
     start: Option<Instant>,
     lines: Vec<Line>,
     counters: Counters,
+    /// KCL 3.x: since when each worker (by id, its current process) runs the 3.x protocol.
+    assigned_since: std::collections::BTreeMap<String, Duration>,
     /// Echo every line to stderr as it is added (`SIM_LIVE_TRACE=1`: to see where a run hangs).
     live: bool,
 }
@@ -168,6 +189,17 @@ impl Trace {
         self.0.lock().unwrap().counters
     }
 
+    /// A process of `worker` starts: it runs the leaderless protocol until it says otherwise.
+    pub fn worker_starts(&self, worker: &str) {
+        self.0.lock().unwrap().assigned_since.remove(worker);
+    }
+
+    /// Since when `worker` runs the KCL 3.x protocol (`lease protocol changed` to `Assigned`),
+    /// if it does.
+    pub fn runs_3x_since(&self, worker: &str) -> Option<Duration> {
+        self.0.lock().unwrap().assigned_since.get(worker).copied()
+    }
+
     fn library_event(&self, line: Line, message: &str, fields: &[(String, String)]) {
         let mut inner = self.0.lock().unwrap();
         let field = |name: &str| {
@@ -183,6 +215,30 @@ impl Trace {
                 _ => {}
             },
             "lease lost" => inner.counters.leases_lost += 1,
+            "this worker is now the fleet's leader" => inner.counters.leaders_elected += 1,
+            "leader lock not heartbeaten for its lease duration: taking it" => {
+                inner.counters.leader_takeovers += 1
+            }
+            "lease assigned" => match field("how") {
+                Some("HandOff") => inner.counters.handoffs_started += 1,
+                _ => inner.counters.assignments += 1,
+            },
+            "lease handed off" => inner.counters.handoffs_completed += 1,
+            "the processor did not finish within the hand-off timeout: handing the lease over now" => {
+                inner.counters.handoffs_timed_out += 1
+            }
+            "assigned lease adopted" => inner.counters.adoptions += 1,
+            "lease passed on" => inner.counters.passed_on += 1,
+            "lease protocol changed" => {
+                if let Some(worker) = line.worker.clone() {
+                    if field("protocol") == Some("Assigned") {
+                        inner.counters.protocol_switches += 1;
+                        inner.assigned_since.insert(worker, line.at);
+                    } else {
+                        inner.assigned_since.remove(&worker);
+                    }
+                }
+            }
             _ => {}
         }
         if matches!(line.source, Source::Library(l) if l <= Level::WARN) {

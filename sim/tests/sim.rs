@@ -3,9 +3,11 @@
 //!
 //! `SIM_SEED=<seed> cargo test -p kcl-sim -- --nocapture` replays one seed instead (printing
 //! its full trace and report; `SIM_RETRIEVAL=fanout` in fan-out mode, `SIM_RETRIEVAL=multistream`
-//! in multi-stream mode); `SIM_SEEDS=<n>`, `SIM_FAN_OUT_SEEDS=<n>` and
-//! `SIM_MULTI_STREAM_SEEDS=<n>` change the batch sizes.
+//! in multi-stream mode, `SIM_RETRIEVAL=fleet` as a KCL 3.x fleet); `SIM_SEEDS=<n>`,
+//! `SIM_FAN_OUT_SEEDS=<n>`, `SIM_MULTI_STREAM_SEEDS=<n>` and `SIM_FLEET_SEEDS=<n>` change the
+//! batch sizes.
 
+use kcl_sim::world::UNASSIGNED_FINISHED;
 use kcl_sim::{run_seed, run_seed_bounded_in, run_seed_in, wall_limit, Mode, RunOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -16,6 +18,8 @@ const CI_SEEDS: u64 = 1000;
 const CI_FAN_OUT_SEEDS: u64 = 200;
 /// Seeds run by [`multi_stream_seed_batch`] in multi-stream mode.
 const CI_MULTI_STREAM_SEEDS: u64 = 200;
+/// Seeds run by [`fleet_seed_batch`] as KCL 3.x fleets.
+const CI_FLEET_SEEDS: u64 = 150;
 
 fn replay_seed() -> Option<u64> {
     std::env::var("SIM_SEED").ok().map(|s| {
@@ -35,6 +39,12 @@ fn run_all(seeds: Vec<u64>) {
 
 /// Run `seeds` in `mode` on every core; panic with the reports of the failing ones.
 fn run_all_in(seeds: Vec<u64>, mode: Mode) {
+    run_all_tolerating(seeds, mode, |_| false)
+}
+
+/// [`run_all_in`], except that failing seeds `known` accepts (a known library defect, see its
+/// caller) are listed on stderr instead of failing the test.
+fn run_all_tolerating(seeds: Vec<u64>, mode: Mode, known: fn(&RunOutcome) -> bool) {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
@@ -45,7 +55,14 @@ fn run_all_in(seeds: Vec<u64>, mode: Mode) {
                 let Some(&seed) = seeds.get(i) else { return };
                 let outcome = run_seed_bounded_in(seed, mode, wall_limit());
                 if !outcome.passed() {
-                    failures.lock().unwrap().push((seed, outcome.report()));
+                    if known(&outcome) {
+                        eprintln!(
+                            "seed {seed} ({mode:?}) fails on a known library defect: {}",
+                            outcome.violations[0]
+                        );
+                    } else {
+                        failures.lock().unwrap().push((seed, outcome.report()));
+                    }
                 }
             });
         }
@@ -106,7 +123,94 @@ fn one_seed_is_one_exact_run() {
         b.trace.lines(),
         "fan-out seed 17 replays exactly"
     );
+    // And as KCL 3.x fleets: leader kills and takeovers, hand-offs, metrics rows aging (these
+    // ran differently from one run to the next, one process or two, before the fleet clock was
+    // aligned to the epoch second: see `run::align_fleet_clock`).
+    for seed in [3011, 3045, 3049] {
+        let (a, b) = (
+            run_seed_in(seed, Mode::Fleet),
+            run_seed_in(seed, Mode::Fleet),
+        );
+        assert!(
+            a.counters.leaders_elected > 0,
+            "fleet seed {seed}: a leader"
+        );
+        assert!(
+            a.counters.handoffs_started > 0,
+            "fleet seed {seed}: hand-offs"
+        );
+        assert_eq!(
+            a.trace.lines(),
+            b.trace.lines(),
+            "fleet seed {seed} replays exactly"
+        );
+        assert_eq!(a.violations, b.violations);
+    }
 }
+
+/// Whether every violation of `outcome` is a KCL 3.x fleet's finished leases left with no
+/// holder ([`UNASSIGNED_FINISHED`]): the library's leader never assigns finished leases, so
+/// those of a worker that died, or of an older application, are never cleaned up (a library
+/// defect, found by this simulation: `FLEET_LIBRARY_FAILURES`). Such seeds are listed, not
+/// failed, by [`fleet_seed_batch`] while the defect is open; [`fleet_seed_batch_strict`]
+/// fails them.
+fn unassigned_finished_only(outcome: &RunOutcome) -> bool {
+    outcome.scenario.fleet.is_some()
+        && outcome
+            .violations
+            .iter()
+            .all(|v| v.invariant == "cleaned-up" && v.message.contains(UNASSIGNED_FINISHED))
+}
+
+fn fleet_seeds() -> u64 {
+    std::env::var("SIM_FLEET_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_FLEET_SEEDS)
+}
+
+/// A batch of seeds as KCL 3.x fleets (see [`CI_FLEET_SEEDS`]; `SIM_FLEET_SEEDS` overrides).
+/// Every invariant holds, except that seeds failing only on the open library defect of
+/// [`unassigned_finished_only`] are listed on stderr.
+#[test]
+fn fleet_seed_batch() {
+    if replay_seed().is_some() {
+        return;
+    }
+    run_all_tolerating(
+        (0..fleet_seeds()).collect(),
+        Mode::Fleet,
+        unassigned_finished_only,
+    );
+}
+
+/// [`fleet_seed_batch`] with nothing tolerated, and the seeds that found the open library
+/// defect: fails until the library's leader assigns finished leases without a live owner.
+/// `cargo test -p kcl-sim -- --ignored fleet`.
+#[test]
+#[ignore = "KCL 3.x: the library's leader never assigns finished leases without a live holder (cleaned-up fails in about a fifth of fleet seeds)"]
+fn fleet_seed_batch_strict() {
+    if replay_seed().is_some() {
+        return;
+    }
+    let mut seeds: Vec<u64> = (0..fleet_seeds()).collect();
+    seeds.extend(FLEET_LIBRARY_FAILURES.iter().map(|(seed, _)| *seed));
+    run_all_in(seeds, Mode::Fleet);
+}
+
+/// (seed, what it shows) as KCL 3.x fleets: library defects found by the simulation and not
+/// fixed yet (they fail [`fleet_seed_batch_strict`]). Once fixed, they move to a list of
+/// regressions run in CI.
+const FLEET_LIBRARY_FAILURES: &[(u64, &str)] = &[
+    (
+        167,
+        "an older application's finished leases (owner java-kcl-2.2-worker or none, shards aged out) are never assigned, so never deleted",
+    ),
+    (
+        31,
+        "a killed worker's finished leases (it was the leader) are never assigned, so never deleted",
+    ),
+];
 
 /// A batch of seeds in enhanced fan-out mode (see [`CI_FAN_OUT_SEEDS`]; `SIM_FAN_OUT_SEEDS`
 /// overrides).

@@ -1,8 +1,8 @@
 //! Soak: run many simulation seeds in parallel and summarise.
 //!
 //! ```text
-//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J] [--fan-out | --multi-stream]
-//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace] [--fan-out | --multi-stream]   # one seed, its report (and full trace)
+//! cargo run --release -p kcl-sim --bin soak -- --seeds 10000 [--start N] [--jobs J] [--fan-out | --multi-stream | --fleet-3x]
+//! cargo run --release -p kcl-sim --bin soak -- --seed N [--trace] [--fan-out | --multi-stream | --fleet-3x]   # one seed, its report (and full trace)
 //! ```
 //!
 //! Prints each failing seed's first violation as it is found, then a summary table and the
@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] [--fan-out | --multi-stream] | soak --seed N [--trace] [--fan-out | --multi-stream]");
+    eprintln!("usage: soak [--seeds N] [--start N] [--jobs J] [--fan-out | --multi-stream | --fleet-3x] | soak --seed N [--trace] [--fan-out | --multi-stream | --fleet-3x]");
     std::process::exit(2)
 }
 
@@ -51,6 +51,7 @@ fn parse_args() -> Args {
             "--trace" => args.trace = true,
             "--fan-out" => args.mode = Mode::FanOut,
             "--multi-stream" => args.mode = Mode::MultiStream,
+            "--fleet-3x" | "--fleet" => args.mode = Mode::Fleet,
             _ => usage(),
         }
     }
@@ -75,6 +76,22 @@ struct Summary {
     partial: u64,
     consumer_deletions: u64,
     stream_changes: u64,
+    /// KCL 3.x: seeds by fleet plan kind.
+    fleet_kinds: std::collections::BTreeMap<&'static str, u64>,
+    leaders_elected: u64,
+    leader_takeovers: u64,
+    leader_kills: u64,
+    leader_pauses: u64,
+    assignments: u64,
+    handoffs: (u64, u64, u64),
+    adoptions: u64,
+    passed_on: u64,
+    protocol_switches: u64,
+    migrations: u64,
+    fleet_outages: u64,
+    premature_assignments: u64,
+    assignments_without_lock: u64,
+    max_consumer_overlap: Duration,
     violations: u64,
     failing: Vec<(u64, String)>,
     simulated: Duration,
@@ -101,6 +118,25 @@ impl Summary {
         self.partial += o.stats.partial;
         self.consumer_deletions += o.stats.consumer_deletions;
         self.stream_changes += o.stats.stream_changes;
+        if let Some(plan) = &o.scenario.fleet {
+            *self.fleet_kinds.entry(plan.kind_name()).or_default() += 1;
+        }
+        self.leaders_elected += o.counters.leaders_elected;
+        self.leader_takeovers += o.counters.leader_takeovers;
+        self.leader_kills += o.stats.leader_kills;
+        self.leader_pauses += o.stats.leader_pauses;
+        self.assignments += o.counters.assignments;
+        self.handoffs.0 += o.counters.handoffs_started;
+        self.handoffs.1 += o.counters.handoffs_completed;
+        self.handoffs.2 += o.counters.handoffs_timed_out;
+        self.adoptions += o.counters.adoptions;
+        self.passed_on += o.counters.passed_on;
+        self.protocol_switches += o.counters.protocol_switches;
+        self.migrations += o.stats.migrations;
+        self.fleet_outages += o.stats.fleet_outages;
+        self.premature_assignments += o.stats.premature_assignments;
+        self.assignments_without_lock += o.stats.assignments_without_lock;
+        self.max_consumer_overlap = self.max_consumer_overlap.max(o.world.max_consumer_overlap);
         self.violations += o.violations.len() as u64;
         if let Some(v) = o.violations.first() {
             self.failing.push((o.seed, v.to_string()));
@@ -186,6 +222,52 @@ fn main() {
         "fan-out consumers deleted", sum.consumer_deletions
     );
     println!("{:<28} {:>16}", "stream set changes", sum.stream_changes);
+    if !sum.fleet_kinds.is_empty() {
+        let kinds: Vec<String> = sum
+            .fleet_kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("{:<28} {:>16}", "KCL 3.x fleet plans", kinds.join(" / "));
+        println!(
+            "{:<28} {:>16}",
+            "leaders elected (takeovers)",
+            format!("{} ({})", sum.leaders_elected, sum.leader_takeovers)
+        );
+        println!(
+            "{:<28} {:>16}",
+            "leader kills / pauses",
+            format!("{} / {}", sum.leader_kills, sum.leader_pauses)
+        );
+        println!("{:<28} {:>16}", "assignments", sum.assignments);
+        println!(
+            "{:<28} {:>16}",
+            "  of live leases / no lock",
+            format!(
+                "{} / {}",
+                sum.premature_assignments, sum.assignments_without_lock
+            )
+        );
+        println!(
+            "{:<28} {:>16}",
+            "hand-offs started/done/t-o",
+            format!(
+                "{} / {} / {}",
+                sum.handoffs.0, sum.handoffs.1, sum.handoffs.2
+            )
+        );
+        println!("{:<28} {:>16}", "assigned leases adopted", sum.adoptions);
+        println!("{:<28} {:>16}", "passed on by stopping", sum.passed_on);
+        println!(
+            "{:<28} {:>16}",
+            "switches to 3.x protocol", sum.protocol_switches
+        );
+        println!("{:<28} {:>16}", "items written mid-run", sum.migrations);
+        println!(
+            "{:<28} {:>16}",
+            "fleet-store outages (all)", sum.fleet_outages
+        );
+    }
     println!("{:<28} {:>16}", "violations", sum.violations);
     println!("{:<28} {:>16}", "failing seeds", sum.failing.len());
     println!(
@@ -197,6 +279,11 @@ fn main() {
         "{:<28} {:>15.1}s",
         "longest lease overlap",
         sum.max_overlap.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>15.1}s",
+        "longest consumer overlap",
+        sum.max_consumer_overlap.as_secs_f64()
     );
     println!(
         "{:<28} {:>16}",

@@ -35,6 +35,10 @@ impl World {
                 .stream_tracker_interval(plan.tracker_interval),
             _ => Config::builder("sim-app", StreamRef::Name("sim".into())),
         };
+        let builder = match self.fleet_config(&id) {
+            Some(fleet) => builder.fleet(fleet),
+            None => builder,
+        };
         let config = builder
             .worker_id(id.clone())
             .initial_position(self.initial_position())
@@ -114,9 +118,18 @@ impl World {
                 SimStream::new(self.stream.clone(), gate.clone(), &id, self.ledger.clone());
             Scheduler::new(config, factory, Arc::new(stream), Arc::new(store))
         };
+        let scheduler = match self.fleet_store_of(&id, &gate) {
+            Some(fleet) => scheduler.with_fleet_store(fleet),
+            None => scheduler,
+        };
         let handle = scheduler.handle();
+        self.trace.worker_starts(&id);
         let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
-        self.ledger.lock().unwrap().stats.workers_started += 1;
+        {
+            let mut ledger = self.ledger.lock().unwrap();
+            ledger.stats.workers_started += 1;
+            ledger.stopping.remove(&id);
+        }
         self.trace.push(
             crate::trace::Source::World,
             Some(&id),
@@ -196,40 +209,55 @@ impl World {
                     w.state = WorkerState::Stopping;
                     w.stop_requested = Some(Instant::now());
                     let id = w.id.clone();
-                    self.ledger.lock().unwrap().stats.stops += 1;
+                    let mut ledger = self.ledger.lock().unwrap();
+                    ledger.stats.stops += 1;
+                    ledger.stopping.insert(id.clone());
+                    drop(ledger);
                     self.say(Some(&id), "graceful shutdown requested".into());
                 }
                 None => self.say(None, "stop worker: none running".into()),
             },
             Action::KillWorker => match self.pick_worker(|w| w.state != WorkerState::Gone) {
-                Some(i) => {
-                    let w = &mut self.workers[i];
-                    w.task.abort();
-                    w.gate.open();
-                    w.state = WorkerState::Gone;
-                    let id = w.id.clone();
-                    self.ledger.lock().unwrap().stats.kills += 1;
-                    self.say(Some(&id), "worker killed".into());
-                }
+                Some(i) => self.kill(i),
                 None => self.say(None, "kill worker: none alive".into()),
             },
             Action::PauseWorker(d) => {
                 match self.pick_worker(|w| w.state != WorkerState::Gone && w.paused_until.is_none())
                 {
-                    Some(i) => {
-                        let w = &mut self.workers[i];
-                        w.gate.close();
-                        w.paused_until = Some(Instant::now() + d);
-                        let id = w.id.clone();
-                        self.ledger.lock().unwrap().stats.pauses += 1;
-                        self.say(
-                            Some(&id),
-                            format!("worker paused for {d:?} (its I/O stalls)"),
-                        );
-                    }
+                    Some(i) => self.pause(i, d),
                     None => self.say(None, "pause worker: none to pause".into()),
                 }
             }
+            Action::KillLeader => {
+                let leader = self.leader_index();
+                match leader.or_else(|| self.pick_worker(|w| w.state != WorkerState::Gone)) {
+                    Some(i) => {
+                        if leader.is_none() {
+                            self.say(None, "kill the leader: no live worker holds the lock; a random worker instead".into());
+                        }
+                        self.kill(i)
+                    }
+                    None => self.say(None, "kill the leader: none alive".into()),
+                }
+            }
+            Action::PauseLeader(d) => {
+                let leader = self
+                    .leader_index()
+                    .filter(|&i| self.workers[i].paused_until.is_none());
+                let pick = leader.or_else(|| {
+                    self.pick_worker(|w| w.state != WorkerState::Gone && w.paused_until.is_none())
+                });
+                match pick {
+                    Some(i) => {
+                        if leader.is_none() {
+                            self.say(None, "pause the leader: no live, unpaused worker holds the lock; a random worker instead".into());
+                        }
+                        self.pause(i, d)
+                    }
+                    None => self.say(None, "pause the leader: none to pause".into()),
+                }
+            }
+            Action::FleetTo3x => self.fleet_to_3x(),
             Action::Split => self.split(),
             Action::Merge => self.merge(),
             Action::Trim => self.trim(),
@@ -238,6 +266,55 @@ impl World {
             Action::ReaddStream => self.readd_stream(),
             Action::RecreateStream => self.recreate_stream(),
         }
+    }
+
+    /// Worker `i` dies abruptly.
+    fn kill(&mut self, i: usize) {
+        let leads = self.leader_index() == Some(i);
+        let w = &mut self.workers[i];
+        w.task.abort();
+        w.gate.open();
+        w.state = WorkerState::Gone;
+        let id = w.id.clone();
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.stats.kills += 1;
+        ledger.stats.leader_kills += u64::from(leads);
+        drop(ledger);
+        self.say(
+            Some(&id),
+            format!(
+                "worker killed{}",
+                if leads {
+                    " (it holds the leader lock)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+
+    /// Worker `i`'s I/O stalls for `d`.
+    fn pause(&mut self, i: usize, d: Duration) {
+        let leads = self.leader_index() == Some(i);
+        let w = &mut self.workers[i];
+        w.gate.close();
+        w.paused_until = Some(Instant::now() + d);
+        let id = w.id.clone();
+        let mut ledger = self.ledger.lock().unwrap();
+        ledger.stats.pauses += 1;
+        ledger.stats.leader_pauses += u64::from(leads);
+        drop(ledger);
+        self.say(
+            Some(&id),
+            format!(
+                "worker paused for {d:?} (its I/O stalls){}",
+                if leads {
+                    "; it holds the leader lock"
+                } else {
+                    ""
+                }
+            ),
+        );
     }
 
     pub(super) fn end_pause(&mut self, i: usize) {

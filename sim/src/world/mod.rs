@@ -13,11 +13,12 @@
 //! trimming) are in the `actions` submodule.
 
 mod actions;
+mod fleet;
 mod prehistory;
 mod streams;
 
 use crate::consistency::EventualScans;
-use crate::faults::{StoreFaults, StreamFaults};
+use crate::faults::{FleetFaults, StoreFaults, StreamFaults};
 use crate::gate::Gate;
 use crate::invariants::{imbalance, overlap_bound, Load, OverlapTracker};
 use crate::ledger::Ledger;
@@ -42,6 +43,16 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const DRAIN_STALL: Duration = Duration::from_secs(300);
 /// The drain fails when it lasts this long, progress or not (a livelock).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Appended to a **cleaned-up** violation of a KCL 3.x fleet when every lease left is a
+/// finished (`SHARD_END`) one that no running worker holds: the library's leader assigns only
+/// unfinished leases, so the finished leases of a worker that died (or of an older
+/// application, or released with no owner) are never held again, and only a holder deletes a
+/// lease. A library defect (the Java KCL 3.x leader assigns expired and unowned leases whatever
+/// their checkpoint, and their new owner cleans them up); `tests/sim.rs` tells these apart
+/// while it is open.
+pub const UNASSIGNED_FINISHED: &str =
+    " [KCL 3.x: finished leases no running worker holds; the leader never assigns them]";
 
 /// Asks a running world to stop at once (see [`crate::run::run_seed_bounded`]): a world
 /// whose simulated time no longer advances is still polled when notified from another thread.
@@ -75,6 +86,9 @@ pub struct WorldStats {
     pub max_overlap: Duration,
     /// The bound that overlap was checked against.
     pub overlap_bound: Duration,
+    /// The longest time two workers' processors of one shard were both processing it
+    /// (**single-consumer**, checked against the same bound).
+    pub max_consumer_overlap: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +148,13 @@ pub struct World {
     streams_by_id: streams::StreamsById,
     /// Multi-stream: streams created by the timeline so far (their names are numbered).
     next_stream: usize,
+    /// KCL 3.x: the fleet faults of the workers' fleet stores (`None`: no fleet plan, the
+    /// workers use the store the lease table answers).
+    fleet_faults: Option<Arc<FleetFaults>>,
+    /// KCL 3.x: outages of every worker's fleet calls (the shared store failing), in tokio time.
+    fleet_outages: Vec<(Instant, Instant)>,
+    /// Whether the shared fleet store fails now.
+    fleet_failing: bool,
 }
 
 impl World {
@@ -179,6 +200,28 @@ impl World {
             Some(_) => Vec::new(),
         };
         let bound = overlap_bound(sc.failover, TICK);
+        {
+            let mut l = ledger.lock().unwrap();
+            l.consumer_bound = bound;
+            l.failover = sc.failover;
+            l.moves_by_handoff = sc.fleet.as_ref().is_some_and(|p| p.graceful_handoff);
+        }
+        let fleet_faults = sc.fleet.as_ref().map(|plan| {
+            Arc::new(FleetFaults::new(
+                plan.call_faults,
+                &plan.outages,
+                Instant::now(),
+                seed ^ 0x00F1_EE7F_A017,
+            ))
+        });
+        let fleet_outages = sc.fleet.as_ref().map_or(Vec::new(), |plan| {
+            let now = Instant::now();
+            plan.outages
+                .iter()
+                .filter(|o| o.worker.is_none())
+                .map(|o| (now + o.from, now + o.from + o.length))
+                .collect()
+        });
         World {
             rng: StdRng::seed_from_u64(seed ^ 0x00C0_FFEE),
             aggregate_rng: StdRng::seed_from_u64(seed ^ 0x0A66_C0DE),
@@ -212,6 +255,9 @@ impl World {
             tracker: multi_stream.map(|_| streams::SimTracker::default()),
             streams_by_id: Default::default(),
             next_stream: 0,
+            fleet_faults,
+            fleet_outages,
+            fleet_failing: false,
         }
         .with_configured_consumer()
         .with_initial_streams()
@@ -289,6 +335,7 @@ impl World {
                 next += 1;
             }
             self.delete_consumer_when_due(now);
+            self.fleet_outages_due();
             self.housekeeping().await;
             self.produce();
             self.sample();
@@ -309,6 +356,7 @@ impl World {
             drain,
             max_overlap: self.overlap.max_overlap,
             overlap_bound: self.bound,
+            max_consumer_overlap: self.ledger.lock().unwrap().max_consumer_overlap,
         }
     }
 
@@ -447,6 +495,7 @@ impl World {
         self.track_every_stream();
         self.store_faults.set_enabled(false);
         self.stream_faults.set_enabled(false);
+        self.fleet_faults_off();
         for i in 0..self.workers.len() {
             if self.workers[i].paused_until.is_some() {
                 self.end_pause(i);
@@ -474,12 +523,18 @@ impl World {
                 };
                 let loads = self.loads();
                 let (uneven, _) = imbalance(&loads);
-                if all && uneven <= 1 && self.cleanup_due().is_empty() {
+                let fleet_settled = self.fleet_unsettled().is_none();
+                if all && uneven <= 1 && self.cleanup_due().is_empty() && fleet_settled {
                     let since = *settled_since.get_or_insert(now);
                     if now - since >= settle {
+                        let fleet = if self.sc.fleet.is_some() {
+                            format!(" (fleet: {})", self.fleet_summary())
+                        } else {
+                            String::new()
+                        };
                         self.say(
                             None,
-                            format!("converged after {:?} of drain", now - started),
+                            format!("converged after {:?} of drain{fleet}", now - started),
                         );
                         self.check_ready(now - since);
                         return;
@@ -574,14 +629,35 @@ impl World {
         }
         let due = self.cleanup_due();
         if !due.is_empty() {
+            // KCL 3.x: finished leases no running worker holds wait for a leader to assign
+            // them (only their holder deletes them); said apart, see `UNASSIGNED_FINISHED`.
+            let holders = self.holders();
+            let table = self.table.snapshot();
+            let unassigned_finished = self.sc.fleet.is_some()
+                && due.iter().all(|(k, _)| {
+                    table.get(k).is_some_and(|l| l.checkpoint.is_shard_end())
+                        && !holders.contains_key(k)
+                });
             self.violation(
                 "cleaned-up",
                 format!(
-                    "after {limit}, leases that need no more processing were never deleted: {}; table: {}",
+                    "after {limit}, leases that need no more processing were never deleted: {}{}; table: {}",
                     due.iter().map(|(k, why)| format!("{k} ({why})")).collect::<Vec<_>>().join(", "),
+                    if unassigned_finished { UNASSIGNED_FINISHED } else { "" },
                     self.lease_table_summary()
                 ),
                 due.into_iter().map(|(k, _)| k).collect(),
+            );
+        }
+        if let Some(why) = self.fleet_unsettled() {
+            self.violation(
+                "fleet-converged",
+                format!(
+                    "after {limit}, the KCL 3.x fleet has not converged: {why}; {}; table: {}",
+                    self.fleet_summary(),
+                    self.lease_table_summary()
+                ),
+                self.live().map(|w| w.id.clone()).collect(),
             );
         }
         let loads = self.loads();
@@ -606,6 +682,7 @@ impl World {
                 w.handle.request_shutdown();
                 w.state = WorkerState::Stopping;
                 w.stop_requested = Some(Instant::now());
+                self.ledger.lock().unwrap().stopping.insert(w.id.clone());
             }
         }
         // Processors get the graceful timeout; releasing leases needs a few store calls.
