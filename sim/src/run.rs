@@ -80,10 +80,10 @@ impl RunOutcome {
                     .render_focus(first.trace_len, &first.focus, REPORT_LINES),
             );
             let (env, flag) = match self.scenario.retrieval {
+                _ if self.scenario.fleet.is_some() => ("SIM_RETRIEVAL=fleet ", " --fleet-3x"),
                 _ if self.scenario.multi_stream.is_some() => {
                     ("SIM_RETRIEVAL=multistream ", " --multi-stream")
                 }
-                _ if self.scenario.fleet.is_some() => ("SIM_RETRIEVAL=fleet ", " --fleet-3x"),
                 Retrieval::Polling => ("", ""),
                 Retrieval::FanOut(_) => ("SIM_RETRIEVAL=fanout ", " --fan-out"),
             };

@@ -121,10 +121,11 @@ pub enum Mode {
     /// A multi-stream application (polling): several streams, streams joining and leaving
     /// the set, streams deleted and re-created.
     MultiStream,
-    /// A KCL 3.x fleet (polling): the polling world and timeline with a [`FleetPlan`] drawn
-    /// from its own generator (workers configured `V3x` from the start, some of them `Auto`,
-    /// or `Auto` workers whose fleet is switched to 3.x mid-run), leader kills and pauses,
-    /// fleet-store outages and faults, processors slow to hand over.
+    /// A KCL 3.x fleet: the polling world and timeline (in 15 % of seeds as a multi-stream
+    /// application, in 15 % with enhanced fan-out) with a [`FleetPlan`] drawn from its own
+    /// generator (workers configured `V3x` from the start, some of them `Auto`, or `Auto`
+    /// workers whose fleet is switched to 3.x mid-run), leader kills and pauses, fleet-store
+    /// outages and faults, processors slow to hand over.
     Fleet,
 }
 
@@ -357,6 +358,9 @@ const MULTI_STREAM_SALT: u64 = 0x3A17_15EA;
 /// Seeds the generator of the KCL 3.x fleet draws (with the seed).
 const FLEET_SALT: u64 = 0x3F1E_E73A_0C0D;
 
+/// Seeds the generator of a KCL 3.x fleet's world: polling, multi-stream or fan-out.
+const FLEET_WORLD_SALT: u64 = 0x0F1E_E7A0_570D;
+
 /// Seeds the generator of lease-table outages (with the seed).
 const OUTAGE_SALT: u64 = 0x0074_AB72;
 
@@ -382,49 +386,63 @@ impl Scenario {
     /// timeline with the fan-out draws added (from their own generator).
     pub fn generate_in(seed: u64, mode: Mode) -> Scenario {
         let mut sc = Scenario::generate(seed);
-        if mode == Mode::MultiStream {
-            sc.add_multi_stream();
-        }
-        if mode == Mode::Fleet {
-            sc.add_fleet();
-        }
-        if mode == Mode::FanOut {
-            let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
-            let faults = match r5.random_range(0..10) {
-                0..=2 => SubscriptionFaultRates::default(),
-                n => {
-                    let heavy = if n >= 7 { 3.0 } else { 1.0 };
-                    SubscriptionFaultRates {
-                        resource_in_use: rate(&mut r5, 0.3, 0.05 * heavy),
-                        limit_exceeded: rate(&mut r5, 0.3, 0.05 * heavy),
-                        reset: rate(&mut r5, 0.3, 0.03 * heavy),
-                        silence: rate(&mut r5, 0.5, 0.01 * heavy),
-                        end: rate(&mut r5, 0.3, 0.03 * heavy),
-                    }
+        match mode {
+            Mode::Polling => {}
+            Mode::MultiStream => sc.add_multi_stream(),
+            Mode::FanOut => sc.add_fan_out(),
+            Mode::Fleet => {
+                // The fleet's world: mostly polling, else multi-stream or enhanced fan-out
+                // (from their own generator: the fleet plan's draws stay).
+                let mut r = StdRng::seed_from_u64(seed ^ FLEET_WORLD_SALT);
+                match r.random_range(0..100) {
+                    0..=69 => {}
+                    70..=84 => sc.add_multi_stream(),
+                    _ => sc.add_fan_out(),
                 }
-            };
-            let lifetime = Duration::from_secs(r5.random_range(5..=300));
-            let activation = ms(&mut r5, 0, 3000);
-            // The consumer's naming and deletions from their own generator: the draws above
-            // (and what the older fan-out seeds do, without deletions, by name) stay.
-            let mut r6 = StdRng::seed_from_u64(seed ^ 0xC0_75DE_1E7E);
-            let by_arn = r6.random_bool(0.3);
-            let mut deletions = [None; 2];
-            if r6.random_bool(0.35) {
-                let active = sc.active.as_millis() as u64;
-                deletions[0] = Some(ms(&mut r6, 0, active));
-                if r6.random_bool(0.3) {
-                    deletions[1] = Some(ms(&mut r6, 0, active));
-                }
+                sc.add_fleet();
             }
-            sc.retrieval = Retrieval::FanOut(FanOutPlan {
-                lifetime,
-                activation,
-                faults,
-                consumer: ConsumerPlan { by_arn, deletions },
-            });
         }
         sc
+    }
+
+    /// Make this an enhanced fan-out scenario: the polling world and timeline with the
+    /// fan-out draws added (from their own generators).
+    fn add_fan_out(&mut self) {
+        let seed = self.seed;
+        let mut r5 = StdRng::seed_from_u64(seed ^ 0xFA_0007_5EED);
+        let faults = match r5.random_range(0..10) {
+            0..=2 => SubscriptionFaultRates::default(),
+            n => {
+                let heavy = if n >= 7 { 3.0 } else { 1.0 };
+                SubscriptionFaultRates {
+                    resource_in_use: rate(&mut r5, 0.3, 0.05 * heavy),
+                    limit_exceeded: rate(&mut r5, 0.3, 0.05 * heavy),
+                    reset: rate(&mut r5, 0.3, 0.03 * heavy),
+                    silence: rate(&mut r5, 0.5, 0.01 * heavy),
+                    end: rate(&mut r5, 0.3, 0.03 * heavy),
+                }
+            }
+        };
+        let lifetime = Duration::from_secs(r5.random_range(5..=300));
+        let activation = ms(&mut r5, 0, 3000);
+        // The consumer's naming and deletions from their own generator: the draws above
+        // (and what the older fan-out seeds do, without deletions, by name) stay.
+        let mut r6 = StdRng::seed_from_u64(seed ^ 0xC0_75DE_1E7E);
+        let by_arn = r6.random_bool(0.3);
+        let mut deletions = [None; 2];
+        if r6.random_bool(0.35) {
+            let active = self.active.as_millis() as u64;
+            deletions[0] = Some(ms(&mut r6, 0, active));
+            if r6.random_bool(0.3) {
+                deletions[1] = Some(ms(&mut r6, 0, active));
+            }
+        }
+        self.retrieval = Retrieval::FanOut(FanOutPlan {
+            lifetime,
+            activation,
+            faults,
+            consumer: ConsumerPlan { by_arn, deletions },
+        });
     }
 
     /// The scenario of `seed` (polling).

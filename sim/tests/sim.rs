@@ -7,7 +7,6 @@
 //! `SIM_FAN_OUT_SEEDS=<n>`, `SIM_MULTI_STREAM_SEEDS=<n>` and `SIM_FLEET_SEEDS=<n>` change the
 //! batch sizes.
 
-use kcl_sim::world::UNASSIGNED_FINISHED;
 use kcl_sim::{run_seed, run_seed_bounded_in, run_seed_in, wall_limit, Mode, RunOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -39,12 +38,6 @@ fn run_all(seeds: Vec<u64>) {
 
 /// Run `seeds` in `mode` on every core; panic with the reports of the failing ones.
 fn run_all_in(seeds: Vec<u64>, mode: Mode) {
-    run_all_tolerating(seeds, mode, |_| false)
-}
-
-/// [`run_all_in`], except that failing seeds `known` accepts (a known library defect, see its
-/// caller) are listed on stderr instead of failing the test.
-fn run_all_tolerating(seeds: Vec<u64>, mode: Mode, known: fn(&RunOutcome) -> bool) {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
@@ -55,14 +48,7 @@ fn run_all_tolerating(seeds: Vec<u64>, mode: Mode, known: fn(&RunOutcome) -> boo
                 let Some(&seed) = seeds.get(i) else { return };
                 let outcome = run_seed_bounded_in(seed, mode, wall_limit());
                 if !outcome.passed() {
-                    if known(&outcome) {
-                        eprintln!(
-                            "seed {seed} ({mode:?}) fails on a known library defect: {}",
-                            outcome.violations[0]
-                        );
-                    } else {
-                        failures.lock().unwrap().push((seed, outcome.report()));
-                    }
+                    failures.lock().unwrap().push((seed, outcome.report()));
                 }
             });
         }
@@ -148,20 +134,6 @@ fn one_seed_is_one_exact_run() {
     }
 }
 
-/// Whether every violation of `outcome` is a KCL 3.x fleet's finished leases left with no
-/// holder ([`UNASSIGNED_FINISHED`]): the library's leader never assigns finished leases, so
-/// those of a worker that died, or of an older application, are never cleaned up (a library
-/// defect, found by this simulation: `FLEET_LIBRARY_FAILURES`). Such seeds are listed, not
-/// failed, by [`fleet_seed_batch`] while the defect is open; [`fleet_seed_batch_strict`]
-/// fails them.
-fn unassigned_finished_only(outcome: &RunOutcome) -> bool {
-    outcome.scenario.fleet.is_some()
-        && outcome
-            .violations
-            .iter()
-            .all(|v| v.invariant == "cleaned-up" && v.message.contains(UNASSIGNED_FINISHED))
-}
-
 fn fleet_seeds() -> u64 {
     std::env::var("SIM_FLEET_SEEDS")
         .ok()
@@ -170,45 +142,54 @@ fn fleet_seeds() -> u64 {
 }
 
 /// A batch of seeds as KCL 3.x fleets (see [`CI_FLEET_SEEDS`]; `SIM_FLEET_SEEDS` overrides).
-/// Every invariant holds, except that seeds failing only on the open library defect of
-/// [`unassigned_finished_only`] are listed on stderr.
 #[test]
 fn fleet_seed_batch() {
     if replay_seed().is_some() {
         return;
     }
-    run_all_tolerating(
-        (0..fleet_seeds()).collect(),
-        Mode::Fleet,
-        unassigned_finished_only,
-    );
+    run_all_in((0..fleet_seeds()).collect(), Mode::Fleet);
 }
 
-/// [`fleet_seed_batch`] with nothing tolerated, and the seeds that found the open library
-/// defect: fails until the library's leader assigns finished leases without a live owner.
-/// `cargo test -p kcl-sim -- --ignored fleet`.
+/// KCL 3.x fleet seeds that found bugs, run as fleets (see [`REGRESSIONS`]).
 #[test]
-#[ignore = "KCL 3.x: the library's leader never assigns finished leases without a live holder (cleaned-up fails in about a fifth of fleet seeds)"]
-fn fleet_seed_batch_strict() {
+fn fleet_regression_seeds() {
     if replay_seed().is_some() {
         return;
     }
-    let mut seeds: Vec<u64> = (0..fleet_seeds()).collect();
-    seeds.extend(FLEET_LIBRARY_FAILURES.iter().map(|(seed, _)| *seed));
-    run_all_in(seeds, Mode::Fleet);
+    run_all_in(
+        FLEET_REGRESSIONS.iter().map(|(seed, _)| *seed).collect(),
+        Mode::Fleet,
+    );
 }
 
-/// (seed, what it shows) as KCL 3.x fleets: library defects found by the simulation and not
-/// fixed yet (they fail [`fleet_seed_batch_strict`]). Once fixed, they move to a list of
-/// regressions run in CI.
-const FLEET_LIBRARY_FAILURES: &[(u64, &str)] = &[
+/// (seed, what it caught) as KCL 3.x fleets; as [`REGRESSIONS`]. Each failed before its fix
+/// (the first four on the library: `cleaned-up` failed in 87 of fleet seeds 0-399 at 191f501,
+/// in none after 800395a, "gone workers' finished leases are assigned").
+const FLEET_REGRESSIONS: &[(u64, &str)] = &[
     (
         167,
-        "an older application's finished leases (owner java-kcl-2.2-worker or none, shards aged out) are never assigned, so never deleted",
+        "the leader never assigned finished leases: an older application's (owner java-kcl-2.2-worker or none, shards aged out) were never deleted",
     ),
     (
         31,
-        "a killed worker's finished leases (it was the leader) are never assigned, so never deleted",
+        "the leader never assigned finished leases: a killed worker's were never deleted",
+    ),
+    (
+        77,
+        "the leader never assigned finished leases (multi-stream): a killed worker's were never deleted",
+    ),
+    (
+        30,
+        "the leader never assigned finished leases (enhanced fan-out): a killed worker's were never deleted",
+    ),
+    // A simulation bug, found by the 10,000-seed fleet soak from 4000000: retention trimmed a
+    // closed shard's unprocessed records because the first record `first_needed` named (the
+    // checkpoint of an earlier assignment to the same worker, which adopted the lease again
+    // by discovery, without a new assignment) had been trimmed already: the shard then set no
+    // bound at all. The trim now keeps everything from the first record kept after it.
+    (
+        4004343,
+        "sim: a trim dropped the unprocessed records of a closed shard whose first needed record was gone already",
     ),
 ];
 

@@ -76,8 +76,9 @@ struct Summary {
     partial: u64,
     consumer_deletions: u64,
     stream_changes: u64,
-    /// KCL 3.x: seeds by fleet plan kind.
+    /// KCL 3.x: seeds by fleet plan kind, and by world (polling, multi-stream, fan-out).
     fleet_kinds: std::collections::BTreeMap<&'static str, u64>,
+    fleet_worlds: std::collections::BTreeMap<&'static str, u64>,
     leaders_elected: u64,
     leader_takeovers: u64,
     leader_kills: u64,
@@ -120,6 +121,17 @@ impl Summary {
         self.stream_changes += o.stats.stream_changes;
         if let Some(plan) = &o.scenario.fleet {
             *self.fleet_kinds.entry(plan.kind_name()).or_default() += 1;
+            let world = if o.scenario.multi_stream.is_some() {
+                "multi-stream"
+            } else if matches!(
+                o.scenario.retrieval,
+                kcl_sim::scenario::Retrieval::FanOut(_)
+            ) {
+                "fan-out"
+            } else {
+                "polling"
+            };
+            *self.fleet_worlds.entry(world).or_default() += 1;
         }
         self.leaders_elected += o.counters.leaders_elected;
         self.leader_takeovers += o.counters.leader_takeovers;
@@ -229,6 +241,12 @@ fn main() {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         println!("{:<28} {:>16}", "KCL 3.x fleet plans", kinds.join(" / "));
+        let worlds: Vec<String> = sum
+            .fleet_worlds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!("{:<28} {:>16}", "  their worlds", worlds.join(" / "));
         println!(
             "{:<28} {:>16}",
             "leaders elected (takeovers)",

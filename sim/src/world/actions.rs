@@ -579,11 +579,15 @@ impl World {
                 holders.get(id).map_or(&[], Vec::as_slice),
             );
             if let Some(&(seq, _)) = log.records.get(first) {
+                // The first needed record, or, when an earlier trim took it (`first_needed` is
+                // conservative: a tenure's checkpoint when its owner last took the lease may
+                // be older than the records kept), the first record kept after it: the
+                // shard's records from there on are needed all the same.
                 let needed = slot
                     .stream
                     .records(&shard.shard_id)
                     .into_iter()
-                    .find(|r| r.sequence_number.parse::<u128>().ok() == Some(seq));
+                    .find(|r| r.sequence_number.parse::<u128>().is_ok_and(|s| s >= seq));
                 if let Some(t) = needed.and_then(|r| r.approximate_arrival_timestamp) {
                     cutoff = cutoff.min(t);
                 }

@@ -45,14 +45,11 @@ pub const DRAIN_STALL: Duration = Duration::from_secs(300);
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Appended to a **cleaned-up** violation of a KCL 3.x fleet when every lease left is a
-/// finished (`SHARD_END`) one that no running worker holds: the library's leader assigns only
-/// unfinished leases, so the finished leases of a worker that died (or of an older
-/// application, or released with no owner) are never held again, and only a holder deletes a
-/// lease. A library defect (the Java KCL 3.x leader assigns expired and unowned leases whatever
-/// their checkpoint, and their new owner cleans them up); `tests/sim.rs` tells these apart
-/// while it is open.
+/// finished (`SHARD_END`) one that no running worker holds: only a holder deletes a lease, so
+/// such leases wait for the leader to assign them (the library's leader did not, before
+/// 800395a: `FLEET_REGRESSIONS` in `tests/sim.rs`).
 pub const UNASSIGNED_FINISHED: &str =
-    " [KCL 3.x: finished leases no running worker holds; the leader never assigns them]";
+    " [KCL 3.x: finished leases that no running worker holds; the leader has not assigned them]";
 
 /// Asks a running world to stop at once (see [`crate::run::run_seed_bounded`]): a world
 /// whose simulated time no longer advances is still polled when notified from another thread.
