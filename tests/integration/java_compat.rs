@@ -51,6 +51,7 @@ const RUST_ATTRIBUTES: &[&str] = &[
     "startingHashKey",
     "endingHashKey",
     "checkpointOwner",
+    "throughputKBps",
     "entityType",
 ];
 
@@ -278,8 +279,8 @@ async fn the_lease_table_round_trips_between_rust_and_the_java_kcl() {
         );
     }
     assert!(
-        extra_attributes.contains("throughputKBps"),
-        "Java 3.x writes throughputKBps: {extra_attributes:?}"
+        java_items.iter().all(|i| i.contains_key("throughputKBps")),
+        "Java 3.x writes throughputKBps (which this library now reads and writes too)"
     );
     let (indexes, tables) = table_extras(&aws, &app).await;
     eprintln!(
@@ -525,6 +526,12 @@ fn expected_lease(item: &Item) -> Lease {
         start: s("startingHashKey").unwrap().parse().unwrap(),
         end: s("endingHashKey").unwrap().parse().unwrap(),
     });
+    // KCL 3.x: the hand-off's outgoing owner and the throughput the owner measured.
+    lease.checkpoint_owner = s("checkpointOwner");
+    lease.throughput = item
+        .get("throughputKBps")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| kinesis_client::lease::Throughput::from_kbps(v.parse().unwrap()));
     lease
 }
 
