@@ -189,8 +189,6 @@ pub struct Ledger {
     /// KCL 3.x: the last time each lease was given away by its owner (a hand-off completed, or
     /// a lease passed on by a worker that stops): (that owner, when).
     handed_over: BTreeMap<String, (String, Duration)>,
-    /// Workers whose graceful stop was requested (their current process).
-    pub stopping: std::collections::BTreeSet<String>,
     /// The last applied renewal of each lease by each worker: (worker, key) → when.
     renewed_at: BTreeMap<(String, String), Duration>,
     /// The failover time (for [`Stats::premature_assignments`]).
@@ -227,7 +225,6 @@ impl Ledger {
             consumers: BTreeMap::new(),
             reported_overlaps: Default::default(),
             handed_over: BTreeMap::new(),
-            stopping: Default::default(),
             renewed_at: BTreeMap::new(),
             failover: Duration::MAX,
             moves_by_handoff: false,
@@ -550,7 +547,7 @@ impl Ledger {
         }
         let completes_handoff = prior
             .is_some_and(|p| p.checkpoint_owner.as_deref() == Some(by) && p.owner == lease.owner);
-        let passes_on = self.stopping.contains(by)
+        let passes_on = self.trace.is_shutting_down(by)
             && prior
                 .is_some_and(|p| p.checkpoint_owner.is_none() && p.owner.as_deref() == Some(by))
             && lease.owner.as_deref() != Some(by);

@@ -109,6 +109,9 @@ struct Inner {
     counters: Counters,
     /// KCL 3.x: since when each worker (by id, its current process) runs the 3.x protocol.
     assigned_since: std::collections::BTreeMap<String, Duration>,
+    /// Workers (their current process) whose graceful shutdown began (asked for, or on their
+    /// own: a fan-out consumer gone for good).
+    shutting_down: std::collections::BTreeSet<String>,
     /// Echo every line to stderr as it is added (`SIM_LIVE_TRACE=1`: to see where a run hangs).
     live: bool,
 }
@@ -191,7 +194,14 @@ impl Trace {
 
     /// A process of `worker` starts: it runs the leaderless protocol until it says otherwise.
     pub fn worker_starts(&self, worker: &str) {
-        self.0.lock().unwrap().assigned_since.remove(worker);
+        let mut inner = self.0.lock().unwrap();
+        inner.assigned_since.remove(worker);
+        inner.shutting_down.remove(worker);
+    }
+
+    /// Whether `worker`'s current process has begun its graceful shutdown.
+    pub fn is_shutting_down(&self, worker: &str) -> bool {
+        self.0.lock().unwrap().shutting_down.contains(worker)
     }
 
     /// Since when `worker` runs the KCL 3.x protocol (`lease protocol changed` to `Assigned`),
@@ -228,6 +238,11 @@ impl Trace {
                 inner.counters.handoffs_timed_out += 1
             }
             "assigned lease adopted" => inner.counters.adoptions += 1,
+            "graceful shutdown: asking processors to checkpoint" => {
+                if let Some(worker) = line.worker.clone() {
+                    inner.shutting_down.insert(worker);
+                }
+            }
             "lease passed on" => inner.counters.passed_on += 1,
             "lease protocol changed" => {
                 if let Some(worker) = line.worker.clone() {

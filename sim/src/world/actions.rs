@@ -125,11 +125,7 @@ impl World {
         let handle = scheduler.handle();
         self.trace.worker_starts(&id);
         let task = tokio::spawn(scheduler.run(std::future::pending::<()>()));
-        {
-            let mut ledger = self.ledger.lock().unwrap();
-            ledger.stats.workers_started += 1;
-            ledger.stopping.remove(&id);
-        }
+        self.ledger.lock().unwrap().stats.workers_started += 1;
         self.trace.push(
             crate::trace::Source::World,
             Some(&id),
@@ -209,10 +205,7 @@ impl World {
                     w.state = WorkerState::Stopping;
                     w.stop_requested = Some(Instant::now());
                     let id = w.id.clone();
-                    let mut ledger = self.ledger.lock().unwrap();
-                    ledger.stats.stops += 1;
-                    ledger.stopping.insert(id.clone());
-                    drop(ledger);
+                    self.ledger.lock().unwrap().stats.stops += 1;
                     self.say(Some(&id), "graceful shutdown requested".into());
                 }
                 None => self.say(None, "stop worker: none running".into()),

@@ -679,7 +679,6 @@ impl World {
                 w.handle.request_shutdown();
                 w.state = WorkerState::Stopping;
                 w.stop_requested = Some(Instant::now());
-                self.ledger.lock().unwrap().stopping.insert(w.id.clone());
             }
         }
         // Processors get the graceful timeout; releasing leases needs a few store calls.
