@@ -11,6 +11,8 @@
 # (b) the README's demo command, build only: cargo build --release -p demo (the demo's package;
 #     before it had one, cargo build --release --example demo)
 # (c) the README's test command, build only: cargo test --workspace --no-run
+# (lib-debug, c-lib) the library alone in debug, and its unit tests alone: the part of (c) no test
+#     command can leave out
 # and the floor: a crate with only aws-config, aws-sdk-kinesis, aws-sdk-dynamodb and tokio
 # (no kinesis-client), release and debug, and the same with ring as the crypto provider.
 set -uo pipefail
@@ -84,6 +86,10 @@ t b-before "$M/before" cargo build --release $(demo before)
 t b-after "$M/after" cargo build --release $(demo after)
 t c-before "$M/before" cargo test --workspace --no-run
 t c-after "$M/after" cargo test --workspace --no-run
+# what no test command can avoid: the library's debug build, and the library's own unit tests
+# (with their dev-dependencies), each alone
+t lib-debug-after "$M/after" cargo build -p kinesis-client
+t c-lib-after "$M/after" cargo test -p kinesis-client --lib --no-run
 t floor-release "$M/floor" cargo build --release
 t floor-debug "$M/floor" cargo build
 t floor-ring "$M/floor-ring" cargo build --release

@@ -94,12 +94,19 @@ pub struct CoordinatorConfig {
     /// that name none: a lease of a multi-stream application is not its to process (its key is
     /// no shard of this stream, and its clean-up would delete it as trimmed).
     pub multi_stream: bool,
-    /// KCL 3.x: how often this worker looks for leases the leader assigned it (default 1 s).
+    /// KCL 3.x: how often this worker looks for leases the leader assigned it; in the
+    /// leaderless protocol, how often it looks whether a lease being handed to it has been
+    /// passed on (default 1 s).
     pub discovery_interval: Duration,
     /// KCL 3.x: how long this worker's processor may take to checkpoint when the leader hands
     /// one of its leases to another worker, before the lease passes on anyway (the Java KCL's
     /// `gracefulLeaseHandoffTimeoutMillis`, default 30 s).
     pub handoff_timeout: Duration,
+    /// In the leaderless protocol, a steal for balance is a graceful hand-off, as a KCL 3.x
+    /// leader's moves are: the victim's processor checkpoints before the lease passes on, so no
+    /// record is processed twice (default `true`; the Java KCL's
+    /// `isGracefulLeaseHandoffEnabled`). `false`: a steal takes the lease at once.
+    pub graceful_steals: bool,
 }
 
 /// How this worker gets its leases.
@@ -129,6 +136,7 @@ impl CoordinatorConfig {
             multi_stream: false,
             discovery_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(30),
+            graceful_steals: true,
         }
     }
 }
@@ -564,7 +572,8 @@ impl LeaseCoordinator {
         }
     }
 
-    /// A KCL 3.x leader started handing `key` (tenure `tenure`) to `to`: tell the consumer (its
+    /// A KCL 3.x leader, or a leaderless worker balancing (a steal), started handing `key`
+    /// (tenure `tenure`) to `to`: tell the consumer (its
     /// processor shuts down as requested and may checkpoint; the scheduler then completes the
     /// hand-off with [`LeaseCoordinator::release`]), and complete it anyway after the hand-off
     /// timeout.
@@ -572,7 +581,7 @@ impl LeaseCoordinator {
         if tenure.handoff.is_cancelled() {
             return;
         }
-        tracing::info!(worker_id = %self.worker_id(), lease_key = key, to, "the leader is handing this lease to another worker: asking its processor to checkpoint");
+        tracing::info!(worker_id = %self.worker_id(), lease_key = key, to, "this lease is being handed to another worker (by the fleet's leader, or a worker balancing): asking its processor to checkpoint");
         tenure.handoff.cancel();
         self.publish();
         let coordinator = self.clone();

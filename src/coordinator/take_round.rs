@@ -20,6 +20,18 @@ use tokio_util::sync::CancellationToken;
 /// the consumers as soon as it is written.
 pub const TAKE_CHUNK: usize = 64;
 
+/// When the hand-off `lease` is in was first seen: carried over from `prev` (the same lease
+/// at the previous scan) while it is the same hand-off, `seen_at` for a new one.
+fn handoff_since(prev: Option<&ObservedLease>, lease: &Lease, seen_at: Instant) -> Option<Instant> {
+    if !lease.is_in_handoff() {
+        return None;
+    }
+    let same = |p: &&ObservedLease| {
+        p.lease.checkpoint_owner == lease.checkpoint_owner && p.lease.owner == lease.owner
+    };
+    Some(prev.filter(same).and_then(|p| p.handoff_since).unwrap_or(seen_at))
+}
+
 /// What one take round did.
 #[derive(Debug, Clone, Default)]
 pub struct TakeReport {
@@ -29,6 +41,9 @@ pub struct TakeReport {
     pub taken: Vec<(String, TakeReason)>,
     /// Keys the taker chose but lost the race for.
     pub missed: Vec<String>,
+    /// Keys whose graceful hand-off to this worker this round started (a steal: the lease
+    /// is this worker's once its owner has checkpointed and passed it on).
+    pub handoffs: Vec<String>,
     /// When the taker should look again to catch the next expiry promptly.
     pub next_expiry_check: Option<Instant>,
 }
@@ -38,9 +53,15 @@ impl LeaseCoordinator {
     /// cancelled; after [`LeaseCoordinator::stop_taking`] the rounds stop taking.
     pub(super) async fn run_taker(&self, shutdown: &CancellationToken) {
         let mut protocol = self.inner.protocol.subscribe();
+        // The leaderless protocol's next take round; between rounds, a lease being handed to
+        // this worker is looked at every `discovery_interval`.
+        let mut next_round = Instant::now();
         loop {
             let assigned = *protocol.borrow_and_update() == super::Protocol::Assigned;
-            let wake = if assigned {
+            let wake = if !assigned && Instant::now() < next_round {
+                self.poll_incoming_handoffs().await;
+                next_round
+            } else if assigned {
                 if self.inner.taking.load(Ordering::SeqCst) {
                     if let Err(e) = self.discovery_round().await {
                         tracing::warn!(worker_id = %self.worker_id(), error = %e, "looking for assigned leases failed; will retry");
@@ -56,9 +77,15 @@ impl LeaseCoordinator {
                     }
                 };
                 let regular = Instant::now() + self.jittered(self.inner.config.take_interval);
-                expiry.map_or(regular, |e| e.min(regular))
+                next_round = expiry.map_or(regular, |e| e.min(regular));
+                next_round
             } else {
                 Instant::now() + self.inner.config.take_interval
+            };
+            let wake = if !assigned && !self.incoming_handoffs().is_empty() {
+                wake.min(Instant::now() + self.inner.config.discovery_interval)
+            } else {
+                wake
             };
             tokio::select! {
                 biased;
@@ -166,11 +193,20 @@ impl LeaseCoordinator {
             let mut obs = self.inner.observed.lock();
             let mut fresh = BTreeMap::new();
             for lease in leases {
-                let last_change = match obs.remove(&lease.key) {
+                let prev = obs.remove(&lease.key);
+                let last_change = match &prev {
                     Some(prev) if prev.lease.counter == lease.counter => prev.last_change,
                     _ => seen_at,
                 };
-                fresh.insert(lease.key.clone(), ObservedLease { lease, last_change });
+                let handoff_since = handoff_since(prev.as_ref(), &lease, seen_at);
+                fresh.insert(
+                    lease.key.clone(),
+                    ObservedLease {
+                        lease,
+                        last_change,
+                        handoff_since,
+                    },
+                );
             }
             *obs = fresh;
             obs.values().cloned().collect()
@@ -181,6 +217,11 @@ impl LeaseCoordinator {
             failover_time: failover,
             max_leases_for_worker: self.inner.config.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.inner.config.max_leases_to_steal_at_one_time,
+            handoff_timeout: self
+                .inner
+                .config
+                .graceful_steals
+                .then_some(self.inner.config.handoff_timeout),
         };
         let mut stats = TakeStats::default();
         let decisions = {
@@ -210,16 +251,24 @@ impl LeaseCoordinator {
         let me = self.worker_id();
         let failover = self.inner.config.failover_time;
         let started = Instant::now();
+        let graceful = self.inner.config.graceful_steals;
         let outcomes = futures::future::join_all(chunk.iter().map(|d| async move {
             let started = Instant::now();
+            if graceful && d.reason == TakeReason::Steal {
+                return (true, self.inner.store.start_handoff(&d.lease, me).await);
+            }
             let outcome = self.inner.store.take_lease(&d.lease, me).await;
             let landed = matches!(outcome, Ok(WriteOutcome::Applied(_)));
             self.inner.metrics.take_lease(landed, started.elapsed());
-            outcome
+            (false, outcome)
         }))
         .await;
-        for (decision, outcome) in chunk.into_iter().zip(outcomes) {
+        for (decision, (handoff, outcome)) in chunk.into_iter().zip(outcomes) {
             let key = decision.lease.key.clone();
+            if handoff {
+                self.handoff_requested(decision, outcome, report);
+                continue;
+            }
             match outcome {
                 Ok(WriteOutcome::Applied(_)) if started.elapsed() >= failover => {
                     // The write may have applied as soon as it was sent: for the other
@@ -243,5 +292,107 @@ impl LeaseCoordinator {
                 }
             }
         }
+    }
+
+    /// The outcome of starting a graceful hand-off of `decision`'s lease to this worker (a
+    /// steal): on success, the lease is watched until its owner passes it on.
+    fn handoff_requested(
+        &self,
+        decision: TakeDecision,
+        outcome: Result<WriteOutcome, LeaseStoreError>,
+        report: &mut TakeReport,
+    ) {
+        let me = self.worker_id();
+        let key = decision.lease.key.clone();
+        match outcome {
+            Ok(WriteOutcome::Applied(lease)) => {
+                tracing::info!(worker_id = %me, lease_key = %key, from = ?decision.lease.owner,
+                    "balancing: asked the lease's owner to hand it over (its processor checkpoints, then it passes the lease on)");
+                let now = Instant::now();
+                let mut observed = self.inner.observed.lock();
+                let last_change = observed.get(&key).map_or(now, |o| o.last_change);
+                observed.insert(
+                    key.clone(),
+                    ObservedLease {
+                        lease,
+                        last_change,
+                        handoff_since: Some(now),
+                    },
+                );
+                report.handoffs.push(key);
+            }
+            Ok(WriteOutcome::Conflict) => report.missed.push(key),
+            Err(e) => {
+                tracing::warn!(worker_id = %me, lease_key = %key, error = %e, "starting a hand-off failed");
+                report.missed.push(key);
+            }
+        }
+    }
+
+    /// The leases being handed to this worker (steals under way), as last seen.
+    pub(crate) fn incoming_handoffs(&self) -> Vec<Lease> {
+        let me = self.worker_id();
+        let held = self.held_keys();
+        self.inner
+            .observed
+            .lock()
+            .values()
+            .filter(|o| {
+                o.lease.owner.as_deref() == Some(me)
+                    && o.lease.is_in_handoff()
+                    && !held.contains(&o.lease.key)
+            })
+            .map(|o| o.lease.clone())
+            .collect()
+    }
+
+    /// Look again at the leases being handed to this worker: adopt each one its owner has
+    /// passed on (a renewal), forget those that went elsewhere. Returns how many it adopted.
+    pub async fn poll_incoming_handoffs(&self) -> usize {
+        let incoming = self.incoming_handoffs();
+        if incoming.is_empty() {
+            return 0;
+        }
+        let me = self.worker_id().to_string();
+        let read = futures::future::join_all(
+            incoming.iter().map(|l| self.inner.store.get_lease(&l.key)),
+        )
+        .await;
+        let mut done = Vec::new();
+        for (before, now) in incoming.into_iter().zip(read) {
+            match now {
+                Ok(Some(cur)) if cur.is_in_handoff() && cur.owner == before.owner => {}
+                Ok(Some(cur)) => {
+                    {
+                        let mut observed = self.inner.observed.lock();
+                        if let Some(o) = observed.get_mut(&cur.key) {
+                            if o.lease.counter != cur.counter {
+                                o.last_change = Instant::now();
+                            }
+                            o.handoff_since = None;
+                            o.lease = cur.clone();
+                        }
+                    }
+                    if cur.owner.as_deref() == Some(me.as_str()) {
+                        done.push(cur);
+                    }
+                }
+                Ok(None) => {
+                    self.inner.observed.lock().remove(&before.key);
+                }
+                Err(e) => {
+                    tracing::debug!(worker_id = %me, lease_key = %before.key, error = %e, "reading a lease being handed over failed; will retry");
+                }
+            }
+        }
+        let adopted = futures::future::join_all(done.into_iter().map(|l| self.adopt_assigned(l)))
+            .await
+            .into_iter()
+            .filter(|a| *a)
+            .count();
+        if adopted > 0 {
+            self.publish();
+        }
+        adopted
     }
 }

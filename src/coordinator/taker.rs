@@ -14,7 +14,15 @@
 //!    worker start on never-processed shards first, and is deterministic for a given seed).
 //! 4. Only when nothing is available, it steals from the most loaded worker, if that worker is
 //!    above the target: `min(needed, its_count - target)` leases, or 1 when that is 0 but this
-//!    worker needs more than one; at most `max_leases_to_steal_at_one_time`.
+//!    worker needs more than one; at most `max_leases_to_steal_at_one_time`. A lease in a
+//!    hand-off is never stolen.
+//! 5. A steal is a graceful hand-off when [`TakerConfig::handoff_timeout`] is set (the caller
+//!    writes `checkpointOwner` = victim, `leaseOwner` = this worker, as a KCL 3.x leader does):
+//!    the victim's processor checkpoints, then the victim passes the lease on, so no record is
+//!    processed twice. Meanwhile the lease counts as this worker's and is not taken, unless its
+//!    counter stops (the victim died: expired) or the hand-off outlasts the timeout plus the
+//!    failover time (a victim that does not know hand-offs, such as a Java KCL 2.x worker):
+//!    then it is taken as any expired lease is.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
@@ -34,6 +42,8 @@ pub struct ObservedLease {
     pub lease: Lease,
     /// When this worker first saw the current counter value (its own monotonic clock).
     pub last_change: Instant,
+    /// When this worker first saw the hand-off the lease is in (`None`: not in a hand-off).
+    pub handoff_since: Option<Instant>,
 }
 
 impl ObservedLease {
@@ -52,6 +62,9 @@ pub struct TakerConfig {
     pub max_leases_for_worker: usize,
     /// The most leases this worker steals in one round.
     pub max_leases_to_steal_at_one_time: usize,
+    /// Steals are graceful hand-offs (rule 5), and one to this worker is waited for this long
+    /// (plus the failover time) before the lease is taken anyway; `None`: steals are takes.
+    pub handoff_timeout: Option<Duration>,
 }
 
 /// Why a lease is being taken.
@@ -63,8 +76,11 @@ pub enum TakeReason {
     Expired,
     /// The table names this worker as owner, but this process does not hold it.
     Orphaned,
-    /// Taken from a more loaded worker to even out the spread.
+    /// Taken from a more loaded worker to even out the spread (a graceful hand-off when
+    /// [`TakerConfig::handoff_timeout`] is set).
     Steal,
+    /// Handed to this worker by a hand-off that did not complete in time.
+    HandoffTimedOut,
 }
 
 /// What the taker decided.
@@ -107,12 +123,29 @@ pub fn choose_leases_to_take_with_stats(
     rng: &mut impl Rng,
     stats: &mut TakeStats,
 ) -> Vec<TakeDecision> {
+    let handoff_limit = config
+        .handoff_timeout
+        .map(|t| t + config.failover_time)
+        .unwrap_or(Duration::ZERO);
     let reason_available = |o: &ObservedLease| -> Option<TakeReason> {
         match o.lease.owner.as_deref() {
             None => Some(TakeReason::Unowned),
-            Some(owner) if owner == worker_id => {
-                (!held.contains(&o.lease.key)).then_some(TakeReason::Orphaned)
+            Some(owner) if owner == worker_id && held.contains(&o.lease.key) => None,
+            Some(owner) if owner == worker_id && o.lease.is_in_handoff() => {
+                // Being handed to this worker: its outgoing owner processes it until it has
+                // checkpointed and passed it on.
+                if o.is_expired(now, config.failover_time) {
+                    Some(TakeReason::Expired)
+                } else if o
+                    .handoff_since
+                    .is_some_and(|t| now.saturating_duration_since(t) > handoff_limit)
+                {
+                    Some(TakeReason::HandoffTimedOut)
+                } else {
+                    None
+                }
             }
+            Some(owner) if owner == worker_id => Some(TakeReason::Orphaned),
             Some(_) if o.is_expired(now, config.failover_time) => Some(TakeReason::Expired),
             Some(_) => None,
         }
@@ -161,7 +194,12 @@ pub fn choose_leases_to_take_with_stats(
     if !available.is_empty() {
         // Unowned and orphaned first, then the longest-unchanged; random among equals.
         available.shuffle(rng);
-        available.sort_by_key(|(o, reason)| (*reason == TakeReason::Expired, o.last_change));
+        available.sort_by_key(|(o, reason)| {
+            (
+                matches!(reason, TakeReason::Expired | TakeReason::HandoffTimedOut),
+                o.last_change,
+            )
+        });
         return available
             .into_iter()
             .take(needed)
@@ -172,14 +210,15 @@ pub fn choose_leases_to_take_with_stats(
             .collect();
     }
 
-    // Steal from the most loaded worker that has something to steal (finished leases are
-    // never stolen: a worker holding only those would block every steal); ties: the one named
-    // first, for determinism.
-    let stealable = |w: &str| {
-        leases
-            .iter()
-            .any(|o| o.lease.owner.as_deref() == Some(w) && !o.lease.checkpoint.is_shard_end())
+    // Steal from the most loaded worker that has something to steal (finished leases, and
+    // leases already in a hand-off, are never stolen: a worker holding only those would block
+    // every steal); ties: the one named first, for determinism.
+    let stealable_lease = |o: &ObservedLease, w: &str| {
+        o.lease.owner.as_deref() == Some(w)
+            && !o.lease.checkpoint.is_shard_end()
+            && !o.lease.is_in_handoff()
     };
+    let stealable = |w: &str| leases.iter().any(|o| stealable_lease(o, w));
     let Some((&victim, &victim_count)) = counts
         .iter()
         .filter(|(w, _)| **w != worker_id && stealable(w))
@@ -197,7 +236,7 @@ pub fn choose_leases_to_take_with_stats(
     to_steal = to_steal.min(config.max_leases_to_steal_at_one_time);
     let mut candidates: Vec<&ObservedLease> = leases
         .iter()
-        .filter(|o| o.lease.owner.as_deref() == Some(victim) && !o.lease.checkpoint.is_shard_end())
+        .filter(|o| stealable_lease(o, victim))
         .collect();
     candidates.shuffle(rng);
     candidates
@@ -224,6 +263,7 @@ mod tests {
             failover_time: F,
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
+            handoff_timeout: None,
         }
     }
 
@@ -239,6 +279,7 @@ mod tests {
             .map(|lease| ObservedLease {
                 lease,
                 last_change: at,
+                handoff_since: None,
             })
             .collect()
     }
@@ -384,5 +425,63 @@ mod tests {
         }
         let leases = observe(ls, now);
         assert!(decide("a", &leases, &[], now, &cfg()).is_empty());
+    }
+
+    /// A lease b is handing to a (`leaseOwner` a, `checkpointOwner` b), seen since `since`.
+    fn incoming(i: usize, since: Instant) -> ObservedLease {
+        let mut l = lease(i, Some("a"));
+        l.checkpoint_owner = Some("b".into());
+        ObservedLease {
+            lease: l,
+            last_change: since,
+            handoff_since: Some(since),
+        }
+    }
+
+    fn graceful() -> TakerConfig {
+        TakerConfig {
+            handoff_timeout: Some(Duration::from_secs(30)),
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn a_lease_being_handed_over_is_waited_for_and_counts_as_the_receivers() {
+        // b holds 3, a has 1 coming by hand-off: 4 leases, 2 workers, target 2; a needs one
+        // more, and steals it, but never the lease already in a hand-off.
+        let now = Instant::now();
+        let mut leases = observe((0..3).map(|i| lease(i, Some("b"))).collect(), now);
+        leases.push(incoming(3, now));
+        let got = decide("a", &leases, &[], now, &graceful());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reason, TakeReason::Steal);
+        assert_ne!(got[0].lease.key, leases[3].lease.key);
+        // With only the one in hand-off beside b's one, a is at its share and waits.
+        let leases = vec![observe(vec![lease(0, Some("b"))], now).remove(0), incoming(1, now)];
+        assert!(decide("a", &leases, &[], now, &graceful()).is_empty());
+        // c sees the hand-off's lease as a's, and steals none of b's single lease.
+        assert!(decide("c", &leases, &[], now, &graceful()).is_empty());
+    }
+
+    #[test]
+    fn a_hand_off_is_taken_over_when_its_owner_dies_or_it_times_out() {
+        let t0 = Instant::now();
+        let mut l = incoming(0, t0);
+        // The outgoing owner still renews (the counter changes), but never passes it on.
+        l.last_change = t0 + Duration::from_secs(35);
+        let leases = vec![l];
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(decide("a", &leases, &[], at(39), &graceful()).is_empty());
+        let got = decide("a", &leases, &[], at(41), &graceful());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reason, TakeReason::HandoffTimedOut);
+        // The outgoing owner died: the counter stopped at t0.
+        let leases = vec![incoming(0, t0)];
+        let got = decide("a", &leases, &[], t0 + F + Duration::from_millis(1), &graceful());
+        assert_eq!(got[0].reason, TakeReason::Expired);
+        // Another worker takes it only when it expires, as any lease.
+        assert!(decide("c", &leases, &[], t0 + F, &graceful()).is_empty());
+        let got = decide("c", &leases, &[], t0 + F + Duration::from_millis(1), &graceful());
+        assert_eq!(got[0].reason, TakeReason::Expired);
     }
 }

@@ -30,11 +30,14 @@ pub struct FleetConfig {
     /// `workerMetricsReporterFreqInMillis`; default 30 s). Leaders treat a worker whose row is
     /// older than twice their own period as gone.
     pub worker_metrics_reporter_interval: Duration,
-    /// Whether this worker's leader moves leases by graceful hand-off (properties:
+    /// Whether this worker's leader moves leases by graceful hand-off, and whether, in the
+    /// leaderless protocol, this worker's steals for balance are hand-offs (properties:
     /// `isGracefulLeaseHandoffEnabled`; default true).
     pub graceful_lease_handoff_enabled: bool,
     /// How long a processor may take to checkpoint in a hand-off before the lease passes on
-    /// anyway (properties: `gracefulLeaseHandoffTimeoutMillis`; default 30 s).
+    /// anyway (properties: `gracefulLeaseHandoffTimeoutMillis`; default 30 s). A leaderless
+    /// worker that started a hand-off to itself takes the lease when the hand-off has lasted
+    /// this long plus the failover time (its outgoing owner does not know hand-offs).
     pub graceful_lease_handoff_timeout: Duration,
     /// The `leaseDuration` of this worker's leader lock: followers take the lock over when it
     /// has not been heartbeaten for this long (default `2 × failover_time`; the Java KCL's is

@@ -496,3 +496,60 @@ async fn a_stopping_worker_passes_its_leases_to_live_workers() {
     );
     t1.abort();
 }
+
+/// The leaderless protocol (no `Migration3.0` item) balances by graceful hand-off too: a
+/// joining worker's steal names the victim as `checkpointOwner`, the victim's processor is
+/// asked to shut down and checkpoints, and the thief starts right after that checkpoint. With
+/// records put throughout, none is delivered twice. (A steal that takes the lease at once
+/// starts the thief from the last checkpoint while the victim may still be processing.)
+#[tokio::test(start_paused = true)]
+async fn a_leaderless_steal_is_a_hand_off_and_delivers_nothing_twice() {
+    let stream = InMemoryStream::new("s", 4);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let w1 = worker(
+        "w1",
+        ClientVersionConfig::Auto,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 takes every lease", || settled(&store, &[("w1", 4)])).await;
+    let producer = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                produce(&stream, 4);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(F).await;
+    let w2 = worker(
+        "w2",
+        ClientVersionConfig::Auto,
+        &stream,
+        &store,
+        &journal,
+        false,
+    );
+    let h2 = w2.handle();
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("w2 steals its share by hand-off", || {
+        settled(&store, &[("w1", 2), ("w2", 2)]) && h2.held_shards().len() == 2
+    })
+    .await;
+    assert_eq!(store.fleet().migration(), None, "still leaderless");
+    assert_eq!(
+        journal.requested_of("w1"),
+        2,
+        "w1's processors were asked to checkpoint before their leases moved"
+    );
+    producer.await.unwrap();
+    until("everything consumed", || journal.distinct() == 1600).await;
+    assert_eq!(journal.duplicates(), 0, "a hand-off repeats no record");
+    t1.abort();
+    t2.abort();
+}

@@ -224,6 +224,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 multi_stream: config.is_multi_stream(),
                 discovery_interval: config.fleet.lease_discovery_interval,
                 handoff_timeout: config.fleet.graceful_lease_handoff_timeout,
+                graceful_steals: config.fleet.graceful_lease_handoff_enabled,
             },
         );
         if config.is_multi_stream() {
@@ -586,7 +587,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 let why = if stream.is_none() {
                     "stream no longer consumed"
                 } else {
-                    "lease handed to another worker by the fleet's leader"
+                    "lease being handed to another worker (a hand-off: its processor may checkpoint)"
                 };
                 self.let_go(shards, &id, why);
                 continue;
