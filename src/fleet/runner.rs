@@ -234,7 +234,14 @@ impl Fleet {
     }
 
     /// Write this worker's metrics row (failures are logged: the next period writes again).
+    /// Not while this worker cannot read the lease table: a fresh row tells the leader that
+    /// this worker is alive and can take leases, and those it assigned would not be adopted
+    /// (they would wait for expiry, one failover time each, and be assigned again).
     async fn report_metrics(&self) {
+        if self.coordinator.health_state().lease_table_failing() {
+            tracing::warn!(worker_id = %self.settings.worker_id, "not writing this worker's metrics row: it cannot read the lease table (its discovery fails), and a leader would assign it leases it cannot adopt");
+            return;
+        }
         let row = WorkerMetricStats::throughput_only(&self.settings.worker_id);
         if let Err(e) = self.store.put_worker_metrics(&row).await {
             tracing::warn!(worker_id = %self.settings.worker_id, error = %e, "writing this worker's metrics row failed; without a fresh row a KCL 3.x leader assigns it no lease");
@@ -540,6 +547,12 @@ impl Fleet {
         let store = self.coordinator.store();
         let mut mine = Vec::new();
         for a in plan {
+            // The lock may be lost while the round writes (a slow store, a long plan): a
+            // worker no longer leader writes no more (the new leader plans afresh).
+            if !self.still_leading().await {
+                tracing::info!(leader = %s.worker_id, "lost the leader lock during an assignment round: stopping it");
+                break;
+            }
             let written = match a.how {
                 Move::Assign => store.assign_lease(&a.lease, &a.to).await,
                 Move::HandOff => store.start_handoff(&a.lease, &a.to).await,
@@ -570,6 +583,13 @@ impl Fleet {
                 .await;
         }
         Ok(())
+    }
+
+    /// Whether this worker still holds the leader lock (as of its last heartbeat, within the
+    /// lock's duration) and is not leaving.
+    async fn still_leading(&self) -> bool {
+        let l = self.leadership.lock().await;
+        l.leading && l.lock.is_leader() && !self.left.is_cancelled()
     }
 
     /// Update the leader's view of `leases` and return the keys whose owner is gone (counter

@@ -553,3 +553,37 @@ async fn a_leaderless_steal_is_a_hand_off_and_delivers_nothing_twice() {
     t1.abort();
     t2.abort();
 }
+
+/// A worker that cannot read the lease table (its discovery fails) stops writing its metrics
+/// row, so that a leader gives it no lease it could not adopt; it writes again once it can.
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_discovery_fails_stops_reporting_metrics() {
+    use crate::lease::LeaseOp;
+    use crate::testing::lease_store::Fault;
+    let stream = InMemoryStream::new("s", 2);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let fleet = FleetConfig {
+        worker_metrics_reporter_interval: Duration::from_secs(5),
+        ..FleetConfig::default().with_client_version_config(ClientVersionConfig::V3x)
+    };
+    let w1 = worker_with("w1", fleet, &stream, &store, &journal, false);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 holds both and reports", || {
+        settled(&store, &[("w1", 2)]) && store.fleet().metrics().contains_key("w1")
+    })
+    .await;
+    let lut = || store.fleet().metrics()["w1"].last_update_s;
+    store.set_fault_injector(Some(Arc::new(|op: LeaseOp, _: Option<&str>| {
+        (op == LeaseOp::ListOwned).then_some(Fault::Timeout)
+    })));
+    // Past the failover time the table counts as unreachable; from then on, no row.
+    tokio::time::sleep(F + Duration::from_secs(6)).await;
+    let stopped_at = lut();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(lut(), stopped_at, "a row was written while discovery failed");
+    store.set_fault_injector(None);
+    let before = lut();
+    until("w1 reports again", || lut() > before).await;
+    t1.abort();
+}

@@ -147,6 +147,16 @@ impl HealthState {
         self.with(|i| i.stopped = true);
     }
 
+    /// True when the lease table has been reached and is not now: the last scan (or KCL 3.x
+    /// discovery) failed, or none reached it for the failover time. False before the first.
+    pub(crate) fn lease_table_failing(&self) -> bool {
+        let i = self.inner.lock();
+        let recent = i
+            .last_reached
+            .is_some_and(|t| Instant::now().saturating_duration_since(t) <= self.failover_time);
+        i.last_reached.is_some() && !(i.last_scan_ok && recent)
+    }
+
     /// The health now.
     pub(crate) fn health(&self) -> Health {
         let i = self.inner.lock();

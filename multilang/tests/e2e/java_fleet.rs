@@ -1209,6 +1209,9 @@ pub struct Report {
     pub takeover: Option<i64>,
     /// Whether every joining worker owned a lease while the first ones still ran.
     pub joiners_given_work: bool,
+    /// Graceful hand-offs started by leaderless `kcl-multilang` workers balancing (their
+    /// logs' "asked the lease's owner to hand it over").
+    pub leaderless_handoffs: usize,
 }
 
 impl Report {
@@ -1901,8 +1904,13 @@ impl Fleet {
             .collect();
         let mut log_complaints: BTreeMap<String, (usize, BTreeSet<String>, String)> =
             BTreeMap::new();
+        let mut leaderless_handoffs = 0;
         for w in self.live.iter().chain(&self.stopped) {
-            for (msg, line) in complaints(&w.log()) {
+            let log = w.log();
+            leaderless_handoffs += log
+                .matches("asked the lease's owner to hand it over")
+                .count();
+            for (msg, line) in complaints(&log) {
                 let e = log_complaints
                     .entry(msg)
                     .or_insert_with(|| (0, BTreeSet::new(), line));
@@ -1928,6 +1936,7 @@ impl Fleet {
             settings: self.setup.settings.clone(),
             takeover: None,
             joiners_given_work: false,
+            leaderless_handoffs,
         }
     }
 
@@ -2229,7 +2238,9 @@ async fn a_kcl_multilang_3x_fleet_moves_to_java() {
 /// `CLIENT_VERSION_UPGRADE_FROM_2X`); `kcl-multilang` workers with the same properties join.
 /// They follow the item into the leaderless protocol (the Java workers run the 2.x lease
 /// taker in this mode) and write metrics rows (so the Java leader could flip the fleet to 3.x
-/// later); they take their share, and take over when the Java workers stop.
+/// later); they take their share by graceful hand-off (their steals name the Java owner as
+/// `checkpointOwner`, which the Java KCL 3.x renewer honours in this mode too: its processor
+/// checkpoints, then it passes the lease on), and take over when the Java workers stop.
 #[tokio::test]
 async fn a_2x_compatible_java_fleet_moves_to_kcl_multilang() {
     let compatible = "CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X";
@@ -2239,4 +2250,9 @@ async fn a_2x_compatible_java_fleet_moves_to_kcl_multilang() {
     let new = Side::rust(["rust-c", "rust-d"]).with("clientVersionConfig", compatible);
     let report = roll_over("compat-to-rust", old, new).await;
     assert_migration(&report, ["rust-c", "rust-d"]);
+    assert!(
+        report.leaderless_handoffs > 0,
+        "the joiners' steals were hand-offs"
+    );
+    assert_no_planned_repeats(&report);
 }
