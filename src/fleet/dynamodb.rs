@@ -75,6 +75,8 @@ pub struct DynamoDbFleetStore {
     layout: Mutex<Option<Layout>>,
     /// Whether an access-denied answer for the coordinator-state table was logged.
     denied_reported: AtomicBool,
+    /// Whether an access-denied answer for the coordinator-state table means "absent".
+    denied_as_absent: bool,
 }
 
 impl DynamoDbFleetStore {
@@ -94,7 +96,20 @@ impl DynamoDbFleetStore {
             request_timeout: crate::lease::dynamodb::DEFAULT_REQUEST_TIMEOUT,
             layout: Mutex::new(None),
             denied_reported: AtomicBool::new(false),
+            denied_as_absent: true,
         }
+    }
+
+    /// Whether an access-denied answer when reading the coordinator-state table counts as
+    /// "no KCL 3.x fleet" (with a warning), as suits a worker of
+    /// [`ClientVersionConfig::Auto`](super::ClientVersionConfig::Auto) whose role may lack the
+    /// permission, or is an error (`false`), as suits a worker configured for a 3.x fleet,
+    /// which must not quietly run another protocol than the fleet's. Default `true`; the lease
+    /// store's [`fleet_store`](crate::lease::LeaseStore::fleet_store) sets `false` for every
+    /// configuration but `Auto`.
+    pub fn with_access_denied_as_absent(mut self, absent: bool) -> Self {
+        self.denied_as_absent = absent;
+        self
     }
 
     /// Bound every request by `timeout`.
@@ -161,7 +176,7 @@ impl DynamoDbFleetStore {
                     Layout::Legacy
                 })
             }
-            Err(e) if is_missing_table(&e) || is_access_denied(&e) => {
+            Err(e) if is_missing_table(&e) || (is_access_denied(&e) && self.denied_as_absent) => {
                 if is_access_denied(&e) && !self.denied_reported.swap(true, Ordering::Relaxed) {
                     tracing::warn!(table = %self.coordinator_table, error = %e, "cannot read the KCL 3.x coordinator-state table (access denied): treating it as absent. If Java KCL 3.x workers share this application, allow GetItem, PutItem, UpdateItem, DeleteItem and Scan on it and on the worker-metrics table, or this worker cannot join their fleet");
                 }
@@ -800,5 +815,94 @@ mod tests {
         assert_eq!(lease_to_item(&lease), item);
         item.insert("entityType".into(), s("LEASE"));
         assert!(is_lease_item(&item));
+    }
+}
+
+/// The coordinator-state table answering "access denied", on an SDK client whose HTTP client
+/// answers each request from a canned table (no service needed).
+#[cfg(test)]
+mod access_denied {
+    use super::*;
+    use crate::fleet::{ClientVersionConfig, FleetConfig};
+    use crate::lease::{DynamoDbLeaseStore, LeaseStore};
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
+        SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    /// Denies every request that names the coordinator-state table; answers any other
+    /// `GetItem` with no item.
+    #[derive(Debug, Clone)]
+    struct DeniesCoordinatorTable;
+
+    impl HttpConnector for DeniesCoordinatorTable {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default());
+            let (status, answer) = if body.contains("app-CoordinatorState") {
+                (
+                    400,
+                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized to perform dynamodb:GetItem"}"#,
+                )
+            } else {
+                (200, "{}")
+            };
+            let response = HttpResponse::new(
+                status.try_into().expect("status"),
+                SdkBody::from(answer),
+            );
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl HttpClient for DeniesCoordinatorTable {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn client() -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .http_client(DeniesCoordinatorTable)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    fn fleet_store(version: ClientVersionConfig) -> std::sync::Arc<dyn FleetStore> {
+        let config = FleetConfig::default().with_client_version_config(version);
+        DynamoDbLeaseStore::new(client(), "app")
+            .fleet_store("app", &config)
+            .expect("a DynamoDB lease store has a fleet store")
+    }
+
+    #[tokio::test]
+    async fn an_auto_worker_reads_a_denied_coordinator_table_as_no_fleet() {
+        let store = fleet_store(ClientVersionConfig::Auto);
+        assert_eq!(store.migration_state().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_worker_configured_for_a_3x_fleet_fails_on_a_denied_coordinator_table() {
+        for version in [ClientVersionConfig::V3x, ClientVersionConfig::CompatibleWith2x] {
+            let store = fleet_store(version);
+            let e = store
+                .migration_state()
+                .await
+                .expect_err("access denied must not read as no fleet");
+            let text = e.to_string();
+            assert!(
+                text.contains("AccessDenied") && text.contains("app-CoordinatorState"),
+                "{version:?}: {text}"
+            );
+        }
     }
 }

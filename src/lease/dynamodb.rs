@@ -943,7 +943,10 @@ impl LeaseStore for DynamoDbLeaseStore {
                 config.coordinator_state_table(application),
                 config.worker_metrics_table(application),
             )
-            .with_request_timeout(self.request_timeout),
+            .with_request_timeout(self.request_timeout)
+            .with_access_denied_as_absent(
+                config.client_version_config == crate::fleet::ClientVersionConfig::Auto,
+            ),
         ))
     }
 
