@@ -239,7 +239,9 @@ impl DynamoDbFleetStore {
         Ok(out.and_then(|o| o.item))
     }
 
-    async fn create_table(&self, table: &str, pk: &str) -> Result<(), FleetStoreError> {
+    /// Create `table` (key `pk`) and wait until it is active; true when this call created it
+    /// (false: it existed).
+    async fn create_table(&self, table: &str, pk: &str) -> Result<bool, FleetStoreError> {
         const OP: &str = "prepare_for_3x";
         tracing::info!(table, "creating a KCL 3.x table (on-demand billing)");
         let create = self
@@ -262,20 +264,20 @@ impl DynamoDbFleetStore {
             )
             .billing_mode(BillingMode::PayPerRequest)
             .send();
-        match tokio::time::timeout(self.request_timeout, create).await {
+        let created = match tokio::time::timeout(self.request_timeout, create).await {
             Err(_) => return Err(self.err(OP, table, Cause::Timeout(self.request_timeout))),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => true,
             Ok(Err(e)) => match AwsError::from_sdk(e) {
-                e if e.is_resource_in_use() => {}
+                e if e.is_resource_in_use() => false,
                 e => return Err(self.err(OP, table, Cause::Aws(e))),
             },
-        }
+        };
         for _ in 0..600 {
             let out = self.client.describe_table().table_name(table).send();
             let out = self.call(OP, table, out).await?;
             let status = out.and_then(|o| o.table).and_then(|t| t.table_status);
             if status == Some(TableStatus::Active) {
-                return Ok(());
+                return Ok(created);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -284,6 +286,17 @@ impl DynamoDbFleetStore {
             table,
             Cause::BadAnswer("the table did not become active within 10 minutes".into()),
         ))
+    }
+}
+
+impl DynamoDbFleetStore {
+    /// Delete `table` (one this worker created and nothing wrote to).
+    async fn delete_table(&self, table: &str) -> Result<(), FleetStoreError> {
+        let fut = self.client.delete_table().table_name(table).send();
+        match self.call("prepare_for_3x", table, fut).await {
+            Err(e) if is_missing_table(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -454,8 +467,33 @@ impl FleetStore for DynamoDbFleetStore {
         if self.find_layout().await?.is_some() {
             return Ok(());
         }
-        self.create_table(&self.coordinator_table, "key").await?;
-        self.create_table(&self.metrics_table, "wid").await?;
+        let created = [
+            (
+                self.create_table(&self.coordinator_table, "key").await?,
+                &self.coordinator_table,
+            ),
+            (
+                self.create_table(&self.metrics_table, "wid").await?,
+                &self.metrics_table,
+            ),
+        ];
+        // A Java KCL 3.5 worker starting this application at the same moment found no
+        // coordinator-state table and chose the single-table layout if its items are in the
+        // lease table now: follow it, and delete the tables this worker just created (still
+        // empty), or a later start of that worker would find them and choose the other layout.
+        for key in [MIGRATION_KEY, LEADER_KEY] {
+            let item = self
+                .get("prepare_for_3x", &self.lease_table, "leaseKey", key)
+                .await?;
+            if item.is_some() {
+                tracing::warn!(lease_table = %self.lease_table, item = key, "a KCL 3.5 worker created this fleet in the lease table (single-table layout) while this worker created the KCL 3.0-3.4 tables: following the lease table, and deleting the tables this worker created");
+                for table in created.iter().filter(|(c, _)| *c).map(|(_, t)| t) {
+                    self.delete_table(table).await?;
+                }
+                *self.layout.lock().expect("layout lock") = Some(Layout::SingleTable);
+                return Ok(());
+            }
+        }
         *self.layout.lock().expect("layout lock") = Some(Layout::Legacy);
         Ok(())
     }
@@ -818,46 +856,58 @@ mod tests {
     }
 }
 
-/// The coordinator-state table answering "access denied", on an SDK client whose HTTP client
-/// answers each request from a canned table (no service needed).
+/// Answers that real services cannot be made to give on cue (access denied, an item that
+/// appears between two reads), from an SDK client whose HTTP client answers each request from
+/// a script (no service needed).
 #[cfg(test)]
-mod access_denied {
+mod scripted {
     use super::*;
     use crate::fleet::{ClientVersionConfig, FleetConfig};
     use crate::lease::{DynamoDbLeaseStore, LeaseStore};
     use aws_smithy_runtime_api::client::http::{
-        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
-        SharedHttpConnector,
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
     };
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use aws_smithy_types::body::SdkBody;
+    use std::sync::Arc;
 
-    /// Denies every request that names the coordinator-state table; answers any other
-    /// `GetItem` with no item.
-    #[derive(Debug, Clone)]
-    struct DeniesCoordinatorTable;
+    /// (operation, request body) of every request.
+    type Calls = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+    /// The answer (status, body) to a request, from its operation (`GetItem`, ...) and body.
+    type Script = Arc<dyn Fn(&str, &str) -> (u16, String) + Send + Sync>;
 
-    impl HttpConnector for DeniesCoordinatorTable {
+    #[derive(Clone)]
+    struct Scripted {
+        script: Script,
+        calls: Calls,
+    }
+
+    impl std::fmt::Debug for Scripted {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Scripted")
+        }
+    }
+
+    impl HttpConnector for Scripted {
         fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let body = String::from_utf8_lossy(request.body().bytes().unwrap_or_default());
-            let (status, answer) = if body.contains("app-CoordinatorState") {
-                (
-                    400,
-                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"not authorized to perform dynamodb:GetItem"}"#,
-                )
-            } else {
-                (200, "{}")
-            };
-            let response = HttpResponse::new(
-                status.try_into().expect("status"),
-                SdkBody::from(answer),
-            );
+            let op = request
+                .headers()
+                .get("x-amz-target")
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or_default()
+                .to_string();
+            let body =
+                String::from_utf8_lossy(request.body().bytes().unwrap_or_default()).into_owned();
+            let (status, answer) = (self.script)(&op, &body);
+            self.calls.lock().expect("calls").push((op, body));
+            let response =
+                HttpResponse::new(status.try_into().expect("status"), SdkBody::from(answer));
             HttpConnectorFuture::ready(Ok(response))
         }
     }
 
-    impl HttpClient for DeniesCoordinatorTable {
+    impl HttpClient for Scripted {
         fn http_connector(
             &self,
             _: &HttpConnectorSettings,
@@ -867,33 +917,66 @@ mod access_denied {
         }
     }
 
-    fn client() -> aws_sdk_dynamodb::Client {
+    fn error(code: &str) -> (u16, String) {
+        (
+            400,
+            format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"scripted"}}"#
+            ),
+        )
+    }
+
+    fn ok(body: &str) -> (u16, String) {
+        (200, body.to_string())
+    }
+
+    /// The fleet store of application `app` (lease table `app`), on the script.
+    fn fleet_store(
+        version: ClientVersionConfig,
+        script: impl Fn(&str, &str) -> (u16, String) + Send + Sync + 'static,
+    ) -> (Arc<dyn FleetStore>, Calls) {
+        let calls = Calls::default();
+        let http = Scripted {
+            script: Arc::new(script),
+            calls: calls.clone(),
+        };
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
-            .http_client(DeniesCoordinatorTable)
+            .http_client(http)
             .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let config = FleetConfig::default().with_client_version_config(version);
+        let store = DynamoDbLeaseStore::new(client, "app")
+            .fleet_store("app", &config)
+            .expect("a DynamoDB lease store has a fleet store");
+        (store, calls)
     }
 
-    fn fleet_store(version: ClientVersionConfig) -> std::sync::Arc<dyn FleetStore> {
-        let config = FleetConfig::default().with_client_version_config(version);
-        DynamoDbLeaseStore::new(client(), "app")
-            .fleet_store("app", &config)
-            .expect("a DynamoDB lease store has a fleet store")
+    /// Every request naming the coordinator-state table is denied; any other `GetItem` finds
+    /// nothing.
+    fn denies_coordinator_table(_: &str, body: &str) -> (u16, String) {
+        if body.contains("app-CoordinatorState") {
+            error("AccessDeniedException")
+        } else {
+            ok("{}")
+        }
     }
 
     #[tokio::test]
     async fn an_auto_worker_reads_a_denied_coordinator_table_as_no_fleet() {
-        let store = fleet_store(ClientVersionConfig::Auto);
+        let (store, _) = fleet_store(ClientVersionConfig::Auto, denies_coordinator_table);
         assert_eq!(store.migration_state().await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn a_worker_configured_for_a_3x_fleet_fails_on_a_denied_coordinator_table() {
-        for version in [ClientVersionConfig::V3x, ClientVersionConfig::CompatibleWith2x] {
-            let store = fleet_store(version);
+        for version in [
+            ClientVersionConfig::V3x,
+            ClientVersionConfig::CompatibleWith2x,
+        ] {
+            let (store, _) = fleet_store(version, denies_coordinator_table);
             let e = store
                 .migration_state()
                 .await
@@ -904,5 +987,72 @@ mod access_denied {
                 "{version:?}: {text}"
             );
         }
+    }
+
+    /// A new application, started by this worker and a Java KCL 3.5 worker at once: both find
+    /// no coordinator-state table; Java chooses the single-table layout and writes its
+    /// `Migration3.0` item into the lease table while this worker creates the 3.0-3.4 tables.
+    /// This worker must end in Java's layout, with the tables it created deleted.
+    #[tokio::test]
+    async fn a_fleet_created_at_once_by_kcl_3_5_in_the_lease_table_wins() {
+        let java_item = r#"{"Item":{"leaseKey":{"S":"Migration3.0"},"cv":{"S":"CLIENT_VERSION_3X"},"mb":{"S":"java-1"},"mts":{"N":"1700000000000"},"entityType":{"S":"CLIENT_VERSION_MIGRATION"}}}"#;
+        // Java writes its item once this worker has begun creating its tables.
+        let creating = std::sync::atomic::AtomicBool::new(false);
+        let (store, calls) = fleet_store(ClientVersionConfig::V3x, move |op, body| {
+            let coordinator = body.contains("app-CoordinatorState");
+            let table = |name: &str, status: &str| {
+                format!(r#"{{"TableName":"{name}","TableStatus":"{status}"}}"#)
+            };
+            match op {
+                "GetItem" if coordinator => error("ResourceNotFoundException"),
+                // The lease table: nothing at the first look, Java's item from then on.
+                "GetItem" if body.contains("Migration3.0") && creating.load(Ordering::SeqCst) => {
+                    ok(java_item)
+                }
+                "GetItem" => ok("{}"),
+                "CreateTable" => {
+                    creating.store(true, Ordering::SeqCst);
+                    ok(&format!(
+                        r#"{{"TableDescription":{}}}"#,
+                        table("t", "CREATING")
+                    ))
+                }
+                "DescribeTable" => ok(&format!(r#"{{"Table":{}}}"#, table("t", "ACTIVE"))),
+                "DeleteTable" => ok(&format!(
+                    r#"{{"TableDescription":{}}}"#,
+                    table("t", "DELETING")
+                )),
+                other => panic!("unexpected {other}"),
+            }
+        });
+        assert_eq!(store.migration_state().await.unwrap(), None);
+        store.prepare_for_3x().await.unwrap();
+        let state = store.migration_state().await.unwrap().expect("Java's item");
+        assert_eq!(state.modified_by, "java-1");
+        let calls = calls.lock().unwrap().clone();
+        let of = |op: &str| -> Vec<String> {
+            calls
+                .iter()
+                .filter(|(o, _)| o == op)
+                .map(|(_, b)| b.clone())
+                .collect()
+        };
+        let created = of("CreateTable");
+        let deleted = of("DeleteTable");
+        assert_eq!(created.len(), 2);
+        assert_eq!(
+            deleted.len(),
+            2,
+            "the tables this worker created are deleted"
+        );
+        for name in ["app-CoordinatorState", "app-WorkerMetricStats"] {
+            assert!(
+                deleted.iter().any(|b| b.contains(name)),
+                "{name} not deleted"
+            );
+        }
+        // The last read was of the lease table.
+        let last = of("GetItem").pop().unwrap();
+        assert!(last.contains(r#""TableName":"app""#), "{last}");
     }
 }
