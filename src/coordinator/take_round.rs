@@ -29,7 +29,11 @@ fn handoff_since(prev: Option<&ObservedLease>, lease: &Lease, seen_at: Instant) 
     let same = |p: &&ObservedLease| {
         p.lease.checkpoint_owner == lease.checkpoint_owner && p.lease.owner == lease.owner
     };
-    Some(prev.filter(same).and_then(|p| p.handoff_since).unwrap_or(seen_at))
+    Some(
+        prev.filter(same)
+            .and_then(|p| p.handoff_since)
+            .unwrap_or(seen_at),
+    )
 }
 
 /// What one take round did.
@@ -354,10 +358,9 @@ impl LeaseCoordinator {
             return 0;
         }
         let me = self.worker_id().to_string();
-        let read = futures::future::join_all(
-            incoming.iter().map(|l| self.inner.store.get_lease(&l.key)),
-        )
-        .await;
+        let read =
+            futures::future::join_all(incoming.iter().map(|l| self.inner.store.get_lease(&l.key)))
+                .await;
         let mut done = Vec::new();
         for (before, now) in incoming.into_iter().zip(read) {
             match now {

@@ -457,7 +457,10 @@ mod tests {
         assert_eq!(got[0].reason, TakeReason::Steal);
         assert_ne!(got[0].lease.key, leases[3].lease.key);
         // With only the one in hand-off beside b's one, a is at its share and waits.
-        let leases = vec![observe(vec![lease(0, Some("b"))], now).remove(0), incoming(1, now)];
+        let leases = vec![
+            observe(vec![lease(0, Some("b"))], now).remove(0),
+            incoming(1, now),
+        ];
         assert!(decide("a", &leases, &[], now, &graceful()).is_empty());
         // c sees the hand-off's lease as a's, and steals none of b's single lease.
         assert!(decide("c", &leases, &[], now, &graceful()).is_empty());
@@ -477,11 +480,23 @@ mod tests {
         assert_eq!(got[0].reason, TakeReason::HandoffTimedOut);
         // The outgoing owner died: the counter stopped at t0.
         let leases = vec![incoming(0, t0)];
-        let got = decide("a", &leases, &[], t0 + F + Duration::from_millis(1), &graceful());
+        let got = decide(
+            "a",
+            &leases,
+            &[],
+            t0 + F + Duration::from_millis(1),
+            &graceful(),
+        );
         assert_eq!(got[0].reason, TakeReason::Expired);
         // Another worker takes it only when it expires, as any lease.
         assert!(decide("c", &leases, &[], t0 + F, &graceful()).is_empty());
-        let got = decide("c", &leases, &[], t0 + F + Duration::from_millis(1), &graceful());
+        let got = decide(
+            "c",
+            &leases,
+            &[],
+            t0 + F + Duration::from_millis(1),
+            &graceful(),
+        );
         assert_eq!(got[0].reason, TakeReason::Expired);
     }
 }

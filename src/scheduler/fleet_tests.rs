@@ -581,7 +581,11 @@ async fn a_worker_whose_discovery_fails_stops_reporting_metrics() {
     tokio::time::sleep(F + Duration::from_secs(6)).await;
     let stopped_at = lut();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(lut(), stopped_at, "a row was written while discovery failed");
+    assert_eq!(
+        lut(),
+        stopped_at,
+        "a row was written while discovery failed"
+    );
     store.set_fault_injector(None);
     let before = lut();
     until("w1 reports again", || lut() > before).await;
