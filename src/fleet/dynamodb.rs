@@ -156,20 +156,9 @@ impl DynamoDbFleetStore {
         if let Some(l) = *self.layout.lock().expect("layout lock") {
             return Ok(Some(l));
         }
-        let found = match self
-            .get(
-                "migration_state",
-                &self.coordinator_table,
-                "key",
-                TABLE_MIGRATION_KEY,
-            )
-            .await
-        {
+        let found = match self.table_migration().await {
             Ok(table_migration) => {
-                let complete = table_migration
-                    .as_ref()
-                    .and_then(|i| get_s(i, "tm"))
-                    .is_some_and(|s| s == "COMPLETE");
+                let complete = table_migration.as_deref() == Some("COMPLETE");
                 Some(if complete {
                     Layout::SingleTable
                 } else {
@@ -290,6 +279,53 @@ impl DynamoDbFleetStore {
 }
 
 impl DynamoDbFleetStore {
+    /// The metrics rows in `table` (key `pk`; in the lease table, only its metrics items).
+    async fn scan_metrics(
+        &self,
+        table: &str,
+        pk: &str,
+        layout: Layout,
+    ) -> Result<Vec<WorkerMetricStats>, FleetStoreError> {
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take());
+            if layout == Layout::SingleTable {
+                req = req
+                    .filter_expression("#et = :et")
+                    .expression_attribute_names("#et", "entityType")
+                    .expression_attribute_values(":et", s("WORKER_METRIC_STATS"));
+            }
+            let out = self
+                .call("worker_metrics", table, req.send())
+                .await?
+                .expect("scan has no condition");
+            rows.extend(out.items().iter().filter_map(|i| item_to_metrics(pk, i)));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    /// KCL 3.5's table-migration status (`tm` of the `TableMigration3.5` item in the
+    /// coordinator-state table), if a migration was begun.
+    async fn table_migration(&self) -> Result<Option<String>, FleetStoreError> {
+        let item = self
+            .get(
+                "migration_state",
+                &self.coordinator_table,
+                "key",
+                TABLE_MIGRATION_KEY,
+            )
+            .await?;
+        Ok(item.and_then(|i| get_s(&i, "tm").map(str::to_string)))
+    }
+
     /// Delete `table` (one this worker created and nothing wrote to).
     async fn delete_table(&self, table: &str) -> Result<(), FleetStoreError> {
         let fut = self.client.delete_table().table_name(table).send();
@@ -298,6 +334,20 @@ impl DynamoDbFleetStore {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// The newest row of each worker.
+fn newest_per_worker(rows: impl IntoIterator<Item = WorkerMetricStats>) -> Vec<WorkerMetricStats> {
+    let mut by: BTreeMap<String, WorkerMetricStats> = BTreeMap::new();
+    for row in rows {
+        match by.get(&row.worker_id) {
+            Some(have) if have.last_update_s >= row.last_update_s => {}
+            _ => {
+                by.insert(row.worker_id.clone(), row);
+            }
+        }
+    }
+    by.into_values().collect()
 }
 
 fn is_missing_table(e: &FleetStoreError) -> bool {
@@ -499,9 +549,17 @@ impl FleetStore for DynamoDbFleetStore {
     }
 
     async fn migration_state(&self) -> Result<Option<MigrationState>, FleetStoreError> {
-        let Some(layout) = self.find_layout().await? else {
+        let Some(mut layout) = self.find_layout().await? else {
             return Ok(None);
         };
+        if layout == Layout::Legacy && self.table_migration().await?.as_deref() == Some("COMPLETE")
+        {
+            // KCL 3.5 completed its table migration: its workers now read, write and lock in
+            // the lease table only (and never go back).
+            tracing::info!(lease_table = %self.lease_table, "KCL 3.5 moved this fleet into the lease table (table migration COMPLETE): following it");
+            layout = Layout::SingleTable;
+            *self.layout.lock().expect("layout lock") = Some(layout);
+        }
         let (table, pk) = match layout {
             Layout::Legacy => (&self.coordinator_table, "key"),
             Layout::SingleTable => (&self.lease_table, "leaseKey"),
@@ -654,30 +712,17 @@ impl FleetStore for DynamoDbFleetStore {
 
     async fn worker_metrics(&self) -> Result<Vec<WorkerMetricStats>, FleetStoreError> {
         let (table, pk, layout) = self.metrics().await?;
-        let mut rows = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut req = self
-                .client
-                .scan()
-                .table_name(table)
-                .set_exclusive_start_key(start.take());
-            if layout == Layout::SingleTable {
-                req = req
-                    .filter_expression("#et = :et")
-                    .expression_attribute_names("#et", "entityType")
-                    .expression_attribute_values(":et", s("WORKER_METRIC_STATS"));
-            }
-            let out = self
-                .call("worker_metrics", table, req.send())
-                .await?
-                .expect("scan has no condition");
-            rows.extend(out.items().iter().filter_map(|i| item_to_metrics(pk, i)));
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(rows),
-            }
+        let mut rows = self.scan_metrics(table, pk, layout).await?;
+        if layout == Layout::Legacy && self.table_migration().await?.is_some() {
+            // KCL 3.5 is moving the fleet into the lease table: its workers write their rows
+            // there from its PENDING state on (the others still write here), and its leader
+            // reads both tables. So do we: the newest row of each worker counts.
+            let moved = self
+                .scan_metrics(&self.lease_table, "leaseKey", Layout::SingleTable)
+                .await?;
+            rows = newest_per_worker(rows.into_iter().chain(moved));
         }
+        Ok(rows)
     }
 
     async fn delete_worker_metrics(
@@ -1054,5 +1099,75 @@ mod scripted {
         // The last read was of the lease table.
         let last = of("GetItem").pop().unwrap();
         assert!(last.contains(r#""TableName":"app""#), "{last}");
+    }
+
+    /// A fleet of KCL 3.0-3.4 tables in the middle of KCL 3.5's table migration: metrics rows
+    /// are in both tables (the newest of each worker counts); once the migration is
+    /// `COMPLETE`, everything is read from the lease table.
+    #[tokio::test]
+    async fn a_fleet_moving_into_the_lease_table_is_read_from_both_then_from_it() {
+        let status = Arc::new(std::sync::Mutex::new("PENDING"));
+        let script_status = status.clone();
+        let (store, _) = fleet_store(ClientVersionConfig::V3x, move |op, body| {
+            let row = |pk: &str, w: &str, lut: u64| {
+                format!(
+                    r#"{{"{pk}":{{"S":"{w}"}},"lut":{{"N":"{lut}"}},"entityType":{{"S":"WORKER_METRIC_STATS"}}}}"#
+                )
+            };
+            let legacy = body.contains("app-CoordinatorState");
+            let lease_table = body.contains(r#""TableName":"app""#);
+            match op {
+                "GetItem" if legacy && body.contains("TableMigration3.5") => ok(&format!(
+                    r#"{{"Item":{{"key":{{"S":"TableMigration3.5"}},"tm":{{"S":"{}"}}}}}}"#,
+                    script_status.lock().unwrap()
+                )),
+                "GetItem" if body.contains("Migration3.0") => {
+                    let (pk, by) = if legacy {
+                        ("key", "legacy")
+                    } else {
+                        ("leaseKey", "lease-table")
+                    };
+                    ok(&format!(
+                        r#"{{"Item":{{"{pk}":{{"S":"Migration3.0"}},"cv":{{"S":"CLIENT_VERSION_3X"}},"mb":{{"S":"{by}"}},"mts":{{"N":"1"}}}}}}"#
+                    ))
+                }
+                "Scan" if body.contains("app-WorkerMetricStats") => ok(&format!(
+                    r#"{{"Items":[{},{}],"Count":2}}"#,
+                    row("wid", "w1", 100),
+                    row("wid", "w3", 300)
+                )),
+                "Scan" if lease_table => ok(&format!(
+                    r#"{{"Items":[{},{}],"Count":2}}"#,
+                    row("leaseKey", "w1", 150),
+                    row("leaseKey", "w2", 200)
+                )),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        });
+        let state = store.migration_state().await.unwrap().unwrap();
+        assert_eq!(state.modified_by, "legacy");
+        let mut rows: Vec<(String, u64)> = store
+            .worker_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.worker_id, r.last_update_s))
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [("w1".into(), 150), ("w2".into(), 200), ("w3".into(), 300)]
+        );
+        *status.lock().unwrap() = "COMPLETE";
+        let state = store.migration_state().await.unwrap().unwrap();
+        assert_eq!(state.modified_by, "lease-table");
+        let rows: Vec<String> = store
+            .worker_metrics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.worker_id)
+            .collect();
+        assert_eq!(rows, ["w1", "w2"]);
     }
 }
