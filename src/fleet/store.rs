@@ -131,23 +131,109 @@ impl WorkerMetricStats {
     }
 }
 
-/// Epoch milliseconds now: the wall clock when the process first asked, advanced by tokio's
-/// monotonic clock since. Rows' `lut` and the leader's freshness checks compare wall clocks
-/// across hosts (as the Java KCL's do); anchoring on the monotonic clock keeps a worker's own
-/// readings steady when its system clock is stepped, and lets tests with paused tokio time age
-/// metrics rows.
+/// Epoch milliseconds now (see [`WallClock`]).
 pub(crate) fn now_ms() -> u64 {
-    static ANCHOR: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
-    let (wall, at) = *ANCHOR.get_or_init(|| {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        (wall, tokio::time::Instant::now().into_std())
-    });
-    let since = tokio::time::Instant::now()
-        .into_std()
-        .saturating_duration_since(at);
-    wall + u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    static CLOCK: std::sync::OnceLock<crate::sync::Mutex<WallClock>> = std::sync::OnceLock::new();
+    let now = Readings::now();
+    CLOCK
+        .get_or_init(|| crate::sync::Mutex::new(WallClock::new(now)))
+        .lock()
+        .read(now)
+}
+
+/// The three clocks at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Readings {
+    /// The system clock, epoch milliseconds.
+    wall_ms: u64,
+    /// The monotonic clock.
+    real: std::time::Instant,
+    /// tokio's clock (the monotonic clock, or paused time in tests).
+    tokio: std::time::Instant,
+}
+
+impl Readings {
+    fn now() -> Self {
+        Readings {
+            wall_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            real: std::time::Instant::now(),
+            tokio: tokio::time::Instant::now().into_std(),
+        }
+    }
+}
+
+/// Wall-clock time for metrics rows' `lut` and the leader's freshness checks, which compare
+/// clocks across hosts (as the Java KCL's do): the system clock when first read, advanced by
+/// tokio's clock since (so tests with paused tokio time age rows). When the system clock is
+/// stepped (by more than a second against the monotonic clock, e.g. NTP correcting a clock
+/// that started wrong), the step is applied, so a host never stays off by it.
+#[derive(Debug)]
+struct WallClock {
+    anchor: Readings,
+}
+
+/// A difference between the system clock and the monotonic clock larger than this is a step.
+const STEP_MS: i128 = 1000;
+
+impl WallClock {
+    fn new(at: Readings) -> Self {
+        WallClock { anchor: at }
+    }
+
+    fn read(&mut self, now: Readings) -> u64 {
+        let ms = |d: std::time::Duration| i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
+        let expected = i128::from(self.anchor.wall_ms)
+            + ms(now.real.saturating_duration_since(self.anchor.real));
+        let step = i128::from(now.wall_ms) - expected;
+        if step.abs() > STEP_MS {
+            tracing::info!(step_ms = %step, "the system clock was stepped: metrics rows and freshness checks follow it");
+            let wall = (i128::from(self.anchor.wall_ms) + step).max(0);
+            self.anchor.wall_ms = u64::try_from(wall).unwrap_or(u64::MAX);
+        }
+        let since = now.tokio.saturating_duration_since(self.anchor.tokio);
+        self.anchor.wall_ms + u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(start: std::time::Instant, wall_ms: u64, real_s: u64, tokio_s: u64) -> Readings {
+        Readings {
+            wall_ms,
+            real: start + Duration::from_secs(real_s),
+            tokio: start + Duration::from_secs(tokio_s),
+        }
+    }
+
+    #[test]
+    fn follows_tokio_time_and_applies_a_stepped_system_clock() {
+        let t = std::time::Instant::now();
+        let mut clock = WallClock::new(at(t, 1_000_000, 0, 0));
+        // Paused tokio time runs ahead of the monotonic clock: rows age with it.
+        assert_eq!(clock.read(at(t, 1_000_000, 0, 60)), 1_060_000);
+        // Real time passes with the system clock: no step.
+        assert_eq!(clock.read(at(t, 1_010_000, 10, 70)), 1_070_000);
+        // NTP steps the system clock forward by an hour.
+        assert_eq!(
+            clock.read(at(t, 1_010_000 + 3_600_000 + 1_000, 11, 71)),
+            1_071_000 + 3_600_000
+        );
+        // And back by half an hour.
+        assert_eq!(
+            clock.read(at(t, 1_012_000 + 1_800_000, 12, 72)),
+            1_072_000 + 1_800_000
+        );
+        // Jitter under a second is no step.
+        assert_eq!(
+            clock.read(at(t, 1_013_000 + 1_800_000 + 500, 13, 73)),
+            1_073_000 + 1_800_000
+        );
+    }
 }
 
 /// A fleet-state operation failed (a lost condition is not an error: the methods answer
