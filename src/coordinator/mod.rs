@@ -94,9 +94,9 @@ pub struct CoordinatorConfig {
     /// that name none: a lease of a multi-stream application is not its to process (its key is
     /// no shard of this stream, and its clean-up would delete it as trimmed).
     pub multi_stream: bool,
-    /// KCL 3.x: how often this worker looks for leases the leader assigned it; in the
-    /// leaderless protocol, how often it looks whether a lease being handed to it has been
-    /// passed on (default 1 s).
+    /// KCL 3.x: how often this worker looks for leases the leader assigned it (default 1 s;
+    /// in the leaderless protocol, a lease being handed to this worker is looked at every
+    /// [`HANDOFF_POLL`](take_round::HANDOFF_POLL), or this, whichever is shorter).
     pub discovery_interval: Duration,
     /// KCL 3.x: how long this worker's processor may take to checkpoint when the leader hands
     /// one of its leases to another worker, before the lease passes on anyway (the Java KCL's

@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 /// the consumers as soon as it is written.
 pub const TAKE_CHUNK: usize = 64;
 
+/// How often a leaderless worker looks at a lease being handed to it (a steal under way): a
+/// read of that lease only, for the few seconds its owner takes to checkpoint, so that the
+/// shard waits at most this long after the checkpoint.
+pub const HANDOFF_POLL: Duration = Duration::from_millis(250);
+
 /// When the hand-off `lease` is in was first seen: carried over from `prev` (the same lease
 /// at the previous scan) while it is the same hand-off, `seen_at` for a new one.
 fn handoff_since(prev: Option<&ObservedLease>, lease: &Lease, seen_at: Instant) -> Option<Instant> {
@@ -58,7 +63,7 @@ impl LeaseCoordinator {
     pub(super) async fn run_taker(&self, shutdown: &CancellationToken) {
         let mut protocol = self.inner.protocol.subscribe();
         // The leaderless protocol's next take round; between rounds, a lease being handed to
-        // this worker is looked at every `discovery_interval`.
+        // this worker is looked at every `HANDOFF_POLL` (at most `discovery_interval`).
         let mut next_round = Instant::now();
         loop {
             let assigned = *protocol.borrow_and_update() == super::Protocol::Assigned;
@@ -87,7 +92,8 @@ impl LeaseCoordinator {
                 Instant::now() + self.inner.config.take_interval
             };
             let wake = if !assigned && !self.incoming_handoffs().is_empty() {
-                wake.min(Instant::now() + self.inner.config.discovery_interval)
+                let poll = HANDOFF_POLL.min(self.inner.config.discovery_interval);
+                wake.min(Instant::now() + poll)
             } else {
                 wake
             };
