@@ -6,7 +6,7 @@
 
 use crate::counting::{counting, CountingStore};
 use crate::noop::NoopProcessor;
-use kinesis_client::fleet::{ClientVersionConfig, FleetConfig};
+use kinesis_client::fleet::FleetConfig;
 use kinesis_client::lease::LeaseStore;
 use kinesis_client::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
 use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
@@ -62,8 +62,9 @@ pub struct ClusterSpec {
     pub count_calls: bool,
     /// Every lease-store call takes this long (tokio time), as a round trip to DynamoDB would.
     pub store_latency: Option<Duration>,
-    /// The protocol: leaderless (`Auto`, the default) or a KCL 3.x fleet (`V3x`).
-    pub fleet: ClientVersionConfig,
+    /// The protocol (`client_version_config`): leaderless (`Auto`, the default) or a KCL 3.x
+    /// fleet (`V3x`); and whether planned moves are hand-offs.
+    pub fleet: FleetConfig,
 }
 
 struct Worker {
@@ -147,7 +148,7 @@ impl Cluster {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(self.spec.failover_time)
             .rng_seed(Some(self.spec.seed * 1000 + i as u64))
-            .fleet(FleetConfig::default().with_client_version_config(self.spec.fleet))
+            .fleet(self.spec.fleet.clone())
             .build()
             .expect("config");
         let hook = delivery_hook(self.log.clone(), i);

@@ -14,7 +14,7 @@ use crate::cluster::{paused_runtime, Cluster, ClusterSpec};
 use crate::report::{Goal, Section, Table};
 use crate::stats::{sig, summary};
 use crate::Scale;
-use kinesis_client::fleet::ClientVersionConfig;
+use kinesis_client::fleet::{ClientVersionConfig, FleetConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,7 +35,7 @@ enum Victim {
     Leader,
 }
 
-fn spec(seed: u64, fleet: ClientVersionConfig) -> ClusterSpec {
+fn spec(seed: u64, fleet: FleetConfig) -> ClusterSpec {
     ClusterSpec {
         workers: WORKERS,
         shards: SHARDS,
@@ -49,7 +49,7 @@ fn spec(seed: u64, fleet: ClientVersionConfig) -> ClusterSpec {
 }
 
 /// Per-shard failover delays (multiples of F) of one run.
-fn failover_run(seed: u64, fleet: ClientVersionConfig, victim: Victim) -> Vec<f64> {
+fn failover_run(seed: u64, fleet: FleetConfig, victim: Victim) -> Vec<f64> {
     paused_runtime().block_on(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut cluster = Cluster::start(spec(seed, fleet));
@@ -92,7 +92,7 @@ fn failover_run(seed: u64, fleet: ClientVersionConfig, victim: Victim) -> Vec<f6
 }
 
 /// One balance run: (seconds until balanced, lease moves, batches delivered twice).
-fn balance_run(seed: u64, fleet: ClientVersionConfig) -> (f64, usize, usize) {
+fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
     paused_runtime().block_on(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut cluster = Cluster::start(spec(seed, fleet));
@@ -174,17 +174,19 @@ pub fn section(scale: Scale) -> Section {
         Scale::Quick => 10,
         Scale::Full => 100,
     };
-    let leaderless = ClientVersionConfig::Auto;
-    let three = ClientVersionConfig::V3x;
+    let leaderless = FleetConfig::default();
+    let mut at_once = FleetConfig::default();
+    at_once.graceful_lease_handoff_enabled = false;
+    let three = FleetConfig::default().with_client_version_config(ClientVersionConfig::V3x);
     let mut failover = table();
     let mut p99s = Vec::new();
     for (protocol, fleet, victim, event) in [
-        ("leaderless", leaderless, Victim::Any, "a worker dies"),
-        ("KCL 3.x", three, Victim::Follower, "a follower dies"),
-        ("KCL 3.x", three, Victim::Leader, "the leader dies"),
+        ("leaderless", &leaderless, Victim::Any, "a worker dies"),
+        ("KCL 3.x", &three, Victim::Follower, "a follower dies"),
+        ("KCL 3.x", &three, Victim::Leader, "the leader dies"),
     ] {
         let v: Vec<f64> = (1..=runs)
-            .flat_map(|seed| failover_run(seed, fleet, victim))
+            .flat_map(|seed| failover_run(seed, fleet.clone(), victim))
             .collect();
         row(&mut failover, protocol, event, runs, &v, "F");
         p99s.push((protocol, event, summary(&v)[2]));
@@ -199,9 +201,14 @@ pub fn section(scale: Scale) -> Section {
         "lease moves (mean)",
         "batches delivered twice (total)",
     ]);
-    for (protocol, fleet) in [("leaderless", leaderless), ("KCL 3.x", three)] {
-        let results: Vec<(f64, usize, usize)> =
-            (1..=runs).map(|seed| balance_run(seed, fleet)).collect();
+    for (protocol, fleet) in [
+        ("leaderless, steals by hand-off (the default)", &leaderless),
+        ("leaderless, steals at once (hand-offs off)", &at_once),
+        ("KCL 3.x", &three),
+    ] {
+        let results: Vec<(f64, usize, usize)> = (1..=runs)
+            .map(|seed| balance_run(seed, fleet.clone()))
+            .collect();
         let times: Vec<f64> = results.iter().map(|r| r.0 / F.as_secs_f64()).collect();
         let [p50, p90, _, max] = summary(&times);
         let moves = results.iter().map(|r| r.1).sum::<usize>() as f64 / results.len() as f64;
@@ -233,7 +240,8 @@ pub fn section(scale: Scale) -> Section {
             balanced (plus a random F..2F), a worker is aborted — any worker, a follower, or the leader — \
             and per shard it held, the time until another worker delivers it again. **Balance**: once \
             balanced (plus F..2F), a 4th worker joins; the time until every worker holds 3 leases with no \
-            hand-off under way, the owner changes seen in the table (sampled every 100 ms), and the batches \
+            hand-off under way, the owner changes seen in the table (sampled every 100 ms; a hand-off is \
+            one), and the batches \
             delivered twice (a batch starting at a record a batch delivered before started at: the new \
             owner started before the old one's last checkpoint)."
             .into(),
@@ -255,12 +263,15 @@ pub fn section(scale: Scale) -> Section {
              --nocapture` prints each run's report): from the last SIGTERM until the remaining side \
              held every shard, a Java 3.x fleet replaced by `kcl-multilang` workers 10–13 s, a \
              `kcl-multilang` 3.x fleet replaced by Java workers 0.4 s, a 2.x-compatible Java fleet \
-             replaced by `kcl-multilang` 10 s; a Java-only 3.x fleet through the same steps (Java's \
+             replaced by `kcl-multilang` 12 s (its joiners steal by hand-off); a Java-only 3.x fleet \
+             through the same steps (Java's \
              defaults) 152–155 s. No record lost; none repeated by a hand-off."
                 .into(),
             "Balance by hand-off: the old owner's processor checkpoints before the new owner starts, so \
-             a moved shard repeats nothing; the leaderless taker steals, and the new owner starts from \
-             the last checkpoint while the old owner may still be processing."
+             a moved shard repeats nothing. Both protocols move leases that way by default; a \
+             leaderless steal with hand-offs off (`graceful_lease_handoff_enabled = false`, as before \
+             hand-offs) starts the new owner from the last checkpoint while the old owner may still \
+             be processing."
                 .into(),
         ],
         context: format!(
