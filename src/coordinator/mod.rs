@@ -50,6 +50,7 @@
 //! processor from an earlier tenure (the lease was lost and taken back since) can never write.
 
 mod discovery;
+mod leaving;
 mod renewer;
 mod take_round;
 mod taker;

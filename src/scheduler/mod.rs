@@ -437,6 +437,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         if let Some(fleet) = &self.fleet {
             fleet.begin_leaving().await;
         }
+        self.hand_over_before_stopping().await;
         consumers_stop.cancel();
         let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
             while let Some(done) = shards.tasks.join_next().await {
@@ -463,6 +464,31 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         match failure {
             Some(e) => Err(e.into()),
             None => Ok(()),
+        }
+    }
+
+    /// A leaderless worker leaving a fleet of live workers names each lease's next owner, and
+    /// keeps processing until every other worker has scanned the table since (a take interval;
+    /// at most half the graceful-shutdown timeout): the processors then checkpoint and the
+    /// leases pass on, and the next owners, already watching, start within a look at the lease.
+    /// Not in a fleet with a `Migration3.0` item (a Java KCL 3.x worker in its 2.x-compatible
+    /// mode does not adopt a lease passed to it: released with no owner, it is taken at once).
+    async fn hand_over_before_stopping(&self) {
+        if self
+            .fleet
+            .as_ref()
+            .is_some_and(|f| f.client_version().is_some())
+        {
+            return;
+        }
+        let keep_processing = self.coordinator.announce_leaving().await;
+        if !keep_processing.is_zero() {
+            let wait = keep_processing.min(self.config.graceful_shutdown_timeout / 2);
+            tracing::info!(
+                ?wait,
+                "leases named to their next owners: processing on until they watch them"
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 
