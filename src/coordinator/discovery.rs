@@ -31,14 +31,8 @@ impl LeaseCoordinator {
                 }
             })
             .collect::<Vec<_>>();
-        let leases = self.of_this_mode(leases);
-        let adopted = futures::future::join_all(leases.into_iter().map(|l| self.adopt_assigned(l)))
-            .await
-            .into_iter()
-            .filter(|a| *a)
-            .count();
+        let adopted = self.adopt_all_assigned(self.of_this_mode(leases)).await;
         if adopted > 0 {
-            self.publish();
             tracing::debug!(worker_id = %self.worker_id(), adopted, took = ?started.elapsed(), "discovery round");
         }
         Ok(adopted)
@@ -76,14 +70,17 @@ impl LeaseCoordinator {
         }
     }
 
-    /// Adopt leases this worker assigned itself as the leader, at once (a renewal each).
-    pub(crate) async fn adopt_all_assigned(&self, leases: Vec<Lease>) {
+    /// Adopt `leases`, assigned or passed on to this worker, at once (a renewal each; see
+    /// [`LeaseCoordinator::adopt_assigned`]), and publish. Returns how many it adopted.
+    pub(crate) async fn adopt_all_assigned(&self, leases: Vec<Lease>) -> usize {
         let adopted = futures::future::join_all(leases.into_iter().map(|l| self.adopt_assigned(l)))
             .await
             .into_iter()
-            .any(|a| a);
-        if adopted {
+            .filter(|a| *a)
+            .count();
+        if adopted > 0 {
             self.publish();
         }
+        adopted
     }
 }

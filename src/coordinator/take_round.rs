@@ -394,14 +394,6 @@ impl LeaseCoordinator {
                 }
             }
         }
-        let adopted = futures::future::join_all(done.into_iter().map(|l| self.adopt_assigned(l)))
-            .await
-            .into_iter()
-            .filter(|a| *a)
-            .count();
-        if adopted > 0 {
-            self.publish();
-        }
-        adopted
+        self.adopt_all_assigned(done).await
     }
 }
