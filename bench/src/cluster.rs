@@ -235,6 +235,14 @@ impl Cluster {
         }
     }
 
+    /// Stop worker `i` gracefully (as on SIGTERM) and wait until it has stopped.
+    pub async fn stop(&mut self, i: usize) {
+        self.workers[i].handle.request_shutdown();
+        if let Some(t) = self.workers[i].task.take() {
+            let _ = t.await;
+        }
+    }
+
     /// The first delivery of `shard` after `since` by a worker other than `not_by`.
     pub fn first_delivery(&self, shard: &str, since: Instant, not_by: usize) -> Option<Instant> {
         self.log
