@@ -26,6 +26,10 @@ pub struct ShardLog {
     pub failed_batches: Vec<Vec<String>>,
     /// Panics raised on purpose.
     pub panics: usize,
+    /// Every batch delivered: (worker, when).
+    pub batches: Vec<(String, std::time::Instant)>,
+    /// Every `shutdown`: (worker, reason, when).
+    pub shutdown_times: Vec<(String, String, std::time::Instant)>,
 }
 
 /// Everything every processor saw, by shard.
@@ -113,6 +117,10 @@ impl RecordProcessor for TestProcessor {
             }
         }
         self.journal.with(&self.shard, |l| {
+            if !input.records.is_empty() {
+                l.batches
+                    .push((self.worker.clone(), std::time::Instant::now()));
+            }
             for r in &input.records {
                 let i = self.journal.next_index();
                 l.deliveries.push((
@@ -134,6 +142,11 @@ impl RecordProcessor for TestProcessor {
         self.journal.with(&self.shard, |l| {
             l.shutdowns.push(reason.name().to_string());
             l.shutdown_at.push(i);
+            l.shutdown_times.push((
+                self.worker.clone(),
+                reason.name().to_string(),
+                std::time::Instant::now(),
+            ));
         });
         match reason {
             Shutdown::ShardEnded { checkpointer } if !self.behavior.skip_shard_end_checkpoint => {
