@@ -64,8 +64,10 @@ impl LeaseCoordinator {
         self.inner.config.take_interval + HANDOFF_POLL
     }
 
-    /// Other workers whose leases the last scan showed alive (renewed within the failover
-    /// time), with how many leases each owns.
+    /// Other workers the last scan showed alive, with how many leases each owns: the owners
+    /// of leases renewed within the failover time and in no hand-off (a lease in a hand-off is
+    /// renewed by its outgoing owner, so it says nothing of its receiver; and a worker all of
+    /// whose leases are being handed over is leaving).
     fn live_workers(&self) -> BTreeMap<String, usize> {
         let me = self.worker_id();
         let now = Instant::now();
@@ -73,11 +75,49 @@ impl LeaseCoordinator {
         let mut live = BTreeMap::new();
         for o in self.inner.observed.lock().values() {
             if let Some(owner) = o.lease.owner.as_deref().filter(|w| *w != me) {
-                if !o.is_expired(now, failover) {
+                if !o.is_expired(now, failover) && !o.lease.is_in_handoff() {
                     *live.entry(owner.to_string()).or_default() += 1;
                 }
             }
         }
         live
+    }
+
+    /// As a leaderless worker stops (after its leases were released or passed on): give back
+    /// the leases being handed to it (steals under way, and leases a leaving worker named it
+    /// for), so that their outgoing owners keep them instead of passing them to a worker that
+    /// will not adopt them; and release a lease passed on to it meanwhile. Without this, each
+    /// would wait for expiry (the failover time).
+    pub(crate) async fn give_back_incoming(&self) {
+        if self.protocol() != Protocol::Leaderless {
+            return;
+        }
+        let me = self.worker_id().to_string();
+        let held = self.held_keys();
+        let mine: Vec<String> = self
+            .inner
+            .observed
+            .lock()
+            .values()
+            .filter(|o| {
+                o.lease.owner.as_deref() == Some(me.as_str()) && !held.contains(&o.lease.key)
+            })
+            .map(|o| o.lease.key.clone())
+            .collect();
+        for key in mine {
+            let Ok(Some(lease)) = self.inner.store.get_lease(&key).await else {
+                continue;
+            };
+            if lease.owner.as_deref() != Some(me.as_str()) {
+                continue;
+            }
+            let outcome = match lease.checkpoint_owner.clone() {
+                Some(from) => self.inner.store.assign_lease(&lease, &from).await,
+                None => self.inner.store.evict_lease(&lease).await,
+            };
+            if let Ok(WriteOutcome::Applied(_)) = outcome {
+                tracing::info!(worker_id = %me, lease_key = %key, back_to = ?lease.checkpoint_owner, "stopping: a lease coming to this worker given back");
+            }
+        }
     }
 }

@@ -99,9 +99,10 @@ pub struct CoordinatorConfig {
     /// in the leaderless protocol, a lease being handed to this worker is looked at every
     /// [`HANDOFF_POLL`](take_round::HANDOFF_POLL), or this, whichever is shorter).
     pub discovery_interval: Duration,
-    /// KCL 3.x: how long this worker's processor may take to checkpoint when the leader hands
-    /// one of its leases to another worker, before the lease passes on anyway (the Java KCL's
-    /// `gracefulLeaseHandoffTimeoutMillis`, default 30 s).
+    /// How long this worker's processor may take to checkpoint when a hand-off (a KCL 3.x
+    /// leader's move, or a leaderless steal) moves one of its leases to another worker, before
+    /// the lease passes on anyway (the Java KCL's `gracefulLeaseHandoffTimeoutMillis`, default
+    /// 30 s).
     pub handoff_timeout: Duration,
     /// In the leaderless protocol, a steal for balance is a graceful hand-off, as a KCL 3.x
     /// leader's moves are: the victim's processor checkpoints before the lease passes on, so no
@@ -151,8 +152,9 @@ pub struct LeaseTenure {
     pub token: Uuid,
     /// Cancelled as soon as the lease is lost (or released).
     pub lost: CancellationToken,
-    /// Cancelled when a KCL 3.x leader hands the lease to another worker: the processor should
-    /// shut down as requested (it may checkpoint); the lease then passes on.
+    /// Cancelled when a hand-off (a KCL 3.x leader's, a leaderless steal) moves the lease to
+    /// another worker: the processor should shut down as requested (it may checkpoint); the
+    /// lease then passes on.
     pub handoff: CancellationToken,
 }
 
@@ -238,7 +240,19 @@ impl SlotState {
     /// us and its counter moved by exactly one (every write of ours was conditioned on our
     /// counter, so at most one of them landed).
     fn explains(&self, cur: &Lease, me: &str) -> bool {
-        self.unconfirmed > 0 && cur.is_owned_by(me) && cur.counter == self.lease.counter + 1
+        self.unconfirmed > 0 && self.may_be_our_write(cur, me)
+    }
+
+    /// Whether `cur` (read after a conflict) may be this lease as one more write of ours left
+    /// it: ours, one counter step on, and, during a hand-off this worker knows of, in that very
+    /// hand-off (a Java KCL 2.x take keeps `checkpointOwner`: owner J, `checkpointOwner` this
+    /// worker, counter + 1 is J's lease, not ours).
+    fn may_be_our_write(&self, cur: &Lease, me: &str) -> bool {
+        cur.is_owned_by(me)
+            && cur.counter == self.lease.counter + 1
+            && (!self.lease.is_in_handoff()
+                || (cur.owner == self.lease.owner
+                    && cur.checkpoint_owner == self.lease.checkpoint_owner))
     }
 
     /// The lease's throughput since it was last measured, when at least a second passed:
@@ -733,7 +747,7 @@ impl LeaseCoordinator {
                     };
                     let me = self.worker_id();
                     let ours = |cur: &Lease| {
-                        cur.is_owned_by(me)
+                        st.may_be_our_write(cur, me)
                             && cur.counter == desired.counter + 1
                             && cur.checkpoint == desired.checkpoint
                             && cur.pending_checkpoint == desired.pending_checkpoint
@@ -746,7 +760,7 @@ impl LeaseCoordinator {
                             self.noticed_handoff(key, &tenure, knew, &cur);
                             return Ok(cur);
                         }
-                        // A leader started a hand-off of this lease (KCL 3.x): the checkpoint
+                        // A hand-off of this lease began (a leader's, or a steal): the checkpoint
                         // goes on (the old owner checkpoints until it passes the lease on), and
                         // the processor is asked to finish.
                         Some(cur)
@@ -905,7 +919,7 @@ impl LeaseCoordinator {
                     tokio::time::sleep(retry.next_delay().unwrap_or_default()).await;
                 }
                 Err(e) => {
-                    tracing::warn!(lease_key = %lease.key, to, error = %e, "passing the lease on failed; the leader reassigns it when it expires");
+                    tracing::warn!(lease_key = %lease.key, to, error = %e, "passing the lease on failed; it is taken (or reassigned) when it expires");
                     return false;
                 }
             }
@@ -934,12 +948,12 @@ impl LeaseCoordinator {
             return;
         }
         if let Some(to) = self.handoff_target(&st.lease) {
-            // A hand-off: the lease goes to the worker the leader named.
+            // A hand-off: the lease goes to the worker named in it.
             if self.assign_retrying(&st.lease, &to).await {
                 tracing::info!(worker_id = %self.worker_id(), lease_key = %key, to = %to, "lease handed off");
                 self.inner.metrics.released(1);
             } else {
-                tracing::info!(lease_key = %key, "the hand-off did not complete (the lease changed hands, or the write failed); the leader reassigns it when it expires");
+                tracing::info!(lease_key = %key, "the hand-off did not complete (the lease changed hands, or the write failed); it is taken (or reassigned) when it expires");
             }
             drop(st);
             self.lose_quietly(&key, tenure.token);
@@ -951,7 +965,7 @@ impl LeaseCoordinator {
                 self.inner.metrics.released(1);
             }
             Ok(WriteOutcome::Conflict) => match self.reread(&key).await {
-                // A leader began handing the lease over (KCL 3.x) since the last renewal:
+                // A hand-off of the lease began (a leader's, or a steal) since the last renewal:
                 // complete the hand-off rather than leave it to expire.
                 Some(cur) if self.handoff_target(&cur).is_some() => {
                     let to = self.handoff_target(&cur).unwrap_or_default();

@@ -210,7 +210,8 @@ impl LeaseCoordinator {
                     let cur = self.reread(key).await;
                     let me = self.worker_id();
                     if let Some(cur) = cur.as_ref().filter(|cur| {
-                        // A leader started a hand-off of this lease (KCL 3.x): keep renewing it
+                        // A hand-off of this lease began (a KCL 3.x leader's, or a leaderless
+                        // steal): keep renewing it
                         // (without the hand-off condition) while the processor checkpoints.
                         !st.lease.is_in_handoff()
                             && cur.checkpoint_owner.as_deref() == Some(me)
@@ -222,8 +223,7 @@ impl LeaseCoordinator {
                         continue;
                     }
                     done(true);
-                    let expected = st.lease.counter + 1;
-                    match cur.filter(|cur| cur.is_owned_by(me) && cur.counter == expected) {
+                    match cur.filter(|cur| st.may_be_our_write(cur, me)) {
                         Some(cur) => {
                             tracing::debug!(
                                 lease_key = key,

@@ -320,7 +320,12 @@ impl LeaseCoordinator {
                     "balancing: asked the lease's owner to hand it over (its processor checkpoints, then it passes the lease on)");
                 let now = Instant::now();
                 let mut observed = self.inner.observed.lock();
-                let last_change = observed.get(&key).map_or(now, |o| o.last_change);
+                // The write returns the lease as stored: if its owner renewed it since the
+                // scan, its counter is newer than the one observed, and expiry counts from now.
+                let last_change = observed
+                    .get(&key)
+                    .filter(|o| o.lease.counter == lease.counter)
+                    .map_or(now, |o| o.last_change);
                 observed.insert(
                     key.clone(),
                     ObservedLease {

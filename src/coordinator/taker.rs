@@ -21,8 +21,8 @@
 //!    the victim's processor checkpoints, then the victim passes the lease on, so no record is
 //!    processed twice. Meanwhile the lease counts as this worker's and is not taken, unless its
 //!    counter stops (the victim died: expired) or the hand-off outlasts the timeout plus the
-//!    failover time (a victim that does not know hand-offs, such as a Java KCL 2.x worker):
-//!    then it is taken as any expired lease is.
+//!    failover time (a victim that does not know hand-offs, such as a Java KCL 2.x worker, or
+//!    a receiver that is gone): then any worker takes it as an expired lease.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
@@ -127,23 +127,26 @@ pub fn choose_leases_to_take_with_stats(
         .handoff_timeout
         .map(|t| t + config.failover_time)
         .unwrap_or(Duration::ZERO);
+    let handoff_timed_out = |o: &ObservedLease| {
+        config.handoff_timeout.is_some()
+            && o.lease.checkpoint_owner.as_deref() != Some(worker_id)
+            && o.handoff_since
+                .is_some_and(|t| now.saturating_duration_since(t) > handoff_limit)
+    };
     let reason_available = |o: &ObservedLease| -> Option<TakeReason> {
         match o.lease.owner.as_deref() {
             None => Some(TakeReason::Unowned),
             Some(owner) if owner == worker_id && held.contains(&o.lease.key) => None,
+            // A hand-off past its limit: its outgoing owner does not know hand-offs, or its
+            // receiver is gone (any worker may take it, as an expired lease).
+            Some(_) if o.lease.is_in_handoff() && handoff_timed_out(o) => {
+                Some(TakeReason::HandoffTimedOut)
+            }
             Some(owner) if owner == worker_id && o.lease.is_in_handoff() => {
                 // Being handed to this worker: its outgoing owner processes it until it has
                 // checkpointed and passed it on.
-                if o.is_expired(now, config.failover_time) {
-                    Some(TakeReason::Expired)
-                } else if o
-                    .handoff_since
-                    .is_some_and(|t| now.saturating_duration_since(t) > handoff_limit)
-                {
-                    Some(TakeReason::HandoffTimedOut)
-                } else {
-                    None
-                }
+                o.is_expired(now, config.failover_time)
+                    .then_some(TakeReason::Expired)
             }
             Some(owner) if owner == worker_id => Some(TakeReason::Orphaned),
             Some(_) if o.is_expired(now, config.failover_time) => Some(TakeReason::Expired),
@@ -478,6 +481,11 @@ mod tests {
         let got = decide("a", &leases, &[], at(41), &graceful());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].reason, TakeReason::HandoffTimedOut);
+        // Past its limit, any worker may take it (its receiver may be gone), but not the
+        // outgoing owner, which still holds it.
+        let got = decide("c", &leases, &[], at(41), &graceful());
+        assert_eq!(got[0].reason, TakeReason::HandoffTimedOut);
+        assert!(decide("b", &leases, &["shardId-000000000000"], at(41), &graceful()).is_empty());
         // The outgoing owner died: the counter stopped at t0.
         let leases = vec![incoming(0, t0)];
         let got = decide(

@@ -1045,3 +1045,47 @@ async fn a_hand_off_behind_our_own_landed_checkpoint_is_noticed() {
     );
     assert!(!tenure.lost.is_cancelled());
 }
+
+/// A lease this worker is handing to b (it knows of the hand-off and renews it meanwhile) is
+/// taken by a Java KCL 2.x worker, whose take keeps `checkpointOwner`: owner j, checkpoint
+/// owner this worker, counter + 1, as one more renewal of ours would leave it but for the
+/// owner. The next renewal must see a lost lease, not "our own retried write".
+#[tokio::test(start_paused = true)]
+async fn a_java_2x_take_during_a_hand_off_is_a_loss_not_our_own_write() {
+    let store = store_with(1);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let key = "shardId-000000000000";
+    let tenure = a.coordinator.held()[key].clone();
+    let now = store.snapshot()[key].clone();
+    assert!(store
+        .start_handoff(&now, "b")
+        .await
+        .unwrap()
+        .applied()
+        .is_some());
+    // a learns of the hand-off at its next renewal, and renews on (its processor would be
+    // checkpointing).
+    assert!(wait_until(F, || tenure.handoff.is_cancelled())
+        .await
+        .is_some());
+    let known = store.snapshot()[key].counter;
+    assert!(
+        wait_until(F, || store.snapshot()[key].counter > known)
+            .await
+            .is_some(),
+        "a renews during the hand-off"
+    );
+    // The Java 2.x take: owner j, counter + 1, checkpointOwner left as it was.
+    store.with_table(|t| {
+        let l = t.get_mut(key).unwrap();
+        l.owner = Some("j".into());
+        l.counter += 1;
+    });
+    assert!(
+        wait_until(F, || tenure.lost.is_cancelled()).await.is_some(),
+        "a kept processing a lease j took"
+    );
+}

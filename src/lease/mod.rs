@@ -217,8 +217,9 @@ impl Lease {
         }
     }
 
-    /// The lease as it is after a KCL 3.x leader started a graceful hand-off of it to `to`:
-    /// the current owner becomes the `checkpointOwner`; the counter does not change.
+    /// The lease as it is after a graceful hand-off of it to `to` began (a KCL 3.x leader's, a
+    /// leaderless steal, or a leaving worker's): the current owner becomes the
+    /// `checkpointOwner`; the counter does not change.
     pub fn handing_off_to(&self, to: &str) -> Lease {
         Lease {
             checkpoint_owner: self.owner.clone(),
@@ -343,9 +344,9 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
         owner: &str,
     ) -> Result<WriteOutcome, LeaseStoreError>;
 
-    /// KCL 3.x graceful hand-off, started by the leader: `owner` becomes the owner and the
-    /// current owner the `checkpointOwner`, the counter unchanged, if the owner is still that of
-    /// `lease` and no hand-off is under way.
+    /// KCL 3.x graceful hand-off (started by a leader, a leaderless worker stealing, or a
+    /// worker leaving): `to` becomes the owner and the current owner the `checkpointOwner`, the
+    /// counter unchanged, if the owner is still that of `lease` and no hand-off is under way.
     async fn start_handoff(&self, lease: &Lease, to: &str)
         -> Result<WriteOutcome, LeaseStoreError>;
 

@@ -683,3 +683,43 @@ async fn a_leaderless_rolling_deploy_hands_leases_over_without_a_gap() {
     }
     t1.abort();
 }
+
+/// A worker that stops while a lease is being handed to it (its steal waits for a processor
+/// that is slow to checkpoint) gives the lease back to its owner, which keeps it: it is not
+/// passed to a worker that has gone and left to expire.
+#[tokio::test(start_paused = true)]
+async fn a_thief_that_stops_mid_hand_off_gives_the_lease_back() {
+    let stream = InMemoryStream::new("s", 2);
+    let store = InMemoryLeaseStore::new();
+    let journal = Journal::default();
+    let auto = ClientVersionConfig::Auto;
+    let w1 = worker("w1", auto.clone(), &stream, &store, &journal, true);
+    let t1 = tokio::spawn(w1.run(std::future::pending()));
+    until("w1 holds both", || settled(&store, &[("w1", 2)])).await;
+    let w2 = worker("w2", auto, &stream, &store, &journal, false);
+    let h2 = w2.handle();
+    let t2 = tokio::spawn(w2.run(std::future::pending()));
+    until("w2's steal waits for w1's processor", || {
+        journal.requested_of("w1") == 1
+    })
+    .await;
+    let key = journal.requested.lock()[0].1.clone();
+    h2.request_shutdown();
+    t2.await.unwrap().unwrap();
+    let lease = store.snapshot()[&key].clone();
+    assert_eq!(lease.owner.as_deref(), Some("w1"), "{lease:?}");
+    assert_eq!(lease.checkpoint_owner, None, "{lease:?}");
+    // w1 processes it again well before it would have expired in w2's name (w1's processor
+    // hangs until the hand-off timeout, 10 s; the lease then needs one take round).
+    let given_back = Instant::now();
+    until("w1 holds both again", || {
+        store.snapshot()[&key].counter > lease.counter && settled(&store, &[("w1", 2)])
+    })
+    .await;
+    assert!(
+        given_back.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        given_back.elapsed()
+    );
+    t1.abort();
+}

@@ -437,9 +437,9 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         if let Some(fleet) = &self.fleet {
             fleet.begin_leaving().await;
         }
-        self.hand_over_before_stopping().await;
+        let drain = self.hand_over_before_stopping().await;
         consumers_stop.cancel();
-        let drained = tokio::time::timeout(self.config.graceful_shutdown_timeout, async {
+        let drained = tokio::time::timeout(drain, async {
             while let Some(done) = shards.tasks.join_next().await {
                 shards.finished(done, self.config.task_backoff, self.config.max_task_backoff);
             }
@@ -458,6 +458,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             // A lease assigned to this worker as it stopped, never adopted.
             self.coordinator.pass_on_unheld().await;
         }
+        self.coordinator.give_back_incoming().await;
         stop.cancel();
         while background.join_next().await.is_some() {}
         tracing::info!("worker stopped");
@@ -473,23 +474,32 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
     /// leases pass on, and the next owners, already watching, start within a look at the lease.
     /// Not in a fleet with a `Migration3.0` item (a Java KCL 3.x worker in its 2.x-compatible
     /// mode does not adopt a lease passed to it: released with no owner, it is taken at once).
-    async fn hand_over_before_stopping(&self) {
+    /// Returns how long the processors may then take to finish: what is left of the
+    /// graceful-shutdown timeout and, when leases were named, of the hand-off timeout (after
+    /// it, plus the failover time, their next owners take them anyway).
+    async fn hand_over_before_stopping(&self) -> Duration {
+        let timeout = self.config.graceful_shutdown_timeout;
         if self
             .fleet
             .as_ref()
             .is_some_and(|f| f.client_version().is_some())
         {
-            return;
+            return timeout;
         }
+        let started = Instant::now();
         let keep_processing = self.coordinator.announce_leaving().await;
-        if !keep_processing.is_zero() {
-            let wait = keep_processing.min(self.config.graceful_shutdown_timeout / 2);
-            tracing::info!(
-                ?wait,
-                "leases named to their next owners: processing on until they watch them"
-            );
-            tokio::time::sleep(wait).await;
+        if keep_processing.is_zero() {
+            return timeout;
         }
+        let wait = keep_processing.min(timeout / 2);
+        tracing::info!(
+            ?wait,
+            "leases named to their next owners: processing on until they watch them"
+        );
+        tokio::time::sleep(wait).await;
+        timeout
+            .min(self.config.fleet.graceful_lease_handoff_timeout)
+            .saturating_sub(started.elapsed())
     }
 
     /// A multi-stream worker's tracker rounds.
@@ -675,7 +685,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
         shards.released.retain(current);
     }
 
-    /// A held lease of a stream no longer consumed, or one a KCL 3.x leader hands to another
+    /// A held lease of a stream no longer consumed, or one a hand-off moves to another
     /// worker: stop its consumer (its processor shuts down as requested, and may checkpoint),
     /// then release the lease (or complete the hand-off), once.
     fn let_go(&self, shards: &mut Shards, id: &ShardTaskId, why: &str) {
