@@ -693,7 +693,7 @@ async fn a_thief_that_stops_mid_hand_off_gives_the_lease_back() {
     let store = InMemoryLeaseStore::new();
     let journal = Journal::default();
     let auto = ClientVersionConfig::Auto;
-    let w1 = worker("w1", auto.clone(), &stream, &store, &journal, true);
+    let w1 = worker("w1", auto, &stream, &store, &journal, true);
     let t1 = tokio::spawn(w1.run(std::future::pending()));
     until("w1 holds both", || settled(&store, &[("w1", 2)])).await;
     let w2 = worker("w2", auto, &stream, &store, &journal, false);
