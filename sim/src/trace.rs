@@ -75,7 +75,8 @@ impl fmt::Display for Line {
 pub struct Counters {
     /// Leases taken because their owner stopped renewing them.
     pub failovers: u64,
-    /// Leases stolen to balance the load.
+    /// Leases stolen to balance the load (hand-offs started by a leaderless worker, or takes
+    /// when hand-offs are off).
     pub steals: u64,
     /// Leases a worker noticed it lost.
     pub leases_lost: u64,
@@ -233,6 +234,13 @@ impl Trace {
                 Some("HandOff") => inner.counters.handoffs_started += 1,
                 _ => inner.counters.assignments += 1,
             },
+            "balancing: asked the lease's owner to hand it over (its processor checkpoints, then it passes the lease on)" => {
+                inner.counters.steals += 1;
+                inner.counters.handoffs_started += 1;
+            }
+            "leaving: this lease goes to another worker once its processor has checkpointed" => {
+                inner.counters.handoffs_started += 1
+            }
             "lease handed off" => inner.counters.handoffs_completed += 1,
             "the processor did not finish within the hand-off timeout: handing the lease over now" => {
                 inner.counters.handoffs_timed_out += 1
