@@ -435,4 +435,12 @@ const REGRESSIONS: &[(u64, &str)] = &[
         1301653,
         "a shard sync re-created the lease of a finished, cleaned-up shard from stale scans",
     ),
+    // Found by the default-mode soak at b40f862 (a latent sync weakness, exposed by another
+    // trajectory): the check for leased descendants stalled while the closed shard's children
+    // merged, finished and were cleaned up; the merge child's lease was the only one left, and
+    // the shards listed before the stall lacked it. The check now lists the shards again.
+    (
+        4101965,
+        "a shard sync whose descendant check stalled missed a merge child newer than its shard listing, and re-created a finished shard's lease",
+    ),
 ];

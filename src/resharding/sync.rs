@@ -207,7 +207,10 @@ const SYNC_REFRESHES: usize = 3;
 ///   stale lease list only has leases deleted since (counted as existing: nothing created) and
 ///   lacks leases created since (children of shards it lists: descendants, not created).
 /// * A lease for a closed shard is created only if, listed again (consistently), none of its
-///   descendants has a lease (they would, had it been processed).
+///   descendants has a lease (they would, had it been processed), its descendants taken from
+///   the shards listed again after that lease listing: a stalled listing may hold only leases
+///   of shards newer than the first shard listing (a child that merged or split since, its
+///   parents finished and cleaned up meanwhile).
 /// * Creation stops once the listing is older than `max_age`.
 pub async fn sync_shards_within(
     stream: &dyn StreamClient,
@@ -249,13 +252,34 @@ pub async fn sync_stream_shards_within(
             .collect();
         if to_create.iter().any(|l| closed.contains(l.key.as_str())) {
             let now = leased(store, multi_stream).await?;
-            let children = ChildIndex::new(&shards);
+            // Descendants from the shards listed after `now` too: `now` may be much newer than
+            // `shards` (the call stalled), and the only leased descendants may be shards that
+            // `shards` lacks (a merge or split since, whose parents finished and were cleaned
+            // up meanwhile). Shards closed since count as closed.
+            let shards_now = stream.list_shards().await?;
+            let closed: BTreeSet<&str> = closed
+                .into_iter()
+                .chain(
+                    shards_now
+                        .iter()
+                        .filter(|s| s.is_closed())
+                        .map(|s| s.shard_id.as_str()),
+                )
+                .collect();
+            let children = ChildIndex::new(shards.iter().chain(&shards_now));
             to_create.retain(|l| {
-                let done = closed.contains(l.key.as_str())
-                    && children.leased_descendant(&l.key, &now).inspect(|d| {
-                        tracing::info!(lease_key = %l.key, descendant = %d, "not creating a lease for a closed shard whose descendant has one: it was processed already");
-                    }).is_some();
-                !done
+                if !closed.contains(l.key.as_str()) {
+                    return true;
+                }
+                // Leased since the first listing: it needs no lease, and one created later,
+                // after it finished and was cleaned up, would bring it back.
+                if now.contains(&l.key) {
+                    return false;
+                }
+                let done = children.leased_descendant(&l.key, &now).inspect(|d| {
+                    tracing::info!(lease_key = %l.key, descendant = %d, "not creating a lease for a closed shard whose descendant has one: it was processed already");
+                });
+                done.is_none()
             });
         }
         let to_create = to_create
@@ -409,12 +433,13 @@ async fn create_in_waves(
 /// The children of every shard of a listing, indexed once per sync (a lookup per closed shard
 /// would make the sync quadratic in the number of shards).
 struct ChildIndex<'a> {
-    children: BTreeMap<&'a str, Vec<&'a str>>,
+    children: BTreeMap<&'a str, BTreeSet<&'a str>>,
 }
 
 impl<'a> ChildIndex<'a> {
-    fn new(shards: &'a [Shard]) -> Self {
-        let mut children: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    /// The index of `shards` (a shard listed twice counts once).
+    fn new(shards: impl IntoIterator<Item = &'a Shard>) -> Self {
+        let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for s in shards {
             for p in s
                 .parent_shard_id
@@ -424,7 +449,7 @@ impl<'a> ChildIndex<'a> {
                 children
                     .entry(p.as_str())
                     .or_default()
-                    .push(s.shard_id.as_str());
+                    .insert(s.shard_id.as_str());
             }
         }
         ChildIndex { children }
@@ -764,6 +789,86 @@ mod tests {
             "the children existed; the closed parent was processed"
         );
         assert!(!store.snapshot().contains_key(S0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_descendant_check_sees_descendants_newer_than_the_shard_listing() {
+        // Simulation seed 4101965: S0 split into a and b, a into c and d; a Java KCL 2.2 left
+        // S0 at SHARD_END without children leases; a was leased as S0's stranded child,
+        // processed and cleaned up, c and d have leases. A sync (leases listed, then shards)
+        // finds a stranded again, closed: its consistent lease listing (the check for leased
+        // descendants) stalls while c and d merge into e, finish and are cleaned up, and S0 is
+        // cleaned up too. The listing then holds e's lease, but e is not among the shards
+        // listed before the stall: the check found no leased descendant of a, and a was
+        // leased and processed all over again.
+        use crate::lease::InMemoryLeaseStore;
+        use crate::retrieval::InMemoryStream;
+        use crate::testing::observe::{Args, Call, LeaseStoreHooks, ObservedLeaseStore, Outcome};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        struct Meanwhile {
+            store: InMemoryLeaseStore,
+            stream: InMemoryStream,
+            merging: [String; 2],
+            done: AtomicBool,
+        }
+        #[async_trait::async_trait]
+        impl LeaseStoreHooks for Meanwhile {
+            async fn before(&self, call: &Call<'_>) -> Option<Outcome> {
+                if matches!(call.args, Args::ListConsistent)
+                    && !self.done.swap(true, Ordering::SeqCst)
+                {
+                    let [c, d] = &self.merging;
+                    let e = self.stream.merge(c, d).unwrap();
+                    let child = Lease::new(e.as_str(), Checkpoint::TrimHorizon)
+                        .with_parents([c.as_str(), d.as_str()]);
+                    self.store.with_table(|t| {
+                        t.insert(e.clone(), child);
+                        for gone in [c.as_str(), d.as_str(), S0] {
+                            t.remove(gone);
+                        }
+                    });
+                }
+                None
+            }
+        }
+
+        let store = InMemoryLeaseStore::new();
+        let stream = InMemoryStream::new("s", 1);
+        let (a, b) = stream.split(S0, 1 << 64).unwrap();
+        let (c, d) = stream.split(&a, 1 << 32).unwrap();
+        store.with_table(|t| {
+            t.insert(S0.to_string(), Lease::new(S0, Checkpoint::ShardEnd));
+            t.insert(
+                b.clone(),
+                Lease::new(b.as_str(), Checkpoint::TrimHorizon).with_parents([S0]),
+            );
+            for child in [&c, &d] {
+                let l = Lease::new(child.as_str(), Checkpoint::TrimHorizon).with_parents([&a]);
+                t.insert(child.clone(), l);
+            }
+        });
+        let observed = ObservedLeaseStore::new(
+            std::sync::Arc::new(store.clone()),
+            Meanwhile {
+                store: store.clone(),
+                stream: stream.clone(),
+                merging: [c, d],
+                done: AtomicBool::new(false),
+            },
+        );
+        let created = sync_shards(&stream, &observed, InitialPosition::Latest)
+            .await
+            .unwrap();
+        assert!(
+            observed.hooks().done.load(Ordering::SeqCst),
+            "the check ran"
+        );
+        assert_eq!(created, 0, "{:?}", store.snapshot().keys());
+        assert!(
+            !store.snapshot().contains_key(&a),
+            "a was processed: not again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
