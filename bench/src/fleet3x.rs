@@ -91,16 +91,38 @@ fn failover_run(seed: u64, fleet: FleetConfig, victim: Victim) -> Vec<f64> {
     })
 }
 
+/// A cluster started, balanced, and left running a random F..2F more; with the run's
+/// random-number generator.
+async fn balanced_cluster(seed: u64, fleet: FleetConfig) -> (Cluster, rand::rngs::StdRng) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = Cluster::start(spec(seed, fleet));
+    assert!(
+        cluster.wait_balanced(F * 60).await,
+        "seed {seed}: never balanced"
+    );
+    tokio::time::sleep(F.mul_f64(1.0 + rng.random::<f64>())).await;
+    (cluster, rng)
+}
+
+/// The batches from the `seen_before`-th delivery on that start at a record a batch
+/// delivered before started at (the new owner started before the old one's last checkpoint).
+fn repeated_batches(log: &[crate::cluster::Delivery], seen_before: usize) -> usize {
+    let mut starts: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut repeats = 0;
+    for (n, d) in log.iter().enumerate() {
+        if let Some(first) = &d.first {
+            if !starts.insert((d.shard.clone(), first.clone())) && n >= seen_before {
+                repeats += 1;
+            }
+        }
+    }
+    repeats
+}
+
 /// One balance run: (seconds until balanced, lease moves, batches delivered twice).
 fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
     paused_runtime().block_on(async move {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::start(spec(seed, fleet));
-        assert!(
-            cluster.wait_balanced(F * 60).await,
-            "seed {seed}: never balanced"
-        );
-        tokio::time::sleep(F.mul_f64(1.0 + rng.random::<f64>())).await;
+        let (mut cluster, _) = balanced_cluster(seed, fleet).await;
         let owners = |c: &Cluster| -> BTreeMap<String, Option<String>> {
             c.store
                 .snapshot()
@@ -129,15 +151,7 @@ fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
         // Let the moved shards deliver a while, then count repeated batches.
         tokio::time::sleep(F).await;
         let log = cluster.log.lock().unwrap();
-        let mut starts: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut repeats = 0;
-        for (n, d) in log.iter().enumerate() {
-            if let Some(first) = &d.first {
-                if !starts.insert((d.shard.clone(), first.clone())) && n >= seen_before {
-                    repeats += 1;
-                }
-            }
-        }
+        let repeats = repeated_batches(&log, seen_before);
         (took.as_secs_f64(), moves, repeats)
     })
 }
@@ -147,13 +161,7 @@ fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
 /// second before the stop until 2 F after it; and the batches delivered twice.
 fn rolling_run(seed: u64, fleet: FleetConfig) -> (Vec<f64>, usize) {
     paused_runtime().block_on(async move {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::start(spec(seed, fleet));
-        assert!(
-            cluster.wait_balanced(F * 60).await,
-            "seed {seed}: never balanced"
-        );
-        tokio::time::sleep(F.mul_f64(1.0 + rng.random::<f64>())).await;
+        let (mut cluster, mut rng) = balanced_cluster(seed, fleet).await;
         let victim = rng.random_range(0..WORKERS);
         let moved = cluster.held_by(victim);
         let seen_before = cluster.log.lock().unwrap().len();
@@ -176,15 +184,7 @@ fn rolling_run(seed: u64, fleet: FleetConfig) -> (Vec<f64>, usize) {
                     .fold(0.0, f64::max)
             })
             .collect();
-        let mut starts: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut repeats = 0;
-        for (n, d) in log.iter().enumerate() {
-            if let Some(first) = &d.first {
-                if !starts.insert((d.shard.clone(), first.clone())) && n >= seen_before {
-                    repeats += 1;
-                }
-            }
-        }
+        let repeats = repeated_batches(&log, seen_before);
         (gaps, repeats)
     })
 }
