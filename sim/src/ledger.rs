@@ -551,6 +551,16 @@ impl Ledger {
             && prior
                 .is_some_and(|p| p.checkpoint_owner.is_none() && p.owner.as_deref() == Some(by))
             && lease.owner.as_deref() != Some(by);
+        // A stopping worker gives back a lease being handed to it (a steal, or a leaving
+        // worker's hand-off, under way): its outgoing owner keeps it.
+        let gives_back = prior.is_some_and(|p| {
+            p.owner.as_deref() == Some(by)
+                && p.checkpoint_owner.is_some()
+                && p.checkpoint_owner == lease.owner
+        });
+        if gives_back {
+            return None;
+        }
         if completes_handoff || passes_on {
             // The owner gives the lease away: it completes a hand-off (after its processor
             // checkpointed, or after the hand-off timeout), or passes it on as it stops (its

@@ -566,7 +566,9 @@ impl World {
             .filter(|w| w.state == WorkerState::Running)
         {
             let health = w.handle.health();
-            if !health.ready {
+            // A worker stopping on its own (its fan-out consumer is gone) is not ready by
+            // design while it hands its leases over.
+            if !health.ready && !health.shutting_down {
                 self.violation(
                     "ready",
                     format!(
