@@ -317,11 +317,18 @@ async fn faults_never_cause_double_ownership_or_loss_for_a_healthy_worker() {
         "every lease is held at the end: {:?}",
         owners(&store)
     );
-    let table = owners(&store);
+    // Who processes each lease by the table: its actual owner (the outgoing one while a steal's
+    // hand-off is under way; here no scheduler completes it, so it waits for its timeout).
+    let table = store
+        .snapshot()
+        .values()
+        .filter(|l| l.actual_owner() == Some("a"))
+        .count();
     assert_eq!(
-        table.get("a").copied().unwrap_or(0),
+        table,
         a.coordinator.held_keys().len(),
-        "table agrees with a: {table:?}"
+        "table agrees with a: {:?}",
+        store.snapshot()
     );
 }
 
