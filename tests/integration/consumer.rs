@@ -284,7 +284,8 @@ async fn a_rolling_deploy_hands_the_leases_over_without_a_gap_or_a_repeat() {
         let (kinesis, stream) = (aws.kinesis_client(), stream.clone());
         tokio::spawn(async move {
             for i in 0.. {
-                let records = testkit::numbered_records(&format!("r{i}-"), 8);
+                // Partition keys pk-0..pk-15 hash to all four shards (pk-0..pk-7 miss one).
+                let records = testkit::numbered_records(&format!("r{i}-"), 16);
                 let _ = testkit::put_records(&kinesis, &stream, records).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
