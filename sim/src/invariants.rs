@@ -30,6 +30,13 @@
 //!   after its processor checkpointed or the hand-off timed out, or passed it on as it stopped),
 //!   none of its processors created before is given records of that shard again: the new
 //!   owner starts from the old owner's last checkpoint, with no overlap at all.
+//! * **planned-move-duplicate** — KCL 3.x: when a lease is given away as for **handed-over**
+//!   and the outgoing processor consented (its `Shutdown::Requested` checkpoint succeeded and
+//!   covered every record it was given: nothing failed pending, nothing left unprocessed), the
+//!   next processor of the shard is given none of those records again: it starts right after
+//!   the outgoing one's last. Repeats stay allowed (at-least-once) when the processor did not
+//!   checkpoint, or not all of it, or the hand-off timed out first, and after a failover (see
+//!   `Ledger::check_planned_move`).
 //! * **untracked** — multi-stream: no record of a stream out of the application's set is
 //!   delivered once the workers had the time to see the change (a tracker interval, and a
 //!   slow round before it: see `Ledger::untracked_bound`).

@@ -92,6 +92,29 @@ pub struct Instance {
     pub processing: Option<(Duration, Duration)>,
     /// When it was created (simulated time).
     pub created_at: Duration,
+    /// The index of the furthest record it was given (for **planned-move-duplicate**).
+    pub last_given: Option<usize>,
+    /// The checkpoint its `Shutdown::Requested` recorded, if that checkpoint succeeded (for
+    /// **planned-move-duplicate**).
+    pub requested_checkpoint: Option<Checkpoint>,
+}
+
+/// **planned-move-duplicate**: a lease given away by a graceful hand-off (or passed on by a
+/// stopping worker) whose outgoing processor consented: its `Shutdown::Requested` checkpoint
+/// covered every record it had been given.
+#[derive(Debug, Clone)]
+struct PlannedMove {
+    /// The worker that gave the lease away.
+    from: String,
+    /// The outgoing processor instance.
+    outgoing: u64,
+    /// The index of the last record the outgoing instance was given: the next instance must
+    /// start after it.
+    last: usize,
+    /// Instances with this id or above were created after the move.
+    first_new: u64,
+    /// When the lease was given away.
+    at: Duration,
 }
 
 /// Totals for the run summary.
@@ -189,6 +212,9 @@ pub struct Ledger {
     /// KCL 3.x: the last time each lease was given away by its owner (a hand-off completed, or
     /// a lease passed on by a worker that stops): (that owner, when).
     handed_over: BTreeMap<String, (String, Duration)>,
+    /// KCL 3.x: consented moves whose next processor instance has not been given records yet,
+    /// by lease (see [`Ledger::check_planned_move`]).
+    planned_moves: BTreeMap<String, PlannedMove>,
     /// The last applied renewal of each lease by each worker: (worker, key) → when.
     renewed_at: BTreeMap<(String, String), Duration>,
     /// The failover time (for [`Stats::premature_assignments`]).
@@ -225,6 +251,7 @@ impl Ledger {
             consumers: BTreeMap::new(),
             reported_overlaps: Default::default(),
             handed_over: BTreeMap::new(),
+            planned_moves: BTreeMap::new(),
             renewed_at: BTreeMap::new(),
             failover: Duration::MAX,
             moves_by_handoff: false,
@@ -348,6 +375,83 @@ impl Ledger {
         );
     }
 
+    /// **planned-move-duplicate**: instance `id` is given records from `first` on. The first
+    /// instance created after a consented move of its shard (see [`PlannedMove`]) must start
+    /// after the last record the outgoing instance was given: that instance checkpointed all of
+    /// it before the lease passed on, so a repeat is a duplicate no failure explains.
+    fn check_planned_move(&mut self, id: u64, first: &Record) {
+        let shard = self.instances[id as usize].shard.clone();
+        if self
+            .planned_moves
+            .get(&shard)
+            .is_none_or(|m| id < m.first_new)
+        {
+            return;
+        }
+        let m = self.planned_moves.remove(&shard).expect("checked");
+        let log = &self.shards[&shard];
+        // A record not of the shard is an **order** violation; a deleted stream's shard may
+        // start over (its lease is created again).
+        let Some(start) = log.index_of(seq_of(first)).filter(|_| !log.excused) else {
+            return;
+        };
+        if start > m.last {
+            return;
+        }
+        let (worker, last) = (
+            self.instances[id as usize].worker.clone(),
+            show(&log.records[m.last]),
+        );
+        self.violation(
+            "planned-move-duplicate",
+            format!(
+                "{} gave {shard} away at {:?} after its processor #{} checkpointed everything it was given (through {last}), but #{id} on {worker} was given {} record(s) again, from record #{start} (seq {})",
+                m.from, m.at, m.outgoing, m.last + 1 - start, show(&log.records[start])
+            ),
+            vec![m.from, worker, shard],
+        );
+    }
+
+    /// Instance `id`'s `Shutdown::Requested` checkpoint succeeded: the lease's checkpoint is
+    /// (at least) `checkpoint`.
+    pub fn on_requested_checkpoint(&mut self, id: u64, checkpoint: &Checkpoint) {
+        self.instances[id as usize].requested_checkpoint = Some(checkpoint.clone());
+    }
+
+    /// `by` gave the lease `key` away now: if its last processor instance of the shard
+    /// consented (its `Shutdown::Requested` checkpoint covered every record it was given), the
+    /// next instance must not repeat any of them. Returns a note for the trace when so.
+    fn planned_move(&mut self, by: &str, key: &str) -> Option<String> {
+        self.planned_moves.remove(key);
+        let outgoing = self
+            .instances
+            .iter()
+            .rposition(|i| i.worker == by && i.shard == key)?;
+        let inst = &self.instances[outgoing];
+        let last = inst.last_given?;
+        let covered = self
+            .shards
+            .get(key)?
+            .covered_by(inst.requested_checkpoint.as_ref()?);
+        if covered <= last {
+            return None;
+        }
+        self.planned_moves.insert(
+            key.to_string(),
+            PlannedMove {
+                from: by.to_string(),
+                outgoing: outgoing as u64,
+                last,
+                first_new: self.instances.len() as u64,
+                at: self.trace.now(),
+            },
+        );
+        Some(format!(
+            "processor #{outgoing} checkpointed all it was given: the next starts after {}",
+            show(&self.shards[key].records[last])
+        ))
+    }
+
     /// A renewal of `key` by `worker` applied.
     pub fn on_renew(&mut self, worker: &str, key: &str) {
         self.renewed_at
@@ -423,6 +527,8 @@ impl Ledger {
             latest_floor: None,
             processing: None,
             created_at: self.trace.now(),
+            last_given: None,
+            requested_checkpoint: None,
         });
         self.stats.instances += 1;
         (self.instances.len() - 1) as u64
@@ -519,6 +625,8 @@ impl Ledger {
     /// The lease `key` was deleted.
     pub fn on_delete(&mut self, key: &str) {
         self.deleted_at.insert(key.to_string(), self.trace.now());
+        // A lease created again starts over (itself a **no-resurrection** violation, or excused).
+        self.planned_moves.remove(key);
     }
 
     /// `worker` took the lease of `shard` at `checkpoint`.
@@ -567,7 +675,7 @@ impl Ledger {
             // consumers ended first).
             self.handed_over
                 .insert(lease.key.clone(), (by.to_string(), now));
-            return None;
+            return self.planned_move(by, &lease.key);
         }
         let mut notes = Vec::new();
         if !by_leader {
@@ -689,6 +797,12 @@ impl Ledger {
         let Some(first) = records.first() else { return };
         self.check_single_consumer(id);
         self.check_handed_over(id);
+        self.check_planned_move(id, first);
+        let given = records
+            .last()
+            .and_then(|r| self.shards[&self.instances[id as usize].shard].index_of(seq_of(r)));
+        let inst = &mut self.instances[id as usize];
+        inst.last_given = inst.last_given.max(given);
         let inst = self.instances[id as usize].clone();
         self.check_tracked(&inst);
         let focus = vec![inst.worker.clone(), inst.shard.clone()];

@@ -11,7 +11,9 @@
 //! before processing may report partial progress (a prefix done); poison records fail every
 //! delivery (or make the processor ask for a restart, as a crashing daemon child); when the
 //! retry policy is exhausted, the processor skips the records (always when
-//! a poison record is among them), which the ledger records as consented skips.
+//! a poison record is among them), which the ledger records as consented skips. In
+//! `Shutdown::Requested` (a hand-off, a graceful stop) it maybe checkpoints everything, and
+//! tells the ledger when that succeeded (a consented move: **planned-move-duplicate**).
 
 use crate::ledger::Ledger;
 use crate::trace::{Source, Trace};
@@ -140,7 +142,8 @@ impl SimProcessor {
         p > 0.0 && self.rng.random::<f64>() < p
     }
 
-    async fn checkpoint_all(&mut self, checkpointer: &mut Checkpointer, why: &str) {
+    /// Checkpoint everything delivered; true if the checkpoint succeeded.
+    async fn checkpoint_all(&mut self, checkpointer: &mut Checkpointer, why: &str) -> bool {
         let r = checkpointer.checkpoint().await;
         self.log(format!(
             "checkpoint ({why}): {}",
@@ -149,6 +152,7 @@ impl SimProcessor {
                 Err(e) => format!("refused: {e}"),
             }
         ));
+        r.is_ok()
     }
 }
 
@@ -352,8 +356,16 @@ impl RecordProcessor for SimProcessor {
                     self.log("shutdown requested: hang over".into());
                 }
                 if self.chance(self.profile.checkpoint_on_shutdown) {
-                    self.checkpoint_all(checkpointer, "shutdown requested")
-                        .await;
+                    if self
+                        .checkpoint_all(checkpointer, "shutdown requested")
+                        .await
+                    {
+                        // Consent to a clean move when it covers all this processor was given.
+                        self.ledger
+                            .lock()
+                            .unwrap()
+                            .on_requested_checkpoint(self.id, &checkpointer.last_checkpoint());
+                    }
                 } else {
                     self.log("shutdown requested: no checkpoint".into());
                 }
