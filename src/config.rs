@@ -78,6 +78,25 @@ pub enum RetrievalMode {
     FanOut,
 }
 
+/// How workers without a leader share the leases (the Java KCL 3.x's `leaseAssignmentStrategy`
+/// names; properties: `leaseAssignmentStrategy`). A KCL 3.x fleet's leader assigns leases by
+/// its own rules instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LeaseAssignmentStrategy {
+    /// Even out the load: each lease weighs its `throughputKBps` (as its owner measures it and
+    /// writes it with each renewal), and a worker asks a more loaded one for the lease that
+    /// best evens out their loads, one graceful hand-off at a time. With equal traffic on every
+    /// shard this is count balancing. A fleet in KCL 3.x's 2.x-compatible mode (its Java
+    /// workers balance by count) is balanced by count. Properties: `WORKER_UTILIZATION_AWARE`.
+    #[default]
+    Throughput,
+    /// Even out the lease count, as the Java KCL 2.x does (properties: `LEASE_COUNT_BASED`).
+    /// Choose it while Java KCL 2.x workers share the lease table: they steal by count, and
+    /// would move leases back from a worker that balances by load.
+    LeaseCount,
+}
+
 /// Enhanced fan-out settings (the Java KCL's `FanOutConfig`; properties: `fanoutConfig.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -202,6 +221,7 @@ pub struct Config {
     pub(crate) lease_cleanup_interval: Duration,
     pub(crate) max_leases_for_worker: usize,
     pub(crate) max_leases_to_steal_at_one_time: usize,
+    pub(crate) lease_assignment_strategy: LeaseAssignmentStrategy,
     pub(crate) graceful_shutdown_timeout: Duration,
     pub(crate) rng_seed: Option<u64>,
     pub(crate) retrieval_mode: RetrievalMode,
@@ -411,6 +431,12 @@ impl Config {
         self.max_leases_to_steal_at_one_time
     }
 
+    /// How leaderless workers share the leases (properties: `leaseAssignmentStrategy`);
+    /// default [`LeaseAssignmentStrategy::Throughput`].
+    pub fn lease_assignment_strategy(&self) -> LeaseAssignmentStrategy {
+        self.lease_assignment_strategy
+    }
+
     /// How long graceful shutdown waits for processors to checkpoint (properties: `shutdownGraceMillis`);
     /// default 30 s.
     pub fn graceful_shutdown_timeout(&self) -> Duration {
@@ -528,6 +554,7 @@ impl Config {
             lease_cleanup_interval: DEFAULT_LEASE_CLEANUP_INTERVAL,
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
+            lease_assignment_strategy: LeaseAssignmentStrategy::default(),
             graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
             rng_seed: None,
             retrieval_mode: RetrievalMode::default(),
@@ -567,6 +594,7 @@ pub struct ConfigBuilder {
     lease_cleanup_interval: Duration,
     max_leases_for_worker: usize,
     max_leases_to_steal_at_one_time: usize,
+    lease_assignment_strategy: LeaseAssignmentStrategy,
     graceful_shutdown_timeout: Duration,
     rng_seed: Option<u64>,
     retrieval_mode: RetrievalMode,
@@ -648,6 +676,8 @@ impl ConfigBuilder {
         max_leases_for_worker: usize,
         /// Most leases stolen per round.
         max_leases_to_steal_at_one_time: usize,
+        /// How leaderless workers share the leases.
+        lease_assignment_strategy: LeaseAssignmentStrategy,
         /// Graceful shutdown bound.
         graceful_shutdown_timeout: Duration,
         /// Seed for random choices.
@@ -814,6 +844,7 @@ impl ConfigBuilder {
             lease_cleanup_interval: self.lease_cleanup_interval,
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
+            lease_assignment_strategy: self.lease_assignment_strategy,
             graceful_shutdown_timeout: self.graceful_shutdown_timeout,
             rng_seed: self.rng_seed,
             retrieval_mode: self.retrieval_mode,

@@ -295,7 +295,8 @@ pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, SequenceNumber};
 pub use checkpointer::{CheckpointError, Checkpointer, PreparedCheckpoint};
 pub use config::{
-    Config, ConfigBuilder, ConfigError, FanOutConfig, InitialPosition, RetrievalMode,
+    Config, ConfigBuilder, ConfigError, FanOutConfig, InitialPosition, LeaseAssignmentStrategy,
+    RetrievalMode,
 };
 pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,

@@ -9,7 +9,9 @@ use crate::noop::NoopProcessor;
 use kinesis_client::fleet::FleetConfig;
 use kinesis_client::lease::LeaseStore;
 use kinesis_client::testing::{Fault, InMemoryLeaseStore, InMemoryStream, LeaseOp};
-use kinesis_client::{Config, InitialPosition, Scheduler, SchedulerHandle, StreamRef};
+use kinesis_client::{
+    Config, InitialPosition, LeaseAssignmentStrategy, Scheduler, SchedulerHandle, StreamRef,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,6 +67,11 @@ pub struct ClusterSpec {
     /// The protocol (`client_version_config`): leaderless (`Auto`, the default) or a KCL 3.x
     /// fleet (`V3x`); and whether planned moves are hand-offs.
     pub fleet: FleetConfig,
+    /// Records put into shard `i` at each put (`records_per_put[i]`; 1 for a shard beyond the
+    /// list): uneven traffic.
+    pub records_per_put: Vec<usize>,
+    /// How the workers share the leases.
+    pub strategy: LeaseAssignmentStrategy,
 }
 
 struct Worker {
@@ -108,6 +115,7 @@ impl Cluster {
         let producer = tokio::spawn({
             let stream = stream.clone();
             let (n, every) = (spec.shards, spec.put_every);
+            let per_put = spec.records_per_put.clone();
             async move {
                 let Some(every) = every else {
                     return;
@@ -116,7 +124,9 @@ impl Cluster {
                 let mut ticks = 0u64;
                 loop {
                     for i in 0..n {
-                        stream.put_with_hash(shard_hash(i, n), "k", &payload);
+                        for _ in 0..per_put.get(i).copied().unwrap_or(1) {
+                            stream.put_with_hash(shard_hash(i, n), "k", &payload);
+                        }
                     }
                     ticks += 1;
                     if ticks.is_multiple_of(100) {
@@ -149,6 +159,7 @@ impl Cluster {
             .failover_time(self.spec.failover_time)
             .rng_seed(Some(self.spec.seed * 1000 + i as u64))
             .fleet(self.spec.fleet.clone())
+            .lease_assignment_strategy(self.spec.strategy)
             .build()
             .expect("config");
         let hook = delivery_hook(self.log.clone(), i);

@@ -40,6 +40,8 @@ pub fn simulated_run(seed: u64, failover: Duration, workers: usize, shards: usiz
             count_calls: false,
             store_latency: None,
             fleet: Default::default(),
+            records_per_put: Vec::new(),
+            strategy: Default::default(),
         });
         assert!(
             cluster.wait_balanced(failover * 60).await,

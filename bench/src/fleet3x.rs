@@ -45,6 +45,8 @@ fn spec(seed: u64, fleet: FleetConfig) -> ClusterSpec {
         count_calls: false,
         store_latency: None,
         fleet,
+        records_per_put: Vec::new(),
+        strategy: Default::default(),
     }
 }
 
@@ -106,7 +108,7 @@ async fn balanced_cluster(seed: u64, fleet: FleetConfig) -> (Cluster, rand::rngs
 
 /// The batches from the `seen_before`-th delivery on that start at a record a batch
 /// delivered before started at (the new owner started before the old one's last checkpoint).
-fn repeated_batches(log: &[crate::cluster::Delivery], seen_before: usize) -> usize {
+pub(crate) fn repeated_batches(log: &[crate::cluster::Delivery], seen_before: usize) -> usize {
     let mut starts: BTreeSet<(String, String)> = BTreeSet::new();
     let mut repeats = 0;
     for (n, d) in log.iter().enumerate() {

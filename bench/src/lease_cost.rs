@@ -54,6 +54,8 @@ pub fn measure(workers: usize, leases: usize, busy: bool, window: Duration) -> M
             count_calls: true,
             store_latency: None,
             fleet: Default::default(),
+            records_per_put: Vec::new(),
+            strategy: Default::default(),
         });
         assert!(
             cluster.wait_balanced(Duration::from_secs(1200)).await,

@@ -16,6 +16,7 @@
 //! | 8. KPL de-aggregation | [`deaggregation`] | nothing (one thread, pure function) |
 //! | 9. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
 //! | 10. KCL 3.x mode: failover and balance | [`fleet3x`] | nothing (in-memory, paused time) |
+//! | 11. balancing a skewed load without a leader | [`skew`] | nothing (in-memory, paused time) |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5 and 6 ([`services`]).
@@ -37,6 +38,7 @@ pub mod pipeline;
 pub mod report;
 pub mod scale;
 pub mod services;
+pub mod skew;
 pub mod stats;
 pub mod synthetic;
 pub mod timed;

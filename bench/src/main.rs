@@ -5,7 +5,7 @@ use kcl_bench::report::{self, Section};
 use kcl_bench::services::Services;
 use kcl_bench::{
     deaggregation, e2e, failover, fleet3x, footprint, lease_cost, machine, metrics_cost, multilang,
-    pipeline, scale, Scale,
+    pipeline, scale, skew, Scale,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,7 +18,7 @@ USAGE:
 
 OPTIONS:
     --quick       small sizes, a smoke run (writes target/BENCHMARKS-quick.md unless --out is given)
-    --only N      run section N (1-10) only; repeatable. The other sections of an existing output
+    --only N      run section N (1-11) only; repeatable. The other sections of an existing output
                   file are kept as they were.
     --out FILE    where to write (default: BENCHMARKS.md at the workspace root)
     -h, --help    this text
@@ -49,9 +49,11 @@ fn parse_args() -> Result<Option<Args>> {
                     .next()
                     .context("--only needs a section number")?
                     .parse()
-                    .context("--only needs a section number 1-10")?;
-                if !(1..=10).contains(&n) {
-                    bail!("--only {n}: sections are 1 to 10");
+                    .with_context(|| {
+                        format!("--only needs a section number 1-{}", report::LAST_SECTION)
+                    })?;
+                if !(1..=report::LAST_SECTION).contains(&n) {
+                    bail!("--only {n}: sections are 1 to {}", report::LAST_SECTION);
                 }
                 args.only.push(n);
             }
@@ -97,6 +99,7 @@ fn run_section(n: u8, scale: Scale, services: &mut Services) -> Section {
         8 => deaggregation::section(scale),
         9 => metrics_cost::section(scale),
         10 => fleet3x::section(scale),
+        11 => skew::section(scale),
         _ => unreachable!("checked in parse_args"),
     };
     eprintln!(
@@ -142,7 +145,7 @@ fn main() -> Result<()> {
     let load_before = machine::load_text();
     let started = Instant::now();
     let numbers: Vec<u8> = if args.only.is_empty() {
-        (1..=10).collect()
+        (1..=report::LAST_SECTION).collect()
     } else {
         args.only.clone()
     };
@@ -314,7 +317,7 @@ payloads, which stands for the Kinesis client's removed copy.
 /// The goals at a glance, read back from the sections' goal lines.
 fn summary(doc: &str) -> String {
     let mut t = report::Table::new(["section", "result"]);
-    for n in 1..=10u8 {
+    for n in 1..=report::LAST_SECTION {
         let Some(text) = report::find_section(doc, n) else {
             continue;
         };

@@ -135,8 +135,11 @@ pub fn find_section(doc: &str, n: u8) -> Option<&str> {
     Some(&doc[start..end])
 }
 
-/// The whole document: `header`, then for each section 1..=9 the new one if given, else the
-/// one in `previous` (if any), then `footer`.
+/// The number of the last section.
+pub const LAST_SECTION: u8 = 11;
+
+/// The whole document: `header`, then for each section 1..=[`LAST_SECTION`] the new one if
+/// given, else the one in `previous` (if any), then `footer`.
 pub fn document(
     header: &str,
     sections: &[Section],
@@ -146,7 +149,7 @@ pub fn document(
     let mut out = String::new();
     out.push_str(header.trim_end());
     out.push_str("\n\n");
-    for n in 1..=10u8 {
+    for n in 1..=LAST_SECTION {
         if let Some(s) = sections.iter().find(|s| s.number == n) {
             out.push_str(&s.to_markdown());
         } else if let Some(old) = previous.and_then(|p| find_section(p, n)) {

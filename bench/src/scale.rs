@@ -101,6 +101,8 @@ fn fleet(workers: usize, shards: usize, window: Duration, records: bool, pages: 
             count_calls: true,
             store_latency: Some(STORE_LATENCY),
             fleet: Default::default(),
+            records_per_put: Vec::new(),
+            strategy: Default::default(),
         });
         let mut first_record = None;
         let mut balanced = None;

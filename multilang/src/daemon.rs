@@ -97,6 +97,9 @@ pub fn kcl_config(s: &DaemonSettings) -> Result<Config, MappingError> {
     if let Some(v) = s.max_leases_to_steal_at_one_time {
         b = b.max_leases_to_steal_at_one_time(v as usize);
     }
+    if let Some(v) = s.lease_assignment_strategy {
+        b = b.lease_assignment_strategy(v);
+    }
     if let Some(v) = s.shutdown_grace {
         b = b.graceful_shutdown_timeout(v);
     }

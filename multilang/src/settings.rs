@@ -54,6 +54,7 @@ pub use kinesis_client::validation::{parse_stream_arn, StreamArn, MAX_RECORDS_LI
 /// Where a shard without a checkpoint starts reading (`initialPositionInStream`, or
 /// `initialPositionInStreamExtended` in epoch seconds for `AT_TIMESTAMP`).
 pub use kinesis_client::InitialPosition;
+use kinesis_client::LeaseAssignmentStrategy;
 pub use streams::StreamSetting;
 
 /// `retrievalMode`.
@@ -213,6 +214,9 @@ pub struct DaemonSettings {
     pub max_leases_for_worker: Option<u32>,
     /// `maxLeasesToStealAtOneTime` (>= 1; the library requires at least one).
     pub max_leases_to_steal_at_one_time: Option<u32>,
+    /// `leaseAssignmentStrategy` (the Java KCL 3.x's values): `WORKER_UTILIZATION_AWARE`
+    /// balances leaderless workers by each lease's throughput, `LEASE_COUNT_BASED` by count.
+    pub lease_assignment_strategy: Option<LeaseAssignmentStrategy>,
     /// `timeoutInSeconds`: how long a child may take to answer one message (>= 1 s).
     pub timeout: Option<Duration>,
     /// `shutdownGraceMillis`: how long graceful shutdown may take (0 allowed).
@@ -453,6 +457,7 @@ const KNOWN_KEYS: &[&str] = &[
     "skipFailingRecordsAfterAgeSeconds",
     "maxLeasesForWorker",
     "maxLeasesToStealAtOneTime",
+    "leaseAssignmentStrategy",
     "timeoutInSeconds",
     "shutdownGraceMillis",
     "maxActiveThreads",
@@ -512,6 +517,7 @@ struct Builder<'a> {
     skip_failing_records_after_age: Option<Duration>,
     max_leases_for_worker: Option<u32>,
     max_leases_to_steal_at_one_time: Option<u32>,
+    lease_assignment_strategy: Option<LeaseAssignmentStrategy>,
     timeout: Option<Duration>,
     shutdown_grace: Option<Duration>,
     max_active_threads: Option<i32>,
@@ -635,6 +641,18 @@ impl<'a> Builder<'a> {
             "maxLeasesToStealAtOneTime" => {
                 self.max_leases_to_steal_at_one_time =
                     Some(int_in(e, 1, u32::MAX, "a number of leases")?)
+            }
+            "leaseAssignmentStrategy" => {
+                self.lease_assignment_strategy = Some(match value {
+                    "WORKER_UTILIZATION_AWARE" => LeaseAssignmentStrategy::Throughput,
+                    "LEASE_COUNT_BASED" => LeaseAssignmentStrategy::LeaseCount,
+                    _ => {
+                        return Err(invalid(
+                            e,
+                            "expected WORKER_UTILIZATION_AWARE or LEASE_COUNT_BASED",
+                        ))
+                    }
+                })
             }
             "timeoutInSeconds" => {
                 let secs = int_in(e, 1, u32::MAX, "a number of seconds")?;
@@ -908,6 +926,7 @@ impl<'a> Builder<'a> {
             skip_failing_records_after_age: self.skip_failing_records_after_age,
             max_leases_for_worker: self.max_leases_for_worker,
             max_leases_to_steal_at_one_time: self.max_leases_to_steal_at_one_time,
+            lease_assignment_strategy: self.lease_assignment_strategy,
             timeout: self.timeout,
             shutdown_grace: self.shutdown_grace,
             max_active_threads: self.max_active_threads,

@@ -41,6 +41,14 @@
 //!   delivered once the workers had the time to see the change (a tracker interval, and a
 //!   slow round before it: see `Ledger::untracked_bound`).
 //!
+//! Checked in the steady phase, before the drain, of a run with skewed traffic whose workers
+//! balance by throughput (see `World::steady`):
+//!
+//! * **load-balanced** — with faults stopped and the producers going on, the live workers'
+//!   loads come within the bound of the leaderless taker's rule and stay there for three
+//!   failover times, within forty: no lease the most loaded worker could give would lower its
+//!   load enough for the rule to move it (see [`crate::load`]).
+//!
 //! Checked after the drain (see [`crate::world`]):
 //!
 //! * **all-processed** — every produced record was processed at least once, or skipped with

@@ -47,6 +47,7 @@ pub mod fleet;
 pub mod gate;
 pub mod invariants;
 pub mod ledger;
+pub mod load;
 pub mod processor;
 pub mod run;
 pub mod scenario;

@@ -14,6 +14,7 @@ use crate::faults::{
     SubscriptionFaultRates, TableOutage,
 };
 use crate::processor::ProcessorProfile;
+use kinesis_client::LeaseAssignmentStrategy;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::fmt;
@@ -274,6 +275,30 @@ pub struct Aggregates {
     pub max_user_records: usize,
 }
 
+/// Uneven traffic: records whose hash key falls in `hot` carry `hot_bytes` of data, the
+/// others `cold_bytes`, so that the shards covering `hot` carry most of the load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skew {
+    /// The hot hash keys.
+    pub hot: std::ops::Range<u128>,
+    /// Bytes of a hot record.
+    pub hot_bytes: usize,
+    /// Bytes of any other record.
+    pub cold_bytes: usize,
+}
+
+impl Skew {
+    /// The data of a record put with hash key `hash`.
+    pub fn data(&self, hash: u128) -> Vec<u8> {
+        let n = if self.hot.contains(&hash) {
+            self.hot_bytes
+        } else {
+            self.cold_bytes
+        };
+        vec![b's'; n]
+    }
+}
+
 /// An action at a simulated time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timed {
@@ -350,6 +375,11 @@ pub struct Scenario {
     /// A KCL 3.x fleet ([`Mode::Fleet`]); `None`: the workers keep the library's default
     /// fleet settings (`Auto`, no `Migration3.0` item: the leaderless protocol).
     pub fleet: Option<FleetPlan>,
+    /// How leaderless workers share the leases.
+    pub strategy: LeaseAssignmentStrategy,
+    /// Uneven traffic, and a steady phase before the drain in which the workers must balance
+    /// it (see `World::steady`); `None`: records carry no data.
+    pub skew: Option<Skew>,
 }
 
 /// Seeds the generator of the multi-stream draws (with the seed).
@@ -360,6 +390,9 @@ const FLEET_SALT: u64 = 0x3F1E_E73A_0C0D;
 
 /// Seeds the generator of a KCL 3.x fleet's world: polling, multi-stream or fan-out.
 const FLEET_WORLD_SALT: u64 = 0x0F1E_E7A0_570D;
+
+/// Seeds the generator of the balancing draws: the strategy and skewed traffic.
+const BALANCE_SALT: u64 = 0x0BA1_A9CE;
 
 /// Seeds the generator of lease-table outages (with the seed).
 const OUTAGE_SALT: u64 = 0x0074_AB72;
@@ -635,6 +668,22 @@ impl Scenario {
         if r7.random_bool(0.3) {
             processor.shard_end_early = rate(&mut r7, 1.0, 0.8);
         }
+        // And these from an eighth: how the workers balance, and skewed traffic.
+        let mut r8 = StdRng::seed_from_u64(seed ^ BALANCE_SALT);
+        let strategy = if r8.random_bool(0.25) {
+            LeaseAssignmentStrategy::LeaseCount
+        } else {
+            LeaseAssignmentStrategy::Throughput
+        };
+        let skew = r8.random_bool(0.5).then(|| {
+            let width = u128::MAX / r8.random_range(3..=8u128);
+            let start = r8.random_range(0..=u128::MAX - width);
+            Skew {
+                hot: start..start + width,
+                hot_bytes: r8.random_range(1000..=8000),
+                cold_bytes: r8.random_range(0..=100),
+            }
+        });
         Scenario {
             seed,
             initial_shards,
@@ -666,6 +715,8 @@ impl Scenario {
             retry_max_attempts,
             multi_stream: None,
             fleet: None,
+            strategy,
+            skew,
         }
     }
 
@@ -840,6 +891,11 @@ impl fmt::Display for Scenario {
             f,
             "  processor: {:?}; retry policy: max attempts {:?}",
             self.processor, self.retry_max_attempts
+        )?;
+        writeln!(
+            f,
+            "  balancing: {:?}; skewed traffic: {:?}",
+            self.strategy, self.skew
         )?;
         if let Retrieval::FanOut(plan) = &self.retrieval {
             writeln!(f, "  retrieval: enhanced fan-out {plan:?}")?;

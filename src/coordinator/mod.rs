@@ -49,6 +49,7 @@
 //! concurrency token and a `lost` cancellation token. Checkpoint writes name the token; a
 //! processor from an earlier tenure (the lease was lost and taken back since) can never write.
 
+mod balance;
 mod discovery;
 mod leaving;
 mod renewer;
@@ -65,7 +66,7 @@ use crate::telemetry::{HealthState, ShardMetrics, WorkerMetrics};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -109,6 +110,11 @@ pub struct CoordinatorConfig {
     /// record is processed twice (default `true`; the Java KCL's
     /// `isGracefulLeaseHandoffEnabled`). `false`: a steal takes the lease at once.
     pub graceful_steals: bool,
+    /// In the leaderless protocol, steals even out the load (each lease's `throughputKBps`)
+    /// rather than the lease count (default `true`; see [`balance`]). Count balancing is used
+    /// anyway while the fleet's `Migration3.0` item says Java KCL 3.x workers run the 2.x
+    /// taker ([`LeaseCoordinator::set_peers_balance_by_count`]).
+    pub balance_by_load: bool,
 }
 
 /// How this worker gets its leases.
@@ -139,6 +145,7 @@ impl CoordinatorConfig {
             discovery_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(30),
             graceful_steals: true,
+            balance_by_load: true,
         }
     }
 }
@@ -224,8 +231,11 @@ struct SlotState {
     /// non-throttling error: the write may have landed). Every write is conditioned on
     /// `lease.counter`, so together they can have moved the counter by at most one.
     unconfirmed: u32,
-    /// When the throughput was last measured, and the byte count then.
-    measured: (Instant, u64),
+    /// The last throughput measurement. `None` until the tenure's first write after its
+    /// take: the first window starts there, not at the take, so that the processor's start
+    /// (and a hand-off's wait) do not make the lease look idle. Until the first measurement,
+    /// writes carry the figure the lease had (its previous owner's).
+    measured: Option<Measure>,
 }
 
 impl SlotState {
@@ -255,27 +265,91 @@ impl SlotState {
                     && cur.checkpoint_owner == self.lease.checkpoint_owner))
     }
 
-    /// The lease's throughput since it was last measured, when at least a second passed:
-    /// `bytes` is the tenure's byte count now. Returns it with the new measurement mark (set it
-    /// in `measured` once a write carried it).
+    /// The lease's throughput, when at least `window` passed since it was last measured (the
+    /// Java KCL measures over its renewal interval; a shorter window would hold one poll or
+    /// none): `bytes` is the tenure's byte count now. Returns it with the new measurement (set
+    /// it in `measured` once a write carried it). The first call of a tenure only starts the
+    /// window. See [`Measure`] for the smoothing.
     fn throughput(
-        &self,
+        &mut self,
         bytes: u64,
         now: Instant,
-    ) -> Option<(crate::lease::Throughput, (Instant, u64))> {
-        let (at, then) = self.measured;
-        let secs = now.saturating_duration_since(at).as_secs_f64();
-        if secs < 1.0 {
+        window: Duration,
+    ) -> Option<(crate::lease::Throughput, Measure)> {
+        let seed = self.lease.throughput.map(|t| t.kbps());
+        let last = *self
+            .measured
+            .get_or_insert_with(|| Measure::start(now, bytes, seed));
+        let elapsed = now.saturating_duration_since(last.at);
+        if elapsed < window.max(Duration::from_secs(1)) {
             return None;
         }
-        let kbps = bytes.saturating_sub(then) as f64 / 1024.0 / secs;
-        crate::lease::Throughput::from_kbps(kbps).map(|t| (t, (now, bytes)))
+        let next = last.next(now, bytes);
+        crate::lease::Throughput::from_kbps(next.kbps()).map(|t| (t, next))
     }
 
     fn confirmed(&mut self, lease: Lease, started: Instant) {
         self.lease = lease;
         self.last_write.set(started);
         self.unconfirmed = 0;
+    }
+}
+
+/// How long the throughput written to a lease is averaged over (the time constant of its
+/// exponential moving average). Records arrive in polls, so a renewal interval holds two or
+/// three of them, and a shard of a record a second holds a few records: a figure over one
+/// interval varies by half, and balancing by it would move leases back and forth. The Java
+/// KCL 3.x averages over about two intervals; its leader balances once a minute.
+const THROUGHPUT_SMOOTHING: Duration = Duration::from_secs(30);
+
+/// A lease's throughput as last measured: an exponential moving average of the rates of the
+/// windows between measurements, weighted by their length (time constant
+/// [`THROUGHPUT_SMOOTHING`]). It starts from the lease's stored figure (its previous owner's,
+/// as the Java KCL seeds it) with full weight; a lease with none starts with no weight, so its
+/// first figures are plain averages of the windows measured.
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    /// When.
+    at: Instant,
+    /// The tenure's byte count then.
+    bytes: u64,
+    /// The average, not yet divided by `weight`.
+    sum: f64,
+    /// The weight of what was averaged (1 once long enough).
+    weight: f64,
+}
+
+impl Measure {
+    fn start(at: Instant, bytes: u64, seed: Option<f64>) -> Self {
+        let (sum, weight) = seed.map_or((0.0, 0.0), |kbps| (kbps, 1.0));
+        Measure {
+            at,
+            bytes,
+            sum,
+            weight,
+        }
+    }
+
+    /// With the window from this measurement to `now` (when the count was `bytes`) added.
+    fn next(self, now: Instant, bytes: u64) -> Self {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        let rate = bytes.saturating_sub(self.bytes) as f64 / 1024.0 / secs.max(f64::EPSILON);
+        let alpha = 1.0 - (-secs / THROUGHPUT_SMOOTHING.as_secs_f64()).exp();
+        Measure {
+            at: now,
+            bytes,
+            sum: (1.0 - alpha) * self.sum + alpha * rate,
+            weight: (1.0 - alpha) * self.weight + alpha,
+        }
+    }
+
+    /// The average, KB/s.
+    fn kbps(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.sum / self.weight
+        } else {
+            0.0
+        }
     }
 }
 
@@ -314,6 +388,8 @@ struct Inner {
     /// Whether leases of the other mode (see [`CoordinatorConfig::multi_stream`]) were
     /// reported already.
     foreign_reported: AtomicBool,
+    /// Other workers balance by lease count (see [`CoordinatorConfig::balance_by_load`]).
+    peers_balance_by_count: AtomicBool,
     /// A multi-stream worker's tracked streams (serialized identifiers): it takes no lease of
     /// another stream. `None`: every stream of its mode.
     tracked: Mutex<Option<Arc<BTreeSet<String>>>>,
@@ -362,6 +438,7 @@ impl LeaseCoordinator {
                 taking: AtomicBool::new(true),
                 protocol: watch::Sender::new(Protocol::Leaderless),
                 foreign_reported: AtomicBool::new(false),
+                peers_balance_by_count: AtomicBool::new(false),
                 tracked: Mutex::new(None),
                 tx,
             }),
@@ -419,6 +496,26 @@ impl LeaseCoordinator {
         if changed {
             tracing::info!(worker_id = %self.worker_id(), ?protocol, "lease protocol changed");
         }
+    }
+
+    /// Whether the other workers balance by lease count (a KCL 3.x fleet in 2.x-compatible mode:
+    /// its Java workers run the 2.x taker). Balancing by load among workers that balance by
+    /// count would move leases back and forth, so this worker then balances by count too.
+    pub fn set_peers_balance_by_count(&self, yes: bool) {
+        if self
+            .inner
+            .peers_balance_by_count
+            .swap(yes, Ordering::SeqCst)
+            != yes
+        {
+            tracing::info!(worker_id = %self.worker_id(), by_count = yes, "lease balancing follows the fleet: by lease count while its other workers balance by count");
+        }
+    }
+
+    /// Whether steals balance by load now (rule 6 of the taker).
+    fn balances_by_load(&self) -> bool {
+        self.inner.config.balance_by_load
+            && !self.inner.peers_balance_by_count.load(Ordering::SeqCst)
     }
 
     /// Count `bytes` of records processed under the held lease `key` (its throughput, which
@@ -630,7 +727,7 @@ impl LeaseCoordinator {
                 lease,
                 last_write: last_write.clone(),
                 unconfirmed: 0,
-                measured: (written_at, 0),
+                measured: None,
             })),
             last_write,
             bytes: Arc::default(),
@@ -722,7 +819,11 @@ impl LeaseCoordinator {
         change(&mut desired);
         desired.counter = st.lease.counter;
         // A lease checkpointed often is not renewed: its checkpoints carry its throughput.
-        let measured = st.throughput(self.processed_bytes(key), Instant::now());
+        let measured = st.throughput(
+            self.processed_bytes(key),
+            Instant::now(),
+            self.inner.config.renew_interval,
+        );
         if let Some((t, _)) = measured {
             desired.throughput = Some(t);
         }
@@ -733,7 +834,7 @@ impl LeaseCoordinator {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease.clone(), started);
                     if let Some((_, mark)) = measured {
-                        st.measured = mark;
+                        st.measured = Some(mark);
                     }
                     return Ok(lease);
                 }

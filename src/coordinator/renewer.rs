@@ -191,7 +191,12 @@ impl LeaseCoordinator {
             self.inner.metrics.renewal(ok, first.elapsed());
             self.renewal_ended(key, tenure.token, ok);
         };
-        let measured = st.throughput(self.processed_bytes(key), first);
+        // Renewals come every renew interval, a little early at times: most of one will do.
+        let measured = st.throughput(
+            self.processed_bytes(key),
+            first,
+            self.inner.config.renew_interval * 3 / 4,
+        );
         if let Some((t, _)) = measured {
             st.lease.throughput = Some(t);
         }
@@ -201,7 +206,7 @@ impl LeaseCoordinator {
                 Ok(WriteOutcome::Applied(lease)) => {
                     st.confirmed(lease, started);
                     if let Some((_, mark)) = measured {
-                        st.measured = mark;
+                        st.measured = Some(mark);
                     }
                     done(true);
                     return;

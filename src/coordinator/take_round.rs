@@ -209,12 +209,20 @@ impl LeaseCoordinator {
                     _ => seen_at,
                 };
                 let handoff_since = handoff_since(prev.as_ref(), &lease, seen_at);
+                // A lease seen for the first time has had its owner for as long as anyone
+                // knows: not "just moved".
+                let owner_since = match &prev {
+                    Some(prev) if prev.lease.owner == lease.owner => prev.owner_since,
+                    Some(_) => seen_at,
+                    None => seen_at.checked_sub(failover).unwrap_or(seen_at),
+                };
                 fresh.insert(
                     lease.key.clone(),
                     ObservedLease {
                         lease,
                         last_change,
                         handoff_since,
+                        owner_since,
                     },
                 );
             }
@@ -232,6 +240,7 @@ impl LeaseCoordinator {
                 .config
                 .graceful_steals
                 .then_some(self.inner.config.handoff_timeout),
+            balance_by_load: self.balances_by_load(),
         };
         let mut stats = TakeStats::default();
         let decisions = {
@@ -326,12 +335,17 @@ impl LeaseCoordinator {
                     .get(&key)
                     .filter(|o| o.lease.counter == lease.counter)
                     .map_or(now, |o| o.last_change);
+                let owner_since = observed
+                    .get(&key)
+                    .filter(|o| o.lease.owner == lease.owner)
+                    .map_or(now, |o| o.owner_since);
                 observed.insert(
                     key.clone(),
                     ObservedLease {
                         lease,
                         last_change,
                         handoff_since: Some(now),
+                        owner_since,
                     },
                 );
                 report.handoffs.push(key);

@@ -23,10 +23,15 @@
 //!    counter stops (the victim died: expired) or the hand-off outlasts the timeout plus the
 //!    failover time (a victim that does not know hand-offs, such as a Java KCL 2.x worker, or
 //!    a receiver that is gone): then any worker takes it as an expired lease.
+//! 6. With [`TakerConfig::balance_by_load`], rule 4 balances load instead of counts: when
+//!    nothing is available, this worker asks a more loaded worker for the one lease that best
+//!    evens out their loads (by each lease's `throughputKBps`), one move at a time; see
+//!    [`balance`](super::balance). With equal throughputs it is rule 4 stealing one lease.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
 
+use super::balance::{choose_load_steal, LoadView};
 use crate::lease::Lease;
 use crate::telemetry::TakeStats;
 use rand::seq::SliceRandom;
@@ -44,6 +49,8 @@ pub struct ObservedLease {
     pub last_change: Instant,
     /// When this worker first saw the hand-off the lease is in (`None`: not in a hand-off).
     pub handoff_since: Option<Instant>,
+    /// When this worker first saw the lease's current owner.
+    pub owner_since: Instant,
 }
 
 impl ObservedLease {
@@ -65,6 +72,8 @@ pub struct TakerConfig {
     /// Steals are graceful hand-offs (rule 5), and one to this worker is waited for this long
     /// (plus the failover time) before the lease is taken anyway; `None`: steals are takes.
     pub handoff_timeout: Option<Duration>,
+    /// Balance by load (rule 6) rather than by count (rule 4).
+    pub balance_by_load: bool,
 }
 
 /// Why a lease is being taken.
@@ -157,10 +166,12 @@ pub fn choose_leases_to_take_with_stats(
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     counts.insert(worker_id, 0);
     let mut available: Vec<(&ObservedLease, TakeReason)> = Vec::new();
+    let mut owned: Vec<&ObservedLease> = Vec::new();
     for o in leases {
         match reason_available(o) {
             Some(reason) => available.push((o, reason)),
             None => {
+                owned.push(o);
                 *counts
                     .entry(o.lease.owner.as_deref().unwrap_or_default())
                     .or_default() += 1
@@ -188,6 +199,27 @@ pub fn choose_leases_to_take_with_stats(
         ..TakeStats::default()
     };
     let target = target.min(config.max_leases_for_worker);
+    if config.balance_by_load && available.is_empty() {
+        if my_count >= config.max_leases_for_worker {
+            return Vec::new();
+        }
+        let view = LoadView {
+            worker_id,
+            workers: counts.keys().copied().collect(),
+            owned,
+            held_unseen: held.len().saturating_sub(mine_in_table),
+            cooldown: config.failover_time,
+        };
+        let steal = choose_load_steal(&view, now, rng);
+        stats.needed = usize::from(steal.is_some());
+        return steal
+            .map(|o| TakeDecision {
+                lease: o.lease.clone(),
+                reason: TakeReason::Steal,
+            })
+            .into_iter()
+            .collect();
+    }
     if my_count >= target {
         return Vec::new();
     }
@@ -267,6 +299,7 @@ mod tests {
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: 1,
             handoff_timeout: None,
+            balance_by_load: false,
         }
     }
 
@@ -283,6 +316,7 @@ mod tests {
                 lease,
                 last_change: at,
                 handoff_since: None,
+                owner_since: at,
             })
             .collect()
     }
@@ -438,6 +472,7 @@ mod tests {
             lease: l,
             last_change: since,
             handoff_since: Some(since),
+            owner_since: since,
         }
     }
 

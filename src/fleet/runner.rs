@@ -207,6 +207,9 @@ impl Fleet {
         } else {
             Protocol::Leaderless
         });
+        // A fleet item that is not 3.x: its Java workers run the 2.x taker (count balancing).
+        self.coordinator
+            .set_peers_balance_by_count(!three && version.is_some());
         if !three {
             let mut l = self.leadership.lock().await;
             l.lock.release().await;

@@ -225,6 +225,8 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                 discovery_interval: config.fleet.lease_discovery_interval,
                 handoff_timeout: config.fleet.graceful_lease_handoff_timeout,
                 graceful_steals: config.fleet.graceful_lease_handoff_enabled,
+                balance_by_load: config.lease_assignment_strategy
+                    == crate::config::LeaseAssignmentStrategy::Throughput,
             },
         );
         if config.is_multi_stream() {
@@ -776,6 +778,8 @@ impl Shards {
     }
 }
 
+#[cfg(test)]
+mod balance_tests;
 #[cfg(test)]
 mod fleet_tests;
 #[cfg(test)]

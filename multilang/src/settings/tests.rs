@@ -81,6 +81,7 @@ cleanupLeasesUponShardCompletion = false
 taskBackoffTimeMillis = 0
 maxLeasesForWorker = 8
 maxLeasesToStealAtOneTime = 2
+leaseAssignmentStrategy = LEASE_COUNT_BASED
 timeoutInSeconds = 30
 shutdownGraceMillis = 0
 maxActiveThreads = -1
@@ -130,6 +131,10 @@ retrievalMode = polling
     assert_eq!(s.task_backoff_time, Some(Duration::ZERO));
     assert_eq!(s.max_leases_for_worker, Some(8));
     assert_eq!(s.max_leases_to_steal_at_one_time, Some(2));
+    assert_eq!(
+        s.lease_assignment_strategy,
+        Some(kinesis_client::LeaseAssignmentStrategy::LeaseCount)
+    );
     assert_eq!(s.timeout, Some(Duration::from_secs(30)));
     assert_eq!(s.shutdown_grace, Some(Duration::ZERO));
     assert_eq!(s.max_active_threads, Some(-1));
@@ -147,6 +152,21 @@ fn bad_number_names_key_value_and_line() {
     assert_eq!(
         e.to_string(),
         "properties line 12: failoverTimeMillis = \"ten\": expected a whole number of milliseconds"
+    );
+}
+
+#[test]
+fn an_unknown_lease_assignment_strategy_names_the_values() {
+    let e = err("leaseAssignmentStrategy = BY_CPU\n");
+    assert!(
+        e.to_string()
+            .contains("expected WORKER_UTILIZATION_AWARE or LEASE_COUNT_BASED"),
+        "{e}"
+    );
+    let p = parse("leaseAssignmentStrategy = WORKER_UTILIZATION_AWARE\n");
+    assert_eq!(
+        p.settings.lease_assignment_strategy,
+        Some(kinesis_client::LeaseAssignmentStrategy::Throughput)
     );
 }
 

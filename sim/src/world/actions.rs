@@ -57,6 +57,7 @@ impl World {
             .cleanup_leases_upon_shard_completion(true)
             .lease_cleanup_interval(sc.cleanup_interval)
             .max_leases_to_steal_at_one_time(sc.steal_at_once)
+            .lease_assignment_strategy(sc.strategy)
             .graceful_shutdown_timeout(sc.graceful_timeout)
             .retrieval_mode(match sc.retrieval {
                 Retrieval::Polling => RetrievalMode::Polling,
@@ -462,7 +463,10 @@ impl World {
                     .produced_user_records(&slot.key(&shard), &seq, n);
             } else {
                 let slot = &self.slots[si];
-                let (shard, seq) = slot.stream.put_with_hash(hash, "pk", b"");
+                let data = self.sc.skew.as_ref().map(|s| s.data(hash));
+                let (shard, seq) =
+                    slot.stream
+                        .put_with_hash(hash, "pk", data.as_deref().unwrap_or_default());
                 self.ledger
                     .lock()
                     .unwrap()

@@ -15,6 +15,7 @@
 mod actions;
 mod fleet;
 mod prehistory;
+mod steady;
 mod streams;
 
 use crate::consistency::EventualScans;
@@ -339,6 +340,9 @@ impl World {
             if now >= self.sc.active || self.tick().await {
                 break;
             }
+        }
+        if !self.abort.is_aborted() {
+            self.steady().await;
         }
         let drain_started = self.elapsed();
         if !self.abort.is_aborted() {
