@@ -84,11 +84,16 @@ pub enum RetrievalMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LeaseAssignmentStrategy {
-    /// Even out the load: each lease weighs its `throughputKBps` (as its owner measures it and
-    /// writes it with each renewal), and a worker asks a more loaded one for the lease that
-    /// best evens out their loads, one graceful hand-off at a time. With equal traffic on every
-    /// shard this is count balancing. A fleet in KCL 3.x's 2.x-compatible mode (its Java
-    /// workers balance by count) is balanced by count. Properties: `WORKER_UTILIZATION_AWARE`.
+    /// Even out the load: each lease weighs its `throughputKBps` (as its owner measures it, an
+    /// average over about 30 s, and writes it with its renewals) plus a small per-lease share,
+    /// and a worker asks a more loaded one for the leases that best even out their loads, by
+    /// graceful hand-off. Without traffic this is count balancing; with equal traffic, counts
+    /// stay within 5 % of each other. A worker whose processing lags more than a minute behind
+    /// the stream takes no load. Balancing is by count in a fleet in KCL 3.x's 2.x-compatible
+    /// mode (its Java workers balance by count), and from the moment another worker takes a
+    /// lease this one renews without a hand-off (a Java KCL 2.x worker). Properties:
+    /// `WORKER_UTILIZATION_AWARE` (the Java KCL 3.x's name: its leader weighs CPU as well;
+    /// here the weight is throughput alone).
     #[default]
     Throughput,
     /// Even out the lease count, as the Java KCL 2.x does (properties: `LEASE_COUNT_BASED`).

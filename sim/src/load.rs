@@ -5,17 +5,16 @@
 //! A lease weighs its `throughputKBps` (the mean of the known ones when unknown) plus a
 //! per-lease share, a tenth of that mean and at least 1 KB/s; a worker's load is the sum
 //! over the unfinished leases the table names it owner of. The least loaded worker asks the
-//! most loaded one, `gap` more loaded, for a lease of weight `w` when moving it lowers the
-//! larger of their loads, by `min(w, gap - w)`, by at least a quarter of `w` or of the mean
-//! weight and by at least 5 % of the traffic (without the shares) the giver carries. So once
-//! nothing moves, no lease the most loaded worker could give (one not finished, not in a
-//! hand-off) would lower it that much.
+//! most loaded one, `gap` more loaded, for a lease of weight `w` when that leaves `gap - w`
+//! between them of at least a quarter of `w` or of the mean weight, and at least 5 % of the
+//! traffic (without the shares) the giver carries. So once nothing moves, no lease the most
+//! loaded worker could give (one not finished, not in a hand-off) leaves that much.
 
 use kinesis_client::lease::Lease;
 use std::collections::BTreeMap;
 
 /// Slack on the bound for throughputs that move between the workers' scans and this check:
-/// a move is reported missing only when it would gain this many times what the taker needs.
+/// a move is reported missing only when it would leave this many times what the taker needs.
 const SLACK: f64 = 1.5;
 
 /// Whether the loads of `workers` by the leases in `table` are within the bound; `Err` says
@@ -69,15 +68,15 @@ pub fn load_balanced(table: &[Lease], workers: &[String]) -> Result<(), String> 
         .filter(|l| l.owner.as_deref() == Some(*most) && !l.is_in_handoff())
         .find(|l| {
             let w = weight(l);
-            w.min(gap - w) >= (0.25 * w.min(mean_weight)).max(0.05 * traffic) * SLACK
+            gap - w >= (0.25 * w.min(mean_weight)).max(0.05 * traffic) * SLACK
         });
     match missed {
         Some(l) => Err(format!(
             "{most} carries {high:.2} and {least} {low:.2} (KB/s plus {share:.2} per lease): \
-             moving {} ({:.2}) would lower the larger load by {:.2}",
+             moving {} ({:.2}) would leave {:.2} between them",
             l.key,
             weight(l),
-            weight(l).min(gap - weight(l))
+            gap - weight(l)
         )),
         None => Ok(()),
     }

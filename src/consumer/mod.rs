@@ -614,9 +614,11 @@ impl<P: RecordProcessor> Consumer<P> {
                 .await;
             let ok = matches!(result, Ok(Ok(())));
             self.metrics.processed(count, bytes, started.elapsed(), ok);
-            self.ctx
-                .coordinator
-                .record_bytes(&self.tenure.lease.key, bytes as u64);
+            self.ctx.coordinator.record_processed(
+                &self.tenure.lease.key,
+                bytes as u64,
+                batch.millis_behind_latest,
+            );
             let error = match result {
                 Ok(Ok(())) => {
                     tracing::trace!(records = count, attempt, "batch processed");

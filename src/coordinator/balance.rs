@@ -5,24 +5,25 @@
 //! leader balances by), or the mean of the known ones when its owner wrote none yet, plus a
 //! per-lease share: a tenth of that mean, and at least 1 KB/s. The share lets idle leases
 //! still spread by count, and makes differences of a few bytes a second count for nothing.
-//! After traffic stops, the measured figures halve at each renewal and fall under the share
-//! within a minute, so balancing comes back to counts. A worker's *load* is the sum of the
-//! weights of the leases it owns.
+//! After traffic stops, the measured figures (averages over about 30 s) fall under the share
+//! within minutes, and balancing comes back to counts. A worker's *load* is the sum of the
+//! weights of the unfinished leases it owns (a finished lease does no work).
 //!
 //! A worker looks at the others from the most loaded down. For the first one that is more
 //! loaded than itself by `gap`, it picks the lease that most lowers the larger of their two
-//! loads: a lease of weight `w` lowers it by `min(w, gap - w)`. It moves one only when that is
-//! at least a quarter of `w` or of the mean lease weight, whichever is smaller, and at least
-//! 5 % of the traffic (KB/s, without the shares) the other worker carries: measured loads
-//! vary by a few percent from one measurement to the next, and a move smaller than that would
-//! chase the variation back and forth. So a move between counts that differ by one
-//! (`gap = w`) never happens, and with equal weights and no traffic this rule is the count
-//! rule. A hot lease
-//! may overshoot (the receiver ends heavier than the giver) when that still lowers the larger
-//! load: two hot leases on one worker and light ones on the other become one of each. The
-//! same lease never moves straight back: that would raise the larger load. A lease whose owner
-//! changed within the cooldown is left alone while its new owner measures it. A lease being
-//! handed over weighs on its receiver (the table names it owner).
+//! loads: a lease of weight `w` lowers it by `min(w, gap - w)`. It moves one only when
+//! `gap - w`, what is left between the two loads, is at least a quarter of `w` or of the mean
+//! lease weight, whichever is smaller, and at least 5 % of the traffic (KB/s, without the
+//! shares) the giver carries. Measured loads vary by a few percent from one measurement to the
+//! next: moving a lease back needs the difference to swing by twice that margin. So counts
+//! that differ by one (`gap = w`) stay, and without traffic this rule is the count rule; with
+//! equal traffic, counts stay within 5 % of the giver's. A hot lease may overshoot (the
+//! receiver ends heavier than the giver was light) when that still lowers the larger load: two
+//! hot leases on one worker and light ones on the other become one of each. A lease whose
+//! owner changed within the cooldown is left alone while its new owner measures it. A lease
+//! being handed over weighs on its receiver (the table names it owner). Up to
+//! `max_leases_to_steal_at_one_time` moves are chosen in one round, each as if the ones before
+//! had happened.
 
 use super::taker::ObservedLease;
 use rand::seq::SliceRandom;
@@ -35,55 +36,65 @@ use tokio::time::Instant;
 const PER_LEASE_SHARE: f64 = 0.1;
 /// The least every lease weighs on top of its own throughput, in KB/s.
 const MIN_PER_LEASE_KBPS: f64 = 1.0;
-/// The least a move must lower the larger of the two workers' loads: this share of the moved
-/// lease's weight or of the mean weight, whichever is smaller, ...
-const MIN_GAIN: f64 = 0.25;
+/// What a move must leave between the two loads, at least: this share of the moved lease's
+/// weight or of the mean weight, whichever is smaller, ...
+const MIN_MARGIN: f64 = 0.25;
 /// ... and this share of the giving worker's traffic.
-const MIN_GAIN_OF_TRAFFIC: f64 = 0.05;
+const MIN_MARGIN_OF_TRAFFIC: f64 = 0.05;
 
-/// The mean of the known throughputs (KB/s; 0 when none is known).
-fn mean_traffic(leases: &[&ObservedLease]) -> f64 {
-    let known: Vec<f64> = leases
-        .iter()
-        .filter_map(|o| o.lease.throughput.map(|t| t.kbps()))
-        .collect();
-    if known.is_empty() {
-        0.0
-    } else {
-        known.iter().sum::<f64>() / known.len() as f64
+/// The balancing weights of a set of leases (see the module docs).
+pub(crate) struct Weights<'a> {
+    /// Each lease's weight, by key.
+    pub by_key: BTreeMap<&'a str, f64>,
+    /// What every lease weighs on top of its traffic.
+    pub share: f64,
+    /// The mean weight.
+    pub mean: f64,
+}
+
+impl<'a> Weights<'a> {
+    /// The weights of `leases`.
+    pub fn of(leases: &[&'a ObservedLease]) -> Self {
+        let known: Vec<f64> = leases
+            .iter()
+            .filter_map(|o| o.lease.throughput.map(|t| t.kbps()))
+            .collect();
+        let mean_traffic = if known.is_empty() {
+            0.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        };
+        let share = (mean_traffic * PER_LEASE_SHARE).max(MIN_PER_LEASE_KBPS);
+        let by_key: BTreeMap<&str, f64> = leases
+            .iter()
+            .map(|o| {
+                let t = o.lease.throughput.map_or(mean_traffic, |t| t.kbps());
+                (o.lease.key.as_str(), t + share)
+            })
+            .collect();
+        let mean = if by_key.is_empty() {
+            0.0
+        } else {
+            by_key.values().sum::<f64>() / by_key.len() as f64
+        };
+        Weights {
+            by_key,
+            share,
+            mean,
+        }
     }
-}
 
-/// What every lease weighs on top of its traffic, with `mean` the mean traffic.
-fn share_of(mean: f64) -> f64 {
-    (mean * PER_LEASE_SHARE).max(MIN_PER_LEASE_KBPS)
-}
-
-/// The balancing weight of each lease (by key), and the mean weight.
-pub(crate) fn weights<'a>(leases: &[&'a ObservedLease]) -> (BTreeMap<&'a str, f64>, f64) {
-    let mean = mean_traffic(leases);
-    let share = share_of(mean);
-    let unknown = mean;
-    let weights: BTreeMap<&str, f64> = leases
-        .iter()
-        .map(|o| {
-            let t = o.lease.throughput.map_or(unknown, |t| t.kbps());
-            (o.lease.key.as_str(), t + share)
-        })
-        .collect();
-    let mean_weight = if weights.is_empty() {
-        0.0
-    } else {
-        weights.values().sum::<f64>() / weights.len() as f64
-    };
-    (weights, mean_weight)
+    fn of_lease(&self, o: &ObservedLease) -> f64 {
+        self.by_key[o.lease.key.as_str()]
+    }
 }
 
 /// What the load rule looks at.
 pub(crate) struct LoadView<'a> {
     /// This worker.
     pub worker_id: &'a str,
-    /// Leases owned by a live worker (not available to take), this worker's included.
+    /// Unfinished leases owned by a live worker (not available to take), this worker's
+    /// included.
     pub owned: Vec<&'a ObservedLease>,
     /// Every worker (owners of `owned`, and this one).
     pub workers: Vec<&'a str>,
@@ -93,54 +104,104 @@ pub(crate) struct LoadView<'a> {
     pub cooldown: Duration,
 }
 
-/// The lease this worker should ask its owner to hand over, if a move would even out the load
-/// (see the module docs); ties are broken by `rng`.
-pub(crate) fn choose_load_steal<'a>(
+/// The leases, at most `max`, this worker should ask their owners to hand over, one move
+/// after the other as if each had happened (see the module docs); ties are broken by `rng`.
+pub(crate) fn choose_load_steals<'a>(
     view: &LoadView<'a>,
+    max: usize,
     now: Instant,
     rng: &mut impl Rng,
-) -> Option<&'a ObservedLease> {
+) -> Vec<&'a ObservedLease> {
     let me = view.worker_id;
-    let (weight, mean) = weights(&view.owned);
-    let mut load: BTreeMap<&str, f64> = view.workers.iter().map(|w| (*w, 0.0)).collect();
-    let mut traffic: BTreeMap<&str, f64> = BTreeMap::new();
-    let share = share_of(mean_traffic(&view.owned));
+    let weights = Weights::of(&view.owned);
+    let mut load: BTreeMap<&str, Load> =
+        view.workers.iter().map(|w| (*w, Load::default())).collect();
+    let mut movable: BTreeMap<&str, Vec<&ObservedLease>> = BTreeMap::new();
     for o in &view.owned {
-        if let Some(owner) = o.lease.owner.as_deref() {
-            let w = weight[o.lease.key.as_str()];
-            *load.entry(owner).or_default() += w;
-            *traffic.entry(owner).or_default() += w - share;
+        let Some(owner) = o.lease.owner.as_deref() else {
+            continue;
+        };
+        load.entry(owner)
+            .or_default()
+            .add(weights.of_lease(o), weights.share);
+        if owner != me
+            && !o.lease.is_in_handoff()
+            && now.saturating_duration_since(o.owner_since) >= view.cooldown
+        {
+            movable.entry(owner).or_default().push(o);
         }
     }
-    let mine = load.get(me).copied().unwrap_or_default() + view.held_unseen as f64 * mean;
-    let mut victims: Vec<(&str, f64)> = load
+    for _ in 0..view.held_unseen {
+        load.entry(me).or_default().add(weights.mean, weights.share);
+    }
+    let mut chosen = Vec::new();
+    while chosen.len() < max {
+        let Some((victim, lease, w)) = choose_one(me, &load, &movable, &weights, rng) else {
+            break;
+        };
+        load.get_mut(victim)
+            .expect("a worker")
+            .add(-w, -weights.share);
+        load.get_mut(me).expect("this worker").add(w, weights.share);
+        movable
+            .get_mut(victim)
+            .expect("a victim")
+            .retain(|o| o.lease.key != lease.lease.key);
+        chosen.push(lease);
+    }
+    chosen
+}
+
+/// A worker's load, and the traffic in it (KB/s, without the shares).
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    total: f64,
+    traffic: f64,
+}
+
+impl Load {
+    fn add(&mut self, weight: f64, share: f64) {
+        self.total += weight;
+        self.traffic += weight - share;
+    }
+}
+
+/// One move by the rule: (victim, lease, its weight).
+fn choose_one<'a, 'b>(
+    me: &str,
+    load: &BTreeMap<&'b str, Load>,
+    movable: &BTreeMap<&'b str, Vec<&'a ObservedLease>>,
+    weights: &Weights,
+    rng: &mut impl Rng,
+) -> Option<(&'b str, &'a ObservedLease, f64)> {
+    let mine = load.get(me).map_or(0.0, |l| l.total);
+    let mut victims: Vec<(&str, Load)> = load
         .iter()
-        .filter(|(w, l)| **w != me && **l > mine)
+        .filter(|(w, l)| **w != me && l.total > mine)
         .map(|(w, l)| (*w, *l))
         .collect();
-    victims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    victims.sort_by(|a, b| b.1.total.total_cmp(&a.1.total).then(a.0.cmp(b.0)));
     for (victim, their) in victims {
-        let gap = their - mine;
-        let gain = |w: f64| w.min(gap - w);
-        let floor = MIN_GAIN_OF_TRAFFIC * traffic.get(victim).copied().unwrap_or_default();
-        let mut candidates: Vec<(&ObservedLease, f64)> = view
-            .owned
+        let Some(leases) = movable.get(victim) else {
+            continue;
+        };
+        let gap = their.total - mine;
+        let floor = MIN_MARGIN_OF_TRAFFIC * their.traffic.max(0.0);
+        // What is left between the two loads after the move must outlast the measurements'
+        // variation (so the lease does not come back), and the move must lower the larger.
+        let ok = |w: f64| w > 0.0 && gap - w >= (MIN_MARGIN * w.min(weights.mean)).max(floor);
+        let mut candidates: Vec<(&ObservedLease, f64)> = leases
             .iter()
-            .filter(|o| {
-                o.lease.owner.as_deref() == Some(victim)
-                    && !o.lease.checkpoint.is_shard_end()
-                    && !o.lease.is_in_handoff()
-                    && now.saturating_duration_since(o.owner_since) >= view.cooldown
-            })
-            .map(|o| (*o, weight[o.lease.key.as_str()]))
-            .filter(|(_, w)| gain(*w) >= (MIN_GAIN * w.min(mean)).max(floor))
+            .map(|o| (*o, weights.of_lease(o)))
+            .filter(|(_, w)| ok(*w))
             .collect();
         candidates.shuffle(rng);
-        if let Some((best, _)) = candidates
+        let gain = |w: f64| w.min(gap - w);
+        if let Some((best, w)) = candidates
             .into_iter()
             .max_by(|a, b| gain(a.1).total_cmp(&gain(b.1)))
         {
-            return Some(best);
+            return Some((victim, best, w));
         }
     }
     None
@@ -190,7 +251,9 @@ mod tests {
             held_unseen: 0,
             cooldown: COOLDOWN,
         };
-        choose_load_steal(&view, now, &mut StdRng::seed_from_u64(3)).map(|o| o.lease.key.clone())
+        choose_load_steals(&view, 1, now, &mut StdRng::seed_from_u64(3))
+            .first()
+            .map(|o| o.lease.key.clone())
     }
 
     /// Runs the rule for every worker in turn, moving what it picks at once, until nobody
@@ -281,6 +344,50 @@ mod tests {
         trickle[2].lease.owner = Some("a".into());
         assert_eq!(steal("a", &trickle, now), None, "2 against 2");
         assert_eq!(steal("b", &trickle, now), None, "2 against 2");
+    }
+
+    #[test]
+    fn a_joiner_gets_leases_from_busy_workers_holding_many() {
+        let now = Instant::now();
+        // 4 workers holding 25 leases each at 10 KB/s; a fifth joins.
+        let owners: Vec<(&str, Option<f64>)> = ["b", "c", "d", "e"]
+            .iter()
+            .flat_map(|w| std::iter::repeat_n((*w, Some(10.0)), 25))
+            .collect();
+        let t = table(now, &owners);
+        assert!(steal("a", &t, now).is_some());
+        let (_, moves, settled) = settle(t, &["a", "b", "c", "d", "e"], 100);
+        let held = |w: &str| {
+            settled
+                .iter()
+                .filter(|o| o.lease.owner.as_deref() == Some(w))
+                .count()
+        };
+        // 20 each is the even spread; the margin (5 % of a giver's traffic) may leave one
+        // lease more or less.
+        for w in ["a", "b", "c", "d", "e"] {
+            assert!((19..=21).contains(&held(w)), "{w} holds {}", held(w));
+        }
+        assert!(moves <= 21, "{moves} moves");
+    }
+
+    #[test]
+    fn several_moves_in_one_round_are_chosen_one_after_the_other() {
+        let now = Instant::now();
+        let t = table(now, &[("b", Some(5.0)); 8]);
+        let mut workers = vec!["a", "b"];
+        workers.sort();
+        let view = LoadView {
+            worker_id: "a",
+            owned: t.iter().collect(),
+            workers,
+            held_unseen: 0,
+            cooldown: COOLDOWN,
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        // 0 against 8: four moves even it out, and no more are chosen however many allowed.
+        assert_eq!(choose_load_steals(&view, 3, now, &mut rng).len(), 3);
+        assert_eq!(choose_load_steals(&view, 10, now, &mut rng).len(), 4);
     }
 
     #[test]

@@ -220,6 +220,8 @@ struct Slot {
     metrics: ShardMetrics,
     /// Bytes of records processed in this tenure (for the lease's `throughputKBps`).
     bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// How far behind the stream's tip its last batch was, in milliseconds (-1: not known).
+    behind_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 struct SlotState {
@@ -294,6 +296,10 @@ impl SlotState {
         self.unconfirmed = 0;
     }
 }
+
+/// A worker whose processing of a held lease is further behind the stream than this does not
+/// steal for load (see [`LeaseCoordinator::lagging`]).
+pub const LAGGING: Duration = Duration::from_secs(60);
 
 /// How long the throughput written to a lease is averaged over (the time constant of its
 /// exponential moving average). Records arrive in polls, so a renewal interval holds two or
@@ -390,6 +396,9 @@ struct Inner {
     foreign_reported: AtomicBool,
     /// Other workers balance by lease count (see [`CoordinatorConfig::balance_by_load`]).
     peers_balance_by_count: AtomicBool,
+    /// A worker took a live lease of this one without a hand-off: a count-based stealer (a
+    /// Java KCL 2.x worker) shares the table.
+    count_stealer_seen: AtomicBool,
     /// A multi-stream worker's tracked streams (serialized identifiers): it takes no lease of
     /// another stream. `None`: every stream of its mode.
     tracked: Mutex<Option<Arc<BTreeSet<String>>>>,
@@ -439,6 +448,7 @@ impl LeaseCoordinator {
                 protocol: watch::Sender::new(Protocol::Leaderless),
                 foreign_reported: AtomicBool::new(false),
                 peers_balance_by_count: AtomicBool::new(false),
+                count_stealer_seen: AtomicBool::new(false),
                 tracked: Mutex::new(None),
                 tx,
             }),
@@ -512,19 +522,61 @@ impl LeaseCoordinator {
         }
     }
 
-    /// Whether steals balance by load now (rule 6 of the taker).
+    /// Whether steals balance by load now (rule 6 of the taker; while this worker is
+    /// [`lagging`](Self::lagging), it steals nothing).
     fn balances_by_load(&self) -> bool {
         self.inner.config.balance_by_load
             && !self.inner.peers_balance_by_count.load(Ordering::SeqCst)
+            && !self.inner.count_stealer_seen.load(Ordering::SeqCst)
+    }
+
+    /// A write of the held lease `key` found `cur` instead (`held` as this worker had it,
+    /// `live`: its last write was on schedule, so nobody saw it expire). Another worker took it while this
+    /// one renewed it, without a hand-off, where this worker's own steals are hand-offs: it
+    /// steals by count (a Java KCL 2.x worker, or a Java 3.x worker in a 2.x mode without a
+    /// `Migration3.0` item). Balancing by load next to it would move leases back and forth, so
+    /// this worker balances by count from now on.
+    fn noticed_plain_steal(&self, key: &str, held: &Lease, cur: Option<&Lease>, live: bool) {
+        let me = self.worker_id();
+        let Some(thief) = cur
+            .filter(|c| c.checkpoint_owner.is_none() && !held.is_in_handoff())
+            .and_then(|c| c.owner.as_deref())
+            .filter(|o| *o != me)
+        else {
+            return;
+        };
+        if !live
+            || !self.inner.config.graceful_steals
+            || !self.inner.config.balance_by_load
+            || self.protocol() != Protocol::Leaderless
+        {
+            return;
+        }
+        if !self.inner.count_stealer_seen.swap(true, Ordering::SeqCst) {
+            tracing::warn!(worker_id = %me, lease_key = key, %thief,
+                "another worker took a lease this worker was renewing, without a hand-off: it balances by lease count (a Java KCL 2.x worker?); this worker balances by count too from now on, so that the two do not move leases back and forth (set leaseAssignmentStrategy = LEASE_COUNT_BASED while such workers share the lease table)");
+        }
     }
 
     /// Count `bytes` of records processed under the held lease `key` (its throughput, which
-    /// renewals write for a KCL 3.x leader to balance by).
-    pub fn record_bytes(&self, key: &str, bytes: u64) {
+    /// renewals write for balancing), in a batch `millis_behind` the tip of the stream.
+    pub fn record_processed(&self, key: &str, bytes: u64, millis_behind: Option<i64>) {
         if let Some(slot) = self.inner.held.lock().get(key) {
-            slot.bytes
-                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            slot.bytes.fetch_add(bytes, Ordering::Relaxed);
+            slot.behind_ms
+                .store(millis_behind.unwrap_or(-1), Ordering::Relaxed);
         }
+    }
+
+    /// Whether a held lease's processing is more than [`LAGGING`] behind the stream: its
+    /// throughput is then what this worker manages, not what the shard carries, and taking more
+    /// load by it would make things worse (the taker's rule 6 waits).
+    fn lagging(&self) -> bool {
+        self.inner
+            .held
+            .lock()
+            .values()
+            .any(|s| s.behind_ms.load(Ordering::Relaxed) > LAGGING.as_millis() as i64)
     }
 
     /// Renew and take until `shutdown` is cancelled. Taking stops early after
@@ -731,6 +783,7 @@ impl LeaseCoordinator {
             })),
             last_write,
             bytes: Arc::default(),
+            behind_ms: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         };
         let old = {
             let mut held = self.inner.held.lock();

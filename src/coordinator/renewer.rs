@@ -228,7 +228,7 @@ impl LeaseCoordinator {
                         continue;
                     }
                     done(true);
-                    match cur.filter(|cur| st.may_be_our_write(cur, me)) {
+                    match cur.clone().filter(|cur| st.may_be_our_write(cur, me)) {
                         Some(cur) => {
                             tracing::debug!(
                                 lease_key = key,
@@ -238,11 +238,19 @@ impl LeaseCoordinator {
                             st.confirmed(cur.clone(), started);
                             self.noticed_handoff(key, tenure, knew, &cur);
                         }
-                        None => self.lose(
-                            key,
-                            tenure.token,
-                            "renewal found the lease changed by another worker",
-                        ),
+                        None => {
+                            // Renewed on schedule (within half an interval more): no other
+                            // worker can have seen it unchanged for a failover time (a take
+                            // of an expired lease is no sign).
+                            let live =
+                                st.last_write.elapsed() <= self.inner.config.renew_interval * 3 / 2;
+                            self.noticed_plain_steal(key, &st.lease, cur.as_ref(), live);
+                            self.lose(
+                                key,
+                                tenure.token,
+                                "renewal found the lease changed by another worker",
+                            )
+                        }
                     }
                     return;
                 }

@@ -241,6 +241,7 @@ impl LeaseCoordinator {
                 .graceful_steals
                 .then_some(self.inner.config.handoff_timeout),
             balance_by_load: self.balances_by_load(),
+            lagging: self.lagging(),
         };
         let mut stats = TakeStats::default();
         let decisions = {

@@ -24,14 +24,15 @@
 //!    failover time (a victim that does not know hand-offs, such as a Java KCL 2.x worker, or
 //!    a receiver that is gone): then any worker takes it as an expired lease.
 //! 6. With [`TakerConfig::balance_by_load`], rule 4 balances load instead of counts: when
-//!    nothing is available, this worker asks a more loaded worker for the one lease that best
-//!    evens out their loads (by each lease's `throughputKBps`), one move at a time; see
-//!    [`balance`](super::balance). With equal throughputs it is rule 4 stealing one lease.
+//!    nothing is available, this worker asks more loaded workers for the leases that best
+//!    even out their loads (by each lease's `throughputKBps`), at most
+//!    `max_leases_to_steal_at_one_time`; see [`balance`](super::balance). Without traffic it
+//!    is rule 4; with equal traffic, rule 4 up to a margin of 5 % of the givers' traffic.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
 
-use super::balance::{choose_load_steal, LoadView};
+use super::balance::{choose_load_steals, LoadView};
 use crate::lease::Lease;
 use crate::telemetry::TakeStats;
 use rand::seq::SliceRandom;
@@ -49,7 +50,8 @@ pub struct ObservedLease {
     pub last_change: Instant,
     /// When this worker first saw the hand-off the lease is in (`None`: not in a hand-off).
     pub handoff_since: Option<Instant>,
-    /// When this worker first saw the lease's current owner.
+    /// When this worker first saw the lease's current owner (a lease seen for the first time
+    /// counts as owned for a failover time already: nothing says it just moved).
     pub owner_since: Instant,
 }
 
@@ -74,6 +76,8 @@ pub struct TakerConfig {
     pub handoff_timeout: Option<Duration>,
     /// Balance by load (rule 6) rather than by count (rule 4).
     pub balance_by_load: bool,
+    /// This worker's processing lags behind the stream: it steals nothing for load.
+    pub lagging: bool,
 }
 
 /// Why a lease is being taken.
@@ -200,24 +204,30 @@ pub fn choose_leases_to_take_with_stats(
     };
     let target = target.min(config.max_leases_for_worker);
     if config.balance_by_load && available.is_empty() {
-        if my_count >= config.max_leases_for_worker {
+        if my_count >= config.max_leases_for_worker || config.lagging {
             return Vec::new();
         }
         let view = LoadView {
             worker_id,
             workers: counts.keys().copied().collect(),
-            owned,
+            // Finished leases do no work: they weigh nothing until clean-up deletes them.
+            owned: owned
+                .into_iter()
+                .filter(|o| !o.lease.checkpoint.is_shard_end())
+                .collect(),
             held_unseen: held.len().saturating_sub(mine_in_table),
             cooldown: config.failover_time,
         };
-        let steal = choose_load_steal(&view, now, rng);
-        stats.needed = usize::from(steal.is_some());
-        return steal
+        let room = config.max_leases_for_worker - my_count;
+        let max = config.max_leases_to_steal_at_one_time.min(room);
+        let steals = choose_load_steals(&view, max, now, rng);
+        stats.needed = steals.len();
+        return steals
+            .into_iter()
             .map(|o| TakeDecision {
                 lease: o.lease.clone(),
                 reason: TakeReason::Steal,
             })
-            .into_iter()
             .collect();
     }
     if my_count >= target {
@@ -300,6 +310,7 @@ mod tests {
             max_leases_to_steal_at_one_time: 1,
             handoff_timeout: None,
             balance_by_load: false,
+            lagging: false,
         }
     }
 
@@ -409,6 +420,25 @@ mod tests {
             3,
             "target 3: steal min(needed 3, 6-3)"
         );
+    }
+
+    #[test]
+    fn balancing_by_load_steals_nothing_while_this_worker_lags() {
+        let now = Instant::now();
+        let mut leases = observe((0..4).map(|i| lease(i, Some("b"))).collect(), now);
+        for o in &mut leases {
+            o.owner_since = now - F;
+        }
+        let by_load = TakerConfig {
+            balance_by_load: true,
+            ..cfg()
+        };
+        assert_eq!(decide("a", &leases, &[], now, &by_load).len(), 1);
+        let lagging = TakerConfig {
+            lagging: true,
+            ..by_load
+        };
+        assert!(decide("a", &leases, &[], now, &lagging).is_empty());
     }
 
     #[test]

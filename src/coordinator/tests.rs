@@ -214,6 +214,48 @@ async fn a_stolen_lease_is_noticed_at_the_next_renewal() {
     );
 }
 
+/// A worker that takes a live lease without a hand-off steals by count (a Java KCL 2.x
+/// worker): the worker it took from balances by count from then on, and not before. A take of
+/// a lease this worker had stopped renewing (expired) is no such sign.
+#[tokio::test(start_paused = true)]
+async fn a_steal_without_a_hand_off_turns_balancing_to_counts() {
+    let store = store_with(2);
+    let a = start(&store, "a", 1);
+    assert!(wait_until(F, || a.coordinator.held_keys().len() == 2)
+        .await
+        .is_some());
+    assert!(a.coordinator.balances_by_load());
+    let tenure = a.coordinator.held()["shardId-000000000000"].clone();
+    let current = store.snapshot()["shardId-000000000000"].clone();
+    store
+        .take_lease(&current, "java-2x")
+        .await
+        .unwrap()
+        .applied()
+        .unwrap();
+    wait_until(F, || tenure.lost.is_cancelled())
+        .await
+        .expect("loss never noticed");
+    assert!(!a.coordinator.balances_by_load());
+
+    // A hand-off (checkpointOwner named) is no sign.
+    let other = store_with(1);
+    let b = start(&other, "b", 2);
+    assert!(wait_until(F, || b.coordinator.held_keys().len() == 1)
+        .await
+        .is_some());
+    let current = other.snapshot()["shardId-000000000000"].clone();
+    other
+        .start_handoff(&current, "c")
+        .await
+        .unwrap()
+        .applied()
+        .unwrap();
+    tokio::time::sleep(F / 2).await;
+    assert!(b.coordinator.balances_by_load());
+    drop((a, b));
+}
+
 /// Records every successful renew/take per (key, counter before the write).
 #[derive(Debug, Default)]
 struct Auditing {
