@@ -85,7 +85,7 @@ pub enum RetrievalMode {
 #[non_exhaustive]
 pub enum LeaseAssignmentStrategy {
     /// Even out the load: each lease weighs its `throughputKBps` (as its owner measures it, an
-    /// average over about 30 s, and writes it with its renewals) plus a small per-lease share,
+    /// average over about 30 s, and writes it with its renewals), at least a small floor,
     /// and a worker asks a more loaded one for the leases that best even out their loads, by
     /// graceful hand-off. Without traffic this is count balancing; with equal traffic, counts
     /// stay within 5 % of each other. A worker whose processing lags more than a minute behind

@@ -2,12 +2,12 @@
 //! come within the bound the leaderless taker promises, written here from its documented rule
 //! (`kinesis_client`'s `coordinator::balance`) rather than borrowed from it.
 //!
-//! A lease weighs its `throughputKBps` (the mean of the known ones when unknown) plus a
-//! per-lease share, a tenth of that mean and at least 1 KB/s; a worker's load is the sum
+//! A lease weighs its `throughputKBps` (the mean of the known ones when unknown),
+//! but at least a floor, a tenth of that mean and at least 1 KB/s; a worker's load is the sum
 //! over the unfinished leases the table names it owner of. The least loaded worker asks the
 //! most loaded one, `gap` more loaded, for a lease of weight `w` when that leaves `gap - w`
 //! between them of at least a quarter of `w` or of the mean weight, and at least 5 % of the
-//! traffic (without the shares) the giver carries. So once nothing moves, no lease the most
+//! traffic (without the floors) the giver carries. So once nothing moves, no lease the most
 //! loaded worker could give (one not finished, not in a hand-off) leaves that much.
 
 use kinesis_client::lease::Lease;
@@ -42,9 +42,10 @@ pub fn load_balanced(table: &[Lease], workers: &[String]) -> Result<(), String> 
     } else {
         known.iter().sum::<f64>() / known.len() as f64
     };
-    let share = (mean * 0.1).max(1.0);
-    let weight = |l: &Lease| l.throughput.map_or(mean, |t| t.kbps()) + share;
-    let mean_weight = mean + share;
+    let floor = (mean * 0.1).max(1.0);
+    let traffic_of = |l: &Lease| l.throughput.map_or(mean, |t| t.kbps());
+    let weight = |l: &Lease| traffic_of(l).max(floor);
+    let mean_weight = open.iter().map(|l| weight(l)).sum::<f64>() / open.len().max(1) as f64;
     let mut load: BTreeMap<&str, f64> = workers.iter().map(|w| (w.as_str(), 0.0)).collect();
     for l in &open {
         if let Some(o) = l.owner.as_deref() {
@@ -61,7 +62,7 @@ pub fn load_balanced(table: &[Lease], workers: &[String]) -> Result<(), String> 
     let traffic: f64 = open
         .iter()
         .filter(|l| l.owner.as_deref() == Some(*most))
-        .map(|l| weight(l) - share)
+        .map(|l| traffic_of(l))
         .sum();
     let missed = open
         .iter()
@@ -72,7 +73,7 @@ pub fn load_balanced(table: &[Lease], workers: &[String]) -> Result<(), String> 
         });
     match missed {
         Some(l) => Err(format!(
-            "{most} carries {high:.2} and {least} {low:.2} (KB/s plus {share:.2} per lease): \
+            "{most} carries {high:.2} and {least} {low:.2} (KB/s, at least {floor:.2} per lease): \
              moving {} ({:.2}) would leave {:.2} between them",
             l.key,
             weight(l),

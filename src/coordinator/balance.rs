@@ -2,19 +2,21 @@
 //! loaded worker to hand over (the taker's rule 6, see [`taker`](super::taker)).
 //!
 //! A lease's *weight* is its `throughputKBps` as its owner last wrote it (the figure a KCL 3.x
-//! leader balances by), or the mean of the known ones when its owner wrote none yet, plus a
-//! per-lease share: a tenth of that mean, and at least 1 KB/s. The share lets idle leases
-//! still spread by count, and makes differences of a few bytes a second count for nothing.
-//! After traffic stops, the measured figures (averages over about 30 s) fall under the share
-//! within minutes, and balancing comes back to counts. A worker's *load* is the sum of the
-//! weights of the unfinished leases it owns (a finished lease does no work).
+//! leader balances by), or the mean of the known ones when its owner wrote none yet, but at
+//! least a floor: a tenth of that mean, and at least 1 KB/s. The floor lets idle leases still
+//! spread by count, and makes differences of a few bytes a second, which vary from one
+//! measurement to the next, count for nothing. Above it a lease weighs what it carries, so
+//! that light leases are not inflated next to hot ones (which would leave two hot leases
+//! together). After traffic stops, the measured figures (averages over about 30 s) fall under
+//! the floor within minutes, and balancing comes back to counts. A worker's *load* is the sum
+//! of the weights of the unfinished leases it owns (a finished lease does no work).
 //!
 //! A worker looks at the others from the most loaded down. For the first one that is more
 //! loaded than itself by `gap`, it picks the lease that most lowers the larger of their two
 //! loads: a lease of weight `w` lowers it by `min(w, gap - w)`. It moves one only when
 //! `gap - w`, what is left between the two loads, is at least a quarter of `w` or of the mean
 //! lease weight, whichever is smaller, and at least 5 % of the traffic (KB/s, without the
-//! shares) the giver carries. Measured loads vary by a few percent from one measurement to the
+//! floors) the giver carries. Measured loads vary by a few percent from one measurement to the
 //! next: moving a lease back needs the difference to swing by twice that margin. So counts
 //! that differ by one (`gap = w`) stay, and without traffic this rule is the count rule; with
 //! equal traffic, counts stay within 5 % of the giver's. A hot lease may overshoot (the
@@ -32,10 +34,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The share of the mean lease throughput every lease weighs on top of its own.
-const PER_LEASE_SHARE: f64 = 0.1;
-/// The least every lease weighs on top of its own throughput, in KB/s.
-const MIN_PER_LEASE_KBPS: f64 = 1.0;
+/// The share of the mean lease throughput every lease weighs at least, ...
+const FLOOR_OF_MEAN: f64 = 0.1;
+/// ... and the least it weighs, in KB/s.
+const MIN_FLOOR_KBPS: f64 = 1.0;
 /// What a move must leave between the two loads, at least: this share of the moved lease's
 /// weight or of the mean weight, whichever is smaller, ...
 const MIN_MARGIN: f64 = 0.25;
@@ -44,10 +46,8 @@ const MIN_MARGIN_OF_TRAFFIC: f64 = 0.05;
 
 /// The balancing weights of a set of leases (see the module docs).
 pub(crate) struct Weights<'a> {
-    /// Each lease's weight, by key.
-    pub by_key: BTreeMap<&'a str, f64>,
-    /// What every lease weighs on top of its traffic.
-    pub share: f64,
+    /// Each lease's weight and traffic (KB/s), by key.
+    pub by_key: BTreeMap<&'a str, (f64, f64)>,
     /// The mean weight.
     pub mean: f64,
 }
@@ -64,28 +64,30 @@ impl<'a> Weights<'a> {
         } else {
             known.iter().sum::<f64>() / known.len() as f64
         };
-        let share = (mean_traffic * PER_LEASE_SHARE).max(MIN_PER_LEASE_KBPS);
-        let by_key: BTreeMap<&str, f64> = leases
+        let floor = (mean_traffic * FLOOR_OF_MEAN).max(MIN_FLOOR_KBPS);
+        let by_key: BTreeMap<&str, (f64, f64)> = leases
             .iter()
             .map(|o| {
                 let t = o.lease.throughput.map_or(mean_traffic, |t| t.kbps());
-                (o.lease.key.as_str(), t + share)
+                (o.lease.key.as_str(), (t.max(floor), t))
             })
             .collect();
         let mean = if by_key.is_empty() {
             0.0
         } else {
-            by_key.values().sum::<f64>() / by_key.len() as f64
+            by_key.values().map(|(w, _)| w).sum::<f64>() / by_key.len() as f64
         };
-        Weights {
-            by_key,
-            share,
-            mean,
-        }
+        Weights { by_key, mean }
     }
 
+    /// The weight of `o`.
     fn of_lease(&self, o: &ObservedLease) -> f64 {
-        self.by_key[o.lease.key.as_str()]
+        self.by_key[o.lease.key.as_str()].0
+    }
+
+    /// The traffic of `o`, KB/s.
+    fn traffic(&self, o: &ObservedLease) -> f64 {
+        self.by_key[o.lease.key.as_str()].1
     }
 }
 
@@ -123,7 +125,7 @@ pub(crate) fn choose_load_steals<'a>(
         };
         load.entry(owner)
             .or_default()
-            .add(weights.of_lease(o), weights.share);
+            .add(weights.of_lease(o), weights.traffic(o));
         if owner != me
             && !o.lease.is_in_handoff()
             && now.saturating_duration_since(o.owner_since) >= view.cooldown
@@ -132,17 +134,16 @@ pub(crate) fn choose_load_steals<'a>(
         }
     }
     for _ in 0..view.held_unseen {
-        load.entry(me).or_default().add(weights.mean, weights.share);
+        load.entry(me).or_default().add(weights.mean, 0.0);
     }
     let mut chosen = Vec::new();
     while chosen.len() < max {
         let Some((victim, lease, w)) = choose_one(me, &load, &movable, &weights, rng) else {
             break;
         };
-        load.get_mut(victim)
-            .expect("a worker")
-            .add(-w, -weights.share);
-        load.get_mut(me).expect("this worker").add(w, weights.share);
+        let t = weights.traffic(lease);
+        load.get_mut(victim).expect("a worker").add(-w, -t);
+        load.get_mut(me).expect("this worker").add(w, t);
         movable
             .get_mut(victim)
             .expect("a victim")
@@ -152,7 +153,7 @@ pub(crate) fn choose_load_steals<'a>(
     chosen
 }
 
-/// A worker's load, and the traffic in it (KB/s, without the shares).
+/// A worker's load, and the traffic in it (KB/s, without the floors).
 #[derive(Debug, Clone, Copy, Default)]
 struct Load {
     total: f64,
@@ -160,9 +161,9 @@ struct Load {
 }
 
 impl Load {
-    fn add(&mut self, weight: f64, share: f64) {
+    fn add(&mut self, weight: f64, traffic: f64) {
         self.total += weight;
-        self.traffic += weight - share;
+        self.traffic += traffic;
     }
 }
 

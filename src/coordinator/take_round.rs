@@ -252,10 +252,14 @@ impl LeaseCoordinator {
         };
         stats.to_take = decisions.len();
         self.inner.metrics.take_decision(&stats);
+        // Others' leases, and those being handed to this worker (their outgoing owner may die).
         let next_expiry_check = observed
             .iter()
             .filter(|o| {
-                o.lease.owner.as_deref().is_some_and(|w| w != me)
+                o.lease
+                    .owner
+                    .as_deref()
+                    .is_some_and(|w| w != me || o.lease.is_in_handoff())
                     && !o.is_expired(seen_at, failover)
             })
             .map(|o| o.last_change + failover + Duration::from_millis(1))
@@ -390,7 +394,17 @@ impl LeaseCoordinator {
         let mut done = Vec::new();
         for (before, now) in incoming.into_iter().zip(read) {
             match now {
-                Ok(Some(cur)) if cur.is_in_handoff() && cur.owner == before.owner => {}
+                Ok(Some(cur)) if cur.is_in_handoff() && cur.owner == before.owner => {
+                    // Still under way: the outgoing owner's renewals are its sign of life (if
+                    // it dies, the lease is taken when it expires, timed from the last one).
+                    let mut observed = self.inner.observed.lock();
+                    if let Some(o) = observed.get_mut(&cur.key) {
+                        if o.lease.counter != cur.counter {
+                            o.last_change = Instant::now();
+                            o.lease = cur;
+                        }
+                    }
+                }
                 Ok(Some(cur)) => {
                     {
                         let mut observed = self.inner.observed.lock();

@@ -27,7 +27,9 @@
 //!    nothing is available, this worker asks more loaded workers for the leases that best
 //!    even out their loads (by each lease's `throughputKBps`), at most
 //!    `max_leases_to_steal_at_one_time`; see [`balance`](super::balance). Without traffic it
-//!    is rule 4; with equal traffic, rule 4 up to a margin of 5 % of the givers' traffic.
+//!    is rule 4; with equal traffic, rule 4 up to a margin of 5 % of the givers' traffic. It
+//!    waits while another worker's lease has not changed for half a failover time (that
+//!    worker may be dead, and its leases go by count first) or while this worker lags.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
@@ -204,7 +206,14 @@ pub fn choose_leases_to_take_with_stats(
     };
     let target = target.min(config.max_leases_for_worker);
     if config.balance_by_load && available.is_empty() {
-        if my_count >= config.max_leases_for_worker || config.lagging {
+        // A worker whose leases have not moved for half a failover time may be dead: its
+        // leases are about to be taken by count, and a move now would hold one of them up
+        // (the receivers' counts would block their takes until the move completes).
+        let someone_dying = owned.iter().any(|o| {
+            o.lease.owner.as_deref() != Some(worker_id)
+                && now.saturating_duration_since(o.last_change) > config.failover_time / 2
+        });
+        if my_count >= config.max_leases_for_worker || config.lagging || someone_dying {
             return Vec::new();
         }
         let view = LoadView {
@@ -439,6 +448,26 @@ mod tests {
             ..by_load
         };
         assert!(decide("a", &leases, &[], now, &lagging).is_empty());
+    }
+
+    #[test]
+    fn balancing_by_load_waits_while_a_worker_looks_dead() {
+        let now = Instant::now();
+        // b holds 4 and c 1 (renewing); a holds none: a would ask b for a lease.
+        let mut leases = observe((0..4).map(|i| lease(i, Some("b"))).collect(), now);
+        leases.extend(observe(vec![lease(4, Some("c"))], now));
+        for o in &mut leases {
+            o.owner_since = now - F;
+        }
+        let by_load = TakerConfig {
+            balance_by_load: true,
+            ..cfg()
+        };
+        assert_eq!(decide("a", &leases, &[], now, &by_load).len(), 1);
+        // c's lease has not changed for more than half a failover time: c may be dead, and its
+        // lease is about to go by count; no move meanwhile.
+        leases[4].last_change = now - F / 2 - Duration::from_millis(1);
+        assert!(decide("a", &leases, &[], now, &by_load).is_empty());
     }
 
     #[test]
