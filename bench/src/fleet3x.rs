@@ -121,8 +121,23 @@ pub(crate) fn repeated_batches(log: &[crate::cluster::Delivery], seen_before: us
     repeats
 }
 
-/// One balance run: (seconds until balanced, lease moves, batches delivered twice).
-fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
+/// The longest interval between two deliveries of `shard` (by any worker) in `log` from
+/// `from` on, seconds.
+fn longest_interval(log: &[crate::cluster::Delivery], shard: &str, from: Instant) -> f64 {
+    let mut at: Vec<Instant> = log
+        .iter()
+        .filter(|d| d.shard == shard && d.at >= from)
+        .map(|d| d.at)
+        .collect();
+    at.sort();
+    at.windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .fold(0.0, f64::max)
+}
+
+/// One balance run: (seconds until balanced, lease moves, batches delivered twice, per moved
+/// shard the longest interval between its deliveries from the join on).
+fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize, Vec<f64>) {
     paused_runtime().block_on(async move {
         let (mut cluster, _) = balanced_cluster(seed, fleet).await;
         let owners = |c: &Cluster| -> BTreeMap<String, Option<String>> {
@@ -137,10 +152,16 @@ fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
         let seen_before = cluster.log.lock().unwrap().len();
         cluster.add_worker();
         let mut moves = 0;
+        let mut moved = BTreeSet::new();
         let took = loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = owners(&cluster);
-            moves += now.iter().filter(|(k, o)| last.get(*k) != Some(o)).count();
+            for (k, o) in &now {
+                if last.get(k) != Some(o) {
+                    moves += 1;
+                    moved.insert(k.clone());
+                }
+            }
             last = now;
             if cluster.balanced() {
                 break joined.elapsed();
@@ -154,7 +175,11 @@ fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize) {
         tokio::time::sleep(F).await;
         let log = cluster.log.lock().unwrap();
         let repeats = repeated_batches(&log, seen_before);
-        (took.as_secs_f64(), moves, repeats)
+        let intervals = moved
+            .iter()
+            .map(|shard| longest_interval(&log, shard, joined))
+            .collect();
+        (took.as_secs_f64(), moves, repeats, intervals)
     })
 }
 
@@ -174,17 +199,7 @@ fn rolling_run(seed: u64, fleet: FleetConfig) -> (Vec<f64>, usize) {
         let from = stop - Duration::from_secs(1);
         let gaps = moved
             .iter()
-            .map(|shard| {
-                let mut at: Vec<Instant> = log
-                    .iter()
-                    .filter(|d| &d.shard == shard && d.at >= from)
-                    .map(|d| d.at)
-                    .collect();
-                at.sort();
-                at.windows(2)
-                    .map(|w| (w[1] - w[0]).as_secs_f64())
-                    .fold(0.0, f64::max)
-            })
+            .map(|shard| longest_interval(&log, shard, from))
             .collect();
         let repeats = repeated_batches(&log, seen_before);
         (gaps, repeats)
@@ -249,15 +264,18 @@ pub fn section(scale: Scale) -> Section {
         "max",
         "lease moves (mean)",
         "batches delivered twice (total)",
+        "longest interval between deliveries of a moved shard: p50 / max",
     ]);
     for (protocol, fleet) in [
         ("leaderless, steals by hand-off (the default)", &leaderless),
         ("leaderless, steals at once (hand-offs off)", &at_once),
         ("KCL 3.x", &three),
     ] {
-        let results: Vec<(f64, usize, usize)> = (1..=runs)
+        let results: Vec<(f64, usize, usize, Vec<f64>)> = (1..=runs)
             .map(|seed| balance_run(seed, fleet.clone()))
             .collect();
+        let intervals: Vec<f64> = results.iter().flat_map(|r| r.3.clone()).collect();
+        let [i50, _, _, imax] = summary(&intervals);
         let times: Vec<f64> = results.iter().map(|r| r.0 / F.as_secs_f64()).collect();
         let [p50, p90, _, max] = summary(&times);
         let moves = results.iter().map(|r| r.1).sum::<usize>() as f64 / results.len() as f64;
@@ -272,6 +290,7 @@ pub fn section(scale: Scale) -> Section {
             cell(max),
             sig(moves),
             twice.to_string(),
+            format!("{} s / {} s", sig(i50), sig(imax)),
         ]);
     }
     let mut rolling = Table::new([
@@ -323,9 +342,11 @@ pub fn section(scale: Scale) -> Section {
             and per shard it held, the time until another worker delivers it again. **Balance**: once \
             balanced (plus F..2F), a 4th worker joins; the time until every worker holds 3 leases with no \
             hand-off under way, the owner changes seen in the table (sampled every 100 ms; a hand-off is \
-            one), and the batches \
+            one), the batches \
             delivered twice (a batch starting at a record a batch delivered before started at: the new \
-            owner started before the old one's last checkpoint). **Rolling deploy**: once balanced \
+            owner started before the old one's last checkpoint), and per moved shard the longest \
+            interval between two of its deliveries from the join on (1.5 s, the polling interval, \
+            for a shard that does not move). **Rolling deploy**: once balanced \
             (plus F..2F), a worker stops gracefully (as on SIGTERM); per shard it held, the longest \
             interval between two deliveries of the shard, by any worker, from a second before the \
             stop until 2 F after it (a shard that does not move is delivered every 1.5 s, the \
