@@ -193,6 +193,15 @@ impl Cluster {
         owner.strip_prefix('w')?.parse().ok()
     }
 
+    /// Each lease's owner, from the table.
+    pub fn lease_owners(&self) -> BTreeMap<String, Option<String>> {
+        self.store
+            .snapshot()
+            .into_iter()
+            .map(|(k, l)| (k, l.owner))
+            .collect()
+    }
+
     /// Leases held per worker id, from the table.
     pub fn owners(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();

@@ -16,7 +16,7 @@ use crate::stats::{sig, summary};
 use crate::Scale;
 use kinesis_client::fleet::{ClientVersionConfig, FleetConfig};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -140,14 +140,7 @@ fn longest_interval(log: &[crate::cluster::Delivery], shard: &str, from: Instant
 fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize, Vec<f64>) {
     paused_runtime().block_on(async move {
         let (mut cluster, _) = balanced_cluster(seed, fleet).await;
-        let owners = |c: &Cluster| -> BTreeMap<String, Option<String>> {
-            c.store
-                .snapshot()
-                .into_iter()
-                .map(|(k, l)| (k, l.owner))
-                .collect()
-        };
-        let mut last = owners(&cluster);
+        let mut last = cluster.lease_owners();
         let joined = Instant::now();
         let seen_before = cluster.log.lock().unwrap().len();
         cluster.add_worker();
@@ -155,7 +148,7 @@ fn balance_run(seed: u64, fleet: FleetConfig) -> (f64, usize, usize, Vec<f64>) {
         let mut moved = BTreeSet::new();
         let took = loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = owners(&cluster);
+            let now = cluster.lease_owners();
             for (k, o) in &now {
                 if last.get(k) != Some(o) {
                     moves += 1;

@@ -94,14 +94,7 @@ async fn phase(cluster: &Cluster, workers: &[&str], target: f64) -> Phase {
     let workers: Vec<String> = workers.iter().map(|w| w.to_string()).collect();
     let started = Instant::now();
     let seen_before = cluster.log.lock().unwrap().len();
-    let owners = |c: &Cluster| -> BTreeMap<String, Option<String>> {
-        c.store
-            .snapshot()
-            .into_iter()
-            .map(|(k, l)| (k, l.owner))
-            .collect()
-    };
-    let mut last = owners(cluster);
+    let mut last = cluster.lease_owners();
     let mut had: BTreeMap<String, BTreeSet<String>> = last
         .iter()
         .filter_map(|(k, o)| Some((k.clone(), BTreeSet::from([o.clone()?]))))
@@ -110,7 +103,7 @@ async fn phase(cluster: &Cluster, workers: &[&str], target: f64) -> Phase {
     let mut moves_of: BTreeMap<String, usize> = BTreeMap::new();
     while started.elapsed() < PHASE {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = owners(cluster);
+        let now = cluster.lease_owners();
         for (k, o) in &now {
             let Some(o) = o else { continue };
             let before = last.get(k).cloned().flatten();

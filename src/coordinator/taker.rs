@@ -431,29 +431,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn balancing_by_load_steals_nothing_while_this_worker_lags() {
-        let now = Instant::now();
-        let mut leases = observe((0..4).map(|i| lease(i, Some("b"))).collect(), now);
-        for o in &mut leases {
-            o.owner_since = now - F;
-        }
-        let by_load = TakerConfig {
-            balance_by_load: true,
-            ..cfg()
-        };
-        assert_eq!(decide("a", &leases, &[], now, &by_load).len(), 1);
-        let lagging = TakerConfig {
-            lagging: true,
-            ..by_load
-        };
-        assert!(decide("a", &leases, &[], now, &lagging).is_empty());
-    }
-
-    #[test]
-    fn balancing_by_load_waits_while_a_worker_looks_dead() {
-        let now = Instant::now();
-        // b holds 4 and c 1 (renewing); a holds none: a would ask b for a lease.
+    /// b holds 4 leases and c 1, every owner for a failover time already (`a` holds none and
+    /// would ask b for one); with the taker balancing by load.
+    fn a_would_ask_b(now: Instant) -> (Vec<ObservedLease>, TakerConfig) {
         let mut leases = observe((0..4).map(|i| lease(i, Some("b"))).collect(), now);
         leases.extend(observe(vec![lease(4, Some("c"))], now));
         for o in &mut leases {
@@ -464,6 +444,24 @@ mod tests {
             ..cfg()
         };
         assert_eq!(decide("a", &leases, &[], now, &by_load).len(), 1);
+        (leases, by_load)
+    }
+
+    #[test]
+    fn balancing_by_load_steals_nothing_while_this_worker_lags() {
+        let now = Instant::now();
+        let (leases, by_load) = a_would_ask_b(now);
+        let lagging = TakerConfig {
+            lagging: true,
+            ..by_load
+        };
+        assert!(decide("a", &leases, &[], now, &lagging).is_empty());
+    }
+
+    #[test]
+    fn balancing_by_load_waits_while_a_worker_looks_dead() {
+        let now = Instant::now();
+        let (mut leases, by_load) = a_would_ask_b(now);
         // c's lease has not changed for more than half a failover time: c may be dead, and its
         // lease is about to go by count; no move meanwhile.
         leases[4].last_change = now - F / 2 - Duration::from_millis(1);

@@ -487,12 +487,9 @@ impl World {
             .join("; ")
     }
 
-    async fn drain(&mut self) {
-        self.say(
-            None,
-            "DRAIN: producers stop, faults stop, pauses end".into(),
-        );
-        self.rate = 0.0;
+    /// Every fault stops, every stream is tracked again, pauses end, and a worker joins if
+    /// none runs (`why`: for the log).
+    fn calm_down(&mut self, why: &str) {
         self.track_every_stream();
         self.store_faults.set_enabled(false);
         self.stream_faults.set_enabled(false);
@@ -503,9 +500,18 @@ impl World {
             }
         }
         if !self.workers.iter().any(|w| w.state == WorkerState::Running) {
-            self.say(None, "no worker running: one joins for the drain".into());
+            self.say(None, format!("no worker running: one joins {why}"));
             self.add_worker(None);
         }
+    }
+
+    async fn drain(&mut self) {
+        self.say(
+            None,
+            "DRAIN: producers stop, faults stop, pauses end".into(),
+        );
+        self.rate = 0.0;
+        self.calm_down("for the drain");
         let settle = self.sc.failover + self.sc.failover * 2 / 3 + Duration::from_secs(1);
         let started = Instant::now();
         let mut settled_since: Option<Instant> = None;

@@ -32,19 +32,7 @@ impl World {
             None,
             "STEADY: faults stop, pauses end, producers go on (skewed traffic)".into(),
         );
-        self.track_every_stream();
-        self.store_faults.set_enabled(false);
-        self.stream_faults.set_enabled(false);
-        self.fleet_faults_off();
-        for i in 0..self.workers.len() {
-            if self.workers[i].paused_until.is_some() {
-                self.end_pause(i);
-            }
-        }
-        if !self.workers.iter().any(|w| w.state == WorkerState::Running) {
-            self.say(None, "no worker running: one joins".into());
-            self.add_worker(None);
-        }
+        self.calm_down("for the steady phase");
         self.rate = self.rate.max(STEADY_RATE);
         let (settle, limit) = (self.sc.failover * 3, self.sc.failover * 40);
         let started = Instant::now();
