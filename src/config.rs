@@ -88,7 +88,7 @@ pub enum LeaseAssignmentStrategy {
     /// average over about 30 s, and writes it with its renewals), at least a small floor,
     /// and a worker asks a more loaded one for the leases that best even out their loads, by
     /// graceful hand-off. Without traffic this is count balancing; with equal traffic, counts
-    /// stay within 5 % of each other. A worker whose processing lags more than a minute behind
+    /// stay within 10 % of each other. A worker whose processing lags more than a minute behind
     /// the stream takes no load. Balancing is by count in a fleet in KCL 3.x's 2.x-compatible
     /// mode (its Java workers balance by count), and from the moment another worker takes a
     /// lease this one renews without a hand-off (a Java KCL 2.x worker). Properties:

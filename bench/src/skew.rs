@@ -268,11 +268,12 @@ pub fn section(scale: Scale) -> Section {
             "Issue 29's goal: every worker within ±20 % of the fair share within 3 F of the last \
              worker joining, when such a split exists, with no lease moving back and forth."
                 .into(),
-            "Returns to a former owner, by throughput: in the first phase the application is new, \
-             the first worker takes every lease before the second starts, and no lease's \
-             throughput is measured yet, so the second worker's first steals balance by count. When \
-             both hot leases were among them, one goes back once it is measured (at 16–19 s). \
-             After that, nothing returns."
+            "In the first phase the application is new: the first worker takes every lease before \
+             the second starts, and a lease is moved only once its owner has measured it, so the \
+             second worker's first steal waits for the first figures (about two renewal intervals) \
+             and takes a hot lease first. The 2-worker phase ends one light lease apart (12 against \
+             14 records a tick, 7.7 %): moving it would leave less than the margin (10 % of the \
+             giver's measured traffic) between them."
                 .into(),
         ],
         context: format!(

@@ -6,8 +6,8 @@
 //! but at least a floor, a tenth of that mean and at least 1 KB/s; a worker's load is the sum
 //! over the unfinished leases the table names it owner of. The least loaded worker asks the
 //! most loaded one, `gap` more loaded, for a lease of weight `w` when that leaves `gap - w`
-//! between them of at least a quarter of `w` or of the mean weight, and at least 5 % of the
-//! traffic (without the floors) the giver carries. So once nothing moves, no lease the most
+//! between them of at least a quarter of `w` or of the mean weight, and at least 10 % of the
+//! traffic the giver carries on leases above the floor. So once nothing moves, no lease the most
 //! loaded worker could give (one not finished, not in a hand-off) leaves that much.
 
 use kinesis_client::lease::Lease;
@@ -63,13 +63,14 @@ pub fn load_balanced(table: &[Lease], workers: &[String]) -> Result<(), String> 
         .iter()
         .filter(|l| l.owner.as_deref() == Some(*most))
         .map(|l| traffic_of(l))
+        .filter(|t| *t > floor)
         .sum();
     let missed = open
         .iter()
         .filter(|l| l.owner.as_deref() == Some(*most) && !l.is_in_handoff())
         .find(|l| {
             let w = weight(l);
-            gap - w >= (0.25 * w.min(mean_weight)).max(0.05 * traffic) * SLACK
+            gap - w >= (0.25 * w.min(mean_weight)).max(0.1 * traffic) * SLACK
         });
     match missed {
         Some(l) => Err(format!(

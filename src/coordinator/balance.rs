@@ -15,14 +15,16 @@
 //! loaded than itself by `gap`, it picks the lease that most lowers the larger of their two
 //! loads: a lease of weight `w` lowers it by `min(w, gap - w)`. It moves one only when
 //! `gap - w`, what is left between the two loads, is at least a quarter of `w` or of the mean
-//! lease weight, whichever is smaller, and at least 5 % of the traffic (KB/s, without the
-//! floors) the giver carries. Measured loads vary by a few percent from one measurement to the
+//! lease weight, whichever is smaller, and at least 10 % of the traffic the giver carries on
+//! leases above the floor (only measured figures vary). Measured loads vary by a few percent from one measurement to the
 //! next: moving a lease back needs the difference to swing by twice that margin. So counts
 //! that differ by one (`gap = w`) stay, and without traffic this rule is the count rule; with
-//! equal traffic, counts stay within 5 % of the giver's. A hot lease may overshoot (the
+//! equal traffic, counts stay within 10 % of the giver's. A hot lease may overshoot (the
 //! receiver ends heavier than the giver was light) when that still lowers the larger load: two
 //! hot leases on one worker and light ones on the other become one of each. A lease whose
-//! owner changed within the cooldown is left alone while its new owner measures it. A lease
+//! owner changed within the cooldown (two failover times) is left alone while its new owner
+//! measures it, and cannot bounce on the measurements' noise; a lease its owner has not
+//! measured yet is not moved either. A lease
 //! being handed over weighs on its receiver (the table names it owner). Up to
 //! `max_leases_to_steal_at_one_time` moves are chosen in one round, each as if the ones before
 //! had happened.
@@ -34,6 +36,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A lease that moved is not moved again for this many failover times: its new owner measures
+/// it meanwhile, and a lease cannot bounce on the measurements' noise.
+pub(crate) const COOLDOWN_FAILOVERS: u32 = 2;
+
 /// The share of the mean lease throughput every lease weighs at least, ...
 const FLOOR_OF_MEAN: f64 = 0.1;
 /// ... and the least it weighs, in KB/s.
@@ -42,11 +48,12 @@ const MIN_FLOOR_KBPS: f64 = 1.0;
 /// weight or of the mean weight, whichever is smaller, ...
 const MIN_MARGIN: f64 = 0.25;
 /// ... and this share of the giving worker's traffic.
-const MIN_MARGIN_OF_TRAFFIC: f64 = 0.05;
+const MIN_MARGIN_OF_TRAFFIC: f64 = 0.1;
 
 /// The balancing weights of a set of leases (see the module docs).
 pub(crate) struct Weights<'a> {
-    /// Each lease's weight and traffic (KB/s), by key.
+    /// Each lease's weight, and its traffic when above the floor (KB/s; 0 at the floor: only
+    /// measured traffic varies), by key.
     pub by_key: BTreeMap<&'a str, (f64, f64)>,
     /// The mean weight.
     pub mean: f64,
@@ -69,7 +76,8 @@ impl<'a> Weights<'a> {
             .iter()
             .map(|o| {
                 let t = o.lease.throughput.map_or(mean_traffic, |t| t.kbps());
-                (o.lease.key.as_str(), (t.max(floor), t))
+                let measured = if t > floor { t } else { 0.0 };
+                (o.lease.key.as_str(), (t.max(floor), measured))
             })
             .collect();
         let mean = if by_key.is_empty() {
@@ -85,7 +93,7 @@ impl<'a> Weights<'a> {
         self.by_key[o.lease.key.as_str()].0
     }
 
-    /// The traffic of `o`, KB/s.
+    /// The traffic of `o` above the floor, KB/s (see [`Weights::by_key`]).
     fn traffic(&self, o: &ObservedLease) -> f64 {
         self.by_key[o.lease.key.as_str()].1
     }
@@ -126,8 +134,11 @@ pub(crate) fn choose_load_steals<'a>(
         load.entry(owner)
             .or_default()
             .add(weights.of_lease(o), weights.traffic(o));
+        // A lease whose owner has not measured it yet stays: moving it blind could move a hot
+        // lease next to another (a new application's leases, a new child shard's).
         if owner != me
             && !o.lease.is_in_handoff()
+            && o.lease.throughput.is_some()
             && now.saturating_duration_since(o.owner_since) >= view.cooldown
         {
             movable.entry(owner).or_default().push(o);
@@ -153,7 +164,7 @@ pub(crate) fn choose_load_steals<'a>(
     chosen
 }
 
-/// A worker's load, and the traffic in it (KB/s, without the floors).
+/// A worker's load, and the traffic in it that is above the floors (KB/s).
 #[derive(Debug, Clone, Copy, Default)]
 struct Load {
     total: f64,
@@ -298,10 +309,12 @@ mod tests {
     #[test]
     fn two_hot_leases_end_on_two_workers_with_the_rest_shared() {
         let now = Instant::now();
+        // 260 KB/s: 130 each is one hot lease and three others; the margin (10 % of the
+        // giver's traffic) may leave one light lease on the other side.
+        let near_even =
+            |load: &BTreeMap<String, f64>| load.values().all(|l| (120.0..=140.0).contains(l));
         let (load, moves, _) = settle(table(now, &skewed("a")), &["a", "b"], 20);
-        // 260 KB/s: 130 each (one hot lease and three others).
-        assert_eq!(load["a"], 130.0, "{load:?}");
-        assert_eq!(load["b"], 130.0, "{load:?}");
+        assert!(near_even(&load), "{load:?}");
         assert!(moves <= 4, "{moves} moves");
 
         // From both hot leases on one worker and the light ones on the other, a hot lease
@@ -311,7 +324,7 @@ mod tests {
             o.lease.owner = Some("b".into());
         }
         let (load, moves, _) = settle(apart, &["a", "b"], 20);
-        assert_eq!((load["a"], load["b"]), (130.0, 130.0), "{load:?}");
+        assert!(near_even(&load), "{load:?}");
         assert!(moves <= 4, "{moves} moves");
 
         let (load, _, _) = settle(table(now, &skewed("a")), &["a", "b", "c", "d"], 40);
@@ -364,10 +377,10 @@ mod tests {
                 .filter(|o| o.lease.owner.as_deref() == Some(w))
                 .count()
         };
-        // 20 each is the even spread; the margin (5 % of a giver's traffic) may leave one
-        // lease more or less.
+        // 20 each is the even spread; the margin (10 % of a giver's traffic) may leave two
+        // leases more or less.
         for w in ["a", "b", "c", "d", "e"] {
-            assert!((19..=21).contains(&held(w)), "{w} holds {}", held(w));
+            assert!((18..=22).contains(&held(w)), "{w} holds {}", held(w));
         }
         assert!(moves <= 21, "{moves} moves");
     }

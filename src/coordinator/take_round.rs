@@ -210,11 +210,13 @@ impl LeaseCoordinator {
                 };
                 let handoff_since = handoff_since(prev.as_ref(), &lease, seen_at);
                 // A lease seen for the first time has had its owner for as long as anyone
-                // knows: not "just moved".
+                // knows: not "just moved" (past the balancing cooldown).
                 let owner_since = match &prev {
                     Some(prev) if prev.lease.owner == lease.owner => prev.owner_since,
                     Some(_) => seen_at,
-                    None => seen_at.checked_sub(failover).unwrap_or(seen_at),
+                    None => seen_at
+                        .checked_sub(failover * super::balance::COOLDOWN_FAILOVERS)
+                        .unwrap_or(seen_at),
                 };
                 fresh.insert(
                     lease.key.clone(),

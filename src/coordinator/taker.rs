@@ -27,14 +27,14 @@
 //!    nothing is available, this worker asks more loaded workers for the leases that best
 //!    even out their loads (by each lease's `throughputKBps`), at most
 //!    `max_leases_to_steal_at_one_time`; see [`balance`](super::balance). Without traffic it
-//!    is rule 4; with equal traffic, rule 4 up to a margin of 5 % of the givers' traffic. It
+//!    is rule 4; with equal traffic, rule 4 up to a margin of 10 % of the givers' traffic. It
 //!    waits while another worker's lease has not changed for half a failover time (that
 //!    worker may be dead, and its leases go by count first) or while this worker lags.
 //!
 //! Java's "priority" rule (take every very old lease ignoring the target) is not used: it makes
 //! the first worker of a fleet take every shard, which the others then steal back one at a time.
 
-use super::balance::{choose_load_steals, LoadView};
+use super::balance::{choose_load_steals, LoadView, COOLDOWN_FAILOVERS};
 use crate::lease::Lease;
 use crate::telemetry::TakeStats;
 use rand::seq::SliceRandom;
@@ -53,7 +53,7 @@ pub struct ObservedLease {
     /// When this worker first saw the hand-off the lease is in (`None`: not in a hand-off).
     pub handoff_since: Option<Instant>,
     /// When this worker first saw the lease's current owner (a lease seen for the first time
-    /// counts as owned for a failover time already: nothing says it just moved).
+    /// counts as owned for the balancing cooldown already: nothing says it just moved).
     pub owner_since: Instant,
 }
 
@@ -225,7 +225,7 @@ pub fn choose_leases_to_take_with_stats(
                 .filter(|o| !o.lease.checkpoint.is_shard_end())
                 .collect(),
             held_unseen: held.len().saturating_sub(mine_in_table),
-            cooldown: config.failover_time,
+            cooldown: config.failover_time * COOLDOWN_FAILOVERS,
         };
         let room = config.max_leases_for_worker - my_count;
         let max = config.max_leases_to_steal_at_one_time.min(room);
@@ -437,7 +437,8 @@ mod tests {
         let mut leases = observe((0..4).map(|i| lease(i, Some("b"))).collect(), now);
         leases.extend(observe(vec![lease(4, Some("c"))], now));
         for o in &mut leases {
-            o.owner_since = now - F;
+            o.owner_since = now - F * 3;
+            o.lease.throughput = crate::lease::Throughput::from_kbps(1.0);
         }
         let by_load = TakerConfig {
             balance_by_load: true,
