@@ -1,6 +1,6 @@
 //! Which leases to take: a pure function of a lease snapshot, the local clock and the config.
 //!
-//! The rules (the Java KCL's lease taker, with two changes noted below):
+//! The rules (the Java KCL's lease taker, with the changes noted below):
 //!
 //! 1. A lease is *available* when it has no owner, when its counter has not changed for longer
 //!    than the failover time **on this worker's clock** (expired), or when the table says this
@@ -15,7 +15,11 @@
 //! 4. Only when nothing is available, it steals from the most loaded worker, if that worker is
 //!    above the target: `min(needed, its_count - target)` leases, or 1 when that is 0 but this
 //!    worker needs more than one; at most `max_leases_to_steal_at_one_time`. A lease in a
-//!    hand-off is never stolen.
+//!    hand-off, or a finished one, is never stolen. Second change: when finished leases lift
+//!    the target above every worker with something to steal, this worker still steals one
+//!    lease from the most loaded of those if it holds at least two more than this worker
+//!    (Java stops there, leaving a worker two short for as long as the finished leases stay;
+//!    every such move narrows the spread, so it cannot undo a Java worker's move or loop).
 //! 5. A steal is a graceful hand-off when [`TakerConfig::handoff_timeout`] is set (the caller
 //!    writes `checkpointOwner` = victim, `leaseOwner` = this worker, as a KCL 3.x leader does):
 //!    the victim's processor checkpoints, then the victim passes the lease on, so no record is
@@ -280,10 +284,18 @@ pub fn choose_leases_to_take_with_stats(
     else {
         return Vec::new();
     };
-    if victim_count < target {
+    // Finished leases count toward the target (as in Java) but cannot be stolen: a worker
+    // holding many of them can lift the target above every worker that has something to
+    // give. Then one lease moves from a worker two or more above this one.
+    let below_target = victim_count < target;
+    if below_target && victim_count <= my_count + 1 {
         return Vec::new();
     }
-    let mut to_steal = needed.min(victim_count - target);
+    let mut to_steal = if below_target {
+        1
+    } else {
+        needed.min(victim_count - target)
+    };
     if to_steal == 0 && needed > 1 && victim_count > my_count + 1 {
         to_steal = 1;
     }
@@ -509,6 +521,38 @@ mod tests {
         let got = decide("a", &observe(ls, now), &[], now, &cfg());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].lease.owner.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn finished_leases_that_lift_the_target_do_not_stop_balancing() {
+        // Simulation seed 5030096 (fan-out, count-based): f holds 12 finished leases, so the
+        // target is 9 while b..e hold 8 live ones each and a only 6. Java steals nothing.
+        let now = Instant::now();
+        let mut ls: Vec<Lease> = (0..12).map(|i| lease(i, Some("f"))).collect();
+        for l in &mut ls {
+            l.checkpoint = Checkpoint::ShardEnd;
+        }
+        let mut i = 12;
+        for (w, n) in [("a", 6), ("b", 8), ("c", 8), ("d", 8), ("e", 8)] {
+            ls.extend((i..i + n).map(|j| lease(j, Some(w))));
+            i += n;
+        }
+        let held: Vec<String> = (12..18).map(|j| format!("shardId-{j:012}")).collect();
+        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let leases = observe(ls, now);
+        let got = decide("a", &leases, &held, now, &cfg());
+        assert_eq!(got.len(), 1, "one lease from a worker two above: {got:?}");
+        assert_eq!(got[0].lease.owner.as_deref(), Some("b"));
+        assert_eq!(got[0].reason, TakeReason::Steal);
+        // After that move (a 7, b 7, the others 8) one above is balanced: nothing moves.
+        let mut ls: Vec<Lease> = leases.into_iter().map(|o| o.lease).collect();
+        let moved = ls.iter_mut().find(|l| l.owner.as_deref() == Some("b")).unwrap();
+        moved.owner = Some("a".into());
+        let moved = moved.key.clone();
+        let mut held = held;
+        held.push(&moved);
+        let got = decide("a", &observe(ls, now), &held, now, &cfg());
+        assert!(got.is_empty(), "8 against 7 is balanced: {got:?}");
     }
 
     #[test]
