@@ -280,6 +280,7 @@ pub mod record;
 pub(crate) mod resharding;
 pub mod retrieval;
 pub mod scheduler;
+pub mod status;
 pub mod stream;
 pub(crate) mod sync;
 pub mod telemetry;

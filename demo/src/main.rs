@@ -256,6 +256,10 @@ async fn run(args: Args) -> Result<bool> {
         "metrics (Prometheus): http://{}/metrics (rust-a, rust-b; also /readyz for rust-a), http://{python_metrics}/metrics (python)",
         metrics.local_addr()
     );
+    println!(
+        "status pages (open in a browser while the demo runs): http://{}/status (rust-a), http://{python_metrics}/status (python)",
+        metrics.local_addr()
+    );
     println!("starting workers rust-a, rust-b (this process) and python (kcl-multilang + amazon-kclpy) ...");
     let ready_since = Instant::now();
     let a = start_rust_worker(&aws, "rust-a", &app, &stream, args.failover, &journal)?;

@@ -261,6 +261,9 @@ impl<P: RecordProcessor> Consumer<P> {
                 Ok(o) => o,
                 Err(Panicked(msg, cause)) => {
                     self.metrics.restart(cause);
+                    self.ctx
+                        .coordinator
+                        .record_restart(&self.tenure.lease.key, &msg);
                     tracing::error!(reason = %msg, "record processor failed for good; the shard restarts from its last checkpoint");
                     return ShardExit::Failed(msg);
                 }
@@ -616,6 +619,7 @@ impl<P: RecordProcessor> Consumer<P> {
             self.metrics.processed(count, bytes, started.elapsed(), ok);
             self.ctx.coordinator.record_processed(
                 &self.tenure.lease.key,
+                count as u64,
                 bytes as u64,
                 batch.millis_behind_latest,
             );

@@ -53,6 +53,7 @@ mod balance;
 mod discovery;
 mod leaving;
 mod renewer;
+mod status;
 mod take_round;
 mod taker;
 mod watchdog;
@@ -222,6 +223,10 @@ struct Slot {
     bytes: Arc<std::sync::atomic::AtomicU64>,
     /// How far behind the stream's tip its last batch was, in milliseconds (-1: not known).
     behind_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Its figures for the status page.
+    book: status::ShardBook,
+    /// When this tenure began.
+    taken_at: Instant,
 }
 
 struct SlotState {
@@ -405,6 +410,10 @@ struct Inner {
     tx: watch::Sender<HeldLeases>,
     health: Arc<HealthState>,
     metrics: WorkerMetrics,
+    /// Recent errors, for the status page.
+    errors: status::ErrorLog,
+    /// When the last successful scan of the table was.
+    scanned_at: Mutex<Option<Instant>>,
 }
 
 /// Holds, renews, takes and releases this worker's leases. Cheap to clone.
@@ -451,6 +460,8 @@ impl LeaseCoordinator {
                 count_stealer_seen: AtomicBool::new(false),
                 tracked: Mutex::new(None),
                 tx,
+                errors: status::ErrorLog::default(),
+                scanned_at: Mutex::new(None),
             }),
         }
     }
@@ -558,11 +569,19 @@ impl LeaseCoordinator {
         }
     }
 
-    /// Count `bytes` of records processed under the held lease `key` (its throughput, which
-    /// renewals write for balancing), in a batch `millis_behind` the tip of the stream.
-    pub fn record_processed(&self, key: &str, bytes: u64, millis_behind: Option<i64>) {
+    /// Count `records` records of `bytes` bytes processed under the held lease `key` (its
+    /// throughput, which renewals write for balancing), in a batch `millis_behind` the tip of
+    /// the stream.
+    pub fn record_processed(
+        &self,
+        key: &str,
+        records: u64,
+        bytes: u64,
+        millis_behind: Option<i64>,
+    ) {
         if let Some(slot) = self.inner.held.lock().get(key) {
             slot.bytes.fetch_add(bytes, Ordering::Relaxed);
+            slot.book.records.fetch_add(records, Ordering::Relaxed);
             slot.behind_ms
                 .store(millis_behind.unwrap_or(-1), Ordering::Relaxed);
         }
@@ -585,7 +604,8 @@ impl LeaseCoordinator {
         tokio::join!(
             self.run_renewer(&shutdown),
             self.run_taker(&shutdown),
-            self.run_watchdog(&shutdown)
+            self.run_watchdog(&shutdown),
+            self.run_status_sampler(&shutdown)
         );
     }
 
@@ -784,6 +804,8 @@ impl LeaseCoordinator {
             last_write,
             bytes: Arc::default(),
             behind_ms: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            book: status::ShardBook::default(),
+            taken_at: Instant::now(),
         };
         let old = {
             let mut held = self.inner.held.lock();

@@ -270,6 +270,7 @@ impl LeaseCoordinator {
                     st.failed_write(&e);
                     done(false);
                     tracing::warn!(worker_id = %self.worker_id(), lease_key = key, error = %e, "lease renewal failed");
+                    self.note_error(Some(key), format!("lease renewal failed: {e}"));
                     return;
                 }
             }

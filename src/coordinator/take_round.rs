@@ -74,6 +74,7 @@ impl LeaseCoordinator {
                 if self.inner.taking.load(Ordering::SeqCst) {
                     if let Err(e) = self.discovery_round().await {
                         tracing::warn!(worker_id = %self.worker_id(), error = %e, "looking for assigned leases failed; will retry");
+                        self.note_error(None, format!("looking for assigned leases failed: {e}"));
                     }
                 }
                 Instant::now() + self.inner.config.discovery_interval
@@ -82,6 +83,7 @@ impl LeaseCoordinator {
                     Ok(report) => report.next_expiry_check,
                     Err(e) => {
                         tracing::warn!(worker_id = %self.worker_id(), error = %e, "lease scan failed; will retry");
+                        self.note_error(None, format!("lease table scan failed: {e}"));
                         None
                     }
                 };
@@ -198,6 +200,7 @@ impl LeaseCoordinator {
         self.inner.health.scan(leases.is_ok());
         let leases = self.of_this_mode(leases?);
         let seen_at = Instant::now();
+        *self.inner.scanned_at.lock() = Some(seen_at);
         let failover = self.inner.config.failover_time;
         let observed: Vec<ObservedLease> = {
             let mut obs = self.inner.observed.lock();

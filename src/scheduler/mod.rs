@@ -19,6 +19,7 @@ use crate::resharding::sync::sync_stream_shards_within;
 use crate::resharding::{periodic_cleanup, periodic_shard_sync, ShardSyncError};
 use crate::retrieval::source::PrefetchBudget;
 use crate::retrieval::{ConsumerRegistrationError, KinesisStreamClient, StreamClient, StreamRef};
+use crate::status::WorkerStatus;
 use crate::telemetry::{self, names, Health};
 use futures::FutureExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,6 +116,14 @@ impl SchedulerHandle {
     /// promise.
     pub fn held_shards(&self) -> BTreeSet<String> {
         self.coordinator.held_keys()
+    }
+
+    /// What this worker sees of itself and of the lease table (for the status page; see
+    /// [`status`](crate::status)). A snapshot from memory: it calls no AWS API.
+    pub fn status(&self) -> WorkerStatus {
+        let mut status = self.coordinator.status();
+        status.skipped_records = self.skipped_records();
+        status
     }
 
     /// Records this worker skipped since it started, each with its processor's consent
@@ -664,6 +673,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
             shards
                 .running
                 .insert(key.clone(), (tenure.token, stop.clone()));
+            let coordinator = self.coordinator.clone();
             shards.tasks.spawn(async move {
                 let id = (tenure.lease.key.clone(), tenure.token);
                 let exit =
@@ -673,6 +683,7 @@ impl<F: RecordProcessorFactory> Scheduler<F> {
                         .unwrap_or_else(|_| {
                             telemetry::ShardMetrics::new(&id.0)
                                 .restart(names::CAUSE_CONSUMER_PANIC);
+                            coordinator.record_restart(&id.0, "its shard consumer panicked");
                             ShardExit::Failed("shard consumer panicked".into())
                         });
                 (id, exit)
@@ -784,5 +795,7 @@ mod balance_tests;
 mod fleet_tests;
 #[cfg(test)]
 mod multi_tests;
+#[cfg(test)]
+mod status_tests;
 #[cfg(test)]
 mod tests;

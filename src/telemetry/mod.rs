@@ -72,6 +72,10 @@ mod health;
 pub mod names;
 #[cfg(feature = "prometheus")]
 mod prometheus;
+#[cfg(feature = "prometheus")]
+mod status_page;
+#[cfg(all(test, feature = "prometheus"))]
+pub(crate) use status_page::to_json as status_json;
 #[cfg(test)]
 mod tests;
 

@@ -420,7 +420,7 @@ impl PrometheusEndpoint {
                 }
             }
         });
-        tracing::info!(addr = %addr, "Prometheus endpoint: /metrics, /healthz, /readyz");
+        tracing::info!(addr = %addr, "Prometheus endpoint: /metrics, /healthz, /readyz, /status");
         Ok((endpoint, PrometheusRecorder { series }))
     }
 
@@ -511,10 +511,27 @@ impl PrometheusEndpoint {
                     "ready: no (no worker attached)\n".into(),
                 ),
             },
+            "/status" | "/status/" => text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                super::status_page::PAGE.into(),
+            ),
+            "/status.json" => match self.health.lock().clone() {
+                Some(worker) => text(
+                    StatusCode::OK,
+                    "application/json",
+                    super::status_page::to_json(&worker.status()).to_string(),
+                ),
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"error":"no worker attached"}"#.into(),
+                ),
+            },
             _ => text(
                 StatusCode::NOT_FOUND,
                 PLAIN,
-                "not found: try /metrics, /healthz or /readyz\n".into(),
+                "not found: try /metrics, /healthz, /readyz or /status\n".into(),
             ),
         }
     }

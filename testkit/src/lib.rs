@@ -108,6 +108,8 @@
 //! ```
 
 mod aws;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod clients;
 #[cfg(feature = "cloudwatch")]
 mod cloudwatch;

@@ -15,5 +15,6 @@ mod kpl;
 mod lease_store;
 mod multi_stream;
 mod single_table;
+mod status_page;
 mod stream_roundtrip;
 mod telemetry;
