@@ -224,8 +224,10 @@
 //! KCL's names and dimensions (`RecordsProcessed`, `MillisBehindLatest`, `CurrentLeases`, ...,
 //! plus redeliveries and restarts by cause, seconds since the last checkpoint, released and
 //! unowned leases): nothing is recorded until the application installs a recorder. The
-//! cargo features `prometheus` (an endpoint with `/metrics`, `/healthz`, `/readyz`) and
-//! `cloudwatch` (`PutMetricData` batched as the Java KCL does) add exporters.
+//! cargo features `prometheus` (an endpoint with `/metrics`, `/healthz`, `/readyz`; it serves
+//! the metrics under Prometheus names: `kcl_records_processed_total`,
+//! `kcl_behind_latest_seconds`, histograms in seconds, ...) and `cloudwatch` (`PutMetricData`
+//! batched as the Java KCL does, with the Java names) add exporters.
 //! [`SchedulerHandle::health`] says whether the worker is live and ready. See [`telemetry`]
 //! for the table of every metric.
 //!

@@ -40,7 +40,7 @@ fn run_prometheus(shards: usize, records: u64) -> PipelineRun {
     let page = endpoint.render();
     let counted: f64 = page
         .lines()
-        .filter(|l| l.starts_with("RecordsProcessed{"))
+        .filter(|l| l.starts_with("kcl_records_processed_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(
@@ -115,7 +115,7 @@ pub fn section(scale: Scale) -> Section {
              `kinesis_client::telemetry::PrometheusEndpoint` (what `PrometheusEndpoint::start` installs), \
              alternately, {repeats} times each after an unmeasured warm-up; the median CPU time per record \
              of each is shown. The Prometheus runs check that the recorder counted every record \
-             (`RecordsProcessed`). Command: `cargo run --release -p kcl-bench -- --only 9`."
+             (`kcl_records_processed_total`). Command: `cargo run --release -p kcl-bench -- --only 9`."
         ),
         tables: vec![table],
         goal,

@@ -1,10 +1,10 @@
-//! The lag column of the live view, from the workers' metrics: `MillisBehindLatest` per shard
-//! from the Prometheus endpoints (this process's for the Rust workers, the `kcl-multilang`
+//! The lag column of the live view, from the workers' metrics: `kcl_behind_latest_seconds`
+//! (the Java KCL's `MillisBehindLatest`) per shard from the Prometheus endpoints (this process's for the Rust workers, the `kcl-multilang`
 //! daemon's for the Python worker), taken from the endpoint of the lease's owner.
 
 use kinesis_client::lease::Lease;
 use kinesis_client::telemetry::names::{
-    MILLIS_BEHIND_LATEST, OPERATION, OP_PROCESS_TASK, SHARD_ID,
+    OP_PROCESS_TASK, PROMETHEUS_OPERATION, PROMETHEUS_SHARD_ID, PT_MILLIS_BEHIND_LATEST,
 };
 use kinesis_client::telemetry::PrometheusEndpoint;
 use std::collections::BTreeMap;
@@ -41,16 +41,18 @@ impl Lag {
     }
 }
 
-/// `MillisBehindLatest{Operation="ProcessTask",ShardId="…"} value` lines of a page.
+/// `kcl_behind_latest_seconds{operation="ProcessTask",shard_id="…"} seconds` lines of a page,
+/// in milliseconds.
 fn parse(page: &str) -> BTreeMap<String, i64> {
-    let op = format!("{OPERATION}=\"{OP_PROCESS_TASK}\"");
-    let shard = format!("{SHARD_ID}=\"");
+    let op = format!("{PROMETHEUS_OPERATION}=\"{OP_PROCESS_TASK}\"");
+    let shard = format!("{PROMETHEUS_SHARD_ID}=\"");
+    let name = format!("{}{{", PT_MILLIS_BEHIND_LATEST.prometheus.name);
     page.lines()
-        .filter(|l| l.starts_with(&format!("{MILLIS_BEHIND_LATEST}{{")) && l.contains(&op))
+        .filter(|l| l.starts_with(&name) && l.contains(&op))
         .filter_map(|l| {
             let id = l.split(&shard).nth(1)?.split('"').next()?;
-            let value: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            Some((id.to_string(), value as i64))
+            let seconds: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((id.to_string(), (seconds * 1000.0).round() as i64))
         })
         .collect()
 }
@@ -74,10 +76,10 @@ async fn scrape(addr: SocketAddr) -> Option<String> {
 mod tests {
     #[test]
     fn reads_the_lag_of_each_shard() {
-        let page = "# TYPE MillisBehindLatest gauge\n\
-            MillisBehindLatest{Operation=\"ProcessTask\",ShardId=\"shardId-1\"} 250\n\
-            MillisBehindLatest{Operation=\"ApplicationTracker\"} 999\n\
-            RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"shardId-1\"} 7\n";
+        let page = "# TYPE kcl_behind_latest_seconds gauge\n\
+            kcl_behind_latest_seconds{operation=\"ProcessTask\",shard_id=\"shardId-1\"} 0.25\n\
+            kcl_behind_latest_seconds{operation=\"ApplicationTracker\"} 999\n\
+            kcl_records_processed_total{operation=\"ProcessTask\",shard_id=\"shardId-1\"} 7\n";
         let lag = super::parse(page);
         assert_eq!(
             lag.into_iter().collect::<Vec<_>>(),

@@ -21,10 +21,10 @@
 //! the `kcl-multilang` binary runs). So the demo never builds or looks for another binary,
 //! and a second `cargo run` compiles nothing.
 //!
-//! Metrics: the Rust workers' metrics (the Java KCL's names) are served by a Prometheus
+//! Metrics: the Rust workers' metrics (Prometheus names: `kcl_…`) are served by a Prometheus
 //! endpoint of this process, the Python worker's by its daemon's (`metricsPrometheusPort`);
-//! the demo prints both addresses, and the live view's lag column is `MillisBehindLatest`
-//! from them.
+//! the demo prints both addresses, and the live view's lag column is
+//! `kcl_behind_latest_seconds` (the Java KCL's `MillisBehindLatest`) from them, in ms.
 //!
 //! Order of events: the prerequisites are checked (node, npm, java, python3) before anything
 //! is installed; then the local services and amazon-kclpy are installed and started; then

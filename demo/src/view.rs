@@ -83,7 +83,7 @@ pub fn render(f: &Frame) -> String {
     }
     let _ = writeln!(
         out,
-        "* MillisBehindLatest from the owner's metrics (Prometheus endpoints printed at start)"
+        "* lag: kcl_behind_latest_seconds (Java: MillisBehindLatest) from the owner's metrics (Prometheus endpoints printed at start), in ms"
     );
     let _ = writeln!(out, "\nevents:");
     for e in f.events.iter().rev().take(8).rev() {
@@ -99,7 +99,7 @@ pub fn line(f: &Frame) -> String {
         *owners.entry(l.owner.as_deref().unwrap_or("-")).or_default() += 1;
     }
     format!(
-        "[{:>3}s {}] produced {} processed {} | leases {} | lag ms (MillisBehindLatest) {}",
+        "[{:>3}s {}] produced {} processed {} | leases {} | lag ms (kcl_behind_latest_seconds) {}",
         f.elapsed.as_secs(),
         f.phase,
         f.produced,

@@ -66,8 +66,8 @@ async fn the_demo_reaches_a_passing_verdict() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.contains("lag ms (MillisBehindLatest)")
-                && l.split("(MillisBehindLatest)")
+            .any(|l| l.contains("lag ms (kcl_behind_latest_seconds)")
+                && l.split("(kcl_behind_latest_seconds)")
                     .nth(1)
                     .is_some_and(|v| v.contains('='))),
         "no lag from the metrics in the live view:\n{stdout}"

@@ -170,7 +170,7 @@ pub async fn build_scheduler(
 /// Prometheus endpoint (when `metricsPrometheusPort` is set), installed together.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    /// `/metrics`, `/healthz`, `/readyz`.
+    /// `/metrics` (Prometheus names, `kcl_…`), `/healthz`, `/readyz`.
     pub prometheus: Option<PrometheusEndpoint>,
     /// The CloudWatch publisher.
     #[cfg(feature = "cloudwatch")]

@@ -127,8 +127,9 @@ pub struct MetricsSettings {
     pub cloudwatch_region_name: Option<String>,
     /// `cloudWatchEndpoint` (not a Java key): endpoint URL override for CloudWatch.
     pub cloudwatch_endpoint: Option<String>,
-    /// `metricsPrometheusPort` (not a Java key): serve `/metrics`, `/healthz` and `/readyz`
-    /// on this port (0: any free port, logged).
+    /// `metricsPrometheusPort` (not a Java key): serve `/metrics` (the metrics under their
+    /// Prometheus names, `kcl_…`), `/healthz` and `/readyz` on this port (0: any free port,
+    /// logged).
     pub prometheus_port: Option<u16>,
     /// `metricsPrometheusBindAddress` (not a Java key): the endpoint's address (default
     /// `127.0.0.1`).

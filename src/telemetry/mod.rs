@@ -1,4 +1,5 @@
-//! Metrics with the Java KCL's names, exporters (Prometheus, CloudWatch) and worker health.
+//! Metrics with the Java KCL's names (and Prometheus names for Prometheus), exporters
+//! (Prometheus, CloudWatch) and worker health.
 //!
 //! The library records metrics through the [`metrics`] facade: until an application installs
 //! a recorder, every call finds the no-op recorder and returns. Install one **before**
@@ -24,30 +25,32 @@
 //!
 //! # The metrics
 //!
-//! Names and dimensions are the Java KCL's (`Operation` always, `ShardId` per shard,
-//! `WorkerIdentifier` per worker), so dashboards and alarms carry over; levels are the Java
-//! KCL's `SUMMARY`/`DETAILED` (recorded as the facade's `INFO`/`DEBUG` level, which the
+//! The library records its metrics with the Java KCL's names and dimensions (`Operation`
+//! always, `ShardId` per shard, `WorkerIdentifier` per worker), and CloudWatch (and any
+//! recorder of your own) gets them so, so dashboards and alarms carry over; levels are the
+//! Java KCL's `SUMMARY`/`DETAILED` (recorded as the facade's `INFO`/`DEBUG` level, which the
 //! CloudWatch exporter filters on). Java's `Success` and `.Success` metrics are 1 or 0 per
-//! operation (their average is the success rate): here they are histograms of 1s and 0s
-//! (Prometheus: `_sum` / `_count`). Metrics marked *none* in the last column are not in the
-//! Java KCL. Every name lives in [`names`]; [`names::CATALOGUE`] lists the same rows.
+//! operation (their average is the success rate): here they are histograms of 1s and 0s.
+//! Metrics marked *none* in the last column are not in the Java KCL. The Prometheus endpoint
+//! serves them under Prometheus names (prefix `kcl_`, snake_case, seconds, `_total`,
+//! histograms with buckets, success as counters by `outcome`): see the second table, after
+//! this one. Every name lives in [`names`]; [`names::CATALOGUE`] lists the same rows.
 //!
 //! In a [multi-stream](crate::multi_stream) application every metric with `ShardId` also
 //! has `StreamId`, the stream's serialized identifier (`account:name:epoch`), as the Java
 //! KCL's multi-stream metrics do; `ShardId` is then the bare shard id.
 //!
+//! Not emitted: Java's `VeryOldLeases` (this taker has no "very old lease" rule) and the 3.x
+//! lease-assignment and migration metrics.
+//!
 #![doc = include_str!("METRICS.md")]
 //!
-//! Not emitted: Java's `VeryOldLeases` (this taker has no "very old lease" rule), the 3.x
-//! lease-assignment and migration metrics, and multi-stream metrics (`StreamId`).
-//!
-//! Prometheus renders names with `.` as `_` (`RecordProcessor_processRecords_Time`). The
-//! series of a shard (`ShardId`: counters, gauges and histograms) are reported while this
-//! worker holds the shard, however idle it is, and for five minutes
-//! ([`RELEASED_SHARD_TIMEOUT`]) after it let the shard go;
-//! then they are forgotten, so a worker's scrape and memory hold only the shards it has held
-//! lately. A shard taken again starts its counters from zero (a counter reset, which
-//! Prometheus' `rate` and `increase` handle). Gauges without a shard go five minutes after
+//! The Prometheus series of a shard (`shard_id`: counters, gauges and histograms) are
+//! reported while this worker holds the shard, however idle it is, and for five minutes
+//! ([`RELEASED_SHARD_TIMEOUT`]) after it let the shard go; then they are forgotten, so a
+//! worker's scrape and memory hold only the shards it has held lately. A shard taken again
+//! starts its counters from zero (a counter reset, which Prometheus' `rate` and `increase`
+//! handle). Gauges without a shard go five minutes after
 //! their last update. The CloudWatch exporter likewise forgets a metric that no held shard
 //! references and that had no sample for a buffer period.
 //!

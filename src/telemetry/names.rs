@@ -3,8 +3,9 @@
 //! Names and dimensions are the Java KCL's where it has the metric (`MetricsUtil`,
 //! `ProcessTask`, `DynamoDBLeaseRenewer`, `DynamoDBLeaseTaker`, `ShardSyncTask`, ...), so
 //! dashboards and alarms built for the Java KCL carry over. [`CATALOGUE`] lists every metric
-//! with its kind, unit, dimensions and level; the crate's metrics table
-//! ([`telemetry`](super)) is checked against it by a test.
+//! with its kind, unit, dimensions and level, and its Prometheus name and type
+//! ([`MetricSpec::prometheus`]: the one place where they are defined); the crate's metrics
+//! tables ([`telemetry`](super)) are checked against it by a test.
 
 use super::MetricsLevel;
 pub use metrics::Unit;
@@ -179,6 +180,170 @@ pub struct MetricSpec {
     pub unit: Unit,
     /// `SUMMARY` or `DETAILED` (as the Java KCL; selects what the CloudWatch exporter sends).
     pub level: MetricsLevel,
+    /// How the Prometheus endpoint serves it: its name there, and as what.
+    pub prometheus: PrometheusSpec,
+}
+
+impl MetricSpec {
+    /// What a recorded value is divided by to give the value Prometheus serves: 1000 for
+    /// milliseconds (served as seconds), 1 otherwise.
+    pub fn prometheus_divisor(&self) -> f64 {
+        match self.unit {
+            Unit::Milliseconds => 1000.0,
+            _ => 1.0,
+        }
+    }
+
+    /// The unit Prometheus serves it in: `seconds` (milliseconds and seconds), `bytes`, or
+    /// `count` (counts, and the calls of an [`PrometheusKind::Outcomes`] counter).
+    pub fn prometheus_unit(&self) -> &'static str {
+        match self.unit {
+            Unit::Milliseconds | Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+            _ => "count",
+        }
+    }
+
+    /// The labels of its Prometheus series, in order: its dimensions' labels
+    /// ([`prometheus_label`]), then [`PROMETHEUS_OUTCOME`] for an
+    /// [`PrometheusKind::Outcomes`] counter. A multi-stream shard's series also have
+    /// [`PROMETHEUS_STREAM_ID`].
+    pub fn prometheus_labels(&self) -> Vec<&'static str> {
+        let mut labels: Vec<&'static str> = self
+            .dimensions
+            .iter()
+            .map(|d| prometheus_label(d).unwrap_or(d))
+            .collect();
+        if self.prometheus.kind == PrometheusKind::Outcomes {
+            labels.push(PROMETHEUS_OUTCOME);
+        }
+        labels
+    }
+}
+
+// ---- Prometheus ----
+//
+// The Prometheus endpoint serves every metric of the catalogue under its own name, with the
+// Prometheus conventions: one prefix (`kcl_`), snake_case names and labels, seconds, counters
+// ending in `_total`, histograms with buckets, and Java's 1/0 `Success` histograms as counters
+// of calls by outcome. The CloudWatch exporter keeps the Java names.
+
+/// The prefix of every Prometheus name of the library's metrics.
+pub const PROMETHEUS_PREFIX: &str = "kcl_";
+/// Prometheus label of the `Operation` dimension (its values stay the Java ones, e.g.
+/// `TakeLeases`).
+pub const PROMETHEUS_OPERATION: &str = "operation";
+/// Prometheus label of the `ShardId` dimension.
+pub const PROMETHEUS_SHARD_ID: &str = "shard_id";
+/// Prometheus label of the `WorkerIdentifier` dimension.
+pub const PROMETHEUS_WORKER_IDENTIFIER: &str = "worker_identifier";
+/// Prometheus label of the `StreamId` dimension.
+pub const PROMETHEUS_STREAM_ID: &str = "stream_id";
+/// Prometheus label of the `Cause` dimension (its values stay as they are, e.g.
+/// `ProcessorError`).
+pub const PROMETHEUS_CAUSE: &str = "cause";
+/// Prometheus label of an [`PrometheusKind::Outcomes`] counter:
+/// [`OUTCOME_SUCCESS`] or [`OUTCOME_FAILURE`].
+pub const PROMETHEUS_OUTCOME: &str = "outcome";
+/// `outcome` of a call that succeeded (Java: a `Success` sample of 1).
+pub const OUTCOME_SUCCESS: &str = "success";
+/// `outcome` of a call that failed (Java: a `Success` sample of 0).
+pub const OUTCOME_FAILURE: &str = "failure";
+
+/// The Prometheus label of a dimension ([`DIMENSIONS`]): `Operation` → `operation`,
+/// `ShardId` → `shard_id`, `WorkerIdentifier` → `worker_identifier`, `StreamId` →
+/// `stream_id`, `Cause` → `cause`; `None` for any other name.
+pub fn prometheus_label(dimension: &str) -> Option<&'static str> {
+    match dimension {
+        OPERATION => Some(PROMETHEUS_OPERATION),
+        SHARD_ID => Some(PROMETHEUS_SHARD_ID),
+        WORKER_IDENTIFIER => Some(PROMETHEUS_WORKER_IDENTIFIER),
+        STREAM_ID => Some(PROMETHEUS_STREAM_ID),
+        CAUSE => Some(PROMETHEUS_CAUSE),
+        _ => None,
+    }
+}
+
+/// Histogram buckets (seconds) of lease-table (DynamoDB) calls and rounds of them: 1 ms to 10 s.
+pub const LEASE_TABLE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Histogram buckets (seconds) of GetRecords calls: 5 ms to 30 s.
+pub const GET_RECORDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Histogram buckets (seconds) of the record processor's calls and of a batch's whole task:
+/// 1 ms to 5 minutes.
+pub const PROCESSING_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// What a metric is in Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum PrometheusKind {
+    /// A counter (its name ends in `_total`).
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram (`_bucket{le=…}`, `_sum`, `_count`) with these bucket upper bounds.
+    Histogram {
+        /// The upper bounds, in the unit served (seconds for durations).
+        buckets: &'static [f64],
+    },
+    /// Java's 1/0 `Success` histogram: a counter of calls (its name ends in `_total`) with the
+    /// label [`PROMETHEUS_OUTCOME`]: [`OUTCOME_SUCCESS`] for a 1, [`OUTCOME_FAILURE`] for a 0.
+    /// Both series are served from the first call on.
+    Outcomes,
+}
+
+impl PrometheusKind {
+    /// The `# TYPE` of its family: `counter`, `gauge` or `histogram`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PrometheusKind::Counter | PrometheusKind::Outcomes => "counter",
+            PrometheusKind::Gauge => "gauge",
+            PrometheusKind::Histogram { .. } => "histogram",
+        }
+    }
+}
+
+/// A metric as the Prometheus endpoint serves it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PrometheusSpec {
+    /// Its name, [`PROMETHEUS_PREFIX`] first.
+    pub name: &'static str,
+    /// Counter, gauge, histogram or counter by outcome.
+    pub kind: PrometheusKind,
+}
+
+const fn counter(name: &'static str) -> PrometheusSpec {
+    PrometheusSpec {
+        name,
+        kind: PrometheusKind::Counter,
+    }
+}
+
+const fn gauge(name: &'static str) -> PrometheusSpec {
+    PrometheusSpec {
+        name,
+        kind: PrometheusKind::Gauge,
+    }
+}
+
+const fn histogram(name: &'static str, buckets: &'static [f64]) -> PrometheusSpec {
+    PrometheusSpec {
+        name,
+        kind: PrometheusKind::Histogram { buckets },
+    }
+}
+
+const fn outcomes(name: &'static str) -> PrometheusSpec {
+    PrometheusSpec {
+        name,
+        kind: PrometheusKind::Outcomes,
+    }
 }
 
 const SHARD: &[&str] = &[OPERATION, SHARD_ID];
@@ -193,6 +358,7 @@ const fn spec(
     kind: MetricKind,
     unit: Unit,
     level: MetricsLevel,
+    prometheus: PrometheusSpec,
 ) -> MetricSpec {
     MetricSpec {
         name,
@@ -201,6 +367,7 @@ const fn spec(
         kind,
         unit,
         level,
+        prometheus,
     }
 }
 
@@ -216,6 +383,7 @@ pub const PT_RECORDS_PROCESSED: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_records_processed_total"),
 );
 /// `OP_PROCESS_TASK` / `DATA_BYTES_PROCESSED` (see the crate's metrics table).
 pub const PT_DATA_BYTES_PROCESSED: MetricSpec = spec(
@@ -225,6 +393,7 @@ pub const PT_DATA_BYTES_PROCESSED: MetricSpec = spec(
     Counter,
     Bytes,
     Summary,
+    counter("kcl_data_processed_bytes_total"),
 );
 /// `OP_PROCESS_TASK` / `MILLIS_BEHIND_LATEST` (see the crate's metrics table).
 pub const PT_MILLIS_BEHIND_LATEST: MetricSpec = spec(
@@ -234,6 +403,7 @@ pub const PT_MILLIS_BEHIND_LATEST: MetricSpec = spec(
     Gauge,
     Milliseconds,
     Summary,
+    gauge("kcl_behind_latest_seconds"),
 );
 /// `OP_PROCESS_TASK` / `PROCESS_RECORDS_TIME` (see the crate's metrics table).
 pub const PT_PROCESS_RECORDS_TIME: MetricSpec = spec(
@@ -243,9 +413,21 @@ pub const PT_PROCESS_RECORDS_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram(
+        "kcl_processor_process_records_duration_seconds",
+        PROCESSING_BUCKETS,
+    ),
 );
 /// `OP_PROCESS_TASK` / `SUCCESS` (see the crate's metrics table).
-pub const PT_SUCCESS: MetricSpec = spec(OP_PROCESS_TASK, SUCCESS, SHARD, Histogram, Count, Summary);
+pub const PT_SUCCESS: MetricSpec = spec(
+    OP_PROCESS_TASK,
+    SUCCESS,
+    SHARD,
+    Histogram,
+    Count,
+    Summary,
+    outcomes("kcl_process_task_runs_total"),
+);
 /// `OP_PROCESS_TASK` / `TIME` (see the crate's metrics table).
 pub const PT_TIME: MetricSpec = spec(
     OP_PROCESS_TASK,
@@ -254,6 +436,7 @@ pub const PT_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram("kcl_process_task_duration_seconds", PROCESSING_BUCKETS),
 );
 /// `OP_PROCESS_TASK` / `EXPIRED_ITERATOR` (see the crate's metrics table).
 pub const PT_EXPIRED_ITERATOR: MetricSpec = spec(
@@ -263,6 +446,7 @@ pub const PT_EXPIRED_ITERATOR: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_expired_iterators_total"),
 );
 /// `OP_PROCESS_TASK` / `GET_RECORDS_SUCCESS` (see the crate's metrics table).
 pub const PT_GET_RECORDS_SUCCESS: MetricSpec = spec(
@@ -272,6 +456,7 @@ pub const PT_GET_RECORDS_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_get_records_calls_total"),
 );
 /// `OP_PROCESS_TASK` / `GET_RECORDS_TIME` (see the crate's metrics table).
 pub const PT_GET_RECORDS_TIME: MetricSpec = spec(
@@ -281,6 +466,7 @@ pub const PT_GET_RECORDS_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_get_records_duration_seconds", GET_RECORDS_BUCKETS),
 );
 /// `OP_PROCESS_TASK` / `UPDATE_LEASE_SUCCESS` (see the crate's metrics table).
 pub const PT_UPDATE_LEASE_SUCCESS: MetricSpec = spec(
@@ -290,6 +476,7 @@ pub const PT_UPDATE_LEASE_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_update_lease_calls_total"),
 );
 /// `OP_PROCESS_TASK` / `UPDATE_LEASE_TIME` (see the crate's metrics table).
 pub const PT_UPDATE_LEASE_TIME: MetricSpec = spec(
@@ -299,6 +486,7 @@ pub const PT_UPDATE_LEASE_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_update_lease_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_PROCESS_TASK` / `BATCH_REDELIVERIES` (see the crate's metrics table).
 pub const PT_BATCH_REDELIVERIES: MetricSpec = spec(
@@ -308,6 +496,7 @@ pub const PT_BATCH_REDELIVERIES: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_batch_redeliveries_total"),
 );
 /// `OP_PROCESS_TASK` / `SECONDS_SINCE_LAST_CHECKPOINT` (see the crate's metrics table).
 pub const PT_SECONDS_SINCE_LAST_CHECKPOINT: MetricSpec = spec(
@@ -317,6 +506,7 @@ pub const PT_SECONDS_SINCE_LAST_CHECKPOINT: MetricSpec = spec(
     Gauge,
     Seconds,
     Summary,
+    gauge("kcl_since_last_checkpoint_seconds"),
 );
 /// `OP_INITIALIZE_TASK` / `INITIALIZE_TIME` (see the crate's metrics table).
 pub const INIT_TIME: MetricSpec = spec(
@@ -326,6 +516,10 @@ pub const INIT_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram(
+        "kcl_processor_initialize_duration_seconds",
+        PROCESSING_BUCKETS,
+    ),
 );
 /// `OP_SHUTDOWN_TASK` / `SHUTDOWN_TIME` (see the crate's metrics table).
 pub const SHUTDOWN_TIME_SPEC: MetricSpec = spec(
@@ -335,6 +529,10 @@ pub const SHUTDOWN_TIME_SPEC: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram(
+        "kcl_processor_shutdown_duration_seconds",
+        PROCESSING_BUCKETS,
+    ),
 );
 /// `OP_SHARD_CONSUMER` / `SHARD_RESTARTS` (see the crate's metrics table).
 pub const CONSUMER_RESTARTS: MetricSpec = spec(
@@ -344,6 +542,7 @@ pub const CONSUMER_RESTARTS: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_shard_restarts_total"),
 );
 /// `OP_RENEW_ALL_LEASES` / `CURRENT_LEASES` (see the crate's metrics table).
 pub const RENEW_CURRENT_LEASES: MetricSpec = spec(
@@ -353,6 +552,7 @@ pub const RENEW_CURRENT_LEASES: MetricSpec = spec(
     Gauge,
     Count,
     Summary,
+    gauge("kcl_current_leases"),
 );
 /// `OP_RENEW_ALL_LEASES` / `LOST_LEASES` (see the crate's metrics table).
 pub const RENEW_LOST_LEASES: MetricSpec = spec(
@@ -362,6 +562,7 @@ pub const RENEW_LOST_LEASES: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_lost_leases_total"),
 );
 /// `OP_RENEW_ALL_LEASES` / `SUCCESS` (see the crate's metrics table).
 pub const RENEW_SUCCESS: MetricSpec = spec(
@@ -371,6 +572,7 @@ pub const RENEW_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Summary,
+    outcomes("kcl_renew_all_leases_runs_total"),
 );
 /// `OP_RENEW_ALL_LEASES` / `TIME` (see the crate's metrics table).
 pub const RENEW_TIME: MetricSpec = spec(
@@ -380,6 +582,7 @@ pub const RENEW_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram("kcl_renew_all_leases_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_RENEW_ALL_LEASES` / `RENEW_LEASE_SUCCESS` (see the crate's metrics table).
 pub const RENEW_ONE_SUCCESS: MetricSpec = spec(
@@ -389,6 +592,7 @@ pub const RENEW_ONE_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_renew_lease_calls_total"),
 );
 /// `OP_RENEW_ALL_LEASES` / `RENEW_LEASE_TIME` (see the crate's metrics table).
 pub const RENEW_ONE_TIME: MetricSpec = spec(
@@ -398,6 +602,7 @@ pub const RENEW_ONE_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_renew_lease_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_TAKE_LEASES` / `TAKEN_LEASES` (see the crate's metrics table).
 pub const TAKE_TAKEN: MetricSpec = spec(
@@ -407,6 +612,7 @@ pub const TAKE_TAKEN: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_taken_leases_total"),
 );
 /// `OP_TAKE_LEASES` / `UNTAKEN_LEASES` (see the crate's metrics table).
 pub const TAKE_UNTAKEN: MetricSpec = spec(
@@ -416,6 +622,7 @@ pub const TAKE_UNTAKEN: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_untaken_leases_total"),
 );
 /// `OP_TAKE_LEASES` / `EXPIRED_LEASES` (see the crate's metrics table).
 pub const TAKE_EXPIRED_LEASES: MetricSpec = spec(
@@ -425,6 +632,7 @@ pub const TAKE_EXPIRED_LEASES: MetricSpec = spec(
     Gauge,
     Count,
     Summary,
+    gauge("kcl_expired_leases"),
 );
 /// `OP_TAKE_LEASES` / `LEASE_SPILLOVER` (see the crate's metrics table).
 pub const TAKE_LEASE_SPILLOVER: MetricSpec = spec(
@@ -434,10 +642,18 @@ pub const TAKE_LEASE_SPILLOVER: MetricSpec = spec(
     Gauge,
     Count,
     Summary,
+    gauge("kcl_lease_spillover"),
 );
 /// `OP_TAKE_LEASES` / `NUM_WORKERS` (see the crate's metrics table).
-pub const TAKE_NUM_WORKERS: MetricSpec =
-    spec(OP_TAKE_LEASES, NUM_WORKERS, WORKER, Gauge, Count, Summary);
+pub const TAKE_NUM_WORKERS: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    NUM_WORKERS,
+    WORKER,
+    Gauge,
+    Count,
+    Summary,
+    gauge("kcl_num_workers"),
+);
 /// `OP_TAKE_LEASES` / `UNOWNED_LEASES` (see the crate's metrics table).
 pub const TAKE_UNOWNED_LEASES: MetricSpec = spec(
     OP_TAKE_LEASES,
@@ -446,10 +662,18 @@ pub const TAKE_UNOWNED_LEASES: MetricSpec = spec(
     Gauge,
     Count,
     Summary,
+    gauge("kcl_unowned_leases"),
 );
 /// `OP_TAKE_LEASES` / `TOTAL_LEASES` (see the crate's metrics table).
-pub const TAKE_TOTAL_LEASES: MetricSpec =
-    spec(OP_TAKE_LEASES, TOTAL_LEASES, WORKER, Gauge, Count, Detailed);
+pub const TAKE_TOTAL_LEASES: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    TOTAL_LEASES,
+    WORKER,
+    Gauge,
+    Count,
+    Detailed,
+    gauge("kcl_total_leases"),
+);
 /// `OP_TAKE_LEASES` / `NEEDED_LEASES` (see the crate's metrics table).
 pub const TAKE_NEEDED_LEASES: MetricSpec = spec(
     OP_TAKE_LEASES,
@@ -458,6 +682,7 @@ pub const TAKE_NEEDED_LEASES: MetricSpec = spec(
     Gauge,
     Count,
     Detailed,
+    gauge("kcl_needed_leases"),
 );
 /// `OP_TAKE_LEASES` / `LEASES_TO_TAKE` (see the crate's metrics table).
 pub const TAKE_LEASES_TO_TAKE: MetricSpec = spec(
@@ -467,10 +692,18 @@ pub const TAKE_LEASES_TO_TAKE: MetricSpec = spec(
     Gauge,
     Count,
     Detailed,
+    gauge("kcl_leases_to_take"),
 );
 /// `OP_TAKE_LEASES` / `SUCCESS` (see the crate's metrics table).
-pub const TAKE_SUCCESS: MetricSpec =
-    spec(OP_TAKE_LEASES, SUCCESS, WORKER, Histogram, Count, Summary);
+pub const TAKE_SUCCESS: MetricSpec = spec(
+    OP_TAKE_LEASES,
+    SUCCESS,
+    WORKER,
+    Histogram,
+    Count,
+    Summary,
+    outcomes("kcl_take_leases_runs_total"),
+);
 /// `OP_TAKE_LEASES` / `TIME` (see the crate's metrics table).
 pub const TAKE_TIME: MetricSpec = spec(
     OP_TAKE_LEASES,
@@ -479,6 +712,7 @@ pub const TAKE_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Summary,
+    histogram("kcl_take_leases_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_TAKE_LEASES` / `LIST_LEASES_SUCCESS` (see the crate's metrics table).
 pub const TAKE_LIST_LEASES_SUCCESS: MetricSpec = spec(
@@ -488,6 +722,7 @@ pub const TAKE_LIST_LEASES_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_list_leases_calls_total"),
 );
 /// `OP_TAKE_LEASES` / `LIST_LEASES_TIME` (see the crate's metrics table).
 pub const TAKE_LIST_LEASES_TIME: MetricSpec = spec(
@@ -497,6 +732,7 @@ pub const TAKE_LIST_LEASES_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_list_leases_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_TAKE_LEASES` / `TAKE_LEASE_SUCCESS` (see the crate's metrics table).
 pub const TAKE_ONE_SUCCESS: MetricSpec = spec(
@@ -506,6 +742,7 @@ pub const TAKE_ONE_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_take_lease_calls_total"),
 );
 /// `OP_TAKE_LEASES` / `TAKE_LEASE_TIME` (see the crate's metrics table).
 pub const TAKE_ONE_TIME: MetricSpec = spec(
@@ -515,6 +752,7 @@ pub const TAKE_ONE_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_take_lease_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_RELEASE_LEASES` / `RELEASED_LEASES` (see the crate's metrics table).
 pub const RELEASE_RELEASED: MetricSpec = spec(
@@ -524,6 +762,7 @@ pub const RELEASE_RELEASED: MetricSpec = spec(
     Counter,
     Count,
     Summary,
+    counter("kcl_released_leases_total"),
 );
 /// `OP_SHARD_SYNC_TASK` / `SYNC_SHARDS_SUCCESS` (see the crate's metrics table).
 pub const SYNC_SUCCESS: MetricSpec = spec(
@@ -533,6 +772,7 @@ pub const SYNC_SUCCESS: MetricSpec = spec(
     Histogram,
     Count,
     Detailed,
+    outcomes("kcl_sync_shards_calls_total"),
 );
 /// `OP_SHARD_SYNC_TASK` / `SYNC_SHARDS_TIME` (see the crate's metrics table).
 pub const SYNC_TIME: MetricSpec = spec(
@@ -542,6 +782,7 @@ pub const SYNC_TIME: MetricSpec = spec(
     Histogram,
     Milliseconds,
     Detailed,
+    histogram("kcl_sync_shards_duration_seconds", LEASE_TABLE_BUCKETS),
 );
 /// `OP_SCHEDULER_INITIALIZE` / `INITIALIZE_SUCCESS` (see the crate's metrics table).
 pub const SCHED_INITIALIZE: MetricSpec = spec(
@@ -551,6 +792,7 @@ pub const SCHED_INITIALIZE: MetricSpec = spec(
     Histogram,
     Count,
     Summary,
+    outcomes("kcl_scheduler_initialize_calls_total"),
 );
 
 /// Every metric the library emits (the CloudWatch exporter's synthesised
@@ -598,6 +840,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
     SYNC_TIME,
     SCHED_INITIALIZE,
 ];
+
+/// The catalogue's metric `name` of the operation `operation`.
+pub fn find(name: &str, operation: &str) -> Option<&'static MetricSpec> {
+    CATALOGUE
+        .iter()
+        .find(|s| s.name == name && s.operation == operation)
+}
 
 /// The kind and unit of the metric `name` (the same under every operation).
 pub fn kind_and_unit(name: &str) -> Option<(MetricKind, Unit)> {

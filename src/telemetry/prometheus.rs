@@ -1,17 +1,19 @@
 //! The Prometheus endpoint: `/metrics` (text format), `/healthz`, `/readyz`, and its recorder,
-//! which forgets the series of shards this worker no longer holds.
+//! which serves the library's metrics under their Prometheus names ([`names::PrometheusSpec`])
+//! and forgets the series of shards this worker no longer holds.
 
-use super::{describe, names, Health, TelemetryError};
+use super::names::{self, MetricSpec, PrometheusKind};
+use super::{describe, Health, TelemetryError};
 use crate::scheduler::SchedulerHandle;
 use crate::sync::{Mutex, RwLock};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Metadata,
+    Recorder, SharedString, Unit,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// go within 5 s after this (the recorder's upkeep interval).
 pub const RELEASED_SHARD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often the recorder's upkeep runs (it drains histogram samples into their summaries and
+/// How often the recorder's upkeep runs (it drains histogram samples into their buckets and
 /// forgets the shards released more than [`RELEASED_SHARD_TIMEOUT`] ago).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -38,13 +40,19 @@ type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
 /// The `metrics` recorder of a [`PrometheusEndpoint`]: install it (alone with
 /// [`metrics::set_global_recorder`], or with others through [`install`](super::install)).
 ///
+/// It serves every metric of the [catalogue](names::CATALOGUE) under its Prometheus name
+/// ([`MetricSpec::prometheus`]): prefix `kcl_`, snake_case labels, seconds for
+/// milliseconds, histograms with the metric's buckets, Java's 1/0 `Success` histograms as
+/// counters by `outcome`. Other metrics recorded through it (an application's own) are served
+/// as recorded, their histograms as summaries.
+///
 /// The series of each shard (`ShardId`) live in a recorder of their own, for as long as this
 /// worker holds the shard: while any handle of the shard's metrics lives (the library keeps
 /// them while it holds the lease and its consumer runs), however long the shard stays idle.
 /// Once the last handle is gone, the shard's series are still reported for
 /// [`RELEASED_SHARD_TIMEOUT`], then forgotten; if the worker takes the shard again, its
 /// counters start again from zero (a counter reset, which Prometheus' `rate` and `increase`
-/// handle), as do its summaries' `_sum` and `_count`.
+/// handle), as do its histograms.
 #[derive(Clone)]
 pub struct PrometheusRecorder {
     series: Arc<Series>,
@@ -123,9 +131,26 @@ impl HistogramFn for Held<Histogram> {
     }
 }
 
+/// An exporter builder with the buckets of every histogram of the catalogue.
+fn builder() -> PrometheusBuilder {
+    names::CATALOGUE
+        .iter()
+        .fold(PrometheusBuilder::new(), |b, spec| {
+            match spec.prometheus.kind {
+                PrometheusKind::Histogram { buckets } => b
+                    .set_buckets_for_metric(
+                        Matcher::Full(spec.prometheus.name.to_string()),
+                        buckets,
+                    )
+                    .expect("the catalogue's buckets are not empty"),
+                _ => b,
+            }
+        })
+}
+
 impl Series {
     fn new() -> Self {
-        let rest = PrometheusBuilder::new()
+        let rest = builder()
             .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
             .build_recorder();
         Series {
@@ -138,7 +163,7 @@ impl Series {
 
     fn new_shard(&self) -> ShardSeries {
         // No idle timeout: a shard's series live as long as the shard is held.
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = builder().build_recorder();
         for d in self.descriptions.lock().values() {
             d.apply(&recorder);
         }
@@ -241,6 +266,166 @@ impl Description {
     }
 }
 
+/// A recorded value divided into the unit Prometheus serves (milliseconds to seconds).
+struct Scaled<T> {
+    inner: T,
+    divisor: f64,
+}
+
+impl GaugeFn for Scaled<Gauge> {
+    fn increment(&self, value: f64) {
+        self.inner.increment(value / self.divisor);
+    }
+    fn decrement(&self, value: f64) {
+        self.inner.decrement(value / self.divisor);
+    }
+    fn set(&self, value: f64) {
+        self.inner.set(value / self.divisor);
+    }
+}
+
+impl HistogramFn for Scaled<Histogram> {
+    fn record(&self, value: f64) {
+        self.inner.record(value / self.divisor);
+    }
+}
+
+/// Java's 1/0 `Success` histogram as Prometheus counts it: one call more, by outcome.
+struct Outcomes {
+    success: Counter,
+    failure: Counter,
+}
+
+impl HistogramFn for Outcomes {
+    fn record(&self, value: f64) {
+        if value > 0.5 {
+            self.success.increment(1);
+        } else {
+            self.failure.increment(1);
+        }
+    }
+}
+
+/// The catalogue's entry of a metric (by its name and `Operation`), if it has one.
+fn spec_of(key: &Key) -> Option<&'static MetricSpec> {
+    let operation = key
+        .labels()
+        .find(|l| l.key() == names::OPERATION)
+        .map_or("", |l| l.value());
+    names::find(key.name(), operation)
+}
+
+/// The Prometheus key of a catalogue metric: its Prometheus name, its labels renamed
+/// ([`names::prometheus_label`]), then `extra`.
+fn prometheus_key(spec: &MetricSpec, key: &Key, extra: Option<Label>) -> Key {
+    let labels = key
+        .labels()
+        .map(|l| match names::prometheus_label(l.key()) {
+            Some(name) => Label::new(name, l.clone().into_parts().1),
+            None => l.clone(),
+        })
+        .chain(extra)
+        .collect::<Vec<_>>();
+    Key::from_parts(KeyName::from_const_str(spec.prometheus.name), labels)
+}
+
+type Exporter = metrics_exporter_prometheus::PrometheusRecorder;
+
+/// Register a counter on `r` under its Prometheus name.
+fn counter_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Counter {
+    match spec_of(key) {
+        Some(spec) => r.register_counter(&prometheus_key(spec, key, None), meta),
+        None => r.register_counter(key, meta),
+    }
+}
+
+/// Register a gauge on `r` under its Prometheus name, scaled to its unit.
+fn gauge_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Gauge {
+    let Some(spec) = spec_of(key) else {
+        return r.register_gauge(key, meta);
+    };
+    let inner = r.register_gauge(&prometheus_key(spec, key, None), meta);
+    let divisor = spec.prometheus_divisor();
+    if divisor == 1.0 {
+        return inner;
+    }
+    Gauge::from_arc(Arc::new(Scaled { inner, divisor }))
+}
+
+/// Register a histogram on `r` under its Prometheus name: a histogram scaled to its unit, or
+/// for a 1/0 outcome, the counters of its two outcomes.
+fn histogram_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Histogram {
+    let Some(spec) = spec_of(key) else {
+        return r.register_histogram(key, meta);
+    };
+    if spec.prometheus.kind == PrometheusKind::Outcomes {
+        let outcome = |value| {
+            let label = Label::from_static_parts(names::PROMETHEUS_OUTCOME, value);
+            r.register_counter(&prometheus_key(spec, key, Some(label)), meta)
+        };
+        return Histogram::from_arc(Arc::new(Outcomes {
+            success: outcome(names::OUTCOME_SUCCESS),
+            failure: outcome(names::OUTCOME_FAILURE),
+        }));
+    }
+    let inner = r.register_histogram(&prometheus_key(spec, key, None), meta);
+    let divisor = spec.prometheus_divisor();
+    if divisor == 1.0 {
+        return inner;
+    }
+    Histogram::from_arc(Arc::new(Scaled { inner, divisor }))
+}
+
+/// The descriptions of the metric `name` as Prometheus serves it: one per catalogue entry of
+/// that name (`Time` is one metric per operation there), or `name` itself.
+fn prometheus_descriptions(
+    kind: Kind,
+    name: KeyName,
+    unit: Option<Unit>,
+    text: SharedString,
+) -> Vec<Description> {
+    let specs: Vec<&MetricSpec> = names::CATALOGUE
+        .iter()
+        .filter(|s| s.name == name.as_str())
+        .collect();
+    if specs.is_empty() {
+        return vec![Description {
+            kind,
+            name,
+            unit,
+            text,
+        }];
+    }
+    specs
+        .into_iter()
+        .map(|spec| {
+            let (kind, unit) = match spec.prometheus.kind {
+                PrometheusKind::Counter | PrometheusKind::Outcomes => (Kind::Counter, Unit::Count),
+                PrometheusKind::Gauge => (Kind::Gauge, spec.unit),
+                PrometheusKind::Histogram { .. } => (Kind::Histogram, spec.unit),
+            };
+            let unit = match unit {
+                Unit::Milliseconds => Unit::Seconds,
+                unit => unit,
+            };
+            let here = if spec.prometheus.kind == PrometheusKind::Outcomes {
+                "1 or 0 per call; here calls by outcome"
+            } else {
+                spec.prometheus_unit()
+            };
+            Description {
+                kind,
+                name: KeyName::from_const_str(spec.prometheus.name),
+                unit: Some(unit),
+                text: SharedString::from(format!(
+                    "CloudWatch: {} of Operation={} ({here})",
+                    spec.name, spec.operation,
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The shard of a metric: its `ShardId` label.
 fn shard_of(key: &Key) -> Option<&str> {
     key.labels()
@@ -250,53 +435,43 @@ fn shard_of(key: &Key) -> Option<&str> {
 
 impl Recorder for PrometheusRecorder {
     fn describe_counter(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
-        self.series.describe(Description {
-            kind: Kind::Counter,
-            name,
-            unit,
-            text,
-        });
+        for d in prometheus_descriptions(Kind::Counter, name, unit, text) {
+            self.series.describe(d);
+        }
     }
     fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
-        self.series.describe(Description {
-            kind: Kind::Gauge,
-            name,
-            unit,
-            text,
-        });
+        for d in prometheus_descriptions(Kind::Gauge, name, unit, text) {
+            self.series.describe(d);
+        }
     }
     fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
-        self.series.describe(Description {
-            kind: Kind::Histogram,
-            name,
-            unit,
-            text,
-        });
+        for d in prometheus_descriptions(Kind::Histogram, name, unit, text) {
+            self.series.describe(d);
+        }
     }
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
         match shard_of(key) {
-            None => self.series.rest.register_counter(key, metadata),
+            None => counter_on(&self.series.rest, key, metadata),
             Some(shard) => Counter::from_arc(Arc::new(
                 self.series
-                    .on_shard(shard, |r| r.register_counter(key, metadata)),
+                    .on_shard(shard, |r| counter_on(r, key, metadata)),
             )),
         }
     }
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
         match shard_of(key) {
-            None => self.series.rest.register_gauge(key, metadata),
+            None => gauge_on(&self.series.rest, key, metadata),
             Some(shard) => Gauge::from_arc(Arc::new(
-                self.series
-                    .on_shard(shard, |r| r.register_gauge(key, metadata)),
+                self.series.on_shard(shard, |r| gauge_on(r, key, metadata)),
             )),
         }
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
         match shard_of(key) {
-            None => self.series.rest.register_histogram(key, metadata),
+            None => histogram_on(&self.series.rest, key, metadata),
             Some(shard) => Histogram::from_arc(Arc::new(
                 self.series
-                    .on_shard(shard, |r| r.register_histogram(key, metadata)),
+                    .on_shard(shard, |r| histogram_on(r, key, metadata)),
             )),
         }
     }
@@ -359,7 +534,8 @@ fn merge_pages(pages: &[String]) -> String {
 /// A running Prometheus endpoint. It serves until the tokio runtime it was started on shuts
 /// down (dropping this value does not stop it). Cheap to clone.
 ///
-/// * `GET /metrics`: every metric in the Prometheus text format.
+/// * `GET /metrics`: every metric in the Prometheus text format, under its Prometheus name
+///   (see [`PrometheusRecorder`]).
 /// * `GET /healthz`: 200 when the worker is live (see [`Health`]), else 503; 200 while no
 ///   worker is attached ([`PrometheusEndpoint::report_health_of`]).
 /// * `GET /readyz`: 200 when the worker is ready, else 503 (also when no worker is attached).
@@ -556,7 +732,7 @@ mod tests {
 
     fn lines_of<'a>(page: &'a str, shard: &str) -> Vec<&'a str> {
         page.lines()
-            .filter(|l| l.contains(&format!("ShardId=\"{shard}\"")))
+            .filter(|l| l.contains(&format!("shard_id=\"{shard}\"")))
             .collect()
     }
 
@@ -577,22 +753,38 @@ mod tests {
             .register_histogram(&shard_key("Time", "b"), &META)
             .record(7.0);
         drop(released);
-        let worker = recorder.register_counter(&Key::from_name("LostLeases"), &META);
+        let worker = recorder.register_counter(
+            &Key::from_parts(
+                "LostLeases",
+                vec![Label::from_static_parts(
+                    names::OPERATION,
+                    names::OP_RENEW_ALL_LEASES,
+                )],
+            ),
+            &META,
+        );
         worker.increment(1);
 
         tokio::time::sleep(RELEASED_SHARD_TIMEOUT - UPKEEP_INTERVAL).await;
         let page = endpoint.render();
         assert!(
-            lines_of(&page, "b")
-                .contains(&"RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"b\"} 2"),
+            lines_of(&page, "b").contains(
+                &"kcl_records_processed_total{operation=\"ProcessTask\",shard_id=\"b\"} 2"
+            ),
             "still within the grace time: {page}"
         );
         tokio::time::sleep(UPKEEP_INTERVAL * 3).await;
         let page = endpoint.render();
         assert!(lines_of(&page, "b").is_empty(), "{page}");
-        assert!(page.contains("RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"a\"} 1"));
-        assert!(page.contains("Time_count{Operation=\"ProcessTask\",ShardId=\"a\"} 1"));
-        assert!(page.contains("LostLeases 1"), "{page}");
+        assert!(page
+            .contains("kcl_records_processed_total{operation=\"ProcessTask\",shard_id=\"a\"} 1"));
+        assert!(page.contains(
+            "kcl_process_task_duration_seconds_count{operation=\"ProcessTask\",shard_id=\"a\"} 1"
+        ));
+        assert!(
+            page.contains("kcl_lost_leases_total{operation=\"RenewAllLeases\"} 1"),
+            "{page}"
+        );
 
         // Hours later, still held and idle: still there.
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
@@ -607,7 +799,7 @@ mod tests {
             .increment(1);
         assert!(endpoint
             .render()
-            .contains("RecordsProcessed{Operation=\"ProcessTask\",ShardId=\"b\"} 1"));
+            .contains("kcl_records_processed_total{operation=\"ProcessTask\",shard_id=\"b\"} 1"));
         drop((held, held_time));
     }
 

@@ -224,13 +224,9 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A worker through records, a redelivery, two restarts, an expired iterator, a lease taken
-/// away (lost, then taken back), shard syncs and a graceful shutdown: every metric of the
-/// catalogue appears with its kind, unit and exactly its dimensions.
-#[tokio::test(start_paused = true)]
-async fn every_metric_is_emitted_with_its_name_unit_and_dimensions() {
-    let recorder = DebuggingRecorder::new();
-    let _guard = metrics::set_default_local_recorder(&recorder);
-
+/// away (lost, then taken back), shard syncs and a graceful shutdown, with the current
+/// (local) recorder; returns how many records were put.
+async fn run_through_every_metric() -> u64 {
     let stream = InMemoryStream::new("s", 3);
     let mut put = 0;
     for i in 0..30 {
@@ -272,6 +268,16 @@ async fn every_metric_is_emitted_with_its_name_unit_and_dimensions() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     handle.request_shutdown();
     task.await.unwrap().unwrap();
+    put
+}
+
+/// [`run_through_every_metric`]: every metric of the catalogue appears with its kind, unit and
+/// exactly its dimensions.
+#[tokio::test(start_paused = true)]
+async fn every_metric_is_emitted_with_its_name_unit_and_dimensions() {
+    let recorder = DebuggingRecorder::new();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let put = run_through_every_metric().await;
 
     let seen = snapshot(&recorder);
     let mut missing = Vec::new();
@@ -618,16 +624,8 @@ fn only_held_leases_with_failing_renewals_make_the_worker_not_ready() {
 /// operation, dimensions, kind, unit and level.
 #[test]
 fn the_docs_table_is_the_catalogue() {
-    let rows: Vec<Vec<String>> = include_str!("METRICS.md")
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split(" | ")
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
-        .collect();
+    let (java, _) = docs_tables();
+    let rows = java;
     assert_eq!(rows.len(), CATALOGUE.len(), "one row per catalogue entry");
     for (row, spec) in rows.iter().zip(CATALOGUE) {
         assert_eq!(row[0], format!("`{}`", spec.name));
@@ -650,6 +648,101 @@ fn the_docs_table_is_the_catalogue() {
             _ => "DETAILED",
         };
         assert_eq!(row[3], level, "{}", spec.name);
+    }
+}
+
+/// The rows of the two tables of METRICS.md: the metrics (before the `## Prometheus` heading)
+/// and their Prometheus names (after it).
+fn docs_tables() -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let doc = include_str!("METRICS.md");
+    let (java, prometheus) = doc
+        .split_once("\n## Prometheus")
+        .expect("a `## Prometheus` section");
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    (rows(java), rows(prometheus))
+}
+
+/// The docs' Prometheus table lists the catalogue, in its order, with each metric's
+/// Prometheus name, labels, type and unit as [`MetricSpec::prometheus`] defines them.
+#[test]
+fn the_docs_prometheus_table_is_the_catalogue() {
+    let (_, rows) = docs_tables();
+    assert_eq!(rows.len(), CATALOGUE.len(), "one row per catalogue entry");
+    for (row, spec) in rows.iter().zip(CATALOGUE) {
+        assert_eq!(row.len(), 6, "{row:?}");
+        assert_eq!(row[0], format!("`{}`", spec.name), "{row:?}");
+        let mut dims = vec![format!("`Operation={}`", spec.operation)];
+        dims.extend(spec.dimensions[1..].iter().map(|d| format!("`{d}`")));
+        assert_eq!(row[1], dims.join(", "), "{row:?}");
+        assert_eq!(row[2], format!("`{}`", spec.prometheus.name), "{row:?}");
+        let labels: Vec<String> = spec
+            .prometheus_labels()
+            .into_iter()
+            .map(|l| match l {
+                names::PROMETHEUS_OPERATION => format!("`{l}=\"{}\"`", spec.operation),
+                names::PROMETHEUS_OUTCOME => format!(
+                    "`{l}` (`{}`, `{}`)",
+                    names::OUTCOME_SUCCESS,
+                    names::OUTCOME_FAILURE
+                ),
+                l => format!("`{l}`"),
+            })
+            .collect();
+        assert_eq!(row[3], labels.join(", "), "{row:?}");
+        assert_eq!(row[4], spec.prometheus.kind.type_name(), "{row:?}");
+        assert_eq!(row[5], spec.prometheus_unit(), "{row:?}");
+    }
+}
+
+/// Every Prometheus name is the prefix's, snake_case, unique, and follows the conventions:
+/// counters end in `_total` (and nothing else does), durations and lags in `_seconds`.
+#[test]
+fn prometheus_names_follow_the_conventions() {
+    let mut seen = BTreeSet::new();
+    for spec in CATALOGUE {
+        let p = spec.prometheus;
+        assert!(seen.insert(p.name), "{} twice", p.name);
+        assert!(p.name.starts_with(names::PROMETHEUS_PREFIX), "{}", p.name);
+        assert!(
+            p.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{}",
+            p.name
+        );
+        let counter = p.kind.type_name() == "counter";
+        assert_eq!(p.name.ends_with("_total"), counter, "{}", p.name);
+        if spec.prometheus_unit() == "seconds" {
+            assert!(p.name.ends_with("_seconds"), "{}", p.name);
+        }
+        if spec.prometheus_unit() == "bytes" {
+            assert!(p.name.ends_with("_bytes_total"), "{}", p.name);
+        }
+        // Java's 1/0 outcomes are counters by outcome; every other histogram stays one.
+        let outcome = spec.kind == MetricKind::Histogram && spec.unit == metrics::Unit::Count;
+        assert_eq!(
+            p.kind == names::PrometheusKind::Outcomes,
+            outcome,
+            "{}",
+            p.name
+        );
+        if let names::PrometheusKind::Histogram { buckets } = p.kind {
+            assert!(!buckets.is_empty() && buckets.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+    for dim in names::DIMENSIONS {
+        let label = names::prometheus_label(dim).unwrap();
+        assert!(label.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
     }
 }
 
@@ -676,7 +769,7 @@ fn metrics_levels_are_the_java_ones() {
 /// The lines of a Prometheus page that belong to `shard`.
 #[cfg(feature = "prometheus")]
 fn series_of<'a>(page: &'a str, shard: &str) -> Vec<&'a str> {
-    let label = format!("{}=\"{shard}\"", names::SHARD_ID);
+    let label = format!("{}=\"{shard}\"", names::PROMETHEUS_SHARD_ID);
     page.lines()
         .filter(|l| !l.starts_with('#') && l.contains(&label))
         .collect()
@@ -704,9 +797,12 @@ async fn prometheus_forgets_the_shards_no_longer_held_and_keeps_the_idle_held_on
     let (_, factory) = Checkpointing::factory(true);
     let (handle, task) = start(&stream, &store, "w", factory);
     let processed = |shard: &str| {
-        series_of(&endpoint.render(), shard)
-            .iter()
-            .any(|l| l.starts_with(&format!("{}{{", names::RECORDS_PROCESSED)))
+        series_of(&endpoint.render(), shard).iter().any(|l| {
+            l.starts_with(&format!(
+                "{}{{",
+                names::PT_RECORDS_PROCESSED.prometheus.name
+            ))
+        })
     };
     wait_for("records processed on both shards", || {
         processed(S0) && processed(S1)
@@ -741,12 +837,22 @@ async fn prometheus_forgets_the_shards_no_longer_held_and_keeps_the_idle_held_on
         "series of a shard no longer held are still scraped: {gone:#?}"
     );
     let kept = series_of(&page, S1);
+    let count = |spec: &MetricSpec| format!("{}_count", spec.prometheus.name);
     for (name, kind) in [
-        (names::RECORDS_PROCESSED, "counter"),
-        (names::DATA_BYTES_PROCESSED, "counter"),
-        ("Time_count", "histogram"),
-        ("RecordProcessor_processRecords_Time_count", "histogram"),
-        (names::MILLIS_BEHIND_LATEST, "gauge"),
+        (
+            names::PT_RECORDS_PROCESSED.prometheus.name.to_string(),
+            "counter",
+        ),
+        (
+            names::PT_DATA_BYTES_PROCESSED.prometheus.name.to_string(),
+            "counter",
+        ),
+        (count(&names::PT_TIME), "histogram"),
+        (count(&names::PT_PROCESS_RECORDS_TIME), "histogram"),
+        (
+            names::PT_MILLIS_BEHIND_LATEST.prometheus.name.to_string(),
+            "gauge",
+        ),
     ] {
         assert!(
             kept.iter().any(|l| l.starts_with(&format!("{name}{{"))),
@@ -758,21 +864,19 @@ async fn prometheus_forgets_the_shards_no_longer_held_and_keeps_the_idle_held_on
         "the held shard had {held_before} series, now {}",
         kept.len()
     );
-    // One page in the text format: every family announced once, with the samples of the
-    // shards and of the worker (`Time` of ProcessTask and of RenewAllLeases) together.
+    // One page in the text format: every family announced once, the shard's and the
+    // worker's together.
     let mut families = BTreeSet::new();
     for l in page.lines().filter(|l| l.starts_with("# TYPE ")) {
         assert!(families.insert(l.split(' ').nth(2)), "announced twice: {l}");
     }
-    let times: BTreeSet<_> = page
-        .lines()
-        .filter(|l| l.starts_with("Time_count{"))
-        .filter_map(|l| l.split('"').nth(1))
-        .collect();
-    assert!(
-        times.contains(names::OP_PROCESS_TASK) && times.contains(names::OP_RENEW_ALL_LEASES),
-        "{times:?}"
-    );
+    for spec in [names::PT_TIME, names::RENEW_TIME] {
+        assert!(
+            page.lines().any(|l| l.starts_with(&count(&spec))),
+            "no {}: {page}",
+            count(&spec)
+        );
+    }
     intruder.abort();
     handle.request_shutdown();
     task.await.unwrap().unwrap();
@@ -815,4 +919,251 @@ fn a_multi_stream_shard_has_its_stream_as_a_dimension() {
     assert!(snapshot(&recorder)
         .iter()
         .any(|s| !s.labels.contains_key(names::STREAM_ID)));
+}
+
+/// A sample line of a Prometheus page: its name, labels and value.
+#[cfg(feature = "prometheus")]
+fn sample(line: &str) -> (&str, BTreeMap<&str, &str>, f64) {
+    let (series, value) = line.rsplit_once(' ').expect("a value");
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}').expect("labels end")),
+        None => (series, ""),
+    };
+    let labels = labels
+        .split("\",")
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once("=\"").expect("label=\"value\"");
+            (k, v.trim_end_matches('"'))
+        })
+        .collect();
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        v => v.parse().expect("a number"),
+    };
+    (name, labels, value)
+}
+
+/// Prometheus: [`run_through_every_metric`] scraped is every metric of the catalogue under
+/// its Prometheus name only (prefix `kcl_`, nothing un-prefixed), with its `# TYPE`, its
+/// snake_case labels, its buckets, both outcomes, and values that follow from what happened.
+#[cfg(feature = "prometheus")]
+#[tokio::test(start_paused = true)]
+async fn prometheus_serves_every_metric_under_its_prometheus_name_labels_and_type() {
+    let (endpoint, recorder) = super::PrometheusEndpoint::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    super::describe();
+    let put = run_through_every_metric().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let page = endpoint.render();
+
+    // Families: every `# HELP` and `# TYPE` is the prefix's.
+    let mut types = BTreeMap::new();
+    for l in page.lines().filter(|l| l.starts_with('#')) {
+        let mut words = l.split(' ').skip(1);
+        let (what, name) = (words.next().unwrap(), words.next().unwrap());
+        assert!(name.starts_with(names::PROMETHEUS_PREFIX), "{l}");
+        if what == "TYPE" {
+            types.insert(name, words.next().unwrap());
+        }
+    }
+    let samples: Vec<_> = page
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(sample)
+        .collect();
+    for (name, labels, _) in &samples {
+        assert!(name.starts_with(names::PROMETHEUS_PREFIX), "{name}");
+        for k in labels.keys() {
+            assert!(
+                k.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}: label {k}"
+            );
+        }
+    }
+    // No Java label or summary in any series (`# HELP` names the CloudWatch metric).
+    for l in page.lines().filter(|l| !l.starts_with('#')) {
+        for java in ["Operation=", "ShardId=", "WorkerIdentifier=", "quantile="] {
+            assert!(!l.contains(java), "{java} served: {l}");
+        }
+    }
+
+    for spec in CATALOGUE {
+        let p = spec.prometheus;
+        assert_eq!(
+            types.get(p.name).copied(),
+            Some(p.kind.type_name()),
+            "# TYPE of {}",
+            p.name
+        );
+        let of_family: Vec<_> = samples
+            .iter()
+            .filter(|(name, _, _)| match p.kind {
+                names::PrometheusKind::Histogram { .. } => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(p.name)),
+                _ => *name == p.name,
+            })
+            .collect();
+        assert!(!of_family.is_empty(), "no sample of {}", p.name);
+        let want: BTreeSet<&str> = spec.prometheus_labels().into_iter().collect();
+        for (name, labels, _) in &of_family {
+            let keys: BTreeSet<&str> = labels.keys().copied().filter(|k| *k != "le").collect();
+            assert_eq!(keys, want, "labels of {name}");
+            assert_eq!(
+                labels[names::PROMETHEUS_OPERATION],
+                spec.operation,
+                "{name}"
+            );
+        }
+        match p.kind {
+            names::PrometheusKind::Histogram { buckets } => {
+                let series = of_family[0].1.clone();
+                let les: Vec<f64> = of_family
+                    .iter()
+                    .filter(|(name, labels, _)| {
+                        name.ends_with("_bucket")
+                            && labels
+                                .iter()
+                                .all(|(k, v)| *k == "le" || series.get(k) == Some(v))
+                    })
+                    .map(|(_, labels, _)| sample(&format!("x {}", labels["le"])).2)
+                    .collect();
+                let mut want = buckets.to_vec();
+                want.push(f64::INFINITY);
+                assert_eq!(les, want, "buckets of {}", p.name);
+            }
+            names::PrometheusKind::Outcomes => {
+                for (_, labels, _) in &of_family {
+                    let mut other = labels.clone();
+                    let outcome = other[names::PROMETHEUS_OUTCOME];
+                    let flip = if outcome == names::OUTCOME_SUCCESS {
+                        names::OUTCOME_FAILURE
+                    } else {
+                        names::OUTCOME_SUCCESS
+                    };
+                    other.insert(names::PROMETHEUS_OUTCOME, flip);
+                    assert!(
+                        of_family.iter().any(|(_, l, _)| *l == other),
+                        "{} {labels:?}: no {flip} series",
+                        p.name
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Values.
+    let value = |name: &str, with: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, labels, _)| {
+                *n == name && with.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    let processed = value(names::PT_RECORDS_PROCESSED.prometheus.name, &[]);
+    assert!(processed >= put as f64, "{processed} of {put}");
+    let s0 = (names::PROMETHEUS_SHARD_ID, S0);
+    assert_eq!(
+        value(
+            names::PT_BATCH_REDELIVERIES.prometheus.name,
+            &[s0, (names::PROMETHEUS_CAUSE, names::CAUSE_PROCESSOR_ERROR)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            names::PT_SUCCESS.prometheus.name,
+            &[s0, (names::PROMETHEUS_OUTCOME, names::OUTCOME_FAILURE)]
+        ),
+        1.0,
+        "the first batch of S0 failed once"
+    );
+    assert_eq!(
+        value(names::RELEASE_RELEASED.prometheus.name, &[]),
+        3.0,
+        "three leases released on shutdown"
+    );
+    assert_eq!(value(names::TAKE_TOTAL_LEASES.prometheus.name, &[]), 3.0);
+}
+
+/// Prometheus: milliseconds are served as seconds (histogram sums and buckets, the lag gauge),
+/// seconds stay seconds, a 1/0 outcome is a counter per outcome (both from the first call),
+/// every metric has a `# HELP`, and an application's own metric is served as recorded.
+#[cfg(feature = "prometheus")]
+#[tokio::test(start_paused = true)]
+async fn prometheus_serves_seconds_buckets_and_outcome_counters() {
+    let (endpoint, recorder) = super::PrometheusEndpoint::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    super::describe();
+    let shard = crate::telemetry::ShardMetrics::new(S0);
+    shard.get_records(true, Duration::from_millis(250));
+    shard.get_records(false, Duration::ZERO);
+    shard.batch_received(Some(1500));
+    shard.since_last_checkpoint(Duration::from_secs(90));
+    let worker = crate::telemetry::WorkerMetrics::new("w");
+    worker.renewal(true, Duration::from_millis(20));
+    metrics::counter!("my_app_events_total").increment(2);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let page = endpoint.render();
+    let has = |line: &str| assert!(page.lines().any(|l| l == line), "no {line} in\n{page}");
+    let sl = format!("operation=\"ProcessTask\",shard_id=\"{S0}\"");
+    has("# TYPE kcl_get_records_duration_seconds histogram");
+    has(&format!(
+        "kcl_get_records_duration_seconds_bucket{{{sl},le=\"0.1\"}} 1"
+    ));
+    has(&format!(
+        "kcl_get_records_duration_seconds_bucket{{{sl},le=\"0.25\"}} 2"
+    ));
+    has(&format!(
+        "kcl_get_records_duration_seconds_bucket{{{sl},le=\"+Inf\"}} 2"
+    ));
+    has(&format!(
+        "kcl_get_records_duration_seconds_sum{{{sl}}} 0.25"
+    ));
+    has(&format!("kcl_get_records_duration_seconds_count{{{sl}}} 2"));
+    has("# TYPE kcl_get_records_calls_total counter");
+    has(&format!(
+        "kcl_get_records_calls_total{{{sl},outcome=\"success\"}} 1"
+    ));
+    has(&format!(
+        "kcl_get_records_calls_total{{{sl},outcome=\"failure\"}} 1"
+    ));
+    has("# TYPE kcl_behind_latest_seconds gauge");
+    has(&format!("kcl_behind_latest_seconds{{{sl}}} 1.5"));
+    has(&format!("kcl_since_last_checkpoint_seconds{{{sl}}} 90"));
+    let wl = "operation=\"RenewAllLeases\",worker_identifier=\"w\"";
+    has(&format!(
+        "kcl_renew_lease_calls_total{{{wl},outcome=\"success\"}} 1"
+    ));
+    has(&format!(
+        "kcl_renew_lease_calls_total{{{wl},outcome=\"failure\"}} 0"
+    ));
+    has(&format!(
+        "kcl_renew_lease_duration_seconds_bucket{{{wl},le=\"0.01\"}} 0"
+    ));
+    has(&format!(
+        "kcl_renew_lease_duration_seconds_bucket{{{wl},le=\"0.025\"}} 1"
+    ));
+    has(&format!(
+        "kcl_renew_lease_duration_seconds_sum{{{wl}}} 0.02"
+    ));
+    for family in page.lines().filter_map(|l| l.strip_prefix("# TYPE kcl_")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(&format!("# HELP kcl_{name} "))),
+            "no # HELP of kcl_{name}"
+        );
+    }
+    has("my_app_events_total 2");
+    drop((shard, worker));
 }

@@ -66,8 +66,9 @@ fn free_port() -> u16 {
 
 /// One daemon on a 2-shard stream, with the lease table behind a proxy, a Prometheus
 /// endpoint and CloudWatch (moto):
-/// * `/metrics` shows records processed per shard equal to what was put, the lag per shard
-///   at 0 once everything is read, and both leases held;
+/// * `/metrics` shows (under the Prometheus names, `kcl_…`, and nothing else) records
+///   processed per shard equal to what was put, the lag per shard at 0 once everything is
+///   read, both leases held, GetRecords calls by outcome and timings as histograms in seconds;
 /// * CloudWatch has the Java names and dimensions, with the same counts;
 /// * `/readyz` is 200 once the worker is initialised, 503 while the lease table is
 ///   unreachable (`/healthz` stays 200), and 200 again when it comes back.
@@ -120,39 +121,69 @@ async fn prometheus_cloudwatch_and_readiness_follow_what_happened() -> Result<()
             let counted = per_shard.iter().all(|(shard, n)| {
                 value(
                     &page,
-                    "RecordsProcessed",
-                    &[&format!("ShardId=\"{shard}\"")],
+                    "kcl_records_processed_total",
+                    &[&format!("shard_id=\"{shard}\"")],
                 ) == Some(*n)
             });
             (status == 200 && counted).then_some(page)
         })
         .await;
     for shard in per_shard.keys() {
-        let shard_label = format!("ShardId=\"{shard}\"");
-        let labels = [r#"Operation="ProcessTask""#, shard_label.as_str()];
+        let shard_label = format!("shard_id=\"{shard}\"");
+        let labels = [r#"operation="ProcessTask""#, shard_label.as_str()];
         assert_eq!(
-            value(&page, "MillisBehindLatest", &labels),
+            value(&page, "kcl_behind_latest_seconds", &labels),
             Some(0.0),
             "every record was read, so no lag: {shard}\n{page}"
         );
-        assert!(value(&page, "DataBytesProcessed", &labels).is_some_and(|b| b > 0.0));
+        assert!(value(&page, "kcl_data_processed_bytes_total", &labels).is_some_and(|b| b > 0.0));
+        let ok = [labels[0], labels[1], r#"outcome="success""#];
+        assert!(
+            value(&page, "kcl_get_records_calls_total", &ok).is_some_and(|n| n >= 1.0),
+            "{page}"
+        );
+        // A histogram in seconds: every call took less than a minute.
+        let inf = [labels[0], labels[1], r#"le="+Inf""#];
+        let calls = value(&page, "kcl_get_records_duration_seconds_bucket", &inf);
+        assert!(calls.is_some_and(|n| n >= 1.0), "{page}");
+        assert!(
+            value(&page, "kcl_get_records_duration_seconds_sum", &labels)
+                .is_some_and(|s| s < 60.0 * calls.unwrap_or(0.0)),
+            "{page}"
+        );
     }
     assert_eq!(
         value(
             &page,
-            "CurrentLeases",
+            "kcl_current_leases",
             &[
-                r#"Operation="RenewAllLeases""#,
-                r#"WorkerIdentifier="metrics-worker""#
+                r#"operation="RenewAllLeases""#,
+                r#"worker_identifier="metrics-worker""#
             ]
         ),
         Some(2.0),
         "{page}"
     );
-    assert!(
-        page.contains("RecordProcessor_processRecords_Time"),
-        "timings are exported (Prometheus writes '.' as '_'):\n{page}"
-    );
+    for family in [
+        "# TYPE kcl_processor_process_records_duration_seconds histogram",
+        "# TYPE kcl_records_processed_total counter",
+        "# TYPE kcl_behind_latest_seconds gauge",
+    ] {
+        assert!(page.lines().any(|l| l == family), "no {family}:\n{page}");
+    }
+    // Only the Prometheus names: no Java name, label or summary is served.
+    for l in page.lines().filter(|l| !l.is_empty()) {
+        let name = l
+            .strip_prefix("# TYPE ")
+            .or_else(|| l.strip_prefix("# HELP "))
+            .unwrap_or(l);
+        assert!(name.starts_with("kcl_"), "not a kcl_ name: {l}");
+        assert!(
+            l.starts_with('#')
+                || !(l.contains("Operation=") || l.contains("ShardId=") || l.contains("quantile=")),
+            "{l}"
+        );
+    }
 
     // CloudWatch: the Java names and dimensions, read back.
     let cw = cloudwatch.client();
