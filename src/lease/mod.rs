@@ -15,7 +15,7 @@ mod error;
 
 #[cfg(test)]
 pub(crate) use crate::testing::{Fault, InMemoryLeaseStore};
-pub use dynamodb::DynamoDbLeaseStore;
+pub use dynamodb::{attr, DynamoDbLeaseStore};
 pub use error::{LeaseOp, LeaseStoreCause, LeaseStoreError};
 
 use crate::checkpoint::Checkpoint;
