@@ -625,3 +625,141 @@ async fn the_binary_reads_and_refuses() {
     assert_eq!(code, Some(1));
     assert!(err.contains("there is no lease table"), "{err}");
 }
+
+/// Items as the Java KCL 3.x writes them (raw PutItem): a lease in a graceful hand-off with
+/// `throughputKBps`, and a KCL 3.5 single-table row that is not a lease. `leases` reads them,
+/// `why` says it is handing off, and a reset ends the hand-off, keeps the attributes it does
+/// not own, and leaves the other row alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_3x_items_are_read_and_reset() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let aws = aws().await;
+    let app = testkit::unique_name("admin-java-app");
+    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), app.clone());
+    store.create_table_if_not_exists().await.unwrap();
+    let ddb = aws.dynamodb_client();
+    let s = |v: &str| V::S(v.to_string());
+    let n = |v: &str| V::N(v.to_string());
+    ddb.put_item()
+        .table_name(&app)
+        .item("leaseKey", s("shardId-000000000002"))
+        .item("leaseOwner", s("worker-b"))
+        .item("checkpointOwner", s("worker-a"))
+        .item("leaseCounter", n("7"))
+        .item(
+            "checkpoint",
+            s("49590338271490256608559692538361571095921575989136588898"),
+        )
+        .item("checkpointSubSequenceNumber", n("3"))
+        .item("ownerSwitchesSinceCheckpoint", n("1"))
+        .item(
+            "pendingCheckpoint",
+            s("49590338271490256608559692538361571095921575989136588999"),
+        )
+        .item("pendingCheckpointSubSequenceNumber", n("0"))
+        .item(
+            "parentShardId",
+            V::Ss(vec![
+                "shardId-000000000000".into(),
+                "shardId-000000000001".into(),
+            ]),
+        )
+        .item("startingHashKey", s("0"))
+        .item(
+            "endingHashKey",
+            s("170141183460469231731687303715884105727"),
+        )
+        .item("throughputKBps", n("12.5"))
+        .item("entityType", s("LEASE"))
+        .send()
+        .await
+        .unwrap();
+    ddb.put_item()
+        .table_name(&app)
+        .item("leaseKey", s("worker-a"))
+        .item("entityType", s("WORKER_METRIC_STATS"))
+        .item("lut", n("1700000000"))
+        .send()
+        .await
+        .unwrap();
+    let admin = admin(&aws, &app, None);
+    let views = admin.leases(None, false).await.unwrap();
+    assert_eq!(views.len(), 1, "the metrics row is not a lease");
+    let v = &views[0];
+    assert_eq!(v.checkpoint_sub_sequence_number, 3);
+    assert_eq!(v.parent_shard_ids.len(), 2);
+    assert_eq!(
+        v.state,
+        kinesis_client_admin::state::State::HandingOff {
+            from: "worker-a".into(),
+            to: "worker-b".into()
+        }
+    );
+    let why = admin.why("shardId-000000000002", None).await.unwrap();
+    assert!(
+        why.contains("handed off from worker-a to worker-b"),
+        "{why}"
+    );
+    let r = admin
+        .reset(
+            &["shardId-000000000002".to_string()],
+            false,
+            &Target::TrimHorizon,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.changed[0].from.as_deref(),
+        Some("49590338271490256608559692538361571095921575989136588898/3")
+    );
+    let item = ddb
+        .get_item()
+        .table_name(&app)
+        .key("leaseKey", s("shardId-000000000002"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["checkpoint"], s("TRIM_HORIZON"));
+    assert_eq!(item["checkpointSubSequenceNumber"], n("0"));
+    assert_eq!(item["leaseCounter"], n("8"));
+    assert_eq!(item["ownerSwitchesSinceCheckpoint"], n("0"));
+    for gone in [
+        "leaseOwner",
+        "checkpointOwner",
+        "pendingCheckpoint",
+        "pendingCheckpointSubSequenceNumber",
+    ] {
+        assert!(!item.contains_key(gone), "{gone} removed");
+    }
+    for kept in [
+        "parentShardId",
+        "startingHashKey",
+        "endingHashKey",
+        "throughputKBps",
+        "entityType",
+    ] {
+        assert!(item.contains_key(kept), "{kept} kept");
+    }
+    let metrics = ddb
+        .get_item()
+        .table_name(&app)
+        .key("leaseKey", s("worker-a"))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(metrics["lut"], n("1700000000"));
+    // delete-finished and export skip the metrics row too.
+    assert!(admin
+        .delete_finished(true)
+        .await
+        .unwrap()
+        .deleted
+        .is_empty());
+    assert_eq!(admin.export().await.unwrap().leases.len(), 1);
+}
