@@ -546,7 +546,10 @@ mod tests {
         assert_eq!(got[0].reason, TakeReason::Steal);
         // After that move (a 7, b 7, the others 8) one above is balanced: nothing moves.
         let mut ls: Vec<Lease> = leases.into_iter().map(|o| o.lease).collect();
-        let moved = ls.iter_mut().find(|l| l.owner.as_deref() == Some("b")).unwrap();
+        let moved = ls
+            .iter_mut()
+            .find(|l| l.owner.as_deref() == Some("b"))
+            .unwrap();
         moved.owner = Some("a".into());
         let moved = moved.key.clone();
         let mut held = held;
