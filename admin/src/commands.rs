@@ -373,7 +373,12 @@ impl Admin {
         let mut report = ChangeReport::default();
         let mut chosen: Vec<Lease> = Vec::new();
         if all {
-            for l in &leases {
+            // In a multi-stream table, --stream narrows --all to that stream.
+            let in_scope = |l: &Lease| match (&self.stream, &l.multi_stream) {
+                (Some(s), Some(m)) => m.stream.name() == s || m.stream.to_string() == *s,
+                _ => true,
+            };
+            for l in leases.iter().filter(|l| in_scope(l)) {
                 if l.checkpoint.is_shard_end() {
                     report
                         .skipped

@@ -535,6 +535,42 @@ async fn leases_delete_finished_forget_stream_export_import() {
     assert!(store.get_lease(&other.key).await.unwrap().is_none());
     assert!(admin.forget_stream("nope", true).await.is_err());
 
+    // --all with --stream resets only that stream's unfinished leases.
+    let narrowed = Admin {
+        stream: Some(stream.clone()),
+        ..admin.clone()
+    };
+    let r = narrowed
+        .reset(&[], true, &Target::TrimHorizon, false)
+        .await
+        .unwrap();
+    let mut changed: Vec<&str> = r.changed.iter().map(|c| c.key.as_str()).collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        vec![live.key.as_str(), child.key.as_str()],
+        "{r:?}"
+    );
+    assert_eq!(
+        r.skipped.len(),
+        1,
+        "the finished lease of the stream: {r:?}"
+    );
+    assert!(store
+        .get_lease(&live.key)
+        .await
+        .unwrap()
+        .is_some_and(|l| l.checkpoint == Checkpoint::TrimHorizon));
+    narrowed
+        .reset(
+            std::slice::from_ref(&live.key),
+            false,
+            &format!("SEQUENCE={}", seqs[9]).parse().unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+
     // Export, and import into a new application's table (created by import).
     let export = admin.export().await.unwrap();
     assert_eq!(export.leases.len(), 3);
