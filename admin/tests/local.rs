@@ -799,3 +799,59 @@ async fn java_3x_items_are_read_and_reset() {
         .is_empty());
     assert_eq!(admin.export().await.unwrap().leases.len(), 1);
 }
+
+/// The retry path: a writer that renews the lease every few milliseconds (re-reading it each
+/// time) makes resets lose the race; each one re-reads and
+/// retries until its conditional write lands, and the checkpoint is then the reset position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_losing_to_a_fast_writer_retries_with_a_fresh_read() {
+    let aws = aws().await;
+    let app = testkit::unique_name("admin-retry-app");
+    let store = Arc::new(DynamoDbLeaseStore::new(aws.dynamodb_client(), app.clone()));
+    store.create_table_if_not_exists().await.unwrap();
+    let key = "shardId-000000000000";
+    let mut lease = Lease::new(key, seq("1000"));
+    lease.owner = Some("hammer".into());
+    assert!(store.create_lease_if_not_exists(&lease).await.unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewals = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hammer = {
+        let (store, stop, renewals) = (store.clone(), stop.clone(), renewals.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let l = store.get_lease(key).await.unwrap().unwrap();
+                if store.renew_lease(&l).await.unwrap().applied().is_some() {
+                    renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(4 + i % 5)).await;
+            }
+        })
+    };
+    let admin = admin(&aws, &app, None);
+    let mut attempts = Vec::new();
+    for back in (1..=16).rev().map(|i| i * 50) {
+        let target: Target = format!("SEQUENCE={back}").parse().unwrap();
+        let r = admin
+            .reset(&[key.to_string()], false, &target, false)
+            .await
+            .expect("reset");
+        assert!(r.failed.is_empty(), "{r:?}");
+        attempts.push(r.changed[0].attempts);
+        let l = store.get_lease(key).await.unwrap().unwrap();
+        assert_eq!(l.checkpoint, seq(&back.to_string()));
+        // The reset released the lease: the hammer renews it unowned from now on.
+        assert_eq!(l.owner, None);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hammer.await.unwrap();
+    eprintln!(
+        "conditional writes per reset: {attempts:?}; {} renewals meanwhile",
+        renewals.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        attempts.iter().any(|&a| a > 1),
+        "no reset lost a race to the writer: {attempts:?}"
+    );
+}
