@@ -3,12 +3,13 @@
 //! itself, built from those and the last scan.
 
 use super::LeaseCoordinator;
+use crate::lease::Lease;
 use crate::status::{
     ErrorEntry, HeldShardStatus, LeaseState, LeaseStatus, Sample, WorkerStatus, ERRORS_KEPT,
     SAMPLES_KEPT, SAMPLE_INTERVAL,
 };
 use crate::sync::Mutex;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -135,24 +136,44 @@ impl LeaseCoordinator {
                 }
             })
             .collect();
+        // The last scan, with the leases this worker holds as it holds them now (a scan
+        // precedes the takes it leads to; a worker of a KCL 3.x fleet does not scan at all).
+        let mine: BTreeMap<String, (Lease, Duration)> = self
+            .inner
+            .held
+            .lock()
+            .iter()
+            .map(|(key, slot)| {
+                let lease = match slot.state.try_lock() {
+                    Ok(st) => st.lease.clone(),
+                    Err(_) => slot.tenure.lease.clone(),
+                };
+                (key.clone(), (lease, slot.last_write.elapsed()))
+            })
+            .collect();
         let leases = {
             let observed = self.inner.observed.lock();
-            let table: Vec<_> = observed.values().map(|o| &o.lease).collect();
-            observed
+            let mut table: BTreeMap<&str, (&Lease, Duration)> = observed
                 .values()
-                .map(|o| LeaseStatus {
-                    lease_key: o.lease.key.clone(),
-                    owner: o.lease.owner.clone(),
-                    counter: o.lease.counter,
-                    checkpoint: o.lease.checkpoint.to_string(),
-                    parents: o.lease.parent_shard_ids.clone(),
-                    throughput_kbps: o.lease.throughput.map(|t| t.kbps()),
-                    state: LeaseState::of(
-                        &o.lease,
-                        now.saturating_duration_since(o.last_change),
-                        failover,
-                        &table,
-                    ),
+                .map(|o| {
+                    let age = now.saturating_duration_since(o.last_change);
+                    (o.lease.key.as_str(), (&o.lease, age))
+                })
+                .collect();
+            for (key, (lease, age)) in &mine {
+                table.insert(key, (lease, *age));
+            }
+            let all: Vec<&Lease> = table.values().map(|(l, _)| *l).collect();
+            table
+                .values()
+                .map(|(lease, unchanged_for)| LeaseStatus {
+                    lease_key: lease.key.clone(),
+                    owner: lease.owner.clone(),
+                    counter: lease.counter,
+                    checkpoint: lease.checkpoint.to_string(),
+                    parents: lease.parent_shard_ids.clone(),
+                    throughput_kbps: lease.throughput.map(|t| t.kbps()),
+                    state: LeaseState::of(lease, *unchanged_for, failover, &all),
                 })
                 .collect()
         };

@@ -75,6 +75,19 @@ async fn status_shows_held_shards_their_lag_history_the_table_and_errors() {
             }
         })
     };
+    // Right after the take, before any later scan, the table shows the leases as taken.
+    while handle.held_shards().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = handle.status();
+    assert!(
+        first
+            .leases
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("w1") && l.state == LeaseState::Processing),
+        "{:?}",
+        first.leases
+    );
     tokio::time::sleep(SAMPLE_INTERVAL * 5).await;
     let status = handle.status();
     put.abort();

@@ -69,6 +69,7 @@ fn free_port() -> u16 {
 /// * `/metrics` shows (under the Prometheus names, `kcl_…`, and nothing else) records
 ///   processed per shard equal to what was put, the lag per shard at 0 once everything is
 ///   read, both leases held, GetRecords calls by outcome and timings as histograms in seconds;
+/// * `/status` serves the status page, and `/status.json` the worker holding both leases;
 /// * CloudWatch has the Java names and dimensions, with the same counts;
 /// * `/readyz` is 200 once the worker is initialised, 503 while the lease table is
 ///   unreachable (`/healthz` stays 200), and 200 again when it comes back.
@@ -171,6 +172,23 @@ async fn prometheus_cloudwatch_and_readiness_follow_what_happened() -> Result<()
     ] {
         assert!(page.lines().any(|l| l == family), "no {family}:\n{page}");
     }
+    // The status page, and its data: the daemon's worker holds both leases.
+    let (status, html) = http_get(addr, "/status").await?;
+    assert_eq!(status, 200);
+    assert!(html.contains("<title>KCL worker status</title>"), "{html}");
+    let (status, body) = http_get(addr, "/status.json").await?;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).context("/status.json")?;
+    assert_eq!(json["worker_id"], "metrics-worker", "{json}");
+    assert_eq!(json["held"].as_array().map(Vec::len), Some(2), "{json}");
+    let leases = json["leases"].as_array().context("leases")?;
+    assert_eq!(leases.len(), 2, "{json}");
+    assert!(
+        leases
+            .iter()
+            .all(|l| l["owner"] == "metrics-worker" && l["state"] == "processing"),
+        "{json}"
+    );
     // Only the Prometheus names: no Java name, label or summary is served.
     for l in page.lines().filter(|l| !l.is_empty()) {
         let name = l
