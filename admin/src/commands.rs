@@ -409,22 +409,37 @@ impl Admin {
         if !refusals.is_empty() && !yes {
             return Err(AdminError::Refused(refusals.join("\n")));
         }
-        if matches!(target, Target::AtTimestamp(_)) {
-            report.notes.push(
-                "the lease table stores AT_TIMESTAMP without a time (as the Java KCL does): \
-                 workers start these shards at the AT_TIMESTAMP initial position they are \
-                 configured with (a worker configured with another initial position starts at \
-                 TRIM_HORIZON)"
-                    .to_string(),
-            );
-        }
-        let to = target.checkpoint();
+        let mut sentinel = false;
         for l in chosen {
+            // AT_TIMESTAMP=TIME with stream access: the checkpoint of the last record before
+            // TIME, so the shard resumes at the first record from TIME on.
+            let to = match (target, self.stream_of(&l)) {
+                (Target::AtTimestamp(Some(t)), Some(s)) => {
+                    match self.kinesis.checkpoint_before(&s, l.shard_id(), *t).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            report.failed.push((l.key.clone(), e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                _ => target.checkpoint(),
+            };
+            sentinel |= to == Checkpoint::AtTimestamp;
             match self.write_with_retries(l, &to, target, yes).await {
                 Ok(Some(change)) => report.changed.push(change),
                 Ok(None) => {}
                 Err((key, e)) => report.failed.push((key, e.to_string())),
             }
+        }
+        if sentinel {
+            report.notes.push(
+                "the lease table stores AT_TIMESTAMP without a time (as the Java KCL does): \
+                 workers start these shards at the AT_TIMESTAMP initial position they are \
+                 configured with (a worker configured with another initial position starts at \
+                 TRIM_HORIZON); give --stream (or use a multi-stream table) to reset to a time"
+                    .to_string(),
+            );
         }
         Ok(report)
     }

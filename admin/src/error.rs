@@ -62,6 +62,15 @@ pub enum AdminError {
         /// How many conditional writes failed.
         attempts: u32,
     },
+    /// The record at a time could not be found within the read budget, or the stream
+    /// answered with something that is not a sequence number.
+    #[error("shard {shard}: {why}")]
+    Position {
+        /// The shard.
+        shard: String,
+        /// What went wrong, and what to do.
+        why: String,
+    },
     /// A file could not be read or written.
     #[error("a file could not be read or written: {0}")]
     Io(#[from] std::io::Error),

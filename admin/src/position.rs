@@ -14,10 +14,11 @@ pub enum Target {
     TrimHorizon,
     /// `LATEST`: the tip of the shard (skips everything not yet processed).
     Latest,
-    /// `AT_TIMESTAMP[=TIME]`: stored as the `AT_TIMESTAMP` sentinel, as the Java KCL stores it.
-    /// The lease has no room for a time: workers start such a lease at the timestamp of their
-    /// own configuration (`initialPositionInStreamExtended`). `TIME` is what the operator means,
-    /// used to judge whether records would be skipped.
+    /// `AT_TIMESTAMP[=TIME]`: with `TIME` and stream access, the checkpoint of the last record
+    /// before `TIME` (see `Stream::checkpoint_before`); otherwise the `AT_TIMESTAMP` sentinel,
+    /// as the Java KCL stores it, which has no room for a time: workers start such a lease at
+    /// the timestamp of their own configuration (`initialPositionInStreamExtended`). `TIME`
+    /// also judges whether records would be skipped.
     AtTimestamp(Option<DateTime>),
     /// `SEQUENCE=NUMBER[/SUB]`: a checkpoint at that record (processing resumes after it).
     Sequence(ExtendedSequenceNumber),

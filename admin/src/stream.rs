@@ -4,9 +4,48 @@
 use crate::error::AdminError;
 use crate::position::NextRecord;
 use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_smithy_types::DateTime;
 use kinesis_client::aws::AwsError;
-use kinesis_client::Checkpoint;
+use kinesis_client::retrieval::deaggregation::deaggregate;
+use kinesis_client::{Checkpoint, Record, SequenceNumber};
 use serde::Serialize;
+use std::time::Duration;
+
+/// How far before a time `checkpoint_before` looks, in turn (seconds; `None`: the trim
+/// horizon).
+const WINDOWS: [Option<u64>; 6] = [
+    Some(60),
+    Some(3_600),
+    Some(86_400),
+    Some(7 * 86_400),
+    Some(365 * 86_400),
+    None,
+];
+
+/// At most this many GetRecords calls to find the last record before a time.
+pub const MAX_SCAN_CALLS: usize = 50;
+
+/// The checkpoint at record `r`: at its last user record when it is a KPL aggregate.
+fn checkpoint_of(shard: &str, r: aws_sdk_kinesis::types::Record) -> Result<Checkpoint, AdminError> {
+    let sequence: SequenceNumber =
+        r.sequence_number()
+            .parse()
+            .map_err(|_| AdminError::Position {
+                shard: shard.to_string(),
+                why: format!(
+                    "the stream returned a sequence number that is not one: {:?}",
+                    r.sequence_number()
+                ),
+            })?;
+    let record = Record::new(
+        r.data().clone().into_inner(),
+        r.partition_key().unwrap_or_default().to_string(),
+        sequence,
+    );
+    let mut user_records = Vec::new();
+    deaggregate(record.clone(), None, &mut user_records);
+    Ok(user_records.last().unwrap_or(&record).checkpoint())
+}
 
 /// At most this many GetRecords calls to count the records behind one checkpoint.
 pub const MAX_GET_RECORDS_CALLS: usize = 5;
@@ -169,6 +208,77 @@ impl Stream {
             }
         }
         Ok(NextRecord::Unknown)
+    }
+
+    /// The checkpoint from which a worker resumes `shard` at the first record that arrived at
+    /// or after `t`: the last record before `t` (inside a KPL aggregate: its last user
+    /// record), or `TRIM_HORIZON` when the shard keeps no record from before `t`. It reads
+    /// from `t` minus a widening window (a minute up to a week, then the trim horizon) until
+    /// the window holds a record from before `t`, at most [`MAX_SCAN_CALLS`] GetRecords
+    /// calls in all.
+    pub async fn checkpoint_before(
+        &self,
+        stream: &str,
+        shard: &str,
+        t: DateTime,
+    ) -> Result<Checkpoint, AdminError> {
+        let mut calls = 0;
+        for window in WINDOWS.iter().map(|w| w.map(Duration::from_secs)) {
+            let req = self
+                .client
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard);
+            let req = match window {
+                Some(w) => req
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_secs_f64(t.as_secs_f64() - w.as_secs_f64())),
+                None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            let out = req
+                .send()
+                .await
+                .map_err(|e| err(stream, AwsError::from_sdk(e)))?;
+            let mut iterator = out.shard_iterator().map(str::to_string);
+            let mut before: Option<aws_sdk_kinesis::types::Record> = None;
+            'read: while let Some(it) = iterator.take() {
+                calls += 1;
+                if calls > MAX_SCAN_CALLS {
+                    return Err(AdminError::Usage(format!(
+                        "{shard}: more than {MAX_SCAN_CALLS} GetRecords calls to find the last                          record before {}: give the position as SEQUENCE=",
+                        crate::position::fmt_time(&t)
+                    )));
+                }
+                let page = self
+                    .client
+                    .get_records()
+                    .shard_iterator(&it)
+                    .limit(PAGE)
+                    .send()
+                    .await
+                    .map_err(|e| err(stream, AwsError::from_sdk(e)))?;
+                for r in page.records() {
+                    if r.approximate_arrival_timestamp().is_some_and(|a| *a >= t) {
+                        break 'read;
+                    }
+                    before = Some(r.clone());
+                }
+                // Read on while there is more: records, or an empty page short of the tip.
+                let more = !page.records().is_empty()
+                    || page.millis_behind_latest().is_some_and(|ms| ms > 0);
+                iterator = page
+                    .next_shard_iterator()
+                    .filter(|_| more)
+                    .map(str::to_string);
+            }
+            if let Some(r) = before {
+                return checkpoint_of(shard, r);
+            }
+            if window.is_none() {
+                return Ok(Checkpoint::TrimHorizon);
+            }
+        }
+        unreachable!("the last window is the trim horizon")
     }
 
     /// The shard ids of `stream`.

@@ -271,20 +271,7 @@ async fn reset_during_processing_restarts_the_processor_from_the_reset_position(
             "record {s} never delivered"
         );
     }
-    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), app.clone());
-    let start = Instant::now();
-    loop {
-        let l = store.get_lease(&shard).await.unwrap().unwrap();
-        if l.checkpoint == last {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "final checkpoint {:?}",
-            l.checkpoint
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_checkpoint(&aws, &app, &shard, &last, Duration::from_secs(30)).await;
     worker.stop().await;
 }
 
@@ -402,20 +389,7 @@ async fn a_reset_racing_checkpoints_never_leaves_an_older_checkpoint() {
     }
     eprintln!("conditional writes per reset: {attempts:?}");
     let last = seq(seqs.last().unwrap());
-    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), app.clone());
-    let start = Instant::now();
-    loop {
-        let l = store.get_lease(&shard).await.unwrap().unwrap();
-        if l.checkpoint == last {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "final checkpoint {:?}",
-            l.checkpoint
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_checkpoint(&aws, &app, &shard, &last, Duration::from_secs(60)).await;
     worker.stop().await;
 }
 
@@ -448,7 +422,8 @@ async fn a_reset_that_skips_records_is_refused_without_yes() {
         assert_eq!(l.checkpoint, seq(&seqs[5]), "{target}: nothing changed");
         assert_eq!(l.counter, 0);
     }
-    // An AT_TIMESTAMP before the first unprocessed record skips nothing.
+    // An AT_TIMESTAMP before the first unprocessed record skips nothing (before every record:
+    // the trim horizon).
     let r = admin
         .reset(
             std::slice::from_ref(&shard),
@@ -458,12 +433,12 @@ async fn a_reset_that_skips_records_is_refused_without_yes() {
         )
         .await
         .unwrap();
-    assert_eq!(r.changed[0].to, "AT_TIMESTAMP");
+    assert_eq!(r.changed[0].to, "TRIM_HORIZON");
     let r = admin
         .reset(&[], true, &"LATEST".parse().unwrap(), true)
         .await
         .unwrap();
-    assert_eq!(r.changed[0].from.as_deref(), Some("AT_TIMESTAMP"));
+    assert_eq!(r.changed[0].from.as_deref(), Some("TRIM_HORIZON"));
     let l = store.get_lease(&shard).await.unwrap().unwrap();
     assert_eq!(l.checkpoint, Checkpoint::Latest);
     assert_eq!(l.counter, 2);
@@ -854,4 +829,97 @@ async fn a_reset_losing_to_a_fast_writer_retries_with_a_fresh_read() {
         attempts.iter().any(|&a| a > 1),
         "no reset lost a race to the writer: {attempts:?}"
     );
+}
+
+/// Wait until the checkpoint of `shard`'s lease in `app`'s table is `want`.
+async fn wait_for_checkpoint(
+    aws: &LocalAws,
+    app: &str,
+    shard: &str,
+    want: &Checkpoint,
+    limit: Duration,
+) {
+    let store = DynamoDbLeaseStore::new(aws.dynamodb_client(), app.to_string());
+    let start = Instant::now();
+    loop {
+        // Before the worker created the table and the lease: not yet.
+        let seen = store
+            .get_lease(shard)
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.checkpoint);
+        if seen.as_ref() == Some(want) {
+            return;
+        }
+        assert!(start.elapsed() < limit, "checkpoint {seen:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A reset to a time after a bad deploy: `AT_TIMESTAMP=T` puts the checkpoint at the last
+/// record before `T`, so the processor restarts at the first record from `T` on and gets
+/// exactly the records put after `T` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_to_a_time_resumes_at_the_first_record_from_that_time() {
+    let aws = aws().await;
+    let (stream, shard, before) = stream_with(&aws, "admin-time", 10).await;
+    // Arrival times are the service's clock (this machine's): a margin on both sides of T.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kinesis = aws.kinesis_client();
+    let put = testkit::put_records(&kinesis, &stream, testkit::numbered_records("after", 10))
+        .await
+        .unwrap();
+    let mut after: Vec<String> = put.into_iter().map(|p| p.sequence_number).collect();
+    after.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    let app = testkit::unique_name("admin-time-app");
+    let journal = Journal::default();
+    let worker = start_worker(&aws, &app, &stream, &journal, Duration::ZERO);
+    let last = seq(after.last().unwrap());
+    wait_for_checkpoint(&aws, &app, &shard, &last, Duration::from_secs(60)).await;
+    let mark = journal.events().len();
+
+    let admin = admin(&aws, &app, Some(&stream));
+    let report = admin
+        .reset(
+            std::slice::from_ref(&shard),
+            false,
+            &Target::AtTimestamp(Some(t)),
+            false,
+        )
+        .await
+        .expect("going back to a time is safe");
+    assert_eq!(report.changed.len(), 1, "{report:?}");
+    assert_eq!(report.changed[0].to, *before.last().unwrap(), "{report:?}");
+    assert!(report.notes.is_empty(), "a real position: {report:?}");
+    let to = seq(before.last().unwrap());
+    wait_for(
+        Duration::from_secs(60),
+        "the processor to restart at the last record before T and finish",
+        || {
+            delivered_after_init(&journal.events(), mark, &to)
+                .is_some_and(|d| d.last() == after.last())
+        },
+    )
+    .await;
+    assert_eq!(
+        delivered_after_init(&journal.events(), mark, &to).unwrap(),
+        after,
+        "exactly the records from T on, again"
+    );
+    // A time before every record: TRIM_HORIZON (everything again); refused nothing.
+    let long_ago = aws_smithy_types::DateTime::from_secs(1_000_000_000);
+    let report = admin
+        .reset(
+            std::slice::from_ref(&shard),
+            false,
+            &Target::AtTimestamp(Some(long_ago)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.changed[0].to, "TRIM_HORIZON", "{report:?}");
+    worker.stop().await;
 }
