@@ -242,21 +242,7 @@ async fn reset_during_processing_restarts_the_processor_from_the_reset_position(
 
     let to = seq(&seqs[30]);
     let last = seq(seqs.last().unwrap());
-    wait_for(
-        Duration::from_secs(60),
-        "the processor to restart at the reset position and finish",
-        || {
-            delivered_after_init(&journal.events(), mark, &to)
-                .is_some_and(|d| d.last() == seqs.last())
-        },
-    )
-    .await;
-    let after = delivered_after_init(&journal.events(), mark, &to).unwrap();
-    assert_eq!(
-        after,
-        seqs[31..].to_vec(),
-        "records delivered after the reset"
-    );
+    resumes_with(&journal, mark, &to, &seqs[31..]).await;
     // The processor restarted once, at the reset position: the old tenure was told.
     let events = journal.events();
     assert!(
@@ -311,21 +297,7 @@ async fn a_reset_between_checkpoints_is_noticed_by_the_renewal() {
         .expect("reset");
     assert_eq!(report.changed.len(), 1, "{report:?}");
     let to = seq(&seqs[1]);
-    wait_for(
-        Duration::from_secs(60),
-        "the processor to restart at the reset position and finish",
-        || {
-            delivered_after_init(&journal.events(), mark, &to)
-                .is_some_and(|d| d.last() == seqs.last())
-        },
-    )
-    .await;
-    let after = delivered_after_init(&journal.events(), mark, &to).unwrap();
-    assert_eq!(
-        after,
-        seqs[2..].to_vec(),
-        "records delivered after the reset"
-    );
+    resumes_with(&journal, mark, &to, &seqs[2..]).await;
     worker.stop().await;
 }
 
@@ -895,20 +867,7 @@ async fn a_reset_to_a_time_resumes_at_the_first_record_from_that_time() {
     assert_eq!(report.changed[0].to, *before.last().unwrap(), "{report:?}");
     assert!(report.notes.is_empty(), "a real position: {report:?}");
     let to = seq(before.last().unwrap());
-    wait_for(
-        Duration::from_secs(60),
-        "the processor to restart at the last record before T and finish",
-        || {
-            delivered_after_init(&journal.events(), mark, &to)
-                .is_some_and(|d| d.last() == after.last())
-        },
-    )
-    .await;
-    assert_eq!(
-        delivered_after_init(&journal.events(), mark, &to).unwrap(),
-        after,
-        "exactly the records from T on, again"
-    );
+    resumes_with(&journal, mark, &to, &after).await;
     // A time before every record: TRIM_HORIZON (everything again); refused nothing.
     let long_ago = aws_smithy_types::DateTime::from_secs(1_000_000_000);
     let report = admin
@@ -922,4 +881,24 @@ async fn a_reset_to_a_time_resumes_at_the_first_record_from_that_time() {
         .unwrap();
     assert_eq!(report.changed[0].to, "TRIM_HORIZON", "{report:?}");
     worker.stop().await;
+}
+
+/// Wait until a processor started (after journal event `mark`) at checkpoint `to` and was
+/// delivered up to the last of `expected`; then it must have been delivered exactly
+/// `expected`, in order.
+async fn resumes_with(journal: &Journal, mark: usize, to: &Checkpoint, expected: &[String]) {
+    wait_for(
+        Duration::from_secs(60),
+        "the processor to restart at the reset position and finish",
+        || {
+            delivered_after_init(&journal.events(), mark, to)
+                .is_some_and(|d| d.last() == expected.last())
+        },
+    )
+    .await;
+    assert_eq!(
+        delivered_after_init(&journal.events(), mark, to).unwrap(),
+        expected,
+        "records delivered after the reset"
+    );
 }
