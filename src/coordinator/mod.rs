@@ -674,6 +674,7 @@ impl LeaseCoordinator {
         if let Some(slot) = removed {
             tracing::warn!(worker_id = %self.worker_id(), lease_key = key, reason, "lease lost");
             self.inner.metrics.lost_lease();
+            self.note_error(Some(key), format!("lease lost: {reason}"));
             slot.tenure.lost.cancel();
             self.publish();
         }

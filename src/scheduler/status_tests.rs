@@ -143,3 +143,39 @@ async fn status_shows_held_shards_their_lag_history_the_table_and_errors() {
         assert!(json["held"][0]["history"][1]["millis_behind_latest"].is_number());
     }
 }
+
+/// A lease another worker takes shows in the recent errors as lost.
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_is_among_the_recent_errors() {
+    let stream = InMemoryStream::new("s", 1);
+    let store = InMemoryLeaseStore::new();
+    let config = Config::builder("app", StreamRef::Name("s".into()))
+        .worker_id("w1")
+        .failover_time(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let s = Scheduler::new(
+        config,
+        |_: &str| Processor { restart_once: None },
+        Arc::new(stream.clone()),
+        Arc::new(store.clone()),
+    );
+    let handle = s.handle();
+    let task = tokio::spawn(async move {
+        let _ = s.run(std::future::pending()).await;
+    });
+    while handle.held_shards().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(handle.status().errors.is_empty());
+    let lease = store.snapshot().into_values().next().unwrap();
+    let _ = store.take_lease(&lease, "w2").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handle.status().errors.iter().any(|e| {
+        e.lease_key.as_deref() == Some(lease.key.as_str()) && e.message.starts_with("lease lost")
+    }) {
+        assert!(Instant::now() < deadline, "{:?}", handle.status().errors);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+}
