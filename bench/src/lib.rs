@@ -39,6 +39,7 @@ pub mod report;
 pub mod scale;
 pub mod services;
 pub mod skew;
+pub mod standin;
 pub mod stats;
 pub mod synthetic;
 pub mod timed;
