@@ -17,9 +17,10 @@
 //! | 9. cost of metrics | [`metrics_cost`] | nothing (in-memory, paused time) |
 //! | 10. KCL 3.x mode: failover and balance | [`fleet3x`] | nothing (in-memory, paused time) |
 //! | 11. balancing a skewed load without a leader | [`skew`] | nothing (in-memory, paused time) |
+//! | 12. throughput on the real path | [`real_path`] | the stand-in Kinesis ([`standin`]) and DynamoDB Local |
 //!
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
-//! once and shared by sections 3, 5 and 6 ([`services`]).
+//! once and shared by sections 3, 5, 6 and 12 ([`services`]).
 
 pub mod cluster;
 pub mod counting;
@@ -35,6 +36,7 @@ pub mod metrics_cost;
 pub mod multilang;
 pub mod noop;
 pub mod pipeline;
+pub mod real_path;
 pub mod report;
 pub mod scale;
 pub mod services;

@@ -5,7 +5,7 @@ use kcl_bench::report::{self, Section};
 use kcl_bench::services::Services;
 use kcl_bench::{
     deaggregation, e2e, failover, fleet3x, footprint, lease_cost, machine, metrics_cost, multilang,
-    pipeline, scale, skew, Scale,
+    pipeline, real_path, scale, skew, Scale,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,14 +18,15 @@ USAGE:
 
 OPTIONS:
     --quick       small sizes, a smoke run (writes target/BENCHMARKS-quick.md unless --out is given)
-    --only N      run section N (1-11) only; repeatable. The other sections of an existing output
+    --only N      run section N (1-12) only; repeatable. The other sections of an existing output
                   file are kept as they were.
     --out FILE    where to write (default: BENCHMARKS.md at the workspace root)
     -h, --help    this text
 
 Sections 3 (second part), 5 and 6 start kinesis-local and DynamoDB Local (node, java) through
 testkit; section 5 also needs python3 (amazon-kclpy is fetched into the testkit cache) and
-builds kcl-multilang with `cargo build --release -p kinesis-client-multilang`.";
+builds kcl-multilang with `cargo build --release -p kinesis-client-multilang`. Section 12 \
+starts DynamoDB Local the same way and serves Kinesis from the benchmark itself (the stand-in).";
 
 struct Args {
     scale: Scale,
@@ -100,6 +101,7 @@ fn run_section(n: u8, scale: Scale, services: &mut Services) -> Section {
         9 => metrics_cost::section(scale),
         10 => fleet3x::section(scale),
         11 => skew::section(scale),
+        12 => real_path::section(scale, services),
         _ => unreachable!("checked in parse_args"),
     };
     eprintln!(
@@ -113,8 +115,12 @@ fn main() -> Result<()> {
     if footprint::is_child_invocation() {
         return footprint::child_main();
     }
-    // `kcl-bench __pipeline SHARDS BYTES RECORDS`: one section-1 row (its warm-up run, then
-    // the measured run), for profiling the measured run alone:
+    if real_path::is_child_invocation() {
+        return real_path::child_main();
+    }
+    // `kcl-bench __pipeline SHARDS BYTES RECORDS [prometheus]`: one section-1 row (its warm-up
+    // run, then the measured run; with section 9's recorder), for profiling the measured run
+    // alone:
     // `mkfifo /tmp/ctl; KCL_BENCH_PERF_CTL=/tmp/ctl perf record -e cpu-clock --control=fifo:/tmp/ctl -D -1 -- target/release/kcl-bench __pipeline 64 100 1000000`.
     if std::env::args().nth(1).as_deref() == Some("__pipeline") {
         let arg = |i: usize| -> Result<u64> {
@@ -124,7 +130,11 @@ fn main() -> Result<()> {
                 .parse()
                 .context("a number")
         };
-        let r = pipeline::row(arg(2)? as usize, arg(3)? as usize, arg(4)?);
+        // A 5th argument `prometheus`: with section 9's Prometheus recorder (100 B records).
+        let r = match std::env::args().nth(5).as_deref() {
+            Some("prometheus") => metrics_cost::row(arg(2)? as usize, arg(4)?),
+            _ => pipeline::row(arg(2)? as usize, arg(3)? as usize, arg(4)?),
+        };
         println!(
             "{} records in {:?} CPU: {:.0} ns/record ({:.0} records per CPU second)",
             r.records,

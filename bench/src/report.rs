@@ -136,7 +136,7 @@ pub fn find_section(doc: &str, n: u8) -> Option<&str> {
 }
 
 /// The number of the last section.
-pub const LAST_SECTION: u8 = 11;
+pub const LAST_SECTION: u8 = 12;
 
 /// The whole document: `header`, then for each section 1..=[`LAST_SECTION`] the new one if
 /// given, else the one in `previous` (if any), then `footer`.

@@ -649,6 +649,40 @@ impl Stream {
     }
 }
 
+fn sdk_http_client() -> aws_sdk_kinesis::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https()
+}
+
+/// An AWS SDK for Rust Kinesis client for `endpoint` (us-east-1, `test`/`test`, the HTTP
+/// client testkit builds: hyper 1 + rustls). Make one per tokio runtime.
+pub fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "standin"))
+        .http_client(sdk_http_client())
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
+/// A DynamoDB client for `endpoint` (e.g. DynamoDB Local), set up as [`kinesis_client`].
+pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("test", "test", None, None, "standin"))
+        .http_client(sdk_http_client())
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
 fn hash_range((s, e): (u128, u128)) -> Out {
     Out::Map(vec![
         ("StartingHashKey", Out::Str(s.to_string())),

@@ -235,19 +235,7 @@ impl Standin {
     /// An AWS SDK for Rust Kinesis client for this stand-in (us-east-1, `test`/`test`,
     /// the HTTP client testkit builds: hyper 1 + rustls). Make one per tokio runtime.
     pub fn kinesis_client(&self) -> aws_sdk_kinesis::Client {
-        use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-        use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-            .build_https();
-        let conf = aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(super::REGION))
-            .credentials_provider(Credentials::new("test", "test", None, None, "standin"))
-            .http_client(http)
-            .endpoint_url(self.endpoint())
-            .build();
-        aws_sdk_kinesis::Client::from_conf(conf)
+        super::kinesis_client(&self.endpoint())
     }
 }
 
