@@ -23,6 +23,13 @@ fn plan(scale: Scale) -> (Vec<usize>, u64, usize) {
     }
 }
 
+/// A row of section 1 with the Prometheus recorder (its warm-up run, then the measured run,
+/// profiled as [`crate::pipeline::row`]'s): `kcl-bench __pipeline SHARDS 100 RECORDS prometheus`.
+pub fn row(shards: usize, records: u64) -> PipelineRun {
+    let _ = run_prometheus(shards, (records / 10).max(shards as u64));
+    crate::pipeline::profiled(|| run_prometheus(shards, records))
+}
+
 /// One run with the Prometheus recorder; checks that it recorded every record.
 fn run_prometheus(shards: usize, records: u64) -> PipelineRun {
     // The endpoint binds a port: it needs a runtime (a separate one: the measured run makes

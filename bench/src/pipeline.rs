@@ -80,8 +80,13 @@ static PROFILE: AtomicBool = AtomicBool::new(false);
 /// not pay for first-touch page faults of the allocator's arenas), then the measured run.
 pub fn row(shards: usize, record_size: usize, records: u64) -> PipelineRun {
     let _ = run(shards, record_size, (records / 10).max(shards as u64));
+    profiled(|| run(shards, record_size, records))
+}
+
+/// `measured` with the profile of [`perf_control`] on.
+pub fn profiled(measured: impl FnOnce() -> PipelineRun) -> PipelineRun {
     PROFILE.store(true, Ordering::Relaxed);
-    let r = run(shards, record_size, records);
+    let r = measured();
     PROFILE.store(false, Ordering::Relaxed);
     r
 }

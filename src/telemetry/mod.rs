@@ -76,6 +76,8 @@ pub mod names;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 #[cfg(feature = "prometheus")]
+mod shard_series;
+#[cfg(feature = "prometheus")]
 mod status_page;
 #[cfg(all(test, feature = "prometheus"))]
 pub(crate) use status_page::to_json as status_json;

@@ -3,6 +3,7 @@
 //! and forgets the series of shards this worker no longer holds.
 
 use super::names::{self, MetricSpec, PrometheusKind};
+use super::shard_series::{self, ShardSeries};
 use super::{describe, Health, TelemetryError};
 use crate::scheduler::SchedulerHandle;
 use crate::sync::{Mutex, RwLock};
@@ -31,8 +32,8 @@ pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// go within 5 s after this (the recorder's upkeep interval).
 pub const RELEASED_SHARD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often the recorder's upkeep runs (it drains histogram samples into their buckets and
-/// forgets the shards released more than [`RELEASED_SHARD_TIMEOUT`] ago).
+/// How often the recorder's upkeep runs (it drains the exporter's histogram samples into
+/// their buckets and forgets the shards released more than [`RELEASED_SHARD_TIMEOUT`] ago).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
@@ -46,13 +47,14 @@ type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
 /// counters by `outcome`. Other metrics recorded through it (an application's own) are served
 /// as recorded, their histograms as summaries.
 ///
-/// The series of each shard (`ShardId`) live in a recorder of their own, for as long as this
-/// worker holds the shard: while any handle of the shard's metrics lives (the library keeps
+/// The series of each shard (the library's metrics with a `ShardId`) are kept together, for
+/// as long as this worker holds the shard: while any handle of the shard's metrics lives (the library keeps
 /// them while it holds the lease and its consumer runs), however long the shard stays idle.
 /// Once the last handle is gone, the shard's series are still reported for
 /// [`RELEASED_SHARD_TIMEOUT`], then forgotten; if the worker takes the shard again, its
 /// counters start again from zero (a counter reset, which Prometheus' `rate` and `increase`
-/// handle), as do its histograms.
+/// handle), as do its histograms. An application's own metrics are not forgotten (gauges
+/// go after [`GAUGE_IDLE_TIMEOUT`] without an update), `ShardId` or not.
 #[derive(Clone)]
 pub struct PrometheusRecorder {
     series: Arc<Series>,
@@ -64,12 +66,13 @@ impl std::fmt::Debug for PrometheusRecorder {
     }
 }
 
-/// Every series: those without a shard in one exporter recorder, each shard's in its own.
+/// Every series: the shards' (of the catalogue's metrics) in a [`ShardSeries`] each, the
+/// others in one exporter recorder.
 struct Series {
     rest: metrics_exporter_prometheus::PrometheusRecorder,
     rest_handle: PrometheusHandle,
     shards: RwLock<HashMap<String, ShardSeries>>,
-    /// Every metric's first description, for the recorders of shards seen later.
+    /// Every metric's first description (the `# HELP` of the shards' families).
     descriptions: Mutex<HashMap<String, Description>>,
 }
 
@@ -88,17 +91,7 @@ enum Kind {
     Histogram,
 }
 
-/// One shard's series.
-struct ShardSeries {
-    recorder: metrics_exporter_prometheus::PrometheusRecorder,
-    handle: PrometheusHandle,
-    /// Cloned into every handle of the shard's metrics: the shard is held while a clone lives.
-    held: Arc<()>,
-    /// When the upkeep first saw no handle alive (reset when one is registered again).
-    released: Mutex<Option<Instant>>,
-}
-
-/// A handle of a shard's metric: the exporter's, plus a mark that the shard is held.
+/// A handle of a shard's metric, plus a mark that the shard is held.
 struct Held<T> {
     inner: T,
     _held: Arc<()>,
@@ -161,32 +154,14 @@ impl Series {
         }
     }
 
-    fn new_shard(&self) -> ShardSeries {
-        // No idle timeout: a shard's series live as long as the shard is held.
-        let recorder = builder().build_recorder();
-        for d in self.descriptions.lock().values() {
-            d.apply(&recorder);
-        }
-        ShardSeries {
-            handle: recorder.handle(),
-            recorder,
-            held: Arc::default(),
-            released: Mutex::new(None),
-        }
-    }
-
-    /// `register` on the recorder of `shard` (created if new), with the shard marked held for
+    /// `register` on the series of `shard` (created if new), with the shard marked held for
     /// as long as the returned handle lives. Under the shards' lock, so that the upkeep never
     /// forgets a shard between the lookup and the registration.
-    fn on_shard<T>(
-        &self,
-        shard: &str,
-        register: impl FnOnce(&metrics_exporter_prometheus::PrometheusRecorder) -> T,
-    ) -> Held<T> {
+    fn on_shard<T>(&self, shard: &str, register: impl FnOnce(&ShardSeries) -> T) -> Held<T> {
         let held = |s: &ShardSeries| {
             *s.released.lock() = None;
             Held {
-                inner: register(&s.recorder),
+                inner: register(s),
                 _held: s.held.clone(),
             }
         };
@@ -194,35 +169,26 @@ impl Series {
             return held(s);
         }
         let mut shards = self.shards.write();
-        let s = shards
-            .entry(shard.to_string())
-            .or_insert_with(|| self.new_shard());
-        held(s)
+        held(shards.entry(shard.to_string()).or_default())
     }
 
-    /// Describe a metric to every recorder, now and to come (the first description of a
-    /// metric counts, as in the exporter; the scheduler describes every metric when it starts).
+    /// Describe a metric (the first description of a metric counts, as in the exporter; the
+    /// scheduler describes every metric when it starts).
     fn describe(&self, d: Description) {
-        // The lock order of `on_shard`: shards, then descriptions (in `new_shard`).
-        let shards = self.shards.read();
         let mut descriptions = self.descriptions.lock();
         if descriptions.contains_key(d.name.as_str()) {
             return;
         }
         d.apply(&self.rest);
-        for s in shards.values() {
-            d.apply(&s.recorder);
-        }
         descriptions.insert(d.name.as_str().to_string(), d);
     }
 
-    /// Drain histogram samples; forget the shards no handle has marked held for
+    /// Drain the exporter's histogram samples; forget the shards no handle has marked held for
     /// [`RELEASED_SHARD_TIMEOUT`].
     fn upkeep(&self, now: Instant) {
         self.rest_handle.run_upkeep();
         let mut expired = Vec::new();
         for (shard, s) in self.shards.read().iter() {
-            s.handle.run_upkeep();
             if Arc::strong_count(&s.held) > 1 {
                 *s.released.lock() = None;
                 continue;
@@ -247,11 +213,15 @@ impl Series {
         }
     }
 
-    /// Every series in the text format: the renders of the recorders merged by metric.
+    /// Every series in the text format: the exporter's page and the shards' merged by metric.
     fn render(&self) -> String {
-        let mut pages = vec![self.rest_handle.render()];
-        pages.extend(self.shards.read().values().map(|s| s.handle.render()));
-        merge_pages(&pages)
+        let shards = {
+            let descriptions = self.descriptions.lock();
+            shard_series::render(self.shards.read().values(), |name| {
+                descriptions.get(name).map(|d| d.text.to_string())
+            })
+        };
+        merge_pages(&[self.rest_handle.render(), shards])
     }
 }
 
@@ -329,22 +299,52 @@ fn prometheus_key(spec: &MetricSpec, key: &Key, extra: Option<Label>) -> Key {
     Key::from_parts(KeyName::from_const_str(spec.prometheus.name), labels)
 }
 
-type Exporter = metrics_exporter_prometheus::PrometheusRecorder;
+/// Where a catalogue metric's series live: the exporter's registry or a shard's series.
+trait Target {
+    fn counter(&self, key: &Key) -> Counter;
+    fn gauge(&self, key: &Key) -> Gauge;
+    /// A histogram with these buckets (the exporter has them from its builder).
+    fn histogram(&self, key: &Key, buckets: &'static [f64]) -> Histogram;
+}
 
-/// Register a counter on `r` under its Prometheus name.
-fn counter_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Counter {
-    match spec_of(key) {
-        Some(spec) => r.register_counter(&prometheus_key(spec, key, None), meta),
-        None => r.register_counter(key, meta),
+/// The exporter's registry, with the metadata of the registration.
+struct Exported<'a> {
+    recorder: &'a metrics_exporter_prometheus::PrometheusRecorder,
+    metadata: &'a Metadata<'a>,
+}
+
+impl Target for Exported<'_> {
+    fn counter(&self, key: &Key) -> Counter {
+        self.recorder.register_counter(key, self.metadata)
+    }
+    fn gauge(&self, key: &Key) -> Gauge {
+        self.recorder.register_gauge(key, self.metadata)
+    }
+    fn histogram(&self, key: &Key, _: &'static [f64]) -> Histogram {
+        self.recorder.register_histogram(key, self.metadata)
     }
 }
 
-/// Register a gauge on `r` under its Prometheus name, scaled to its unit.
-fn gauge_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Gauge {
-    let Some(spec) = spec_of(key) else {
-        return r.register_gauge(key, meta);
-    };
-    let inner = r.register_gauge(&prometheus_key(spec, key, None), meta);
+impl Target for ShardSeries {
+    fn counter(&self, key: &Key) -> Counter {
+        ShardSeries::counter(self, key)
+    }
+    fn gauge(&self, key: &Key) -> Gauge {
+        ShardSeries::gauge(self, key)
+    }
+    fn histogram(&self, key: &Key, buckets: &'static [f64]) -> Histogram {
+        ShardSeries::histogram(self, key, buckets)
+    }
+}
+
+/// A catalogue counter under its Prometheus name.
+fn counter_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Counter {
+    t.counter(&prometheus_key(spec, key, None))
+}
+
+/// A catalogue gauge under its Prometheus name, scaled to its unit.
+fn gauge_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Gauge {
+    let inner = t.gauge(&prometheus_key(spec, key, None));
     let divisor = spec.prometheus_divisor();
     if divisor == 1.0 {
         return inner;
@@ -352,28 +352,30 @@ fn gauge_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Gauge {
     Gauge::from_arc(Arc::new(Scaled { inner, divisor }))
 }
 
-/// Register a histogram on `r` under its Prometheus name: a histogram scaled to its unit, or
-/// for a 1/0 outcome, the counters of its two outcomes.
-fn histogram_on(r: &Exporter, key: &Key, meta: &Metadata<'_>) -> Histogram {
-    let Some(spec) = spec_of(key) else {
-        return r.register_histogram(key, meta);
+/// A catalogue histogram under its Prometheus name: a histogram scaled to its unit, or for a
+/// 1/0 outcome, the counters of its two outcomes. `None` for a metric the catalogue does not
+/// serve as either.
+fn histogram_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Option<Histogram> {
+    let buckets = match spec.prometheus.kind {
+        PrometheusKind::Outcomes => {
+            let outcome = |value| {
+                let label = Label::from_static_parts(names::PROMETHEUS_OUTCOME, value);
+                t.counter(&prometheus_key(spec, key, Some(label)))
+            };
+            return Some(Histogram::from_arc(Arc::new(Outcomes {
+                success: outcome(names::OUTCOME_SUCCESS),
+                failure: outcome(names::OUTCOME_FAILURE),
+            })));
+        }
+        PrometheusKind::Histogram { buckets } => buckets,
+        PrometheusKind::Counter | PrometheusKind::Gauge => return None,
     };
-    if spec.prometheus.kind == PrometheusKind::Outcomes {
-        let outcome = |value| {
-            let label = Label::from_static_parts(names::PROMETHEUS_OUTCOME, value);
-            r.register_counter(&prometheus_key(spec, key, Some(label)), meta)
-        };
-        return Histogram::from_arc(Arc::new(Outcomes {
-            success: outcome(names::OUTCOME_SUCCESS),
-            failure: outcome(names::OUTCOME_FAILURE),
-        }));
-    }
-    let inner = r.register_histogram(&prometheus_key(spec, key, None), meta);
+    let inner = t.histogram(&prometheus_key(spec, key, None), buckets);
     let divisor = spec.prometheus_divisor();
     if divisor == 1.0 {
-        return inner;
+        return Some(inner);
     }
-    Histogram::from_arc(Arc::new(Scaled { inner, divisor }))
+    Some(Histogram::from_arc(Arc::new(Scaled { inner, divisor })))
 }
 
 /// The descriptions of the metric `name` as Prometheus serves it: one per catalogue entry of
@@ -433,6 +435,16 @@ fn shard_of(key: &Key) -> Option<&str> {
         .map(|l| l.value())
 }
 
+impl PrometheusRecorder {
+    /// The exporter's registry, for a registration with this metadata.
+    fn exported<'a>(&'a self, metadata: &'a Metadata<'a>) -> Exported<'a> {
+        Exported {
+            recorder: &self.series.rest,
+            metadata,
+        }
+    }
+}
+
 impl Recorder for PrometheusRecorder {
     fn describe_counter(&self, name: KeyName, unit: Option<Unit>, text: SharedString) {
         for d in prometheus_descriptions(Kind::Counter, name, unit, text) {
@@ -449,31 +461,45 @@ impl Recorder for PrometheusRecorder {
             self.series.describe(d);
         }
     }
+    // A catalogue metric of a shard goes to the shard's series; everything else (an
+    // application's own metrics too, `ShardId` or not) to the exporter's registry.
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        let Some(spec) = spec_of(key) else {
+            return self.series.rest.register_counter(key, metadata);
+        };
         match shard_of(key) {
-            None => counter_on(&self.series.rest, key, metadata),
-            Some(shard) => Counter::from_arc(Arc::new(
-                self.series
-                    .on_shard(shard, |r| counter_on(r, key, metadata)),
-            )),
+            Some(shard) if spec.prometheus.kind == PrometheusKind::Counter => Counter::from_arc(
+                Arc::new(self.series.on_shard(shard, |s| counter_on(s, spec, key))),
+            ),
+            _ => counter_on(&self.exported(metadata), spec, key),
         }
     }
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        let Some(spec) = spec_of(key) else {
+            return self.series.rest.register_gauge(key, metadata);
+        };
         match shard_of(key) {
-            None => gauge_on(&self.series.rest, key, metadata),
-            Some(shard) => Gauge::from_arc(Arc::new(
-                self.series.on_shard(shard, |r| gauge_on(r, key, metadata)),
-            )),
+            Some(shard) if spec.prometheus.kind == PrometheusKind::Gauge => Gauge::from_arc(
+                Arc::new(self.series.on_shard(shard, |s| gauge_on(s, spec, key))),
+            ),
+            _ => gauge_on(&self.exported(metadata), spec, key),
         }
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        match shard_of(key) {
-            None => histogram_on(&self.series.rest, key, metadata),
-            Some(shard) => Histogram::from_arc(Arc::new(
-                self.series
-                    .on_shard(shard, |r| histogram_on(r, key, metadata)),
-            )),
+        let on_shard = spec_of(key).zip(shard_of(key)).and_then(|(spec, shard)| {
+            let held = self.series.on_shard(shard, |s| histogram_on(s, spec, key));
+            let inner = held.inner?;
+            Some(Histogram::from_arc(Arc::new(Held {
+                inner,
+                _held: held._held,
+            })))
+        });
+        if let Some(h) = on_shard {
+            return h;
         }
+        spec_of(key)
+            .and_then(|spec| histogram_on(&self.exported(metadata), spec, key))
+            .unwrap_or_else(|| self.series.rest.register_histogram(key, metadata))
     }
 }
 
