@@ -37,6 +37,12 @@ pub struct StandinStats {
     pub bytes: u64,
     /// Error answers.
     pub errors: u64,
+    /// Requests in CBOR (the rest were JSON).
+    pub cbor_requests: u64,
+    /// Connections that spoke HTTP/2 (prior knowledge); the rest spoke HTTP/1.1.
+    pub h2_connections: u64,
+    /// Connections accepted.
+    pub connections: u64,
 }
 
 impl std::ops::Sub for StandinStats {
@@ -49,6 +55,9 @@ impl std::ops::Sub for StandinStats {
             records: self.records - o.records,
             bytes: self.bytes - o.bytes,
             errors: self.errors - o.errors,
+            cbor_requests: self.cbor_requests - o.cbor_requests,
+            h2_connections: self.h2_connections - o.h2_connections,
+            connections: self.connections - o.connections,
         }
     }
 }
@@ -78,6 +87,9 @@ struct Counters {
     records: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    cbor_requests: AtomicU64,
+    h2_connections: AtomicU64,
+    connections: AtomicU64,
 }
 
 struct Shared {
@@ -215,6 +227,9 @@ impl Standin {
             records: c.records.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            cbor_requests: c.cbor_requests.load(Ordering::Relaxed),
+            h2_connections: c.h2_connections.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
         }
     }
 
@@ -280,6 +295,13 @@ async fn connection(conn: tokio::net::TcpStream, shared: Arc<Shared>) {
             Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     };
+    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    if h2 {
+        shared
+            .counters
+            .h2_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, req).await) }
@@ -358,6 +380,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Pieces> {
     };
     let format = Format::from_content_type(&header("content-type"));
     let target = header("x-amz-target");
+    if format == Format::Cbor {
+        c.cbor_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),

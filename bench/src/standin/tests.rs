@@ -609,3 +609,95 @@ async fn standin_json_answers_are_what_the_sdk_parses_byte_for_byte() {
     assert_eq!(v["MillisBehindLatest"], 1);
     assert!(v["NextShardIterator"].is_string());
 }
+
+/// The Java SDK v2 client as the Java KCL 3.x builds it (Netty, HTTP/2, CBOR) reads the
+/// stand-in: `bench/java/StandinCheck.java`, compiled here against the Java KCL's jars
+/// (testkit installs them).
+#[test]
+fn standin_java_sdk_v2_reads_the_answers() {
+    let kcl = testkit::java_kcl::java_kcl().expect("the Java KCL jars (testkit)");
+    let (javac, _) = testkit::java_app::javac(&kcl.java).expect("a JDK");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/java/StandinCheck.java");
+    let classes = std::env::temp_dir().join(format!("standin-check-{}", std::process::id()));
+    std::fs::create_dir_all(&classes).unwrap();
+    let out = std::process::Command::new(javac)
+        .arg("-cp")
+        .arg(kcl.classpath())
+        .arg("-d")
+        .arg(&classes)
+        .arg(source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = start(StreamSpec::new("java", 1, 2_000, 50).resharded());
+    let mut cp = classes.clone().into_os_string();
+    cp.push(":");
+    cp.push(kcl.classpath());
+    let out = std::process::Command::new(&kcl.java)
+        .arg("-cp")
+        .arg(cp)
+        .arg("StandinCheck")
+        .arg(s.endpoint())
+        .arg("java")
+        .arg(s.arrival_ms(0, 1_500).to_string())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&classes);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "StandinCheck failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let expect = |line: String| assert!(lines.contains(&line.as_str()), "no {line:?} in\n{text}");
+    expect("summary open=2".into());
+    expect(format!(
+        "shard id={} parent=null end={}",
+        s.shard_ids()[0],
+        s.sequence_number(0, 1_999)
+    ));
+    expect(format!(
+        "shard id={} parent={} end=null",
+        s.shard_ids()[2],
+        s.shard_ids()[0]
+    ));
+    for pos in 1_500..1_503 {
+        expect(format!(
+            "record seq={} at={} pk={} len=50 pos={pos}",
+            s.sequence_number(0, pos),
+            s.arrival_ms(0, pos),
+            partition_key(pos)
+        ));
+    }
+    expect("batch behind=497 next=true".into());
+    expect("end rest=497 behind=0".into());
+    expect(format!(
+        "child id={} parents={}",
+        s.shard_ids()[1],
+        s.shard_ids()[0]
+    ));
+    expect(format!(
+        "child id={} parents={}",
+        s.shard_ids()[2],
+        s.shard_ids()[0]
+    ));
+    expect("error class=InvalidArgumentException".into());
+    let stats = s.stats();
+    assert_eq!(
+        stats.cbor_requests, stats.requests,
+        "the Java SDK v2 speaks CBOR to Kinesis"
+    );
+    assert_eq!(
+        stats.h2_connections, stats.connections,
+        "the Java KCL's client speaks HTTP/2 (prior knowledge on plain HTTP)"
+    );
+    eprintln!(
+        "Java SDK v2: {} requests, {} connection(s), {} over HTTP/2",
+        stats.requests, stats.connections, stats.h2_connections
+    );
+}
