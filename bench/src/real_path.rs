@@ -455,6 +455,85 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
 mod tests {
     use super::*;
 
+    /// The library on the real path through a resharding: a closed parent, then its two
+    /// children, every record once in order, the children only after the parent's last
+    /// record (lease table in DynamoDB Local, through testkit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn standin_the_library_reads_a_resharded_stream_parents_first() {
+        let aws = testkit::LocalAws::shared()
+            .await
+            .expect("DynamoDB Local (testkit)");
+        let name = testkit::unique_name("standin-reshard");
+        let s = Standin::start(StreamSpec::new(&name, 2, 1_000, 20).resharded()).unwrap();
+        let total = s.total_records();
+        assert_eq!(total, 4_000);
+        let config = Config::builder(format!("{name}-app"), StreamRef::Name(name.clone()))
+            .worker_id("reshard-worker")
+            .initial_position(InitialPosition::TrimHorizon)
+            .idle_time_between_reads(READ_INTERVAL)
+            .parent_shard_poll_interval(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let client = Arc::new(KinesisStreamClient::new(
+            s.kinesis_client(),
+            config.stream().clone(),
+        ));
+        let store = DynamoDbLeaseStore::new(
+            standin::dynamodb_client(aws.dynamodb_endpoint()),
+            config.table_name().to_string(),
+        );
+        // (shard number, position) in delivery order.
+        let seen: Arc<std::sync::Mutex<Vec<(u32, u64)>>> = Arc::default();
+        let done = Countdown::new(total, || ());
+        let hook: BatchHook = {
+            let (seen, done) = (seen.clone(), done.clone());
+            Arc::new(move |_: &str, records: &[kinesis_client::Record]| {
+                let mut v = seen.lock().unwrap();
+                for r in records {
+                    let pos = u64::from_le_bytes(r.data[..8].try_into().unwrap());
+                    let shard = u32::from_le_bytes(r.data[8..12].try_into().unwrap());
+                    v.push((shard, pos));
+                }
+                drop(v);
+                done.add(records.len() as u64);
+            })
+        };
+        let factory = move |shard: &str| NoopProcessor::new(shard, hook.clone());
+        let scheduler = Scheduler::new(config, factory, client, Arc::new(store));
+        let task = tokio::spawn(async move {
+            let _ = scheduler.run(std::future::pending()).await;
+        });
+        tokio::time::timeout(Duration::from_secs(120), done.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {total} records in 120 s", done.processed()));
+        task.abort();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len() as u64, total, "every record once");
+        for shard in 0..4u32 {
+            let positions: Vec<u64> = seen
+                .iter()
+                .filter(|(s, _)| *s == shard)
+                .map(|(_, p)| *p)
+                .collect();
+            assert_eq!(
+                positions,
+                (0..1_000).collect::<Vec<u64>>(),
+                "shard {shard} in order"
+            );
+        }
+        let parent_done = seen.iter().rposition(|(s, _)| *s == 0).unwrap();
+        let first_child = seen.iter().position(|(s, _)| *s >= 2).unwrap();
+        assert!(
+            parent_done < first_child,
+            "children start after the parent's last record"
+        );
+        assert!(
+            s.unknown_operations().is_empty(),
+            "{:?}",
+            s.unknown_operations()
+        );
+    }
+
     #[test]
     fn standin_consumer_report_line_round_trips() {
         let r = ConsumerReport {
