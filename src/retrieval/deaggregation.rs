@@ -28,7 +28,8 @@
 //!   same for MD5 and protobuf failures, but drops the rest of an aggregate whose index is out
 //!   of range.
 //!
-//! The user records' payloads are slices of the aggregate's buffer (nothing is copied).
+//! The user records' payloads are slices of the aggregate's buffer (nothing is copied), and
+//! the message is read in place (no intermediate decoded message).
 //!
 //! A record without the magic bytes is not an aggregate and is delivered as it is.
 
@@ -36,15 +37,20 @@ use crate::lease::HashKeyRange;
 use crate::record::Record;
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use prost::Message;
+use std::ops::Range;
+use wire::{Cursor, LEN, VARINT};
+
+mod wire;
 
 /// The first four bytes of every KPL aggregate.
 pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Length of the MD5 trailer.
 pub const DIGEST_LEN: usize = 16;
 
-/// The aggregate's protobuf message (`messages.proto` of the KPL, proto2).
-#[derive(Clone, PartialEq, Message)]
+/// The aggregate's protobuf message (`messages.proto` of the KPL, proto2), for the testing
+/// kit's encoder and the tests ([`deaggregate`] reads the message in place, without it).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct AggregatedRecord {
     #[prost(string, repeated, tag = "1")]
     pub partition_key_table: Vec<String>,
@@ -56,7 +62,8 @@ pub(crate) struct AggregatedRecord {
 
 /// One user record of an [`AggregatedRecord`] (its `tags`, field 4, are skipped: no KCL
 /// delivers them).
-#[derive(Clone, PartialEq, Message)]
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct UserRecord {
     #[prost(uint64, required, tag = "1")]
     pub partition_key_index: u64,
@@ -122,7 +129,14 @@ pub enum CorruptAggregate {
 /// The 128-bit hash key Kinesis routes a partition key to: MD5 of its UTF-8 bytes, as an
 /// unsigned big-endian integer.
 pub fn partition_key_hash(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+    u128::from_be_bytes(message_digest(partition_key.as_bytes()))
+}
+
+/// The MD5 of `message`: what an aggregate's trailer holds for its protobuf message, computed
+/// by the implementation [`deaggregate`] checks trailers with (the floor of its cost: every
+/// byte of an aggregate is hashed once).
+pub fn message_digest(message: &[u8]) -> [u8; DIGEST_LEN] {
+    Md5::digest(message).into()
 }
 
 /// De-aggregates one Kinesis record, appending what a processor gets to `out`: the user
@@ -131,6 +145,12 @@ pub fn partition_key_hash(partition_key: &str) -> u128 {
 ///
 /// `shard_range` is the shard's hash key range, when known: only used to count user records
 /// outside it (all are passed on).
+///
+/// Past the MD5 check, the message is read in place: each user record gets its payload as a
+/// slice of the aggregate's buffer, a copy of its partition key (and explicit hash key) and a
+/// clone of the aggregate's sequence number; the last user record takes the aggregate's own
+/// sequence number (and partition key, when it is the same). Nothing else is allocated per
+/// user record.
 pub fn deaggregate(
     record: Record,
     shard_range: Option<HashKeyRange>,
@@ -147,107 +167,269 @@ pub fn deaggregate(
         return Outcome::Corrupt(CorruptAggregate::TooShort { len });
     }
     let body_end = data.len() - DIGEST_LEN;
-    if Md5::digest(&data[KPL_MAGIC.len()..body_end])[..] != data[body_end..] {
+    if message_digest(&data[KPL_MAGIC.len()..body_end])[..] != data[body_end..] {
         out.push(record);
         return Outcome::Corrupt(CorruptAggregate::DigestMismatch);
     }
-    let mut record = record;
-    let buffer = std::mem::take(&mut record.data);
-    let decoded = AggregatedRecord::decode(buffer.slice(KPL_MAGIC.len()..body_end))
-        .map_err(|e| CorruptAggregate::Protobuf(e.to_string()))
-        .and_then(|message| check(&message).map(|()| message));
-    let message = match decoded {
-        Ok(m) => m,
+    let before = out.len();
+    match unpack(&record, shard_range, out) {
+        Ok(last) => {
+            // The last user record takes what the aggregate no longer needs.
+            let Record {
+                partition_key,
+                sequence_number,
+                approximate_arrival_timestamp,
+                ..
+            } = record;
+            out.push(Record {
+                data: last.data,
+                partition_key: last.partition_key.unwrap_or(partition_key),
+                sequence_number,
+                sub_sequence_number: last.user_records as u64 - 1,
+                explicit_hash_key: last.explicit_hash_key,
+                aggregated: true,
+                approximate_arrival_timestamp,
+            });
+            Outcome::Aggregate {
+                user_records: last.user_records,
+                outside_hash_range: last.outside_hash_range,
+            }
+        }
         Err(why) => {
-            record.data = buffer;
+            // Whole or nothing: what was appended of this aggregate goes.
+            out.truncate(before);
             out.push(record);
-            return Outcome::Corrupt(why);
+            Outcome::Corrupt(why)
         }
-    };
-    let outside_hash_range = match shard_range {
+    }
+}
+
+/// The tables of an aggregate's message (slices of it), and where its user records are.
+struct Tables<'a> {
+    partition_keys: Vec<&'a str>,
+    explicit_hash_keys: Vec<&'a str>,
+    user_records: usize,
+    /// Where the first user record's field starts.
+    first_user_record: usize,
+}
+
+/// One user record's fields: table indices and where its payload is in the message.
+struct UserFields {
+    partition_key: usize,
+    explicit_hash_key: Option<usize>,
+    data: Range<usize>,
+}
+
+/// The last user record of an aggregate, and what [`Outcome::Aggregate`] says of it.
+struct Last {
+    data: Bytes,
+    /// `None`: the aggregate's partition key.
+    partition_key: Option<String>,
+    explicit_hash_key: Option<String>,
+    user_records: usize,
+    outside_hash_range: usize,
+}
+
+/// Appends the user records of the aggregate `record` (its trailer checked) but the last to
+/// `out`, and returns the last, or the reason the record is not a valid aggregate (`out` may
+/// then hold some of its user records: the caller removes them).
+fn unpack(
+    record: &Record,
+    shard_range: Option<HashKeyRange>,
+    out: &mut Vec<Record>,
+) -> Result<Last, CorruptAggregate> {
+    let buffer = &record.data;
+    let message = &buffer[KPL_MAGIC.len()..buffer.len() - DIGEST_LEN];
+    let tables = scan(message)?;
+    let mut outside = match shard_range {
         Some(range) if !(range.start == 0 && range.end == u128::MAX) => {
-            count_outside(&message, range)
+            Some(OutsideCounter::new(&tables, range))
         }
-        _ => 0,
+        _ => None,
     };
-    let user_records = message.records.len();
-    out.reserve(user_records);
-    let AggregatedRecord {
-        partition_key_table,
-        explicit_hash_key_table,
-        records,
-    } = message;
-    for (i, user) in records.into_iter().enumerate() {
+    let n = tables.user_records;
+    out.reserve(n);
+    let mut cursor = Cursor::new(message, tables.first_user_record..message.len());
+    let mut outside_hash_range = 0;
+    for i in 0..n {
+        let fields = next_user_record(&mut cursor, &tables, i)?;
+        if let Some(counter) = &mut outside {
+            outside_hash_range += usize::from(counter.is_outside(&fields));
+        }
+        let partition_key = tables.partition_keys[fields.partition_key];
+        let explicit_hash_key = fields
+            .explicit_hash_key
+            .map(|e| tables.explicit_hash_keys[e].to_owned());
+        if i + 1 == n {
+            return Ok(Last {
+                data: payload(buffer, &fields),
+                partition_key: (record.partition_key != partition_key)
+                    .then(|| partition_key.to_owned()),
+                explicit_hash_key,
+                user_records: n,
+                outside_hash_range,
+            });
+        }
         out.push(Record {
-            data: user.data,
-            partition_key: partition_key_table[user.partition_key_index as usize].clone(),
+            data: payload(buffer, &fields),
+            partition_key: partition_key.to_owned(),
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: i as u64,
-            explicit_hash_key: user
-                .explicit_hash_key_index
-                .map(|i| explicit_hash_key_table[i as usize].clone()),
+            explicit_hash_key,
             aggregated: true,
             approximate_arrival_timestamp: record.approximate_arrival_timestamp,
         });
     }
-    Outcome::Aggregate {
-        user_records,
-        outside_hash_range,
-    }
+    unreachable!("`scan` found at least one user record")
 }
 
-/// Every index names an entry of its table, and there is at least one user record.
-fn check(message: &AggregatedRecord) -> Result<(), CorruptAggregate> {
-    if message.records.is_empty() {
+fn payload(buffer: &Bytes, fields: &UserFields) -> Bytes {
+    buffer.slice(KPL_MAGIC.len() + fields.data.start..KPL_MAGIC.len() + fields.data.end)
+}
+
+/// The first pass over the message (`AggregatedRecord`: partition key table, field 1;
+/// explicit hash key table, field 2; user records, field 3; in any order, others skipped): its
+/// tables, and how many user records it holds (at least one).
+fn scan(message: &[u8]) -> Result<Tables<'_>, CorruptAggregate> {
+    let mut tables = Tables {
+        partition_keys: Vec::new(),
+        explicit_hash_keys: Vec::new(),
+        user_records: 0,
+        first_user_record: message.len(),
+    };
+    let mut cursor = Cursor::new(message, 0..message.len());
+    while !cursor.at_end() {
+        let at = cursor.position();
+        let (field, wire) = cursor.key()?;
+        match field {
+            1 | 2 => {
+                cursor.expect(field, wire, LEN)?;
+                let key =
+                    std::str::from_utf8(&message[cursor.length_delimited()?]).map_err(|_| {
+                        CorruptAggregate::Protobuf(format!(
+                            "field {field} before byte {} is not UTF-8",
+                            cursor.position()
+                        ))
+                    })?;
+                if field == 1 {
+                    tables.partition_keys.push(key);
+                } else {
+                    tables.explicit_hash_keys.push(key);
+                }
+            }
+            3 => {
+                cursor.expect(field, wire, LEN)?;
+                cursor.length_delimited()?;
+                if tables.user_records == 0 {
+                    tables.first_user_record = at;
+                }
+                tables.user_records += 1;
+            }
+            _ => cursor.skip(field, wire)?,
+        }
+    }
+    if tables.user_records == 0 {
         return Err(CorruptAggregate::Empty);
     }
-    let pks = message.partition_key_table.len();
-    let ehks = message.explicit_hash_key_table.len();
-    for (i, r) in message.records.iter().enumerate() {
-        if r.partition_key_index >= pks as u64 {
-            return Err(CorruptAggregate::BadIndex {
-                record: i,
-                table: "partition key",
-                index: r.partition_key_index,
-                len: pks,
-            });
-        }
-        if let Some(e) = r.explicit_hash_key_index.filter(|&e| e >= ehks as u64) {
-            return Err(CorruptAggregate::BadIndex {
-                record: i,
-                table: "explicit hash key",
-                index: e,
-                len: ehks,
-            });
-        }
-    }
-    Ok(())
+    Ok(tables)
 }
 
-/// User records whose effective hash key lies outside `range`; each table entry is hashed
-/// (or parsed) once. An explicit hash key that is not a decimal 128-bit number is not counted
-/// (Kinesis would have refused it as a record's own key).
-fn count_outside(message: &AggregatedRecord, range: HashKeyRange) -> usize {
-    let inside = |k: u128| range.start <= k && k <= range.end;
-    let mut pk_inside: Vec<Option<bool>> = vec![None; message.partition_key_table.len()];
-    let ehk_inside: Vec<bool> = message
-        .explicit_hash_key_table
-        .iter()
-        .map(|k| k.parse::<u128>().map_or(true, inside))
-        .collect();
-    message
-        .records
-        .iter()
-        .filter(|r| match r.explicit_hash_key_index {
-            Some(e) => !ehk_inside[e as usize],
-            None => {
-                let i = r.partition_key_index as usize;
-                !*pk_inside[i].get_or_insert_with(|| {
-                    inside(partition_key_hash(&message.partition_key_table[i]))
-                })
+/// The next user record (the `index`th) from `cursor` (at a top-level field of the message),
+/// its indices checked against the tables.
+fn next_user_record(
+    cursor: &mut Cursor<'_>,
+    tables: &Tables<'_>,
+    index: usize,
+) -> Result<UserFields, CorruptAggregate> {
+    // Framing was checked by `scan`: skip to the next field 3.
+    let range = loop {
+        let (field, wire) = cursor.key()?;
+        if field == 3 {
+            break cursor.length_delimited()?;
+        }
+        cursor.skip(field, wire)?;
+    };
+    let mut user = Cursor::new(cursor.whole(), range);
+    let mut partition_key = 0u64;
+    let mut explicit_hash_key = None;
+    let mut data = 0..0;
+    while !user.at_end() {
+        let (field, wire) = user.key()?;
+        match field {
+            1 => {
+                user.expect(field, wire, VARINT)?;
+                partition_key = user.varint()?;
             }
-        })
-        .count()
+            2 => {
+                user.expect(field, wire, VARINT)?;
+                explicit_hash_key = Some(user.varint()?);
+            }
+            3 => {
+                user.expect(field, wire, LEN)?;
+                data = user.length_delimited()?;
+            }
+            _ => user.skip(field, wire)?,
+        }
+    }
+    let check = |table: &'static str, i: u64, len: usize| {
+        if i < len as u64 {
+            Ok(i as usize)
+        } else {
+            Err(CorruptAggregate::BadIndex {
+                record: index,
+                table,
+                index: i,
+                len,
+            })
+        }
+    };
+    Ok(UserFields {
+        partition_key: check("partition key", partition_key, tables.partition_keys.len())?,
+        explicit_hash_key: explicit_hash_key
+            .map(|e| check("explicit hash key", e, tables.explicit_hash_keys.len()))
+            .transpose()?,
+        data,
+    })
+}
+
+/// Tells which user records have an effective hash key outside the shard's range; each table
+/// entry is hashed (or parsed) once, when first needed. An explicit hash key that is not a
+/// decimal 128-bit number is not counted (Kinesis would have refused it as a record's own
+/// key).
+struct OutsideCounter<'t, 'a> {
+    tables: &'t Tables<'a>,
+    range: HashKeyRange,
+    partition_key_inside: Vec<Option<bool>>,
+    explicit_hash_key_inside: Vec<Option<bool>>,
+}
+
+impl<'t, 'a> OutsideCounter<'t, 'a> {
+    fn new(tables: &'t Tables<'a>, range: HashKeyRange) -> Self {
+        OutsideCounter {
+            tables,
+            range,
+            partition_key_inside: vec![None; tables.partition_keys.len()],
+            explicit_hash_key_inside: vec![None; tables.explicit_hash_keys.len()],
+        }
+    }
+
+    fn is_outside(&mut self, user: &UserFields) -> bool {
+        let range = self.range;
+        let inside = move |k: u128| range.start <= k && k <= range.end;
+        let tables = self.tables;
+        !match user.explicit_hash_key {
+            Some(e) => *self.explicit_hash_key_inside[e].get_or_insert_with(|| {
+                tables.explicit_hash_keys[e]
+                    .parse::<u128>()
+                    .map_or(true, inside)
+            }),
+            None => {
+                let i = user.partition_key;
+                *self.partition_key_inside[i]
+                    .get_or_insert_with(|| inside(partition_key_hash(tables.partition_keys[i])))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::testing::kpl::{aggregate, UserRecordSpec};
 use proptest::prelude::*;
+use prost::Message;
 use std::time::{Duration, SystemTime};
 
 const SEQ: &str = "49590338271490256608559692538361571095921575989136588801";
@@ -316,4 +317,232 @@ proptest! {
         prop_assert!(matches!(outcome, Outcome::Corrupt(_)), "{:?}", outcome);
         prop_assert_eq!(out, vec![r]);
     }
+}
+
+/// Protobuf field `field` holding `value` as a varint.
+fn varint_field(field: u32, value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(field, prost::encoding::WireType::Varint, &mut out);
+    prost::encoding::encode_varint(value, &mut out);
+    out
+}
+
+/// Protobuf field `field` holding `value` length-delimited.
+fn len_field(field: u32, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(value.len() as u64, &mut out);
+    out.extend_from_slice(value);
+    out
+}
+
+/// A message with the user records before the tables, unknown fields of every wire type
+/// (a KPL user record's `tags`, field 4; a group holding a group) between them, and a field
+/// given twice (the last wins, as in protobuf): read as `prost` reads it.
+#[test]
+fn fields_in_any_order_and_unknown_fields_are_read_as_protobuf_says() {
+    let group = [
+        vec![0x5B], // field 11, start group
+        varint_field(1, 7),
+        vec![0x13], // field 2, start group
+        vec![0x14], // field 2, end group
+        vec![0x5C], // field 11, end group
+    ]
+    .concat();
+    let user0 = [
+        varint_field(1, 1),
+        len_field(3, b"first"),
+        len_field(4, &[len_field(1, b"tag"), len_field(2, b"value")].concat()),
+        vec![0x2D, 1, 2, 3, 4], // field 5, 32-bit
+    ]
+    .concat();
+    let user1 = [
+        len_field(3, b"replaced"),
+        varint_field(2, 0),
+        group.clone(),
+        len_field(3, b"second"),
+        vec![0x31, 1, 2, 3, 4, 5, 6, 7, 8], // field 6, 64-bit
+    ]
+    .concat();
+    let body = [
+        len_field(3, &user0),
+        varint_field(9, 300),
+        group,
+        len_field(3, &user1),
+        len_field(1, b"pk-a"),
+        len_field(2, b"12345"),
+        len_field(1, b"pk-b"),
+    ]
+    .concat();
+    let decoded = AggregatedRecord::decode(&body[..]).expect("prost reads it");
+    assert_eq!(decoded.records.len(), 2);
+    let (out, outcome) = run(parent(with_trailer(&body)), None);
+    assert_eq!(
+        outcome,
+        Outcome::Aggregate {
+            user_records: 2,
+            outside_hash_range: 0
+        }
+    );
+    assert_eq!(
+        out,
+        expected(&[
+            spec("pk-b", None, b"first"),
+            spec("pk-a", Some("12345"), b"second"),
+        ])
+    );
+}
+
+/// The last user record takes the aggregate's sequence number, and its partition key when it
+/// is the same (no copies); the others get copies of both.
+#[test]
+fn the_last_user_record_takes_the_aggregates_sequence_number_and_key() {
+    let r = parent(aggregate(&[
+        spec("aggregate-pk", None, b"0"),
+        spec("aggregate-pk", None, b"1"),
+    ]));
+    let (seq_at, pk_at) = (
+        r.sequence_number.as_str().as_ptr(),
+        r.partition_key.as_ptr(),
+    );
+    let (out, _) = run(r, None);
+    assert_eq!(out[1].sequence_number.as_str().as_ptr(), seq_at);
+    assert_eq!(out[1].partition_key.as_ptr(), pk_at);
+    assert_ne!(out[0].sequence_number.as_str().as_ptr(), seq_at);
+    assert_ne!(out[0].partition_key.as_ptr(), pk_at);
+    assert_eq!(out[0].sequence_number, seq());
+    assert_eq!(out[0].partition_key, "aggregate-pk");
+
+    // A different key is copied from the table; the aggregate's is dropped.
+    let (out, _) = run(parent(aggregate(&[spec("other", None, b"x")])), None);
+    assert_eq!(out, expected(&[spec("other", None, b"x")]));
+}
+
+/// A fault in a later user record, found after earlier ones were built: `out` gets the
+/// record whole, and keeps what it held before.
+#[test]
+fn a_fault_after_good_user_records_leaves_only_the_raw_record() {
+    let mut records: Vec<UserRecord> = (0..5)
+        .map(|i| UserRecord {
+            partition_key_index: 0,
+            explicit_hash_key_index: None,
+            data: Bytes::from(vec![i as u8; 10]),
+        })
+        .collect();
+    records[4].partition_key_index = 3;
+    let message = AggregatedRecord {
+        partition_key_table: vec!["a".into()],
+        explicit_hash_key_table: vec![],
+        records,
+    };
+    let r = parent(with_trailer(&message.encode_to_vec()));
+    let earlier = Record::new("earlier", "k", 1u64);
+    let mut out = vec![earlier.clone()];
+    let outcome = deaggregate(r.clone(), None, &mut out);
+    assert_eq!(
+        outcome,
+        Outcome::Corrupt(CorruptAggregate::BadIndex {
+            record: 4,
+            table: "partition key",
+            index: 3,
+            len: 1
+        })
+    );
+    assert_eq!(out, vec![earlier, r]);
+}
+
+#[test]
+fn message_digest_is_the_trailers_md5() {
+    let data = unhex(AWS_KINESIS_AGG_VECTOR);
+    let end = data.len() - DIGEST_LEN;
+    assert_eq!(message_digest(&data[KPL_MAGIC.len()..end]), data[end..]);
+    assert_eq!(
+        partition_key_hash("pk0"),
+        u128::from_be_bytes(Md5::digest(b"pk0").into())
+    );
+}
+
+/// Bytes spliced into a message: some protobuf fields (known and unknown, well formed or
+/// not), some arbitrary bytes.
+fn splice() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..12),
+        (1u32..12, any::<u64>()).prop_map(|(f, v)| varint_field(f, v)),
+        (1u32..12, proptest::collection::vec(any::<u8>(), 0..12))
+            .prop_map(|(f, v)| len_field(f, &v)),
+        (1u32..12).prop_map(|f| vec![(f << 3 | 3) as u8, (f << 3 | 4) as u8]),
+        Just(vec![0xFF; 10]),
+        Just(vec![
+            0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01
+        ]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The in-place reader accepts exactly the messages `prost` decodes into a valid
+    /// `AggregatedRecord` (indices in their tables, at least one user record), and reads the
+    /// same user records from them: over aggregates with bytes spliced in, cut short, or a
+    /// byte changed (a valid trailer over the result, so only the message decides).
+    #[test]
+    fn reads_what_prost_reads(
+        specs in proptest::collection::vec(user_record(), 1..8),
+        at in any::<prop::sample::Index>(),
+        change in prop_oneof![
+            splice().prop_map(Some),
+            Just(None),
+        ],
+        flip in any::<Option<(prop::sample::Index, u8)>>(),
+        cut in any::<Option<prop::sample::Index>>(),
+    ) {
+        let whole = aggregate(&specs);
+        let mut body = whole[KPL_MAGIC.len()..whole.len() - DIGEST_LEN].to_vec();
+        if let Some(bytes) = change {
+            let i = at.index(body.len() + 1);
+            body.splice(i..i, bytes);
+        }
+        if let Some((i, x)) = flip {
+            let i = i.index(body.len());
+            body[i] ^= x;
+        }
+        if let Some(c) = cut {
+            body.truncate(c.index(body.len() + 1));
+        }
+        let prost = AggregatedRecord::decode(&body[..])
+            .ok()
+            .filter(check_with_prost);
+        let (out, outcome) = run(parent(with_trailer(&body)), None);
+        match prost {
+            Some(m) => {
+                prop_assert!(matches!(outcome, Outcome::Aggregate { .. }), "{:?}", outcome);
+                let want: Vec<UserRecordSpec> = m
+                    .records
+                    .iter()
+                    .map(|u| UserRecordSpec {
+                        partition_key: m.partition_key_table[u.partition_key_index as usize].clone(),
+                        explicit_hash_key: u
+                            .explicit_hash_key_index
+                            .map(|e| m.explicit_hash_key_table[e as usize].clone()),
+                        data: u.data.to_vec(),
+                    })
+                    .collect();
+                prop_assert_eq!(out, expected(&want));
+            }
+            None => {
+                prop_assert!(matches!(outcome, Outcome::Corrupt(_)), "{:?}", outcome);
+                prop_assert_eq!(out.len(), 1);
+            }
+        }
+    }
+}
+
+/// What the reader checks beyond decoding: at least one user record, indices in their tables.
+fn check_with_prost(m: &AggregatedRecord) -> bool {
+    !m.records.is_empty()
+        && m.records.iter().all(|r| {
+            r.partition_key_index < m.partition_key_table.len() as u64
+                && r.explicit_hash_key_index
+                    .is_none_or(|e| e < m.explicit_hash_key_table.len() as u64)
+        })
 }
