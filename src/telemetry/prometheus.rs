@@ -11,8 +11,8 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Metadata,
-    Recorder, SharedString, Unit,
+    Counter, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Metadata, Recorder,
+    SharedString, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -91,39 +91,6 @@ enum Kind {
     Histogram,
 }
 
-/// A handle of a shard's metric, plus a mark that the shard is held.
-struct Held<T> {
-    inner: T,
-    _held: Arc<()>,
-}
-
-impl CounterFn for Held<Counter> {
-    fn increment(&self, value: u64) {
-        self.inner.increment(value);
-    }
-    fn absolute(&self, value: u64) {
-        self.inner.absolute(value);
-    }
-}
-
-impl GaugeFn for Held<Gauge> {
-    fn increment(&self, value: f64) {
-        self.inner.increment(value);
-    }
-    fn decrement(&self, value: f64) {
-        self.inner.decrement(value);
-    }
-    fn set(&self, value: f64) {
-        self.inner.set(value);
-    }
-}
-
-impl HistogramFn for Held<Histogram> {
-    fn record(&self, value: f64) {
-        self.inner.record(value);
-    }
-}
-
 /// An exporter builder with the buckets of every histogram of the catalogue.
 fn builder() -> PrometheusBuilder {
     names::CATALOGUE
@@ -154,22 +121,18 @@ impl Series {
         }
     }
 
-    /// `register` on the series of `shard` (created if new), with the shard marked held for
-    /// as long as the returned handle lives. Under the shards' lock, so that the upkeep never
-    /// forgets a shard between the lookup and the registration.
-    fn on_shard<T>(&self, shard: &str, register: impl FnOnce(&ShardSeries) -> T) -> Held<T> {
-        let held = |s: &ShardSeries| {
+    /// `register` on the series of `shard` (created if new). Under the shards' lock, so that
+    /// the upkeep never forgets a shard between the lookup and the registration.
+    fn on_shard<T>(&self, shard: &str, register: impl FnOnce(&ShardSeries) -> T) -> T {
+        let on = |s: &ShardSeries| {
             *s.released.lock() = None;
-            Held {
-                inner: register(s),
-                _held: s.held.clone(),
-            }
+            register(s)
         };
         if let Some(s) = self.shards.read().get(shard) {
-            return held(s);
+            return on(s);
         }
         let mut shards = self.shards.write();
-        held(shards.entry(shard.to_string()).or_default())
+        on(shards.entry(shard.to_string()).or_default())
     }
 
     /// Describe a metric (the first description of a metric counts, as in the exporter; the
@@ -189,7 +152,7 @@ impl Series {
         self.rest_handle.run_upkeep();
         let mut expired = Vec::new();
         for (shard, s) in self.shards.read().iter() {
-            if Arc::strong_count(&s.held) > 1 {
+            if s.held() {
                 *s.released.lock() = None;
                 continue;
             }
@@ -206,7 +169,7 @@ impl Series {
             // Registered again meanwhile: held, or released later.
             if shards
                 .get(&shard)
-                .is_some_and(|s| Arc::strong_count(&s.held) == 1 && s.released.lock().is_some())
+                .is_some_and(|s| !s.held() && s.released.lock().is_some())
             {
                 shards.remove(&shard);
             }
@@ -301,10 +264,12 @@ fn prometheus_key(spec: &MetricSpec, key: &Key, extra: Option<Label>) -> Key {
 
 /// Where a catalogue metric's series live: the exporter's registry or a shard's series.
 trait Target {
-    fn counter(&self, key: &Key) -> Counter;
-    fn gauge(&self, key: &Key) -> Gauge;
-    /// A histogram with these buckets (the exporter has them from its builder).
-    fn histogram(&self, key: &Key, buckets: &'static [f64]) -> Histogram;
+    fn counter(&self, key: Key) -> Counter;
+    /// A gauge whose values are divided by `divisor`.
+    fn gauge(&self, key: Key, divisor: f64) -> Gauge;
+    /// A histogram with these buckets (the exporter has them from its builder), its values
+    /// divided by `divisor`.
+    fn histogram(&self, key: Key, buckets: &'static [f64], divisor: f64) -> Histogram;
 }
 
 /// The exporter's registry, with the metadata of the registration.
@@ -314,68 +279,69 @@ struct Exported<'a> {
 }
 
 impl Target for Exported<'_> {
-    fn counter(&self, key: &Key) -> Counter {
-        self.recorder.register_counter(key, self.metadata)
+    fn counter(&self, key: Key) -> Counter {
+        self.recorder.register_counter(&key, self.metadata)
     }
-    fn gauge(&self, key: &Key) -> Gauge {
-        self.recorder.register_gauge(key, self.metadata)
+    fn gauge(&self, key: Key, divisor: f64) -> Gauge {
+        let inner = self.recorder.register_gauge(&key, self.metadata);
+        if divisor == 1.0 {
+            return inner;
+        }
+        Gauge::from_arc(Arc::new(Scaled { inner, divisor }))
     }
-    fn histogram(&self, key: &Key, _: &'static [f64]) -> Histogram {
-        self.recorder.register_histogram(key, self.metadata)
+    fn histogram(&self, key: Key, _: &'static [f64], divisor: f64) -> Histogram {
+        let inner = self.recorder.register_histogram(&key, self.metadata);
+        if divisor == 1.0 {
+            return inner;
+        }
+        Histogram::from_arc(Arc::new(Scaled { inner, divisor }))
     }
 }
 
 impl Target for ShardSeries {
-    fn counter(&self, key: &Key) -> Counter {
+    fn counter(&self, key: Key) -> Counter {
         ShardSeries::counter(self, key)
     }
-    fn gauge(&self, key: &Key) -> Gauge {
-        ShardSeries::gauge(self, key)
+    fn gauge(&self, key: Key, divisor: f64) -> Gauge {
+        ShardSeries::gauge(self, key, divisor)
     }
-    fn histogram(&self, key: &Key, buckets: &'static [f64]) -> Histogram {
-        ShardSeries::histogram(self, key, buckets)
+    fn histogram(&self, key: Key, buckets: &'static [f64], divisor: f64) -> Histogram {
+        ShardSeries::histogram(self, key, buckets, divisor)
     }
 }
 
 /// A catalogue counter under its Prometheus name.
 fn counter_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Counter {
-    t.counter(&prometheus_key(spec, key, None))
+    t.counter(prometheus_key(spec, key, None))
 }
 
 /// A catalogue gauge under its Prometheus name, scaled to its unit.
 fn gauge_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Gauge {
-    let inner = t.gauge(&prometheus_key(spec, key, None));
-    let divisor = spec.prometheus_divisor();
-    if divisor == 1.0 {
-        return inner;
-    }
-    Gauge::from_arc(Arc::new(Scaled { inner, divisor }))
+    t.gauge(prometheus_key(spec, key, None), spec.prometheus_divisor())
 }
 
 /// A catalogue histogram under its Prometheus name: a histogram scaled to its unit, or for a
 /// 1/0 outcome, the counters of its two outcomes. `None` for a metric the catalogue does not
 /// serve as either.
 fn histogram_on(t: &impl Target, spec: &MetricSpec, key: &Key) -> Option<Histogram> {
-    let buckets = match spec.prometheus.kind {
+    match spec.prometheus.kind {
         PrometheusKind::Outcomes => {
             let outcome = |value| {
                 let label = Label::from_static_parts(names::PROMETHEUS_OUTCOME, value);
-                t.counter(&prometheus_key(spec, key, Some(label)))
+                t.counter(prometheus_key(spec, key, Some(label)))
             };
-            return Some(Histogram::from_arc(Arc::new(Outcomes {
+            Some(Histogram::from_arc(Arc::new(Outcomes {
                 success: outcome(names::OUTCOME_SUCCESS),
                 failure: outcome(names::OUTCOME_FAILURE),
-            })));
+            })))
         }
-        PrometheusKind::Histogram { buckets } => buckets,
-        PrometheusKind::Counter | PrometheusKind::Gauge => return None,
-    };
-    let inner = t.histogram(&prometheus_key(spec, key, None), buckets);
-    let divisor = spec.prometheus_divisor();
-    if divisor == 1.0 {
-        return Some(inner);
+        PrometheusKind::Histogram { buckets } => Some(t.histogram(
+            prometheus_key(spec, key, None),
+            buckets,
+            spec.prometheus_divisor(),
+        )),
+        PrometheusKind::Counter | PrometheusKind::Gauge => None,
     }
-    Some(Histogram::from_arc(Arc::new(Scaled { inner, divisor })))
 }
 
 /// The descriptions of the metric `name` as Prometheus serves it: one per catalogue entry of
@@ -468,9 +434,9 @@ impl Recorder for PrometheusRecorder {
             return self.series.rest.register_counter(key, metadata);
         };
         match shard_of(key) {
-            Some(shard) if spec.prometheus.kind == PrometheusKind::Counter => Counter::from_arc(
-                Arc::new(self.series.on_shard(shard, |s| counter_on(s, spec, key))),
-            ),
+            Some(shard) if spec.prometheus.kind == PrometheusKind::Counter => {
+                self.series.on_shard(shard, |s| counter_on(s, spec, key))
+            }
             _ => counter_on(&self.exported(metadata), spec, key),
         }
     }
@@ -479,26 +445,24 @@ impl Recorder for PrometheusRecorder {
             return self.series.rest.register_gauge(key, metadata);
         };
         match shard_of(key) {
-            Some(shard) if spec.prometheus.kind == PrometheusKind::Gauge => Gauge::from_arc(
-                Arc::new(self.series.on_shard(shard, |s| gauge_on(s, spec, key))),
-            ),
+            Some(shard) if spec.prometheus.kind == PrometheusKind::Gauge => {
+                self.series.on_shard(shard, |s| gauge_on(s, spec, key))
+            }
             _ => gauge_on(&self.exported(metadata), spec, key),
         }
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        let on_shard = spec_of(key).zip(shard_of(key)).and_then(|(spec, shard)| {
-            let held = self.series.on_shard(shard, |s| histogram_on(s, spec, key));
-            let inner = held.inner?;
-            Some(Histogram::from_arc(Arc::new(Held {
-                inner,
-                _held: held._held,
-            })))
-        });
-        if let Some(h) = on_shard {
-            return h;
-        }
-        spec_of(key)
-            .and_then(|spec| histogram_on(&self.exported(metadata), spec, key))
+        let Some(spec) = spec_of(key) else {
+            return self.series.rest.register_histogram(key, metadata);
+        };
+        let on_shard = match (shard_of(key), spec.prometheus.kind) {
+            (Some(shard), PrometheusKind::Histogram { .. } | PrometheusKind::Outcomes) => {
+                self.series.on_shard(shard, |s| histogram_on(s, spec, key))
+            }
+            _ => None,
+        };
+        on_shard
+            .or_else(|| histogram_on(&self.exported(metadata), spec, key))
             .unwrap_or_else(|| self.series.rest.register_histogram(key, metadata))
     }
 }
