@@ -20,6 +20,8 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod fast_records;
+
 /// How a stream is named: by name, or by ARN (required for cross-account access).
 ///
 /// From a string: `"my-stream".into()`, `"arn:aws:kinesis:…:stream/my-stream".into()` or
@@ -91,6 +93,9 @@ pub struct KinesisStreamClient {
     /// The stream's ARN, looked up once (DescribeStreamSummary) when it was given by name:
     /// the consumer calls need it.
     stream_arn: Arc<tokio::sync::OnceCell<String>>,
+    /// GetRecords' records decoded by [`fast_records`] (off only to compare with the SDK path
+    /// in tests).
+    fast_records: bool,
 }
 
 impl KinesisStreamClient {
@@ -101,6 +106,7 @@ impl KinesisStreamClient {
             stream,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             stream_arn: Arc::default(),
+            fast_records: true,
         }
     }
 
@@ -440,16 +446,32 @@ impl StreamClient for KinesisStreamClient {
         if let StreamRef::Arn(a) = &self.stream {
             req = req.stream_arn(a);
         }
-        let mut out = self
-            .call(StreamOp::GetRecords, Some(shard_id), req.send())
-            .await?;
-        // The buffers the SDK decoded the response into are handed through, not copied.
-        let records = records(
-            std::mem::take(&mut out.records),
-            StreamOp::GetRecords,
-            self.stream.name(),
-            shard_id,
-        )?;
+        let (mut out, fast) = if self.fast_records {
+            let (interceptor, slot) = fast_records::FastRecords::new();
+            let send = req.customize().interceptor(interceptor).send();
+            let out = self
+                .call(StreamOp::GetRecords, Some(shard_id), send)
+                .await?;
+            let fast = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            (out, fast)
+        } else {
+            let out = self
+                .call(StreamOp::GetRecords, Some(shard_id), req.send())
+                .await?;
+            (out, None)
+        };
+        let records = match fast {
+            // Decoded from the body the SDK read with `"Records":[]`.
+            Some(records) if out.records.is_empty() => records,
+            // The SDK's (the fast path did not take the body): the buffers the SDK decoded
+            // the response into are handed through, not copied.
+            _ => records(
+                std::mem::take(&mut out.records),
+                StreamOp::GetRecords,
+                self.stream.name(),
+                shard_id,
+            )?,
+        };
         Ok(RecordBatch {
             records,
             next_iterator: out.next_shard_iterator().map(str::to_string),
