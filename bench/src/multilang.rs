@@ -68,10 +68,13 @@ pub fn build_daemon() -> Result<PathBuf> {
 
 /// One batch line written by the processor.
 #[derive(Debug, Clone, Copy)]
-struct BatchLine {
-    start: f64,
-    end: f64,
-    records: u64,
+pub(crate) struct BatchLine {
+    /// `time.time()` when the batch reached the processor.
+    pub start: f64,
+    /// `time.time()` after its checkpoint.
+    pub end: f64,
+    /// Records in the batch.
+    pub records: u64,
 }
 
 /// The processor's `init` time (epoch seconds), if it wrote one.
@@ -82,7 +85,8 @@ fn read_init(path: &Path) -> Option<f64> {
         .find_map(|l| l.strip_prefix("init ")?.trim().parse().ok())
 }
 
-fn read_batches(path: &Path) -> Vec<BatchLine> {
+/// The batch lines of the processor's output file (in the order written).
+pub(crate) fn read_batches(path: &Path) -> Vec<BatchLine> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -276,9 +280,14 @@ async fn daemon_run(
     result.map(|()| run)
 }
 
-/// The protocol lines of a run over `batches`: initialize, each batch with the reply to its
-/// checkpoint, leaseLost.
+/// The protocol lines of a run over `batches` of 100 B records: initialize, each batch with
+/// the reply to its checkpoint, leaseLost.
 pub fn protocol_lines(batches: &[u64]) -> Vec<u8> {
+    protocol_lines_sized(batches, 100)
+}
+
+/// [`protocol_lines`] with records of `record_size` bytes.
+pub fn protocol_lines_sized(batches: &[u64], record_size: usize) -> Vec<u8> {
     let mut out = DaemonMessage::Initialize {
         shard_id: "shardId-000000000000".into(),
         sequence_number: Some("TRIM_HORIZON".into()),
@@ -286,7 +295,7 @@ pub fn protocol_lines(batches: &[u64]) -> Vec<u8> {
         stream_name: None,
     }
     .to_line();
-    let data = vec![b'x'; 100];
+    let data = vec![b'x'; record_size];
     let now = SystemTime::now();
     // Kinesis sequence numbers have 56 digits: a fixed prefix and a counter.
     let seq_text = |n: u64| format!("4965000000000000000000000000000000{n:022}");
@@ -319,8 +328,19 @@ pub fn protocol_lines(batches: &[u64]) -> Vec<u8> {
 }
 
 fn ceiling_run(kclpy: &KclPy, dir: &Path, batches: &[u64]) -> Result<Run> {
+    ceiling_run_sized(kclpy, dir, batches, 100)
+}
+
+/// The ceiling: the no-op processor fed the protocol lines of `batches` of `record_size`-byte
+/// records from a file (`<dir>/protocol.jsonl`), its batch lines in `<dir>/ceiling-batches.txt`.
+pub(crate) fn ceiling_run_sized(
+    kclpy: &KclPy,
+    dir: &Path,
+    batches: &[u64],
+    record_size: usize,
+) -> Result<Run> {
     let input = dir.join("protocol.jsonl");
-    std::fs::File::create(&input)?.write_all(&protocol_lines(batches))?;
+    std::fs::File::create(&input)?.write_all(&protocol_lines_sized(batches, record_size))?;
     let out = dir.join("ceiling-batches.txt");
     let cpu0 = children_cpu();
     let spawned = SystemTime::now();

@@ -22,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use kinesis_client::lease::DynamoDbLeaseStore;
 use kinesis_client::retrieval::{KinesisStreamClient, StreamRef};
 use kinesis_client::{Config, InitialPosition, Scheduler};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,36 +42,231 @@ pub fn is_child_invocation() -> bool {
 pub enum ConsumerKind {
     /// This library (`Scheduler` on the AWS SDK for Rust), as a `kcl-bench __realpath` child.
     RustLibrary,
+    /// The Java KCL 3.1.3 library (`Scheduler` on the AWS SDK for Java v2):
+    /// `bench/java/RealPathConsumer.java`, the same no-op processor in Java.
+    JavaKclLibrary,
+    /// `kcl-multilang` (release build) with the no-op amazon-kclpy processor of section 5.
+    RustMultiLang,
+    /// The Java KCL 3.1.3 MultiLangDaemon with the same processor.
+    JavaMultiLang,
 }
 
 impl ConsumerKind {
     /// Every kind, in table order.
-    pub const ALL: [ConsumerKind; 1] = [ConsumerKind::RustLibrary];
+    pub const ALL: [ConsumerKind; 4] = [
+        ConsumerKind::RustLibrary,
+        ConsumerKind::JavaKclLibrary,
+        ConsumerKind::RustMultiLang,
+        ConsumerKind::JavaMultiLang,
+    ];
 
     /// The name in the table.
     pub fn label(self) -> &'static str {
         match self {
             ConsumerKind::RustLibrary => "this library (AWS SDK for Rust)",
+            ConsumerKind::JavaKclLibrary => "Java KCL 3.1.3 library (AWS SDK for Java v2)",
+            ConsumerKind::RustMultiLang => "`kcl-multilang` + kclpy no-op",
+            ConsumerKind::JavaMultiLang => "Java MultiLangDaemon 3.1.3 + kclpy no-op",
         }
     }
 
-    /// The wire format its SDK speaks (the stand-in encodes the records in it up front).
+    /// The wire format its SDK speaks (the stand-in encodes the records in it up front): the
+    /// Java SDK v2 speaks CBOR to Kinesis by default, the Rust SDK JSON 1.1.
     pub fn format(self) -> Format {
         match self {
-            ConsumerKind::RustLibrary => Format::Json,
+            ConsumerKind::RustLibrary | ConsumerKind::RustMultiLang => Format::Json,
+            ConsumerKind::JavaKclLibrary | ConsumerKind::JavaMultiLang => Format::Cbor,
         }
     }
 
-    /// The command that consumes `total` records of `stream` and prints a [`REPORT`] line.
-    fn command(self, kinesis: &str, dynamodb: &str, stream: &str, total: u64) -> Result<Command> {
+    /// Whether it is a MultiLangDaemon with record-processor children.
+    pub fn is_daemon(self) -> bool {
+        matches!(
+            self,
+            ConsumerKind::RustMultiLang | ConsumerKind::JavaMultiLang
+        )
+    }
+
+    /// The command of a library kind that consumes `total` records of `stream` and prints a
+    /// [`REPORT`] line.
+    fn command(
+        self,
+        tools: &Tools,
+        kinesis: &str,
+        dynamodb: &str,
+        stream: &str,
+        total: u64,
+    ) -> Result<Command> {
         match self {
             ConsumerKind::RustLibrary => {
-                let mut c = Command::new(std::env::current_exe().context("own path")?);
+                // This very binary, even if `target/` was rebuilt since it started.
+                let mut c = Command::new("/proc/self/exe");
                 c.args([CHILD_ARG, kinesis, dynamodb, stream, &total.to_string()]);
                 Ok(c)
             }
+            ConsumerKind::JavaKclLibrary => {
+                let java = tools.java()?;
+                let mut cp = java.classes.clone().into_os_string();
+                cp.push(":");
+                cp.push(java.kcl.classpath());
+                let mut c = Command::new(&java.kcl.java);
+                c.arg("-cp").arg(cp).arg(JAVA_CONSUMER_CLASS).args([
+                    kinesis,
+                    dynamodb,
+                    stream,
+                    &total.to_string(),
+                    JAVA_CLIENT_VERSION,
+                    &FAILOVER_MILLIS.to_string(),
+                    &READ_INTERVAL.as_millis().to_string(),
+                    &MAX_RECORDS.to_string(),
+                ]);
+                Ok(c)
+            }
+            ConsumerKind::RustMultiLang | ConsumerKind::JavaMultiLang => {
+                bail!("{} is a daemon, not a report-line command", self.label())
+            }
         }
     }
+}
+
+/// The Java consumer's source (`bench/java/RealPathConsumer.java`) and class.
+const JAVA_CONSUMER_SOURCE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/java/RealPathConsumer.java");
+const JAVA_CONSUMER_CLASS: &str = "RealPathConsumer";
+/// The Java KCL's client version config for both Java kinds: its native 3.x mode.
+const JAVA_CLIENT_VERSION: &str = "3X";
+/// `failoverTimeMillis` of the Java kinds and the daemons (the Java KCL 3.x leader assigns
+/// leases every 2 × failover; its default, 10 s, would make the start-up 20 s longer).
+const FAILOVER_MILLIS: u64 = 3_000;
+/// Records per GetRecords call for every consumer (the library's default, Kinesis' maximum).
+const MAX_RECORDS: usize = 10_000;
+
+/// What the Java kinds need: the Java KCL jars and the compiled consumer.
+#[derive(Debug, Clone)]
+pub struct JavaTools {
+    /// The Java KCL 3.1.3 jars and `java`.
+    pub kcl: testkit::java_kcl::JavaKcl,
+    /// The directory with the compiled `RealPathConsumer` classes.
+    pub classes: PathBuf,
+    /// `java -version`'s first line.
+    pub version: String,
+}
+
+/// What the daemon kinds need.
+#[derive(Debug, Clone)]
+pub struct DaemonTools {
+    /// The `kcl-multilang` release build.
+    pub kcl_multilang: PathBuf,
+    /// amazon-kclpy and the Python to run it.
+    pub kclpy: testkit::clients::KclPy,
+    /// `python --version`.
+    pub python_version: String,
+}
+
+/// The consumers' prerequisites, prepared once per section (each kind fails on its own).
+pub struct Tools {
+    scratch: PathBuf,
+    java: std::result::Result<JavaTools, String>,
+    daemons: std::result::Result<DaemonTools, String>,
+}
+
+impl Tools {
+    /// Installs/compiles/builds what `kinds` need.
+    pub fn prepare(kinds: &[ConsumerKind]) -> Result<Tools> {
+        let scratch = std::env::temp_dir().join(testkit::unique_name("kcl-bench-realpath"));
+        std::fs::create_dir_all(&scratch)?;
+        let needs_java = kinds.iter().any(|k| {
+            matches!(
+                k,
+                ConsumerKind::JavaKclLibrary | ConsumerKind::JavaMultiLang
+            )
+        });
+        let needs_daemons = kinds.iter().any(|k| k.is_daemon());
+        let java = if needs_java {
+            prepare_java(&scratch).map_err(|e| format!("{e:#}"))
+        } else {
+            Err("not needed".into())
+        };
+        let daemons = if needs_daemons {
+            prepare_daemons().map_err(|e| format!("{e:#}"))
+        } else {
+            Err("not needed".into())
+        };
+        Ok(Tools {
+            scratch,
+            java,
+            daemons,
+        })
+    }
+
+    /// The Java tools, or why there are none.
+    pub fn java(&self) -> Result<&JavaTools> {
+        self.java.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The daemon tools, or why there are none.
+    pub fn daemons(&self) -> Result<&DaemonTools> {
+        self.daemons.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+impl Drop for Tools {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn prepare_java(scratch: &Path) -> Result<JavaTools> {
+    let kcl = testkit::java_kcl::java_kcl()?;
+    let (javac, _) = testkit::java_app::javac(&kcl.java)?;
+    let classes = scratch.join("java-classes");
+    std::fs::create_dir_all(&classes)?;
+    let out = Command::new(javac)
+        .arg("-cp")
+        .arg(kcl.classpath())
+        .arg("-d")
+        .arg(&classes)
+        .arg(JAVA_CONSUMER_SOURCE)
+        .output()
+        .context("running javac")?;
+    if !out.status.success() {
+        bail!(
+            "javac {JAVA_CONSUMER_SOURCE}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v = Command::new(&kcl.java).arg("-version").output()?;
+    let text = String::from_utf8_lossy(&v.stderr).to_string();
+    let version = text
+        .lines()
+        .find(|l| l.contains("Runtime Environment"))
+        .or_else(|| text.lines().next())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok(JavaTools {
+        kcl,
+        classes,
+        version,
+    })
+}
+
+fn prepare_daemons() -> Result<DaemonTools> {
+    let kcl_multilang = crate::multilang::build_daemon()?;
+    let kclpy = testkit::clients::kclpy()?;
+    let v = Command::new(&kclpy.python).arg("--version").output()?;
+    let python_version = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    )
+    .trim()
+    .to_string();
+    Ok(DaemonTools {
+        kcl_multilang,
+        kclpy,
+        python_version,
+    })
 }
 
 /// The line a consumer child prints when it has every record.
@@ -89,6 +285,8 @@ pub struct ConsumerReport {
     pub steady_cpu: Duration,
     /// Wall-clock time from the first delivery to the last.
     pub steady_wall: Duration,
+    /// From the process's start to its first delivered record.
+    pub startup: Duration,
     /// Highest resident memory (`VmHWM`), bytes.
     pub peak_rss: u64,
 }
@@ -96,13 +294,14 @@ pub struct ConsumerReport {
 impl ConsumerReport {
     fn line(&self) -> String {
         format!(
-            "{REPORT} records={} first_batch={} cpu_ns={} steady_cpu_ns={} steady_wall_ns={} peak_rss={}",
+            "{REPORT} records={} first_batch={} cpu_ns={} steady_cpu_ns={} steady_wall_ns={} peak_rss={} startup_ns={}",
             self.records,
             self.first_batch,
             self.cpu.as_nanos(),
             self.steady_cpu.as_nanos(),
             self.steady_wall.as_nanos(),
-            self.peak_rss
+            self.peak_rss,
+            self.startup.as_nanos()
         )
     }
 
@@ -120,6 +319,7 @@ impl ConsumerReport {
             cpu: Duration::from_nanos(field("cpu_ns")?),
             steady_cpu: Duration::from_nanos(field("steady_cpu_ns")?),
             steady_wall: Duration::from_nanos(field("steady_wall_ns")?),
+            startup: Duration::from_nanos(field("startup_ns")?),
             peak_rss: field("peak_rss")?,
         })
     }
@@ -158,6 +358,7 @@ async fn consume(
     total: u64,
 ) -> Result<ConsumerReport> {
     let cpu0 = process_cpu();
+    let t0 = Instant::now();
     let config = Config::builder(format!("{stream}-app"), StreamRef::Name(stream.into()))
         .worker_id("realpath-worker")
         .initial_position(InitialPosition::TrimHorizon)
@@ -204,6 +405,7 @@ async fn consume(
         cpu: cpu_end - cpu0,
         steady_cpu: cpu_end - cpu_first,
         steady_wall: t_end - t_first,
+        startup: t_first - t0,
         peak_rss: status_field(None, "VmHWM").unwrap_or_else(self_rss),
     })
 }
@@ -225,12 +427,222 @@ pub struct Outcome {
     pub dynamodb_cpu: Option<Duration>,
     /// Operations the consumer asked for that the stand-in does not answer.
     pub unknown_operations: Vec<String>,
+    /// A daemon's record-processor children (daemon kinds only).
+    pub children: Option<Children>,
+}
+
+/// What a daemon's record-processor children (one kclpy process per shard) did.
+#[derive(Debug, Clone, Default)]
+pub struct Children {
+    /// How many there were at the end.
+    pub count: usize,
+    /// The sum of their peak resident memory (`VmHWM`), bytes.
+    pub peak_rss: u64,
+    /// Their CPU, together.
+    pub cpu: Duration,
+    /// The batch sizes of the first child, in order (for the ceiling run).
+    pub batches: Vec<u64>,
+}
+
+/// The last `n` lines of a log file.
+fn file_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The properties both daemons get (the same keys, which both accept).
+fn daemon_properties(executable: &str, stream: &str, kinesis: &str, dynamodb: &str) -> String {
+    testkit::java_kcl::properties_text(&[
+        ("executableName", executable.to_string()),
+        ("streamName", stream.to_string()),
+        ("applicationName", format!("{stream}-app")),
+        ("workerId", "realpath-daemon-worker".into()),
+        (
+            "AwsCredentialsProvider",
+            "EnvironmentVariableCredentialsProvider".into(),
+        ),
+        ("regionName", standin::REGION.into()),
+        ("kinesisEndpoint", kinesis.into()),
+        ("dynamoDBEndpoint", dynamodb.into()),
+        ("initialPositionInStream", "TRIM_HORIZON".into()),
+        ("retrievalMode", "POLLING".into()),
+        ("maxRecords", MAX_RECORDS.to_string()),
+        (
+            "idleTimeBetweenReadsInMillis",
+            READ_INTERVAL.as_millis().to_string(),
+        ),
+        (
+            "clientVersionConfig",
+            format!("CLIENT_VERSION_CONFIG_{JAVA_CLIENT_VERSION}"),
+        ),
+        ("failoverTimeMillis", FAILOVER_MILLIS.to_string()),
+        ("shardSyncIntervalMillis", "1000".into()),
+        ("metricsLevel", "NONE".into()),
+    ])
+}
+
+/// Makes the child receive SIGKILL when this process dies (so that no consumer outlives an
+/// interrupted benchmark).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and only makes an async-signal-safe
+    // syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Kills a process group when dropped (the daemon and its children).
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pgid) = libc::pid_t::try_from(self.0.id()) {
+            if pgid > 1 {
+                // SAFETY: killpg(2) only signals the members of that one process group, which
+                // this benchmark started.
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a daemon kind over `stream` until its processors have `total` records; the daemon's
+/// own CPU and memory make the [`ConsumerReport`], its children's the [`Children`].
+fn daemon_run(
+    kind: ConsumerKind,
+    tools: &Tools,
+    kinesis: &str,
+    dynamodb: &str,
+    stream: &str,
+    total: u64,
+) -> Result<(ConsumerReport, Children)> {
+    use std::os::unix::process::CommandExt as _;
+    let d = tools.daemons()?;
+    let dir = tools.scratch.join(stream);
+    std::fs::create_dir_all(&dir)?;
+    let executable = format!(
+        "{} {}",
+        d.kclpy.python.display(),
+        crate::multilang::script().display()
+    );
+    let props = dir.join("daemon.properties");
+    std::fs::write(
+        &props,
+        daemon_properties(&executable, stream, kinesis, dynamodb),
+    )?;
+    let out = dir.join("batches.txt");
+    let log_path = dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = match kind {
+        ConsumerKind::RustMultiLang => Command::new(&d.kcl_multilang),
+        ConsumerKind::JavaMultiLang => {
+            let java = tools.java()?;
+            let mut c = Command::new(&java.kcl.java);
+            c.arg("-cp")
+                .arg(java.kcl.classpath())
+                .arg(testkit::java_kcl::MULTILANG_DAEMON_CLASS);
+            c
+        }
+        _ => bail!("{} is not a daemon", kind.label()),
+    };
+    cmd.arg("--properties-file")
+        .arg(&props)
+        .current_dir(&dir)
+        .env("PYTHONPATH", d.kclpy.pythonpath_env())
+        .env("KCL_BENCH_OUT", &out)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", standin::REGION)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    die_with_parent(&mut cmd);
+    let mut group = Group(
+        cmd.spawn()
+            .with_context(|| format!("starting {}", kind.label()))?,
+    );
+    let pid = group.0.id();
+    let started = Instant::now();
+    let mut first_cpu = None;
+    let mut first_seen: Option<Instant> = None;
+    let log_tail = || file_tail(&log_path, 30);
+    loop {
+        let lines = crate::multilang::read_batches(&out);
+        if first_cpu.is_none() && !lines.is_empty() {
+            first_cpu = pid_cpu(pid);
+            first_seen = Some(Instant::now());
+        }
+        let done: u64 = lines.iter().map(|b| b.records).sum();
+        if done >= total {
+            let cpu = pid_cpu(pid).context("the daemon is gone")?;
+            let peak_rss = status_field(Some(pid), "VmHWM").unwrap_or(0);
+            let kids = crate::measure::descendants(pid);
+            let children = Children {
+                count: kids.len(),
+                peak_rss: kids
+                    .iter()
+                    .filter_map(|&k| status_field(Some(k), "VmHWM"))
+                    .sum(),
+                cpu: kids.iter().filter_map(|&k| pid_cpu(k)).sum(),
+                batches: Vec::new(),
+            };
+            let first = lines
+                .iter()
+                .min_by(|a, b| a.start.total_cmp(&b.start))
+                .copied()
+                .context("no batch")?;
+            let last_end = lines.iter().map(|b| b.end).fold(f64::MIN, f64::max);
+            let report = ConsumerReport {
+                records: done,
+                first_batch: first.records,
+                cpu,
+                steady_cpu: cpu.saturating_sub(first_cpu.unwrap_or_default()),
+                steady_wall: Duration::from_secs_f64((last_end - first.start).max(0.0)),
+                startup: first_seen.map_or(Duration::ZERO, |t| t - started),
+                peak_rss,
+            };
+            drop(group);
+            // One shard: the child's batches, for the ceiling run.
+            let batches = crate::multilang::read_batches(&out)
+                .iter()
+                .map(|b| b.records)
+                .collect();
+            return Ok((
+                report,
+                Children {
+                    batches,
+                    ..children
+                },
+            ));
+        }
+        if let Some(status) = group.0.try_wait()? {
+            bail!("{} exited ({status}):\n{}", kind.label(), log_tail());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{}: {done} of {total} records after 600 s:\n{}",
+                kind.label(),
+                log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `kind` once over a new stand-in stream of `shards` × `per_shard` records of
 /// `record_size` bytes, with the lease table in DynamoDB Local at `dynamodb`.
 pub fn run(
     kind: ConsumerKind,
+    tools: &Tools,
     shards: usize,
     per_shard: usize,
     record_size: usize,
@@ -243,8 +655,30 @@ pub fn run(
     let total = standin.total_records();
     let s0 = standin.stats();
     let d0 = dynamodb_pid.and_then(pid_cpu);
-    let out = kind
-        .command(&standin.endpoint(), dynamodb, &name, total)?
+    if kind.is_daemon() {
+        let (consumer, children) =
+            daemon_run(kind, tools, &standin.endpoint(), dynamodb, &name, total)?;
+        let s1 = standin.stats();
+        let d1 = dynamodb_pid.and_then(pid_cpu);
+        return Ok(Outcome {
+            kind,
+            shards,
+            record_size,
+            consumer,
+            standin: s1 - s0,
+            dynamodb_cpu: d0.zip(d1).map(|(a, b)| b.saturating_sub(a)),
+            unknown_operations: standin.unknown_operations(),
+            children: Some(children),
+        });
+    }
+    // Its log (stderr) in the scratch directory, for when it does not report.
+    let log_path = tools.scratch.join(format!("{name}.log"));
+    let mut cmd = kind.command(tools, &standin.endpoint(), dynamodb, &name, total)?;
+    die_with_parent(&mut cmd);
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path)?)
         .output()
         .with_context(|| format!("starting the {} consumer", kind.label()))?;
     let s1 = standin.stats();
@@ -252,15 +686,10 @@ pub fn run(
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(line) = text.lines().find(|l| l.starts_with(REPORT)) else {
         bail!(
-            "the {} consumer did not report ({}): {}",
+            "the {} consumer did not report ({}):\n{}",
             kind.label(),
             out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
+            file_tail(&log_path, 30)
         );
     };
     Ok(Outcome {
@@ -274,6 +703,7 @@ pub fn run(
             _ => None,
         },
         unknown_operations: standin.unknown_operations(),
+        children: None,
     })
 }
 
@@ -285,43 +715,118 @@ fn size_text(b: usize) -> String {
     }
 }
 
+/// Runs of each configuration of `kind` (the median is shown): the library three times, the
+/// others (tens of seconds each, mostly start-up) once.
+fn repeats(kind: ConsumerKind, scale: Scale) -> usize {
+    match (scale, kind) {
+        (Scale::Tiny, _) => 0,
+        (Scale::Quick, _) => 1,
+        (Scale::Full, ConsumerKind::RustLibrary) => 3,
+        (Scale::Full, _) => 1,
+    }
+}
+
+/// The no-op kclpy processors' ceiling for `record_size`-byte records on this machine:
+/// `children` processors at once, each fed `batches` from a file (no daemon, no Kinesis);
+/// records/s measured as for the daemons (the first batch's arrival to the last checkpoint,
+/// over every child's batch lines).
+fn ceiling(tools: &Tools, batches: &[u64], children: usize, record_size: usize) -> Result<f64> {
+    let d = tools.daemons()?;
+    let base = tools.scratch.join(testkit::unique_name(&format!(
+        "ceiling-{children}x{record_size}"
+    )));
+    let dirs: Vec<PathBuf> = (0..children).map(|i| base.join(i.to_string())).collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|dir| {
+                s.spawn(move || {
+                    crate::multilang::ceiling_run_sized(&d.kclpy, dir, batches, record_size)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("a ceiling thread panicked").map(|_| ()))
+    })?;
+    let lines: Vec<crate::multilang::BatchLine> = dirs
+        .iter()
+        .flat_map(|dir| crate::multilang::read_batches(&dir.join("ceiling-batches.txt")))
+        .collect();
+    let first = lines
+        .iter()
+        .min_by(|a, b| a.start.total_cmp(&b.start))
+        .context("the ceiling run wrote no batch")?;
+    let last_end = lines.iter().map(|b| b.end).fold(f64::MIN, f64::max);
+    let records: u64 = lines.iter().map(|b| b.records).sum();
+    Ok((records - first.records) as f64 / (last_end - first.start).max(1e-9))
+}
+
+fn ratio_text(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}×")
+    } else {
+        format!("{x:.1}×")
+    }
+}
+
+/// Records/s of an outcome, first → last record.
+fn steady_rate(c: &ConsumerReport) -> f64 {
+    (c.records - c.first_batch) as f64 / c.steady_wall.as_secs_f64().max(1e-9)
+}
+
 /// Run section 12.
 pub fn section(scale: Scale, services: &mut Services) -> Section {
     let started = Instant::now();
-    // (shards, records per shard) and runs of each configuration (the median is shown).
-    let (configs, repeats): (Vec<(usize, usize)>, usize) = match scale {
-        Scale::Tiny => (vec![], 0),
-        Scale::Quick => (vec![(1, 20_000), (8, 5_000)], 1),
-        Scale::Full => (vec![(1, 200_000), (8, 50_000)], 3),
+    // (shards, records per shard).
+    let configs: Vec<(usize, usize)> = match scale {
+        Scale::Tiny => vec![],
+        Scale::Quick => vec![(1, 20_000), (8, 5_000)],
+        Scale::Full => vec![(1, 200_000), (8, 50_000)],
     };
     let sizes = [100usize, 1024];
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut failure = None;
+    let mut failures: Vec<String> = Vec::new();
+    let mut tools = None;
     if !configs.is_empty() {
-        match services.aws() {
-            Ok(aws) => {
+        match (services.aws(), Tools::prepare(&ConsumerKind::ALL)) {
+            (Ok(aws), Ok(t)) => {
                 let ddb = aws.dynamodb_endpoint().to_string();
                 let ddb_pid = aws
                     .services()
                     .iter()
                     .find(|s| s.name.to_lowercase().contains("dynamo"))
                     .and_then(|s| s.pid);
-                'all: for kind in ConsumerKind::ALL {
+                'kinds: for kind in ConsumerKind::ALL {
                     for &(shards, per_shard) in &configs {
                         for &size in &sizes {
                             let mut runs = Vec::new();
-                            for _ in 0..repeats {
+                            for _ in 0..repeats(kind, scale) {
                                 eprintln!(
                                     "kcl-bench: section 12: {} on {shards} shard(s) × {per_shard} records of {size} B ...",
                                     kind.label()
                                 );
-                                match run(kind, shards, per_shard, size, &ddb, ddb_pid) {
-                                    Ok(o) => runs.push(o),
+                                let t0 = Instant::now();
+                                match run(kind, &t, shards, per_shard, size, &ddb, ddb_pid) {
+                                    Ok(o) => {
+                                        eprintln!(
+                                            "kcl-bench: section 12: ... {:.0} records per CPU second, {:.1} s",
+                                            o.consumer.records_per_cpu_second(),
+                                            t0.elapsed().as_secs_f64()
+                                        );
+                                        runs.push(o)
+                                    }
                                     Err(e) => {
-                                        failure = Some(format!("{e:#}"));
-                                        break 'all;
+                                        failures.push(format!("{}: {e:#}", kind.label()));
+                                        continue 'kinds;
                                     }
                                 }
+                            }
+                            if runs.is_empty() {
+                                continue;
                             }
                             runs.sort_by(|a, b| {
                                 a.consumer
@@ -332,47 +837,233 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                         }
                     }
                 }
+                tools = Some(t);
             }
-            Err(e) => failure = Some(format!("{e:#}")),
+            (Err(e), _) | (_, Err(e)) => failures.push(format!("{e:#}")),
+        }
+    }
+    // The kclpy processor's ceiling per record size (section 5's): one child fed the batches
+    // a 1-shard daemon run gave its child. For `n` shards the children's ceiling is taken as
+    // `min(n, CPUs)` times that (an upper bound: the daemon, the stand-in and DynamoDB Local
+    // share those CPUs).
+    let cpus = crate::machine::cpus().max(1);
+    let mut ceilings: Vec<(usize, usize, f64)> = Vec::new();
+    if let Some(t) = &tools {
+        for &(shards, per_shard) in configs.iter().filter(|(n, _)| *n == 1) {
+            for &size in &sizes {
+                let observed = outcomes
+                    .iter()
+                    .filter(|o| o.kind.is_daemon() && o.shards == 1 && o.record_size == size)
+                    .find_map(|o| o.children.as_ref().map(|c| c.batches.clone()));
+                let Some(observed) = observed else { continue };
+                let mut batches = Vec::new();
+                let mut left = per_shard as u64;
+                for &b in observed.iter().cycle() {
+                    if left == 0 || b == 0 {
+                        break;
+                    }
+                    batches.push(b.min(left));
+                    left -= b.min(left);
+                }
+                eprintln!(
+                    "kcl-bench: section 12: kclpy ceiling, {shards} child(ren), {size} B ..."
+                );
+                match ceiling(t, &batches, shards, size) {
+                    Ok(r) => ceilings.push((shards, size, r)),
+                    Err(e) => failures.push(format!("the kclpy ceiling ({size} B): {e:#}")),
+                }
+            }
         }
     }
     let mut t = Table::new([
         "consumer",
+        "wire",
         "shards",
         "record",
         "records",
         "records per CPU second (whole run)",
         "records per CPU second (first → last record)",
+        "CPU per record (whole run)",
         "records/s (first → last record)",
+        "start-up to first record",
         "peak RSS",
-        "stand-in CPU per 1,000 records",
+        "kclpy children: peak RSS (sum), CPU per record",
         "stand-in CPU / consumer CPU",
         "GetRecords calls",
         "DynamoDB Local CPU",
     ]);
     let mut shares = Vec::new();
+    let mut cbor = (0u64, 0u64);
     for o in &outcomes {
         let c = &o.consumer;
         let share = o.standin.cpu.as_secs_f64() / c.cpu.as_secs_f64().max(1e-9);
         shares.push(share);
+        if o.kind.format() == Format::Cbor {
+            cbor.0 += o.standin.cbor_requests;
+            cbor.1 += o.standin.requests;
+        }
         t.row([
             o.kind.label().to_string(),
+            match o.kind.format() {
+                Format::Json => "JSON".to_string(),
+                Format::Cbor => "CBOR".to_string(),
+            },
             o.shards.to_string(),
             size_text(o.record_size),
             c.records.to_string(),
             rate(c.records_per_cpu_second()),
             rate(c.steady_records_per_cpu_second()),
-            rate((c.records - c.first_batch) as f64 / c.steady_wall.as_secs_f64().max(1e-9)),
-            mib(c.peak_rss as f64),
             format!(
                 "{} µs",
-                sig(o.standin.cpu_per_1000_records().as_secs_f64() * 1e6)
+                sig(c.cpu.as_secs_f64() / c.records.max(1) as f64 * 1e6)
             ),
+            rate(steady_rate(c)),
+            format!("{} s", sig(c.startup.as_secs_f64())),
+            mib(c.peak_rss as f64),
+            o.children.as_ref().map_or("–".into(), |k| {
+                format!(
+                    "{} ({}), {} µs",
+                    mib(k.peak_rss as f64),
+                    k.count,
+                    sig(k.cpu.as_secs_f64() / c.records.max(1) as f64 * 1e6)
+                )
+            }),
             format!("{:.0} %", share * 100.0),
             o.standin.get_records.to_string(),
             o.dynamodb_cpu
                 .map_or("–".into(), |d| format!("{} s", sig(d.as_secs_f64()))),
         ]);
+    }
+    // The goals, per configuration.
+    let find = |kind: ConsumerKind, shards: usize, size: usize| {
+        outcomes
+            .iter()
+            .find(|o| o.kind == kind && o.shards == shards && o.record_size == size)
+    };
+    let read_cap = crate::standin::MAX_LIMIT as f64 / READ_INTERVAL.as_secs_f64();
+    let mut g = Table::new([
+        "shards",
+        "record",
+        "library ÷ Java KCL, records per CPU second: whole run (first → last record); goal ≥ 3×",
+        "library RSS ÷ Java KCL RSS; goal ≤ 0.2",
+        "`kcl-multilang` CPU per record ÷ Java daemon's (first → last record); goal ≤ 0.33",
+        "records/s (first → last record) ÷ the lower of the kclpy children's ceiling and the read cap: `kcl-multilang`, Java daemon; goal ≥ 80 % where the children are the limit",
+    ]);
+    let mut met: Vec<String> = Vec::new();
+    let mut missed: Vec<String> = Vec::new();
+    let mut judge = |ok: bool, what: String| {
+        if ok {
+            met.push(what)
+        } else {
+            missed.push(what)
+        }
+    };
+    for &(shards, _) in &configs {
+        for &size in &sizes {
+            let cfg = format!("{shards} shard(s), {}", size_text(size));
+            let lib = find(ConsumerKind::RustLibrary, shards, size);
+            let jlib = find(ConsumerKind::JavaKclLibrary, shards, size);
+            let (cpu_cell, rss_cell) = match (lib, jlib) {
+                (Some(l), Some(j)) => {
+                    let whole = l.consumer.records_per_cpu_second()
+                        / j.consumer.records_per_cpu_second().max(1e-9);
+                    let steady = l.consumer.steady_records_per_cpu_second()
+                        / j.consumer.steady_records_per_cpu_second().max(1e-9);
+                    let rss = l.consumer.peak_rss as f64 / j.consumer.peak_rss.max(1) as f64;
+                    judge(
+                        whole >= 3.0,
+                        format!(
+                            "library ÷ Java KCL records per CPU second {} ({cfg})",
+                            ratio_text(whole)
+                        ),
+                    );
+                    judge(
+                        rss <= 0.2,
+                        format!("library RSS ÷ Java KCL RSS {rss:.2} ({cfg})"),
+                    );
+                    (
+                        format!("{} ({})", ratio_text(whole), ratio_text(steady)),
+                        format!("{rss:.2}"),
+                    )
+                }
+                _ => ("–".into(), "–".into()),
+            };
+            let rml = find(ConsumerKind::RustMultiLang, shards, size);
+            let jml = find(ConsumerKind::JavaMultiLang, shards, size);
+            let per_record =
+                |o: &Outcome| o.consumer.cpu.as_secs_f64() / o.consumer.records.max(1) as f64;
+            let steady_per_record = |o: &Outcome| {
+                o.consumer.steady_cpu.as_secs_f64()
+                    / (o.consumer.records - o.consumer.first_batch).max(1) as f64
+            };
+            let daemon_cell = match (rml, jml) {
+                (Some(r), Some(j)) => {
+                    let whole = per_record(r) / per_record(j).max(1e-12);
+                    let steady = steady_per_record(r) / steady_per_record(j).max(1e-12);
+                    judge(
+                        whole <= 1.0 / 3.0,
+                        format!(
+                            "`kcl-multilang` CPU per record ÷ Java daemon's {whole:.2} ({cfg})"
+                        ),
+                    );
+                    format!("{whole:.2} ({steady:.2})")
+                }
+                _ => "–".into(),
+            };
+            let ceiling = ceilings
+                .iter()
+                .find(|(_, s, _)| *s == size)
+                .map(|(_, _, r)| *r * shards.min(cpus) as f64);
+            let busy_cell = match ceiling {
+                Some(c) => {
+                    // The children are the limit where their ceiling is below what the reads
+                    // can bring (the read cap of every shard); elsewhere the read interval is.
+                    let cap = read_cap * shards as f64;
+                    let child_limited = c < cap;
+                    let target = c.min(cap);
+                    let mut cells = Vec::new();
+                    for o in [rml, jml].into_iter().flatten() {
+                        let share = steady_rate(&o.consumer) / target;
+                        if o.kind == ConsumerKind::RustMultiLang && child_limited {
+                            judge(
+                                share >= 0.8,
+                                format!(
+                                    "`kcl-multilang` keeps its children at {:.0} % of their \
+                                     ceiling, {} records/s ({cfg})",
+                                    share * 100.0,
+                                    rate(c)
+                                ),
+                            );
+                        }
+                        cells.push(format!("{:.0} %", share * 100.0));
+                    }
+                    format!(
+                        "{} of {} ({} records/s: {})",
+                        cells.join(", "),
+                        if child_limited {
+                            "the children's ceiling"
+                        } else {
+                            "the read cap"
+                        },
+                        rate(target),
+                        if child_limited {
+                            format!("below the read cap, {} records/s", rate(cap))
+                        } else {
+                            format!("the children's ceiling is {} records/s", rate(c))
+                        }
+                    )
+                }
+                _ => "–".into(),
+            };
+            g.row([
+                shards.to_string(),
+                size_text(size),
+                cpu_cell,
+                rss_cell,
+                daemon_cell,
+                busy_cell,
+            ]);
+        }
     }
     let mut notes = vec![format!(
         "The wall-clock rate of one shard is capped by the read interval: at most {} records \
@@ -381,8 +1072,37 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
         rate(crate::standin::MAX_LIMIT as f64),
         rate(crate::standin::MAX_LIMIT as f64),
         READ_INTERVAL.as_millis(),
-        rate(crate::standin::MAX_LIMIT as f64 / READ_INTERVAL.as_secs_f64()),
+        rate(read_cap),
     )];
+    if cbor.1 > 0 {
+        notes.push(format!(
+            "The Java kinds' requests to the stand-in: {} of {} in CBOR (the Java SDK v2's default \
+             for Kinesis).",
+            cbor.0, cbor.1
+        ));
+    }
+    if let Some(t) = &tools {
+        let mut v = vec![format!(
+            "kclpy-ext {} (the Java KCL {} jars)",
+            testkit::java_kcl::KCLPY_EXT_VERSION,
+            testkit::java_kcl::JAVA_KCL_VERSION
+        )];
+        if let Ok(j) = t.java() {
+            v.push(format!("JDK: {}", j.version));
+        }
+        if let Ok(d) = t.daemons() {
+            v.push(format!(
+                "amazon-kclpy {} on {}",
+                testkit::clients::KCLPY_VERSION,
+                d.python_version
+            ));
+        }
+        v.push(format!(
+            "kinesis-client and kcl-multilang {}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        notes.push(format!("Versions: {}.", v.join("; ")));
+    }
     let unknown: std::collections::BTreeSet<&String> = outcomes
         .iter()
         .flat_map(|o| o.unknown_operations.iter())
@@ -398,47 +1118,93 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                 .join(", ")
         ));
     }
-    let goal = match (&failure, shares.is_empty()) {
-        (Some(e), _) => Goal::Info(format!("Not measured: {e}")),
-        (None, true) => Goal::Info("Not run at this scale.".into()),
-        (None, false) => {
-            let worst = shares.iter().cloned().fold(0.0, f64::max);
-            let med = percentile(&shares, 50.0).unwrap_or(0.0);
-            Goal::Info(format!(
-                "No numeric goal: this section gives the figures on the real path. The stand-in \
-                 used {:.0} % of the consumer's CPU at most (median {:.0} %){}.",
-                worst * 100.0,
-                med * 100.0,
-                if worst < 0.25 {
-                    ", so it is not what limits the consumer"
-                } else {
-                    "; it is a noticeable share of the work here, so read the consumer's CPU \
-                     figures, not its wall-clock rate"
-                }
-            ))
-        }
+    for f in &failures {
+        notes.push(format!("Not measured: {f}"));
+    }
+    let worst_share = shares.iter().cloned().fold(0.0, f64::max);
+    let standin_text = if shares.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The stand-in used {:.0} % of a consumer's CPU at most (median {:.0} %).",
+            worst_share * 100.0,
+            percentile(&shares, 50.0).unwrap_or(0.0) * 100.0
+        )
+    };
+    let goal = if outcomes.is_empty() {
+        Goal::Info(if failures.is_empty() {
+            "Not run at this scale.".into()
+        } else {
+            format!("Not measured: {}", failures.join("; "))
+        })
+    } else if met.is_empty() && missed.is_empty() {
+        Goal::Info(format!(
+            "The comparisons need every kind; not all ran.{standin_text}"
+        ))
+    } else if missed.is_empty() {
+        Goal::Met(format!("{}.{standin_text}", met.join("; ")))
+    } else {
+        Goal::Missed(format!(
+            "Missed: {}. Met: {}.{standin_text}",
+            missed.join("; "),
+            if met.is_empty() {
+                "none".to_string()
+            } else {
+                met.join("; ")
+            }
+        ))
     };
     let mut tables = Vec::new();
     if !t.rows.is_empty() {
         tables.push(t);
     }
+    if !g.rows.is_empty() && outcomes.iter().any(|o| o.kind != ConsumerKind::RustLibrary) {
+        tables.push(g);
+    }
     Section {
         number: 12,
-        title: "Throughput on the real path (stand-in Kinesis)".into(),
+        title: "Throughput on the real path (stand-in Kinesis), side by side".into(),
         method: format!(
             "A consumer reads a pre-loaded stream from TRIM_HORIZON to its last record over HTTP from \
              the stand-in Kinesis (`bench/src/standin/`: ListShards, DescribeStreamSummary, \
-             GetShardIterator and GetRecords answered from records encoded once, JSON 1.1 or CBOR, on \
-             one thread of the benchmark process), with its lease table in DynamoDB Local and a \
-             no-op processor that checkpoints every batch. This library: `Scheduler` on the AWS SDK \
-             for Rust, default settings but a read interval of {} ms (its floor), in a child process \
-             of its own; its CPU is that process's CPU clock, from the scheduler's start (whole run: \
-             start-up, lease table, leases included) or from its first delivered record to its last. \
+             GetShardIterator and GetRecords answered from records encoded once, JSON 1.1 or CBOR, \
+             HTTP/1.1 or HTTP/2, on one thread of the benchmark process), with its lease table in \
+             DynamoDB Local and a no-op processor that checkpoints every batch; every consumer \
+             reads every {} ms, up to {} records a call, from TRIM_HORIZON, metrics off. \
+             **This library**: `Scheduler` on the AWS SDK for Rust, default settings otherwise, in a \
+             `kcl-bench __realpath` child. **Java KCL**: `bench/java/RealPathConsumer.java` \
+             (ConfigsBuilder + Scheduler, the same no-op processor: counts, then \
+             `checkpointer.checkpoint()` each batch), compiled with the JDK's `javac` against the \
+             kclpy-ext jars, run with the JVM's defaults (no flags); its Kinesis client built with \
+             `KinesisClientUtil` (HTTP/2, CBOR), polling retrieval (`PollingConfig`), native 3.x \
+             mode (`CLIENT_VERSION_CONFIG_3X`) with `failoverTimeMillis` {} and \
+             `shardSyncIntervalMillis` 1000 (so that the leader assigns the leases within seconds; \
+             its start-up still includes the Java KCL's random wait of 1 to 30 s before a worker \
+             syncs shards into an empty lease table and its 10 s poll for the lease table's GSI). \
+             Both report their own process's CPU (Rust: `CLOCK_PROCESS_CPUTIME_ID` from the \
+             scheduler's start; Java: `getProcessCpuTime`, from the JVM's start, 10 ms ticks) and `VmHWM` when \
+             the last record arrives. **Daemons**: `kcl-multilang` (release build) and the Java \
+             MultiLangDaemon (`java -cp '<jars>/*' …MultiLangDaemon`, JVM defaults) with the same \
+             properties file (polling, `maxRecords` {}, `idleTimeBetweenReadsInMillis` {}, \
+             `clientVersionConfig` 3X, `failoverTimeMillis` {}, `shardSyncIntervalMillis` 1000, \
+             `metricsLevel` NONE) and section 5's no-op amazon-kclpy processor \
+             (`bench/python/noop_processor.py`, one child per shard, checkpointing each batch); \
+             the benchmark reads the daemon's CPU (`/proc/<pid>/stat`, 10 ms ticks) from its start \
+             and when the first batch line appears, its `VmHWM` and its children's when the last \
+             record is processed; records/s from the children's batch lines. The child's ceiling \
+             is section 5's, on this machine: the processor fed the batches of the 1-shard run \
+             from a file; for n shards the children's ceiling is min(n, CPUs) times it (an upper \
+             bound: the daemon, the stand-in and DynamoDB Local share those CPUs). \
              The stand-in's CPU is its thread's CPU clock over the run. No throttling: a shard \
-             serves more than Kinesis' 2 MB/s. Median of {} run(s) of each row (by records per CPU \
-             second).",
+             serves more than Kinesis' 2 MB/s. This library's rows are the median of {} runs (by \
+             records per CPU second); the other kinds ran once per row.",
             READ_INTERVAL.as_millis(),
-            repeats.max(1)
+            MAX_RECORDS,
+            FAILOVER_MILLIS,
+            MAX_RECORDS,
+            READ_INTERVAL.as_millis(),
+            FAILOVER_MILLIS,
+            repeats(ConsumerKind::RustLibrary, scale).max(1)
         ),
         tables,
         goal,
@@ -534,6 +1300,30 @@ mod tests {
         );
     }
 
+    /// The daemons' properties are read by `kcl-multilang` without a warning (every key known,
+    /// none ignored but the 3.x ones it logs), with the read settings of the other consumers.
+    #[test]
+    fn standin_daemon_properties_are_what_kcl_multilang_reads() {
+        let text = daemon_properties(
+            "python3 noop.py",
+            "s",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+        );
+        let parsed = kinesis_client_multilang::settings::from_properties_text(&text).unwrap();
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let debug = format!("{:?}", parsed.settings);
+        assert!(debug.contains("10000"), "maxRecords: {debug}");
+        for key in [
+            "kinesisEndpoint",
+            "dynamoDBEndpoint",
+            "failoverTimeMillis",
+            "metricsLevel",
+        ] {
+            assert!(text.contains(&format!("{key} = ")), "{key} in\n{text}");
+        }
+    }
+
     #[test]
     fn standin_consumer_report_line_round_trips() {
         let r = ConsumerReport {
@@ -542,6 +1332,7 @@ mod tests {
             cpu: Duration::from_millis(5),
             steady_cpu: Duration::from_millis(4),
             steady_wall: Duration::from_millis(9),
+            startup: Duration::from_millis(7),
             peak_rss: 1234,
         };
         let back = ConsumerReport::parse(&r.line()).unwrap();
