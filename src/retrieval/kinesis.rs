@@ -452,7 +452,7 @@ impl StreamClient for KinesisStreamClient {
             let out = self
                 .call(StreamOp::GetRecords, Some(shard_id), send)
                 .await?;
-            let fast = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let fast = slot.lock().take();
             (out, fast)
         } else {
             let out = self

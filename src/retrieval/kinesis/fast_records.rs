@@ -6,10 +6,10 @@
 //! per-call interceptor wraps a 2xx response's body (still streaming when its
 //! `modify_before_deserialization` hook runs: the orchestrator reads it afterwards); the wrapper
 //! collects the body, parses it with serde_json (the base64 text borrowed from the body when it
-//! has no escapes), decodes every record's data with base64-simd (the SDK's own base64) into one
-//! buffer per response, each record a [`Bytes`] slice of it, and puts the library's [`Record`]s in
-//! a slot shared with the caller. The SDK then reads the same JSON with `"Records":[]`, so
-//! signing, retries, error classification and the other fields (NextShardIterator,
+//! has no escapes), decodes every record's data with base64-simd (the SDK's own base64) into a
+//! buffer of its own (as the SDK does: a processor that keeps one record keeps only its data,
+//! not the whole response's), and puts the library's [`Record`]s in a slot shared with the
+//! caller. The SDK then reads the same JSON with `"Records":[]`, so signing, retries, error classification and the other fields (NextShardIterator,
 //! MillisBehindLatest, ChildShards) stay the SDK's.
 //!
 //! The fast path takes only what it decodes exactly as the SDK path would (the same UTF-8 and
@@ -21,6 +21,7 @@
 
 use crate::checkpoint::SequenceNumber;
 use crate::record::Record;
+use crate::sync::Mutex;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -34,7 +35,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Where the interceptor leaves the records of the last attempt's response, if the fast path
@@ -67,7 +68,7 @@ impl Intercept for FastRecords {
         _: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         // Every attempt starts empty: only the response the SDK finally deserializes counts.
-        *lock(&self.slot) = None;
+        *self.slot.lock() = None;
         let response = context.response_mut();
         if !response.status().is_success() {
             return Ok(());
@@ -81,10 +82,6 @@ impl Intercept for FastRecords {
         });
         Ok(())
     }
-}
-
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<Vec<Record>>> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A response body that collects the original one, then yields it with the records cut out
@@ -124,7 +121,9 @@ impl http_body::Body for SplittingBody {
                     let body = concat(std::mem::take(&mut this.chunks));
                     let body = match split(&body) {
                         Some((records, rest)) => {
-                            *lock(&this.slot) = Some(records);
+                            *this.slot.lock() = Some(records);
+                            #[cfg(test)]
+                            TAKEN.with(|n| n.set(n.get() + 1));
                             Bytes::from(rest)
                         }
                         None => body,
@@ -229,40 +228,26 @@ pub(super) fn split(body: &[u8]) -> Option<(Vec<Record>, Vec<u8>)> {
     Some((records, rest))
 }
 
-/// The library's records, their data decoded into one buffer.
+/// The library's records, each record's data decoded into a buffer of its own, as the SDK
+/// decodes it (a processor that keeps one record keeps only that record's data, not the
+/// whole response's).
 fn records(wire: &[WireRecord<'_>]) -> Option<Vec<Record>> {
     let b64 = base64_simd::STANDARD;
-    let mut lengths = Vec::with_capacity(wire.len());
-    for r in wire {
-        lengths.push(b64.decoded_length(r.data.as_bytes()).ok()?);
-    }
-    let mut buffer = vec![0u8; lengths.iter().sum()];
-    let mut offset = 0;
-    for (r, &len) in wire.iter().zip(&lengths) {
-        let out = base64_simd::Out::from_slice(&mut buffer[offset..offset + len]);
-        let decoded = b64.decode(r.data.as_bytes(), out).ok()?;
-        if decoded.len() != len {
-            return None;
-        }
-        offset += len;
-    }
-    let buffer = Bytes::from(buffer);
-    let mut offset = 0;
     let mut out = Vec::with_capacity(wire.len());
-    for (r, &len) in wire.iter().zip(&lengths) {
+    for r in wire {
+        let data = b64.decode_to_vec(r.data.as_bytes()).ok()?;
         let arrival = match r.approximate_arrival_timestamp {
             None => None,
             Some(raw) => super::to_system_time(&epoch_seconds(raw.get())?),
         };
         let sequence_number = SequenceNumber::new(r.sequence_number.clone()).ok()?;
         let mut record = Record::new(
-            buffer.slice(offset..offset + len),
+            Bytes::from(data),
             r.partition_key.clone().unwrap_or_default(),
             sequence_number,
         );
         record.approximate_arrival_timestamp = arrival;
         out.push(record);
-        offset += len;
     }
     Some(out)
 }
@@ -289,6 +274,13 @@ fn epoch_seconds(text: &str) -> Option<DateTime> {
         let n: u64 = text.parse().ok()?;
         Some(DateTime::from_secs(i64::try_from(n).ok()?))
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many responses the fast path took on this thread (the tests' current-thread
+    /// runtimes poll the body on the test's thread).
+    static TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
