@@ -9,8 +9,9 @@
 //! has no escapes), decodes every record's data with base64-simd (the SDK's own base64) into a
 //! buffer of its own (as the SDK does: a processor that keeps one record keeps only its data,
 //! not the whole response's), and puts the library's [`Record`]s in a slot shared with the
-//! caller. The SDK then reads the same JSON with `"Records":[]`, so signing, retries, error classification and the other fields (NextShardIterator,
-//! MillisBehindLatest, ChildShards) stay the SDK's.
+//! caller. The SDK then reads the same JSON with `"Records":[]`, so signing, retries, error
+//! classification and the other fields (NextShardIterator, MillisBehindLatest, ChildShards)
+//! stay the SDK's.
 //!
 //! The fast path takes only what it decodes exactly as the SDK path would (the same UTF-8 and
 //! JSON string rules, the same base64 engine, the SDK's arithmetic for epoch-second timestamps).
