@@ -440,6 +440,8 @@ pub struct Children {
     pub peak_rss: u64,
     /// Their CPU, together.
     pub cpu: Duration,
+    /// Their CPU from the first batch line to the last record.
+    pub steady_cpu: Duration,
     /// The batch sizes of the first child, in order (for the ceiling run).
     pub batches: Vec<u64>,
 }
@@ -573,12 +575,17 @@ fn daemon_run(
     let pid = group.0.id();
     let started = Instant::now();
     let mut first_cpu = None;
+    let mut first_children_cpu = Duration::ZERO;
     let mut first_seen: Option<Instant> = None;
     let log_tail = || file_tail(&log_path, 30);
     loop {
         let lines = crate::multilang::read_batches(&out);
         if first_cpu.is_none() && !lines.is_empty() {
             first_cpu = pid_cpu(pid);
+            first_children_cpu = crate::measure::descendants(pid)
+                .iter()
+                .filter_map(|&k| pid_cpu(k))
+                .sum();
             first_seen = Some(Instant::now());
         }
         let done: u64 = lines.iter().map(|b| b.records).sum();
@@ -586,13 +593,15 @@ fn daemon_run(
             let cpu = pid_cpu(pid).context("the daemon is gone")?;
             let peak_rss = status_field(Some(pid), "VmHWM").unwrap_or(0);
             let kids = crate::measure::descendants(pid);
+            let kids_cpu: Duration = kids.iter().filter_map(|&k| pid_cpu(k)).sum();
             let children = Children {
                 count: kids.len(),
                 peak_rss: kids
                     .iter()
                     .filter_map(|&k| status_field(Some(k), "VmHWM"))
                     .sum(),
-                cpu: kids.iter().filter_map(|&k| pid_cpu(k)).sum(),
+                cpu: kids_cpu,
+                steady_cpu: kids_cpu.saturating_sub(first_children_cpu),
                 batches: Vec::new(),
             };
             let first = lines
@@ -1065,6 +1074,29 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
             ]);
         }
     }
+    // Where a daemon kept its children below the target: how busy the daemon and the
+    // children were (cores used from the first batch to the last record).
+    let mut busy_notes = Vec::new();
+    for o in outcomes
+        .iter()
+        .filter(|o| o.kind.is_daemon() && o.shards > 1)
+    {
+        let (Some(k), wall) = (&o.children, o.consumer.steady_wall.as_secs_f64()) else {
+            continue;
+        };
+        if wall <= 0.0 {
+            continue;
+        }
+        busy_notes.push(format!(
+            "{} on {} shards × {}: daemon {:.2} cores, its {} children {:.2} cores",
+            o.kind.label(),
+            o.shards,
+            size_text(o.record_size),
+            o.consumer.steady_cpu.as_secs_f64() / wall,
+            k.count,
+            k.steady_cpu.as_secs_f64() / wall,
+        ));
+    }
     let mut notes = vec![format!(
         "The wall-clock rate of one shard is capped by the read interval: at most {} records \
          ({} per GetRecords call) every {} ms, {} records/s, whatever the consumer's CPU. The CPU \
@@ -1074,6 +1106,14 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
         READ_INTERVAL.as_millis(),
         rate(read_cap),
     )];
+    if !busy_notes.is_empty() {
+        notes.push(format!(
+            "CPU used from the first batch to the last record, in cores of this {cpus}-CPU machine \
+             (where the children are well below {cpus} cores, they were not CPU-bound: they waited \
+             for batches and checkpoint replies, or for CPUs other jobs took): {}.",
+            busy_notes.join("; ")
+        ));
+    }
     if cbor.1 > 0 {
         notes.push(format!(
             "The Java kinds' requests to the stand-in: {} of {} in CBOR (the Java SDK v2's default \
