@@ -26,7 +26,24 @@ pub const SHARD_END: &str = "SHARD_END";
 /// ([`as_str`](Self::as_str), `Deref`, `Display`) and compares as a number (`"0099" <
 /// "100"`; leading zeros are kept as given but do not change equality).
 #[derive(Clone)]
-pub struct SequenceNumber(String);
+pub struct SequenceNumber(Digits);
+
+/// The digits: as made (moved in, no copy), or shared, so that the user records of one KPL
+/// aggregate, which all carry the aggregate's sequence number, share one copy of it.
+#[derive(Clone)]
+enum Digits {
+    Owned(String),
+    Shared(std::sync::Arc<str>),
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        match self {
+            Digits::Owned(s) => s,
+            Digits::Shared(s) => s,
+        }
+    }
+}
 
 /// A sequence number that is not a decimal number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +56,7 @@ impl SequenceNumber {
     pub fn new(sequence_number: impl Into<String>) -> Result<Self, InvalidSequenceNumber> {
         let s = sequence_number.into();
         if is_decimal(&s) {
-            Ok(SequenceNumber(s))
+            Ok(SequenceNumber(Digits::Owned(s)))
         } else {
             Err(InvalidSequenceNumber(s))
         }
@@ -47,17 +64,28 @@ impl SequenceNumber {
 
     /// The digits.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The digits, as an owned `String`.
     pub fn into_string(self) -> String {
-        self.0
+        match self.0 {
+            Digits::Owned(s) => s,
+            Digits::Shared(s) => s.to_string(),
+        }
+    }
+
+    /// From now on, clones share one copy of the digits (for the many records that carry one
+    /// sequence number: a KPL aggregate's user records).
+    pub(crate) fn share(&mut self) {
+        if let Digits::Owned(s) = &mut self.0 {
+            self.0 = Digits::Shared(std::mem::take(s).into());
+        }
     }
 
     /// The digits without leading zeros (`"0"` for zero): what equality and hashing use.
     fn significant(&self) -> &str {
-        let t = self.0.trim_start_matches('0');
+        let t = self.as_str().trim_start_matches('0');
         if t.is_empty() {
             "0"
         } else {
@@ -97,19 +125,19 @@ impl TryFrom<&str> for SequenceNumber {
 
 impl From<u64> for SequenceNumber {
     fn from(n: u64) -> Self {
-        SequenceNumber(n.to_string())
+        SequenceNumber(Digits::Owned(n.to_string()))
     }
 }
 
 impl From<u128> for SequenceNumber {
     fn from(n: u128) -> Self {
-        SequenceNumber(n.to_string())
+        SequenceNumber(Digits::Owned(n.to_string()))
     }
 }
 
 impl From<SequenceNumber> for String {
     fn from(s: SequenceNumber) -> String {
-        s.0
+        s.into_string()
     }
 }
 
@@ -117,25 +145,25 @@ impl std::ops::Deref for SequenceNumber {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for SequenceNumber {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -155,7 +183,7 @@ impl std::hash::Hash for SequenceNumber {
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        cmp_decimal(&self.0, &other.0)
+        cmp_decimal(self.as_str(), other.as_str())
     }
 }
 
@@ -167,19 +195,19 @@ impl PartialOrd for SequenceNumber {
 
 impl PartialEq<str> for SequenceNumber {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for SequenceNumber {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl PartialEq<String> for SequenceNumber {
     fn eq(&self, other: &String) -> bool {
-        &self.0 == other
+        self.as_str() == other
     }
 }
 
@@ -460,6 +488,24 @@ mod tests {
         assert_eq!(b.len(), 3, "reads as a str");
         assert_eq!(format!("{b} {b:?}"), "100 \"100\"");
         assert!(SequenceNumber::new("9".repeat(129)).is_ok());
+    }
+
+    #[test]
+    fn a_shared_sequence_number_is_the_same_number() {
+        let mut a = SequenceNumber::new("0042").unwrap();
+        let owned = a.clone();
+        a.share();
+        let b = a.clone();
+        assert_eq!(
+            b.as_str().as_ptr(),
+            a.as_str().as_ptr(),
+            "clones share the digits"
+        );
+        assert_eq!((a.as_str(), &b), ("0042", &owned));
+        assert_eq!(a.cmp(&owned), Ordering::Equal);
+        assert_eq!(format!("{b} {b:?}"), "0042 \"0042\"");
+        assert_eq!(b.into_string(), "0042");
+        assert_eq!(String::from(a), "0042");
     }
 
     #[test]

@@ -212,8 +212,8 @@ pub fn section(scale: Scale) -> Section {
             checks the magic bytes and the MD5 trailer, then reads the protobuf message in place (no decoded \
             copy of it: the tables are slices of the buffer), checks each user record's indices and builds one \
             `Record` per user record: its payload a slice of the aggregate's buffer, its partition key a copy \
-            from the table, a clone of the aggregate's sequence number (the last user record takes the \
-            aggregate's own), its sub-sequence number. \
+            from the table, the aggregate's sequence number (with 3 or more user records, one copy of its \
+            digits shared by all), its sub-sequence number. \
             With **half the key space** as the shard's range it also counts the user records outside it (the \
             MD5 of each distinct partition key, which is what a stream of 2 or more shards costs); with \
             **the whole key space** (a 1-shard stream, or an unknown range) there is nothing to count. \
@@ -234,14 +234,15 @@ pub fn section(scale: Scale) -> Section {
              Rust code (535 vs 550 MB/s on 126 kB), nor did the `md5` crate (526 MB/s); the assembly MD5 of \
              aws-lc (BoringSSL's) ran at ~700 MB/s, 20 % less time, but only through a C library's FFI, which \
              the library's default build does not carry. Above the MD5, per user record: reading its fields \
-             from the message, a slice of the buffer (a reference count), and two small allocations, the \
-             copies of the partition key and of the aggregate's sequence number that `Record` owns (a \
-             `String` and a `SequenceNumber`; sharing them would change the public `Record`). Reading the message \
-             in place instead of decoding it with `prost` (a `String` per table entry, a `Vec` of user \
-             records) took the ratio from 1.74× \
-             (1000 per aggregate) and 1.82× (10) before to 1.51–1.63× and 1.51–1.79× in four runs \
-             on this shared machine (the 10-per-aggregate figure moves most between runs); a \
-             stand-alone copy of the same loop outside the library measured 1.42–1.55×."
+             from the message, a slice of the buffer (a reference count), a reference count on the \
+             shared sequence number, and one small allocation, the copy of the partition key \
+             (`Record::partition_key` is a public `String`). Reading the message in place instead of \
+             decoding it with `prost` (a `String` per table entry, a `Vec` of user records) took the \
+             ratio from 1.74× (1000 per aggregate) and 1.82× (10) to 1.51–1.63× and 1.51–1.79× in four \
+             runs on this shared machine; sharing the sequence number's digits (a `String` copy per user \
+             record before) to 1.52×, 1.42×, 1.40× (10, 100, 1000 per aggregate) and 1.49×, 1.48×, 1.36× in \
+             the two runs before this one (the 10-per-aggregate figure moves most between runs, with the \
+             machine's load)."
                 .into(),
         ],
         context: format!(

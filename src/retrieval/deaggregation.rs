@@ -147,9 +147,9 @@ pub fn message_digest(message: &[u8]) -> [u8; DIGEST_LEN] {
 /// outside it (all are passed on).
 ///
 /// Past the MD5 check, the message is read in place: each user record gets its payload as a
-/// slice of the aggregate's buffer, a copy of its partition key (and explicit hash key) and a
-/// clone of the aggregate's sequence number; the last user record takes the aggregate's own
-/// sequence number (and partition key, when it is the same). Nothing else is allocated per
+/// slice of the aggregate's buffer, a copy of its partition key (and explicit hash key) and the
+/// aggregate's sequence number (one copy of its digits shared by all); the last user record
+/// takes the aggregate's own partition key when it is the same. Nothing else is allocated per
 /// user record.
 pub fn deaggregate(
     record: Record,
@@ -172,7 +172,8 @@ pub fn deaggregate(
         return Outcome::Corrupt(CorruptAggregate::DigestMismatch);
     }
     let before = out.len();
-    match unpack(&record, shard_range, out) {
+    let mut record = record;
+    match unpack(&mut record, shard_range, out) {
         Ok(last) => {
             // The last user record takes what the aggregate no longer needs.
             let Record {
@@ -234,7 +235,7 @@ struct Last {
 /// `out`, and returns the last, or the reason the record is not a valid aggregate (`out` may
 /// then hold some of its user records: the caller removes them).
 fn unpack(
-    record: &Record,
+    record: &mut Record,
     shard_range: Option<HashKeyRange>,
     out: &mut Vec<Record>,
 ) -> Result<Last, CorruptAggregate> {
@@ -248,6 +249,10 @@ fn unpack(
         _ => None,
     };
     let n = tables.user_records;
+    if n > 2 {
+        // One copy of the digits for all of them (with two user records, one copy either way).
+        record.sequence_number.share();
+    }
     out.reserve(n);
     let mut cursor = Cursor::new(message, tables.first_user_record..message.len());
     let mut outside_hash_range = 0;

@@ -418,6 +418,22 @@ fn the_last_user_record_takes_the_aggregates_sequence_number_and_key() {
     assert_eq!(out, expected(&[spec("other", None, b"x")]));
 }
 
+/// In an aggregate of three or more, every user record shares one copy of the aggregate's
+/// sequence number's digits.
+#[test]
+fn user_records_of_an_aggregate_share_its_sequence_number() {
+    let specs: Vec<_> = (0..5)
+        .map(|i| spec(&format!("pk{i}"), None, b"d"))
+        .collect();
+    let (out, _) = run(parent(aggregate(&specs)), None);
+    assert_eq!(out, expected(&specs));
+    let digits = out[0].sequence_number.as_str().as_ptr();
+    for r in &out {
+        assert_eq!(r.sequence_number.as_str().as_ptr(), digits);
+        assert_eq!(r.sequence_number, seq());
+    }
+}
+
 /// A fault in a later user record, found after earlier ones were built: `out` gets the
 /// record whole, and keeps what it held before.
 #[test]
