@@ -54,7 +54,7 @@ type HealthSource = Arc<Mutex<Option<SchedulerHandle>>>;
 /// [`RELEASED_SHARD_TIMEOUT`], then forgotten; if the worker takes the shard again, its
 /// counters start again from zero (a counter reset, which Prometheus' `rate` and `increase`
 /// handle), as do its histograms. An application's own metrics are not forgotten (gauges
-/// go after [`GAUGE_IDLE_TIMEOUT`] without an update), `ShardId` or not.
+/// go after five minutes without an update), `ShardId` or not.
 #[derive(Clone)]
 pub struct PrometheusRecorder {
     series: Arc<Series>,
