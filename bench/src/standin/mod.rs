@@ -411,14 +411,7 @@ impl Stream {
             }
             None => {
                 self.check_stream(req)?;
-                match req.str("ExclusiveStartShardId") {
-                    Some(id) => self
-                        .shards
-                        .iter()
-                        .position(|s| s.id.as_str() > id)
-                        .unwrap_or(self.shards.len()),
-                    None => 0,
-                }
+                self.first_after(req)
             }
         };
         let end = (start + max).min(self.shards.len());
@@ -430,6 +423,18 @@ impl Stream {
             out.push(("NextToken", Out::Str(format!("{}|{end}", self.spec.name))));
         }
         Ok(Out::Map(out))
+    }
+
+    /// The index of the first shard after the request's `ExclusiveStartShardId` (0 without one).
+    fn first_after(&self, req: &Req) -> usize {
+        match req.str("ExclusiveStartShardId") {
+            Some(id) => self
+                .shards
+                .iter()
+                .position(|s| s.id.as_str() > id)
+                .unwrap_or(self.shards.len()),
+            None => 0,
+        }
     }
 
     fn describe_stream_summary(&self, req: &Req) -> Result<Out, KError> {
@@ -470,14 +475,7 @@ impl Stream {
     fn describe_stream(&self, req: &Req) -> Result<Out, KError> {
         self.check_stream(req)?;
         let limit = req.int("Limit").unwrap_or(100).clamp(1, 10_000) as usize;
-        let start = match req.str("ExclusiveStartShardId") {
-            Some(id) => self
-                .shards
-                .iter()
-                .position(|s| s.id.as_str() > id)
-                .unwrap_or(self.shards.len()),
-            None => 0,
-        };
+        let start = self.first_after(req);
         let end = (start + limit).min(self.shards.len());
         Ok(Out::Map(vec![(
             "StreamDescription",
