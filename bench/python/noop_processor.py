@@ -5,7 +5,7 @@ It does nothing with the records; it checkpoints at the last record of every bat
 end and when a shutdown is requested. For the benchmark it appends one line per non-empty
 batch to the file named by KCL_BENCH_OUT:
 
-    <time.time() at entry> <time.time() after the checkpoint> <records in the batch>
+    <time.time() at entry> <time.time() after the checkpoint> <records in the batch> <pid>
 
 and, in initialize, one line `init <time.time()>`.
 
@@ -19,6 +19,12 @@ from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor
 
 OUT = os.environ.get("KCL_BENCH_OUT") or None
+
+# Section 12's split placement: this child runs on the CPU named here, whatever CPUs the daemon
+# that started it is confined to.
+CPU = os.environ.get("KCL_BENCH_CHILD_CPU")
+if CPU:
+    os.sched_setaffinity(0, {int(CPU)})
 
 
 class NoopProcessor(processor.RecordProcessorBase):
@@ -37,7 +43,7 @@ class NoopProcessor(processor.RecordProcessorBase):
         last = records[-1]
         process_records_input.checkpointer.checkpoint(last.sequence_number, last.sub_sequence_number)
         if self.out:
-            self.out.write("%.6f %.6f %d\n" % (start, time.time(), len(records)))
+            self.out.write("%.6f %.6f %d %d\n" % (start, time.time(), len(records), os.getpid()))
 
     def lease_lost(self, lease_lost_input):
         pass

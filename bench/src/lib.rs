@@ -22,6 +22,7 @@
 //! The local services are [`testkit::LocalAws`] (kinesis-local + DynamoDB Local), started
 //! once and shared by sections 3, 5, 6 and 12 ([`services`]).
 
+pub mod affinity;
 pub mod cluster;
 pub mod counting;
 pub mod deaggregation;

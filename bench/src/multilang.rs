@@ -27,6 +27,10 @@ use std::time::{Duration, Instant, SystemTime};
 use testkit::clients::{procs, KclPy};
 use testkit::LocalAws;
 
+/// The variable that makes the no-op processor pin itself to one CPU (section 12's split
+/// placement).
+pub const CHILD_CPU_ENV: &str = "KCL_BENCH_CHILD_CPU";
+
 /// The processor script.
 pub fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/noop_processor.py")
@@ -328,23 +332,29 @@ pub fn protocol_lines_sized(batches: &[u64], record_size: usize) -> Vec<u8> {
 }
 
 fn ceiling_run(kclpy: &KclPy, dir: &Path, batches: &[u64]) -> Result<Run> {
-    ceiling_run_sized(kclpy, dir, batches, 100)
+    ceiling_run_sized(kclpy, dir, batches, 100, None)
 }
 
 /// The ceiling: the no-op processor fed the protocol lines of `batches` of `record_size`-byte
-/// records from a file (`<dir>/protocol.jsonl`), its batch lines in `<dir>/ceiling-batches.txt`.
+/// records from a file (`<dir>/protocol.jsonl`), its batch lines in `<dir>/ceiling-batches.txt`;
+/// on CPU `cpu` only, if given.
 pub(crate) fn ceiling_run_sized(
     kclpy: &KclPy,
     dir: &Path,
     batches: &[u64],
     record_size: usize,
+    cpu: Option<usize>,
 ) -> Result<Run> {
     let input = dir.join("protocol.jsonl");
     std::fs::File::create(&input)?.write_all(&protocol_lines_sized(batches, record_size))?;
     let out = dir.join("ceiling-batches.txt");
     let cpu0 = children_cpu();
     let spawned = SystemTime::now();
-    let mut child = Command::new(&kclpy.python)
+    let mut child = Command::new(&kclpy.python);
+    if let Some(cpu) = cpu {
+        child.env(CHILD_CPU_ENV, cpu.to_string());
+    }
+    let mut child = child
         .arg(script())
         .env("PYTHONPATH", kclpy.pythonpath_env())
         .env("KCL_BENCH_OUT", &out)

@@ -11,6 +11,7 @@
 //! The consumers are a [`ConsumerKind`]: this library only, for now; the Java KCL's rows can be
 //! added as further kinds (a command that reads the stream and prints the same report line).
 
+use crate::affinity::{self, CpuSet};
 use crate::measure::{pid_cpu, process_cpu, self_rss, status_field};
 use crate::noop::{BatchHook, Countdown, NoopProcessor};
 use crate::report::{Goal, Section, Table};
@@ -140,6 +141,54 @@ const JAVA_CLIENT_VERSION: &str = "3X";
 const FAILOVER_MILLIS: u64 = 3_000;
 /// Records per GetRecords call for every consumer (the library's default, Kinesis' maximum).
 const MAX_RECORDS: usize = 10_000;
+
+/// Where a daemon run's processes may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every process on every CPU: the daemon, its children, the stand-in and DynamoDB Local
+    /// share the machine.
+    Shared,
+    /// The daemon, the stand-in and DynamoDB Local on CPU [`DAEMON_CPU`], the record-processor
+    /// children on CPU [`CHILDREN_CPU`]: the children's CPU is theirs alone, so they are the
+    /// limit when their work fills it, and the daemon's own CPU cannot come out of it.
+    Split,
+}
+
+impl Placement {
+    /// The name in the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Shared => "shared",
+            Placement::Split => "split: daemon CPU 0, children CPU 1",
+        }
+    }
+}
+
+/// The CPU of the daemon, the stand-in and DynamoDB Local in [`Placement::Split`].
+pub const DAEMON_CPU: usize = 0;
+/// The CPU of the record-processor children in [`Placement::Split`].
+pub const CHILDREN_CPU: usize = 1;
+
+/// Puts every thread of a process on one CPU, and back on the CPUs it had when dropped.
+struct PinnedProcess {
+    pid: u32,
+    before: CpuSet,
+}
+
+impl PinnedProcess {
+    fn new(pid: u32, cpu: usize) -> Result<PinnedProcess> {
+        let before = CpuSet::of_thread(pid as libc::pid_t)
+            .with_context(|| format!("reading the CPU affinity of process {pid}"))?;
+        CpuSet::one(cpu).apply_to_process(pid)?;
+        Ok(PinnedProcess { pid, before })
+    }
+}
+
+impl Drop for PinnedProcess {
+    fn drop(&mut self) {
+        let _ = self.before.apply_to_process(self.pid);
+    }
+}
 
 /// What the Java kinds need: the Java KCL jars and the compiled consumer.
 #[derive(Debug, Clone)]
@@ -415,6 +464,8 @@ async fn consume(
 pub struct Outcome {
     /// Who read.
     pub kind: ConsumerKind,
+    /// Where its processes ran.
+    pub placement: Placement,
     /// Shards of the stream.
     pub shards: usize,
     /// Bytes per record.
@@ -525,6 +576,7 @@ fn daemon_run(
     dynamodb: &str,
     stream: &str,
     total: u64,
+    placement: Placement,
 ) -> Result<(ConsumerReport, Children)> {
     use std::os::unix::process::CommandExt as _;
     let d = tools.daemons()?;
@@ -567,6 +619,15 @@ fn daemon_run(
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
+    if placement == Placement::Split {
+        cmd.env(crate::multilang::CHILD_CPU_ENV, CHILDREN_CPU.to_string());
+        let daemon_cpu = CpuSet::one(DAEMON_CPU);
+        // SAFETY: the closure runs between fork and exec and only makes a syscall
+        // (sched_setaffinity), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || daemon_cpu.apply(0));
+        }
+    }
     die_with_parent(&mut cmd);
     let mut group = Group(
         cmd.spawn()
@@ -647,30 +708,64 @@ fn daemon_run(
     }
 }
 
+/// Where the consumers keep their lease tables: DynamoDB Local.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTables<'a> {
+    /// Its endpoint.
+    pub endpoint: &'a str,
+    /// Its process, when known (for its CPU, and the split placement).
+    pub pid: Option<u32>,
+}
+
 /// Runs `kind` once over a new stand-in stream of `shards` × `per_shard` records of
-/// `record_size` bytes, with the lease table in DynamoDB Local at `dynamodb`.
+/// `record_size` bytes, with the lease table in DynamoDB Local.
 pub fn run(
     kind: ConsumerKind,
     tools: &Tools,
     shards: usize,
     per_shard: usize,
     record_size: usize,
-    dynamodb: &str,
-    dynamodb_pid: Option<u32>,
+    tables: LeaseTables<'_>,
+    placement: Placement,
 ) -> Result<Outcome> {
+    let LeaseTables {
+        endpoint: dynamodb,
+        pid: dynamodb_pid,
+    } = tables;
     let name = testkit::unique_name("realpath");
-    let standin = Standin::start(StreamSpec::new(&name, shards, per_shard, record_size))?;
+    let spec = StreamSpec::new(&name, shards, per_shard, record_size);
+    let (standin, _dynamodb_pinned) = match placement {
+        Placement::Shared => (Standin::start(spec)?, None),
+        Placement::Split => {
+            if !kind.is_daemon() {
+                bail!("the split placement is for daemons (their children get a CPU of their own)");
+            }
+            // The stand-in's thread is started from this one, and keeps its CPU.
+            let standin =
+                affinity::with_thread_on(CpuSet::one(DAEMON_CPU), || Standin::start(spec))??;
+            let pid = dynamodb_pid.context("the split placement needs DynamoDB Local's pid")?;
+            (standin, Some(PinnedProcess::new(pid, DAEMON_CPU)?))
+        }
+    };
     standin.prebuild(kind.format());
     let total = standin.total_records();
     let s0 = standin.stats();
     let d0 = dynamodb_pid.and_then(pid_cpu);
     if kind.is_daemon() {
-        let (consumer, children) =
-            daemon_run(kind, tools, &standin.endpoint(), dynamodb, &name, total)?;
+        let (consumer, children) = daemon_run(
+            kind,
+            tools,
+            &standin.endpoint(),
+            dynamodb,
+            &name,
+            total,
+            placement,
+        )?;
         let s1 = standin.stats();
         let d1 = dynamodb_pid.and_then(pid_cpu);
         return Ok(Outcome {
             kind,
+            placement,
             shards,
             record_size,
             consumer,
@@ -703,6 +798,7 @@ pub fn run(
     };
     Ok(Outcome {
         kind,
+        placement,
         shards,
         record_size,
         consumer: ConsumerReport::parse(line)?,
@@ -738,8 +834,14 @@ fn repeats(kind: ConsumerKind, scale: Scale) -> usize {
 /// The no-op kclpy processors' ceiling for `record_size`-byte records on this machine:
 /// `children` processors at once, each fed `batches` from a file (no daemon, no Kinesis);
 /// records/s measured as for the daemons (the first batch's arrival to the last checkpoint,
-/// over every child's batch lines).
-fn ceiling(tools: &Tools, batches: &[u64], children: usize, record_size: usize) -> Result<f64> {
+/// over every child's batch lines); all on CPU `cpu`, if given.
+fn ceiling(
+    tools: &Tools,
+    batches: &[u64],
+    children: usize,
+    record_size: usize,
+    cpu: Option<usize>,
+) -> Result<f64> {
     let d = tools.daemons()?;
     let base = tools.scratch.join(testkit::unique_name(&format!(
         "ceiling-{children}x{record_size}"
@@ -753,7 +855,7 @@ fn ceiling(tools: &Tools, batches: &[u64], children: usize, record_size: usize) 
             .iter()
             .map(|dir| {
                 s.spawn(move || {
-                    crate::multilang::ceiling_run_sized(&d.kclpy, dir, batches, record_size)
+                    crate::multilang::ceiling_run_sized(&d.kclpy, dir, batches, record_size, cpu)
                 })
             })
             .collect();
@@ -782,26 +884,174 @@ fn ratio_text(x: f64) -> String {
     }
 }
 
+/// The kclpy children's ceiling measured for one configuration.
+#[derive(Debug, Clone, Copy)]
+struct Ceiling {
+    placement: Placement,
+    /// Children fed at once (1 for the shared placement's, which is scaled by the shards).
+    children: usize,
+    record_size: usize,
+    /// Records/s of all of them together.
+    rate: f64,
+}
+
+/// The goal table's last cell: the daemons' records/s against what limits them (the children's
+/// ceiling or the read cap), judged (through `judge`) for `kcl-multilang` where the children
+/// are the limit: on one shard, where their ceiling is below the read cap; on several, where
+/// they have a CPU of their own ([`Placement::Split`]). With several shards sharing the
+/// machine, the ceiling (`min(shards, CPUs)` children's) is an upper bound no daemon can reach
+/// (its own CPU, the stand-in's and DynamoDB Local's come out of the same CPUs), so it is shown
+/// and not judged.
+#[allow(clippy::too_many_arguments)]
+fn busy_cell(
+    placement: Placement,
+    shards: usize,
+    size: usize,
+    ceilings: &[Ceiling],
+    cpus: usize,
+    cap: f64,
+    daemons: [Option<&Outcome>; 2],
+    cfg: &str,
+    judge: &mut impl FnMut(bool, String),
+) -> String {
+    let ceiling = match placement {
+        Placement::Shared => ceilings
+            .iter()
+            .find(|c| c.placement == Placement::Shared && c.record_size == size)
+            .map(|c| c.rate * shards.min(cpus) as f64),
+        Placement::Split => ceilings
+            .iter()
+            .find(|c| {
+                c.placement == Placement::Split && c.record_size == size && c.children == shards
+            })
+            .map(|c| c.rate),
+    };
+    let Some(c) = ceiling else {
+        return "–".into();
+    };
+    let child_limited = c < cap;
+    let judged = child_limited && (shards == 1 || placement == Placement::Split);
+    let target = c.min(cap);
+    let mut cells = Vec::new();
+    for o in daemons.into_iter().flatten() {
+        let share = steady_rate(&o.consumer) / target;
+        if o.kind == ConsumerKind::RustMultiLang && judged {
+            judge(
+                share >= 0.8,
+                format!(
+                    "`kcl-multilang` keeps its children at {:.0} % of their ceiling, {} records/s \
+                     ({cfg}, CPUs {})",
+                    share * 100.0,
+                    rate(c),
+                    placement.label()
+                ),
+            );
+        }
+        cells.push(format!("{:.0} %", share * 100.0));
+    }
+    let what = match (child_limited, placement, shards) {
+        (false, _, _) => format!(
+            "of the read cap ({} records/s: the children's ceiling is {} records/s)",
+            rate(cap),
+            rate(c)
+        ),
+        (true, Placement::Split, _) => format!(
+            "of the children's ceiling ({} records/s: {shards} children on their one CPU, fed \
+             from files; the read cap is {} records/s)",
+            rate(c),
+            rate(cap)
+        ),
+        (true, Placement::Shared, 1) => format!(
+            "of the child's ceiling ({} records/s, below the read cap, {} records/s)",
+            rate(c),
+            rate(cap)
+        ),
+        (true, Placement::Shared, _) => format!(
+            "of {} records/s, {} children's ceiling on {cpus} CPUs with nothing else running \
+             (an upper bound, not judged: the daemon, the stand-in and DynamoDB Local use the \
+             same CPUs; see the split row)",
+            rate(c),
+            shards.min(cpus)
+        ),
+    };
+    format!("{} {what}", cells.join(", "))
+}
+
 /// Records/s of an outcome, first → last record.
 fn steady_rate(c: &ConsumerReport) -> f64 {
     (c.records - c.first_batch) as f64 / c.steady_wall.as_secs_f64().max(1e-9)
+}
+
+/// The environment variable that narrows section 12 to some consumers (for a partial run):
+/// a comma-separated list of `library`, `java-library`, `multilang`, `java-multilang`.
+pub const KINDS_ENV: &str = "KCL_BENCH_REALPATH_KINDS";
+/// The environment variable that narrows section 12 to one shard count (1 or 8).
+pub const SHARDS_ENV: &str = "KCL_BENCH_REALPATH_SHARDS";
+
+/// The consumers and the shard count ([`KINDS_ENV`], [`SHARDS_ENV`]; all of them when unset).
+fn selection() -> Result<(Vec<ConsumerKind>, Option<usize>)> {
+    let kinds = match std::env::var(KINDS_ENV) {
+        Ok(list) => list
+            .split(',')
+            .map(|k| match k.trim() {
+                "library" => Ok(ConsumerKind::RustLibrary),
+                "java-library" => Ok(ConsumerKind::JavaKclLibrary),
+                "multilang" => Ok(ConsumerKind::RustMultiLang),
+                "java-multilang" => Ok(ConsumerKind::JavaMultiLang),
+                other => bail!(
+                    "{KINDS_ENV}: unknown consumer {other:?} (library, java-library, multilang, \
+                     java-multilang)"
+                ),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Err(_) => ConsumerKind::ALL.to_vec(),
+    };
+    let shards = match std::env::var(SHARDS_ENV) {
+        Ok(n) => Some(
+            n.trim()
+                .parse()
+                .with_context(|| format!("{SHARDS_ENV}: {n:?} is not a shard count"))?,
+        ),
+        Err(_) => None,
+    };
+    Ok((kinds, shards))
+}
+
+/// The placements `kind` runs in on `shards` shards: the daemons on more than one shard also
+/// split (their children on a CPU of their own), where the machine has two CPUs or more.
+fn placements(kind: ConsumerKind, shards: usize) -> impl Iterator<Item = Placement> {
+    let split = kind.is_daemon() && shards > 1 && crate::machine::cpus() > CHILDREN_CPU;
+    std::iter::once(Placement::Shared).chain(split.then_some(Placement::Split))
 }
 
 /// Run section 12.
 pub fn section(scale: Scale, services: &mut Services) -> Section {
     let started = Instant::now();
     // (shards, records per shard).
-    let configs: Vec<(usize, usize)> = match scale {
+    let mut configs: Vec<(usize, usize)> = match scale {
         Scale::Tiny => vec![],
         Scale::Quick => vec![(1, 20_000), (8, 5_000)],
         Scale::Full => vec![(1, 200_000), (8, 50_000)],
     };
+    let mut failures: Vec<String> = Vec::new();
+    let kinds = match selection() {
+        Ok((kinds, shards_only)) => {
+            if let Some(n) = shards_only {
+                configs.retain(|&(shards, _)| shards == n);
+            }
+            kinds
+        }
+        Err(e) => {
+            failures.push(format!("{e:#}"));
+            configs.clear();
+            Vec::new()
+        }
+    };
     let sizes = [100usize, 1024];
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
     let mut tools = None;
     if !configs.is_empty() {
-        match (services.aws(), Tools::prepare(&ConsumerKind::ALL)) {
+        match (services.aws(), Tools::prepare(&kinds)) {
             (Ok(aws), Ok(t)) => {
                 let ddb = aws.dynamodb_endpoint().to_string();
                 let ddb_pid = aws
@@ -809,17 +1059,25 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                     .iter()
                     .find(|s| s.name.to_lowercase().contains("dynamo"))
                     .and_then(|s| s.pid);
-                'kinds: for kind in ConsumerKind::ALL {
+                'kinds: for kind in kinds.iter().copied() {
                     for &(shards, per_shard) in &configs {
-                        for &size in &sizes {
+                        for (size, placement) in sizes
+                            .iter()
+                            .flat_map(|&size| placements(kind, shards).map(move |p| (size, p)))
+                        {
                             let mut runs = Vec::new();
                             for _ in 0..repeats(kind, scale) {
                                 eprintln!(
-                                    "kcl-bench: section 12: {} on {shards} shard(s) × {per_shard} records of {size} B ...",
-                                    kind.label()
+                                    "kcl-bench: section 12: {} on {shards} shard(s) × {per_shard} records of {size} B, CPUs {} ...",
+                                    kind.label(),
+                                    placement.label()
                                 );
                                 let t0 = Instant::now();
-                                match run(kind, &t, shards, per_shard, size, &ddb, ddb_pid) {
+                                let tables = LeaseTables {
+                                    endpoint: &ddb,
+                                    pid: ddb_pid,
+                                };
+                                match run(kind, &t, shards, per_shard, size, tables, placement) {
                                     Ok(o) => {
                                         eprintln!(
                                             "kcl-bench: section 12: ... {:.0} records per CPU second, {:.1} s",
@@ -852,34 +1110,65 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
         }
     }
     // The kclpy processor's ceiling per record size (section 5's): one child fed the batches
-    // a 1-shard daemon run gave its child. For `n` shards the children's ceiling is taken as
-    // `min(n, CPUs)` times that (an upper bound: the daemon, the stand-in and DynamoDB Local
-    // share those CPUs).
+    // a 1-shard daemon run gave its child. For `n` shards sharing the machine the children's
+    // ceiling is taken as `min(n, CPUs)` times that (an upper bound: the daemon, the stand-in
+    // and DynamoDB Local share those CPUs). For the split placement: `n` children at once on
+    // the children's CPU, each fed its shard's records in batches of `MAX_RECORDS`.
     let cpus = crate::machine::cpus().max(1);
-    let mut ceilings: Vec<(usize, usize, f64)> = Vec::new();
+    let mut ceilings: Vec<Ceiling> = Vec::new();
     if let Some(t) = &tools {
-        for &(shards, per_shard) in configs.iter().filter(|(n, _)| *n == 1) {
+        for &(shards, per_shard) in &configs {
             for &size in &sizes {
-                let observed = outcomes
-                    .iter()
-                    .filter(|o| o.kind.is_daemon() && o.shards == 1 && o.record_size == size)
-                    .find_map(|o| o.children.as_ref().map(|c| c.batches.clone()));
-                let Some(observed) = observed else { continue };
-                let mut batches = Vec::new();
+                let wanted = |p: Placement| {
+                    outcomes.iter().any(|o| {
+                        o.kind.is_daemon()
+                            && o.shards == shards
+                            && o.record_size == size
+                            && o.placement == p
+                    })
+                };
+                let (placement, batches, children, cpu) = if shards == 1
+                    && wanted(Placement::Shared)
+                {
+                    let observed = outcomes
+                        .iter()
+                        .filter(|o| o.kind.is_daemon() && o.shards == 1 && o.record_size == size)
+                        .find_map(|o| o.children.as_ref().map(|c| c.batches.clone()))
+                        .unwrap_or_default();
+                    (Placement::Shared, observed, 1, None)
+                } else if shards > 1 && wanted(Placement::Split) {
+                    (
+                        Placement::Split,
+                        vec![MAX_RECORDS as u64],
+                        shards,
+                        Some(CHILDREN_CPU),
+                    )
+                } else {
+                    continue;
+                };
                 let mut left = per_shard as u64;
-                for &b in observed.iter().cycle() {
+                let mut fed = Vec::new();
+                for &b in batches.iter().cycle() {
                     if left == 0 || b == 0 {
                         break;
                     }
-                    batches.push(b.min(left));
+                    fed.push(b.min(left));
                     left -= b.min(left);
                 }
                 eprintln!(
-                    "kcl-bench: section 12: kclpy ceiling, {shards} child(ren), {size} B ..."
+                    "kcl-bench: section 12: kclpy ceiling, {children} child(ren), {size} B, CPUs {} ...",
+                    placement.label()
                 );
-                match ceiling(t, &batches, shards, size) {
-                    Ok(r) => ceilings.push((shards, size, r)),
-                    Err(e) => failures.push(format!("the kclpy ceiling ({size} B): {e:#}")),
+                match ceiling(t, &fed, children, size, cpu) {
+                    Ok(rate) => ceilings.push(Ceiling {
+                        placement,
+                        children,
+                        record_size: size,
+                        rate,
+                    }),
+                    Err(e) => failures.push(format!(
+                        "the kclpy ceiling ({size} B, {children} children): {e:#}"
+                    )),
                 }
             }
         }
@@ -887,6 +1176,7 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
     let mut t = Table::new([
         "consumer",
         "wire",
+        "CPUs",
         "shards",
         "record",
         "records",
@@ -917,6 +1207,7 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                 Format::Json => "JSON".to_string(),
                 Format::Cbor => "CBOR".to_string(),
             },
+            o.placement.label().to_string(),
             o.shards.to_string(),
             size_text(o.record_size),
             c.records.to_string(),
@@ -944,19 +1235,23 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
         ]);
     }
     // The goals, per configuration.
-    let find = |kind: ConsumerKind, shards: usize, size: usize| {
-        outcomes
-            .iter()
-            .find(|o| o.kind == kind && o.shards == shards && o.record_size == size)
+    let find = |kind: ConsumerKind, shards: usize, size: usize, placement: Placement| {
+        outcomes.iter().find(|o| {
+            o.kind == kind
+                && o.shards == shards
+                && o.record_size == size
+                && o.placement == placement
+        })
     };
     let read_cap = crate::standin::MAX_LIMIT as f64 / READ_INTERVAL.as_secs_f64();
     let mut g = Table::new([
         "shards",
         "record",
+        "CPUs",
         "library ÷ Java KCL, records per CPU second: whole run (first → last record); goal ≥ 3×",
         "library RSS ÷ Java KCL RSS; goal ≤ 0.2",
         "`kcl-multilang` CPU per record ÷ Java daemon's (first → last record); goal ≤ 0.33",
-        "records/s (first → last record) ÷ the lower of the kclpy children's ceiling and the read cap: `kcl-multilang`, Java daemon; goal ≥ 80 % where the children are the limit",
+        "records/s (first → last record) ÷ the kclpy children's ceiling or the read cap: `kcl-multilang`, Java daemon; goal ≥ 80 % where the children are the limit",
     ]);
     let mut met: Vec<String> = Vec::new();
     let mut missed: Vec<String> = Vec::new();
@@ -969,109 +1264,87 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
     };
     for &(shards, _) in &configs {
         for &size in &sizes {
-            let cfg = format!("{shards} shard(s), {}", size_text(size));
-            let lib = find(ConsumerKind::RustLibrary, shards, size);
-            let jlib = find(ConsumerKind::JavaKclLibrary, shards, size);
-            let (cpu_cell, rss_cell) = match (lib, jlib) {
-                (Some(l), Some(j)) => {
-                    let whole = l.consumer.records_per_cpu_second()
-                        / j.consumer.records_per_cpu_second().max(1e-9);
-                    let steady = l.consumer.steady_records_per_cpu_second()
-                        / j.consumer.steady_records_per_cpu_second().max(1e-9);
-                    let rss = l.consumer.peak_rss as f64 / j.consumer.peak_rss.max(1) as f64;
-                    judge(
-                        whole >= 3.0,
-                        format!(
-                            "library ÷ Java KCL records per CPU second {} ({cfg})",
-                            ratio_text(whole)
-                        ),
-                    );
-                    judge(
-                        rss <= 0.2,
-                        format!("library RSS ÷ Java KCL RSS {rss:.2} ({cfg})"),
-                    );
-                    (
-                        format!("{} ({})", ratio_text(whole), ratio_text(steady)),
-                        format!("{rss:.2}"),
-                    )
+            for placement in [Placement::Shared, Placement::Split] {
+                if !outcomes.iter().any(|o| {
+                    o.shards == shards && o.record_size == size && o.placement == placement
+                }) {
+                    continue;
                 }
-                _ => ("–".into(), "–".into()),
-            };
-            let rml = find(ConsumerKind::RustMultiLang, shards, size);
-            let jml = find(ConsumerKind::JavaMultiLang, shards, size);
-            let per_record =
-                |o: &Outcome| o.consumer.cpu.as_secs_f64() / o.consumer.records.max(1) as f64;
-            let steady_per_record = |o: &Outcome| {
-                o.consumer.steady_cpu.as_secs_f64()
-                    / (o.consumer.records - o.consumer.first_batch).max(1) as f64
-            };
-            let daemon_cell = match (rml, jml) {
-                (Some(r), Some(j)) => {
-                    let whole = per_record(r) / per_record(j).max(1e-12);
-                    let steady = steady_per_record(r) / steady_per_record(j).max(1e-12);
-                    judge(
-                        whole <= 1.0 / 3.0,
-                        format!(
-                            "`kcl-multilang` CPU per record ÷ Java daemon's {whole:.2} ({cfg})"
-                        ),
-                    );
-                    format!("{whole:.2} ({steady:.2})")
-                }
-                _ => "–".into(),
-            };
-            let ceiling = ceilings
-                .iter()
-                .find(|(_, s, _)| *s == size)
-                .map(|(_, _, r)| *r * shards.min(cpus) as f64);
-            let busy_cell = match ceiling {
-                Some(c) => {
-                    // The children are the limit where their ceiling is below what the reads
-                    // can bring (the read cap of every shard); elsewhere the read interval is.
-                    let cap = read_cap * shards as f64;
-                    let child_limited = c < cap;
-                    let target = c.min(cap);
-                    let mut cells = Vec::new();
-                    for o in [rml, jml].into_iter().flatten() {
-                        let share = steady_rate(&o.consumer) / target;
-                        if o.kind == ConsumerKind::RustMultiLang && child_limited {
+                let judged = placement == Placement::Shared;
+                let cfg = format!("{shards} shard(s), {}", size_text(size));
+                let lib = find(ConsumerKind::RustLibrary, shards, size, placement);
+                let jlib = find(ConsumerKind::JavaKclLibrary, shards, size, placement);
+                let (cpu_cell, rss_cell) = match (lib, jlib) {
+                    (Some(l), Some(j)) => {
+                        let whole = l.consumer.records_per_cpu_second()
+                            / j.consumer.records_per_cpu_second().max(1e-9);
+                        let steady = l.consumer.steady_records_per_cpu_second()
+                            / j.consumer.steady_records_per_cpu_second().max(1e-9);
+                        let rss = l.consumer.peak_rss as f64 / j.consumer.peak_rss.max(1) as f64;
+                        judge(
+                            whole >= 3.0,
+                            format!(
+                                "library ÷ Java KCL records per CPU second {} ({cfg})",
+                                ratio_text(whole)
+                            ),
+                        );
+                        judge(
+                            rss <= 0.2,
+                            format!("library RSS ÷ Java KCL RSS {rss:.2} ({cfg})"),
+                        );
+                        (
+                            format!("{} ({})", ratio_text(whole), ratio_text(steady)),
+                            format!("{rss:.2}"),
+                        )
+                    }
+                    _ => ("–".into(), "–".into()),
+                };
+                let rml = find(ConsumerKind::RustMultiLang, shards, size, placement);
+                let jml = find(ConsumerKind::JavaMultiLang, shards, size, placement);
+                let per_record =
+                    |o: &Outcome| o.consumer.cpu.as_secs_f64() / o.consumer.records.max(1) as f64;
+                let steady_per_record = |o: &Outcome| {
+                    o.consumer.steady_cpu.as_secs_f64()
+                        / (o.consumer.records - o.consumer.first_batch).max(1) as f64
+                };
+                let daemon_cell = match (rml, jml) {
+                    (Some(r), Some(j)) => {
+                        let whole = per_record(r) / per_record(j).max(1e-12);
+                        let steady = steady_per_record(r) / steady_per_record(j).max(1e-12);
+                        if judged {
                             judge(
-                                share >= 0.8,
+                                whole <= 1.0 / 3.0,
                                 format!(
-                                    "`kcl-multilang` keeps its children at {:.0} % of their \
-                                     ceiling, {} records/s ({cfg})",
-                                    share * 100.0,
-                                    rate(c)
+                                    "`kcl-multilang` CPU per record ÷ Java daemon's {whole:.2} \
+                                     ({cfg})"
                                 ),
                             );
                         }
-                        cells.push(format!("{:.0} %", share * 100.0));
+                        format!("{whole:.2} ({steady:.2})")
                     }
-                    format!(
-                        "{} of {} ({} records/s: {})",
-                        cells.join(", "),
-                        if child_limited {
-                            "the children's ceiling"
-                        } else {
-                            "the read cap"
-                        },
-                        rate(target),
-                        if child_limited {
-                            format!("below the read cap, {} records/s", rate(cap))
-                        } else {
-                            format!("the children's ceiling is {} records/s", rate(c))
-                        }
-                    )
-                }
-                _ => "–".into(),
-            };
-            g.row([
-                shards.to_string(),
-                size_text(size),
-                cpu_cell,
-                rss_cell,
-                daemon_cell,
-                busy_cell,
-            ]);
+                    _ => "–".into(),
+                };
+                let busy_cell = busy_cell(
+                    placement,
+                    shards,
+                    size,
+                    &ceilings,
+                    cpus,
+                    read_cap * shards as f64,
+                    [rml, jml],
+                    &cfg,
+                    &mut judge,
+                );
+                g.row([
+                    shards.to_string(),
+                    size_text(size),
+                    placement.label().to_string(),
+                    cpu_cell,
+                    rss_cell,
+                    daemon_cell,
+                    busy_cell,
+                ]);
+            }
         }
     }
     // Where a daemon kept its children below the target: how busy the daemon and the
@@ -1234,7 +1507,14 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
              record is processed; records/s from the children's batch lines. The child's ceiling \
              is section 5's, on this machine: the processor fed the batches of the 1-shard run \
              from a file; for n shards the children's ceiling is min(n, CPUs) times it (an upper \
-             bound: the daemon, the stand-in and DynamoDB Local share those CPUs). \
+             bound: the daemon, the stand-in and DynamoDB Local share those CPUs). On 8 shards the \
+             daemons also run **split**: the daemon, the stand-in's thread and DynamoDB Local on CPU \
+             {DAEMON_CPU}, the 8 children on CPU {CHILDREN_CPU} (`sched_setaffinity`), so that the \
+             children's CPU is theirs alone and they are the limit; that row's ceiling is 8 \
+             no-op children on that one CPU at once, each fed its shard's records from a file in \
+             batches of {MAX_RECORDS}. The goal that the daemon keeps its children busy is judged \
+             where they are the limit: on 1 shard where their ceiling is below the read cap, and on \
+             the split rows. \
              The stand-in's CPU is its thread's CPU clock over the run. No throttling: a shard \
              serves more than Kinesis' 2 MB/s. This library's rows are the median of {} runs (by \
              records per CPU second); the other kinds ran once per row.",

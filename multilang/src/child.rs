@@ -19,7 +19,7 @@
 //! a wrapper's children. The Java MultiLangDaemon destroys only the direct child process.
 
 use crate::driver::{CheckpointHandler, Driver, DriverError};
-use crate::protocol::{CheckpointFailure, DaemonMessage, WireRecord};
+use crate::protocol::{process_records_call, CheckpointFailure, DaemonMessage, EncodedCall};
 use crate::stderr::spawn_stderr_drain;
 use async_trait::async_trait;
 use kinesis_client::error::ErrorKind;
@@ -136,7 +136,7 @@ impl ChildProcessor {
     /// Send `msg`; on any failure kill the child and ask for a restart of the shard.
     async fn call(
         &mut self,
-        msg: DaemonMessage,
+        msg: impl Into<EncodedCall>,
         checkpointer: Option<&mut Checkpointer>,
     ) -> Result<crate::driver::CallOutcome, ProcessorError> {
         let Some(child) = self.child.as_mut() else {
@@ -289,24 +289,9 @@ impl RecordProcessor for ChildProcessor {
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        let records = input
-            .records
-            .iter()
-            .map(|r| {
-                WireRecord::new(
-                    &r.data,
-                    r.partition_key.clone(),
-                    r.sequence_number.clone(),
-                    r.sub_sequence_number,
-                    r.approximate_arrival_timestamp,
-                )
-            })
-            .collect();
-        let msg = DaemonMessage::ProcessRecords {
-            records,
-            millis_behind_latest: input.millis_behind_latest,
-        };
-        self.call(msg, Some(checkpointer)).await.map(|_| ())
+        let call = process_records_call(&input.records, input.millis_behind_latest);
+        drop(input);
+        self.call(call, Some(checkpointer)).await.map(|_| ())
     }
 
     /// Only called when the properties set a retry policy (`skipFailingRecordsAfterAttempts`,

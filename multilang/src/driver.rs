@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::lines::{Line, LineReader, Overflow};
 use crate::protocol::{
-    parse_child_line, CheckpointFailure, CheckpointReply, ChildLine, ChildMessage, DaemonMessage,
+    parse_child_line, CheckpointFailure, CheckpointReply, ChildLine, ChildMessage, EncodedCall,
 };
 
 /// Longest stdout line kept; protocol lines are under 200 bytes, longer lines are noise.
@@ -168,12 +168,10 @@ where
     /// Sends `msg` and runs the conversation until the child's matching status.
     pub async fn call(
         &mut self,
-        msg: DaemonMessage,
+        msg: impl Into<EncodedCall>,
         mut checkpointer: Option<&mut dyn CheckpointHandler>,
     ) -> Result<CallOutcome, DriverError> {
-        let action = msg.action();
-        let line = msg.to_line();
-        drop(msg);
+        let EncodedCall { action, line } = msg.into();
         tracing::debug!(shard_id = %self.shard_id, action, bytes = line.len(), "sending to child");
         self.converse(action, line, &mut checkpointer)
             .await

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use tokio::io::{duplex, AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
 use super::*;
-use crate::protocol::WireRecord;
+use crate::protocol::{DaemonMessage, WireRecord};
 
 const SHARD: &str = "shardId-000000000000";
 const SEQ: &str = "49590338271490256608559692538361571095921575989136588803";
