@@ -305,7 +305,7 @@ pub use processor::{
     InitializationInput, ProcessRecordsInput, ProcessorError, RecordProcessor,
     RecordProcessorFactory, RestartShard, Shutdown,
 };
-pub use record::{Bytes, Record, Records};
+pub use record::{Bytes, PartitionKey, Record, Records};
 pub use resharding::ShardSyncError;
 pub use retrieval::StreamRef;
 pub use scheduler::{Scheduler, SchedulerError, SchedulerHandle};

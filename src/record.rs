@@ -5,11 +5,14 @@
 //! decoded the response into (handed through, never copied), and a batch is shared between
 //! the shard consumer (which keeps it to deliver again if the processor fails it) and the
 //! processor, so delivering a batch copies nothing. The partition key is the `String` the SDK
-//! decoded, and the sequence number a [`SequenceNumber`] around the SDK's `String` (checked
+//! decoded (a KPL user record's shares its aggregate's buffer: [`PartitionKey`]), and the sequence number a [`SequenceNumber`] around the SDK's `String` (checked
 //! once, when the response is read); with the batch shared, nothing on the way clones them.
 
 use crate::checkpoint::{Checkpoint, ExtendedSequenceNumber, SequenceNumber};
 pub use bytes::Bytes;
+pub use partition_key::PartitionKey;
+
+mod partition_key;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -27,8 +30,9 @@ use std::time::SystemTime;
 pub struct Record {
     /// The payload (shared: cloning a record does not copy it; `&record.data[..]` is the bytes).
     pub data: Bytes,
-    /// The partition key the producer gave.
-    pub partition_key: String,
+    /// The partition key the producer gave (a string: `&record.partition_key[..]`,
+    /// `record.partition_key == "k"`, `String::from(record.partition_key)`).
+    pub partition_key: PartitionKey,
     /// The sequence number Kinesis assigned.
     pub sequence_number: SequenceNumber,
     /// The KPL sub-sequence number: the user record's index in its aggregate (0 for records
@@ -51,7 +55,7 @@ impl Record {
     /// [`SequenceNumber`] (`"42".parse()?`) or an integer (`42u64`).
     pub fn new(
         data: impl Into<Bytes>,
-        partition_key: impl Into<String>,
+        partition_key: impl Into<PartitionKey>,
         sequence_number: impl Into<SequenceNumber>,
     ) -> Self {
         Record {

@@ -211,8 +211,8 @@ pub fn section(scale: Scale) -> Section {
             its own partition key (as `aws-kinesis-agg` and the KPL write them), on one thread. Per aggregate it \
             checks the magic bytes and the MD5 trailer, then reads the protobuf message in place (no decoded \
             copy of it: the tables are slices of the buffer), checks each user record's indices and builds one \
-            `Record` per user record: its payload a slice of the aggregate's buffer, its partition key a copy \
-            from the table, the aggregate's sequence number (with 3 or more user records, one copy of its \
+            `Record` per user record: its payload and its partition key slices of the aggregate's buffer \
+            (`PartitionKey` shares it), the aggregate's sequence number (with 3 or more user records, one copy of its \
             digits shared by all), its sub-sequence number. \
             With **half the key space** as the shard's range it also counts the user records outside it (the \
             MD5 of each distinct partition key, which is what a stream of 2 or more shards costs); with \
@@ -234,15 +234,20 @@ pub fn section(scale: Scale) -> Section {
              Rust code (535 vs 550 MB/s on 126 kB), nor did the `md5` crate (526 MB/s); the assembly MD5 of \
              aws-lc (BoringSSL's) ran at ~700 MB/s, 20 % less time, but only through a C library's FFI, which \
              the library's default build does not carry. Above the MD5, per user record: reading its fields \
-             from the message, a slice of the buffer (a reference count), a reference count on the \
-             shared sequence number, and one small allocation, the copy of the partition key \
-             (`Record::partition_key` is a public `String`). Reading the message in place instead of \
+             from the message, two slices of the buffer (payload and partition key: reference counts, \
+             and the key's UTF-8 check), a reference count on the shared sequence number, and the \
+             `Record` itself; nothing is allocated per user record (but a copy of its explicit hash key, \
+             when it has one: these have none). Reading the message in place instead of \
              decoding it with `prost` (a `String` per table entry, a `Vec` of user records) took the \
              ratio from 1.74× (1000 per aggregate) and 1.82× (10) to 1.51–1.63× and 1.51–1.79× in four \
              runs on this shared machine; sharing the sequence number's digits (a `String` copy per user \
              record before) to 1.52×, 1.42×, 1.40× (10, 100, 1000 per aggregate) and 1.49×, 1.48×, 1.36× in \
              the two runs before this one (the 10-per-aggregate figure moves most between runs, with the \
-             machine's load)."
+             machine's load). The partition key's copy per user record went last \
+             (`Record::partition_key` became a `PartitionKey`, which a user record shares with its \
+             aggregate's buffer): 1.52×, 1.42×, 1.40× to 1.63×, 1.52×, 1.45× (10, 100, 1000 per \
+             aggregate) in the three runs before that change, 1.40×, 1.39×, 1.41×; 1.39×, 1.38×, \
+             1.38×; 1.40×, 1.37×, 1.39× in three runs after it, on a quiet machine."
                 .into(),
         ],
         context: format!(

@@ -26,7 +26,9 @@ OPTIONS:
 Sections 3 (second part), 5 and 6 start kinesis-local and DynamoDB Local (node, java) through
 testkit; section 5 also needs python3 (amazon-kclpy is fetched into the testkit cache) and
 builds kcl-multilang with `cargo build --release -p kinesis-client-multilang`. Section 12 \
-starts DynamoDB Local the same way and serves Kinesis from the benchmark itself (the stand-in).";
+starts DynamoDB Local the same way and serves Kinesis from the benchmark itself (the stand-in); \
+KCL_BENCH_REALPATH_KINDS=library,java-library,multilang,java-multilang (any of them) and \
+KCL_BENCH_REALPATH_SHARDS=1|8 narrow it to some consumers and one shard count.";
 
 struct Args {
     scale: Scale,

@@ -28,13 +28,13 @@
 //!   same for MD5 and protobuf failures, but drops the rest of an aggregate whose index is out
 //!   of range.
 //!
-//! The user records' payloads are slices of the aggregate's buffer (nothing is copied), and
-//! the message is read in place (no intermediate decoded message).
+//! The user records' payloads and partition keys are slices of the aggregate's buffer (nothing
+//! is copied), and the message is read in place (no intermediate decoded message).
 //!
 //! A record without the magic bytes is not an aggregate and is delivered as it is.
 
 use crate::lease::HashKeyRange;
-use crate::record::Record;
+use crate::record::{PartitionKey, Record};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use std::ops::Range;
@@ -146,11 +146,10 @@ pub fn message_digest(message: &[u8]) -> [u8; DIGEST_LEN] {
 /// `shard_range` is the shard's hash key range, when known: only used to count user records
 /// outside it (all are passed on).
 ///
-/// Past the MD5 check, the message is read in place: each user record gets its payload as a
-/// slice of the aggregate's buffer, a copy of its partition key (and explicit hash key) and the
-/// aggregate's sequence number (one copy of its digits shared by all); the last user record
-/// takes the aggregate's own partition key when it is the same. Nothing else is allocated per
-/// user record.
+/// Past the MD5 check, the message is read in place: each user record gets its payload and its
+/// partition key as slices of the aggregate's buffer, a copy of its explicit hash key (if it
+/// has one) and the aggregate's sequence number (one copy of its digits shared by all).
+/// Nothing else is allocated per user record.
 pub fn deaggregate(
     record: Record,
     shard_range: Option<HashKeyRange>,
@@ -177,14 +176,13 @@ pub fn deaggregate(
         Ok(last) => {
             // The last user record takes what the aggregate no longer needs.
             let Record {
-                partition_key,
                 sequence_number,
                 approximate_arrival_timestamp,
                 ..
             } = record;
             out.push(Record {
                 data: last.data,
-                partition_key: last.partition_key.unwrap_or(partition_key),
+                partition_key: last.partition_key,
                 sequence_number,
                 sub_sequence_number: last.user_records as u64 - 1,
                 explicit_hash_key: last.explicit_hash_key,
@@ -224,8 +222,7 @@ struct UserFields {
 /// The last user record of an aggregate, and what [`Outcome::Aggregate`] says of it.
 struct Last {
     data: Bytes,
-    /// `None`: the aggregate's partition key.
-    partition_key: Option<String>,
+    partition_key: PartitionKey,
     explicit_hash_key: Option<String>,
     user_records: usize,
     outside_hash_range: usize,
@@ -261,15 +258,14 @@ fn unpack(
         if let Some(counter) = &mut outside {
             outside_hash_range += usize::from(counter.is_outside(&fields));
         }
-        let partition_key = tables.partition_keys[fields.partition_key];
+        let partition_key = shared_key(buffer, tables.partition_keys[fields.partition_key]);
         let explicit_hash_key = fields
             .explicit_hash_key
             .map(|e| tables.explicit_hash_keys[e].to_owned());
         if i + 1 == n {
             return Ok(Last {
                 data: payload(buffer, &fields),
-                partition_key: (record.partition_key != partition_key)
-                    .then(|| partition_key.to_owned()),
+                partition_key,
                 explicit_hash_key,
                 user_records: n,
                 outside_hash_range,
@@ -277,7 +273,7 @@ fn unpack(
         }
         out.push(Record {
             data: payload(buffer, &fields),
-            partition_key: partition_key.to_owned(),
+            partition_key,
             sequence_number: record.sequence_number.clone(),
             sub_sequence_number: i as u64,
             explicit_hash_key,
@@ -286,6 +282,13 @@ fn unpack(
         });
     }
     unreachable!("`scan` found at least one user record")
+}
+
+/// A partition key of the aggregate's table (`key`, UTF-8 checked by [`scan`], inside `buffer`)
+/// as the user record's, sharing the buffer.
+fn shared_key(buffer: &Bytes, key: &str) -> PartitionKey {
+    PartitionKey::shared(buffer.slice_ref(key.as_bytes()))
+        .unwrap_or_else(|| PartitionKey::from(key))
 }
 
 fn payload(buffer: &Bytes, fields: &UserFields) -> Bytes {

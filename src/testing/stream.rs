@@ -410,7 +410,7 @@ impl InMemoryStream {
             .expect("the open shards cover the hash key space");
         let record = Record {
             data: shared_copy(data),
-            partition_key: partition_key.to_string(),
+            partition_key: partition_key.into(),
             sequence_number: SequenceNumber::from(seq),
             sub_sequence_number: 0,
             explicit_hash_key: None,
