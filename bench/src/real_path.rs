@@ -884,6 +884,32 @@ fn ratio_text(x: f64) -> String {
     }
 }
 
+/// What limits `kcl-multilang` in the split rows: written from the diagnosis runs of
+/// 2026-12-07 (`KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8`, with the
+/// daemon's debug log), not computed by this run.
+const SPLIT_DIAGNOSIS: &str =
+    "What limits `kcl-multilang` in the split rows (diagnosed in runs of \
+    `KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8` before this one, with the \
+    daemon's debug log; the figures are from those runs): neither side is saturated. The children \
+    on their CPU were busy 66 to 76 % of the time, the daemon on its CPU 33 to 46 %. The daemon's \
+    log (`sending to child`, `child finished`) against the children's batch lines shows the 8 \
+    shards in lockstep: the children share their CPU equally, so they finish a batch together, and \
+    each must then receive its next batch (a 15.6 MB line at 1 KiB) before it parses any of it \
+    (amazon-kclpy parses a line once it has all of it). While they receive, the daemon refills \
+    their pipes: a child reads its pipe 8 KiB at a time (Python's text reader), and each read of a \
+    full pipe wakes the daemon's writer through epoll, about 1,900 wake-ups of its runtime per \
+    batch. Receiving and parsing alternate instead of overlapping, and the rate is that of the two \
+    in turn. What did not change it: a 1 MiB pipe (`F_SETPIPE_SZ`; a read of a full pipe still \
+    wakes the writer), 4 runtime threads instead of 1, a processor that does not checkpoint (so \
+    it is not DynamoDB Local's latency), and building the line ten times faster (that change \
+    stayed: it lowered the daemon's CPU per record and raised the shared 8-shard rate, from \
+    127 000 to 159 000 records/s at 1 KiB in runs before it to 174 000 to 188 000 after, but not \
+    the split rows). Writing each line from a blocking thread (as the Java daemon does, a thread \
+    per child) kept the children 93 % busy, but they then spent about 40 % more CPU per record \
+    (reads of partly filled pipes) for the same rate; it was not kept. For comparison, the same 8 \
+    children fed the same lines by `cat` (pipes, but no lockstep: each child's next batch is \
+    already in its pipe) read 140 000 records/s on their CPU, and from files 151 000.";
+
 /// The kclpy children's ceiling measured for one configuration.
 #[derive(Debug, Clone, Copy)]
 struct Ceiling {
@@ -1361,10 +1387,11 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
             continue;
         }
         busy_notes.push(format!(
-            "{} on {} shards × {}: daemon {:.2} cores, its {} children {:.2} cores",
+            "{} on {} shards × {}, CPUs {}: daemon {:.2} cores, its {} children {:.2} cores",
             o.kind.label(),
             o.shards,
             size_text(o.record_size),
+            o.placement.label(),
             o.consumer.steady_cpu.as_secs_f64() / wall,
             k.count,
             k.steady_cpu.as_secs_f64() / wall,
@@ -1386,6 +1413,9 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
              for batches and checkpoint replies, or for CPUs other jobs took): {}.",
             busy_notes.join("; ")
         ));
+    }
+    if outcomes.iter().any(|o| o.placement == Placement::Split) {
+        notes.push(SPLIT_DIAGNOSIS.to_string());
     }
     if cbor.1 > 0 {
         notes.push(format!(
