@@ -14,7 +14,9 @@ use std::ops::Deref;
 /// A plain record's key is the `String` the AWS SDK decoded, moved in. The user records of a
 /// KPL aggregate keep their keys where the aggregate's buffer holds them: cloning one, or
 /// de-aggregating an aggregate into thousands of user records, copies no key (the buffer is
-/// shared, as the payloads are).
+/// shared, as the payloads are). Such a key keeps its aggregate's buffer alive, as the
+/// record's payload does: a key kept long after its record (a map's key, say) can be made a
+/// `String` of its own with [`PartitionKey::into_string`] or `String::from`.
 ///
 /// ```
 /// use kinesis_client::PartitionKey;
