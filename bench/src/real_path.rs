@@ -8,8 +8,9 @@
 //! stand-in runs in this process on a thread of its own, whose CPU clock says what the stand-in
 //! cost, to show that it is not the limit.
 //!
-//! The consumers are a [`ConsumerKind`]: this library only, for now; the Java KCL's rows can be
-//! added as further kinds (a command that reads the stream and prints the same report line).
+//! The consumers are a [`ConsumerKind`]: this library, the Java KCL library, `kcl-multilang` and
+//! the Java MultiLangDaemon; [`Placement`] says where a daemon's processes run (sharing the
+//! CPUs, or the children on a CPU of their own).
 
 use crate::affinity::{self, CpuSet};
 use crate::measure::{pid_cpu, process_cpu, self_rss, status_field};
