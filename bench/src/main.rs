@@ -28,7 +28,9 @@ testkit; section 5 also needs python3 (amazon-kclpy is fetched into the testkit 
 builds kcl-multilang with `cargo build --release -p kinesis-client-multilang`. Section 12 \
 starts DynamoDB Local the same way and serves Kinesis from the benchmark itself (the stand-in); \
 KCL_BENCH_REALPATH_KINDS=library,java-library,multilang,java-multilang (any of them) and \
-KCL_BENCH_REALPATH_SHARDS=1|8 narrow it to some consumers and one shard count.";
+KCL_BENCH_REALPATH_SHARDS=1|8, KCL_BENCH_REALPATH_SIZE=100|1024 and \
+KCL_BENCH_REALPATH_PLACEMENT=shared|split narrow it to some consumers, one shard count, one record \
+size and one placement of the daemons.";
 
 struct Args {
     scale: Scale,

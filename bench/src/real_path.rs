@@ -902,31 +902,37 @@ fn ratio_text(x: f64) -> String {
     }
 }
 
-/// What limits `kcl-multilang` in the split rows: written from the diagnosis runs of
-/// 2026-12-07 (`KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8`, with the
-/// daemon's debug log), not computed by this run.
+/// What limited `kcl-multilang` in the split rows and what changed: written from the diagnosis
+/// runs of 2026-12-07 (`KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8
+/// KCL_BENCH_REALPATH_SIZE=1024 KCL_BENCH_REALPATH_PLACEMENT=split`), not computed by this run.
 const SPLIT_DIAGNOSIS: &str =
-    "What limits `kcl-multilang` in the split rows (diagnosed in runs of \
-    `KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8` before this one, with the \
-    daemon's debug log; the figures are from those runs): neither side is saturated. The children \
-    on their CPU were busy 66 to 76 % of the time, the daemon on its CPU 33 to 46 %. The daemon's \
-    log (`sending to child`, `child finished`) against the children's batch lines shows the 8 \
-    shards in lockstep: the children share their CPU equally, so they finish a batch together, and \
-    each must then receive its next batch (a 15.6 MB line at 1 KiB) before it parses any of it \
-    (amazon-kclpy parses a line once it has all of it). While they receive, the daemon refills \
-    their pipes: a child reads its pipe 8 KiB at a time (Python's text reader), and each read of a \
-    full pipe wakes the daemon's writer through epoll, about 1,900 wake-ups of its runtime per \
-    batch. Receiving and parsing alternate instead of overlapping, and the rate is that of the two \
-    in turn. What did not change it: a 1 MiB pipe (`F_SETPIPE_SZ`; a read of a full pipe still \
-    wakes the writer), 4 runtime threads instead of 1, a processor that does not checkpoint (so \
-    it is not DynamoDB Local's latency), and building the line ten times faster (that change \
-    stayed: it lowered the daemon's CPU per record and raised the shared 8-shard rate, from \
-    127 000 to 159 000 records/s at 1 KiB in runs before it to 174 000 to 188 000 after, but not \
-    the split rows). Writing each line from a blocking thread (as the Java daemon does, a thread \
-    per child) kept the children 93 % busy, but they then spent about 40 % more CPU per record \
-    (reads of partly filled pipes) for the same rate; it was not kept. For comparison, the same 8 \
-    children fed the same lines by `cat` (pipes, but no lockstep: each child's next batch is \
-    already in its pipe) read 140 000 records/s on their CPU, and from files 151 000.";
+    "What limited `kcl-multilang` in the split rows, and what changed (diagnosed in runs of \
+    `KCL_BENCH_REALPATH_KINDS=multilang KCL_BENCH_REALPATH_SHARDS=8 KCL_BENCH_REALPATH_SIZE=1024 \
+    KCL_BENCH_REALPATH_PLACEMENT=split` before this one; the figures are from those runs, at 1 KiB): \
+    with each child timing its own phases (waiting for and reading a line, parsing it, the rest), \
+    each CPU's busy time sampled from `/proc/stat` every 20 ms, and the daemon's debug log. Before: \
+    the children's CPU was busy 65 to 80 % of the time. The daemon wrote each child's line from \
+    its runtime, and a daemon confined to one CPU runs one runtime thread; the same thread decodes \
+    the shards' GetRecords responses, each a poll of about 15 ms at 1 KiB, and the 8 shards' \
+    batches fell due together (the children share their CPU equally, so they finish together). \
+    The 8 lines were therefore written together and completed together, 200 to 340 ms after the \
+    first began, behind the 8 decodes, while the children waited before empty pipes; then all 8 \
+    parsed at once while the daemon's CPU idled. Now each child's stdin is written by a thread of \
+    its own, blocked in `write(2)` and woken by the kernel as soon as the child frees pipe space \
+    (`multilang/src/stdin_thread.rs`; the Java daemon also writes from a thread per child), and \
+    the pipe is enlarged to 1 MiB (`F_SETPIPE_SZ`, within a budget of 16 MiB for the daemon): the \
+    children's CPU is busy 95 to 98 % of the time. The thread alone did most of it (children busy \
+    95 to 98 %, 138 000 records/s); the larger pipe then cut a child's waits while reading a line \
+    from 23 to 35 to 5 or 6 and its CPU per line by a tenth (156 000 records/s, with the line \
+    written into its buffer without zeroing it first). What did not help: 4 runtime threads (children busy 65 to \
+    70 %), writing one line at a time across the children (74 to 80 %: the lines no longer \
+    arrive together, but each takes 50 to 60 ms), two at a time, and the 1 MiB pipe alone. What is \
+    left is the children's CPU per batch, which the daemon's work raises even on the children's \
+    own CPU: file-fed, 8 children took 55 ms of CPU per batch with the other CPU idle, 61 ms with \
+    a busy loop on it and 71 ms with a loop copying memory (one run each); fed by the daemon, 59 \
+    to 75 ms. How fast this virtual machine runs moves too: the same ceiling took 9.5 to 13.5 s \
+    between runs minutes apart. The earlier finding that a thread per child cost the children \
+    40 % more CPU per record was that swing, measured once.";
 
 /// The kclpy children's ceiling measured for one configuration.
 #[derive(Debug, Clone, Copy)]
@@ -1032,8 +1038,53 @@ pub const KINDS_ENV: &str = "KCL_BENCH_REALPATH_KINDS";
 /// The environment variable that narrows section 12 to one shard count (1 or 8).
 pub const SHARDS_ENV: &str = "KCL_BENCH_REALPATH_SHARDS";
 
+/// The environment variable that narrows section 12 to one record size (100 or 1024).
+pub const SIZES_ENV: &str = "KCL_BENCH_REALPATH_SIZE";
+/// The environment variable that narrows section 12's daemons to one placement (`shared` or
+/// `split`).
+pub const PLACEMENT_ENV: &str = "KCL_BENCH_REALPATH_PLACEMENT";
+
+/// A narrowing of section 12 to part of its rows, for a partial run.
+#[derive(Debug, Default)]
+struct Selection {
+    kinds: Vec<ConsumerKind>,
+    shards: Option<usize>,
+    size: Option<usize>,
+    placement: Option<Placement>,
+}
+
+/// The rows to run ([`KINDS_ENV`], [`SHARDS_ENV`], [`SIZES_ENV`], [`PLACEMENT_ENV`]; all of
+/// them when unset).
+fn selection() -> Result<Selection> {
+    let (kinds, shards) = kinds_and_shards()?;
+    let size = match std::env::var(SIZES_ENV) {
+        Ok(n) => Some(match n.trim() {
+            "100" => 100,
+            "1024" => 1024,
+            other => {
+                bail!("{SIZES_ENV}: {other:?} is not a record size of the section (100, 1024)")
+            }
+        }),
+        Err(_) => None,
+    };
+    let placement = match std::env::var(PLACEMENT_ENV) {
+        Ok(p) => Some(match p.trim() {
+            "shared" => Placement::Shared,
+            "split" => Placement::Split,
+            other => bail!("{PLACEMENT_ENV}: {other:?} is not a placement (shared, split)"),
+        }),
+        Err(_) => None,
+    };
+    Ok(Selection {
+        kinds,
+        shards,
+        size,
+        placement,
+    })
+}
+
 /// The consumers and the shard count ([`KINDS_ENV`], [`SHARDS_ENV`]; all of them when unset).
-fn selection() -> Result<(Vec<ConsumerKind>, Option<usize>)> {
+fn kinds_and_shards() -> Result<(Vec<ConsumerKind>, Option<usize>)> {
     let kinds = match std::env::var(KINDS_ENV) {
         Ok(list) => list
             .split(',')
@@ -1078,20 +1129,19 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
         Scale::Full => vec![(1, 200_000), (8, 50_000)],
     };
     let mut failures: Vec<String> = Vec::new();
-    let kinds = match selection() {
-        Ok((kinds, shards_only)) => {
-            if let Some(n) = shards_only {
-                configs.retain(|&(shards, _)| shards == n);
-            }
-            kinds
-        }
-        Err(e) => {
-            failures.push(format!("{e:#}"));
-            configs.clear();
-            Vec::new()
-        }
-    };
-    let sizes = [100usize, 1024];
+    let chosen = selection().unwrap_or_else(|e| {
+        failures.push(format!("{e:#}"));
+        configs.clear();
+        Selection::default()
+    });
+    if let Some(n) = chosen.shards {
+        configs.retain(|&(shards, _)| shards == n);
+    }
+    let kinds = chosen.kinds;
+    let sizes: Vec<usize> = [100usize, 1024]
+        .into_iter()
+        .filter(|&s| chosen.size.is_none_or(|only| only == s))
+        .collect();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut tools = None;
     if !configs.is_empty() {
@@ -1108,6 +1158,7 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                         for (size, placement) in sizes
                             .iter()
                             .flat_map(|&size| placements(kind, shards).map(move |p| (size, p)))
+                            .filter(|&(_, p)| chosen.placement.is_none_or(|only| only == p))
                         {
                             let per_shard = records_per_shard(per_shard, placement);
                             let mut runs = Vec::new();

@@ -33,7 +33,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// A child's stdin as the driver writes it: from a thread of its own where there are file
+/// descriptors (see [`crate::stdin_thread`]).
+#[cfg(unix)]
+type Stdin = crate::stdin_thread::ThreadedStdin;
+#[cfg(not(unix))]
+type Stdin = tokio::process::ChildStdin;
 
 /// How long a child may take to exit after its stdin is closed before it is killed.
 pub const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -62,7 +69,7 @@ pub struct ChildProcessor {
 
 struct RunningChild {
     process: Child,
-    driver: Driver<ChildStdin, BufReader<ChildStdout>>,
+    driver: Driver<Stdin, BufReader<ChildStdout>>,
 }
 
 impl ChildProcessor {
@@ -118,6 +125,13 @@ impl ChildProcessor {
             ))
         })?;
         let stdin = process.stdin.take().expect("piped stdin");
+        #[cfg(unix)]
+        let stdin = crate::stdin_thread::ThreadedStdin::new(stdin).map_err(|e| {
+            RestartShard(format!(
+                "cannot start the thread that writes to the child process of shard {}: {e}",
+                self.shard_id
+            ))
+        })?;
         let stdout = process.stdout.take().expect("piped stdout");
         let stderr = process.stderr.take().expect("piped stderr");
         spawn_stderr_drain(self.shard_id.clone(), stderr);

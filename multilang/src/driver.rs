@@ -1,8 +1,10 @@
 //! The conversation with one child process: send a call, serve its checkpoint requests, wait
 //! for its status.
 //!
-//! [`Driver`] is generic over the child's stdin ([`AsyncWrite`]) and stdout ([`AsyncBufRead`]),
-//! so it is tested over in-memory pipes; the daemon plugs in `tokio::process` handles.
+//! [`Driver`] is generic over the child's stdin ([`ChildInput`]: any [`AsyncWrite`], or the
+//! daemon's [`ThreadedStdin`](crate::stdin_thread::ThreadedStdin)) and stdout
+//! ([`AsyncBufRead`]), so it is tested over in-memory pipes; the daemon plugs in the child
+//! process's pipes.
 //!
 //! One [`Driver::call`] follows Java's `MultiLangProtocol`, with the rules the Python and Node
 //! client libraries need (each breaks, often by exiting, when one is not kept):
@@ -41,6 +43,31 @@ use crate::protocol::{
 
 /// Longest stdout line kept; protocol lines are under 200 bytes, longer lines are noise.
 pub const MAX_STDOUT_LINE: usize = 64 * 1024;
+
+/// Where the driver writes a child's input: whole lines, then the end of the input.
+///
+/// Every [`AsyncWrite`] is one; the daemon uses
+/// [`ThreadedStdin`](crate::stdin_thread::ThreadedStdin), which takes each line by value and
+/// writes it from a thread of its own.
+#[async_trait::async_trait]
+pub trait ChildInput: Send {
+    /// Writes `line` whole and flushes it.
+    async fn write_line(&mut self, line: Vec<u8>) -> io::Result<()>;
+    /// Ends the input (the child reads EOF once everything before is read).
+    async fn close(&mut self) -> io::Result<()>;
+}
+
+#[async_trait::async_trait]
+impl<W: AsyncWrite + Unpin + Send> ChildInput for W {
+    async fn write_line(&mut self, line: Vec<u8>) -> io::Result<()> {
+        self.write_all(&line).await?;
+        self.flush().await
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+}
 
 /// Performs the checkpoints a child asks for during one call.
 ///
@@ -141,7 +168,7 @@ pub struct Driver<W, R> {
 
 impl<W, R> Driver<W, R>
 where
-    W: AsyncWrite + Unpin + Send,
+    W: ChildInput,
     R: AsyncBufRead + Unpin + Send,
 {
     /// A driver for the child serving `shard_id` (used in logs and errors). `timeout` is the
@@ -186,8 +213,7 @@ where
     ) -> Result<CallOutcome, Failure> {
         let mut outcome = CallOutcome::default();
         let mut deadline = self.timeout.map(|t| Instant::now() + t);
-        let mut pending = self.write_while_reading(&line, deadline).await?;
-        drop(line);
+        let mut pending = self.write_while_reading(line, deadline).await?;
 
         loop {
             let next = match pending.pop_front() {
@@ -290,16 +316,13 @@ where
     /// Writes a call while collecting whatever the child prints meanwhile.
     async fn write_while_reading(
         &mut self,
-        line: &[u8],
+        line: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<VecDeque<Line>, Failure> {
         let Self { stdin, stdout, .. } = self;
         let mut pending = VecDeque::new();
         let work = async {
-            let write = async {
-                stdin.write_all(line).await?;
-                stdin.flush().await
-            };
+            let write = stdin.write_line(line);
             tokio::pin!(write);
             loop {
                 tokio::select! {
@@ -322,12 +345,7 @@ where
         reply: &CheckpointReply,
         deadline: Option<Instant>,
     ) -> Result<(), Failure> {
-        let line = reply.to_line();
-        let stdin = &mut self.stdin;
-        let write = async {
-            stdin.write_all(&line).await?;
-            stdin.flush().await
-        };
+        let write = self.stdin.write_line(reply.to_line());
         with_deadline(deadline, write).await?.map_err(Failure::Io)
     }
 
@@ -364,7 +382,7 @@ where
             ..
         } = self;
         // A child that already exited makes this fail with a broken pipe; that is fine.
-        let _ = stdin.shutdown().await;
+        let _ = stdin.close().await;
         drop(stdin);
         let mut logged = 0;
         while let Some(line) = stdout.next_line().await? {

@@ -42,4 +42,6 @@ pub mod properties;
 pub mod protocol;
 pub mod settings;
 pub mod stderr;
+#[cfg(unix)]
+pub mod stdin_thread;
 pub mod streams;

@@ -257,10 +257,9 @@ pub fn process_records_call(
             line.push(b',');
         }
         line.extend_from_slice(br#"{"data":""#);
-        let at = line.len();
-        line.resize(at + b64.encoded_length(r.data.len()), 0);
-        // The base64 alphabet needs no JSON escapes.
-        let _: &mut [u8] = b64.encode(&r.data, base64_simd::Out::from_slice(&mut line[at..]));
+        // Into the line's spare capacity (not zeroed first). The base64 alphabet needs no JSON
+        // escapes.
+        b64.encode_append(&r.data, &mut line);
         line.extend_from_slice(br#"","partitionKey":"#);
         write_json(&mut line, r.partition_key.as_str());
         line.extend_from_slice(br#","sequenceNumber":"#);
