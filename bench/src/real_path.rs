@@ -481,6 +481,9 @@ pub struct Outcome {
     pub unknown_operations: Vec<String>,
     /// A daemon's record-processor children (daemon kinds only).
     pub children: Option<Children>,
+    /// A daemon's split run: its children's ceiling (records/s), measured right after the run
+    /// (see [`split_ceiling`]).
+    pub paired_ceiling: Option<f64>,
 }
 
 /// What a daemon's record-processor children (one kclpy process per shard) did.
@@ -774,6 +777,7 @@ pub fn run(
             dynamodb_cpu: d0.zip(d1).map(|(a, b)| b.saturating_sub(a)),
             unknown_operations: standin.unknown_operations(),
             children: Some(children),
+            paired_ceiling: None,
         });
     }
     // Its log (stderr) in the scratch directory, for when it does not report.
@@ -810,6 +814,7 @@ pub fn run(
         },
         unknown_operations: standin.unknown_operations(),
         children: None,
+        paired_ceiling: None,
     })
 }
 
@@ -822,8 +827,8 @@ fn size_text(b: usize) -> String {
 }
 
 /// Runs of each configuration of `kind` (the median is shown): the library three times,
-/// `kcl-multilang`'s split rows (judged, and their rate moves most between runs: the children
-/// run in lockstep) three times, the others (tens of seconds each, mostly start-up) once.
+/// `kcl-multilang`'s split rows (judged, and their rate moves most between runs) three times,
+/// the others (tens of seconds each, mostly start-up) once.
 fn repeats(kind: ConsumerKind, scale: Scale, placement: Placement) -> usize {
     match (scale, kind, placement) {
         (Scale::Tiny, _, _) => 0,
@@ -835,7 +840,7 @@ fn repeats(kind: ConsumerKind, scale: Scale, placement: Placement) -> usize {
 }
 
 /// The split rows read this many times the records per shard of the shared rows: their rate
-/// is the goal's, and a few seconds of lockstep batches moved it by ±15 % between runs.
+/// is the goal's, and runs of a few seconds moved it by ±15 % between runs.
 const SPLIT_LENGTH: usize = 4;
 
 /// Records per shard of a run in `placement` whose shared rows read `per_shard`.
@@ -846,8 +851,19 @@ fn records_per_shard(per_shard: usize, placement: Placement) -> usize {
     }
 }
 
-/// Runs of the split placement's ceiling (the median is used).
-const SPLIT_CEILING_RUNS: usize = 3;
+/// The split placement's ceiling, measured right after each split run of a daemon: `shards`
+/// no-op children at once on the children's CPU, each fed `per_shard` records of `size` bytes
+/// from a file in batches of [`MAX_RECORDS`]. Right after, because how fast this machine runs
+/// moves from minute to minute (the same ceiling took 9.5 to 13.5 s in runs minutes apart): a
+/// run is compared with the ceiling of the same minute, and a row's figure is the median of its
+/// runs' ratios.
+fn split_ceiling(tools: &Tools, shards: usize, per_shard: usize, size: usize) -> Result<f64> {
+    let mut fed = vec![MAX_RECORDS as u64; per_shard / MAX_RECORDS];
+    if per_shard % MAX_RECORDS > 0 {
+        fed.push((per_shard % MAX_RECORDS) as u64);
+    }
+    ceiling(tools, &fed, shards, size, Some(CHILDREN_CPU))
+}
 
 /// The no-op kclpy processors' ceiling for `record_size`-byte records on this machine:
 /// `children` processors at once, each fed `batches` from a file (no daemon, no Kinesis);
@@ -984,6 +1000,8 @@ fn busy_cell(
     let target = c.min(cap);
     let mut cells = Vec::new();
     for o in daemons.into_iter().flatten() {
+        // A split run against the ceiling measured right after it.
+        let target = o.paired_ceiling.map_or(target, |p| p.min(cap));
         let share = steady_rate(&o.consumer) / target;
         if o.kind == ConsumerKind::RustMultiLang && judged {
             judge(
@@ -1006,8 +1024,9 @@ fn busy_cell(
             rate(c)
         ),
         (true, Placement::Split, _) => format!(
-            "of the children's ceiling ({} records/s: {shards} children on their one CPU, fed \
-             from files; the read cap is {} records/s)",
+            "of the children's ceiling measured right after each run ({} records/s after \
+             `kcl-multilang`'s: {shards} children on their one CPU, fed from files; the read cap \
+             is {} records/s)",
             rate(c),
             rate(cap)
         ),
@@ -1174,12 +1193,31 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                                     pid: ddb_pid,
                                 };
                                 match run(kind, &t, shards, per_shard, size, tables, placement) {
-                                    Ok(o) => {
+                                    Ok(mut o) => {
                                         eprintln!(
                                             "kcl-bench: section 12: ... {:.0} records per CPU second, {:.1} s",
                                             o.consumer.records_per_cpu_second(),
                                             t0.elapsed().as_secs_f64()
                                         );
+                                        if placement == Placement::Split {
+                                            eprintln!(
+                                                "kcl-bench: section 12: its kclpy ceiling, {shards} children on CPU {CHILDREN_CPU} ..."
+                                            );
+                                            match split_ceiling(&t, shards, per_shard, size) {
+                                                Ok(c) => {
+                                                    eprintln!(
+                                                        "kcl-bench: section 12: ... {:.0} records/s, {:.0} % of its ceiling, {:.0} records/s",
+                                                        steady_rate(&o.consumer),
+                                                        100.0 * steady_rate(&o.consumer) / c,
+                                                        c
+                                                    );
+                                                    o.paired_ceiling = Some(c)
+                                                }
+                                                Err(e) => failures.push(format!(
+                                                    "the kclpy ceiling ({size} B, {shards} children): {e:#}"
+                                                )),
+                                            }
+                                        }
                                         runs.push(o)
                                     }
                                     Err(e) => {
@@ -1191,10 +1229,12 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                             if runs.is_empty() {
                                 continue;
                             }
-                            // The median by what the row is for: the split rows' rate, the
-                            // others' records per CPU second.
+                            // The median by what the row is for: the split rows' rate against
+                            // its ceiling, the others' records per CPU second.
                             let key = |o: &Outcome| match placement {
-                                Placement::Split => steady_rate(&o.consumer),
+                                Placement::Split => {
+                                    steady_rate(&o.consumer) / o.paired_ceiling.unwrap_or(f64::NAN)
+                                }
                                 Placement::Shared => o.consumer.records_per_cpu_second(),
                             };
                             runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
@@ -1235,12 +1275,30 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                         .unwrap_or_default();
                     (Placement::Shared, observed, 1, None)
                 } else if shards > 1 && wanted(Placement::Split) {
-                    (
-                        Placement::Split,
-                        vec![MAX_RECORDS as u64],
-                        shards,
-                        Some(CHILDREN_CPU),
-                    )
+                    // Measured with each run (`split_ceiling`); the row shows the one paired with
+                    // the median run of `kcl-multilang` (else of the Java daemon).
+                    let paired = [ConsumerKind::RustMultiLang, ConsumerKind::JavaMultiLang]
+                        .iter()
+                        .find_map(|&kind| {
+                            outcomes
+                                .iter()
+                                .find(|o| {
+                                    o.kind == kind
+                                        && o.shards == shards
+                                        && o.record_size == size
+                                        && o.placement == Placement::Split
+                                })
+                                .and_then(|o| o.paired_ceiling)
+                        });
+                    if let Some(rate) = paired {
+                        ceilings.push(Ceiling {
+                            placement: Placement::Split,
+                            children: shards,
+                            record_size: size,
+                            rate,
+                        });
+                    }
+                    continue;
                 } else {
                     continue;
                 };
@@ -1257,17 +1315,7 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
                     "kcl-bench: section 12: kclpy ceiling, {children} child(ren), {size} B, CPUs {} ...",
                     placement.label()
                 );
-                let runs = match placement {
-                    Placement::Split => SPLIT_CEILING_RUNS,
-                    Placement::Shared => 1,
-                };
-                let mut rates = (0..runs)
-                    .map(|_| ceiling(t, &fed, children, size, cpu))
-                    .collect::<Result<Vec<f64>>>();
-                if let Ok(r) = &mut rates {
-                    r.sort_by(f64::total_cmp);
-                }
-                match rates.map(|r| r[r.len() / 2]) {
+                match ceiling(t, &fed, children, size, cpu) {
                     Ok(rate) => ceilings.push(Ceiling {
                         placement,
                         children,
@@ -1624,10 +1672,10 @@ pub fn section(scale: Scale, services: &mut Services) -> Section {
              {DAEMON_CPU}, the 8 children on CPU {CHILDREN_CPU} (`sched_setaffinity`), so that the \
              children's CPU is theirs alone and they are the limit; that row's ceiling is 8 \
              no-op children on that one CPU at once, each fed its shard's records from a file in \
-             batches of {MAX_RECORDS} (the median of {SPLIT_CEILING_RUNS} runs). The split rows read \
-             {SPLIT_LENGTH} times as many records per shard, and `kcl-multilang`'s are the median of \
-             3 runs by records/s: with the children in lockstep, their rate moved by ±15 % between \
-             shorter runs. The \
+             batches of {MAX_RECORDS}, measured right after each split run (how fast this virtual \
+             machine runs moves from minute to minute), and a split run's figure is its rate \
+             against that ceiling. The split rows read {SPLIT_LENGTH} times as many records per \
+             shard, and `kcl-multilang`'s are the median of 3 runs by that figure. The \
              goal that the daemon keeps its children busy is judged \
              where they are the limit: on 1 shard where their ceiling is below the read cap, and on \
              the split rows. \
