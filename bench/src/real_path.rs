@@ -859,7 +859,7 @@ fn records_per_shard(per_shard: usize, placement: Placement) -> usize {
 /// runs' ratios.
 fn split_ceiling(tools: &Tools, shards: usize, per_shard: usize, size: usize) -> Result<f64> {
     let mut fed = vec![MAX_RECORDS as u64; per_shard / MAX_RECORDS];
-    if per_shard % MAX_RECORDS > 0 {
+    if !per_shard.is_multiple_of(MAX_RECORDS) {
         fed.push((per_shard % MAX_RECORDS) as u64);
     }
     ceiling(tools, &fed, shards, size, Some(CHILDREN_CPU))
