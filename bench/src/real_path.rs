@@ -942,7 +942,8 @@ const SPLIT_DIAGNOSIS: &str =
     from 23 to 35 to 5 or 6 and its CPU per line by a tenth (156 000 records/s, with the line \
     written into its buffer without zeroing it first). What did not help: 4 runtime threads (children busy 65 to \
     70 %), writing one line at a time across the children (74 to 80 %: the lines no longer \
-    arrive together, but each takes 50 to 60 ms), two at a time, and the 1 MiB pipe alone. What is \
+    arrive together, but each takes 50 to 60 ms), two at a time, and the 1 MiB pipe alone (70 %, \
+    one run). What is \
     left is the children's CPU per batch, which the daemon's work raises even on the children's \
     own CPU: file-fed, 8 children took 55 ms of CPU per batch with the other CPU idle, 61 ms with \
     a busy loop on it and 71 ms with a loop copying memory (one run each); fed by the daemon, 59 \
